@@ -1,0 +1,572 @@
+//! The typed messages that cross process boundaries.
+//!
+//! Published messages (PUB/SUB) implement [`Publish`], which names their topic. Request /
+//! reply pairs are grouped per serving process: [`GatewayRequest`] → [`GatewayReply`]
+//! (market-data), [`RouterRequest`] → [`RouterReply`] (order-router), [`RiskRequest`] →
+//! [`RiskReply`] (risk-manager).
+//!
+//! Money, prices and quantities are `rust_decimal::Decimal` (encoded as strings, so they
+//! cross the wire without loss); times are Unix milliseconds. Optional fields carry
+//! `#[serde(default)]` so that a newer publisher and an older subscriber (or the reverse)
+//! keep talking during a rolling restart.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    intent::IntentId,
+    topic::Topic,
+    types::{Interval, Side, Symbol, TimestampMs},
+};
+
+/// A message that is published on the bus under a topic derived from its contents.
+pub trait Publish: Serialize {
+    fn topic(&self) -> Topic;
+}
+
+// ---------------------------------------------------------------------------------------
+// Market data (published by market-data)
+// ---------------------------------------------------------------------------------------
+
+/// One closed kline. Prices as the exchange printed them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bar {
+    pub symbol: Symbol,
+    pub interval: Interval,
+    pub open_time_ms: TimestampMs,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    /// Base-coin volume.
+    pub volume: Decimal,
+    /// Quote-coin turnover.
+    #[serde(default)]
+    pub turnover: Decimal,
+}
+
+impl Publish for Bar {
+    fn topic(&self) -> Topic {
+        Topic::Bar {
+            symbol: self.symbol.clone(),
+            interval: self.interval,
+        }
+    }
+}
+
+/// A full (snapshot and deltas merged) ticker, coalesced by the gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticker {
+    pub symbol: Symbol,
+    pub last_price: Decimal,
+    #[serde(default)]
+    pub mark_price: Option<Decimal>,
+    #[serde(default)]
+    pub index_price: Option<Decimal>,
+    #[serde(default)]
+    pub bid1_price: Option<Decimal>,
+    #[serde(default)]
+    pub ask1_price: Option<Decimal>,
+    #[serde(default)]
+    pub funding_rate: Option<Decimal>,
+    #[serde(default)]
+    pub next_funding_time_ms: Option<TimestampMs>,
+    #[serde(default)]
+    pub volume_24h: Option<Decimal>,
+    #[serde(default)]
+    pub turnover_24h: Option<Decimal>,
+    /// Exchange timestamp of the latest update merged in.
+    pub ts_ms: TimestampMs,
+}
+
+impl Publish for Ticker {
+    fn topic(&self) -> Topic {
+        Topic::Ticker {
+            symbol: self.symbol.clone(),
+        }
+    }
+}
+
+/// Trading rules of one instrument, from `/v5/market/instruments-info`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instrument {
+    pub symbol: Symbol,
+    pub tick_size: Decimal,
+    pub qty_step: Decimal,
+    pub min_order_qty: Decimal,
+    pub max_market_order_qty: Decimal,
+    pub min_notional: Decimal,
+    pub max_leverage: Decimal,
+    /// Minutes between funding settlements.
+    pub funding_interval_min: u32,
+}
+
+// ---------------------------------------------------------------------------------------
+// Intents and risk decisions
+// ---------------------------------------------------------------------------------------
+
+/// What a strategy wants done with a symbol's position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum IntentAction {
+    /// Open (or add to nothing: one position per symbol) a position on `side`.
+    Enter { side: Side },
+    /// Close the whole position, reduce-only.
+    Exit,
+}
+
+impl IntentAction {
+    /// Stable spelling used in intent-id derivation. Never change it.
+    pub fn id_tag(self) -> &'static str {
+        match self {
+            IntentAction::Enter { side: Side::Buy } => "enter-buy",
+            IntentAction::Enter { side: Side::Sell } => "enter-sell",
+            IntentAction::Exit => "exit",
+        }
+    }
+}
+
+/// A strategy's decision on a closed bar, sent from a worker to the router.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderIntent {
+    pub intent_id: IntentId,
+    pub strategy: String,
+    pub symbol: Symbol,
+    pub interval: Interval,
+    /// Open time of the bar whose close produced the intent.
+    pub bar_open_time_ms: TimestampMs,
+    pub action: IntentAction,
+    /// The bar's close: the price sizing and SL/TP distances refer to.
+    pub reference_price: Decimal,
+    #[serde(default)]
+    pub stop_loss: Option<Decimal>,
+    #[serde(default)]
+    pub take_profit: Option<Decimal>,
+    pub created_ms: TimestampMs,
+}
+
+impl OrderIntent {
+    /// Builds an intent whose id is derived from its identity fields.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        strategy: impl Into<String>,
+        symbol: Symbol,
+        interval: Interval,
+        bar_open_time_ms: TimestampMs,
+        action: IntentAction,
+        reference_price: Decimal,
+        stop_loss: Option<Decimal>,
+        take_profit: Option<Decimal>,
+        created_ms: TimestampMs,
+    ) -> OrderIntent {
+        let strategy = strategy.into();
+        let intent_id = IntentId::derive(&strategy, &symbol, interval, bar_open_time_ms, action);
+        OrderIntent {
+            intent_id,
+            strategy,
+            symbol,
+            interval,
+            bar_open_time_ms,
+            action,
+            reference_price,
+            stop_loss,
+            take_profit,
+            created_ms,
+        }
+    }
+}
+
+/// Why the risk manager (or the router) refused an intent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    Halted,
+    ReduceOnly,
+    DailyLossLimit,
+    MaxOpenPositions,
+    MaxMarginUse,
+    PositionExists,
+    NoPosition,
+    Cooldown,
+    BelowMinQty,
+    BelowMinNotional,
+    UnknownSymbol,
+    RiskUnavailable,
+    Exchange,
+}
+
+/// A refusal with a human-readable reason that the journal and the dashboard show.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub reason: String,
+}
+
+/// The risk manager's answer to an intent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum RiskDecision {
+    Approved {
+        intent_id: IntentId,
+        /// Order quantity in base coin, before rounding to the qty step by the router.
+        qty: Decimal,
+        leverage: Decimal,
+        /// Exit intents are sent reduce-only.
+        reduce_only: bool,
+    },
+    Refused {
+        intent_id: IntentId,
+        refusal: Refusal,
+    },
+}
+
+// ---------------------------------------------------------------------------------------
+// Orders and fills (published by order-router)
+// ---------------------------------------------------------------------------------------
+
+/// Bybit order status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OrderStatus {
+    New,
+    PartiallyFilled,
+    Untriggered,
+    Rejected,
+    PartiallyFilledCanceled,
+    Filled,
+    Cancelled,
+    Triggered,
+    Deactivated,
+}
+
+impl OrderStatus {
+    /// No further fills can happen.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Rejected
+                | OrderStatus::PartiallyFilledCanceled
+                | OrderStatus::Filled
+                | OrderStatus::Cancelled
+                | OrderStatus::Deactivated
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OrderType {
+    Market,
+    Limit,
+}
+
+/// The state of one exchange order after a change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    pub order_id: String,
+    pub order_link_id: String,
+    #[serde(default)]
+    pub intent_id: Option<IntentId>,
+    pub symbol: Symbol,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub status: OrderStatus,
+    pub qty: Decimal,
+    #[serde(default)]
+    pub price: Option<Decimal>,
+    #[serde(default)]
+    pub avg_price: Option<Decimal>,
+    pub cum_exec_qty: Decimal,
+    pub cum_exec_fee: Decimal,
+    pub reduce_only: bool,
+    #[serde(default)]
+    pub take_profit: Option<Decimal>,
+    #[serde(default)]
+    pub stop_loss: Option<Decimal>,
+    #[serde(default)]
+    pub reject_reason: Option<String>,
+    pub updated_ms: TimestampMs,
+}
+
+impl Publish for OrderEvent {
+    fn topic(&self) -> Topic {
+        Topic::Order {
+            symbol: self.symbol.clone(),
+        }
+    }
+}
+
+/// One execution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fill {
+    pub exec_id: String,
+    pub order_id: String,
+    pub order_link_id: String,
+    pub symbol: Symbol,
+    pub side: Side,
+    pub exec_qty: Decimal,
+    pub exec_price: Decimal,
+    pub exec_value: Decimal,
+    pub exec_fee: Decimal,
+    #[serde(default)]
+    pub fee_rate: Option<Decimal>,
+    pub is_maker: bool,
+    /// Quantity of this execution that closed an existing position.
+    #[serde(default)]
+    pub closed_size: Decimal,
+    pub exec_time_ms: TimestampMs,
+}
+
+impl Publish for Fill {
+    fn topic(&self) -> Topic {
+        Topic::Fill {
+            symbol: self.symbol.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Positions, balance, risk state (published by risk-manager)
+// ---------------------------------------------------------------------------------------
+
+/// One open position (one-way mode: at most one per symbol).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub symbol: Symbol,
+    pub side: Side,
+    pub size: Decimal,
+    pub avg_price: Decimal,
+    #[serde(default)]
+    pub mark_price: Option<Decimal>,
+    pub leverage: Decimal,
+    pub unrealised_pnl: Decimal,
+    #[serde(default)]
+    pub stop_loss: Option<Decimal>,
+    #[serde(default)]
+    pub take_profit: Option<Decimal>,
+    pub updated_ms: TimestampMs,
+}
+
+/// Every open position of the account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionSnapshot {
+    pub positions: Vec<Position>,
+    pub as_of_ms: TimestampMs,
+}
+
+impl Publish for PositionSnapshot {
+    fn topic(&self) -> Topic {
+        Topic::Positions
+    }
+}
+
+/// Exchange balance and the simulated balance derived from it
+/// (`simulated = exchange − offset`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceSnapshot {
+    pub exchange_wallet_balance: Decimal,
+    pub exchange_equity: Decimal,
+    pub available_balance: Decimal,
+    pub offset: Decimal,
+    pub simulated_balance: Decimal,
+    pub simulated_equity: Decimal,
+    pub as_of_ms: TimestampMs,
+}
+
+impl Publish for BalanceSnapshot {
+    fn topic(&self) -> Topic {
+        Topic::Balance
+    }
+}
+
+/// What the kill switch currently allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TradingMode {
+    Normal,
+    /// No new entries; exits allowed.
+    Halted,
+    /// Only orders that reduce a position.
+    ReduceOnly,
+}
+
+/// The risk manager's limits and how close the account is to them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskStatus {
+    pub mode: TradingMode,
+    pub open_positions: u32,
+    pub max_open_positions: u32,
+    pub daily_pnl: Decimal,
+    pub daily_loss_limit: Decimal,
+    pub margin_use_pct: Decimal,
+    pub max_margin_use_pct: Decimal,
+    pub as_of_ms: TimestampMs,
+}
+
+impl Publish for RiskStatus {
+    fn topic(&self) -> Topic {
+        Topic::Risk
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Service health and control
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ServiceState {
+    Starting,
+    Running,
+    Degraded { reason: String },
+    Stopping,
+}
+
+/// Published by every service at a fixed interval, and once more when it stops.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Service name, e.g. `strategy-worker`.
+    pub service: String,
+    /// Distinguishes several processes of one service, e.g. the shard `0-4`.
+    pub instance: String,
+    pub pid: u32,
+    pub version: String,
+    pub started_ms: TimestampMs,
+    pub now_ms: TimestampMs,
+    pub state: ServiceState,
+}
+
+impl Publish for Heartbeat {
+    fn topic(&self) -> Topic {
+        Topic::Heartbeat {
+            service: self.service.clone(),
+            instance: self.instance.clone(),
+        }
+    }
+}
+
+/// Kill-switch and trading-state commands for the risk manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlCommand {
+    /// No new entries.
+    Halt,
+    /// Only reduce-only orders.
+    ReduceOnly,
+    /// Back to normal trading.
+    Resume,
+    /// Close every position (sent through the router), then stay halted.
+    FlattenAll,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlReply {
+    pub mode: TradingMode,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Request / reply
+// ---------------------------------------------------------------------------------------
+
+/// Closed bars of one symbol and interval, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    pub symbol: Symbol,
+    pub interval: Interval,
+    /// Only bars that opened at or after this time.
+    #[serde(default)]
+    pub start_ms: Option<TimestampMs>,
+    /// Only bars that opened at or before this time.
+    #[serde(default)]
+    pub end_ms: Option<TimestampMs>,
+    /// At most this many bars (the newest ones in the range).
+    pub limit: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    pub symbol: Symbol,
+    pub interval: Interval,
+    /// Oldest first.
+    pub bars: Vec<Bar>,
+    /// The gateway's publisher epoch and the sequence number of the newest bar published
+    /// on this topic, so a subscriber can resume gap detection where the history ends.
+    #[serde(default)]
+    pub epoch: u64,
+    #[serde(default)]
+    pub last_seq: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UniverseResponse {
+    pub instruments: Vec<Instrument>,
+    pub as_of_ms: TimestampMs,
+}
+
+/// An error answered over REQ/REP instead of the expected reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub message: String,
+}
+
+/// Requests served by market-data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "req", rename_all = "snake_case")]
+pub enum GatewayRequest {
+    History(HistoryRequest),
+    Universe,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "rep", rename_all = "snake_case")]
+pub enum GatewayReply {
+    History(HistoryResponse),
+    Universe(UniverseResponse),
+    Error(ErrorReply),
+}
+
+/// Requests served by the order-router.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "req", rename_all = "snake_case")]
+pub enum RouterRequest {
+    Submit(OrderIntent),
+}
+
+/// What became of a submitted intent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "rep", rename_all = "snake_case")]
+pub enum RouterReply {
+    /// The order exists on the exchange (placed now, or found from an earlier attempt).
+    Placed {
+        intent_id: IntentId,
+        order_link_id: String,
+        order_id: String,
+        duplicate: bool,
+    },
+    Refused {
+        intent_id: IntentId,
+        refusal: Refusal,
+    },
+    Error(ErrorReply),
+}
+
+/// Requests served by the risk-manager.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "req", rename_all = "snake_case")]
+pub enum RiskRequest {
+    Approve(OrderIntent),
+    Positions,
+    Balance,
+    Status,
+    Control(ControlCommand),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "rep", rename_all = "snake_case")]
+pub enum RiskReply {
+    Decision(RiskDecision),
+    Positions(PositionSnapshot),
+    Balance(BalanceSnapshot),
+    Status(RiskStatus),
+    Control(ControlReply),
+    Error(ErrorReply),
+}
