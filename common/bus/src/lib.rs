@@ -1,1 +1,21 @@
+//! shardbot's message bus over nng: PUB/SUB for streams, REQ/REP for questions.
+//!
+//! Endpoints are URLs from configuration: `ipc:///path` on one machine, `tcp://host:port`
+//! across machines. Publishers and repliers listen; subscribers and requesters dial and
+//! redial with backoff, so processes can start and restart in any order.
+//!
+//! See [`pubsub`] for the drop behaviour of PUB/SUB and [`BusOptions`] for the socket
+//! options set and why.
 
+mod actors;
+mod error;
+mod options;
+pub mod pubsub;
+pub mod reqrep;
+mod socket;
+
+pub use actors::{Inbound, PublishMsg, PublisherActor, forward_subscription};
+pub use error::BusError;
+pub use options::{BusOptions, validate_url};
+pub use pubsub::{Publisher, SocketCloser, Subscriber};
+pub use reqrep::{Replier, Requester};

@@ -1,4 +1,5 @@
 //! MessagePack encode + decode cost per message.
+#![allow(clippy::unwrap_used)] // a benchmark of fixed, valid inputs
 //! `cargo bench -p shardbot-protocol --bench codec`
 
 use criterion::{Criterion, criterion_group, criterion_main};

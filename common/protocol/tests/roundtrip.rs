@@ -1,6 +1,8 @@
 //! Every message that crosses a process boundary survives MessagePack unchanged, and every
 //! published message decodes from a frame by its topic alone.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;

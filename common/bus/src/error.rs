@@ -1,0 +1,52 @@
+use std::time::Duration;
+
+use shardbot_protocol::FrameError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus: cannot listen on {url}: {source}")]
+    Listen {
+        url: String,
+        #[source]
+        source: nng::Error,
+    },
+    #[error("bus: cannot dial {url}: {source}")]
+    Dial {
+        url: String,
+        #[source]
+        source: nng::Error,
+    },
+    #[error("bus: invalid endpoint: {0}")]
+    Endpoint(String),
+    #[error("bus: cannot create the directory of {url}: {source}")]
+    IpcDir {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bus: cannot set {what}: {source}")]
+    Option {
+        what: &'static str,
+        #[source]
+        source: nng::Error,
+    },
+    #[error("bus: {op} failed: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: nng::Error,
+    },
+    #[error("bus: no reply from {url} within {after:?}")]
+    Timeout { url: String, after: Duration },
+    #[error("bus: socket closed")]
+    Closed,
+    #[error("bus: {0}")]
+    Frame(#[from] FrameError),
+}
+
+pub(crate) fn io(op: &'static str) -> impl FnOnce(nng::Error) -> BusError {
+    move |source| match source {
+        nng::Error::Closed => BusError::Closed,
+        source => BusError::Io { op, source },
+    }
+}

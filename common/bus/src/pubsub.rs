@@ -1,0 +1,174 @@
+//! PUB/SUB: one publisher per process stream, any number of subscribers.
+//!
+//! Drop behaviour, which every subscriber must be written for:
+//! - nng's PUB never blocks and never reports loss. Each subscriber connection has its own
+//!   send queue (`pub_send_buffer` messages); when it is full the oldest message is
+//!   discarded. A slow subscriber loses messages; the others do not.
+//! - Filtering by topic prefix happens in the subscriber's nng, not the publisher: every
+//!   frame travels to every subscriber, so a subscription saves decoding work only.
+//! - A subscriber that connects (or reconnects) misses whatever was published meanwhile.
+//!
+//! Hence every frame carries a per-topic sequence number and the publisher's epoch
+//! ([`GapDetector`](shardbot_protocol::GapDetector)), and nothing stateful may depend on
+//! PUB/SUB being lossless: gaps are refilled over REQ/REP.
+
+use std::time::Duration;
+
+use nng::{
+    Protocol, Socket,
+    options::{
+        RecvBufferSize, RecvTimeout, SendBufferSize,
+        protocol::pubsub::{Subscribe, Unsubscribe},
+    },
+};
+use serde::Serialize;
+use shardbot_protocol::{
+    Envelope, Publish, Received, SeqStamper, decode_frame, encode_frame, now_ns,
+};
+
+use crate::{BusError, BusOptions, error::io, socket};
+
+/// The publishing end. Stamps each frame with the topic's next sequence number.
+#[derive(Debug)]
+pub struct Publisher {
+    socket: Socket,
+    url: String,
+    epoch: u64,
+    stamper: SeqStamper,
+}
+
+impl Publisher {
+    /// Binds a publisher on `url`.
+    pub fn bind(url: &str, opts: &BusOptions) -> Result<Publisher, BusError> {
+        let s = socket::open(Protocol::Pub0)?;
+        socket::set_opt!(&s, SendBufferSize, "PUB send buffer", opts.pub_send_buffer)?;
+        socket::listen(&s, url)?;
+        Ok(Publisher {
+            socket: s,
+            url: url.to_owned(),
+            epoch: now_ns(),
+            stamper: SeqStamper::new(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// This run's epoch (its start time in ns); subscribers see a new one after a restart.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The sequence number last stamped on `topic`.
+    pub fn last_seq(&self, topic: &str) -> Option<u64> {
+        self.stamper.last(topic)
+    }
+
+    /// Publishes a message under its own topic; returns the sequence number it carried.
+    pub fn publish<T: Publish>(&mut self, msg: &T) -> Result<u64, BusError> {
+        self.publish_on(&msg.topic().to_string(), msg)
+    }
+
+    /// Publishes a value under an explicit topic (benchmarks, tests, raw tools).
+    pub fn publish_on<T: Serialize>(&mut self, topic: &str, msg: &T) -> Result<u64, BusError> {
+        let seq = self.stamper.next(topic);
+        let env = Envelope {
+            seq,
+            epoch: self.epoch,
+            sent_ns: now_ns(),
+            msg,
+        };
+        let frame = encode_frame(topic, &env)?;
+        self.socket
+            .send(frame.as_slice())
+            .map_err(|(_, e)| io("publish")(e))?;
+        Ok(seq)
+    }
+
+    /// Closes the socket; subscribers see the connection drop.
+    pub fn close(&self) {
+        self.socket.close();
+    }
+}
+
+/// The subscribing end. Receives only frames whose topic starts with a subscribed prefix.
+/// Meant for one receiving thread; [`Subscriber::closer`] stops it from another.
+#[derive(Debug)]
+pub struct Subscriber {
+    socket: Socket,
+}
+
+impl Subscriber {
+    /// Dials every publisher in `urls`; frames from all of them arrive on this subscriber.
+    pub fn dial<S: AsRef<str>>(urls: &[S], opts: &BusOptions) -> Result<Subscriber, BusError> {
+        let s = socket::open(Protocol::Sub0)?;
+        socket::set_opt!(
+            &s,
+            RecvBufferSize,
+            "SUB receive buffer",
+            opts.sub_recv_buffer
+        )?;
+        for url in urls {
+            socket::dial(&s, url.as_ref(), opts)?;
+        }
+        Ok(Subscriber { socket: s })
+    }
+
+    /// Subscribes to every topic starting with `prefix` (`b""` subscribes to everything).
+    pub fn subscribe(&self, prefix: impl AsRef<[u8]>) -> Result<(), BusError> {
+        socket::set_opt!(
+            &self.socket,
+            Subscribe,
+            "subscription",
+            prefix.as_ref().to_vec()
+        )
+    }
+
+    pub fn unsubscribe(&self, prefix: impl AsRef<[u8]>) -> Result<(), BusError> {
+        socket::set_opt!(
+            &self.socket,
+            Unsubscribe,
+            "unsubscription",
+            prefix.as_ref().to_vec()
+        )
+    }
+
+    /// Waits for the next raw frame; `Ok(None)` when `timeout` passes first.
+    pub fn recv_frame(&self, timeout: Option<Duration>) -> Result<Option<Vec<u8>>, BusError> {
+        socket::set_opt!(&self.socket, RecvTimeout, "receive timeout", timeout)?;
+        match self.socket.recv() {
+            Ok(msg) => Ok(Some(msg.as_slice().to_vec())),
+            Err(nng::Error::TimedOut) => Ok(None),
+            Err(e) => Err(io("receive")(e)),
+        }
+    }
+
+    /// Waits for the next frame and decodes it by its topic.
+    pub fn recv(&self, timeout: Option<Duration>) -> Result<Option<Received>, BusError> {
+        match self.recv_frame(timeout)? {
+            Some(frame) => Ok(Some(decode_frame(&frame)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Closes the socket; a thread blocked in `recv` returns [`BusError::Closed`].
+    pub fn close(&self) {
+        self.socket.close();
+    }
+
+    /// A handle that closes this subscriber from another thread.
+    pub fn closer(&self) -> SocketCloser {
+        SocketCloser(self.socket.clone())
+    }
+}
+
+/// Closes a socket whose receiving loop runs on another thread.
+#[derive(Debug, Clone)]
+pub struct SocketCloser(Socket);
+
+impl SocketCloser {
+    pub fn close(&self) {
+        self.0.close();
+    }
+}
