@@ -1,0 +1,67 @@
+//! The heartbeat every process publishes on its own endpoint.
+
+use std::time::Duration;
+
+use actix::{Actor, AsyncContext, Context, Handler, Message};
+use shardbot_bus::Publisher;
+use shardbot_protocol::{Heartbeat, ServiceState, now_ms};
+
+/// Publishes a [`Heartbeat`] every interval; owns the process's heartbeat publisher.
+#[derive(Debug)]
+pub struct HeartbeatActor {
+    publisher: Publisher,
+    beat: Heartbeat,
+    interval: Duration,
+}
+
+impl HeartbeatActor {
+    pub fn new(publisher: Publisher, service: &str, instance: &str, interval: Duration) -> Self {
+        let started_ms = now_ms();
+        HeartbeatActor {
+            publisher,
+            beat: Heartbeat {
+                service: service.to_owned(),
+                instance: instance.to_owned(),
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                started_ms,
+                now_ms: started_ms,
+                state: ServiceState::Starting,
+            },
+            interval,
+        }
+    }
+
+    fn beat(&mut self) {
+        self.beat.now_ms = now_ms();
+        if let Err(e) = self.publisher.publish(&self.beat) {
+            tracing::warn!(error = %e, "heartbeat not published");
+        }
+    }
+}
+
+impl Actor for HeartbeatActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.beat();
+        ctx.run_interval(self.interval, |act, _| act.beat());
+    }
+}
+
+/// Changes the state reported from the next beat on (published at once).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetState(pub ServiceState);
+
+impl Handler<SetState> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetState, _ctx: &mut Context<Self>) {
+        if self.beat.state != msg.0 {
+            tracing::info!(state = ?msg.0, "service state");
+        }
+        self.beat.state = msg.0;
+        self.beat();
+    }
+}

@@ -1,0 +1,227 @@
+//! The skeleton every shardbot binary shares.
+//!
+//! A service binary is thin:
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use shardbot_service::{ServiceArgs, ServiceContext, run, exit_code};
+//!
+//! /// One line that says what the service does.
+//! #[derive(Parser)]
+//! struct Args {
+//!     #[command(flatten)]
+//!     service: ServiceArgs,
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let args = Args::parse();
+//!     exit_code("my-service", run("my-service", "main", &args.service, |ctx: &ServiceContext| {
+//!         // start this service's actors here
+//!         Ok(())
+//!     }))
+//! }
+//! ```
+//!
+//! [`run`] loads the layered configuration, installs logging (`<log.dir>/<service>.log`
+//! and stderr), starts the actix system with a [`HeartbeatActor`] publishing on the
+//! process's heartbeat endpoint, calls the service's start function, and then runs until
+//! SIGTERM or SIGINT (clean exit 0) or until the service reports a fatal error through its
+//! [`ShutdownHandle`] (exit 1, so the supervisor restarts it). The last heartbeat says
+//! `stopping`.
+
+mod heartbeat;
+mod logging;
+mod settings;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use actix::{Actor, Addr};
+use shardbot_bus::Publisher;
+use shardbot_protocol::{ServiceState, Shard};
+use tokio::sync::mpsc;
+
+pub use heartbeat::{HeartbeatActor, SetState};
+pub use logging::{LogGuard, LoggingError, log_file};
+pub use settings::{
+    CommonSettings, DEFAULT_TOML, ENV_PREFIX, Endpoints, HeartbeatSettings, LogSettings, Settings,
+    SettingsError, check_name,
+};
+
+/// Instance name of services that run as a single process.
+pub const SINGLE_INSTANCE: &str = "main";
+
+/// Arguments every service accepts.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServiceArgs {
+    /// Local configuration file, layered over the built-in defaults
+    /// (deploy/config/default.toml) and under SHARDBOT__<SECTION>__<KEY> variables.
+    #[arg(long, env = "SHARDBOT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Write the log file as JSON lines (same as log.json = true).
+    #[arg(long)]
+    pub json_logs: bool,
+}
+
+/// `--shard i/n` for services that own a share of the symbols.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ShardArgs {
+    /// This process's shard: index/count, 0-based (0/4, 1/4, 2/4, 3/4 for four workers).
+    /// It owns the symbol slots s with s % count == index.
+    #[arg(long, default_value = "0/1", value_name = "I/N")]
+    pub shard: Shard,
+}
+
+impl ShardArgs {
+    /// Instance name of this shard, e.g. `1-4`.
+    pub fn instance(&self) -> String {
+        format!("{}-{}", self.shard.index(), self.shard.count())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Logging(#[from] LoggingError),
+    #[error(transparent)]
+    Bus(#[from] shardbot_bus::BusError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error("start-up failed: {0}")]
+    Start(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("stopped on a fatal error: {0}")]
+    Fatal(String),
+}
+
+/// Lets a service stop its process on an error it cannot recover from.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(mpsc::UnboundedSender<String>);
+
+impl ShutdownHandle {
+    /// Stops the process with exit code 1 after the final heartbeat; the supervisor
+    /// restarts it.
+    pub fn fatal(&self, reason: impl Into<String>) {
+        // If the receiver is gone the process is already stopping.
+        let _ = self.0.send(reason.into());
+    }
+}
+
+/// What a service's start function gets.
+#[derive(Debug)]
+pub struct ServiceContext {
+    pub service: String,
+    pub instance: String,
+    /// Every configuration layer; read the service's own section with `settings.section`.
+    pub settings: Settings,
+    pub common: CommonSettings,
+    pub heartbeat: Addr<HeartbeatActor>,
+    pub shutdown: ShutdownHandle,
+    pub log_file: PathBuf,
+}
+
+/// Runs a service process from start-up to shutdown. See the crate documentation.
+pub fn run<F>(
+    service: &str,
+    instance: &str,
+    args: &ServiceArgs,
+    start: F,
+) -> Result<(), ServiceError>
+where
+    F: FnOnce(&ServiceContext) -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
+{
+    check_name("service name", service)?;
+    check_name("instance name", instance)?;
+    let settings = Settings::load(args.config.as_deref())?;
+    let mut common = settings.common()?;
+    if args.json_logs {
+        common.log.json = true;
+    }
+    let log = logging::init(service, instance, &common.log)?;
+    tracing::info!(
+        service,
+        instance,
+        pid = std::process::id(),
+        version = env!("CARGO_PKG_VERSION"),
+        config = ?settings.source(),
+        log_file = %log.path.display(),
+        "starting"
+    );
+
+    let system = actix::System::new();
+    let result = system.block_on(async {
+        let hb_url = common.endpoints.heartbeat_of(service, instance);
+        let publisher = Publisher::bind(&hb_url, &common.bus)?;
+        let heartbeat = HeartbeatActor::new(
+            publisher,
+            service,
+            instance,
+            Duration::from_millis(common.heartbeat.interval_ms),
+        )
+        .start();
+        let (tx, mut fatal) = mpsc::unbounded_channel();
+        let ctx = ServiceContext {
+            service: service.to_owned(),
+            instance: instance.to_owned(),
+            settings: settings.clone(),
+            common: common.clone(),
+            heartbeat: heartbeat.clone(),
+            shutdown: ShutdownHandle(tx),
+            log_file: log.path.clone(),
+        };
+        start(&ctx).map_err(ServiceError::Start)?;
+        let _ = heartbeat.send(SetState(ServiceState::Running)).await;
+        tracing::info!(heartbeat = %hb_url, "running");
+
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(ServiceError::Signals)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(ServiceError::Signals)?;
+        let outcome = tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+            Some(reason) = fatal.recv() => Err(reason),
+        };
+        match &outcome {
+            Ok(signal) => tracing::info!(signal, "shutting down"),
+            Err(reason) => tracing::error!(reason, "shutting down on a fatal error"),
+        }
+        // The final heartbeat tells watchers this stop was deliberate.
+        let _ = heartbeat.send(SetState(ServiceState::Stopping)).await;
+        outcome.map(|_| ()).map_err(ServiceError::Fatal)
+    });
+    match &result {
+        Ok(()) => tracing::info!("stopped"),
+        Err(e) => tracing::error!(error = %e, "stopped"),
+    }
+    drop(system);
+    drop(log);
+    result
+}
+
+/// Turns a service's result into its exit code, printing a failure as one line on stderr:
+/// 0 on a clean stop, 2 for bad configuration or start-up, 1 for a fatal error at run
+/// time.
+pub fn exit_code(service: &str, result: Result<(), ServiceError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut line = format!("{service}: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !line.contains(&text) {
+                    line.push_str(": ");
+                    line.push_str(&text);
+                }
+                source = s.source();
+            }
+            eprintln!("{line}");
+            match e {
+                ServiceError::Fatal(_) => ExitCode::from(1),
+                _ => ExitCode::from(2),
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `tracing` to one file per process and to stderr.
+
+use std::path::{Path, PathBuf};
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::settings::LogSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("cannot create the log folder {dir}: {source}")]
+    Dir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the log file {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid log filter `{filter}`: {message}")]
+    Filter { filter: String, message: String },
+    #[error("a global logger is already installed in this process")]
+    AlreadySet,
+}
+
+/// Keeps the background log writer alive; dropping it flushes the file.
+#[derive(Debug)]
+pub struct LogGuard {
+    _file: WorkerGuard,
+    pub path: PathBuf,
+}
+
+/// The log file of one process: `<dir>/<service>.log`, or `<dir>/<service>-<instance>.log`
+/// when there are several instances.
+pub fn log_file(dir: &Path, service: &str, instance: &str) -> PathBuf {
+    if instance == crate::SINGLE_INSTANCE {
+        dir.join(format!("{service}.log"))
+    } else {
+        dir.join(format!("{service}-{instance}.log"))
+    }
+}
+
+/// Installs the global subscriber: text to stderr, text or JSON lines to the log file (in
+/// append mode, written by a background thread so logging never blocks an actor). The
+/// filter is `RUST_LOG` if set, else `log.level`.
+pub fn init(
+    service: &str,
+    instance: &str,
+    settings: &LogSettings,
+) -> Result<LogGuard, LoggingError> {
+    let filter = |spec: &str| {
+        EnvFilter::try_new(spec).map_err(|e| LoggingError::Filter {
+            filter: spec.to_owned(),
+            message: e.to_string(),
+        })
+    };
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.level.clone());
+    std::fs::create_dir_all(&settings.dir).map_err(|source| LoggingError::Dir {
+        dir: settings.dir.clone(),
+        source,
+    })?;
+    let path = log_file(&settings.dir, service, instance);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|source| LoggingError::File {
+            path: path.clone(),
+            source,
+        })?;
+    let (writer, guard) = tracing_appender::non_blocking(file);
+    let file_layer = if settings.json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(false)
+            .with_writer(writer)
+            .with_filter(filter(&spec)?)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(writer)
+            .with_filter(filter(&spec)?)
+            .boxed()
+    };
+    let stderr_layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter(&spec)?);
+    tracing_subscriber::registry()
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init()
+        .map_err(|_| LoggingError::AlreadySet)?;
+    Ok(LogGuard { _file: guard, path })
+}
