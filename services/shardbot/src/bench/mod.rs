@@ -1,0 +1,33 @@
+//! `shardbot bench ...`: benchmarks that print their figures.
+
+mod bus;
+
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// The nng bus over ipc:// between real processes: PUB/SUB messages/s and drops to 1, 2
+    /// and 4 subscriber processes (burst and paced), REQ/REP round trip p50/p99, and the
+    /// MessagePack encode+decode cost of a bar.
+    Bus(bus::BusBenchArgs),
+    /// (internal) One subscriber process of `bench bus`.
+    #[command(hide = true)]
+    BusSub {
+        #[arg(long)]
+        url: String,
+    },
+    /// (internal) The replier process of `bench bus`.
+    #[command(hide = true)]
+    BusRep {
+        #[arg(long)]
+        url: String,
+    },
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Bus(args) => bus::run(&args),
+        BenchCommand::BusSub { url } => bus::subscriber_process(&url),
+        BenchCommand::BusRep { url } => bus::replier_process(&url),
+    }
+}
