@@ -1,0 +1,17 @@
+//! The one place shardbot talks to Bybit (v5 API).
+//!
+//! - [`env`]: the environments (`sim`, `demo`, `live`, `testnet`) and their URLs.
+//! - [`auth`]: credentials whose secret never prints, HMAC-SHA256 signing.
+//! - [`models`]: typed responses and WebSocket messages, lossless decimals.
+//! - [`error`]: every documented retCode as a typed error.
+
+pub mod auth;
+mod de;
+pub mod env;
+pub mod error;
+pub mod models;
+pub mod rest;
+
+pub use auth::{Credentials, Secret};
+pub use env::{Environment, Urls, resolve_urls};
+pub use error::{ApiCode, BybitError};
