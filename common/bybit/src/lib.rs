@@ -10,6 +10,7 @@ mod de;
 pub mod env;
 pub mod error;
 pub mod models;
+pub mod ratelimit;
 pub mod rest;
 
 pub use auth::{Credentials, Secret};

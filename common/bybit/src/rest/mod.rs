@@ -1,5 +1,15 @@
-//! REST: response parsing (the raw client and the domain client build on it).
+//! REST: the raw client named after endpoints, the domain client over it, the request
+//! types, and response parsing.
 
+mod client;
+mod raw;
+mod requests;
 mod response;
 
+pub use client::{BybitClient, OrderResolution};
+pub use raw::{RawClient, RestConfig, ServerClock};
+pub use requests::{
+    AmendOrder, CancelAll, CancelOrder, CreateOrder, DemoApplyMoney, DemoCoin, Query, SetLeverage,
+    SwitchMode, TradingStop,
+};
 pub use response::{parse_envelope, parse_result};

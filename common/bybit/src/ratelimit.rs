@@ -1,0 +1,292 @@
+//! Rate limits as budgets owned by one place (reference §4).
+//!
+//! - The IP budget: Bybit allows 600 requests per 5 s per IP, across every process and
+//!   account stack on the host, and answers a breach with HTTP 403 and a ban of at least
+//!   10 minutes. Each process is configured with its share (`ip_requests_per_5s`); the
+//!   shares must sum to less than 600.
+//! - Per-endpoint budgets: per UID, a rolling 1 s window per endpoint, from the reference's
+//!   table, then corrected live by `X-Bapi-Limit` (limit) / `X-Bapi-Limit-Status`
+//!   (remaining) / `X-Bapi-Limit-Reset-Timestamp` (when it resets).
+//! - `retCode 10006` blocks that endpoint until the reset timestamp; HTTP 403 blocks
+//!   everything for 10 minutes and calls fail at once instead of hammering.
+//!
+//! A caller `acquire`s before each request: it waits while the budget is spent (that wait
+//! is the budget, not a guess), or fails with `IpBanned` during a ban.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use crate::error::BybitError;
+
+/// The IP window.
+pub const IP_WINDOW: Duration = Duration::from_secs(5);
+/// Bybit's IP limit per window, shared by everything on the host.
+pub const IP_LIMIT: u32 = 600;
+/// How long a 403 stops all requests.
+pub const IP_BAN: Duration = Duration::from_secs(10 * 60);
+const ENDPOINT_WINDOW: Duration = Duration::from_secs(1);
+
+/// The documented per-UID limit of an endpoint (requests per second), `None` for the
+/// public market endpoints that only the IP limit governs.
+pub fn documented_limit(path: &str) -> Option<u32> {
+    Some(match path {
+        "/v5/order/create" | "/v5/order/amend" | "/v5/order/cancel" | "/v5/order/cancel-all" => 10,
+        "/v5/order/realtime" | "/v5/order/history" | "/v5/execution/list" => 50,
+        "/v5/position/list" | "/v5/position/closed-pnl" => 50,
+        "/v5/position/set-leverage" | "/v5/position/switch-mode" | "/v5/position/trading-stop" => {
+            10
+        }
+        "/v5/account/wallet-balance" | "/v5/account/info" => 50,
+        "/v5/account/fee-rate" => 5,
+        // 1 per minute: modelled as a 1 s window with the minute enforced by the block.
+        "/v5/account/demo-apply-money" => 1,
+        _ => return None,
+    })
+}
+
+/// A sliding window: at most `limit` starts within `window`.
+#[derive(Debug)]
+struct Window {
+    limit: u32,
+    window: Duration,
+    starts: VecDeque<Instant>,
+    blocked_until: Option<Instant>,
+}
+
+impl Window {
+    fn new(limit: u32, window: Duration) -> Window {
+        Window {
+            limit: limit.max(1),
+            window,
+            starts: VecDeque::new(),
+            blocked_until: None,
+        }
+    }
+
+    /// How long until one more request may start (zero if now).
+    fn wait(&mut self, now: Instant) -> Duration {
+        while self
+            .starts
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= self.window)
+        {
+            self.starts.pop_front();
+        }
+        let blocked = self
+            .blocked_until
+            .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
+        let full = if self.starts.len() as u32 >= self.limit {
+            self.starts.front().map_or(Duration::ZERO, |&t| {
+                (t + self.window).saturating_duration_since(now)
+            })
+        } else {
+            Duration::ZERO
+        };
+        blocked.max(full)
+    }
+
+    fn record(&mut self, now: Instant) {
+        self.starts.push_back(now);
+    }
+
+    fn block_until(&mut self, until: Instant) {
+        self.blocked_until = Some(self.blocked_until.map_or(until, |u| u.max(until)));
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    ip: Window,
+    endpoints: HashMap<String, Window>,
+    banned_until: Option<Instant>,
+}
+
+/// The budgets of one process. Share it (`Arc`) between every caller in the process.
+#[derive(Debug)]
+pub struct RateLimiter {
+    state: Mutex<State>,
+}
+
+/// What the exchange said about an endpoint's budget in its reply headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitHeaders {
+    pub limit: Option<u32>,
+    pub remaining: Option<u32>,
+    /// Local instant of `X-Bapi-Limit-Reset-Timestamp` (already converted from server time).
+    pub reset_at: Option<Instant>,
+}
+
+impl RateLimiter {
+    /// `ip_share`: this process's requests per 5 s (at most [`IP_LIMIT`]).
+    pub fn new(ip_share: u32) -> RateLimiter {
+        RateLimiter {
+            state: Mutex::new(State {
+                ip: Window::new(ip_share.min(IP_LIMIT), IP_WINDOW),
+                endpoints: HashMap::new(),
+                banned_until: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the windows inconsistent (every
+        // update is a single push or assignment), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until both the IP budget and `endpoint`'s budget allow one request, then
+    /// takes it. Fails at once while the IP is banned.
+    pub async fn acquire(&self, endpoint: &str) -> Result<(), BybitError> {
+        loop {
+            let wait = {
+                let mut s = self.lock();
+                let now = Instant::now();
+                if let Some(until) = s.banned_until.filter(|&u| u > now) {
+                    return Err(BybitError::IpBanned {
+                        endpoint: endpoint.to_owned(),
+                        resume_in: until - now,
+                    });
+                }
+                let ip_wait = s.ip.wait(now);
+                let ep = s.endpoints.entry(endpoint.to_owned()).or_insert_with(|| {
+                    Window::new(
+                        documented_limit(endpoint).unwrap_or(u32::MAX),
+                        ENDPOINT_WINDOW,
+                    )
+                });
+                let wait = ip_wait.max(ep.wait(now));
+                if wait.is_zero() {
+                    ep.record(now);
+                    s.ip.record(now);
+                    return Ok(());
+                }
+                wait
+            };
+            tracing::debug!(
+                endpoint,
+                wait_ms = wait.as_millis() as u64,
+                "rate-limit budget spent; waiting"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Applies the `X-Bapi-Limit*` headers of a reply.
+    pub fn observe(&self, endpoint: &str, h: LimitHeaders) {
+        let mut s = self.lock();
+        let ep = s.endpoints.entry(endpoint.to_owned()).or_insert_with(|| {
+            Window::new(
+                documented_limit(endpoint).unwrap_or(u32::MAX),
+                ENDPOINT_WINDOW,
+            )
+        });
+        if let Some(limit) = h.limit.filter(|&l| l > 0) {
+            ep.limit = limit;
+        }
+        if h.remaining == Some(0)
+            && let Some(reset) = h.reset_at
+        {
+            ep.block_until(reset);
+        }
+    }
+
+    /// `retCode 10006`: nothing more on `endpoint` until `reset_at` (or a full window).
+    pub fn too_many_visits(&self, endpoint: &str, reset_at: Option<Instant>) {
+        let mut s = self.lock();
+        let until = reset_at.unwrap_or_else(|| Instant::now() + ENDPOINT_WINDOW);
+        s.endpoints
+            .entry(endpoint.to_owned())
+            .or_insert_with(|| {
+                Window::new(
+                    documented_limit(endpoint).unwrap_or(u32::MAX),
+                    ENDPOINT_WINDOW,
+                )
+            })
+            .block_until(until);
+    }
+
+    /// HTTP 403: every request stops for [`IP_BAN`]. Returns how long.
+    pub fn ip_banned(&self) -> Duration {
+        let mut s = self.lock();
+        s.banned_until = Some(Instant::now() + IP_BAN);
+        IP_BAN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ip_share_is_a_sliding_window() {
+        let rl = RateLimiter::new(10);
+        let start = Instant::now();
+        for _ in 0..10 {
+            rl.acquire("/v5/market/kline").await.unwrap();
+        }
+        assert_eq!(
+            Instant::now(),
+            start,
+            "ten fit in the share without waiting"
+        );
+        rl.acquire("/v5/market/kline").await.unwrap();
+        assert_eq!(
+            Instant::now() - start,
+            IP_WINDOW,
+            "the eleventh waits for the window"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoint_budgets_follow_the_reference_table() {
+        let rl = RateLimiter::new(IP_LIMIT);
+        let start = Instant::now();
+        for _ in 0..10 {
+            rl.acquire("/v5/order/create").await.unwrap();
+        }
+        // a different endpoint is not held back by the order budget
+        rl.acquire("/v5/position/list").await.unwrap();
+        assert_eq!(Instant::now(), start);
+        rl.acquire("/v5/order/create").await.unwrap();
+        assert_eq!(Instant::now() - start, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn headers_correct_the_budget_and_10006_blocks_until_reset() {
+        let rl = RateLimiter::new(IP_LIMIT);
+        let start = Instant::now();
+        rl.acquire("/v5/order/realtime").await.unwrap();
+        // The exchange says: limit 2, none left, resets in 300 ms.
+        rl.observe(
+            "/v5/order/realtime",
+            LimitHeaders {
+                limit: Some(2),
+                remaining: Some(0),
+                reset_at: Some(start + Duration::from_millis(300)),
+            },
+        );
+        rl.acquire("/v5/order/realtime").await.unwrap();
+        assert_eq!(Instant::now() - start, Duration::from_millis(300));
+        rl.too_many_visits(
+            "/v5/order/realtime",
+            Some(Instant::now() + Duration::from_millis(700)),
+        );
+        rl.acquire("/v5/order/realtime").await.unwrap();
+        assert_eq!(Instant::now() - start, Duration::from_millis(1000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_403_ban_fails_every_call_at_once_for_ten_minutes() {
+        let rl = RateLimiter::new(IP_LIMIT);
+        assert_eq!(rl.ip_banned(), IP_BAN);
+        let err = rl.acquire("/v5/market/time").await.unwrap_err();
+        assert!(matches!(err, BybitError::IpBanned { .. }), "{err}");
+        tokio::time::advance(IP_BAN).await;
+        rl.acquire("/v5/market/time").await.unwrap();
+    }
+}

@@ -1,0 +1,325 @@
+//! The domain client: what the services ask for, in their terms, over the raw endpoints.
+//! Pagination, kline paging, read retries after 10006, and the unknown-outcome rule for
+//! orders live here.
+
+use std::future::Future;
+
+use rust_decimal::Decimal;
+use shardbot_protocol::Interval;
+
+use super::{
+    RawClient,
+    requests::{CreateOrder, Query, SetLeverage},
+};
+use crate::{
+    error::{ApiCode, BybitError},
+    models::{
+        Page,
+        account::WalletAccount,
+        market::{InstrumentInfo, Kline, Ticker},
+        order::{Execution, Order, OrderId},
+        position::{ClosedPnl, PositionInfo},
+    },
+};
+
+/// What the exchange knows of an order whose placement had an unknown outcome.
+#[derive(Debug, Clone)]
+pub enum OrderResolution {
+    /// It exists: the earlier attempt went through. Do not place it again.
+    Placed(Box<Order>),
+    /// No order with that link id: the earlier attempt did not go through.
+    NotFound,
+}
+
+/// How many times a read is tried when Bybit answers `10006` (each try waits for the
+/// endpoint's reset first).
+const READ_ATTEMPTS: usize = 3;
+/// A safety stop against a server that keeps returning the same cursor.
+const MAX_PAGES: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct BybitClient {
+    raw: RawClient,
+}
+
+impl BybitClient {
+    pub fn new(raw: RawClient) -> BybitClient {
+        BybitClient { raw }
+    }
+
+    pub fn raw(&self) -> &RawClient {
+        &self.raw
+    }
+
+    /// Reads are idempotent: after `10006` the limiter has blocked the endpoint until its
+    /// reset, so trying again waits exactly as long as Bybit asked.
+    async fn read<T, F, Fut>(&self, mut f: F) -> Result<T, BybitError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, BybitError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e)
+                    if e.api_code() == Some(ApiCode::TooManyVisits) && attempt < READ_ATTEMPTS =>
+                {
+                    tracing::warn!(error = %e, attempt, "rate-limited read; retrying after the reset");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn all_pages<T, F, Fut>(&self, what: &str, mut fetch: F) -> Result<Vec<T>, BybitError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: Future<Output = Result<Page<T>, BybitError>>,
+    {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let page = fetch(cursor.clone()).await?;
+            let next = page.next().map(str::to_owned);
+            out.extend(page.list);
+            match next {
+                Some(n) if Some(&n) == cursor.as_ref() => {
+                    return Err(BybitError::Config(format!(
+                        "{what}: the server repeated cursor `{n}`"
+                    )));
+                }
+                Some(n) => cursor = Some(n),
+                None => return Ok(out),
+            }
+        }
+        Err(BybitError::Config(format!(
+            "{what}: more than {MAX_PAGES} pages"
+        )))
+    }
+
+    /// Measures Bybit's clock against ours and uses the offset for every signature from
+    /// now on. Returns the offset in ms (server − local).
+    pub async fn sync_time(&self) -> Result<i64, BybitError> {
+        let before = shardbot_protocol::now_ms();
+        let t = self.raw.market_time().await?;
+        let after = shardbot_protocol::now_ms();
+        let offset = t.ms() - (before + after) / 2;
+        self.raw.clock().set_offset_ms(offset);
+        if offset.abs() > 1000 {
+            tracing::warn!(
+                offset_ms = offset,
+                "the local clock differs from Bybit's; signing with Bybit's time"
+            );
+        }
+        Ok(offset)
+    }
+
+    /// Every linear instrument, all pages (1000 per page).
+    pub async fn instruments(&self) -> Result<Vec<InstrumentInfo>, BybitError> {
+        self.all_pages("instruments-info", |cursor| {
+            let q = Query::new()
+                .with("category", "linear")
+                .with("limit", 1000)
+                .with_opt("cursor", cursor);
+            async move { self.read(|| self.raw.market_instruments_info(&q)).await }
+        })
+        .await
+    }
+
+    /// Every trading USDT-settled linear perpetual: the universe shardbot trades.
+    pub async fn usdt_perpetuals(&self) -> Result<Vec<InstrumentInfo>, BybitError> {
+        let mut v: Vec<InstrumentInfo> = self
+            .instruments()
+            .await?
+            .into_iter()
+            .filter(InstrumentInfo::is_trading_usdt_perpetual)
+            .collect();
+        v.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        Ok(v)
+    }
+
+    /// Klines of `symbol` whose start lies in `[start_ms, end_ms]`, oldest first, paging back
+    /// from `end_ms` 1000 at a time. Bybit sends newest first; this normalises.
+    pub async fn klines(
+        &self,
+        symbol: &str,
+        interval: Interval,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Kline>, BybitError> {
+        let mut out: Vec<Kline> = Vec::new();
+        let mut end = end_ms;
+        while end >= start_ms {
+            let q = Query::new()
+                .with("category", "linear")
+                .with("symbol", symbol)
+                .with("interval", interval.as_str())
+                .with("start", start_ms)
+                .with("end", end)
+                .with("limit", 1000);
+            let page = self.read(|| self.raw.market_kline(&q)).await?;
+            let Some(oldest) = page.list.iter().map(|k| k.start_ms).min() else {
+                break;
+            };
+            out.extend(
+                page.list
+                    .into_iter()
+                    .filter(|k| k.start_ms >= start_ms && k.start_ms <= end_ms),
+            );
+            if oldest <= start_ms {
+                break;
+            }
+            end = oldest - 1;
+        }
+        out.sort_by_key(|k| k.start_ms);
+        out.dedup_by_key(|k| k.start_ms);
+        Ok(out)
+    }
+
+    /// Tickers of every linear symbol (one request).
+    pub async fn tickers(&self) -> Result<Vec<Ticker>, BybitError> {
+        let q = Query::new().with("category", "linear");
+        Ok(self.read(|| self.raw.market_tickers(&q)).await?.list)
+    }
+
+    /// Places an order. It is never re-sent here: if the outcome is unknown (timeout, broken
+    /// connection, 5xx, rate-limited), the error is [`BybitError::UnknownOutcome`] and the
+    /// caller resolves it with [`find_order`](Self::find_order) before deciding anything.
+    pub async fn place_order(&self, order: &CreateOrder) -> Result<OrderId, BybitError> {
+        match self.raw.order_create(order).await {
+            Ok(id) => Ok(id),
+            Err(e) if e.outcome_unknown() => Err(BybitError::UnknownOutcome {
+                endpoint: "/v5/order/create".into(),
+                order_link_id: order.order_link_id.clone(),
+                cause: Box::new(e),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Looks an order up by its link id: open orders first, then history.
+    pub async fn find_order(
+        &self,
+        symbol: &str,
+        order_link_id: &str,
+    ) -> Result<OrderResolution, BybitError> {
+        let q = Query::new()
+            .with("category", "linear")
+            .with("symbol", symbol)
+            .with("orderLinkId", order_link_id);
+        let open = self.read(|| self.raw.order_realtime(&q)).await?;
+        if let Some(o) = open
+            .list
+            .into_iter()
+            .find(|o| o.order_link_id == order_link_id)
+        {
+            return Ok(OrderResolution::Placed(Box::new(o)));
+        }
+        let hist = self.read(|| self.raw.order_history(&q)).await?;
+        Ok(
+            match hist
+                .list
+                .into_iter()
+                .find(|o| o.order_link_id == order_link_id)
+            {
+                Some(o) => OrderResolution::Placed(Box::new(o)),
+                None => OrderResolution::NotFound,
+            },
+        )
+    }
+
+    /// Sets the leverage of a symbol; "not modified" (110043) means it already is, which
+    /// is success.
+    pub async fn set_leverage(&self, symbol: &str, leverage: Decimal) -> Result<(), BybitError> {
+        let r = SetLeverage {
+            category: "linear",
+            symbol: symbol.to_owned(),
+            buy_leverage: leverage,
+            sell_leverage: leverage,
+        };
+        match self.raw.position_set_leverage(&r).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.api_code() == Some(ApiCode::LeverageNotModified) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every open USDT-settled position.
+    pub async fn positions(&self) -> Result<Vec<PositionInfo>, BybitError> {
+        let all = self
+            .all_pages("position list", |cursor| {
+                let q = Query::new()
+                    .with("category", "linear")
+                    .with("settleCoin", "USDT")
+                    .with("limit", 200)
+                    .with_opt("cursor", cursor);
+                async move { self.read(|| self.raw.position_list(&q)).await }
+            })
+            .await?;
+        Ok(all.into_iter().filter(PositionInfo::is_open).collect())
+    }
+
+    /// Every open USDT-settled order.
+    pub async fn open_orders(&self) -> Result<Vec<Order>, BybitError> {
+        self.all_pages("open orders", |cursor| {
+            let q = Query::new()
+                .with("category", "linear")
+                .with("settleCoin", "USDT")
+                .with("limit", 50)
+                .with_opt("cursor", cursor);
+            async move { self.read(|| self.raw.order_realtime(&q)).await }
+        })
+        .await
+    }
+
+    /// Executions in `[start_ms, end_ms]` (Bybit allows at most 7 days), all pages.
+    pub async fn executions(
+        &self,
+        symbol: Option<&str>,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Execution>, BybitError> {
+        self.all_pages("execution list", |cursor| {
+            let q = Query::new()
+                .with("category", "linear")
+                .with_opt("symbol", symbol)
+                .with("startTime", start_ms)
+                .with("endTime", end_ms)
+                .with("limit", 100)
+                .with_opt("cursor", cursor);
+            async move { self.read(|| self.raw.execution_list(&q)).await }
+        })
+        .await
+    }
+
+    /// Closed-PnL records in `[start_ms, end_ms]` (at most 7 days), all pages.
+    pub async fn closed_pnl(
+        &self,
+        symbol: Option<&str>,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<ClosedPnl>, BybitError> {
+        self.all_pages("closed pnl", |cursor| {
+            let q = Query::new()
+                .with("category", "linear")
+                .with_opt("symbol", symbol)
+                .with("startTime", start_ms)
+                .with("endTime", end_ms)
+                .with("limit", 100)
+                .with_opt("cursor", cursor);
+            async move { self.read(|| self.raw.position_closed_pnl(&q)).await }
+        })
+        .await
+    }
+
+    /// The UNIFIED account's wallet.
+    pub async fn wallet(&self) -> Result<WalletAccount, BybitError> {
+        let q = Query::new().with("accountType", "UNIFIED");
+        let w = self.read(|| self.raw.account_wallet_balance(&q)).await?;
+        w.list
+            .into_iter()
+            .find(|a| a.account_type == "UNIFIED")
+            .ok_or_else(|| BybitError::Config("wallet-balance returned no UNIFIED account".into()))
+    }
+}

@@ -1,0 +1,355 @@
+//! The raw REST client: one method per endpoint, named after it, returning Bybit's own
+//! models. Signing, the server-clock offset, the rate-limit budgets and the mapping of
+//! HTTP and retCode failures to [`BybitError`] all happen here, once.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use reqwest::{Method, header::HeaderMap};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::time::Instant;
+
+use super::{
+    parse_envelope,
+    requests::{
+        AmendOrder, CancelAll, CancelOrder, CreateOrder, DemoApplyMoney, Query, SetLeverage,
+        SwitchMode, TradingStop,
+    },
+};
+use crate::{
+    auth::Credentials,
+    error::{ApiCode, BybitError},
+    models::{
+        Empty, Page,
+        account::{AccountInfo, FeeRate, WalletBalance},
+        market::{InstrumentInfo, KlinePage, ServerTime, TickerList},
+        order::{Execution, Order, OrderId},
+        position::{ClosedPnl, PositionInfo},
+    },
+    ratelimit::{LimitHeaders, RateLimiter},
+};
+
+/// Settings of a REST client.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    /// Base URL, e.g. `https://api-demo.bybit.com`.
+    pub base_url: String,
+    /// `X-BAPI-RECV-WINDOW` in ms (Bybit's default 5000).
+    pub recv_window_ms: u64,
+    /// A request with no reply within this time fails with `Timeout`.
+    pub timeout: Duration,
+}
+
+/// Local clock + offset = Bybit's clock, measured from `/v5/market/time`, so a skewed local
+/// clock does not produce `10002`.
+#[derive(Debug, Default)]
+pub struct ServerClock {
+    offset_ms: AtomicI64,
+}
+
+impl ServerClock {
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn set_offset_ms(&self, offset: i64) {
+        self.offset_ms.store(offset, Ordering::Relaxed);
+    }
+
+    /// Bybit's current time in ms.
+    pub fn now_ms(&self) -> i64 {
+        shardbot_protocol::now_ms() + self.offset_ms()
+    }
+
+    /// The local instant at which Bybit's clock reads `server_ms`.
+    pub fn local_instant(&self, server_ms: i64) -> Instant {
+        let delta = server_ms - self.now_ms();
+        if delta > 0 {
+            Instant::now() + Duration::from_millis(delta as u64)
+        } else {
+            Instant::now()
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RawClient {
+    http: reqwest::Client,
+    config: RestConfig,
+    credentials: Option<Credentials>,
+    limiter: Arc<RateLimiter>,
+    clock: Arc<ServerClock>,
+}
+
+fn header_num<T: std::str::FromStr>(h: &HeaderMap, name: &str) -> Option<T> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+impl RawClient {
+    /// `credentials` may be `None` for market data only. `limiter` is the process's one
+    /// budget owner; share it with every other client of the process.
+    pub fn new(
+        config: RestConfig,
+        credentials: Option<Credentials>,
+        limiter: Arc<RateLimiter>,
+    ) -> Result<RawClient, BybitError> {
+        // rustls with the ring provider: install it once per process (a second install
+        // attempt returns Err, which is fine).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("shardbot/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| BybitError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(RawClient {
+            http,
+            config,
+            credentials,
+            limiter,
+            clock: Arc::new(ServerClock::default()),
+        })
+    }
+
+    pub fn clock(&self) -> &ServerClock {
+        &self.clock
+    }
+
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
+    }
+
+    pub fn has_credentials(&self) -> bool {
+        self.credentials.is_some()
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &'static str,
+        query: &Query,
+        body: Option<String>,
+        signed: bool,
+    ) -> Result<T, BybitError> {
+        self.limiter.acquire(path).await?;
+        let qs = query.encode();
+        let url = if qs.is_empty() {
+            format!("{}{path}", self.config.base_url)
+        } else {
+            format!("{}{path}?{qs}", self.config.base_url)
+        };
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .timeout(self.config.timeout);
+        if signed {
+            let creds = self.credentials.as_ref().ok_or_else(|| {
+                BybitError::Config(format!("{path} needs API keys and none are configured"))
+            })?;
+            let ts = self.clock.now_ms();
+            let payload = body.as_deref().unwrap_or(&qs);
+            let sign = creds.sign_rest(ts, self.config.recv_window_ms, payload);
+            req = req
+                .header("X-BAPI-API-KEY", &creds.api_key)
+                .header("X-BAPI-TIMESTAMP", ts.to_string())
+                .header("X-BAPI-SIGN", sign)
+                .header("X-BAPI-RECV-WINDOW", self.config.recv_window_ms.to_string())
+                .header("X-BAPI-SIGN-TYPE", "2");
+        }
+        if let Some(body) = body {
+            req = req.header("Content-Type", "application/json").body(body);
+        }
+        let resp = req.send().await.map_err(|e| self.transport(path, e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        self.limiter.observe(
+            path,
+            LimitHeaders {
+                limit: header_num(&headers, "X-Bapi-Limit"),
+                remaining: header_num(&headers, "X-Bapi-Limit-Status"),
+                reset_at: header_num::<i64>(&headers, "X-Bapi-Limit-Reset-Timestamp")
+                    .map(|ms| self.clock.local_instant(ms)),
+            },
+        );
+        let text = resp.text().await.map_err(|e| self.transport(path, e))?;
+        match status {
+            403 => {
+                let resume_in = self.limiter.ip_banned();
+                tracing::error!(
+                    endpoint = path,
+                    "HTTP 403 from Bybit: IP rate limit breached; all requests stop for 10 minutes"
+                );
+                return Err(BybitError::IpBanned {
+                    endpoint: path.to_owned(),
+                    resume_in,
+                });
+            }
+            429 => {
+                return Err(BybitError::TooManyRequests {
+                    endpoint: path.to_owned(),
+                });
+            }
+            200..=299 => {}
+            _ => {
+                return Err(BybitError::Http {
+                    endpoint: path.to_owned(),
+                    status,
+                    body: text.chars().take(200).collect(),
+                });
+            }
+        }
+        let result = parse_envelope(path, &text);
+        if let Err(BybitError::Api {
+            code: ApiCode::TooManyVisits,
+            ..
+        }) = &result
+        {
+            let reset = header_num::<i64>(&headers, "X-Bapi-Limit-Reset-Timestamp")
+                .map(|ms| self.clock.local_instant(ms));
+            self.limiter.too_many_visits(path, reset);
+        }
+        if let Err(e) = &result {
+            tracing::debug!(endpoint = path, error = %e, "Bybit call failed");
+        }
+        result
+    }
+
+    fn transport(&self, path: &str, e: reqwest::Error) -> BybitError {
+        if e.is_timeout() {
+            BybitError::Timeout {
+                endpoint: path.to_owned(),
+                after: self.config.timeout,
+            }
+        } else {
+            BybitError::Transport {
+                endpoint: path.to_owned(),
+                source: e,
+            }
+        }
+    }
+
+    async fn get_public<T: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        q: &Query,
+    ) -> Result<T, BybitError> {
+        self.call(Method::GET, path, q, None, false).await
+    }
+
+    async fn get_signed<T: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        q: &Query,
+    ) -> Result<T, BybitError> {
+        self.call(Method::GET, path, q, None, true).await
+    }
+
+    async fn post_signed<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &'static str,
+        body: &B,
+    ) -> Result<T, BybitError> {
+        // The exact string signed is the exact body sent.
+        let body = serde_json::to_string(body)
+            .map_err(|e| BybitError::Config(format!("{path}: cannot encode the request: {e}")))?;
+        self.call(Method::POST, path, &Query::new(), Some(body), true)
+            .await
+    }
+
+    // --- market (public) ------------------------------------------------------------
+
+    pub async fn market_time(&self) -> Result<ServerTime, BybitError> {
+        self.get_public("/v5/market/time", &Query::new()).await
+    }
+
+    pub async fn market_instruments_info(
+        &self,
+        q: &Query,
+    ) -> Result<Page<InstrumentInfo>, BybitError> {
+        self.get_public("/v5/market/instruments-info", q).await
+    }
+
+    pub async fn market_kline(&self, q: &Query) -> Result<KlinePage, BybitError> {
+        self.get_public("/v5/market/kline", q).await
+    }
+
+    pub async fn market_tickers(&self, q: &Query) -> Result<TickerList, BybitError> {
+        self.get_public("/v5/market/tickers", q).await
+    }
+
+    // --- orders -------------------------------------------------------------------
+
+    pub async fn order_create(&self, o: &CreateOrder) -> Result<OrderId, BybitError> {
+        self.post_signed("/v5/order/create", o).await
+    }
+
+    pub async fn order_amend(&self, o: &AmendOrder) -> Result<OrderId, BybitError> {
+        self.post_signed("/v5/order/amend", o).await
+    }
+
+    pub async fn order_cancel(&self, o: &CancelOrder) -> Result<OrderId, BybitError> {
+        self.post_signed("/v5/order/cancel", o).await
+    }
+
+    pub async fn order_cancel_all(&self, o: &CancelAll) -> Result<serde_json::Value, BybitError> {
+        self.post_signed("/v5/order/cancel-all", o).await
+    }
+
+    pub async fn order_realtime(&self, q: &Query) -> Result<Page<Order>, BybitError> {
+        self.get_signed("/v5/order/realtime", q).await
+    }
+
+    pub async fn order_history(&self, q: &Query) -> Result<Page<Order>, BybitError> {
+        self.get_signed("/v5/order/history", q).await
+    }
+
+    pub async fn execution_list(&self, q: &Query) -> Result<Page<Execution>, BybitError> {
+        self.get_signed("/v5/execution/list", q).await
+    }
+
+    // --- positions ----------------------------------------------------------------
+
+    pub async fn position_list(&self, q: &Query) -> Result<Page<PositionInfo>, BybitError> {
+        self.get_signed("/v5/position/list", q).await
+    }
+
+    pub async fn position_set_leverage(&self, r: &SetLeverage) -> Result<Empty, BybitError> {
+        self.post_signed("/v5/position/set-leverage", r).await
+    }
+
+    pub async fn position_switch_mode(&self, r: &SwitchMode) -> Result<Empty, BybitError> {
+        self.post_signed("/v5/position/switch-mode", r).await
+    }
+
+    pub async fn position_trading_stop(&self, r: &TradingStop) -> Result<Empty, BybitError> {
+        self.post_signed("/v5/position/trading-stop", r).await
+    }
+
+    pub async fn position_closed_pnl(&self, q: &Query) -> Result<Page<ClosedPnl>, BybitError> {
+        self.get_signed("/v5/position/closed-pnl", q).await
+    }
+
+    // --- account ------------------------------------------------------------------
+
+    pub async fn account_wallet_balance(&self, q: &Query) -> Result<WalletBalance, BybitError> {
+        self.get_signed("/v5/account/wallet-balance", q).await
+    }
+
+    pub async fn account_info(&self) -> Result<AccountInfo, BybitError> {
+        self.get_signed("/v5/account/info", &Query::new()).await
+    }
+
+    pub async fn account_fee_rate(&self, q: &Query) -> Result<Page<FeeRate>, BybitError> {
+        self.get_signed("/v5/account/fee-rate", q).await
+    }
+
+    pub async fn account_demo_apply_money(
+        &self,
+        r: &DemoApplyMoney,
+    ) -> Result<serde_json::Value, BybitError> {
+        self.post_signed("/v5/account/demo-apply-money", r).await
+    }
+}
