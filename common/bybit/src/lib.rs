@@ -4,6 +4,9 @@
 //! - [`auth`]: credentials whose secret never prints, HMAC-SHA256 signing.
 //! - [`models`]: typed responses and WebSocket messages, lossless decimals.
 //! - [`error`]: every documented retCode as a typed error.
+//! - [`ratelimit`]: the process's rate-limit budgets.
+//! - [`rest`]: the raw client named after endpoints and the domain client over it.
+//! - [`ws`]: the public and private streams.
 
 pub mod auth;
 mod de;
@@ -12,6 +15,7 @@ pub mod error;
 pub mod models;
 pub mod ratelimit;
 pub mod rest;
+pub mod ws;
 
 pub use auth::{Credentials, Secret};
 pub use env::{Environment, Urls, resolve_urls};

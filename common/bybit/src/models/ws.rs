@@ -121,7 +121,7 @@ pub struct TickerMessage {
 }
 
 /// One trade of a `publicTrade.<symbol>` push.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct WsTrade {
     #[serde(rename = "T")]
     pub time: i64,

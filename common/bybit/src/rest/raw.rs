@@ -114,7 +114,8 @@ impl RawClient {
         })
     }
 
-    pub fn clock(&self) -> &ServerClock {
+    /// Bybit's clock as this client measured it (shared with the private stream's auth).
+    pub fn clock(&self) -> &Arc<ServerClock> {
         &self.clock
     }
 
