@@ -15,8 +15,10 @@ pub mod error;
 pub mod models;
 pub mod ratelimit;
 pub mod rest;
+pub mod settings;
 pub mod ws;
 
 pub use auth::{Credentials, Secret};
 pub use env::{Environment, Urls, resolve_urls};
 pub use error::{ApiCode, BybitError};
+pub use settings::ExchangeSettings;

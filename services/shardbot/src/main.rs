@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout)] // a command line prints its results
 
 mod bench;
+mod exchange;
 
 use std::process::ExitCode;
 
@@ -20,18 +21,38 @@ enum Command {
     /// Measure this machine: the message bus, and more as components arrive.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Look at an exchange (sim, demo, live, testnet) through shardbot's Bybit client:
+    /// check a setup, the clock, the universe, the wallet, positions and orders.
+    Exchange(exchange::ExchangeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Exchange(args) => exchange::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shardbot: {e:#}");
+            eprintln!("shardbot: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, skipping a cause whose text is already shown.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -1,0 +1,162 @@
+//! The `[exchange]` configuration section and building clients from it.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{
+    auth::Credentials,
+    env::{Environment, Urls, resolve_urls},
+    error::BybitError,
+    ratelimit::{IP_LIMIT, RateLimiter},
+    rest::{BybitClient, RawClient, RestConfig},
+    ws::WsConfig,
+};
+
+/// `[exchange]`: which Bybit to talk to and how hard.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeSettings {
+    pub environment: Environment,
+    /// Where bybit-sim listens in `sim` mode.
+    pub sim_base_url: String,
+    /// Overrides of the environment's URLs ("" = the environment's own).
+    #[serde(default)]
+    pub rest_url: String,
+    #[serde(default)]
+    pub public_ws_url: String,
+    #[serde(default)]
+    pub private_ws_url: String,
+    pub recv_window_ms: u64,
+    pub request_timeout_ms: u64,
+    /// This process's share of Bybit's 600 requests / 5 s IP limit. The shares of every
+    /// process on the host must sum to less than 600.
+    pub ip_requests_per_5s: u32,
+    pub ws_ping_interval_ms: u64,
+    pub ws_dead_after_ms: u64,
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.trim().is_empty()).then_some(s)
+}
+
+impl ExchangeSettings {
+    /// The URLs to use: overrides, else the environment's, else (sim) `sim_base_url`.
+    pub fn urls(&self) -> Result<Urls, BybitError> {
+        let sim = (self.environment == Environment::Sim)
+            .then(|| Environment::sim_urls(&self.sim_base_url));
+        resolve_urls(
+            self.environment,
+            non_empty(&self.rest_url).or(sim.as_ref().map(|u| u.rest.as_str())),
+            non_empty(&self.public_ws_url).or(sim.as_ref().map(|u| u.public_ws.as_str())),
+            non_empty(&self.private_ws_url).or(sim.as_ref().map(|u| u.private_ws.as_str())),
+        )
+        .map_err(BybitError::Config)
+    }
+
+    pub fn validate(&self) -> Result<(), BybitError> {
+        let bad = |m: String| Err(BybitError::Config(m));
+        if self.ip_requests_per_5s == 0 || self.ip_requests_per_5s >= IP_LIMIT {
+            return bad(format!(
+                "exchange.ip_requests_per_5s = {}: must be between 1 and {} (Bybit's whole limit \
+                 is {IP_LIMIT} per 5 s for every process on this IP)",
+                self.ip_requests_per_5s,
+                IP_LIMIT - 1
+            ));
+        }
+        if self.recv_window_ms == 0 || self.request_timeout_ms == 0 {
+            return bad(
+                "exchange.recv_window_ms and exchange.request_timeout_ms must be > 0".into(),
+            );
+        }
+        if self.ws_dead_after_ms <= self.ws_ping_interval_ms {
+            return bad(format!(
+                "exchange.ws_dead_after_ms ({}) must be longer than exchange.ws_ping_interval_ms ({})",
+                self.ws_dead_after_ms, self.ws_ping_interval_ms
+            ));
+        }
+        self.urls().map(|_| ())
+    }
+
+    /// A REST client with its own budget owner. A process builds one and shares it.
+    pub fn client(&self, credentials: Option<Credentials>) -> Result<BybitClient, BybitError> {
+        self.validate()?;
+        let urls = self.urls()?;
+        let raw = RawClient::new(
+            RestConfig {
+                base_url: urls.rest.trim_end_matches('/').to_owned(),
+                recv_window_ms: self.recv_window_ms,
+                timeout: Duration::from_millis(self.request_timeout_ms),
+            },
+            credentials,
+            Arc::new(RateLimiter::new(self.ip_requests_per_5s)),
+        )?;
+        Ok(BybitClient::new(raw))
+    }
+
+    pub fn ws_config(&self) -> WsConfig {
+        WsConfig {
+            ping_interval: Duration::from_millis(self.ws_ping_interval_ms),
+            dead_after: Duration::from_millis(self.ws_dead_after_ms),
+            ..WsConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(env: Environment) -> ExchangeSettings {
+        ExchangeSettings {
+            environment: env,
+            sim_base_url: "http://127.0.0.1:7700".into(),
+            rest_url: String::new(),
+            public_ws_url: String::new(),
+            private_ws_url: String::new(),
+            recv_window_ms: 5000,
+            request_timeout_ms: 10_000,
+            ip_requests_per_5s: 150,
+            ws_ping_interval_ms: 20_000,
+            ws_dead_after_ms: 45_000,
+        }
+    }
+
+    #[test]
+    fn sim_points_at_bybit_sim_and_demo_at_bybit() {
+        let sim = settings(Environment::Sim).urls().unwrap();
+        assert_eq!(sim.rest, "http://127.0.0.1:7700");
+        assert_eq!(sim.private_ws, "ws://127.0.0.1:7700/v5/private");
+        let demo = settings(Environment::Demo).urls().unwrap();
+        assert_eq!(demo.rest, "https://api-demo.bybit.com");
+        let over = ExchangeSettings {
+            rest_url: "http://10.0.0.9:1".into(),
+            ..settings(Environment::Demo)
+        };
+        assert_eq!(over.urls().unwrap().rest, "http://10.0.0.9:1");
+        assert_eq!(
+            over.urls().unwrap().private_ws,
+            "wss://stream-demo.bybit.com/v5/private"
+        );
+    }
+
+    #[test]
+    fn the_ip_share_must_leave_room_for_others() {
+        for bad in [0, 600, 1000] {
+            let e = ExchangeSettings {
+                ip_requests_per_5s: bad,
+                ..settings(Environment::Sim)
+            }
+            .validate()
+            .unwrap_err();
+            assert!(e.to_string().contains("ip_requests_per_5s"), "{e}");
+        }
+        let e = ExchangeSettings {
+            ws_dead_after_ms: 1000,
+            ..settings(Environment::Sim)
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("ws_dead_after_ms"), "{e}");
+    }
+}
