@@ -1,0 +1,39 @@
+//! bybit-sim: a local exchange that speaks Bybit's v5 protocol (reference §8), so the whole
+//! stack runs with no keys and no network, with the same client code that talks to Bybit.
+//!
+//! Served today: `/v5/market/{time,instruments-info,kline,tickers}`, and, signed and
+//! rate-limited like Bybit, `/v5/account/{wallet-balance,info,fee-rate,demo-apply-money}`.
+
+pub mod api;
+pub mod clock;
+pub mod limits;
+pub mod market;
+pub mod path;
+pub mod settings;
+pub mod state;
+
+use std::{net::TcpListener, sync::Arc};
+
+use actix_web::{App, HttpServer, web};
+
+pub use settings::SimSettings;
+pub use state::Exchange;
+
+/// The HTTP server on an already bound listener (so tests and callers can bind port 0).
+pub fn server(
+    exchange: Arc<Exchange>,
+    listener: TcpListener,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::new(exchange);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(1 << 20))
+            .default_service(web::to(api::v5))
+    })
+    .workers(workers.max(1))
+    .disable_signals()
+    .listen(listener)?
+    .run())
+}

@@ -1,0 +1,130 @@
+//! Bybit's rate limits as the exchange enforces them: per UID and endpoint in a rolling
+//! 1 s window (10006, with `X-Bapi-Limit*` headers), and per IP 600 requests per 5 s
+//! (HTTP 403 and a ban). Windows are real time, whatever the sim clock's speed.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+/// The per-UID limit of an endpoint, requests per second (reference §4); `None` when only
+/// the IP limit applies.
+pub fn endpoint_limit(path: &str) -> Option<u32> {
+    Some(match path {
+        "/v5/order/create" | "/v5/order/amend" | "/v5/order/cancel" | "/v5/order/cancel-all" => 10,
+        "/v5/order/realtime" | "/v5/order/history" | "/v5/execution/list" => 50,
+        "/v5/position/list" | "/v5/position/closed-pnl" => 50,
+        "/v5/position/set-leverage" | "/v5/position/switch-mode" | "/v5/position/trading-stop" => {
+            10
+        }
+        "/v5/account/wallet-balance" | "/v5/account/info" => 50,
+        "/v5/account/fee-rate" => 5,
+        _ => return None,
+    })
+}
+
+/// The verdict on one signed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Real time until the window has room again (zero if it has now).
+    pub reset_in: Duration,
+}
+
+#[derive(Debug)]
+pub struct Limits {
+    ip_limit: u32,
+    ip_window: VecDeque<Instant>,
+    ip_ban: Duration,
+    banned_until: Option<Instant>,
+    per_uid: HashMap<(u64, String), VecDeque<Instant>>,
+    /// demo-apply-money: once per minute per UID.
+    last_apply: HashMap<u64, Instant>,
+}
+
+const IP_WINDOW: Duration = Duration::from_secs(5);
+const UID_WINDOW: Duration = Duration::from_secs(1);
+
+impl Limits {
+    pub fn new(ip_limit: u32, ip_ban: Duration) -> Limits {
+        Limits {
+            ip_limit,
+            ip_window: VecDeque::new(),
+            ip_ban,
+            banned_until: None,
+            per_uid: HashMap::new(),
+            last_apply: HashMap::new(),
+        }
+    }
+
+    /// Counts one request against the IP limit; `false` means answer 403.
+    pub fn ip_allows(&mut self) -> bool {
+        let now = Instant::now();
+        if self.banned_until.is_some_and(|u| u > now) {
+            return false;
+        }
+        while self
+            .ip_window
+            .front()
+            .is_some_and(|&t| now - t >= IP_WINDOW)
+        {
+            self.ip_window.pop_front();
+        }
+        if self.ip_window.len() as u32 >= self.ip_limit {
+            self.banned_until = Some(now + self.ip_ban);
+            tracing::warn!(
+                ban_secs = self.ip_ban.as_secs(),
+                "IP limit breached: answering 403 to everything"
+            );
+            return false;
+        }
+        self.ip_window.push_back(now);
+        true
+    }
+
+    /// Counts one signed request of `uid` on `path`.
+    pub fn uid_request(&mut self, uid: u64, path: &str) -> Option<Verdict> {
+        let limit = endpoint_limit(path)?;
+        let now = Instant::now();
+        let w = self.per_uid.entry((uid, path.to_owned())).or_default();
+        while w.front().is_some_and(|&t| now - t >= UID_WINDOW) {
+            w.pop_front();
+        }
+        let used = w.len() as u32;
+        if used >= limit {
+            let reset_in = w.front().map_or(Duration::ZERO, |&t| {
+                (t + UID_WINDOW).saturating_duration_since(now)
+            });
+            return Some(Verdict {
+                allowed: false,
+                limit,
+                remaining: 0,
+                reset_in,
+            });
+        }
+        w.push_back(now);
+        let reset_in = w.front().map_or(Duration::ZERO, |&t| {
+            (t + UID_WINDOW).saturating_duration_since(now)
+        });
+        Some(Verdict {
+            allowed: true,
+            limit,
+            remaining: limit - used - 1,
+            reset_in,
+        })
+    }
+
+    /// demo-apply-money's 1 per minute.
+    pub fn apply_money_allowed(&mut self, uid: u64) -> bool {
+        let now = Instant::now();
+        match self.last_apply.get(&uid) {
+            Some(&t) if now - t < Duration::from_secs(60) => false,
+            _ => {
+                self.last_apply.insert(uid, now);
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The sim's market: instruments with Bybit-style filters, and prices and klines read from
+//! each symbol's deterministic path (see [`crate::path`]).
+
+use std::{collections::HashMap, path::Path};
+
+use rust_decimal::{Decimal, prelude::FromPrimitive};
+
+use crate::path::{Brownian, STEP_MS, hash_str, index_of, mix, uniform};
+
+/// Prices are anchored here: the path's level at this time is the symbol's anchor price.
+const ANCHOR_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const YEAR_STEPS: f64 = 365.25 * 86_400_000.0 / STEP_MS as f64;
+const MINUTE_MS: i64 = 60_000;
+
+/// One tradable symbol: its filters and the parameters of its price path.
+#[derive(Debug, Clone)]
+pub struct Instrument {
+    pub symbol: String,
+    pub tick: Decimal,
+    pub qty_step: Decimal,
+    pub min_qty: Decimal,
+    pub max_qty: Decimal,
+    pub max_mkt_qty: Decimal,
+    pub min_notional: Decimal,
+    pub max_leverage: Decimal,
+    pub funding_interval_min: u32,
+    /// Whether the name and filters come from a real Bybit instruments list.
+    pub real: bool,
+    anchor_price: f64,
+    sigma_step: f64,
+    usdt_per_minute: f64,
+    path: Brownian,
+    w_anchor: f64,
+    volume_key: u64,
+}
+
+/// One kline, prices and sizes as Bybit prints them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kline {
+    pub start_ms: i64,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    pub volume: Decimal,
+    pub turnover: Decimal,
+}
+
+fn pow10(e: i32) -> Decimal {
+    if e >= 0 {
+        Decimal::from(10u64.pow(e as u32))
+    } else {
+        Decimal::new(1, (-e) as u32)
+    }
+}
+
+impl Instrument {
+    fn with_path(mut self, seed: u64) -> Instrument {
+        self.path = Brownian::new(seed, &self.symbol);
+        self.w_anchor = self.path.at(index_of(ANCHOR_MS));
+        self
+    }
+
+    /// A generated instrument: price, volatility and filters drawn from the name.
+    fn generated(symbol: String, seed: u64) -> Instrument {
+        // Parameters drawn from the name, independent of the path itself.
+        let h = hash_str(seed ^ 0x005E_ED0F_9A4A, &symbol);
+        // Prices log-uniform from 0.001 to 50,000 USDT; annual volatility 50 %-150 %.
+        let price = 10f64.powf(-3.0 + 7.7 * uniform(h));
+        let annual_vol = 0.5 + uniform(h ^ 1);
+        let tick = pow10(price.log10().floor() as i32 - 4);
+        let qty_step =
+            pow10(((100.0 / price).log10().floor() as i32).min(0)).max(Decimal::new(1, 3));
+        Instrument {
+            tick,
+            qty_step,
+            min_qty: qty_step,
+            max_qty: (Decimal::from_f64(2_000_000.0 / price).unwrap_or(Decimal::ONE) / qty_step)
+                .floor()
+                * qty_step,
+            max_mkt_qty: (Decimal::from_f64(1_000_000.0 / price).unwrap_or(Decimal::ONE)
+                / qty_step)
+                .floor()
+                * qty_step,
+            min_notional: Decimal::from(5),
+            max_leverage: [
+                Decimal::from(25),
+                Decimal::from(50),
+                Decimal::from(75),
+                Decimal::from(100),
+            ][(h % 4) as usize],
+            funding_interval_min: if h.is_multiple_of(5) { 240 } else { 480 },
+            real: false,
+            anchor_price: price,
+            sigma_step: annual_vol / YEAR_STEPS.sqrt(),
+            usdt_per_minute: 10f64.powf(3.0 + 3.0 * uniform(h ^ 2)),
+            path: Brownian::new(seed, &symbol),
+            w_anchor: 0.0,
+            volume_key: h ^ 0xB0_1D,
+            symbol,
+        }
+        .with_path(seed)
+    }
+
+    /// The exact (unquantised) price at grid index `n`.
+    fn raw_at(&self, w: f64) -> f64 {
+        self.anchor_price * (self.sigma_step * (w - self.w_anchor)).exp()
+    }
+
+    /// A price rounded to the tick (never below one tick).
+    pub fn quantise(&self, price: f64) -> Decimal {
+        let tick = self.tick.to_string().parse::<f64>().unwrap_or(1.0);
+        let ticks = (price / tick).round().max(1.0) as i64;
+        Decimal::from(ticks) * self.tick
+    }
+
+    /// The last traded price at `t_ms` (linear between grid points).
+    pub fn price_at(&self, t_ms: i64) -> Decimal {
+        let n = index_of(t_ms);
+        let frac = (((t_ms - crate::path::ORIGIN_MS).rem_euclid(STEP_MS)) as f64) / STEP_MS as f64;
+        let (a, b) = (
+            self.raw_at(self.path.at(n)),
+            self.raw_at(self.path.at(n + 1)),
+        );
+        self.quantise(a + (b - a) * frac)
+    }
+
+    /// The bar covering `[start, start + len)`, cut at `now` if still open. The close of a
+    /// closed bar is the price at its end, which is the next bar's open.
+    pub fn bar(&self, start: i64, len: i64, now: i64) -> Kline {
+        let end = (start + len).min(now).max(start);
+        let (n0, n1) = (index_of(start), index_of(end));
+        let ws = self.path.range(n0, n1);
+        let prices: Vec<f64> = ws.iter().map(|&w| self.raw_at(w)).collect();
+        let open = self.price_at(start);
+        let close = self.price_at(end);
+        let mut high = open.max(close);
+        let mut low = open.min(close);
+        // Interior grid points (those strictly inside the bar) are touched by the path.
+        for (i, p) in prices.iter().enumerate() {
+            let t = crate::path::ORIGIN_MS + (n0 + i as u64) as i64 * STEP_MS;
+            if t > start && t < end {
+                let q = self.quantise(*p);
+                high = high.max(q);
+                low = low.min(q);
+            }
+        }
+        let (mut volume, mut turnover) = (Decimal::ZERO, Decimal::ZERO);
+        let mut m = start - start.rem_euclid(MINUTE_MS);
+        while m + MINUTE_MS <= end {
+            let usdt =
+                self.usdt_per_minute * (0.25 + 1.5 * uniform(mix(m as u64) ^ self.volume_key));
+            let px = self.price_at(m).to_string().parse::<f64>().unwrap_or(1.0);
+            let qty = Decimal::from_f64(usdt / px).unwrap_or_default();
+            let qty = (qty / self.qty_step).floor() * self.qty_step;
+            volume += qty;
+            turnover += (qty * self.price_at(m)).round_dp(4);
+            m += MINUTE_MS;
+        }
+        Kline {
+            start_ms: start,
+            open,
+            high,
+            low,
+            close,
+            volume,
+            turnover,
+        }
+    }
+}
+
+/// Kline interval lengths as Bybit spells them; weekly bars start on Monday 00:00 UTC.
+pub fn interval_ms(interval: &str) -> Option<(i64, i64)> {
+    const MIN: i64 = 60_000;
+    let minutes = match interval {
+        "1" | "3" | "5" | "15" | "30" | "60" | "120" | "240" | "360" | "720" => {
+            interval.parse().ok()?
+        }
+        "D" => 1440,
+        "W" => 10_080,
+        _ => return None,
+    };
+    // (length, alignment offset): the Unix epoch was a Thursday, Monday is 4 days later.
+    let offset = if interval == "W" { 4 * 1440 * MIN } else { 0 };
+    Some((minutes * MIN, offset))
+}
+
+/// Start of the bar of length `len` (aligned with `offset`) that contains `t`.
+pub fn bar_start(t: i64, len: i64, offset: i64) -> i64 {
+    (t - offset).div_euclid(len) * len + offset
+}
+
+/// The whole universe.
+#[derive(Debug)]
+pub struct Market {
+    pub instruments: Vec<Instrument>,
+    by_symbol: HashMap<String, usize>,
+}
+
+/// A real instrument's filters read from a Bybit instruments-info file.
+fn real_instruments(file: &Path, seed: u64) -> Result<Vec<Instrument>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let list = v
+        .get("result")
+        .unwrap_or(&v)
+        .get("list")
+        .and_then(|l| l.as_array())
+        .ok_or_else(|| format!("{}: no `list`", file.display()))?;
+    let dec = |x: &serde_json::Value, k: &str| {
+        x.get(k)
+            .and_then(|s| s.as_str())
+            .and_then(|s| s.parse::<Decimal>().ok())
+    };
+    let mut out = Vec::new();
+    for i in list {
+        let s = |k: &str| i.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        if s("contractType") != "LinearPerpetual"
+            || s("settleCoin") != "USDT"
+            || s("status") != "Trading"
+        {
+            continue;
+        }
+        let (Some(lot), Some(pf), Some(lev)) = (
+            i.get("lotSizeFilter"),
+            i.get("priceFilter"),
+            i.get("leverageFilter"),
+        ) else {
+            continue;
+        };
+        let (Some(tick), Some(step), Some(min_qty), Some(max_qty), Some(max_lev)) = (
+            dec(pf, "tickSize"),
+            dec(lot, "qtyStep"),
+            dec(lot, "minOrderQty"),
+            dec(lot, "maxOrderQty"),
+            dec(lev, "maxLeverage"),
+        ) else {
+            continue;
+        };
+        let symbol = s("symbol").to_owned();
+        let mut g = Instrument::generated(symbol.clone(), seed);
+        // A price consistent with the real tick: 10^3.5 to 10^5 ticks.
+        let tick_f = tick.to_string().parse::<f64>().unwrap_or(0.01);
+        g.anchor_price = tick_f * 10f64.powf(3.5 + 1.5 * uniform(g.volume_key ^ 0x7));
+        g.tick = tick;
+        g.qty_step = step;
+        g.min_qty = min_qty;
+        g.max_qty = max_qty;
+        g.max_mkt_qty = dec(lot, "maxMktOrderQty").unwrap_or(max_qty);
+        g.min_notional = dec(lot, "minNotionalValue").unwrap_or(Decimal::from(5));
+        g.max_leverage = max_lev;
+        g.funding_interval_min = i
+            .get("fundingInterval")
+            .and_then(|f| f.as_u64())
+            .unwrap_or(480) as u32;
+        g.real = true;
+        out.push(g.with_path(seed));
+    }
+    Ok(out)
+}
+
+/// A pronounceable made-up base coin from a number, e.g. `ZORAV`.
+fn made_up_name(n: u64) -> String {
+    const C: &[u8] = b"BCDFGHKLMNPRSTVXZ";
+    const V: &[u8] = b"AEIOU";
+    let mut h = mix(n);
+    let len = 2 + (h % 2) as usize;
+    let mut s = String::new();
+    for _ in 0..len {
+        s.push(C[(h % C.len() as u64) as usize] as char);
+        h /= C.len() as u64;
+        s.push(V[(h % V.len() as u64) as usize] as char);
+        h /= V.len() as u64;
+    }
+    format!("{s}{}USDT", n % 10)
+}
+
+impl Market {
+    /// `count` symbols: the real ones of `universe_file` (if given and readable) first,
+    /// then generated ones. Sorted by symbol, as Bybit lists them.
+    pub fn new(seed: u64, count: usize, universe_file: Option<&Path>) -> Result<Market, String> {
+        let mut instruments = match universe_file {
+            Some(f) => real_instruments(f, seed)?,
+            None => Vec::new(),
+        };
+        instruments.truncate(count);
+        let mut names: std::collections::HashSet<String> =
+            instruments.iter().map(|i| i.symbol.clone()).collect();
+        let mut n = 0u64;
+        while instruments.len() < count {
+            let name = made_up_name(seed ^ n);
+            n += 1;
+            if names.insert(name.clone()) {
+                instruments.push(Instrument::generated(name, seed));
+            }
+        }
+        instruments.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        let by_symbol = instruments
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (x.symbol.clone(), i))
+            .collect();
+        Ok(Market {
+            instruments,
+            by_symbol,
+        })
+    }
+
+    pub fn get(&self, symbol: &str) -> Option<&Instrument> {
+        self.by_symbol.get(symbol).map(|&i| &self.instruments[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn market() -> Market {
+        Market::new(42, 650, None).unwrap()
+    }
+
+    #[test]
+    fn the_universe_has_the_requested_size_unique_sorted_and_valid() {
+        let m = market();
+        assert_eq!(m.instruments.len(), 650);
+        assert!(m.instruments.windows(2).all(|w| w[0].symbol < w[1].symbol));
+        for i in &m.instruments {
+            assert!(
+                i.symbol.ends_with("USDT") && i.symbol.bytes().all(|b| b.is_ascii_alphanumeric()),
+                "{}",
+                i.symbol
+            );
+            assert!(
+                i.tick > Decimal::ZERO && i.qty_step > Decimal::ZERO && i.min_qty >= i.qty_step
+            );
+            let p = i.price_at(ANCHOR_MS);
+            assert!(p >= i.tick, "{}: {p}", i.symbol);
+            assert_eq!(
+                p % i.tick,
+                Decimal::ZERO,
+                "{}: price on the tick grid",
+                i.symbol
+            );
+        }
+    }
+
+    #[test]
+    fn consecutive_bars_chain_and_contain_their_prices() {
+        let m = market();
+        let i = &m.instruments[17];
+        let (len, off) = interval_ms("5").unwrap();
+        let now = ANCHOR_MS + 10 * 86_400_000;
+        let start = bar_start(now - 50 * len, len, off);
+        let bars: Vec<Kline> = (0..40).map(|k| i.bar(start + k * len, len, now)).collect();
+        for w in bars.windows(2) {
+            assert_eq!(
+                w[0].close, w[1].open,
+                "the first price after a close is the next open"
+            );
+        }
+        for b in &bars {
+            assert!(
+                b.low <= b.open.min(b.close) && b.high >= b.open.max(b.close),
+                "{b:?}"
+            );
+            assert!(b.volume > Decimal::ZERO);
+        }
+        // an open bar ends at now
+        let open_bar = i.bar(bar_start(now, len, off), len, now);
+        assert_eq!(open_bar.close, i.price_at(now));
+    }
+
+    #[test]
+    fn weekly_bars_start_on_monday() {
+        let (len, off) = interval_ms("W").unwrap();
+        // 2026-01-01 is a Thursday; its week starts Monday 2025-12-29.
+        assert_eq!(bar_start(ANCHOR_MS, len, off), 1_766_966_400_000);
+        assert_eq!(interval_ms("M"), None);
+        assert_eq!(interval_ms("7"), None);
+    }
+}

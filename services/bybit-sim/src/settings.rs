@@ -1,0 +1,77 @@
+//! The `[sim]` configuration section.
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+/// What the sim pretends to be: demo refuses what Bybit demo refuses and serves
+/// demo-apply-money; live serves the fee-rate endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Demo,
+    Live,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimAccount {
+    pub name: String,
+    pub api_key: String,
+    pub api_secret: String,
+    /// Starting USDT wallet balance.
+    pub usdt: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSettings {
+    pub listen: String,
+    pub seed: u64,
+    pub symbols: usize,
+    /// A Bybit instruments-info JSON whose USDT perpetuals give real names and filters
+    /// ("" = generated names only). Relative to the working directory.
+    #[serde(default)]
+    pub universe_file: String,
+    /// Sim seconds per real second.
+    pub clock_speed: f64,
+    /// Sim time at start-up (Unix ms); 0 = now.
+    #[serde(default)]
+    pub start_time_ms: i64,
+    pub profile: Profile,
+    pub ip_limit_per_5s: u32,
+    pub ip_ban_secs: u64,
+    pub accounts: Vec<SimAccount>,
+}
+
+impl SimSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.symbols == 0 {
+            return Err("sim.symbols must be at least 1".into());
+        }
+        if !(self.clock_speed > 0.0 && self.clock_speed.is_finite()) {
+            return Err(format!(
+                "sim.clock_speed = {}: must be a positive number",
+                self.clock_speed
+            ));
+        }
+        if self.ip_limit_per_5s == 0 {
+            return Err("sim.ip_limit_per_5s must be greater than 0".into());
+        }
+        if self.accounts.is_empty() {
+            return Err("sim.accounts is empty: configure at least one [[sim.accounts]]".into());
+        }
+        let mut keys = std::collections::HashSet::new();
+        for a in &self.accounts {
+            if a.api_key.is_empty() || a.api_secret.is_empty() {
+                return Err(format!(
+                    "sim account `{}` needs api_key and api_secret",
+                    a.name
+                ));
+            }
+            if !keys.insert(&a.api_key) {
+                return Err(format!("sim account `{}`: api_key used twice", a.name));
+            }
+        }
+        Ok(())
+    }
+}

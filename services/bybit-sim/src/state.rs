@@ -1,0 +1,103 @@
+//! The exchange's state, shared by every request handler.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use rust_decimal::Decimal;
+
+use crate::{
+    clock::SimClock,
+    limits::Limits,
+    market::Market,
+    settings::{Profile, SimSettings},
+};
+
+/// One account (one UID) and its keys.
+#[derive(Debug)]
+pub struct Account {
+    pub uid: u64,
+    pub name: String,
+    pub api_key: String,
+    pub api_secret: String,
+    pub book: Mutex<Book>,
+}
+
+/// What an account owns.
+#[derive(Debug, Default)]
+pub struct Book {
+    pub usdt_wallet: Decimal,
+}
+
+#[derive(Debug)]
+pub struct Exchange {
+    pub market: Market,
+    pub clock: SimClock,
+    pub profile: Profile,
+    pub accounts: HashMap<String, Account>,
+    pub limits: Mutex<Limits>,
+}
+
+impl Exchange {
+    pub fn new(settings: &SimSettings) -> Result<Exchange, String> {
+        settings.validate()?;
+        let universe = (!settings.universe_file.trim().is_empty())
+            .then(|| std::path::Path::new(&settings.universe_file));
+        let market = match universe {
+            Some(f) if !f.exists() => {
+                tracing::warn!(file = %f.display(), "universe file not found: generated symbol names only");
+                Market::new(settings.seed, settings.symbols, None)?
+            }
+            other => Market::new(settings.seed, settings.symbols, other)?,
+        };
+        let start = if settings.start_time_ms > 0 {
+            settings.start_time_ms
+        } else {
+            shardbot_now_ms()
+        };
+        let accounts = settings
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let acct = Account {
+                    uid: 100_000 + i as u64,
+                    name: a.name.clone(),
+                    api_key: a.api_key.clone(),
+                    api_secret: a.api_secret.clone(),
+                    book: Mutex::new(Book {
+                        usdt_wallet: a.usdt,
+                    }),
+                };
+                (a.api_key.clone(), acct)
+            })
+            .collect();
+        Ok(Exchange {
+            market,
+            clock: SimClock::new(start, settings.clock_speed),
+            profile: settings.profile,
+            accounts,
+            limits: Mutex::new(Limits::new(
+                settings.ip_limit_per_5s,
+                Duration::from_secs(settings.ip_ban_secs),
+            )),
+        })
+    }
+
+    pub fn limits(&self) -> std::sync::MutexGuard<'_, Limits> {
+        // Every update of the limits is a single push or assignment: a poisoned lock still
+        // holds consistent windows.
+        self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn shardbot_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Account {
+    pub fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
