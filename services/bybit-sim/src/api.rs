@@ -62,6 +62,18 @@ pub async fn v5(req: HttpRequest, body: web::Bytes, state: State) -> HttpRespons
         (true, "/v5/account/wallet-balance")
         | (true, "/v5/account/info")
         | (true, "/v5/account/fee-rate")
+        | (true, "/v5/order/realtime")
+        | (true, "/v5/order/history")
+        | (true, "/v5/execution/list")
+        | (true, "/v5/position/list")
+        | (true, "/v5/position/closed-pnl")
+        | (false, "/v5/order/create")
+        | (false, "/v5/order/amend")
+        | (false, "/v5/order/cancel")
+        | (false, "/v5/order/cancel-all")
+        | (false, "/v5/position/set-leverage")
+        | (false, "/v5/position/switch-mode")
+        | (false, "/v5/position/trading-stop")
         | (false, "/v5/account/demo-apply-money") => signed(ex, &req, &body, &path),
         _ => HttpResponse::NotFound()
             .content_type("text/plain")
@@ -353,7 +365,6 @@ fn signed(ex: &Exchange, req: &HttpRequest, body: &[u8], path: &str) -> HttpResp
         return with_limit_headers(fail(ex, 10006, "Too many visits!"), ex, verdict);
     }
     let resp = match path {
-        "/v5/account/wallet-balance" => wallet_balance(ex, account, &query(req)),
         "/v5/account/info" => ok(
             ex,
             json!({"unifiedMarginStatus": 5, "marginMode": "REGULAR_MARGIN", "isMasterTrader": false, "spotHedgingStatus": "OFF", "updatedTime": ex.clock.now_ms().to_string()}),
@@ -367,32 +378,12 @@ fn signed(ex: &Exchange, req: &HttpRequest, body: &[u8], path: &str) -> HttpResp
             ),
         },
         "/v5/account/demo-apply-money" => demo_apply_money(ex, account, body),
-        _ => HttpResponse::NotFound().finish(),
+        _ => match crate::trade::handle(ex, account, path, &query(req), body) {
+            Ok(result) => ok(ex, result),
+            Err(r) => fail(ex, r.code, &r.msg),
+        },
     };
     with_limit_headers(resp, ex, verdict)
-}
-
-fn wallet_balance(ex: &Exchange, account: &Account, q: &HashMap<String, String>) -> HttpResponse {
-    if q.get("accountType").map(String::as_str) != Some("UNIFIED") {
-        return fail(ex, 10001, "accountType only support UNIFIED");
-    }
-    let usdt = account.book().usdt_wallet;
-    let s = usdt.to_string();
-    ok(
-        ex,
-        json!({"list": [{
-            "accountType": "UNIFIED",
-            "accountIMRate": "0", "accountMMRate": "0", "accountLTV": "0",
-            "totalEquity": s, "totalWalletBalance": s, "totalMarginBalance": s,
-            "totalAvailableBalance": s, "totalPerpUPL": "0", "totalInitialMargin": "0", "totalMaintenanceMargin": "0",
-            "coin": [{
-                "coin": "USDT", "equity": s, "usdValue": s, "walletBalance": s, "locked": "0",
-                "borrowAmount": "0", "accruedInterest": "0", "totalOrderIM": "0", "totalPositionIM": "0",
-                "totalPositionMM": "0", "unrealisedPnl": "0", "cumRealisedPnl": "0", "bonus": "0",
-                "marginCollateral": true, "collateralSwitch": true, "availableToWithdraw": s, "spotHedgingQty": "0"
-            }]
-        }]}),
-    )
 }
 
 fn demo_apply_money(ex: &Exchange, account: &Account, body: &[u8]) -> HttpResponse {

@@ -1,16 +1,21 @@
+#![recursion_limit = "256"]
 //! bybit-sim: a local exchange that speaks Bybit's v5 protocol (reference §8), so the whole
 //! stack runs with no keys and no network, with the same client code that talks to Bybit.
 //!
-//! Served today: `/v5/market/{time,instruments-info,kline,tickers}`, and, signed and
-//! rate-limited like Bybit, `/v5/account/{wallet-balance,info,fee-rate,demo-apply-money}`.
+//! Served: `/v5/market/{time,instruments-info,kline,tickers}`; signed and rate-limited like
+//! Bybit: `/v5/order/{create,amend,cancel,cancel-all,realtime,history}`,
+//! `/v5/execution/list`, `/v5/position/{list,set-leverage,switch-mode,trading-stop,
+//! closed-pnl}`, `/v5/account/{wallet-balance,info,fee-rate,demo-apply-money}`.
 
 pub mod api;
 pub mod clock;
+pub mod engine;
 pub mod limits;
 pub mod market;
 pub mod path;
 pub mod settings;
 pub mod state;
+pub mod trade;
 
 use std::{net::TcpListener, sync::Arc};
 

@@ -125,6 +125,29 @@ impl Instrument {
         self.quantise(a + (b - a) * frac)
     }
 
+    /// The prices at the grid points in `(after, to]`, with their times: every price the
+    /// path visits, in order (between them it moves linearly).
+    pub fn grid_prices(&self, after: i64, to: i64) -> Vec<(i64, Decimal)> {
+        if to <= after {
+            return Vec::new();
+        }
+        let (n0, n1) = (index_of(after) + 1, index_of(to));
+        if n1 < n0 {
+            return Vec::new();
+        }
+        self.path
+            .range(n0, n1)
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| {
+                (
+                    crate::path::ORIGIN_MS + (n0 + i as u64) as i64 * STEP_MS,
+                    self.quantise(self.raw_at(w)),
+                )
+            })
+            .collect()
+    }
+
     /// The bar covering `[start, start + len)`, cut at `now` if still open. The close of a
     /// closed bar is the price at its end, which is the next bar's open.
     pub fn bar(&self, start: i64, len: i64, now: i64) -> Kline {

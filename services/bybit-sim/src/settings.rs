@@ -40,6 +40,8 @@ pub struct SimSettings {
     pub profile: Profile,
     pub ip_limit_per_5s: u32,
     pub ip_ban_secs: u64,
+    /// Market orders and triggered stops fill this many ticks through the last price.
+    pub spread_ticks: u32,
     pub accounts: Vec<SimAccount>,
 }
 

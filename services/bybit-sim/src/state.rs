@@ -2,8 +2,6 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use rust_decimal::Decimal;
-
 use crate::{
     clock::SimClock,
     limits::Limits,
@@ -21,11 +19,7 @@ pub struct Account {
     pub book: Mutex<Book>,
 }
 
-/// What an account owns.
-#[derive(Debug, Default)]
-pub struct Book {
-    pub usdt_wallet: Decimal,
-}
+pub use crate::engine::Book;
 
 #[derive(Debug)]
 pub struct Exchange {
@@ -34,6 +28,8 @@ pub struct Exchange {
     pub profile: Profile,
     pub accounts: HashMap<String, Account>,
     pub limits: Mutex<Limits>,
+    /// Market orders fill this many ticks through the last price (the half spread).
+    pub spread_ticks: u32,
 }
 
 impl Exchange {
@@ -63,9 +59,7 @@ impl Exchange {
                     name: a.name.clone(),
                     api_key: a.api_key.clone(),
                     api_secret: a.api_secret.clone(),
-                    book: Mutex::new(Book {
-                        usdt_wallet: a.usdt,
-                    }),
+                    book: Mutex::new(Book::new(a.usdt, start)),
                 };
                 (a.api_key.clone(), acct)
             })
@@ -79,6 +73,7 @@ impl Exchange {
                 settings.ip_limit_per_5s,
                 Duration::from_secs(settings.ip_ban_secs),
             )),
+            spread_ticks: settings.spread_ticks,
         })
     }
 

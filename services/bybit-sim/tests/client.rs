@@ -2,86 +2,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::{net::TcpListener, sync::Arc, time::Duration};
+use std::time::Duration;
 
-use bybit_sim::{
-    Exchange, SimSettings,
-    settings::{Profile, SimAccount},
-};
+use bybit_sim::SimSettings;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use shardbot_bybit::{
     ApiCode, BybitError, Credentials,
-    ratelimit::RateLimiter,
-    rest::{BybitClient, DemoApplyMoney, DemoCoin, Query, RawClient, RestConfig},
+    rest::{DemoApplyMoney, DemoCoin, Query},
 };
 use shardbot_protocol::Interval;
 
-const KEY: &str = "sim-key";
-const SECRET: &str = "sim-secret";
+mod common;
 
-fn settings() -> SimSettings {
-    SimSettings {
-        listen: "127.0.0.1:0".into(),
-        seed: 7,
-        symbols: 650,
-        universe_file: String::new(),
-        clock_speed: 1.0,
-        start_time_ms: 0,
-        profile: Profile::Demo,
-        ip_limit_per_5s: 600,
-        ip_ban_secs: 600,
-        accounts: vec![
-            SimAccount {
-                name: "t".into(),
-                api_key: KEY.into(),
-                api_secret: SECRET.into(),
-                usdt: dec!(100000),
-            },
-            // A second UID, for bursts that must not share the first one's window.
-            SimAccount {
-                name: "burst".into(),
-                api_key: "burst-key".into(),
-                api_secret: "burst-secret".into(),
-                usdt: dec!(1),
-            },
-        ],
-    }
-}
-
-/// Starts bybit-sim on a free port in its own thread and runtime; returns its base URL.
-fn start(settings: SimSettings) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let exchange = Arc::new(Exchange::new(&settings).unwrap());
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            bybit_sim::server(exchange, listener, 1)
-                .unwrap()
-                .await
-                .unwrap();
-        })
-    });
-    url
-}
-
-fn client(url: &str, creds: Option<Credentials>) -> BybitClient {
-    let raw = RawClient::new(
-        RestConfig {
-            base_url: url.to_owned(),
-            recv_window_ms: 5000,
-            timeout: Duration::from_secs(10),
-        },
-        creds,
-        Arc::new(RateLimiter::new(599)),
-    )
-    .unwrap();
-    BybitClient::new(raw)
-}
-
-fn creds() -> Option<Credentials> {
-    Some(Credentials::new(KEY, SECRET))
-}
+use common::{KEY, SECRET, client, creds, settings, start};
 
 #[tokio::test]
 async fn the_client_discovers_at_least_600_symbols_over_pages() {
