@@ -258,6 +258,12 @@ async fn the_private_stream_authenticates_subscribes_and_does_it_again_after_a_d
             next_event(&mut rx).await,
             PrivateEvent::Authenticated
         ));
+        // Pushes are live once the subscription is acknowledged, and the client says so.
+        send(&mut ws, fixture("ws_subscribe_ack_private.json")).await;
+        assert!(matches!(
+            next_event(&mut rx).await,
+            PrivateEvent::Subscribed
+        ));
         send(
             &mut ws,
             fixture("ws_private_order_linear_filled_nautilus.json"),

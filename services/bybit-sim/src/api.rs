@@ -429,5 +429,7 @@ fn demo_apply_money(ex: &Exchange, account: &Account, body: &[u8]) -> HttpRespon
     } else {
         book.usdt_wallet + usdt
     };
+    book.changes.push(crate::engine::Change::Wallet);
+    account.publish(&mut book);
     ok(ex, json!({}))
 }

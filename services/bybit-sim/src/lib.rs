@@ -16,6 +16,7 @@ pub mod path;
 pub mod settings;
 pub mod state;
 pub mod trade;
+pub mod ws;
 
 use std::{net::TcpListener, sync::Arc};
 
@@ -30,11 +31,23 @@ pub fn server(
     listener: TcpListener,
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
+    // The engine moves on its own: stops, resting orders and funding happen on time and
+    // are pushed even when no request comes in.
+    let ticker = exchange.clone();
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(ws::PUBLIC_TICK);
+        loop {
+            every.tick().await;
+            ticker.advance_all();
+        }
+    });
     let data = web::Data::new(exchange);
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(1 << 20))
+            .route("/v5/public/linear", web::get().to(ws::public))
+            .route("/v5/private", web::get().to(ws::private))
             .default_service(web::to(api::v5))
     })
     .workers(workers.max(1))

@@ -17,6 +17,8 @@ pub struct Account {
     pub api_key: String,
     pub api_secret: String,
     pub book: Mutex<Book>,
+    /// Every change of the book, in Bybit's push order, for the private WebSocket.
+    pub feed: tokio::sync::broadcast::Sender<crate::engine::Change>,
 }
 
 pub use crate::engine::Book;
@@ -60,6 +62,7 @@ impl Exchange {
                     api_key: a.api_key.clone(),
                     api_secret: a.api_secret.clone(),
                     book: Mutex::new(Book::new(a.usdt, start)),
+                    feed: tokio::sync::broadcast::channel(65_536).0,
                 };
                 (a.api_key.clone(), acct)
             })
@@ -94,5 +97,26 @@ fn shardbot_now_ms() -> i64 {
 impl Account {
     pub fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends the book's pending changes to the private streams (none listening is fine).
+    pub fn publish(&self, book: &mut Book) {
+        for c in book.changes.drain(..) {
+            let _ = self.feed.send(c);
+        }
+    }
+}
+
+impl Exchange {
+    /// Applies the price path up to now to every account (triggers, resting orders,
+    /// funding) and publishes what changed. Run periodically so stops fire on time even
+    /// when nobody calls.
+    pub fn advance_all(&self) {
+        let now = self.clock.now_ms();
+        for a in self.accounts.values() {
+            let mut book = a.book();
+            book.advance(&self.market, now, self.spread_ticks);
+            a.publish(&mut book);
+        }
     }
 }

@@ -350,8 +350,7 @@ pub fn handle(
             msg: "route not found".into(),
         }),
     };
-    // Nothing pushes changes yet (the private WebSocket arrives next); do not let them pile up.
-    book.changes.clear();
+    account.publish(&mut book);
     answer
 }
 

@@ -25,8 +25,11 @@ pub enum PrivateEvent {
     Connected {
         conn: usize,
     },
-    /// Auth accepted and the topics requested; pushes follow.
+    /// Auth accepted; the topics are being requested.
     Authenticated,
+    /// The subscription was acknowledged: pushes flow from here on. Anything that changed
+    /// before this moment must be read over REST.
+    Subscribed,
     /// Bybit refused the auth (wrong key or secret, key of another environment, clock).
     /// The stream keeps retrying with backoff; the caller decides whether to give up.
     AuthFailed {
@@ -96,9 +99,13 @@ impl Handler for PrivateHandler {
                     return Flow::Reconnect(format!("auth refused: {}", op.ret_msg));
                 }
             }
-            Ok(WsFrame::Op(op)) if op.op == "subscribe" && op.failed() => {
-                events.push(PrivateEvent::SubscribeFailed {
-                    message: op.ret_msg,
+            Ok(WsFrame::Op(op)) if op.op == "subscribe" => {
+                events.push(if op.failed() {
+                    PrivateEvent::SubscribeFailed {
+                        message: op.ret_msg,
+                    }
+                } else {
+                    PrivateEvent::Subscribed
                 });
             }
             Ok(WsFrame::Order(m)) => {
