@@ -54,11 +54,30 @@ pub async fn v5(req: HttpRequest, body: web::Bytes, state: State) -> HttpRespons
     }
     let path = req.path().to_owned();
     let get = req.method() == Method::GET;
-    match (get, path.as_str()) {
+    let slow = match ex.faults.roll() {
+        crate::faults::Verdict::Normal => None,
+        crate::faults::Verdict::TooManyVisits => return fail(ex, 10006, "Too many visits!"),
+        crate::faults::Verdict::ServerError => {
+            return HttpResponse::build(StatusCode::BAD_GATEWAY)
+                .content_type("text/plain")
+                .body("502 Bad Gateway");
+        }
+        crate::faults::Verdict::Slow(ms) => Some(ms),
+    };
+    let resp = route(ex, &req, &body, &path, get);
+    if let Some(ms) = slow {
+        // Carried out already; only the answer is late.
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    resp
+}
+
+fn route(ex: &Exchange, req: &HttpRequest, body: &[u8], path: &str, get: bool) -> HttpResponse {
+    match (get, path) {
         (true, "/v5/market/time") => market_time(ex),
-        (true, "/v5/market/instruments-info") => instruments_info(ex, &query(&req)),
-        (true, "/v5/market/kline") => kline(ex, &query(&req)),
-        (true, "/v5/market/tickers") => tickers(ex, &query(&req)),
+        (true, "/v5/market/instruments-info") => instruments_info(ex, &query(req)),
+        (true, "/v5/market/kline") => kline(ex, &query(req)),
+        (true, "/v5/market/tickers") => tickers(ex, &query(req)),
         (true, "/v5/account/wallet-balance")
         | (true, "/v5/account/info")
         | (true, "/v5/account/fee-rate")
@@ -74,7 +93,7 @@ pub async fn v5(req: HttpRequest, body: web::Bytes, state: State) -> HttpRespons
         | (false, "/v5/position/set-leverage")
         | (false, "/v5/position/switch-mode")
         | (false, "/v5/position/trading-stop")
-        | (false, "/v5/account/demo-apply-money") => signed(ex, &req, &body, &path),
+        | (false, "/v5/account/demo-apply-money") => signed(ex, req, body, path),
         _ => HttpResponse::NotFound()
             .content_type("text/plain")
             .body("404 page not found"),
@@ -432,4 +451,28 @@ fn demo_apply_money(ex: &Exchange, account: &Account, body: &[u8]) -> HttpRespon
     book.changes.push(crate::engine::Change::Wallet);
     account.publish(&mut book);
     ok(ex, json!({}))
+}
+
+// --- fault injection (admin, never under /v5) ------------------------------------------
+
+/// `GET /admin/faults`: the faults in force.
+pub async fn get_faults(state: State) -> HttpResponse {
+    HttpResponse::Ok().json(state.faults.config())
+}
+
+/// `POST /admin/faults` with a JSON `FaultConfig`: replaces the faults in force.
+pub async fn set_faults(state: State, body: web::Json<crate::faults::FaultConfig>) -> HttpResponse {
+    if let Err(e) = body.validate() {
+        return HttpResponse::BadRequest().body(e);
+    }
+    tracing::warn!(faults = ?body.0, "fault injection changed");
+    state.faults.set(body.into_inner());
+    HttpResponse::Ok().json(state.faults.config())
+}
+
+/// `POST /admin/ws/drop`: closes every WebSocket connection open now.
+pub async fn drop_ws(state: State) -> HttpResponse {
+    let generation = state.faults.drop_all_ws();
+    tracing::warn!(generation, "dropping every WebSocket connection");
+    HttpResponse::Ok().json(serde_json::json!({"dropped_generation": generation}))
 }

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod clock;
 pub mod engine;
+pub mod faults;
 pub mod limits;
 pub mod market;
 pub mod path;
@@ -48,6 +49,9 @@ pub fn server(
             .app_data(web::PayloadConfig::new(1 << 20))
             .route("/v5/public/linear", web::get().to(ws::public))
             .route("/v5/private", web::get().to(ws::private))
+            .route("/admin/faults", web::get().to(api::get_faults))
+            .route("/admin/faults", web::post().to(api::set_faults))
+            .route("/admin/ws/drop", web::post().to(api::drop_ws))
             .default_service(web::to(api::v5))
     })
     .workers(workers.max(1))

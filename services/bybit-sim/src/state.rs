@@ -32,6 +32,7 @@ pub struct Exchange {
     pub limits: Mutex<Limits>,
     /// Market orders fill this many ticks through the last price (the half spread).
     pub spread_ticks: u32,
+    pub faults: crate::faults::Faults,
 }
 
 impl Exchange {
@@ -77,6 +78,7 @@ impl Exchange {
                 Duration::from_secs(settings.ip_ban_secs),
             )),
             spread_ticks: settings.spread_ticks,
+            faults: crate::faults::Faults::default(),
         })
     }
 

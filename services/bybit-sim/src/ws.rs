@@ -211,6 +211,7 @@ pub async fn public(
     let ex: Arc<Exchange> = state.get_ref().clone();
     actix_web::rt::spawn(async move {
         let conn = conn_id();
+        let generation = ex.faults.ws_generation();
         let mut subs: HashMap<Topic, Sent> = HashMap::new();
         let mut tick = tokio::time::interval(PUBLIC_TICK);
         let mut cs: u64 = 0;
@@ -218,6 +219,9 @@ pub async fn public(
             tokio::select! {
                 msg = stream.next() => {
                     let Some(Ok(msg)) = msg else { break };
+                    if ex.faults.public_paused() {
+                        continue; // a paused stream answers nothing, not even pings
+                    }
                     let reply = match msg {
                         Message::Text(t) => handle_public_op(&ex, &conn, &t, &mut subs),
                         Message::Ping(p) => { let _ = session.pong(&p).await; continue }
@@ -227,6 +231,12 @@ pub async fn public(
                     if !send_all(&mut session, reply).await { break }
                 }
                 _ = tick.tick() => {
+                    if ex.faults.ws_generation() != generation {
+                        break; // dropped by fault injection
+                    }
+                    if ex.faults.public_paused() {
+                        continue;
+                    }
                     let now = ex.clock.now_ms();
                     let mut frames = Vec::new();
                     let mut topics: Vec<Topic> = subs.keys().cloned().collect();
@@ -361,6 +371,8 @@ pub async fn private(
     let ex: Arc<Exchange> = state.get_ref().clone();
     actix_web::rt::spawn(async move {
         let conn = conn_id();
+        let generation = ex.faults.ws_generation();
+        let mut drop_check = tokio::time::interval(PUBLIC_TICK);
         let mut account: Option<&Account> = None;
         let mut feed = None;
         let mut topics: HashSet<&'static str> = HashSet::new();
@@ -372,6 +384,11 @@ pub async fn private(
                 }
             };
             tokio::select! {
+                _ = drop_check.tick() => {
+                    if ex.faults.ws_generation() != generation {
+                        break; // dropped by fault injection
+                    }
+                }
                 msg = stream.next() => {
                     let Some(Ok(msg)) = msg else { break };
                     let text = match msg {

@@ -1,0 +1,100 @@
+//! Fault injection, driven through `/admin/faults` (never under `/v5`), so the stack's
+//! recovery is tested against real failures: 10006 bursts, 5xx, slow replies, dropped
+//! WebSocket connections, a paused public stream.
+
+use std::sync::{
+    Mutex,
+    atomic::{AtomicU64, Ordering},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::path::{mix, uniform};
+
+/// The faults in force. Shares are fractions of `/v5` REST requests, 0 to 1.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Answer `retCode 10006` (the request is not carried out).
+    pub rest_10006: f64,
+    /// Answer HTTP 502 (the request is not carried out).
+    pub rest_5xx: f64,
+    /// Carry the request out, then answer after `slow_ms`: a client that times out meanwhile
+    /// does not know the outcome.
+    pub slow: f64,
+    pub slow_ms: u64,
+    /// Public WebSocket sessions send nothing, not even pongs.
+    pub pause_public: bool,
+}
+
+impl FaultConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("rest_10006", self.rest_10006),
+            ("rest_5xx", self.rest_5xx),
+            ("slow", self.slow),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{name} = {v}: a share between 0 and 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What to do with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Normal,
+    TooManyVisits,
+    ServerError,
+    Slow(u64),
+}
+
+#[derive(Debug, Default)]
+pub struct Faults {
+    config: Mutex<FaultConfig>,
+    counter: AtomicU64,
+    /// Bumped to drop every WebSocket session open at that moment.
+    drop_generation: AtomicU64,
+}
+
+impl Faults {
+    pub fn config(&self) -> FaultConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set(&self, c: FaultConfig) {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = c;
+    }
+
+    /// Draws the fate of one REST request.
+    pub fn roll(&self) -> Verdict {
+        let c = self.config();
+        let u = uniform(mix(self.counter.fetch_add(1, Ordering::Relaxed)) ^ 0xFA17);
+        if u < c.rest_10006 {
+            Verdict::TooManyVisits
+        } else if u < c.rest_10006 + c.rest_5xx {
+            Verdict::ServerError
+        } else if u < c.rest_10006 + c.rest_5xx + c.slow {
+            Verdict::Slow(c.slow_ms)
+        } else {
+            Verdict::Normal
+        }
+    }
+
+    pub fn public_paused(&self) -> bool {
+        self.config().pause_public
+    }
+
+    pub fn drop_all_ws(&self) -> u64 {
+        self.drop_generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub fn ws_generation(&self) -> u64 {
+        self.drop_generation.load(Ordering::SeqCst)
+    }
+}

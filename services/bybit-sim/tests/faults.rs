@@ -1,0 +1,174 @@
+//! Fault injection through /admin/faults, observed through the project's own client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::time::Duration;
+
+use common::{client, creds, settings, start};
+use rust_decimal_macros::dec;
+use serde_json::json;
+use shardbot_bybit::{
+    ApiCode, BybitError,
+    rest::{CreateOrder, OrderResolution},
+    ws::{PublicEvent, WsConfig, spawn_public, ticker_topic},
+};
+use shardbot_protocol::Side;
+
+async fn faults(url: &str, config: serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/admin/faults"))
+        .json(&config)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+async fn next<T>(rx: &mut tokio::sync::mpsc::Receiver<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("no event")
+        .expect("stream ended")
+}
+
+#[tokio::test]
+async fn a_slow_order_reply_is_an_unknown_outcome_and_the_order_exists_once() {
+    let url = start(bybit_sim::SimSettings {
+        clock_speed: 1e-9,
+        ..settings()
+    });
+    let fast = client(&url, creds());
+    fast.sync_time().await.unwrap();
+    let inst = fast
+        .usdt_perpetuals()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.lot_size_filter.qty_step <= dec!(0.01))
+        .unwrap();
+    let last = fast
+        .tickers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.symbol == inst.symbol)
+        .unwrap()
+        .last_price;
+    let q =
+        ((dec!(200) / last) / inst.lot_size_filter.qty_step).ceil() * inst.lot_size_filter.qty_step;
+    let impatient = {
+        let raw = shardbot_bybit::rest::RawClient::new(
+            shardbot_bybit::rest::RestConfig {
+                base_url: url.clone(),
+                recv_window_ms: 5000,
+                timeout: Duration::from_millis(300),
+            },
+            creds(),
+            std::sync::Arc::new(shardbot_bybit::ratelimit::RateLimiter::new(100)),
+        )
+        .unwrap();
+        raw.clock().set_offset_ms(fast.raw().clock().offset_ms());
+        shardbot_bybit::rest::BybitClient::new(raw)
+    };
+    faults(&url, json!({"slow": 1.0, "slow_ms": 1500})).await;
+    let o = CreateOrder::market(&inst.symbol, Side::Buy, q, "sb-slow-1");
+    let e = impatient.place_order(&o).await.unwrap_err();
+    assert!(matches!(e, BybitError::UnknownOutcome { .. }), "{e}");
+    faults(&url, json!({})).await;
+    // Resolved by link id: it went through, so it is not placed again.
+    let OrderResolution::Placed(found) = fast.find_order(&inst.symbol, "sb-slow-1").await.unwrap()
+    else {
+        panic!("lost")
+    };
+    assert_eq!(found.cum_exec_qty, q);
+    assert_eq!(fast.positions().await.unwrap().len(), 1);
+    assert_eq!(
+        fast.place_order(&o).await.unwrap_err().api_code(),
+        Some(ApiCode::DuplicateOrderLinkId)
+    );
+}
+
+#[tokio::test]
+async fn bursts_of_10006_and_5xx_reach_the_client_as_such() {
+    let url = start(settings());
+    let c = client(&url, creds());
+    c.sync_time().await.unwrap();
+    faults(&url, json!({"rest_10006": 1.0})).await;
+    let e = c.wallet().await.unwrap_err();
+    assert_eq!(
+        e.api_code(),
+        Some(ApiCode::TooManyVisits),
+        "after its retries: {e}"
+    );
+    faults(&url, json!({"rest_5xx": 1.0})).await;
+    let e = c.wallet().await.unwrap_err();
+    assert!(matches!(e, BybitError::Http { status: 502, .. }), "{e}");
+    faults(&url, json!({})).await;
+    c.wallet().await.unwrap();
+    let bad = reqwest::Client::new()
+        .post(format!("{url}/admin/faults"))
+        .json(&json!({"slow": 2.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn dropped_connections_are_rebuilt_and_resubscribed() {
+    let url = start(settings());
+    let c = client(&url, None);
+    let symbol = c.usdt_perpetuals().await.unwrap()[0].symbol.clone();
+    let ws = format!("{}/v5/public/linear", url.replacen("http", "ws", 1));
+    let (handle, mut rx) = spawn_public(
+        &ws,
+        vec![ticker_topic(&symbol)],
+        WsConfig {
+            backoff_min: Duration::from_millis(20),
+            ..WsConfig::default()
+        },
+    );
+    while !matches!(next(&mut rx).await, PublicEvent::Ticker { .. }) {}
+    reqwest::Client::new()
+        .post(format!("{url}/admin/ws/drop"))
+        .send()
+        .await
+        .unwrap();
+    while !matches!(next(&mut rx).await, PublicEvent::Disconnected { .. }) {}
+    while !matches!(next(&mut rx).await, PublicEvent::Connected { .. }) {}
+    // A fresh snapshot after the reconnect, on the resubscribed topic.
+    match next(&mut rx).await {
+        PublicEvent::Ticker { ticker, .. } => assert_eq!(ticker.symbol, symbol),
+        other => panic!("{other:?}"),
+    }
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_paused_stream_is_declared_dead_and_recovers_when_it_resumes() {
+    let url = start(settings());
+    let c = client(&url, None);
+    let symbol = c.usdt_perpetuals().await.unwrap()[0].symbol.clone();
+    let ws = format!("{}/v5/public/linear", url.replacen("http", "ws", 1));
+    let cfg = WsConfig {
+        ping_interval: Duration::from_millis(100),
+        dead_after: Duration::from_millis(500),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+        ..WsConfig::default()
+    };
+    let (handle, mut rx) = spawn_public(&ws, vec![ticker_topic(&symbol)], cfg);
+    while !matches!(next(&mut rx).await, PublicEvent::Ticker { .. }) {}
+    faults(&url, json!({"pause_public": true})).await;
+    loop {
+        if let PublicEvent::Disconnected { reason, .. } = next(&mut rx).await {
+            assert!(reason.contains("presumed dead"), "{reason}");
+            break;
+        }
+    }
+    faults(&url, json!({})).await;
+    while !matches!(next(&mut rx).await, PublicEvent::Ticker { .. }) {}
+    handle.shutdown().await;
+}
