@@ -1,0 +1,71 @@
+"""Bybit's official Python SDK (pybit) against bybit-sim, unchanged except for the base URL.
+
+Run by tests/pybit.rs: python3 pybit_compat.py <http base url> <api key> <api secret>.
+Exits non-zero with the reason on the first failure.
+"""
+
+import sys
+import threading
+from decimal import Decimal, ROUND_UP
+
+import pybit.unified_trading as ut
+from pybit.unified_trading import HTTP, WebSocket
+
+base, key, secret = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def check(cond, what):
+    if not cond:
+        print(f"FAILED: {what}", file=sys.stderr)
+        sys.exit(1)
+
+
+session = HTTP(testnet=False, api_key=key, api_secret=secret)
+session.endpoint = base  # the only change: the base URL
+
+# Instruments, every page.
+symbols, cursor = [], ""
+while True:
+    r = session.get_instruments_info(category="linear", limit=200, cursor=cursor)
+    check(r["retCode"] == 0, f"instruments: {r}")
+    symbols += r["result"]["list"]
+    cursor = r["result"]["nextPageCursor"]
+    if not cursor:
+        break
+check(len(symbols) >= 600, f"{len(symbols)} instruments")
+
+inst = next(i for i in symbols if Decimal(i["lotSizeFilter"]["qtyStep"]) <= Decimal("0.01"))
+sym = inst["symbol"]
+step = Decimal(inst["lotSizeFilter"]["qtyStep"])
+
+k = session.get_kline(category="linear", symbol=sym, interval=5, limit=10)
+check(k["retCode"] == 0 and len(k["result"]["list"]) == 10, f"kline: {k}")
+starts = [int(row[0]) for row in k["result"]["list"]]
+check(starts == sorted(starts, reverse=True), "klines newest first")
+
+t = session.get_tickers(category="linear", symbol=sym)
+last = Decimal(t["result"]["list"][0]["lastPrice"])
+qty = ((Decimal(200) / last) / step).quantize(Decimal(1), rounding=ROUND_UP) * step
+
+w0 = Decimal(session.get_wallet_balance(accountType="UNIFIED")["result"]["list"][0]["coin"][0]["walletBalance"])
+o = session.place_order(category="linear", symbol=sym, side="Buy", orderType="Market", qty=str(qty), orderLinkId="pybit-1")
+check(o["retCode"] == 0 and o["result"]["orderLinkId"] == "pybit-1", f"place_order: {o}")
+p = session.get_positions(category="linear", symbol=sym)["result"]["list"][0]
+check(p["side"] == "Buy" and Decimal(p["size"]) == qty, f"position: {p}")
+c = session.place_order(category="linear", symbol=sym, side="Sell", orderType="Market", qty=str(qty), reduceOnly=True)
+check(c["retCode"] == 0, f"close: {c}")
+pnl = session.get_closed_pnl(category="linear", symbol=sym)["result"]["list"]
+check(len(pnl) == 1, f"closed pnl: {pnl}")
+w1 = Decimal(session.get_wallet_balance(accountType="UNIFIED")["result"]["list"][0]["coin"][0]["walletBalance"])
+check(w1 - w0 == Decimal(pnl[0]["closedPnl"]), f"wallet moved {w1 - w0}, closed pnl {pnl[0]['closedPnl']}")
+
+# WebSocket: tickers and klines on the public stream.
+ut.PUBLIC_WSS = base.replace("http", "ws", 1) + "/v5/public/{CHANNEL_TYPE}"
+got = {"ticker": threading.Event(), "kline": threading.Event()}
+ws = WebSocket(testnet=False, channel_type="linear")
+ws.ticker_stream(symbol=sym, callback=lambda m: got["ticker"].set() if m["data"]["symbol"] == sym else None)
+ws.kline_stream(interval=1, symbol=sym, callback=lambda m: got["kline"].set() if m["data"][0]["interval"] == "1" else None)
+check(got["ticker"].wait(20), "no ticker over pybit's WebSocket")
+check(got["kline"].wait(20), "no kline over pybit's WebSocket")
+ws.exit()
+print("pybit OK")
