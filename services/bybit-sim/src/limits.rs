@@ -42,13 +42,14 @@ pub struct Limits {
     per_uid: HashMap<(u64, String), VecDeque<Instant>>,
     /// demo-apply-money: once per minute per UID.
     last_apply: HashMap<u64, Instant>,
+    uid_scale: f64,
 }
 
 const IP_WINDOW: Duration = Duration::from_secs(5);
 const UID_WINDOW: Duration = Duration::from_secs(1);
 
 impl Limits {
-    pub fn new(ip_limit: u32, ip_ban: Duration) -> Limits {
+    pub fn new(ip_limit: u32, ip_ban: Duration, uid_scale: f64) -> Limits {
         Limits {
             ip_limit,
             ip_window: VecDeque::new(),
@@ -56,6 +57,7 @@ impl Limits {
             banned_until: None,
             per_uid: HashMap::new(),
             last_apply: HashMap::new(),
+            uid_scale,
         }
     }
 
@@ -86,7 +88,7 @@ impl Limits {
 
     /// Counts one signed request of `uid` on `path`.
     pub fn uid_request(&mut self, uid: u64, path: &str) -> Option<Verdict> {
-        let limit = endpoint_limit(path)?;
+        let limit = (f64::from(endpoint_limit(path)?) * self.uid_scale) as u32;
         let now = Instant::now();
         let w = self.per_uid.entry((uid, path.to_owned())).or_default();
         while w.front().is_some_and(|&t| now - t >= UID_WINDOW) {

@@ -42,7 +42,15 @@ pub struct SimSettings {
     pub ip_ban_secs: u64,
     /// Market orders and triggered stops fill this many ticks through the last price.
     pub spread_ticks: u32,
+    /// Multiplies Bybit's per-UID endpoint limits (1 = Bybit's). Only for measuring the
+    /// sim's own capacity.
+    #[serde(default = "one")]
+    pub uid_limit_scale: f64,
     pub accounts: Vec<SimAccount>,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl SimSettings {
@@ -54,6 +62,12 @@ impl SimSettings {
             return Err(format!(
                 "sim.clock_speed = {}: must be a positive number",
                 self.clock_speed
+            ));
+        }
+        if !(self.uid_limit_scale >= 1.0 && self.uid_limit_scale.is_finite()) {
+            return Err(format!(
+                "sim.uid_limit_scale = {}: must be >= 1",
+                self.uid_limit_scale
             ));
         }
         if self.ip_limit_per_5s == 0 {

@@ -76,6 +76,7 @@ impl Exchange {
             limits: Mutex::new(Limits::new(
                 settings.ip_limit_per_5s,
                 Duration::from_secs(settings.ip_ban_secs),
+                settings.uid_limit_scale,
             )),
             spread_ticks: settings.spread_ticks,
             faults: crate::faults::Faults::default(),

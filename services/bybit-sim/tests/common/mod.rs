@@ -30,6 +30,7 @@ pub fn settings() -> SimSettings {
         ip_limit_per_5s: 600,
         ip_ban_secs: 600,
         spread_ticks: 1,
+        uid_limit_scale: 1.0,
         accounts: vec![
             SimAccount {
                 name: "t".into(),
