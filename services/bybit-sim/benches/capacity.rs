@@ -3,6 +3,7 @@
 //! 1. WebSocket messages/s it sustains to one client subscribed to the whole universe
 //!    (kline.1 + tickers for every symbol), read by the project's own WS client.
 //! 2. Order round trips/s: concurrent signed market orders over HTTP, with p50/p99.
+//!
 //! The sim runs in this process with Bybit's per-UID limits lifted (uid_limit_scale) and
 //! the IP limit raised, so the figures are the sim's, not Bybit's rate limits.
 
@@ -168,7 +169,7 @@ async fn main() {
             let step = inst.lot_size_filter.qty_step;
             let qty = (((Decimal::from(50) / price) / step).ceil() * step).max(inst.lot_size_filter.min_order_qty);
             while started.elapsed() < Duration::from_secs(ORDER_SECONDS) {
-                let side = if n % 2 == 0 { "Buy" } else { "Sell" };
+                let side = if n.is_multiple_of(2) { "Buy" } else { "Sell" };
                 let body = format!(
                     r#"{{"category":"linear","symbol":"{}","side":"{side}","orderType":"Market","qty":"{qty}","orderLinkId":"b{t}-{n}"}}"#,
                     inst.symbol
