@@ -32,6 +32,83 @@ pub struct Instrument {
     path: Brownian,
     w_anchor: f64,
     volume_key: u64,
+    /// When set, prices come from recorded klines instead of the generated path.
+    replay: Option<std::sync::Arc<Replay>>,
+}
+
+/// Recorded klines of one symbol, replayed: inside each bar the price moves
+/// open -> (low, high) -> close for a rising bar and open -> (high, low) -> close for a
+/// falling one, linearly between those points, so the bar's extremes are touched and the
+/// first price after a bar closes is the next bar's open.
+#[derive(Debug)]
+pub struct Replay {
+    /// Bar length of the file.
+    pub len: i64,
+    pub rows: Vec<Kline>,
+}
+
+impl Replay {
+    /// The bar containing `t` (the last one after the data ends, the first before it).
+    fn row_at(&self, t: i64) -> usize {
+        match self.rows.binary_search_by_key(&t, |r| r.start_ms) {
+            Ok(i) => i,
+            Err(0) => 0,
+            Err(i) => i - 1,
+        }
+    }
+
+    /// The corner points of bar `i`'s price path.
+    fn vertices(&self, i: usize) -> [(i64, Decimal); 4] {
+        let r = &self.rows[i];
+        let (a, b) = if r.close >= r.open {
+            (r.low, r.high)
+        } else {
+            (r.high, r.low)
+        };
+        let t = r.start_ms;
+        [
+            (t, r.open),
+            (t + self.len / 3, a),
+            (t + 2 * self.len / 3, b),
+            (t + self.len - 1, r.close),
+        ]
+    }
+
+    fn price_at(&self, t: i64) -> Decimal {
+        let i = self.row_at(t);
+        let first = &self.rows[i];
+        if t < first.start_ms {
+            return first.open;
+        }
+        if t >= first.start_ms + self.len {
+            return first.close; // after the data ends the price stays at the last close
+        }
+        let v = self.vertices(i);
+        for w in v.windows(2) {
+            let ((t0, p0), (t1, p1)) = (w[0], w[1]);
+            if t >= t0 && t <= t1 {
+                if t1 == t0 {
+                    return p1;
+                }
+                return p0 + (p1 - p0) * Decimal::from(t - t0) / Decimal::from(t1 - t0);
+            }
+        }
+        first.close
+    }
+
+    fn vertices_between(&self, after: i64, to: i64) -> Vec<(i64, Decimal)> {
+        let mut out = Vec::new();
+        let mut i = self.row_at(after);
+        while i < self.rows.len() && self.rows[i].start_ms <= to {
+            out.extend(
+                self.vertices(i)
+                    .into_iter()
+                    .filter(|(t, _)| *t > after && *t <= to),
+            );
+            i += 1;
+        }
+        out
+    }
 }
 
 /// One kline, prices and sizes as Bybit prints them.
@@ -97,6 +174,7 @@ impl Instrument {
             path: Brownian::new(seed, &symbol),
             w_anchor: 0.0,
             volume_key: h ^ 0xB0_1D,
+            replay: None,
             symbol,
         }
         .with_path(seed)
@@ -116,6 +194,9 @@ impl Instrument {
 
     /// The last traded price at `t_ms` (linear between grid points).
     pub fn price_at(&self, t_ms: i64) -> Decimal {
+        if let Some(r) = &self.replay {
+            return self.quantise_dec(r.price_at(t_ms));
+        }
         let n = index_of(t_ms);
         let frac = (((t_ms - crate::path::ORIGIN_MS).rem_euclid(STEP_MS)) as f64) / STEP_MS as f64;
         let (a, b) = (
@@ -130,6 +211,13 @@ impl Instrument {
     pub fn grid_prices(&self, after: i64, to: i64) -> Vec<(i64, Decimal)> {
         if to <= after {
             return Vec::new();
+        }
+        if let Some(r) = &self.replay {
+            return r
+                .vertices_between(after, to)
+                .into_iter()
+                .map(|(t, p)| (t, self.quantise_dec(p)))
+                .collect();
         }
         let (n0, n1) = (index_of(after) + 1, index_of(to));
         if n1 < n0 {
@@ -151,6 +239,9 @@ impl Instrument {
     /// The bar covering `[start, start + len)`, cut at `now` if still open. The close of a
     /// closed bar is the price at its end, which is the next bar's open.
     pub fn bar(&self, start: i64, len: i64, now: i64) -> Kline {
+        if let Some(r) = &self.replay {
+            return self.replay_bar(r, start, len, now);
+        }
         let end = (start + len).min(now).max(start);
         let (n0, n1) = (index_of(start), index_of(end));
         let ws = self.path.range(n0, n1);
@@ -190,6 +281,113 @@ impl Instrument {
             turnover,
         }
     }
+}
+
+impl Instrument {
+    fn quantise_dec(&self, p: Decimal) -> Decimal {
+        ((p / self.tick).round() * self.tick).max(self.tick)
+    }
+
+    /// A bar from recorded rows: the file's own rows exactly when the interval matches,
+    /// merged rows for longer intervals, the price path for shorter ones or the open bar.
+    fn replay_bar(&self, r: &Replay, start: i64, len: i64, now: i64) -> Kline {
+        let end = (start + len).min(now).max(start);
+        let closed: Vec<&Kline> = r
+            .rows
+            .iter()
+            .filter(|k| k.start_ms >= start && k.start_ms + r.len <= end)
+            .collect();
+        let whole =
+            len >= r.len && !closed.is_empty() && closed.len() as i64 * r.len == end - start;
+        if whole {
+            return Kline {
+                start_ms: start,
+                open: closed[0].open,
+                high: closed.iter().map(|k| k.high).max().unwrap_or_default(),
+                low: closed.iter().map(|k| k.low).min().unwrap_or_default(),
+                close: closed[closed.len() - 1].close,
+                volume: closed.iter().map(|k| k.volume).sum(),
+                turnover: closed.iter().map(|k| k.turnover).sum(),
+            };
+        }
+        let open = self.price_at(start);
+        let close = self.price_at(end);
+        let (mut high, mut low) = (open.max(close), open.min(close));
+        for (_, p) in self.grid_prices(start, end) {
+            high = high.max(p);
+            low = low.min(p);
+        }
+        // Volume: whole rows inside, and the elapsed share of partly covered ones.
+        let mut volume = Decimal::ZERO;
+        for k in r
+            .rows
+            .iter()
+            .filter(|k| k.start_ms < end && k.start_ms + r.len > start)
+        {
+            let overlap = (k.start_ms + r.len).min(end) - k.start_ms.max(start);
+            volume += k.volume * Decimal::from(overlap) / Decimal::from(r.len);
+        }
+        let volume = (volume / self.qty_step).floor() * self.qty_step;
+        Kline {
+            start_ms: start,
+            open,
+            high,
+            low,
+            close,
+            volume,
+            turnover: (volume * close).round_dp(4),
+        }
+    }
+}
+
+/// Decimal places of a number as written.
+fn decimals(s: &str) -> u32 {
+    s.split_once('.').map_or(0, |(_, f)| f.len() as u32)
+}
+
+/// Reads one recorded kline file (`open_time_ms,open,high,low,close,volume`, oldest first).
+fn read_replay(file: &Path) -> Result<(Replay, u32, u32), String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut rows = Vec::new();
+    let (mut price_dp, mut qty_dp) = (0u32, 0u32);
+    for (n, line) in text.lines().enumerate() {
+        if n == 0 && line.starts_with("open_time") {
+            continue;
+        }
+        let f: Vec<&str> = line.trim().split(',').collect();
+        let bad = |what: &str| format!("{}:{}: {what} in `{line}`", file.display(), n + 1);
+        if f.len() < 6 {
+            return Err(bad("expected open_time_ms,open,high,low,close,volume"));
+        }
+        let dec = |i: usize| f[i].parse::<Decimal>().map_err(|_| bad("not a number"));
+        for x in &f[1..5] {
+            price_dp = price_dp.max(decimals(x));
+        }
+        qty_dp = qty_dp.max(decimals(f[5].trim_end_matches('0').trim_end_matches('.')));
+        let (open, close, volume) = (dec(1)?, dec(4)?, dec(5)?);
+        rows.push(Kline {
+            start_ms: f[0].parse().map_err(|_| bad("bad open_time_ms"))?,
+            open,
+            high: dec(2)?,
+            low: dec(3)?,
+            close,
+            volume,
+            turnover: (volume * close).round_dp(4),
+        });
+    }
+    if rows.len() < 2 {
+        return Err(format!("{}: fewer than two klines", file.display()));
+    }
+    if !rows.windows(2).all(|w| w[1].start_ms > w[0].start_ms) {
+        return Err(format!("{}: open times are not increasing", file.display()));
+    }
+    let mut gaps: Vec<i64> = rows
+        .windows(2)
+        .map(|w| w[1].start_ms - w[0].start_ms)
+        .collect();
+    gaps.sort_unstable();
+    let len = gaps[gaps.len() / 2];
+    Ok((Replay { len, rows }, price_dp, qty_dp))
 }
 
 /// Kline interval lengths as Bybit spells them; weekly bars start on Monday 00:00 UTC.
@@ -300,6 +498,56 @@ fn made_up_name(n: u64) -> String {
 }
 
 impl Market {
+    /// The universe of a folder of recorded kline files, one `<SYMBOL>.csv` per symbol.
+    pub fn from_replay(dir: &Path, seed: u64) -> Result<Market, String> {
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| format!("replay folder {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(format!("replay folder {} has no .csv files", dir.display()));
+        }
+        let mut instruments = Vec::new();
+        for f in files {
+            let symbol = f
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let (replay, price_dp, qty_dp) = read_replay(&f)?;
+            let mut i = Instrument::generated(symbol, seed);
+            i.tick = Decimal::new(1, price_dp);
+            i.qty_step = Decimal::new(1, qty_dp.min(8));
+            i.min_qty = i.qty_step;
+            let last = replay.rows[replay.rows.len() - 1].close.max(i.tick);
+            i.max_mkt_qty = ((Decimal::from(1_000_000) / last) / i.qty_step).floor() * i.qty_step;
+            i.max_qty = i.max_mkt_qty * Decimal::from(2);
+            i.real = true;
+            i.replay = Some(std::sync::Arc::new(replay));
+            instruments.push(i);
+        }
+        instruments.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        let by_symbol = instruments
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (x.symbol.clone(), i))
+            .collect();
+        Ok(Market {
+            instruments,
+            by_symbol,
+        })
+    }
+
+    /// The earliest open time of the recorded data, and its bar length (replay only).
+    pub fn replay_start(&self) -> Option<(i64, i64)> {
+        self.instruments
+            .iter()
+            .filter_map(|i| i.replay.as_ref().map(|r| (r.rows[0].start_ms, r.len)))
+            .min()
+    }
+
     /// `count` symbols: the real ones of `universe_file` (if given and readable) first,
     /// then generated ones. Sorted by symbol, as Bybit lists them.
     pub fn new(seed: u64, count: usize, universe_file: Option<&Path>) -> Result<Market, String> {
@@ -401,5 +649,93 @@ mod tests {
         assert_eq!(bar_start(ANCHOR_MS, len, off), 1_766_966_400_000);
         assert_eq!(interval_ms("M"), None);
         assert_eq!(interval_ms("7"), None);
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn market() -> (tempfile::TempDir, Market) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("TESTUSDT.csv"),
+            "open_time_ms,open,high,low,close,volume\n\
+             1000000,100.0,103.5,99.0,102.0,12.5\n\
+             1300000,102.1,102.4,97.0,98.0,7.25\n\
+             1600000,98.0,99.9,98.0,99.5,1.0\n",
+        )
+        .unwrap();
+        let m = Market::from_replay(dir.path(), 1).unwrap();
+        (dir, m)
+    }
+
+    #[test]
+    fn the_path_visits_open_extremes_and_close_in_order() {
+        let (_d, m) = market();
+        let i = m.get("TESTUSDT").unwrap();
+        assert_eq!(
+            (i.tick, i.qty_step),
+            (dec!(0.1), dec!(0.01)),
+            "filters from the file's precision"
+        );
+        let len = 300_000;
+        // Rising bar: open -> low -> high -> close.
+        assert_eq!(i.price_at(1_000_000), dec!(100.0));
+        assert_eq!(i.price_at(1_000_000 + len / 3), dec!(99.0));
+        assert_eq!(i.price_at(1_000_000 + 2 * len / 3), dec!(103.5));
+        assert_eq!(i.price_at(1_000_000 + len - 1), dec!(102.0));
+        // The first price after a close is the next bar's open; falling bar: high first.
+        assert_eq!(i.price_at(1_300_000), dec!(102.1));
+        assert_eq!(i.price_at(1_300_000 + len / 3), dec!(102.4));
+        assert_eq!(i.price_at(1_300_000 + 2 * len / 3), dec!(97.0));
+        // After the data: the last close.
+        assert_eq!(i.price_at(9_000_000), dec!(99.5));
+        let touched: Vec<Decimal> = i
+            .grid_prices(1_300_000, 1_600_000)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(touched, [dec!(102.4), dec!(97.0), dec!(98.0), dec!(98.0)]);
+    }
+
+    #[test]
+    fn bars_are_the_recorded_rows() {
+        let (_d, m) = market();
+        let i = m.get("TESTUSDT").unwrap();
+        let b = i.bar(1_300_000, 300_000, 9_000_000);
+        assert_eq!(
+            (b.open, b.high, b.low, b.close, b.volume),
+            (dec!(102.1), dec!(102.4), dec!(97.0), dec!(98.0), dec!(7.25))
+        );
+        // Two rows merged into a 10-minute bar.
+        let b = i.bar(1_000_000, 600_000, 9_000_000);
+        assert_eq!(
+            (b.open, b.high, b.low, b.close, b.volume),
+            (
+                dec!(100.0),
+                dec!(103.5),
+                dec!(97.0),
+                dec!(98.0),
+                dec!(19.75)
+            )
+        );
+        // The open bar so far, from the path.
+        let b = i.bar(1_600_000, 300_000, 1_600_000 + 100_000);
+        assert_eq!(b.open, dec!(98.0));
+        assert_eq!(b.close, i.price_at(1_700_000));
+    }
+
+    #[test]
+    fn a_malformed_file_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("BADUSDT.csv"),
+            "open_time_ms,open,high,low,close,volume\n1,2,3,4,5,6\n2,2,x,4,5,6\n",
+        )
+        .unwrap();
+        let e = Market::from_replay(dir.path(), 1).unwrap_err();
+        assert!(e.contains("BADUSDT.csv:3"), "{e}");
     }
 }

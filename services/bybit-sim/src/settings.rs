@@ -32,6 +32,14 @@ pub struct SimSettings {
     /// ("" = generated names only). Relative to the working directory.
     #[serde(default)]
     pub universe_file: String,
+    /// A folder of recorded kline files (`<SYMBOL>.csv`, open_time_ms,open,high,low,close,
+    /// volume) to replay instead of generating prices; "" = generate.
+    #[serde(default)]
+    pub replay_dir: String,
+    /// In replay, the clock starts this many bars after the first recorded bar, so that
+    /// much history is there to warm up on.
+    #[serde(default = "warmup")]
+    pub replay_warmup_bars: i64,
     /// Sim seconds per real second.
     pub clock_speed: f64,
     /// Sim time at start-up (Unix ms); 0 = now.
@@ -51,6 +59,10 @@ pub struct SimSettings {
 
 fn one() -> f64 {
     1.0
+}
+
+fn warmup() -> i64 {
+    300
 }
 
 impl SimSettings {

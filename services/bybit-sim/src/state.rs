@@ -38,19 +38,23 @@ pub struct Exchange {
 impl Exchange {
     pub fn new(settings: &SimSettings) -> Result<Exchange, String> {
         settings.validate()?;
-        let universe = (!settings.universe_file.trim().is_empty())
-            .then(|| std::path::Path::new(&settings.universe_file));
-        let market = match universe {
-            Some(f) if !f.exists() => {
-                tracing::warn!(file = %f.display(), "universe file not found: generated symbol names only");
-                Market::new(settings.seed, settings.symbols, None)?
-            }
-            other => Market::new(settings.seed, settings.symbols, other)?,
-        };
-        let start = if settings.start_time_ms > 0 {
-            settings.start_time_ms
+        let market = if !settings.replay_dir.trim().is_empty() {
+            Market::from_replay(std::path::Path::new(&settings.replay_dir), settings.seed)?
         } else {
-            shardbot_now_ms()
+            let universe = (!settings.universe_file.trim().is_empty())
+                .then(|| std::path::Path::new(&settings.universe_file));
+            match universe {
+                Some(f) if !f.exists() => {
+                    tracing::warn!(file = %f.display(), "universe file not found: generated symbol names only");
+                    Market::new(settings.seed, settings.symbols, None)?
+                }
+                other => Market::new(settings.seed, settings.symbols, other)?,
+            }
+        };
+        let start = match (settings.start_time_ms, market.replay_start()) {
+            (t, _) if t > 0 => t,
+            (_, Some((first, len))) => first + settings.replay_warmup_bars.max(0) * len,
+            _ => shardbot_now_ms(),
         };
         let accounts = settings
             .accounts

@@ -24,6 +24,8 @@ pub fn settings() -> SimSettings {
         seed: 7,
         symbols: 650,
         universe_file: String::new(),
+        replay_dir: String::new(),
+        replay_warmup_bars: 300,
         clock_speed: 1.0,
         start_time_ms: 0,
         profile: Profile::Demo,
