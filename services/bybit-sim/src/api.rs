@@ -106,7 +106,13 @@ fn market_time(ex: &Exchange) -> HttpResponse {
     let ns = ex.clock.now_ns();
     ok(
         ex,
-        json!({"timeSecond": (ns / 1_000_000_000).to_string(), "timeNano": ns.to_string()}),
+        json!({
+            "timeSecond": (ns / 1_000_000_000).to_string(),
+            "timeNano": ns.to_string(),
+            // Not in Bybit's reply: the sim clock's speed, so a client can follow an
+            // accelerated clock. Clients ignore fields they do not know.
+            "simClockSpeed": ex.clock.speed().to_string()
+        }),
     )
 }
 
@@ -317,7 +323,12 @@ fn authenticate<'a>(
         .and_then(|t| t.parse().ok())
         .unwrap_or(5000);
     let now = ex.clock.now_ms();
-    if !(now - recv_window <= ts && ts < now + 1000) {
+    // Bybit's rule, with both bounds measured in real time when the clock runs fast: at an
+    // accelerated clock a 5,000 ms recv window is still five real seconds of travel. (A
+    // slowed clock keeps Bybit's windows, which are then wider in real time.)
+    let speed = ex.clock.speed().max(1.0);
+    let (window, ahead) = ((recv_window as f64 * speed) as i64, (1000.0 * speed) as i64);
+    if !(now - window <= ts && ts < now + ahead) {
         return Err((
             10002,
             format!(

@@ -7,6 +7,7 @@ mod common;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use common::{KEY, SECRET, client, creds, settings, start};
+use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use shardbot_bybit::{
     Credentials,
@@ -186,7 +187,13 @@ async fn private_pushes_follow_an_order_in_bybits_order() {
     );
     // Pushes flow once the subscription is acknowledged (as on Bybit, earlier changes are
     // only in REST).
-    while !matches!(next(&mut rx).await, PrivateEvent::Subscribed) {}
+    loop {
+        match next(&mut rx).await {
+            PrivateEvent::Subscribed => break,
+            PrivateEvent::AuthFailed { message } => panic!("auth refused: {message}"),
+            _ => {}
+        }
+    }
     let last = c
         .tickers()
         .await
@@ -258,4 +265,118 @@ async fn a_wrong_private_signature_is_refused_like_bybit() {
         }
     }
     handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_exchange_side_stop_fires_on_the_path_and_the_books_still_balance() {
+    // 1,800 sim seconds per real second: funding (every 4 or 8 h) comes within seconds.
+    let url = start(bybit_sim::SimSettings {
+        clock_speed: 1800.0,
+        ..settings()
+    });
+    let c = client(&url, creds());
+    c.sync_time().await.unwrap();
+    let inst = c
+        .usdt_perpetuals()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.lot_size_filter.qty_step <= dec!(0.01))
+        .unwrap();
+    let (handle, mut rx) = spawn_private(
+        &ws_url(&url, "/v5/private"),
+        Credentials::new(KEY, SECRET),
+        Arc::clone(c.raw().clock()),
+        WsConfig::default(),
+    );
+    loop {
+        match next(&mut rx).await {
+            PrivateEvent::Subscribed => break,
+            PrivateEvent::AuthFailed { message } => {
+                panic!("auth refused at an accelerated clock: {message}")
+            }
+            _ => {}
+        }
+    }
+    let start_balance = c
+        .wallet()
+        .await
+        .unwrap()
+        .coin("USDT")
+        .unwrap()
+        .wallet_balance;
+    let last = c
+        .tickers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.symbol == inst.symbol)
+        .unwrap()
+        .last_price;
+    let tick = inst.price_filter.tick_size;
+    let q = (((dec!(500) / last) / inst.lot_size_filter.qty_step).ceil()
+        * inst.lot_size_filter.qty_step)
+        .max(inst.lot_size_filter.min_order_qty);
+    // A stop 2 % under and a take-profit 2 % over: one of them fires as the path wanders.
+    let sl = ((last * dec!(0.98)) / tick).floor() * tick;
+    let tp = ((last * dec!(1.02)) / tick).ceil() * tick;
+    let opened_at = c.raw().clock().now_ms();
+    c.place_order(
+        &CreateOrder::market(&inst.symbol, Side::Buy, q, "sb-stop-1")
+            .with_tp_sl(Some(tp), Some(sl)),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let exit = loop {
+        let ev = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("no stop fired within 120 s")
+            .unwrap();
+        if let PrivateEvent::Order(o) = ev
+            && !o.stop_order_type.is_empty()
+            && o.order_status == "Filled"
+        {
+            break o;
+        }
+    };
+    handle.shutdown().await;
+    assert!(exit.reduce_only && exit.cum_exec_qty == q, "{exit:?}");
+    let fill = exit.avg_price.unwrap();
+    match exit.stop_order_type.as_str() {
+        "StopLoss" => assert!(
+            fill <= sl,
+            "a stop fills at or beyond its trigger: {fill} vs {sl}"
+        ),
+        "TakeProfit" => assert!(fill >= tp - tick, "{fill} vs {tp}"),
+        other => panic!("{other}"),
+    }
+    assert!(c.positions().await.unwrap().is_empty());
+    let now = c.raw().clock().now_ms();
+    let pnl = c
+        .closed_pnl(Some(&inst.symbol), opened_at - 1000, now)
+        .await
+        .unwrap();
+    assert_eq!(pnl.len(), 1);
+    let execs = c
+        .executions(Some(&inst.symbol), opened_at - 1000, now)
+        .await
+        .unwrap();
+    let funding: Decimal = execs
+        .iter()
+        .filter(|e| e.exec_type == "Funding")
+        .map(|e| e.exec_fee)
+        .sum();
+    let end_balance = c
+        .wallet()
+        .await
+        .unwrap()
+        .coin("USDT")
+        .unwrap()
+        .wallet_balance;
+    assert_eq!(
+        end_balance - start_balance,
+        pnl[0].closed_pnl - funding,
+        "wallet = start + closed PnL - funding ({funding})"
+    );
 }

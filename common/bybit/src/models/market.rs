@@ -13,6 +13,9 @@ pub struct ServerTime {
     pub time_second: i64,
     #[serde(deserialize_with = "de::int")]
     pub time_nano: i64,
+    /// bybit-sim only: how many times faster than real time its clock runs.
+    #[serde(default, deserialize_with = "de::opt_decimal")]
+    pub sim_clock_speed: Option<Decimal>,
 }
 
 impl ServerTime {

@@ -104,8 +104,13 @@ impl BybitClient {
         let before = shardbot_protocol::now_ms();
         let t = self.raw.market_time().await?;
         let after = shardbot_protocol::now_ms();
-        let offset = t.ms() - (before + after) / 2;
-        self.raw.clock().set_offset_ms(offset);
+        let mid = (before + after) / 2;
+        let offset = t.ms() - mid;
+        let rate = t
+            .sim_clock_speed
+            .and_then(|s| s.to_string().parse::<f64>().ok())
+            .unwrap_or(1.0);
+        self.raw.clock().set_sample(t.ms(), mid, rate);
         if offset.abs() > 1000 {
             tracing::warn!(
                 offset_ms = offset,

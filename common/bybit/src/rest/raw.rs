@@ -2,13 +2,7 @@
 //! models. Signing, the server-clock offset, the rate-limit budgets and the mapping of
 //! HTTP and retCode failures to [`BybitError`] all happen here, once.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use reqwest::{Method, header::HeaderMap};
 use serde::{Serialize, de::DeserializeOwned};
@@ -45,30 +39,75 @@ pub struct RestConfig {
     pub timeout: Duration,
 }
 
-/// Local clock + offset = Bybit's clock, measured from `/v5/market/time`, so a skewed local
-/// clock does not produce `10002`.
-#[derive(Debug, Default)]
+/// The exchange's clock as seen from here, measured from `/v5/market/time`, so a skewed
+/// local clock does not produce `10002`.
+///
+/// Bybit's clock runs at the speed of ours, only offset. bybit-sim's can run faster (an
+/// accelerated replay) and says so in its time reply (`simClockSpeed`); the clock then
+/// also carries that rate, so signatures, auth expiries and rate-limit resets stay right
+/// for as long as the sim runs.
+#[derive(Debug)]
 pub struct ServerClock {
-    offset_ms: AtomicI64,
+    /// (server ms, local ms) at the last measurement, and server ms per local ms.
+    sample: std::sync::Mutex<(i64, i64, f64)>,
+}
+
+impl Default for ServerClock {
+    fn default() -> ServerClock {
+        let now = shardbot_protocol::now_ms();
+        ServerClock {
+            sample: std::sync::Mutex::new((now, now, 1.0)),
+        }
+    }
 }
 
 impl ServerClock {
+    fn get(&self) -> (i64, i64, f64) {
+        *self.sample.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that the server read `server_ms` at local time `local_ms`, its clock running
+    /// `rate` times as fast as ours.
+    pub fn set_sample(&self, server_ms: i64, local_ms: i64, rate: f64) {
+        let rate = if rate.is_finite() && rate > 0.0 {
+            rate
+        } else {
+            1.0
+        };
+        *self.sample.lock().unwrap_or_else(|p| p.into_inner()) = (server_ms, local_ms, rate);
+    }
+
+    /// Server time minus local time, now.
     pub fn offset_ms(&self) -> i64 {
-        self.offset_ms.load(Ordering::Relaxed)
+        self.now_ms() - shardbot_protocol::now_ms()
     }
 
+    /// Sets a fixed offset at real-time speed.
     pub fn set_offset_ms(&self, offset: i64) {
-        self.offset_ms.store(offset, Ordering::Relaxed);
+        let now = shardbot_protocol::now_ms();
+        self.set_sample(now + offset, now, 1.0);
     }
 
-    /// Bybit's current time in ms.
+    /// Server ms per local ms (1 for Bybit).
+    pub fn rate(&self) -> f64 {
+        self.get().2
+    }
+
+    /// The exchange's current time in ms.
     pub fn now_ms(&self) -> i64 {
-        shardbot_protocol::now_ms() + self.offset_ms()
+        let (server, local, rate) = self.get();
+        server + ((shardbot_protocol::now_ms() - local) as f64 * rate) as i64
     }
 
-    /// The local instant at which Bybit's clock reads `server_ms`.
+    /// The exchange's time `real_ms` of our time from now (at least 1 ms ahead, even on
+    /// a clock that all but stands still).
+    pub fn after_ms(&self, real_ms: i64) -> i64 {
+        self.now_ms() + ((real_ms as f64 * self.rate()) as i64).max(1)
+    }
+
+    /// The local instant at which the exchange's clock reads `server_ms`.
     pub fn local_instant(&self, server_ms: i64) -> Instant {
-        let delta = server_ms - self.now_ms();
+        let delta = ((server_ms - self.now_ms()) as f64 / self.rate()) as i64;
         if delta > 0 {
             Instant::now() + Duration::from_millis(delta as u64)
         } else {

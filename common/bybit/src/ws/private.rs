@@ -58,7 +58,7 @@ impl Handler for PrivateHandler {
     type Event = PrivateEvent;
 
     fn on_open(&mut self, out: &mut Vec<String>) {
-        let expires = self.clock.now_ms() + AUTH_EXPIRES_MS;
+        let expires = self.clock.after_ms(AUTH_EXPIRES_MS);
         let req = OpRequest {
             req_id: Some("auth".into()),
             op: "auth".into(),
