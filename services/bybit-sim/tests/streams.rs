@@ -6,7 +6,10 @@ mod common;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use common::{KEY, SECRET, client, creds, settings, start};
+use common::{
+    KEY, client, creds, fine_instrument, last_price, private_stream, qty, settings, start,
+    usdt_balance,
+};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use shardbot_bybit::{
@@ -172,39 +175,11 @@ async fn private_pushes_follow_an_order_in_bybits_order() {
     });
     let c = client(&url, creds());
     c.sync_time().await.unwrap();
-    let inst = c
-        .usdt_perpetuals()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|i| i.lot_size_filter.qty_step <= dec!(0.01))
-        .unwrap();
-    let (handle, mut rx) = spawn_private(
-        &ws_url(&url, "/v5/private"),
-        Credentials::new(KEY, SECRET),
-        Arc::clone(c.raw().clock()),
-        WsConfig::default(),
-    );
+    let inst = fine_instrument(&c).await;
     // Pushes flow once the subscription is acknowledged (as on Bybit, earlier changes are
     // only in REST).
-    loop {
-        match next(&mut rx).await {
-            PrivateEvent::Subscribed => break,
-            PrivateEvent::AuthFailed { message } => panic!("auth refused: {message}"),
-            _ => {}
-        }
-    }
-    let last = c
-        .tickers()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.symbol == inst.symbol)
-        .unwrap()
-        .last_price;
-    let q = (((dec!(300) / last) / inst.lot_size_filter.qty_step).ceil()
-        * inst.lot_size_filter.qty_step)
-        .max(inst.lot_size_filter.min_order_qty);
+    let (handle, mut rx) = private_stream(&url, &c).await;
+    let q = qty(&inst, last_price(&c, &inst.symbol).await, dec!(300));
     let o = CreateOrder::market(&inst.symbol, Side::Buy, q, "sb-ws-1");
     let id = c.place_order(&o).await.unwrap();
     let mut kinds = Vec::new();
@@ -276,47 +251,12 @@ async fn an_exchange_side_stop_fires_on_the_path_and_the_books_still_balance() {
     });
     let c = client(&url, creds());
     c.sync_time().await.unwrap();
-    let inst = c
-        .usdt_perpetuals()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|i| i.lot_size_filter.qty_step <= dec!(0.01))
-        .unwrap();
-    let (handle, mut rx) = spawn_private(
-        &ws_url(&url, "/v5/private"),
-        Credentials::new(KEY, SECRET),
-        Arc::clone(c.raw().clock()),
-        WsConfig::default(),
-    );
-    loop {
-        match next(&mut rx).await {
-            PrivateEvent::Subscribed => break,
-            PrivateEvent::AuthFailed { message } => {
-                panic!("auth refused at an accelerated clock: {message}")
-            }
-            _ => {}
-        }
-    }
-    let start_balance = c
-        .wallet()
-        .await
-        .unwrap()
-        .coin("USDT")
-        .unwrap()
-        .wallet_balance;
-    let last = c
-        .tickers()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.symbol == inst.symbol)
-        .unwrap()
-        .last_price;
+    let inst = fine_instrument(&c).await;
+    let (handle, mut rx) = private_stream(&url, &c).await;
+    let start_balance = usdt_balance(&c).await;
+    let last = last_price(&c, &inst.symbol).await;
     let tick = inst.price_filter.tick_size;
-    let q = (((dec!(500) / last) / inst.lot_size_filter.qty_step).ceil()
-        * inst.lot_size_filter.qty_step)
-        .max(inst.lot_size_filter.min_order_qty);
+    let q = qty(&inst, last, dec!(500));
     // A stop 2 % under and a take-profit 2 % over: one of them fires as the path wanders.
     let sl = ((last * dec!(0.98)) / tick).floor() * tick;
     let tp = ((last * dec!(1.02)) / tick).ceil() * tick;
@@ -367,13 +307,7 @@ async fn an_exchange_side_stop_fires_on_the_path_and_the_books_still_balance() {
         .filter(|e| e.exec_type == "Funding")
         .map(|e| e.exec_fee)
         .sum();
-    let end_balance = c
-        .wallet()
-        .await
-        .unwrap()
-        .coin("USDT")
-        .unwrap()
-        .wallet_balance;
+    let end_balance = usdt_balance(&c).await;
     assert_eq!(
         end_balance - start_balance,
         pnl[0].closed_pnl - funding,

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{client, creds, settings, start};
+use common::{client, creds, last_price, qty, settings, start};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use shardbot_bybit::{
@@ -27,22 +27,6 @@ async fn setup() -> (BybitClient, Vec<InstrumentInfo>) {
     c.sync_time().await.unwrap();
     let universe = c.usdt_perpetuals().await.unwrap();
     (c, universe)
-}
-
-async fn last_price(c: &BybitClient, symbol: &str) -> Decimal {
-    c.tickers()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.symbol == symbol)
-        .unwrap()
-        .last_price
-}
-
-/// A quantity worth about `usdt`, on the qty grid.
-fn qty(i: &InstrumentInfo, price: Decimal, usdt: Decimal) -> Decimal {
-    let step = i.lot_size_filter.qty_step;
-    (((usdt / price) / step).ceil() * step).max(i.lot_size_filter.min_order_qty)
 }
 
 #[tokio::test]

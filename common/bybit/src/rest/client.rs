@@ -37,6 +37,16 @@ const READ_ATTEMPTS: usize = 3;
 /// A safety stop against a server that keeps returning the same cursor.
 const MAX_PAGES: usize = 10_000;
 
+/// The query of a time-windowed history endpoint (executions, closed PnL): 100 a page.
+fn time_window(symbol: Option<&str>, start_ms: i64, end_ms: i64) -> Query {
+    Query::new()
+        .with("category", "linear")
+        .with_opt("symbol", symbol)
+        .with("startTime", start_ms)
+        .with("endTime", end_ms)
+        .with("limit", 100)
+}
+
 #[derive(Debug, Clone)]
 pub struct BybitClient {
     raw: RawClient,
@@ -285,14 +295,9 @@ impl BybitClient {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Execution>, BybitError> {
+        let q = time_window(symbol, start_ms, end_ms);
         self.all_pages("execution list", |cursor| {
-            let q = Query::new()
-                .with("category", "linear")
-                .with_opt("symbol", symbol)
-                .with("startTime", start_ms)
-                .with("endTime", end_ms)
-                .with("limit", 100)
-                .with_opt("cursor", cursor);
+            let q = q.clone().with_opt("cursor", cursor);
             async move { self.read(|| self.raw.execution_list(&q)).await }
         })
         .await
@@ -305,14 +310,9 @@ impl BybitClient {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<ClosedPnl>, BybitError> {
+        let q = time_window(symbol, start_ms, end_ms);
         self.all_pages("closed pnl", |cursor| {
-            let q = Query::new()
-                .with("category", "linear")
-                .with_opt("symbol", symbol)
-                .with("startTime", start_ms)
-                .with("endTime", end_ms)
-                .with("limit", 100)
-                .with_opt("cursor", cursor);
+            let q = q.clone().with_opt("cursor", cursor);
             async move { self.read(|| self.raw.position_closed_pnl(&q)).await }
         })
         .await

@@ -8,11 +8,14 @@ use bybit_sim::{
     Exchange, SimSettings,
     settings::{Profile, SimAccount},
 };
+use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use shardbot_bybit::{
     Credentials,
+    models::market::InstrumentInfo,
     ratelimit::RateLimiter,
     rest::{BybitClient, RawClient, RestConfig},
+    ws::{PrivateEvent, WsConfig, WsHandle, spawn_private},
 };
 
 pub const KEY: &str = "sim-key";
@@ -83,4 +86,65 @@ pub fn client(url: &str, creds: Option<Credentials>) -> BybitClient {
 
 pub fn creds() -> Option<Credentials> {
     Some(Credentials::new(KEY, SECRET))
+}
+
+pub async fn last_price(c: &BybitClient, symbol: &str) -> Decimal {
+    c.tickers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.symbol == symbol)
+        .unwrap()
+        .last_price
+}
+
+/// A quantity worth about `usdt`, on the qty grid.
+pub fn qty(i: &InstrumentInfo, price: Decimal, usdt: Decimal) -> Decimal {
+    let step = i.lot_size_filter.qty_step;
+    (((usdt / price) / step).ceil() * step).max(i.lot_size_filter.min_order_qty)
+}
+
+/// The first instrument whose qty step is at most 0.01 (fine-grained sizes).
+pub async fn fine_instrument(c: &BybitClient) -> InstrumentInfo {
+    c.usdt_perpetuals()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.lot_size_filter.qty_step <= Decimal::new(1, 2))
+        .unwrap()
+}
+
+pub async fn usdt_balance(c: &BybitClient) -> Decimal {
+    c.wallet()
+        .await
+        .unwrap()
+        .coin("USDT")
+        .unwrap()
+        .wallet_balance
+}
+
+/// The account's private stream, returned once its subscription is acknowledged (pushes
+/// flow from then on). Fails the test if the auth is refused.
+pub async fn private_stream(
+    url: &str,
+    c: &BybitClient,
+) -> (WsHandle, tokio::sync::mpsc::Receiver<PrivateEvent>) {
+    let ws = format!("{}/v5/private", url.replacen("http", "ws", 1));
+    let (handle, mut rx) = spawn_private(
+        &ws,
+        Credentials::new(KEY, SECRET),
+        Arc::clone(c.raw().clock()),
+        WsConfig::default(),
+    );
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("no event")
+            .expect("stream ended")
+        {
+            PrivateEvent::Subscribed => return (handle, rx),
+            PrivateEvent::AuthFailed { message } => panic!("auth refused: {message}"),
+            _ => {}
+        }
+    }
 }
