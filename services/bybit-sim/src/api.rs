@@ -269,6 +269,7 @@ fn tickers(ex: &Exchange, q: &HashMap<String, String>) -> HttpResponse {
         .map(|i| {
             let last = i.price_at(now);
             let prev = i.price_at(now - 86_400_000);
+            let (high, low, volume, turnover) = i.day_stats(now);
             let pct = if prev.is_zero() {
                 Decimal::ZERO
             } else {
@@ -283,6 +284,12 @@ fn tickers(ex: &Exchange, q: &HashMap<String, String>) -> HttpResponse {
                 "prevPrice24h": prev.to_string(),
                 "price24hPcnt": pct.to_string(),
                 "prevPrice1h": i.price_at(now - 3_600_000).to_string(),
+                "highPrice24h": high.to_string(),
+                "lowPrice24h": low.to_string(),
+                "volume24h": volume.to_string(),
+                "turnover24h": turnover.to_string(),
+                "openInterest": (volume / Decimal::from(4)).round_dp(3).to_string(),
+                "openInterestValue": (turnover / Decimal::from(4)).round_dp(2).to_string(),
                 "bid1Price": (last - i.tick).max(i.tick).to_string(),
                 "bid1Size": (i.qty_step * Decimal::from(1000)).to_string(),
                 "ask1Price": (last + i.tick).to_string(),

@@ -192,6 +192,28 @@ impl Instrument {
         Decimal::from(ticks) * self.tick
     }
 
+    /// 24-hour statistics for tickers: high and low sampled every 15 minutes (and now), and
+    /// the expected base and quote volume. Approximations, cheap enough to serve the whole
+    /// universe in one reply; klines carry the exact figures.
+    pub fn day_stats(&self, now: i64) -> (Decimal, Decimal, Decimal, Decimal) {
+        let (mut high, mut low) = (self.price_at(now), self.price_at(now));
+        for k in 1..=96 {
+            let p = self.price_at(now - k * 900_000);
+            high = high.max(p);
+            low = low.min(p);
+        }
+        let turnover = Decimal::from_f64(self.usdt_per_minute * 1440.0)
+            .unwrap_or_default()
+            .round_dp(2);
+        let last = self.price_at(now);
+        let volume = if last.is_zero() {
+            Decimal::ZERO
+        } else {
+            ((turnover / last) / self.qty_step).floor() * self.qty_step
+        };
+        (high, low, volume, turnover)
+    }
+
     /// The last traded price at `t_ms` (linear between grid points).
     pub fn price_at(&self, t_ms: i64) -> Decimal {
         if let Some(r) = &self.replay {

@@ -287,3 +287,43 @@ async fn unknown_symbols_and_intervals_are_10001() {
     let q = Query::new().with("category", "spot");
     assert!(c.raw().market_tickers(&q).await.is_err());
 }
+
+#[tokio::test]
+async fn tickers_carry_bybits_fields_for_the_whole_universe() {
+    let url = start(settings());
+    // The project's client installs the TLS provider reqwest needs; then read raw JSON.
+    let _ = client(&url, None);
+    let raw = reqwest::get(format!("{url}/v5/market/tickers?category=linear"))
+        .await
+        .unwrap();
+    let v: serde_json::Value = raw.json().await.unwrap();
+    let list = v["result"]["list"].as_array().unwrap();
+    assert_eq!(list.len(), 650);
+    for t in list {
+        for f in [
+            "symbol",
+            "lastPrice",
+            "markPrice",
+            "indexPrice",
+            "prevPrice24h",
+            "price24hPcnt",
+            "highPrice24h",
+            "lowPrice24h",
+            "prevPrice1h",
+            "openInterest",
+            "turnover24h",
+            "volume24h",
+            "fundingRate",
+            "nextFundingTime",
+            "bid1Price",
+            "ask1Price",
+        ] {
+            assert!(t[f].is_string(), "{f} missing in {t}");
+        }
+        let d = |f: &str| t[f].as_str().unwrap().parse::<Decimal>().unwrap();
+        assert!(
+            d("lowPrice24h") <= d("lastPrice") && d("lastPrice") <= d("highPrice24h"),
+            "{t}"
+        );
+    }
+}
