@@ -526,7 +526,7 @@ impl Book {
                 (false, Side::Sell, Some(p)) => p.max(bid),
                 _ => taker_price,
             };
-            self.fill(market, idx, price, false, now, "Trade");
+            self.fill(idx, price, false, now, "Trade");
         } else if req.time_in_force == Some("IOC") || req.time_in_force == Some("FOK") {
             self.finish(
                 idx,
@@ -558,15 +558,7 @@ impl Book {
     }
 
     /// Fills the rest of order `idx` at `price`. A reduce-only order is cut to the position.
-    fn fill(
-        &mut self,
-        market: &Market,
-        idx: usize,
-        price: Decimal,
-        maker: bool,
-        now: i64,
-        exec_type: &'static str,
-    ) {
+    fn fill(&mut self, idx: usize, price: Decimal, maker: bool, now: i64, exec_type: &'static str) {
         let (symbol, side, reduce_only) = {
             let o = &self.orders[idx];
             (o.symbol.clone(), o.side, o.reduce_only)
@@ -705,7 +697,6 @@ impl Book {
             seq: self.next_id,
         };
         self.executions.push(exec.clone());
-        let _ = market;
         self.changes.push(Change::Order(order));
         self.changes.push(Change::Execution(exec));
         self.changes.push(Change::Position { symbol });
@@ -902,7 +893,7 @@ impl Book {
                 Side::Sell => price >= limit,
             };
             if crossed {
-                self.fill(market, i, limit, true, t, "Trade");
+                self.fill(i, limit, true, t, "Trade");
             }
         }
         // Exchange-side TP/SL on last price; the stop wins when both would trigger at once.
@@ -959,7 +950,7 @@ impl Book {
         let idx = self.orders.len();
         self.order_index.insert(order.order_id.clone(), idx);
         self.orders.push(order);
-        self.fill(market, idx, fill_price, false, t, "Trade");
+        self.fill(idx, fill_price, false, t, "Trade");
     }
 }
 
