@@ -1,0 +1,519 @@
+//! Incremental technical indicators: each `update` is O(1), and the values equal TA-Lib's
+//! (same seeding, same warm-up length, same order of floating-point operations), so a
+//! strategy sees in live trading exactly what a TA-Lib-based computation of the same bars
+//! gives. A test compares every series with TA-Lib itself on real data.
+//!
+//! Every indicator has `update(..) -> Option<output>` (`None` while warming up), `value()`,
+//! `is_ready()`, `reset()` and `lookback()`: how many inputs come before the first output,
+//! as TA-Lib's `*_Lookback` functions report it.
+
+use std::collections::VecDeque;
+
+/// TA-Lib's `PER_TO_K`.
+fn per_to_k(period: usize) -> f64 {
+    2.0 / (period as f64 + 1.0)
+}
+
+/// TA-Lib's zero threshold. The C library bundled with TA-Lib 0.8 (0.6.x) uses 1e-14
+/// (older releases used 1e-8, which wiped out the bands of coins priced around 0.001).
+const ZERO: f64 = 1e-14;
+
+/// TA-Lib's `TA_IS_ZERO`.
+fn is_zero(v: f64) -> bool {
+    -ZERO < v && v < ZERO
+}
+
+/// Simple moving average, with TA-Lib's running total: the new value is added, the average
+/// taken, then the oldest value subtracted.
+#[derive(Debug, Clone)]
+pub struct Sma {
+    period: usize,
+    window: VecDeque<f64>,
+    /// Sum of the last `period - 1` inputs, in TA-Lib's order of operations.
+    total: f64,
+    value: Option<f64>,
+}
+
+impl Sma {
+    pub fn new(period: usize) -> Sma {
+        let period = period.max(1);
+        Sma {
+            period,
+            window: VecDeque::with_capacity(period + 1),
+            total: 0.0,
+            value: None,
+        }
+    }
+
+    pub fn update(&mut self, x: f64) -> Option<f64> {
+        self.window.push_back(x);
+        if self.window.len() < self.period {
+            self.total += x;
+            return None;
+        }
+        let temp = self.total + x;
+        let oldest = self.window.pop_front().unwrap_or(0.0);
+        self.total = temp - oldest;
+        self.value = Some(temp / self.period as f64);
+        self.value
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        self.value
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.value.is_some()
+    }
+
+    pub fn reset(&mut self) {
+        *self = Sma::new(self.period);
+    }
+
+    pub fn lookback(&self) -> usize {
+        self.period - 1
+    }
+}
+
+/// Exponential moving average seeded with the simple average of its first `period` inputs.
+#[derive(Debug, Clone)]
+pub struct Ema {
+    period: usize,
+    k: f64,
+    seed_sum: f64,
+    seen: usize,
+    value: Option<f64>,
+}
+
+impl Ema {
+    pub fn new(period: usize) -> Ema {
+        let period = period.max(1);
+        Ema {
+            period,
+            k: per_to_k(period),
+            seed_sum: 0.0,
+            seen: 0,
+            value: None,
+        }
+    }
+
+    pub fn update(&mut self, x: f64) -> Option<f64> {
+        self.seen += 1;
+        self.value = match self.value {
+            Some(prev) => Some(((x - prev) * self.k) + prev),
+            None => {
+                self.seed_sum += x;
+                (self.seen == self.period).then(|| self.seed_sum / self.period as f64)
+            }
+        };
+        self.value
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        self.value
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.value.is_some()
+    }
+
+    pub fn reset(&mut self) {
+        *self = Ema::new(self.period);
+    }
+
+    pub fn lookback(&self) -> usize {
+        self.period - 1
+    }
+}
+
+/// Wilder's relative strength index (TA-Lib's, not Metastock's): the first value averages
+/// the gains and losses of the first `period` changes; later ones smooth them.
+#[derive(Debug, Clone)]
+pub struct Rsi {
+    period: usize,
+    prev: Option<f64>,
+    changes: usize,
+    gain: f64,
+    loss: f64,
+    value: Option<f64>,
+}
+
+impl Rsi {
+    pub fn new(period: usize) -> Rsi {
+        Rsi {
+            period: period.max(1),
+            prev: None,
+            changes: 0,
+            gain: 0.0,
+            loss: 0.0,
+            value: None,
+        }
+    }
+
+    fn ratio(&self) -> f64 {
+        let total = self.gain + self.loss;
+        if is_zero(total) {
+            0.0
+        } else {
+            100.0 * (self.gain / total)
+        }
+    }
+
+    pub fn update(&mut self, x: f64) -> Option<f64> {
+        let prev = self.prev.replace(x)?;
+        let diff = x - prev;
+        self.changes += 1;
+        let p = self.period as f64;
+        if self.changes <= self.period {
+            if diff < 0.0 {
+                self.loss -= diff;
+            } else {
+                self.gain += diff;
+            }
+            if self.changes == self.period {
+                self.loss /= p;
+                self.gain /= p;
+                self.value = Some(self.ratio());
+            }
+        } else {
+            self.loss *= p - 1.0;
+            self.gain *= p - 1.0;
+            if diff < 0.0 {
+                self.loss -= diff;
+            } else {
+                self.gain += diff;
+            }
+            self.loss /= p;
+            self.gain /= p;
+            self.value = Some(self.ratio());
+        }
+        self.value
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        self.value
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.value.is_some()
+    }
+
+    pub fn reset(&mut self) {
+        *self = Rsi::new(self.period);
+    }
+
+    pub fn lookback(&self) -> usize {
+        self.period
+    }
+}
+
+/// Bollinger bands around a simple moving average, `k` population standard deviations
+/// wide (TA-Lib's BBANDS with MA type SMA).
+#[derive(Debug, Clone)]
+pub struct Bollinger {
+    sma: Sma,
+    k: f64,
+    squares: VecDeque<f64>,
+    /// Running sum of squares, in TA-Lib's order (added, used, then the oldest removed).
+    sum_sq: f64,
+    value: Option<Bands>,
+}
+
+/// Upper, middle and lower band.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bands {
+    pub upper: f64,
+    pub middle: f64,
+    pub lower: f64,
+}
+
+impl Bollinger {
+    pub fn new(period: usize, k: f64) -> Bollinger {
+        let period = period.max(1);
+        Bollinger {
+            sma: Sma::new(period),
+            k,
+            squares: VecDeque::with_capacity(period + 1),
+            sum_sq: 0.0,
+            value: None,
+        }
+    }
+
+    pub fn update(&mut self, x: f64) -> Option<Bands> {
+        let period = self.sma.period;
+        let mean = self.sma.update(x);
+        self.squares.push_back(x * x);
+        let Some(mean) = mean else {
+            self.sum_sq += x * x;
+            return None;
+        };
+        self.sum_sq += x * x;
+        let mut variance = self.sum_sq / period as f64;
+        let oldest = self.squares.pop_front().unwrap_or(0.0);
+        self.sum_sq -= oldest;
+        variance -= mean * mean;
+        // TA_IS_ZERO_OR_NEG
+        let sd = if variance < ZERO {
+            0.0
+        } else {
+            variance.sqrt()
+        };
+        let width = sd * self.k;
+        self.value = Some(Bands {
+            upper: mean + width,
+            middle: mean,
+            lower: mean - width,
+        });
+        self.value
+    }
+
+    pub fn value(&self) -> Option<Bands> {
+        self.value
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.value.is_some()
+    }
+
+    pub fn reset(&mut self) {
+        *self = Bollinger::new(self.sma.period, self.k);
+    }
+
+    pub fn lookback(&self) -> usize {
+        self.sma.period - 1
+    }
+}
+
+/// Wilder's average true range: the first value is the simple average of the first
+/// `period` true ranges (the first bar has none: it has no previous close).
+#[derive(Debug, Clone)]
+pub struct Atr {
+    period: usize,
+    prev_close: Option<f64>,
+    seed: Sma,
+    value: Option<f64>,
+}
+
+impl Atr {
+    pub fn new(period: usize) -> Atr {
+        let period = period.max(1);
+        Atr {
+            period,
+            prev_close: None,
+            seed: Sma::new(period),
+            value: None,
+        }
+    }
+
+    pub fn update(&mut self, high: f64, low: f64, close: f64) -> Option<f64> {
+        let pc = self.prev_close.replace(close)?;
+        let mut tr = high - low;
+        let v2 = (pc - high).abs();
+        if v2 > tr {
+            tr = v2;
+        }
+        let v3 = (pc - low).abs();
+        if v3 > tr {
+            tr = v3;
+        }
+        self.value = match self.value {
+            Some(prev) => {
+                let p = self.period as f64;
+                Some((prev * (p - 1.0) + tr) / p)
+            }
+            None => self.seed.update(tr),
+        };
+        self.value
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        self.value
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.value.is_some()
+    }
+
+    pub fn reset(&mut self) {
+        *self = Atr::new(self.period);
+    }
+
+    pub fn lookback(&self) -> usize {
+        self.period
+    }
+}
+
+/// MACD line, signal line and histogram, aligned as TA-Lib aligns them: the fast EMA is
+/// seeded on the `fast` inputs that end where the slow EMA's seed ends, so both start
+/// together; the signal EMA is seeded on the first `signal` MACD values; all three are
+/// output from then on.
+#[derive(Debug, Clone)]
+pub struct Macd {
+    fast: usize,
+    slow: usize,
+    signal_period: usize,
+    seen: usize,
+    recent: VecDeque<f64>,
+    fast_ema: Option<Ema>,
+    slow_ema: Option<Ema>,
+    signal: Ema,
+    value: Option<MacdValue>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MacdValue {
+    pub macd: f64,
+    pub signal: f64,
+    pub histogram: f64,
+}
+
+impl Macd {
+    pub fn new(fast: usize, slow: usize, signal: usize) -> Macd {
+        let (fast, slow) = if slow < fast {
+            (slow, fast)
+        } else {
+            (fast, slow)
+        };
+        let (fast, slow, signal) = (fast.max(1), slow.max(1), signal.max(1));
+        Macd {
+            fast,
+            slow,
+            signal_period: signal,
+            seen: 0,
+            recent: VecDeque::with_capacity(slow),
+            fast_ema: None,
+            slow_ema: None,
+            signal: Ema::new(signal),
+            value: None,
+        }
+    }
+
+    pub fn update(&mut self, x: f64) -> Option<MacdValue> {
+        self.seen += 1;
+        let (f, s) = match (self.fast_ema.as_mut(), self.slow_ema.as_mut()) {
+            (Some(fe), Some(se)) => (fe.update(x), se.update(x)),
+            _ => {
+                self.recent.push_back(x);
+                if self.seen < self.slow {
+                    return None;
+                }
+                // Both EMAs start at input `slow - 1`, seeded on their own windows.
+                let mut se = Ema::new(self.slow);
+                let mut fe = Ema::new(self.fast);
+                let mut s = None;
+                for v in &self.recent {
+                    s = se.update(*v);
+                }
+                let mut f = None;
+                for v in self.recent.iter().skip(self.slow - self.fast) {
+                    f = fe.update(*v);
+                }
+                self.recent.clear();
+                self.fast_ema = Some(fe);
+                self.slow_ema = Some(se);
+                (f, s)
+            }
+        };
+        let (Some(f), Some(s)) = (f, s) else {
+            return None;
+        };
+        let macd = f - s;
+        let signal = self.signal.update(macd)?;
+        self.value = Some(MacdValue {
+            macd,
+            signal,
+            histogram: macd - signal,
+        });
+        self.value
+    }
+
+    pub fn value(&self) -> Option<MacdValue> {
+        self.value
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.value.is_some()
+    }
+
+    pub fn reset(&mut self) {
+        *self = Macd::new(self.fast, self.slow, self.signal_period);
+    }
+
+    pub fn lookback(&self) -> usize {
+        self.slow - 1 + self.signal_period - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[test]
+    fn hand_computed_cases() {
+        let mut sma = Sma::new(3);
+        let out: Vec<Option<f64>> = [1.0, 2.0, 3.0, 4.0]
+            .iter()
+            .map(|x| sma.update(*x))
+            .collect();
+        assert_eq!(out, [None, None, Some(2.0), Some(3.0)]);
+        let mut ema = Ema::new(3); // k = 0.5, seeded with the average of 1, 2, 3
+        let out: Vec<Option<f64>> = [1.0, 2.0, 3.0, 6.0]
+            .iter()
+            .map(|x| ema.update(*x))
+            .collect();
+        assert_eq!(out, [None, None, Some(2.0), Some(4.0)]);
+        let mut rsi = Rsi::new(2); // changes +1, -1: gain 0.5, loss 0.5
+        let out: Vec<Option<f64>> = [1.0, 2.0, 1.0, 3.0]
+            .iter()
+            .map(|x| rsi.update(*x))
+            .collect();
+        assert_eq!(out[..3], [None, None, Some(50.0)]);
+        // then gain (0.5*1+2)/2 = 1.25, loss 0.5/2 = 0.25 -> 100*1.25/1.5
+        assert!((out[3].unwrap() - 100.0 * 1.25 / 1.5).abs() < 1e-12);
+        let mut atr = Atr::new(2); // TR: 2 (h-l), then |pc-h| = 3
+        assert_eq!(atr.update(10.0, 8.0, 9.0), None);
+        assert_eq!(atr.update(11.0, 9.0, 10.0), None);
+        assert_eq!(atr.update(13.0, 12.0, 12.5), Some(2.5));
+        let mut bb = Bollinger::new(2, 2.0); // 1 and 3: mean 2, population sd 1
+        bb.update(1.0);
+        assert_eq!(
+            bb.update(3.0),
+            Some(Bands {
+                upper: 4.0,
+                middle: 2.0,
+                lower: 0.0
+            })
+        );
+    }
+
+    #[rstest]
+    #[case(10)]
+    #[case(1)]
+    fn reset_starts_over_and_lookback_is_the_warm_up(#[case] period: usize) {
+        let mut sma = Sma::new(period);
+        let first_ready = (0..100)
+            .position(|i| sma.update(i as f64).is_some())
+            .unwrap();
+        assert_eq!(first_ready, sma.lookback());
+        sma.reset();
+        assert!(!sma.is_ready());
+        let mut macd = Macd::new(12, 26, 9);
+        let first = (0..200)
+            .position(|i| macd.update((i as f64).sin()).is_some())
+            .unwrap();
+        assert_eq!((first, macd.lookback()), (33, 33));
+        let mut rsi = Rsi::new(14);
+        assert_eq!(
+            (0..100).position(|i| rsi.update((i as f64).cos()).is_some()),
+            Some(14)
+        );
+        let mut atr = Atr::new(14);
+        assert_eq!(
+            (0..100).position(|i| atr
+                .update(i as f64 + 1.0, i as f64, i as f64 + 0.5)
+                .is_some()),
+            Some(14)
+        );
+    }
+}
