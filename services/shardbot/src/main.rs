@@ -3,6 +3,7 @@
 
 mod bench;
 mod exchange;
+mod indicators;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,9 @@ enum Command {
     /// Look at an exchange (sim, demo, live, testnet) through shardbot's Bybit client:
     /// check a setup, the clock, the universe, the wallet, positions and orders.
     Exchange(exchange::ExchangeArgs),
+    /// Write every indicator series of a kline CSV (TA-Lib's conventions), to check a
+    /// strategy by eye or compare with other tools.
+    Indicators(indicators::IndicatorsArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Exchange(args) => exchange::run(args),
+        Command::Indicators(args) => indicators::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
