@@ -1,0 +1,151 @@
+//! `optimized_parameters.json`: the parameters every mode loads the same way.
+//!
+//! ```json
+//! { "trend_following": {
+//!     "optimized_at": "2026-11-20T12:00:00Z", "objective": "sharpe",
+//!     "data_range": { "interval": "5", "from_ms": 1758672000000, "to_ms": 1784652900000 },
+//!     "metrics": { "sharpe": 1.4, "trades": 212 },
+//!     "params": { "fast": 8, "slow": 34 },
+//!     "symbols": { "BTCUSDT": { "fast": 12, "slow": 40 } } } }
+//! ```
+//!
+//! A strategy or symbol that is not in the file runs on its defaults, and says so.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ParamError, Params, schema};
+
+/// One strategy's optimization record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizedStrategy {
+    pub optimized_at: String,
+    pub objective: String,
+    #[serde(default)]
+    pub data_range: serde_json::Value,
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+    pub params: Params,
+    /// Per-symbol parameters, overriding `params` for that symbol.
+    #[serde(default)]
+    pub symbols: BTreeMap<String, Params>,
+}
+
+/// Whether a strategy runs on optimized parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamStatus {
+    Optimized {
+        at: String,
+        objective: String,
+        per_symbol: bool,
+    },
+    Defaults,
+}
+
+impl std::fmt::Display for ParamStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamStatus::Optimized {
+                at,
+                objective,
+                per_symbol,
+            } => {
+                write!(
+                    f,
+                    "optimized ✓ {at} ({objective}{})",
+                    if *per_symbol { ", per symbol" } else { "" }
+                )
+            }
+            ParamStatus::Defaults => f.write_str("defaults (not optimized)"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParamsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid parameters file: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: unknown strategy `{name}` (built in: trend_following, mean_reversion)")]
+    UnknownStrategy { path: String, name: String },
+    #[error("{path}: {source}")]
+    Invalid {
+        path: String,
+        #[source]
+        source: ParamError,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OptimizedFile(pub BTreeMap<String, OptimizedStrategy>);
+
+impl OptimizedFile {
+    /// Reads and validates the file; a missing file means every strategy runs on defaults.
+    pub fn load(path: &Path) -> Result<OptimizedFile, ParamsError> {
+        let p = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(OptimizedFile::default());
+            }
+            Err(source) => return Err(ParamsError::Read { path: p, source }),
+        };
+        let file: OptimizedFile =
+            serde_json::from_str(&text).map_err(|source| ParamsError::Parse {
+                path: p.clone(),
+                source,
+            })?;
+        for (name, entry) in &file.0 {
+            let (Some(schema), Some(static_name)) =
+                (schema(name), crate::BUILT_IN.iter().find(|n| *n == name))
+            else {
+                return Err(ParamsError::UnknownStrategy {
+                    path: p,
+                    name: name.clone(),
+                });
+            };
+            for params in std::iter::once(&entry.params).chain(entry.symbols.values()) {
+                params
+                    .validate(static_name, schema)
+                    .map_err(|source| ParamsError::Invalid {
+                        path: p.clone(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(file)
+    }
+
+    /// The parameters `strategy` runs with on `symbol`, and where they come from.
+    pub fn params_for(&self, strategy: &str, symbol: &str) -> (Params, ParamStatus) {
+        match self.0.get(strategy) {
+            None => (Params::new(), ParamStatus::Defaults),
+            Some(e) => {
+                let per_symbol = e.symbols.get(symbol);
+                let mut params = e.params.clone();
+                if let Some(over) = per_symbol {
+                    params.0.extend(over.0.iter().map(|(k, v)| (k.clone(), *v)));
+                }
+                let status = ParamStatus::Optimized {
+                    at: e.optimized_at.clone(),
+                    objective: e.objective.clone(),
+                    per_symbol: per_symbol.is_some(),
+                };
+                (params, status)
+            }
+        }
+    }
+}
