@@ -39,6 +39,7 @@ fn start(clock_speed: f64) -> String {
         seed: 1,
         symbols: SYMBOLS,
         universe_file: String::new(),
+        universe_price_dir: String::new(),
         replay_dir: String::new(),
         replay_warmup_bars: 300,
         clock_speed,

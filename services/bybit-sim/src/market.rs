@@ -306,6 +306,33 @@ impl Instrument {
 }
 
 impl Instrument {
+    /// Moves the price level to `price`. With `filters`, the tick and qty filters are
+    /// derived from it (five significant digits; about 100 USDT per qty step at most);
+    /// without, the tick is only made finer if the level would be too coarse for it.
+    fn anchor_at(&mut self, price: f64, at_ms: i64, filters: bool) {
+        if !(price.is_finite() && price > 0.0) {
+            return;
+        }
+        // The path passes through `price` at `at_ms`: the real level at its real time.
+        self.anchor_price = price;
+        self.w_anchor = self.path.at(index_of(at_ms));
+        let fine = pow10(price.log10().floor() as i32 - 4);
+        if filters {
+            self.tick = fine;
+            self.qty_step =
+                pow10(((100.0 / price).log10().floor() as i32).min(0)).max(Decimal::new(1, 3));
+            self.min_qty = self.qty_step;
+            let cap = |usdt: f64| {
+                (Decimal::from_f64(usdt / price).unwrap_or(Decimal::ONE) / self.qty_step).floor()
+                    * self.qty_step
+            };
+            self.max_mkt_qty = cap(1_000_000.0).max(self.qty_step);
+            self.max_qty = cap(2_000_000.0).max(self.qty_step);
+        } else if self.tick > fine * Decimal::from(10) {
+            self.tick = fine;
+        }
+    }
+
     fn quantise_dec(&self, p: Decimal) -> Decimal {
         ((p / self.tick).round() * self.tick).max(self.tick)
     }
@@ -360,6 +387,38 @@ impl Instrument {
             turnover: (volume * close).round_dp(4),
         }
     }
+}
+
+/// The last close of every `<SYMBOL>.csv` in `dir`, and the open time of that bar.
+fn price_levels(dir: &Path) -> Result<Vec<(String, f64, i64)>, String> {
+    let mut out = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("price folder {}: {e}", dir.display()))?;
+    let mut files: Vec<std::path::PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let Some(symbol) = f.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let last: Vec<&str> = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.split(',').collect())
+            .unwrap_or_default();
+        let (Some(t), Some(close)) = (
+            last.first().and_then(|t| t.trim().parse::<i64>().ok()),
+            last.get(4).and_then(|c| c.trim().parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        out.push((symbol.to_owned(), close, t));
+    }
+    Ok(out)
 }
 
 /// Decimal places of a number as written.
@@ -573,10 +632,35 @@ impl Market {
     /// `count` symbols: the real ones of `universe_file` (if given and readable) first,
     /// then generated ones. Sorted by symbol, as Bybit lists them.
     pub fn new(seed: u64, count: usize, universe_file: Option<&Path>) -> Result<Market, String> {
+        Market::with_price_levels(seed, count, universe_file, None)
+    }
+
+    /// Like [`Market::new`], and with real symbols and price levels from `price_dir`: a
+    /// folder of daily kline files whose last close anchors each symbol's price. Symbols
+    /// already listed by `universe_file` keep its filters (a tick finer where needed).
+    pub fn with_price_levels(
+        seed: u64,
+        count: usize,
+        universe_file: Option<&Path>,
+        price_dir: Option<&Path>,
+    ) -> Result<Market, String> {
         let mut instruments = match universe_file {
             Some(f) => real_instruments(f, seed)?,
             None => Vec::new(),
         };
+        if let Some(dir) = price_dir {
+            for (symbol, close, at_ms) in price_levels(dir)? {
+                match instruments.iter_mut().find(|i| i.symbol == symbol) {
+                    Some(i) => i.anchor_at(close, at_ms, false),
+                    None => {
+                        let mut g = Instrument::generated(symbol, seed);
+                        g.anchor_at(close, at_ms, true);
+                        g.real = true;
+                        instruments.push(g);
+                    }
+                }
+            }
+        }
         instruments.truncate(count);
         let mut names: std::collections::HashSet<String> =
             instruments.iter().map(|i| i.symbol.clone()).collect();
@@ -759,5 +843,76 @@ mod replay_tests {
         .unwrap();
         let e = Market::from_replay(dir.path(), 1).unwrap_err();
         assert!(e.contains("BADUSDT.csv:3"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod universe_tests {
+    use super::*;
+
+    fn shared(rel: &str) -> std::path::PathBuf {
+        std::env::var_os("SHARDBOT_SHARED")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+            })
+            .join(rel)
+    }
+
+    #[test]
+    fn real_names_and_price_levels_come_from_the_fixture_and_the_data() {
+        let file = shared(
+            "fixtures/bybit/rest/v5_market_instruments_info_linear_full_testnet_2023_result.json",
+        );
+        let dir = shared("data/klines/bybit_linear_1d");
+        let m = Market::with_price_levels(7, 600, Some(&file), Some(&dir)).unwrap();
+        assert_eq!(m.instruments.len(), 600);
+        // Every name of both sources is listed, once.
+        let mut names: std::collections::HashSet<String> = real_instruments(&file, 7)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.symbol)
+            .collect();
+        names.extend(price_levels(&dir).unwrap().into_iter().map(|(s, _, _)| s));
+        let real: std::collections::HashSet<String> = m
+            .instruments
+            .iter()
+            .filter(|i| i.real)
+            .map(|i| i.symbol.clone())
+            .collect();
+        assert_eq!(real, names);
+        assert!(real.len() > 300, "{} real names", real.len());
+        // BTCUSDT: the fixture's filters, the data's price level.
+        let last_row: Vec<String> = std::fs::read_to_string(dir.join("BTCUSDT.csv"))
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        let (btc_time, btc_close): (i64, f64) =
+            (last_row[0].parse().unwrap(), last_row[4].parse().unwrap());
+        let btc = m.get("BTCUSDT").unwrap();
+        assert_eq!(
+            (btc.tick, btc.qty_step),
+            (Decimal::new(1, 1), Decimal::new(1, 3)),
+            "fixture filters"
+        );
+        let at_anchor: f64 = btc.price_at(btc_time).to_string().parse().unwrap();
+        assert!(
+            (at_anchor - btc_close).abs() <= 0.1,
+            "{at_anchor} vs {btc_close}"
+        );
+        // every real price has at least 1 % resolution on its tick
+        for i in m.instruments.iter().filter(|i| i.real) {
+            let p = i.price_at(ANCHOR_MS);
+            assert!(
+                p / i.tick >= Decimal::from(100),
+                "{}: {p} on a {} tick",
+                i.symbol,
+                i.tick
+            );
+        }
     }
 }

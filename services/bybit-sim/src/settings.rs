@@ -32,6 +32,10 @@ pub struct SimSettings {
     /// ("" = generated names only). Relative to the working directory.
     #[serde(default)]
     pub universe_file: String,
+    /// A folder of daily kline files (`<SYMBOL>.csv`) lending real symbol names and price
+    /// levels (the last close); "" = none. Relative to the working directory.
+    #[serde(default)]
+    pub universe_price_dir: String,
     /// A folder of recorded kline files (`<SYMBOL>.csv`, open_time_ms,open,high,low,close,
     /// volume) to replay instead of generating prices; "" = generate.
     #[serde(default)]

@@ -41,15 +41,27 @@ impl Exchange {
         let market = if !settings.replay_dir.trim().is_empty() {
             Market::from_replay(std::path::Path::new(&settings.replay_dir), settings.seed)?
         } else {
-            let universe = (!settings.universe_file.trim().is_empty())
-                .then(|| std::path::Path::new(&settings.universe_file));
-            match universe {
-                Some(f) if !f.exists() => {
-                    tracing::warn!(file = %f.display(), "universe file not found: generated symbol names only");
-                    Market::new(settings.seed, settings.symbols, None)?
+            // Optional sources of real names: missing ones are skipped with a warning, so
+            // the sim also runs where ../shared is not.
+            let existing = |path: &str, what: &str| {
+                let p = std::path::Path::new(path);
+                match path.trim() {
+                    "" => None,
+                    _ if p.exists() => Some(p.to_owned()),
+                    _ => {
+                        tracing::warn!(path, "{what} not found: skipped");
+                        None
+                    }
                 }
-                other => Market::new(settings.seed, settings.symbols, other)?,
-            }
+            };
+            let file = existing(&settings.universe_file, "sim.universe_file");
+            let prices = existing(&settings.universe_price_dir, "sim.universe_price_dir");
+            Market::with_price_levels(
+                settings.seed,
+                settings.symbols,
+                file.as_deref(),
+                prices.as_deref(),
+            )?
         };
         let start = match (settings.start_time_ms, market.replay_start()) {
             (t, _) if t > 0 => t,

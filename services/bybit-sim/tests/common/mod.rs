@@ -27,6 +27,7 @@ pub fn settings() -> SimSettings {
         seed: 7,
         symbols: 650,
         universe_file: String::new(),
+        universe_price_dir: String::new(),
         replay_dir: String::new(),
         replay_warmup_bars: 300,
         clock_speed: 1.0,
