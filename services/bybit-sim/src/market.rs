@@ -142,9 +142,10 @@ impl Instrument {
     fn generated(symbol: String, seed: u64) -> Instrument {
         // Parameters drawn from the name, independent of the path itself.
         let h = hash_str(seed ^ 0x005E_ED0F_9A4A, &symbol);
-        // Prices log-uniform from 0.001 to 50,000 USDT; annual volatility 50 %-150 %.
+        // Prices log-uniform from 0.001 to 50,000 USDT; annual volatility 40 %-100 %, the
+        // range of crypto perpetuals.
         let price = 10f64.powf(-3.0 + 7.7 * uniform(h));
-        let annual_vol = 0.5 + uniform(h ^ 1);
+        let annual_vol = 0.4 + 0.6 * uniform(h ^ 1);
         let tick = pow10(price.log10().floor() as i32 - 4);
         let qty_step =
             pow10(((100.0 / price).log10().floor() as i32).min(0)).max(Decimal::new(1, 3));
