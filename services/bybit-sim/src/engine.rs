@@ -520,7 +520,16 @@ impl Book {
                 (Side::Sell, Some(p)) => p <= bid,
                 _ => false,
             };
-        if crosses {
+        if crosses && req.time_in_force == Some("PostOnly") {
+            // A post-only order never takes liquidity: one that would is cancelled.
+            self.finish(
+                idx,
+                "Cancelled",
+                "CancelByUser",
+                "EC_PostOnlyWillTakeLiquidity",
+                now,
+            );
+        } else if crosses {
             let price = match (req.market, req.side, req.price) {
                 (false, Side::Buy, Some(p)) => p.min(ask),
                 (false, Side::Sell, Some(p)) => p.max(bid),
@@ -1126,6 +1135,39 @@ mod tests {
             rec.avg_exit_price <= sl,
             "filled at or beyond the stop: {} vs {sl}",
             rec.avg_exit_price
+        );
+    }
+
+    #[test]
+    fn a_post_only_order_that_would_take_liquidity_is_cancelled_not_filled() {
+        let m = market();
+        let inst = &m.instruments[11];
+        let mut b = Book::new(dec!(100000), NOW);
+        let last = inst.price_at(NOW);
+        let q = qty_for(inst, dec!(500), NOW);
+        let crossing = NewOrder {
+            market: false,
+            price: Some(last * dec!(2) / inst.tick * inst.tick),
+            time_in_force: Some("PostOnly"),
+            ..order(&inst.symbol, Side::Buy, q, "po1")
+        };
+        let o = b.place(&m, crossing, NOW, 1).unwrap();
+        assert_eq!(
+            (o.status, o.reject_reason, o.cum_exec_qty),
+            ("Cancelled", "EC_PostOnlyWillTakeLiquidity", Decimal::ZERO)
+        );
+        assert!(b.positions.is_empty() && b.executions.is_empty());
+        let resting_price = ((last * dec!(0.9)) / inst.tick).floor() * inst.tick;
+        let resting = NewOrder {
+            market: false,
+            price: Some(resting_price),
+            time_in_force: Some("PostOnly"),
+            ..order(&inst.symbol, Side::Buy, q, "po2")
+        };
+        assert_eq!(
+            b.place(&m, resting, NOW, 1).unwrap().status,
+            "New",
+            "a non-crossing post-only order rests"
         );
     }
 
