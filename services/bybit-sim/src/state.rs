@@ -68,6 +68,8 @@ impl Exchange {
             (_, Some((first, len))) => first + settings.replay_warmup_bars.max(0) * len,
             _ => shardbot_now_ms(),
         };
+        // The clock starts the moment its start time is read, before the (slower) rest.
+        let clock = SimClock::new(start, settings.clock_speed);
         let accounts = settings
             .accounts
             .iter()
@@ -79,14 +81,14 @@ impl Exchange {
                     api_key: a.api_key.clone(),
                     api_secret: a.api_secret.clone(),
                     book: Mutex::new(Book::new(a.usdt, start)),
-                    feed: tokio::sync::broadcast::channel(65_536).0,
+                    feed: tokio::sync::broadcast::channel(16_384).0,
                 };
                 (a.api_key.clone(), acct)
             })
             .collect();
         Ok(Exchange {
             market,
-            clock: SimClock::new(start, settings.clock_speed),
+            clock,
             profile: settings.profile,
             accounts,
             limits: Mutex::new(Limits::new(
