@@ -4,6 +4,7 @@
 mod bench;
 mod exchange;
 mod indicators;
+mod params;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,9 @@ enum Command {
     /// Write every indicator series of a kline CSV (TA-Lib's conventions), to check a
     /// strategy by eye or compare with other tools.
     Indicators(indicators::IndicatorsArgs),
+    /// The strategies' parameters, as every mode loads them from optimized_parameters.json:
+    /// optimized ✓ with date, or defaults.
+    Params(params::ParamsArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Exchange(args) => exchange::run(args),
         Command::Indicators(args) => indicators::run(args),
+        Command::Params(args) => params::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
