@@ -8,7 +8,7 @@
 
 use std::{path::PathBuf, time::Instant};
 
-use shardbot_strategy::{Candle, Direction, Params, Position, Signal, build};
+use shardbot_strategy::{Candle, Params, Position, build};
 
 fn load() -> Vec<Vec<Candle>> {
     let dir = std::env::var_os("SHARDBOT_SHARED")
@@ -59,17 +59,7 @@ fn main() {
                 for c in bars {
                     for sig in s.on_bar(std::hint::black_box(c), position) {
                         signals += 1;
-                        position = match sig {
-                            Signal::Enter {
-                                direction: Direction::Long,
-                                ..
-                            } => Position::Long,
-                            Signal::Enter {
-                                direction: Direction::Short,
-                                ..
-                            } => Position::Short,
-                            Signal::Exit => Position::Flat,
-                        };
+                        position = position.after(&sig);
                     }
                 }
             }

@@ -35,6 +35,23 @@ pub enum Position {
     Short,
 }
 
+impl Position {
+    /// The position a signal leaves: an entry opens its direction, an exit goes flat.
+    pub fn after(self, signal: &Signal) -> Position {
+        match signal {
+            Signal::Enter {
+                direction: Direction::Long,
+                ..
+            } => Position::Long,
+            Signal::Enter {
+                direction: Direction::Short,
+                ..
+            } => Position::Short,
+            Signal::Exit => Position::Flat,
+        }
+    }
+}
+
 /// Direction of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

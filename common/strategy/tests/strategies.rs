@@ -112,17 +112,7 @@ fn mean_reversion_fades_a_drop_and_exits_at_the_mean() {
     for (i, c) in bars.iter().enumerate() {
         for s in mr.on_bar(c, position) {
             log.push((i, s));
-            position = match s {
-                Signal::Enter {
-                    direction: Direction::Long,
-                    ..
-                } => Position::Long,
-                Signal::Enter {
-                    direction: Direction::Short,
-                    ..
-                } => Position::Short,
-                Signal::Exit => Position::Flat,
-            };
+            position = position.after(&s);
         }
     }
     assert!(
@@ -175,17 +165,7 @@ fn trade(s: &mut dyn Strategy, bars: &[Candle]) -> Vec<(usize, Signal)> {
     let mut out = Vec::new();
     for (i, c) in bars.iter().enumerate() {
         for sig in s.on_bar(c, position) {
-            position = match sig {
-                Signal::Enter {
-                    direction: Direction::Long,
-                    ..
-                } => Position::Long,
-                Signal::Enter {
-                    direction: Direction::Short,
-                    ..
-                } => Position::Short,
-                Signal::Exit => Position::Flat,
-            };
+            position = position.after(&sig);
             out.push((i, sig));
         }
     }
