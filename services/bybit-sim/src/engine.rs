@@ -217,6 +217,9 @@ pub struct Book {
     leverage: HashMap<String, Decimal>,
     pub orders: Vec<Order>,
     order_index: HashMap<String, usize>,
+    /// Indices of the orders still open, so price events and margin look at those only,
+    /// not at every order the account ever placed.
+    open: std::collections::BTreeSet<usize>,
     link_ids: HashSet<String>,
     pub executions: Vec<Execution>,
     pub closed: Vec<ClosedPnl>,
@@ -295,10 +298,11 @@ impl Book {
 
     /// Cancels every open order of `symbol` (or of all symbols).
     pub fn cancel_all(&mut self, symbol: Option<&str>, now: i64) -> Vec<Order> {
-        let open: Vec<usize> = (0..self.orders.len())
-            .filter(|&i| {
-                self.orders[i].is_open() && symbol.is_none_or(|s| self.orders[i].symbol == s)
-            })
+        let open: Vec<usize> = self
+            .open
+            .iter()
+            .copied()
+            .filter(|&i| symbol.is_none_or(|s| self.orders[i].symbol == s))
             .collect();
         open.into_iter()
             .map(|i| {
@@ -328,9 +332,10 @@ impl Book {
             .map(|p| p.size * p.avg_price / self.leverage(&p.symbol))
             .sum();
         let ord: Decimal = self
-            .orders
+            .open
             .iter()
-            .filter(|o| o.is_open() && !o.reduce_only)
+            .map(|&i| &self.orders[i])
+            .filter(|o| !o.reduce_only)
             .filter_map(|o| {
                 o.price
                     .map(|p| o.leaves_qty() * p / self.leverage(&o.symbol))
@@ -546,6 +551,7 @@ impl Book {
             );
         } else {
             self.changes.push(Change::Order(self.orders[idx].clone()));
+            self.track(idx);
         }
         Ok(self.orders[idx].clone())
     }
@@ -564,6 +570,16 @@ impl Book {
         o.reject_reason = reason;
         o.updated_ms = now;
         self.changes.push(Change::Order(o.clone()));
+        self.track(idx);
+    }
+
+    /// Keeps the open-order index in step with order `idx`'s status.
+    fn track(&mut self, idx: usize) {
+        if self.orders[idx].is_open() {
+            self.open.insert(idx);
+        } else {
+            self.open.remove(&idx);
+        }
     }
 
     /// Fills the rest of order `idx` at `price`. A reduce-only order is cut to the position.
@@ -684,6 +700,7 @@ impl Book {
         }
         o.updated_ms = now;
         let order = o.clone();
+        self.track(idx);
         let exec = Execution {
             exec_id: self.id("e"),
             order_id: order.order_id.clone(),
@@ -803,12 +820,7 @@ impl Book {
             return;
         }
         let mut symbols: Vec<String> = self.positions.keys().cloned().collect();
-        symbols.extend(
-            self.orders
-                .iter()
-                .filter(|o| o.is_open())
-                .map(|o| o.symbol.clone()),
-        );
+        symbols.extend(self.open.iter().map(|&i| self.orders[i].symbol.clone()));
         symbols.sort();
         symbols.dedup();
         // Events across symbols, in time order.
@@ -887,11 +899,11 @@ impl Book {
         spread_ticks: u32,
     ) {
         // Resting limit orders crossed by the last price fill at their limit, as makers.
-        let resting: Vec<usize> = (0..self.orders.len())
-            .filter(|&i| {
-                let o = &self.orders[i];
-                o.is_open() && o.symbol == symbol && !o.market
-            })
+        let resting: Vec<usize> = self
+            .open
+            .iter()
+            .copied()
+            .filter(|&i| self.orders[i].symbol == symbol && !self.orders[i].market)
             .collect();
         for i in resting {
             let Some(limit) = self.orders[i].price else {
@@ -1169,6 +1181,38 @@ mod tests {
             "New",
             "a non-crossing post-only order rests"
         );
+    }
+
+    #[test]
+    fn the_open_order_index_follows_every_status_change() {
+        let m = market();
+        let inst = &m.instruments[11];
+        let mut b = Book::new(dec!(100000), NOW);
+        let last = inst.price_at(NOW);
+        let q = qty_for(inst, dec!(200), NOW);
+        let below = |pct: Decimal| ((last * pct) / inst.tick).floor() * inst.tick;
+        let limit = |link: &str, p: Decimal| NewOrder {
+            market: false,
+            price: Some(p),
+            ..order(&inst.symbol, Side::Buy, q, link)
+        };
+        let a = b.place(&m, limit("i1", below(dec!(0.5))), NOW, 1).unwrap();
+        b.place(&m, limit("i2", below(dec!(0.6))), NOW, 1).unwrap();
+        b.place(&m, order(&inst.symbol, Side::Buy, q, "i3"), NOW, 1)
+            .unwrap(); // filled at once
+        let open = |b: &Book| {
+            b.open
+                .iter()
+                .map(|&i| b.orders[i].order_link_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(open(&b), ["i1", "i2"]);
+        b.cancel(Some(&a.order_id), None, NOW).unwrap();
+        assert_eq!(open(&b), ["i2"]);
+        assert!(b.initial_margin() > Decimal::ZERO);
+        b.cancel_all(None, NOW);
+        assert!(open(&b).is_empty());
+        assert_eq!(b.orders.iter().filter(|o| o.is_open()).count(), 0);
     }
 
     #[test]
