@@ -558,7 +558,7 @@ fn real_instruments(file: &Path, seed: u64) -> Result<Vec<Instrument>, String> {
             .and_then(|f| f.as_u64())
             .unwrap_or(480) as u32;
         g.real = true;
-        out.push(g.with_path(seed));
+        out.push(g);
     }
     Ok(out)
 }
@@ -610,16 +610,7 @@ impl Market {
             i.replay = Some(std::sync::Arc::new(replay));
             instruments.push(i);
         }
-        instruments.sort_by(|a, b| a.symbol.cmp(&b.symbol));
-        let by_symbol = instruments
-            .iter()
-            .enumerate()
-            .map(|(i, x)| (x.symbol.clone(), i))
-            .collect();
-        Ok(Market {
-            instruments,
-            by_symbol,
-        })
+        Ok(Market::from_instruments(instruments))
     }
 
     /// The earliest open time of the recorded data, and its bar length (replay only).
@@ -673,16 +664,21 @@ impl Market {
                 instruments.push(Instrument::generated(name, seed));
             }
         }
+        Ok(Market::from_instruments(instruments))
+    }
+
+    /// Lists `instruments` sorted by symbol, as Bybit lists them, and indexes them.
+    fn from_instruments(mut instruments: Vec<Instrument>) -> Market {
         instruments.sort_by(|a, b| a.symbol.cmp(&b.symbol));
         let by_symbol = instruments
             .iter()
             .enumerate()
             .map(|(i, x)| (x.symbol.clone(), i))
             .collect();
-        Ok(Market {
+        Market {
             instruments,
             by_symbol,
-        })
+        }
     }
 
     pub fn get(&self, symbol: &str) -> Option<&Instrument> {
