@@ -191,7 +191,10 @@ fn every_ws_fixture_parses_into_its_model() {
                     n.starts_with("ws_private_execution") && !m.data.is_empty()
                 }
                 (WsFrame::Position(m), _) => {
-                    n.starts_with("ws_private_position") && !m.data.is_empty()
+                    // the push's `entryPrice` is the REST `avgPrice`
+                    n.starts_with("ws_private_position")
+                        && !m.data.is_empty()
+                        && m.data.iter().all(|p| p.avg_price.is_some())
                 }
                 (WsFrame::Wallet(m), _) => n.starts_with("ws_private_wallet") && !m.data.is_empty(),
                 (WsFrame::Other { .. }, _) => false,

@@ -5,7 +5,8 @@ use serde::Deserialize;
 
 use crate::de;
 
-/// One row of `/v5/position/list`. `side` is `""` when flat.
+/// One row of `/v5/position/list`, or one `position` WebSocket push. `side` is `""` when
+/// flat.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PositionInfo {
@@ -14,7 +15,8 @@ pub struct PositionInfo {
     pub side: String,
     #[serde(deserialize_with = "de::decimal")]
     pub size: Decimal,
-    #[serde(default, deserialize_with = "de::opt_decimal")]
+    /// `avgPrice` over REST; the `position` WebSocket topic calls it `entryPrice`.
+    #[serde(default, alias = "entryPrice", deserialize_with = "de::opt_decimal")]
     pub avg_price: Option<Decimal>,
     #[serde(default, deserialize_with = "de::opt_decimal")]
     pub position_value: Option<Decimal>,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     account::WalletAccount,
     order::{Execution, Order, OrderId},
+    position::PositionInfo,
 };
 use crate::de;
 
@@ -160,37 +161,6 @@ pub struct PrivateMessage<T> {
     pub data: Vec<T>,
 }
 
-/// A `position` push. Bybit names the average price `entryPrice` here.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WsPosition {
-    pub symbol: String,
-    #[serde(default)]
-    pub side: String,
-    #[serde(deserialize_with = "de::decimal")]
-    pub size: Decimal,
-    #[serde(default, deserialize_with = "de::opt_decimal")]
-    pub entry_price: Option<Decimal>,
-    #[serde(default, deserialize_with = "de::opt_decimal")]
-    pub leverage: Option<Decimal>,
-    #[serde(default, deserialize_with = "de::opt_decimal")]
-    pub mark_price: Option<Decimal>,
-    #[serde(default, deserialize_with = "de::opt_decimal")]
-    pub position_value: Option<Decimal>,
-    #[serde(default, deserialize_with = "de::opt_decimal")]
-    pub take_profit: Option<Decimal>,
-    #[serde(default, deserialize_with = "de::opt_decimal")]
-    pub stop_loss: Option<Decimal>,
-    #[serde(default, deserialize_with = "de::opt_decimal")]
-    pub unrealised_pnl: Option<Decimal>,
-    #[serde(default, deserialize_with = "de::opt_decimal")]
-    pub cum_realised_pnl: Option<Decimal>,
-    #[serde(default)]
-    pub position_idx: i64,
-    #[serde(default, deserialize_with = "de::opt_int")]
-    pub updated_time: Option<i64>,
-}
-
 /// An `op` request: `{"req_id": ..., "op": "subscribe" | "auth" | "ping", "args": [...]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpRequest {
@@ -255,7 +225,7 @@ pub enum WsFrame {
     Trade(TradeMessage),
     Order(PrivateMessage<Order>),
     Execution(PrivateMessage<Execution>),
-    Position(PrivateMessage<WsPosition>),
+    Position(PrivateMessage<PositionInfo>),
     Wallet(PrivateMessage<WalletAccount>),
     /// A topic this client does not model; kept raw.
     Other {

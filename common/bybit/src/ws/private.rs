@@ -10,7 +10,8 @@ use crate::{
     models::{
         account::WalletAccount,
         order::{Execution, Order},
-        ws::{OpRequest, WsFrame, WsPosition},
+        position::PositionInfo,
+        ws::{OpRequest, WsFrame},
     },
     rest::ServerClock,
 };
@@ -45,7 +46,7 @@ pub enum PrivateEvent {
     },
     Order(Box<Order>),
     Execution(Box<Execution>),
-    Position(Box<WsPosition>),
+    Position(Box<PositionInfo>),
     Wallet(Box<WalletAccount>),
 }
 
