@@ -228,23 +228,32 @@ async fn each_order_error_comes_from_the_request_that_should_produce_it() {
         code(c.place_order(&m(step * dec!(1.5), "e2")).await.unwrap_err()),
         Some(ApiCode::ParamError)
     );
+    // An instrument whose smallest order is worth less than its minimum notional, found
+    // from the prices in force, so the 110094 case always runs.
+    let prices: std::collections::HashMap<String, Decimal> = c
+        .tickers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.symbol, t.last_price))
+        .collect();
     let cheap = universe
         .iter()
-        .find(|i| i.lot_size_filter.min_order_qty * i.price_filter.tick_size * dec!(1000) < dec!(5))
-        .unwrap();
-    let cheap_price = last_price(&c, &cheap.symbol).await;
-    if cheap.lot_size_filter.min_order_qty * cheap_price < dec!(5) {
-        let o = CreateOrder::market(
-            &cheap.symbol,
-            Side::Buy,
-            cheap.lot_size_filter.min_order_qty,
-            "e3",
-        );
-        assert_eq!(
-            code(c.place_order(&o).await.unwrap_err()),
-            Some(ApiCode::NotionalBelowMinimum)
-        );
-    }
+        .find(|i| {
+            i.lot_size_filter.min_order_qty * prices[&i.symbol]
+                < i.lot_size_filter.min_notional_value.unwrap()
+        })
+        .expect("the universe has an instrument whose minimum qty is under the minimum notional");
+    let o = CreateOrder::market(
+        &cheap.symbol,
+        Side::Buy,
+        cheap.lot_size_filter.min_order_qty,
+        "e3",
+    );
+    assert_eq!(
+        code(c.place_order(&o).await.unwrap_err()),
+        Some(ApiCode::NotionalBelowMinimum)
+    );
     let over_max = inst.lot_size_filter.max_mkt_order_qty.unwrap() + step;
     assert_eq!(
         code(c.place_order(&m(over_max, "e4")).await.unwrap_err()),
