@@ -2,6 +2,7 @@
 //! scheme, the stable symbol → slot hash, shard ownership, frames, and sequence-gap
 //! detection. See `DESIGN.md` §2 and the README's "Wire format" section.
 
+mod bars;
 mod frame;
 mod intent;
 mod messages;
@@ -11,6 +12,7 @@ mod slot;
 mod topic;
 mod types;
 
+pub use bars::{BarSequencer, Filled, Offer};
 pub use frame::{
     Envelope, Event, FrameError, Received, decode, decode_frame, encode, encode_frame, split_frame,
 };
