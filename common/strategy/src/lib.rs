@@ -9,11 +9,13 @@
 mod mean_reversion;
 mod optimized;
 pub mod params;
+mod settings;
 mod trend_following;
 
 pub use mean_reversion::MeanReversion;
 pub use optimized::{OptimizedFile, OptimizedStrategy, ParamStatus, ParamsError};
 pub use params::{Kind, ParamError, Params, Spec, Value};
+pub use settings::{Roster, StrategySettings, StrategySettingsError};
 pub use trend_following::TrendFollowing;
 
 /// One closed bar, as indicator math sees it.

@@ -1,0 +1,75 @@
+//! Exchange shapes (`common/bybit` models) → bus messages (`common/protocol`).
+
+use shardbot_bybit::models::{
+    market::{InstrumentInfo, Kline},
+    ws::{TickerFields, WsKline},
+};
+use shardbot_protocol::{Bar, Instrument, Interval, Symbol, Ticker};
+
+/// A closed kline from the WebSocket; `None` while the candle is still open or if the
+/// message names an interval or symbol shardbot cannot carry.
+pub fn ws_bar(symbol: &str, k: &WsKline) -> Option<Bar> {
+    if !k.confirm {
+        return None;
+    }
+    Some(Bar {
+        symbol: Symbol::new(symbol).ok()?,
+        interval: k.interval.parse::<Interval>().ok()?,
+        open_time_ms: k.start,
+        open: k.open,
+        high: k.high,
+        low: k.low,
+        close: k.close,
+        volume: k.volume,
+        turnover: k.turnover,
+    })
+}
+
+/// A kline row from REST.
+pub fn rest_bar(symbol: &Symbol, interval: Interval, k: &Kline) -> Bar {
+    Bar {
+        symbol: symbol.clone(),
+        interval,
+        open_time_ms: k.start_ms,
+        open: k.open,
+        high: k.high,
+        low: k.low,
+        close: k.close,
+        volume: k.volume,
+        turnover: k.turnover,
+    }
+}
+
+/// A merged ticker; `None` until it has a last price.
+pub fn ticker(ts: i64, t: &TickerFields) -> Option<Ticker> {
+    Some(Ticker {
+        symbol: Symbol::new(&t.symbol).ok()?,
+        last_price: t.last_price?,
+        mark_price: t.mark_price,
+        index_price: t.index_price,
+        bid1_price: t.bid1_price,
+        ask1_price: t.ask1_price,
+        funding_rate: t.funding_rate,
+        next_funding_time_ms: t.next_funding_time,
+        volume_24h: t.volume24h,
+        turnover_24h: t.turnover24h,
+        ts_ms: ts,
+    })
+}
+
+/// Trading rules of an instrument; `None` for a symbol shardbot cannot carry.
+pub fn instrument(i: &InstrumentInfo) -> Option<Instrument> {
+    Some(Instrument {
+        symbol: Symbol::new(&i.symbol).ok()?,
+        tick_size: i.price_filter.tick_size,
+        qty_step: i.lot_size_filter.qty_step,
+        min_order_qty: i.lot_size_filter.min_order_qty,
+        max_market_order_qty: i
+            .lot_size_filter
+            .max_mkt_order_qty
+            .unwrap_or(i.lot_size_filter.max_order_qty),
+        min_notional: i.lot_size_filter.min_notional_value.unwrap_or_default(),
+        max_leverage: i.leverage_filter.max_leverage,
+        funding_interval_min: i.funding_interval.unwrap_or(480),
+    })
+}
