@@ -1,0 +1,503 @@
+//! The worker's logic without its I/O: bars in, intents (and history requests) out.
+//!
+//! Each owned symbol has a [`BarSequencer`] (so bars reach the strategies once, in order,
+//! with holes refilled from the gateway's history) and one instance of every enabled
+//! strategy. Intents are derived from (strategy, symbol, interval, bar, action), so the
+//! same bar always yields the same intent id, whichever worker process computes it.
+
+use std::collections::{HashMap, HashSet};
+
+use rust_decimal::{Decimal, prelude::FromPrimitive, prelude::ToPrimitive};
+use shardbot_protocol::{
+    Bar, BarSequencer, Filled, Instrument, IntentAction, Interval, Offer, OrderIntent,
+    PositionSnapshot, Shard, Side, Symbol, TimestampMs, now_ms,
+};
+use shardbot_strategy::{Candle, Direction, Position, Roster, Signal, Strategy};
+
+/// What the worker has to do after an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Nothing,
+    /// Send these intents to the router.
+    Intents(Vec<OrderIntent>),
+    /// Ask the gateway for this symbol's closed bars from `from_ms` (`None`: the last
+    /// `history_bars`), then call [`Engine::on_history`].
+    Fetch {
+        symbol: Symbol,
+        from_ms: Option<TimestampMs>,
+    },
+}
+
+struct SymbolState {
+    seq: BarSequencer,
+    strategies: Vec<Box<dyn Strategy>>,
+    warm: bool,
+}
+
+impl std::fmt::Debug for SymbolState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SymbolState")
+            .field("last", &self.seq.last())
+            .field("warm", &self.warm)
+            .finish()
+    }
+}
+
+/// Counters for the worker's periodic log line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EngineStats {
+    pub bars: u64,
+    pub intents: u64,
+    pub refills: u64,
+    pub skipped_bars: u64,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    shard: Shard,
+    interval: Interval,
+    roster: Roster,
+    /// Bars of a refill older than the newest by more than this many intervals only
+    /// update indicator state; newer ones may still trade.
+    late_bars: i64,
+    symbols: HashMap<Symbol, SymbolState>,
+    instruments: HashMap<Symbol, Instrument>,
+    positions: HashMap<Symbol, Position>,
+    stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(shard: Shard, interval: Interval, roster: Roster, late_bars: u32) -> Engine {
+        Engine {
+            shard,
+            interval,
+            roster,
+            late_bars: i64::from(late_bars),
+            symbols: HashMap::new(),
+            instruments: HashMap::new(),
+            positions: HashMap::new(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    pub fn interval(&self) -> Interval {
+        self.interval
+    }
+
+    /// Owned symbols, and how many of them are not warm yet.
+    pub fn symbols(&self) -> (usize, usize) {
+        let cold = self.symbols.values().filter(|s| !s.warm).count();
+        (self.symbols.len(), cold)
+    }
+
+    fn step(&self) -> i64 {
+        self.interval.duration_ms().unwrap_or(1)
+    }
+
+    /// Takes the gateway's universe: starts owning the new symbols of this shard (each
+    /// needs a history fetch) and drops the delisted ones.
+    pub fn set_universe(&mut self, instruments: Vec<Instrument>) -> Vec<Step> {
+        let owned: HashMap<Symbol, Instrument> = instruments
+            .into_iter()
+            .filter(|i| self.shard.owns_symbol(i.symbol.as_str()))
+            .map(|i| (i.symbol.clone(), i))
+            .collect();
+        let gone: Vec<Symbol> = self
+            .symbols
+            .keys()
+            .filter(|s| !owned.contains_key(*s))
+            .cloned()
+            .collect();
+        for s in gone {
+            tracing::info!(symbol = %s, "delisted: dropping its strategies");
+            self.symbols.remove(&s);
+        }
+        let new: Vec<Symbol> = owned
+            .keys()
+            .filter(|s| !self.symbols.contains_key(*s))
+            .cloned()
+            .collect();
+        self.instruments = owned;
+        new.into_iter().filter_map(|s| self.adopt(s)).collect()
+    }
+
+    /// Starts following a symbol: fresh strategies, and a history fetch to warm them.
+    fn adopt(&mut self, symbol: Symbol) -> Option<Step> {
+        let strategies = match self.roster.instantiate(symbol.as_str()) {
+            Ok(v) => v.into_iter().map(|(s, _)| s).collect(),
+            Err(e) => {
+                tracing::error!(symbol = %symbol, error = %e, "cannot build the strategies for this symbol; not trading it");
+                return None;
+            }
+        };
+        let mut seq = BarSequencer::new(self.step());
+        let from_ms = seq.begin_fill().ok().flatten();
+        self.symbols.insert(
+            symbol.clone(),
+            SymbolState {
+                seq,
+                strategies,
+                warm: false,
+            },
+        );
+        Some(Step::Fetch { symbol, from_ms })
+    }
+
+    /// The risk manager's positions. Symbols not in the snapshot are flat.
+    pub fn set_positions(&mut self, snapshot: &PositionSnapshot) {
+        self.positions = snapshot
+            .positions
+            .iter()
+            .filter(|p| p.size > Decimal::ZERO)
+            .map(|p| {
+                let pos = match p.side {
+                    Side::Buy => Position::Long,
+                    Side::Sell => Position::Short,
+                };
+                (p.symbol.clone(), pos)
+            })
+            .collect();
+    }
+
+    /// A closed bar from the bus.
+    pub fn on_bar(&mut self, bar: Bar) -> Step {
+        if bar.interval != self.interval || !self.shard.owns_symbol(bar.symbol.as_str()) {
+            return Step::Nothing;
+        }
+        if !self.symbols.contains_key(&bar.symbol) {
+            if !self.instruments.contains_key(&bar.symbol) {
+                // A listing the worker's universe does not know yet: follow it anyway.
+                tracing::info!(symbol = %bar.symbol, "bar of a symbol not in the universe; following it");
+            }
+            let symbol = bar.symbol.clone();
+            let step = self.adopt(symbol.clone());
+            if let Some(s) = self.symbols.get_mut(&symbol) {
+                s.seq.offer(bar);
+            }
+            return step.unwrap_or(Step::Nothing);
+        }
+        let Some(state) = self.symbols.get_mut(&bar.symbol) else {
+            return Step::Nothing;
+        };
+        let symbol = bar.symbol.clone();
+        match state.seq.offer(bar) {
+            Offer::Ready(bars) => Step::Intents(self.run(&symbol, bars, true)),
+            Offer::Fill { from_ms, .. } => {
+                self.stats.refills += 1;
+                tracing::info!(symbol = %symbol, from_ms, "bars missing; refilling from the gateway");
+                Step::Fetch {
+                    symbol,
+                    from_ms: Some(from_ms),
+                }
+            }
+            Offer::Held | Offer::Duplicate => Step::Nothing,
+        }
+    }
+
+    /// The gateway's answer to a [`Step::Fetch`]. The bars warm the strategies; the
+    /// newest ones (within `late_bars` intervals of the newest known bar) may trade.
+    pub fn on_history(&mut self, symbol: &Symbol, bars: Vec<Bar>) -> Vec<OrderIntent> {
+        let Some(state) = self.symbols.get_mut(symbol) else {
+            return Vec::new();
+        };
+        let Filled { bars, skipped } = state.seq.complete_fill(bars);
+        if !skipped.is_empty() {
+            self.stats.skipped_bars += skipped.len() as u64;
+            tracing::warn!(symbol = %symbol, missing = skipped.len(), "the gateway has no such bars; continuing after them");
+        }
+        let first_warm = !state.warm;
+        state.warm = true;
+        let Some(newest) = bars.last().map(|b| b.open_time_ms) else {
+            return Vec::new();
+        };
+        let act_from = newest - self.late_bars * self.step();
+        let (old, recent): (Vec<Bar>, Vec<Bar>) =
+            bars.into_iter().partition(|b| b.open_time_ms < act_from);
+        if first_warm {
+            tracing::debug!(symbol = %symbol, bars = old.len() + recent.len(), "warmed up");
+        }
+        self.run(symbol, old, false);
+        self.run(symbol, recent, true)
+    }
+
+    /// A history fetch failed: returns the fetch to retry.
+    pub fn history_failed(&mut self, symbol: &Symbol) -> Option<Step> {
+        let state = self.symbols.get_mut(symbol)?;
+        state.seq.abort_fill();
+        let from_ms = state.seq.begin_fill().ok()?;
+        Some(Step::Fetch {
+            symbol: symbol.clone(),
+            from_ms,
+        })
+    }
+
+    /// Feeds bars to the symbol's strategies; with `act`, turns their signals into intents.
+    fn run(&mut self, symbol: &Symbol, bars: Vec<Bar>, act: bool) -> Vec<OrderIntent> {
+        let Some(state) = self.symbols.get_mut(symbol) else {
+            return Vec::new();
+        };
+        let tick = self.instruments.get(symbol).map(|i| i.tick_size);
+        let position = self
+            .positions
+            .get(symbol)
+            .copied()
+            .unwrap_or(Position::Flat);
+        let mut out = Vec::new();
+        for bar in bars {
+            self.stats.bars += 1;
+            let candle = candle(&bar);
+            for strategy in &mut state.strategies {
+                let signals = strategy.on_bar(&candle, if act { position } else { Position::Flat });
+                if !act {
+                    continue;
+                }
+                for signal in signals {
+                    out.push(intent(strategy.name(), &bar, &signal, tick));
+                }
+            }
+        }
+        self.stats.intents += out.len() as u64;
+        out
+    }
+}
+
+fn candle(bar: &Bar) -> Candle {
+    let f = |d: Decimal| d.to_f64().unwrap_or(f64::NAN);
+    Candle {
+        open_time_ms: bar.open_time_ms,
+        open: f(bar.open),
+        high: f(bar.high),
+        low: f(bar.low),
+        close: f(bar.close),
+        volume: f(bar.volume),
+    }
+}
+
+/// A price from indicator math, on the instrument's tick grid.
+fn price(x: f64, tick: Option<Decimal>) -> Option<Decimal> {
+    let d = Decimal::from_f64(x)?;
+    Some(match tick {
+        Some(t) if t > Decimal::ZERO => ((d / t).round() * t).normalize(),
+        _ => d.round_dp(8).normalize(),
+    })
+}
+
+fn intent(strategy: &str, bar: &Bar, signal: &Signal, tick: Option<Decimal>) -> OrderIntent {
+    let (action, sl, tp) = match *signal {
+        Signal::Enter {
+            direction,
+            stop_loss,
+            take_profit,
+        } => {
+            let side = match direction {
+                Direction::Long => Side::Buy,
+                Direction::Short => Side::Sell,
+            };
+            (
+                IntentAction::Enter { side },
+                stop_loss.and_then(|p| price(p, tick)),
+                take_profit.and_then(|p| price(p, tick)),
+            )
+        }
+        Signal::Exit => (IntentAction::Exit, None, None),
+    };
+    OrderIntent::new(
+        strategy,
+        bar.symbol.clone(),
+        bar.interval,
+        bar.open_time_ms,
+        action,
+        bar.close,
+        sl,
+        tp,
+        now_ms(),
+    )
+}
+
+/// The symbols of a universe that a shard owns (for logs and tests).
+pub fn owned(shard: Shard, instruments: &[Instrument]) -> HashSet<Symbol> {
+    instruments
+        .iter()
+        .filter(|i| shard.owns_symbol(i.symbol.as_str()))
+        .map(|i| i.symbol.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rust_decimal_macros::dec;
+    use shardbot_strategy::StrategySettings;
+
+    fn roster() -> Roster {
+        StrategySettings {
+            enabled: vec!["trend_following".into()],
+            interval: "1".into(),
+            parameters_file: "/nonexistent/optimized_parameters.json".into(),
+            history_bars: 100,
+        }
+        .load()
+        .unwrap()
+    }
+
+    fn instrument(sym: &str) -> Instrument {
+        Instrument {
+            symbol: Symbol::new(sym).unwrap(),
+            tick_size: dec!(0.01),
+            qty_step: dec!(0.001),
+            min_order_qty: dec!(0.001),
+            max_market_order_qty: dec!(100),
+            min_notional: dec!(5),
+            max_leverage: dec!(100),
+            funding_interval_min: 480,
+        }
+    }
+
+    /// A zig-zag close series: the 10/30 SMA crossover fires regularly.
+    fn bar(sym: &str, i: i64) -> Bar {
+        let phase = (i as f64 / 25.0 * std::f64::consts::PI).sin();
+        let close = Decimal::from_f64(100.0 + 10.0 * phase).unwrap().round_dp(2);
+        Bar {
+            symbol: Symbol::new(sym).unwrap(),
+            interval: Interval::M1,
+            open_time_ms: i * 60_000,
+            open: close,
+            high: close,
+            low: close,
+            close,
+            volume: dec!(1),
+            turnover: dec!(100),
+        }
+    }
+
+    fn engine() -> Engine {
+        let mut e = Engine::new(Shard::whole(), Interval::M1, roster(), 1);
+        let steps = e.set_universe(vec![instrument("BTCUSDT")]);
+        assert_eq!(
+            steps,
+            vec![Step::Fetch {
+                symbol: Symbol::new("BTCUSDT").unwrap(),
+                from_ms: None
+            }]
+        );
+        e
+    }
+
+    fn feed(e: &mut Engine, from: i64, to: i64) -> Vec<OrderIntent> {
+        let mut out = Vec::new();
+        for i in from..to {
+            match e.on_bar(bar("BTCUSDT", i)) {
+                Step::Intents(v) => out.extend(v),
+                Step::Nothing => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_restarted_engine_produces_the_same_intents_for_the_same_bars() {
+        let btc = Symbol::new("BTCUSDT").unwrap();
+        let mut a = engine();
+        assert!(
+            a.on_history(&btc, (0..100).map(|i| bar("BTCUSDT", i)).collect())
+                .len()
+                <= 2
+        );
+        let first = feed(&mut a, 100, 200);
+        let later = feed(&mut a, 200, 400);
+        assert!(
+            later.len() >= 6,
+            "the test series must trade: {}",
+            later.len()
+        );
+
+        // A second engine starts at bar 200, warming on the same 100 bars of history
+        // that the gateway would serve then.
+        let mut b = engine();
+        let warm = b.on_history(&btc, (100..200).map(|i| bar("BTCUSDT", i)).collect());
+        let again = feed(&mut b, 200, 400);
+        assert_eq!(again, strip_time(&later, &again));
+        // Whatever it acted on while warming (the newest bars) was also what `a` did.
+        for w in &warm {
+            assert!(first.iter().any(|f| f.intent_id == w.intent_id), "{w:?}");
+        }
+    }
+
+    /// Intents equal except for their creation time.
+    fn strip_time(want: &[OrderIntent], like: &[OrderIntent]) -> Vec<OrderIntent> {
+        want.iter()
+            .zip(like)
+            .map(|(w, l)| OrderIntent {
+                created_ms: l.created_ms,
+                ..w.clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_gap_is_refilled_and_late_bars_only_warm() {
+        let btc = Symbol::new("BTCUSDT").unwrap();
+        let mut e = engine();
+        e.on_history(&btc, (0..100).map(|i| bar("BTCUSDT", i)).collect());
+        // bars 100..=104 are lost; 105 arrives
+        assert_eq!(
+            e.on_bar(bar("BTCUSDT", 105)),
+            Step::Fetch {
+                symbol: btc.clone(),
+                from_ms: Some(100 * 60_000)
+            }
+        );
+        assert_eq!(e.on_bar(bar("BTCUSDT", 106)), Step::Nothing, "held");
+        e.on_history(&btc, (100..=105).map(|i| bar("BTCUSDT", i)).collect());
+        assert_eq!(e.stats().bars, 107);
+        // the next bar is in order again
+        assert!(matches!(e.on_bar(bar("BTCUSDT", 107)), Step::Intents(_)));
+    }
+
+    #[test]
+    fn intents_carry_tick_rounded_stops_and_the_bar_close() {
+        let btc = Symbol::new("BTCUSDT").unwrap();
+        let mut e = engine();
+        e.on_history(&btc, (0..100).map(|i| bar("BTCUSDT", i)).collect());
+        let intents = feed(&mut e, 100, 300);
+        let entry = intents
+            .iter()
+            .find(|i| matches!(i.action, IntentAction::Enter { .. }))
+            .unwrap();
+        let sl = entry.stop_loss.unwrap();
+        assert_eq!((sl / dec!(0.01)).fract(), Decimal::ZERO, "{sl}");
+        let b = bar("BTCUSDT", entry.bar_open_time_ms / 60_000);
+        assert_eq!(entry.reference_price, b.close);
+        match entry.action {
+            IntentAction::Enter { side: Side::Buy } => assert!(sl < b.close),
+            _ => assert!(sl > b.close),
+        }
+    }
+
+    #[test]
+    fn only_owned_symbols_and_the_traded_interval_count() {
+        let shard = Shard::new(0, 4).unwrap();
+        let all: Vec<Instrument> = (0..40).map(|i| instrument(&format!("S{i}USDT"))).collect();
+        let mine = owned(shard, &all);
+        let mut e = Engine::new(shard, Interval::M1, roster(), 1);
+        assert_eq!(e.set_universe(all.clone()).len(), mine.len());
+        let foreign = all.iter().find(|i| !mine.contains(&i.symbol)).unwrap();
+        assert_eq!(e.on_bar(bar(foreign.symbol.as_str(), 1)), Step::Nothing);
+        let mut other_interval = bar(mine.iter().next().unwrap().as_str(), 1);
+        other_interval.interval = Interval::M5;
+        assert_eq!(e.on_bar(other_interval), Step::Nothing);
+        // a delisting drops the symbol
+        e.set_universe(
+            all.into_iter()
+                .filter(|i| i.symbol.as_str() != "S0USDT")
+                .collect(),
+        );
+        assert!(e.symbols.keys().all(|s| s.as_str() != "S0USDT"));
+    }
+}

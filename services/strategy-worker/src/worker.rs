@@ -1,0 +1,349 @@
+//! The worker actor: the [`Engine`] plus its I/O (bus frames in; history, positions and
+//! intents over REQ/REP).
+
+use std::time::Duration;
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
+use shardbot_bus::{BusError, Inbound, Requester};
+use shardbot_protocol::{
+    Event, GapDetector, GatewayReply, GatewayRequest, HistoryRequest, OrderIntent, RiskReply,
+    RiskRequest, RouterReply, RouterRequest, SeqCheck, ServiceState, Symbol,
+};
+use shardbot_service::{HeartbeatActor, SetState};
+
+use crate::engine::{Engine, Step};
+
+/// The worker's I/O settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub history_bars: u32,
+    pub intent_attempts: u32,
+    pub positions_retry: Duration,
+    pub universe_refresh: Duration,
+}
+
+const RETRY: Duration = Duration::from_secs(1);
+const STATE_EVERY: Duration = Duration::from_secs(1);
+const STATS_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub struct Worker {
+    cfg: WorkerConfig,
+    engine: Engine,
+    gateway: Requester,
+    router: Requester,
+    risk: Requester,
+    heartbeat: Addr<HeartbeatActor>,
+    positions_known: bool,
+    gaps: GapDetector,
+    bus_gaps: u64,
+    state: Option<ServiceState>,
+}
+
+impl Worker {
+    pub fn new(
+        cfg: WorkerConfig,
+        engine: Engine,
+        gateway: Requester,
+        router: Requester,
+        risk: Requester,
+        heartbeat: Addr<HeartbeatActor>,
+    ) -> Worker {
+        Worker {
+            cfg,
+            engine,
+            gateway,
+            router,
+            risk,
+            heartbeat,
+            positions_known: false,
+            gaps: GapDetector::new(),
+            bus_gaps: 0,
+            state: None,
+        }
+    }
+
+    fn fetch_universe(&self, ctx: &mut Context<Self>) {
+        let gateway = self.gateway.clone();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let r = gateway
+                .request_async::<_, GatewayReply>(GatewayRequest::Universe)
+                .await;
+            addr.do_send(UniverseDone(r));
+        });
+    }
+
+    fn fetch_positions(&self, ctx: &mut Context<Self>) {
+        let risk = self.risk.clone();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let r = risk
+                .request_async::<_, RiskReply>(RiskRequest::Positions)
+                .await;
+            addr.do_send(PositionsDone(r));
+        });
+    }
+
+    fn apply(&mut self, step: Step, ctx: &mut Context<Self>) {
+        match step {
+            Step::Nothing => {}
+            Step::Intents(intents) => self.send(intents),
+            Step::Fetch { symbol, from_ms } => {
+                let req = GatewayRequest::History(HistoryRequest {
+                    symbol: symbol.clone(),
+                    interval: self.engine.interval(),
+                    start_ms: from_ms,
+                    end_ms: None,
+                    limit: if from_ms.is_none() {
+                        self.cfg.history_bars
+                    } else {
+                        0
+                    },
+                });
+                let gateway = self.gateway.clone();
+                let addr = ctx.address();
+                actix::spawn(async move {
+                    let r = gateway.request_async::<_, GatewayReply>(req).await;
+                    addr.do_send(HistoryDone { symbol, result: r });
+                });
+            }
+        }
+    }
+
+    /// Sends intents to the router, each retried with the same id (never doubled: the
+    /// router recognises an intent it has seen).
+    fn send(&self, intents: Vec<OrderIntent>) {
+        for intent in intents {
+            tracing::info!(
+                intent_id = %intent.intent_id,
+                strategy = %intent.strategy,
+                symbol = %intent.symbol,
+                bar_open_ms = intent.bar_open_time_ms,
+                action = intent.action.id_tag(),
+                price = %intent.reference_price,
+                "intent"
+            );
+            let router = self.router.clone();
+            let attempts = self.cfg.intent_attempts.max(1);
+            actix::spawn(async move {
+                for attempt in 1..=attempts {
+                    let r = router
+                        .request_async::<_, RouterReply>(RouterRequest::Submit(intent.clone()))
+                        .await;
+                    match r {
+                        Ok(RouterReply::Placed {
+                            order_id,
+                            duplicate,
+                            ..
+                        }) => {
+                            tracing::info!(intent_id = %intent.intent_id, order_id, duplicate, "intent placed");
+                            return;
+                        }
+                        Ok(RouterReply::Refused { refusal, .. }) => {
+                            tracing::info!(intent_id = %intent.intent_id, code = ?refusal.code, reason = refusal.reason, "intent refused");
+                            return;
+                        }
+                        Ok(RouterReply::Error(e)) => {
+                            tracing::warn!(intent_id = %intent.intent_id, attempt, error = e.message, "router error");
+                        }
+                        Err(e) => {
+                            tracing::warn!(intent_id = %intent.intent_id, attempt, error = %e, "router unreachable");
+                        }
+                    }
+                }
+                tracing::error!(intent_id = %intent.intent_id, symbol = %intent.symbol, attempts, "intent not delivered to the router");
+            });
+        }
+    }
+
+    fn update_state(&mut self) {
+        let (owned, cold) = self.engine.symbols();
+        let state = if owned == 0 {
+            ServiceState::Degraded {
+                reason: "no symbols yet (waiting for the gateway's universe)".into(),
+            }
+        } else if cold > 0 {
+            ServiceState::Degraded {
+                reason: format!("warming {cold} of {owned} symbols"),
+            }
+        } else if !self.positions_known {
+            ServiceState::Degraded {
+                reason: "positions unknown (risk manager not answering); treating symbols as flat"
+                    .into(),
+            }
+        } else {
+            ServiceState::Running
+        };
+        if self.state.as_ref() != Some(&state) {
+            if matches!(state, ServiceState::Running) || owned > 0 && cold == 0 {
+                tracing::info!(symbols = owned, "every owned symbol is warm");
+            }
+            self.heartbeat.do_send(SetState(state.clone()));
+            self.state = Some(state);
+        }
+    }
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.fetch_universe(ctx);
+        self.fetch_positions(ctx);
+        ctx.run_interval(self.cfg.universe_refresh, |act, ctx| {
+            act.fetch_universe(ctx)
+        });
+        ctx.run_interval(STATE_EVERY, |act, _| act.update_state());
+        ctx.run_interval(STATS_EVERY, |act, _| {
+            let s = act.engine.stats();
+            tracing::info!(
+                symbols = act.engine.symbols().0,
+                bars = s.bars,
+                intents = s.intents,
+                refills = s.refills,
+                bus_gaps = act.bus_gaps,
+                skipped_bars = s.skipped_bars,
+                "worker stats"
+            );
+        });
+    }
+}
+
+impl Handler<Inbound> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        let r = msg.0;
+        match r.event {
+            Event::Bar(bar) => {
+                let check = self.gaps.observe(&r.topic.to_string(), r.epoch, r.seq);
+                if let SeqCheck::Gap { from, to } = check {
+                    self.bus_gaps += to - from + 1;
+                }
+                let step = self.engine.on_bar(bar);
+                self.apply(step, ctx);
+            }
+            Event::Positions(snapshot) => {
+                self.engine.set_positions(&snapshot);
+                self.positions_known = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct UniverseDone(Result<GatewayReply, BusError>);
+
+impl Handler<UniverseDone> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, msg: UniverseDone, ctx: &mut Context<Self>) {
+        match msg.0 {
+            Ok(GatewayReply::Universe(u)) => {
+                let first = self.engine.symbols().0 == 0;
+                let steps = self.engine.set_universe(u.instruments);
+                if first {
+                    tracing::info!(
+                        symbols = self.engine.symbols().0,
+                        "universe received; warming up from the gateway's history"
+                    );
+                }
+                for s in steps {
+                    self.apply(s, ctx);
+                }
+            }
+            other => {
+                let why = match other {
+                    Ok(GatewayReply::Error(e)) => e.message,
+                    Ok(_) => "unexpected reply".into(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(
+                    error = why,
+                    "cannot read the universe from the gateway; retrying"
+                );
+                ctx.run_later(RETRY, |act, ctx| act.fetch_universe(ctx));
+            }
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct HistoryDone {
+    symbol: Symbol,
+    result: Result<GatewayReply, BusError>,
+}
+
+impl Handler<HistoryDone> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, msg: HistoryDone, ctx: &mut Context<Self>) {
+        match msg.result {
+            Ok(GatewayReply::History(h)) => {
+                if let Some(seq) = h.last_seq {
+                    let topic = shardbot_protocol::Topic::Bar {
+                        symbol: h.symbol.clone(),
+                        interval: h.interval,
+                    };
+                    self.gaps.resume_at(&topic.to_string(), h.epoch, seq);
+                }
+                let intents = self.engine.on_history(&msg.symbol, h.bars);
+                self.send(intents);
+            }
+            other => {
+                let why = match other {
+                    Ok(GatewayReply::Error(e)) => e.message,
+                    Ok(_) => "unexpected reply".into(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::debug!(symbol = %msg.symbol, error = why, "history not available yet; retrying");
+                let symbol = msg.symbol;
+                ctx.run_later(RETRY, move |act, ctx| {
+                    if let Some(step) = act.engine.history_failed(&symbol) {
+                        act.apply(step, ctx);
+                    }
+                });
+            }
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PositionsDone(Result<RiskReply, BusError>);
+
+impl Handler<PositionsDone> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, msg: PositionsDone, ctx: &mut Context<Self>) {
+        match msg.0 {
+            Ok(RiskReply::Positions(snapshot)) => {
+                tracing::info!(
+                    open = snapshot.positions.len(),
+                    "positions from the risk manager"
+                );
+                self.engine.set_positions(&snapshot);
+                self.positions_known = true;
+            }
+            other => {
+                if !self.positions_known {
+                    let why = match other {
+                        Ok(RiskReply::Error(e)) => e.message,
+                        Ok(_) => "unexpected reply".into(),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::warn!(
+                        error = why,
+                        "no positions from the risk manager yet; treating symbols as flat and asking again"
+                    );
+                    let retry = self.cfg.positions_retry;
+                    ctx.run_later(retry, |act, ctx| act.fetch_positions(ctx));
+                }
+            }
+        }
+    }
+}
