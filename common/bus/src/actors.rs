@@ -69,9 +69,14 @@ pub fn forward_subscription(
             loop {
                 match subscriber.recv(None) {
                     Ok(Some(received)) => {
-                        if to.try_send(Inbound(received)).is_err() && !to.connected() {
+                        if !to.connected() {
                             return;
                         }
+                        // `do_send`, not `try_send`: an actor's mailbox holds 16 messages
+                        // by default and `try_send` fails when it is full, which would drop
+                        // most of a bar-close burst. The socket's receive buffer bounds
+                        // what can pile up here anyway.
+                        to.do_send(Inbound(received));
                     }
                     Ok(None) => {}
                     Err(BusError::Closed) => return,

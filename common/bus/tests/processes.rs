@@ -187,6 +187,7 @@ fn bar(symbol: &str, t: i64) -> Bar {
         close: Decimal::ONE,
         volume: Decimal::ONE,
         turnover: Decimal::ONE,
+        published_ms: None,
     }
 }
 

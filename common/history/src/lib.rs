@@ -260,6 +260,7 @@ fn decode(rec: &[u8], symbol: &Symbol, interval: Interval) -> Bar {
         close: decimal_at(rec, 3),
         volume: decimal_at(rec, 4),
         turnover: decimal_at(rec, 5),
+        published_ms: None,
     }
 }
 
@@ -282,6 +283,7 @@ mod tests {
             close: c,
             volume: Decimal::from_str("12.345").unwrap(),
             turnover: Decimal::from_str("0.000000001").unwrap(),
+            published_ms: None,
         }
     }
 

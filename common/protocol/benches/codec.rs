@@ -18,6 +18,7 @@ fn bar() -> Bar {
         close: dec!(112345.6),
         volume: dec!(123.456),
         turnover: dec!(13870000.12),
+        published_ms: None,
     }
 }
 

@@ -149,6 +149,38 @@ impl BarSequencer {
         out
     }
 
+    /// The open times that completing a fill with `fetched` would skip (holes between
+    /// the last delivered bar, the fetched bars and the held ones), without changing
+    /// anything: a caller can fetch again instead of accepting the holes.
+    pub fn missing_with(&self, fetched: &[Bar]) -> Vec<TimestampMs> {
+        let Some(mut last) = self.last else {
+            return Vec::new();
+        };
+        let mut opens: Vec<TimestampMs> = fetched
+            .iter()
+            .map(|b| b.open_time_ms)
+            .chain(self.held.keys().copied())
+            .filter(|t| *t > last)
+            .collect();
+        opens.sort_unstable();
+        opens.dedup();
+        let mut missing = Vec::new();
+        for open in opens {
+            let mut t = last + self.step_ms;
+            while t < open {
+                missing.push(t);
+                t += self.step_ms;
+            }
+            last = open;
+        }
+        missing
+    }
+
+    /// Open time of the oldest held bar.
+    pub fn first_held(&self) -> Option<TimestampMs> {
+        self.held.keys().next().copied()
+    }
+
     /// A fill failed; it can be begun again. Held bars stay held.
     pub fn abort_fill(&mut self) {
         self.filling = false;
@@ -184,6 +216,7 @@ mod tests {
             close: Decimal::from(i),
             volume: Decimal::ONE,
             turnover: Decimal::ONE,
+            published_ms: None,
         }
     }
 
@@ -230,6 +263,21 @@ mod tests {
         let f = s.complete_fill(vec![bar(2)]);
         assert_eq!(opens(&f.bars), vec![2, 4]);
         assert_eq!(f.skipped, vec![STEP, 3 * STEP]);
+    }
+
+    #[test]
+    fn missing_with_previews_the_holes_of_a_fill() {
+        let mut s = BarSequencer::new(STEP);
+        s.start_after(0);
+        assert!(matches!(s.offer(bar(5)), Offer::Fill { .. }));
+        assert_eq!(s.first_held(), Some(5 * STEP));
+        assert_eq!(s.missing_with(&[bar(1), bar(2)]), vec![3 * STEP, 4 * STEP]);
+        assert!(s.missing_with(&[bar(1), bar(2), bar(3), bar(4)]).is_empty());
+        assert_eq!(s.held(), 1, "nothing changed");
+        assert_eq!(
+            s.complete_fill(vec![bar(1), bar(2)]).skipped,
+            vec![3 * STEP, 4 * STEP]
+        );
     }
 
     #[test]

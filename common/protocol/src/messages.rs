@@ -43,6 +43,13 @@ pub struct Bar {
     /// Quote-coin turnover.
     #[serde(default)]
     pub turnover: Decimal,
+    /// Exchange time at which the gateway first published the bar (`None` for history that
+    /// was never published live, e.g. the gateway's start-up backfill). A bar published
+    /// long after its close (a refill after an outage) is history, not a signal: workers
+    /// decide whether to trade a bar from this stamp, so the decision is the same whether
+    /// they receive the bar live or refill it after a bus drop.
+    #[serde(default)]
+    pub published_ms: Option<TimestampMs>,
 }
 
 impl Publish for Bar {

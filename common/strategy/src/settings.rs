@@ -75,6 +75,9 @@ impl StrategySettings {
     }
 }
 
+/// One strategy built for one symbol, and where its parameters come from.
+pub type Instance = (Box<dyn Strategy>, ParamStatus);
+
 /// The enabled strategies with their parameters, ready to instantiate per symbol.
 #[derive(Debug, Clone)]
 pub struct Roster {
@@ -93,7 +96,7 @@ impl Roster {
     pub fn instantiate(
         &self,
         symbol: &str,
-    ) -> Result<Vec<(Box<dyn Strategy>, ParamStatus)>, BuildError> {
+    ) -> Result<Vec<Instance>, BuildError> {
         self.names
             .iter()
             .map(|name| {

@@ -22,6 +22,7 @@ pub fn ws_bar(symbol: &str, k: &WsKline) -> Option<Bar> {
         close: k.close,
         volume: k.volume,
         turnover: k.turnover,
+        published_ms: None,
     })
 }
 
@@ -37,6 +38,7 @@ pub fn rest_bar(symbol: &Symbol, interval: Interval, k: &Kline) -> Bar {
         close: k.close,
         volume: k.volume,
         turnover: k.turnover,
+        published_ms: None,
     }
 }
 

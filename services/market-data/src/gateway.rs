@@ -18,7 +18,8 @@ use shardbot_bybit::{
 use shardbot_history::HistoryStore;
 use shardbot_protocol::{
     Bar, BarSequencer, ErrorReply, GatewayReply, GatewayRequest, HistoryRequest, HistoryResponse,
-    Instrument, Interval, Offer, ServiceState, Symbol, Ticker, Topic, UniverseResponse, now_ms,
+    Instrument, Interval, Offer, ServiceState, Slot, Symbol, Ticker, Topic, UniverseResponse,
+    now_ms,
 };
 use shardbot_service::{HeartbeatActor, SetState};
 use tokio::sync::{Semaphore, oneshot};
@@ -42,10 +43,16 @@ pub struct GatewayConfig {
 }
 
 const RETRY: Duration = Duration::from_secs(2);
+/// Fetches of a hole before the gateway accepts that the exchange has no such bars.
+const HOLE_RETRIES: u32 = 3;
 const SWEEP: Duration = Duration::from_millis(500);
 const CLOCK_RESYNC: Duration = Duration::from_secs(300);
 const STATS_EVERY: Duration = Duration::from_secs(60);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// The least time without any kline after which the stream is resubscribed.
+const KLINE_SILENCE_MIN: Duration = Duration::from_secs(10);
+/// Ticker flushes are spread over this many phases of `ticker_publish`.
+const TICKER_PHASES: u16 = 10;
 
 type Key = (Symbol, Interval);
 
@@ -88,10 +95,15 @@ pub struct Gateway {
     series: HashMap<Key, Series>,
     tickers: HashMap<Symbol, Ticker>,
     dirty: HashSet<Symbol>,
+    ticker_phase: u16,
     ws: Option<WsHandle>,
+    /// When the stream last carried a kline (open or closed).
+    last_kline: Instant,
     ws_gen: u64,
     fill_slots: Arc<Semaphore>,
     backfill: Option<Backfill>,
+    /// Fetches repeated because they left a hole, per series.
+    fill_attempts: HashMap<Key, u32>,
     stats: Stats,
 }
 
@@ -115,10 +127,13 @@ impl Gateway {
             series: HashMap::new(),
             tickers: HashMap::new(),
             dirty: HashSet::new(),
+            ticker_phase: 0,
             ws: None,
+            last_kline: Instant::now(),
             ws_gen: 0,
             fill_slots: slots,
             backfill: None,
+            fill_attempts: HashMap::new(),
             stats: Stats::default(),
         }
     }
@@ -207,7 +222,7 @@ impl Gateway {
                             ready: false,
                         },
                     );
-                    self.spawn_fill(s.clone(), i, None, ctx);
+                    self.spawn_fill(s.clone(), i, None, None, ctx);
                 }
             }
         }
@@ -232,6 +247,7 @@ impl Gateway {
             })
             .collect();
         self.ws_gen += 1;
+        self.last_kline = Instant::now();
         let generation = self.ws_gen;
         let n_topics = topics.len();
         let (handle, mut rx) = spawn_public(&self.cfg.public_ws_url, topics, self.cfg.ws.clone());
@@ -254,11 +270,15 @@ impl Gateway {
         });
     }
 
+    /// Fetches closed bars from `from` (`None`: the last `history_bars`) to the exchange's
+    /// now, and at least to `until` (bars the stream has already shown to be closed,
+    /// whatever our estimate of the exchange's clock says).
     fn spawn_fill(
         &mut self,
         symbol: Symbol,
         interval: Interval,
         from: Option<i64>,
+        until: Option<i64>,
         ctx: &mut Context<Self>,
     ) {
         let client = self.client.clone();
@@ -268,7 +288,7 @@ impl Gateway {
         self.stats.fills += 1;
         actix::spawn(async move {
             let result = match slots.acquire_owned().await {
-                Ok(_permit) => fetch_closed(&client, &symbol, interval, from, history).await,
+                Ok(_permit) => fetch_closed(&client, &symbol, interval, from, until, history).await,
                 Err(_) => Err("the gateway is stopping".to_owned()),
             };
             addr.do_send(FillDone {
@@ -294,12 +314,31 @@ impl Gateway {
                     if let Some(s) = act.series.get_mut(&key)
                         && let Ok(from) = s.seq.begin_fill()
                     {
-                        act.spawn_fill(key.0.clone(), key.1, from, ctx);
+                        act.spawn_fill(key.0.clone(), key.1, from, None, ctx);
                     }
                 });
                 return;
             }
         };
+        // Holes the fetch did not cover (the exchange's REST can lag its stream, or our
+        // estimate of its clock lagged): fetch again, up to what the held bars prove
+        // closed, before accepting a hole.
+        let missing = series.seq.missing_with(&fetched);
+        if !missing.is_empty() {
+            let attempts = self.fill_attempts.entry(key.clone()).or_insert(0);
+            if *attempts < HOLE_RETRIES {
+                *attempts += 1;
+                let attempt = *attempts;
+                series.seq.abort_fill();
+                let until = series.seq.first_held().map(|h| h - step_ms(key.1));
+                if let Ok(from) = series.seq.begin_fill() {
+                    tracing::debug!(symbol = %key.0, missing = missing.len(), attempt, ?until, "fill left a hole; fetching again");
+                    self.spawn_fill(key.0, key.1, from, until, ctx);
+                }
+                return;
+            }
+        }
+        self.fill_attempts.remove(&key);
         let initial = !series.ready;
         // A first fill is history: workers read it over REP. Only bars that arrived live
         // while it ran (newer than what REST returned) are news to publish.
@@ -316,6 +355,8 @@ impl Gateway {
                 interval = %key.1,
                 missing = filled.skipped.len(),
                 first_missing_ms = filled.skipped[0],
+                delivered = filled.bars.len(),
+                clock_ms = self.client.raw().clock().now_ms(),
                 "the exchange has no such bars; continuing after them"
             );
         }
@@ -374,11 +415,13 @@ impl Gateway {
         {
             tracing::warn!(symbol = %key.0, error = %e, "cannot persist bars to the history store");
         }
+        let now = self.client.raw().clock().now_ms();
         let Some(series) = self.series.get_mut(key) else {
             return;
         };
-        for bar in bars {
+        for mut bar in bars {
             if publish_after.is_none_or(|t| bar.open_time_ms > t) {
+                bar.published_ms = Some(now);
                 match self.publisher.publish(&bar) {
                     Ok(_) => self.stats.bars_published += 1,
                     Err(e) => tracing::warn!(symbol = %key.0, error = %e, "cannot publish a bar"),
@@ -398,9 +441,9 @@ impl Gateway {
         };
         match series.seq.offer(bar) {
             Offer::Ready(bars) => self.deliver(&key, bars, None),
-            Offer::Fill { from_ms, .. } => {
+            Offer::Fill { from_ms, to_ms } => {
                 tracing::info!(symbol = %key.0, interval = %key.1, from_ms, "closed bars missing on the stream; fetching them");
-                self.spawn_fill(key.0, key.1, Some(from_ms), ctx);
+                self.spawn_fill(key.0, key.1, Some(from_ms), Some(to_ms), ctx);
             }
             Offer::Held | Offer::Duplicate => {}
         }
@@ -424,12 +467,25 @@ impl Gateway {
             );
         }
         for ((symbol, interval), from) in stale {
-            self.spawn_fill(symbol, interval, from, ctx);
+            self.spawn_fill(symbol, interval, from, None, ctx);
         }
     }
 
+    /// Publishes one tenth of the changed tickers (by slot), so a flush never lands on
+    /// subscribers as one burst of 600+ frames on top of a bar close: every subscriber
+    /// receives every frame (nng filters in the subscriber) and a queue that overflows
+    /// drops silently.
     fn flush_tickers(&mut self) {
-        for sym in std::mem::take(&mut self.dirty) {
+        self.ticker_phase = (self.ticker_phase + 1) % TICKER_PHASES;
+        let phase = self.ticker_phase;
+        let due: Vec<Symbol> = self
+            .dirty
+            .iter()
+            .filter(|s| Slot::of(s.as_str()).get() % TICKER_PHASES == phase)
+            .cloned()
+            .collect();
+        for sym in due {
+            self.dirty.remove(&sym);
             if let Some(t) = self.tickers.get(&sym) {
                 match self.publisher.publish(t) {
                     Ok(_) => self.stats.tickers_published += 1,
@@ -536,11 +592,12 @@ async fn fetch_closed(
     symbol: &Symbol,
     interval: Interval,
     from: Option<i64>,
+    until: Option<i64>,
     history: usize,
 ) -> Result<Vec<Bar>, String> {
     let step = step_ms(interval);
     let now = client.raw().clock().now_ms();
-    let last_closed_open = (now / step) * step - step;
+    let last_closed_open = ((now / step) * step - step).max(until.unwrap_or(i64::MIN));
     let earliest = last_closed_open - (history as i64 - 1) * step;
     let start = from.map_or(earliest, |f| f.max(earliest));
     if start > last_closed_open {
@@ -552,7 +609,7 @@ async fn fetch_closed(
         .map_err(|e| e.to_string())?;
     Ok(klines
         .iter()
-        .filter(|k| k.start_ms + step <= now)
+        .filter(|k| k.start_ms <= last_closed_open)
         .map(|k| convert::rest_bar(symbol, interval, k))
         .collect())
 }
@@ -562,11 +619,26 @@ impl Actor for Gateway {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.discover(ctx);
-        ctx.run_interval(self.cfg.ticker_publish, |act, _| act.flush_tickers());
+        ctx.run_interval(
+            self.cfg.ticker_publish / u32::from(TICKER_PHASES),
+            |act, _| act.flush_tickers(),
+        );
         ctx.run_interval(self.cfg.universe_refresh, |act, ctx| act.discover(ctx));
         ctx.run_interval(SWEEP, |act, ctx| {
             let grace = act.cfg.stale_after.as_millis() as f64 * act.client.raw().clock().rate();
             act.catch_up(grace as i64, "late bar", ctx);
+            // A connection can stay alive (pongs) while its subscriptions are gone, e.g.
+            // a subscribe sent into a stalled session: klines stop although nothing
+            // disconnects. REST refills would hide it forever; resubscribe instead.
+            let silence = (act.cfg.stale_after * 4).max(KLINE_SILENCE_MIN);
+            if act.ws.is_some() && act.last_kline.elapsed() > silence {
+                tracing::warn!(
+                    silent_s = act.last_kline.elapsed().as_secs(),
+                    "no kline on the public stream although it is connected; resubscribing"
+                );
+                act.stats.ws_disconnects += 1;
+                act.restart_ws(ctx);
+            }
         });
         ctx.run_interval(CLOCK_RESYNC, |act, _| {
             let client = act.client.clone();
@@ -640,6 +712,7 @@ impl Handler<Ws> for Gateway {
         }
         match msg.event {
             PublicEvent::Kline { symbol, kline } => {
+                self.last_kline = Instant::now();
                 if let Some(bar) = convert::ws_bar(&symbol, &kline) {
                     self.on_live_bar(bar, ctx);
                 }

@@ -5,7 +5,10 @@
 //! strategy. Intents are derived from (strategy, symbol, interval, bar, action), so the
 //! same bar always yields the same intent id, whichever worker process computes it.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use rust_decimal::{Decimal, prelude::FromPrimitive, prelude::ToPrimitive};
 use shardbot_protocol::{
@@ -32,7 +35,12 @@ struct SymbolState {
     seq: BarSequencer,
     strategies: Vec<Box<dyn Strategy>>,
     warm: bool,
+    /// When [`Engine::sweep`] last fetched this symbol.
+    swept_at: Option<Instant>,
 }
+
+/// The least time between two sweep refills of one symbol.
+pub const SWEEP_BACKOFF: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for SymbolState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,6 +150,7 @@ impl Engine {
                 seq,
                 strategies,
                 warm: false,
+                swept_at: None,
             },
         );
         Some(Step::Fetch { symbol, from_ms })
@@ -185,7 +194,10 @@ impl Engine {
         };
         let symbol = bar.symbol.clone();
         match state.seq.offer(bar) {
-            Offer::Ready(bars) => Step::Intents(self.run(&symbol, bars, true)),
+            Offer::Ready(bars) => {
+                let bars = bars.into_iter().map(|b| (self.tradable(&b), b)).collect();
+                Step::Intents(self.run(&symbol, bars))
+            }
             Offer::Fill { from_ms, .. } => {
                 self.stats.refills += 1;
                 tracing::info!(symbol = %symbol, from_ms, "bars missing; refilling from the gateway");
@@ -198,8 +210,20 @@ impl Engine {
         }
     }
 
-    /// The gateway's answer to a [`Step::Fetch`]. The bars warm the strategies; the
-    /// newest ones (within `late_bars` intervals of the newest known bar) may trade.
+    /// Whether a bar may trade: the gateway published it within `late_bars` intervals of
+    /// its close. The stamp travels with the bar (live and in history replies), so a bar
+    /// gets the same decision whether it arrived live or was refilled after a bus drop;
+    /// bars the gateway itself caught up on after an outage are history, not signals.
+    fn tradable(&self, bar: &Bar) -> bool {
+        let step = self.step();
+        bar.published_ms
+            .is_some_and(|p| p - (bar.open_time_ms + step) <= self.late_bars * step)
+    }
+
+    /// The gateway's answer to a [`Step::Fetch`]. Every bar warms the strategies; a bar
+    /// trades if [`tradable`](Self::tradable) and, on the first warm-up (start or restart),
+    /// only if it is among the newest `late_bars + 1` (older ones were someone else's to
+    /// trade, or are stale).
     pub fn on_history(&mut self, symbol: &Symbol, bars: Vec<Bar>) -> Vec<OrderIntent> {
         let Some(state) = self.symbols.get_mut(symbol) else {
             return Vec::new();
@@ -214,14 +238,49 @@ impl Engine {
         let Some(newest) = bars.last().map(|b| b.open_time_ms) else {
             return Vec::new();
         };
-        let act_from = newest - self.late_bars * self.step();
-        let (old, recent): (Vec<Bar>, Vec<Bar>) =
-            bars.into_iter().partition(|b| b.open_time_ms < act_from);
+        let act_from = if first_warm {
+            newest - self.late_bars * self.step()
+        } else {
+            i64::MIN
+        };
+        let bars: Vec<(bool, Bar)> = bars
+            .into_iter()
+            .map(|b| (b.open_time_ms >= act_from && self.tradable(&b), b))
+            .collect();
         if first_warm {
-            tracing::debug!(symbol = %symbol, bars = old.len() + recent.len(), "warmed up");
+            tracing::debug!(symbol = %symbol, bars = bars.len(), "warmed up");
         }
-        self.run(symbol, old, false);
-        self.run(symbol, recent, true)
+        self.run(symbol, bars)
+    }
+
+    /// Refills symbols that fell behind the others: a bar dropped on the bus is otherwise
+    /// noticed only when the symbol's next bar arrives, which after an outage can take a
+    /// while. A symbol at least two bars behind the newest bar of any symbol is fetched
+    /// (at most every [`SWEEP_BACKOFF`], so a halted symbol does not spin).
+    pub fn sweep(&mut self, now: Instant) -> Vec<Step> {
+        let Some(newest) = self.symbols.values().filter_map(|s| s.seq.last()).max() else {
+            return Vec::new();
+        };
+        let step = self.step();
+        let mut out = Vec::new();
+        for (symbol, state) in &mut self.symbols {
+            let behind = state.warm && state.seq.last().is_some_and(|l| l < newest - step);
+            let recently = state
+                .swept_at
+                .is_some_and(|t| now.duration_since(t) < SWEEP_BACKOFF);
+            if behind
+                && !recently
+                && let Ok(from_ms) = state.seq.begin_fill()
+            {
+                state.swept_at = Some(now);
+                self.stats.refills += 1;
+                out.push(Step::Fetch {
+                    symbol: symbol.clone(),
+                    from_ms,
+                });
+            }
+        }
+        out
     }
 
     /// A history fetch failed: returns the fetch to retry.
@@ -235,8 +294,9 @@ impl Engine {
         })
     }
 
-    /// Feeds bars to the symbol's strategies; with `act`, turns their signals into intents.
-    fn run(&mut self, symbol: &Symbol, bars: Vec<Bar>, act: bool) -> Vec<OrderIntent> {
+    /// Feeds bars to the symbol's strategies; for those marked to act, turns their signals
+    /// into intents.
+    fn run(&mut self, symbol: &Symbol, bars: Vec<(bool, Bar)>) -> Vec<OrderIntent> {
         let Some(state) = self.symbols.get_mut(symbol) else {
             return Vec::new();
         };
@@ -247,7 +307,7 @@ impl Engine {
             .copied()
             .unwrap_or(Position::Flat);
         let mut out = Vec::new();
-        for bar in bars {
+        for (act, bar) in bars {
             self.stats.bars += 1;
             let candle = candle(&bar);
             for strategy in &mut state.strategies {
@@ -372,6 +432,7 @@ mod tests {
             close,
             volume: dec!(1),
             turnover: dec!(100),
+            published_ms: Some((i + 1) * 60_000 + 1_000),
         }
     }
 
@@ -438,6 +499,74 @@ mod tests {
                 ..w.clone()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_bar_dropped_and_refilled_trades_exactly_as_if_received() {
+        let btc = Symbol::new("BTCUSDT").unwrap();
+        let mut a = engine();
+        a.on_history(&btc, (0..100).map(|i| bar("BTCUSDT", i)).collect());
+        let want = feed(&mut a, 100, 300);
+        let mut b = engine();
+        b.on_history(&btc, (0..100).map(|i| bar("BTCUSDT", i)).collect());
+        let mut got = feed(&mut b, 100, 150);
+        // bars 150..=159 are lost on the bus; 160 arrives and triggers a refill
+        assert!(matches!(b.on_bar(bar("BTCUSDT", 160)), Step::Fetch { .. }));
+        got.extend(b.on_history(&btc, (150..160).map(|i| bar("BTCUSDT", i)).collect()));
+        got.extend(feed(&mut b, 161, 300));
+        let ids = |v: &[OrderIntent]| v.iter().map(|i| i.intent_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&got), ids(&want));
+    }
+
+    #[test]
+    fn a_symbol_left_behind_is_refilled_by_the_sweep() {
+        let mut e = Engine::new(Shard::whole(), Interval::M1, roster(), 1);
+        e.set_universe(vec![instrument("AUSDT"), instrument("BUSDT")]);
+        for s in ["AUSDT", "BUSDT"] {
+            let sym = Symbol::new(s).unwrap();
+            e.on_history(&sym, (0..100).map(|i| bar(s, i)).collect());
+        }
+        let t0 = Instant::now();
+        assert!(e.sweep(t0).is_empty(), "level");
+        // A gets bars 100 and 101; B's were dropped and nothing more comes for it
+        e.on_bar(bar("AUSDT", 100));
+        assert!(
+            e.sweep(t0).is_empty(),
+            "one bar behind is a bar close in progress"
+        );
+        e.on_bar(bar("AUSDT", 101));
+        let b = Symbol::new("BUSDT").unwrap();
+        assert_eq!(
+            e.sweep(t0),
+            vec![Step::Fetch {
+                symbol: b.clone(),
+                from_ms: Some(100 * 60_000)
+            }]
+        );
+        assert!(e.sweep(t0).is_empty(), "a fill is under way");
+        e.on_history(&b, vec![]); // the gateway had nothing newer
+        assert!(e.sweep(t0 + Duration::from_secs(1)).is_empty(), "backs off");
+        assert_eq!(e.sweep(t0 + SWEEP_BACKOFF).len(), 1);
+    }
+
+    #[test]
+    fn bars_published_long_after_their_close_only_warm() {
+        let btc = Symbol::new("BTCUSDT").unwrap();
+        let mut e = engine();
+        e.on_history(&btc, (0..100).map(|i| bar("BTCUSDT", i)).collect());
+        let mut late = Vec::new();
+        for i in 100..300 {
+            let mut b = bar("BTCUSDT", i);
+            b.published_ms = Some((i + 3) * 60_000); // caught up 2 bars after its close
+            if let Step::Intents(v) = e.on_bar(b) {
+                late.extend(v);
+            }
+        }
+        assert!(late.is_empty(), "{late:?}");
+        assert_eq!(e.stats().bars, 300, "but they still update the indicators");
+        let mut never = bar("BTCUSDT", 300);
+        never.published_ms = None;
+        assert_eq!(e.on_bar(never), Step::Intents(vec![]));
     }
 
     #[test]

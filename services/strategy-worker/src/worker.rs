@@ -1,7 +1,10 @@
 //! The worker actor: the [`Engine`] plus its I/O (bus frames in; history, positions and
 //! intents over REQ/REP).
 
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
 use shardbot_bus::{BusError, Inbound, Requester};
@@ -10,6 +13,7 @@ use shardbot_protocol::{
     RiskRequest, RouterReply, RouterRequest, SeqCheck, ServiceState, Symbol,
 };
 use shardbot_service::{HeartbeatActor, SetState};
+use tokio::sync::Semaphore;
 
 use crate::engine::{Engine, Step};
 
@@ -24,6 +28,7 @@ pub struct WorkerConfig {
 
 const RETRY: Duration = Duration::from_secs(1);
 const STATE_EVERY: Duration = Duration::from_secs(1);
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
 const STATS_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
@@ -38,7 +43,11 @@ pub struct Worker {
     gaps: GapDetector,
     bus_gaps: u64,
     state: Option<ServiceState>,
+    history_slots: Arc<Semaphore>,
 }
+
+/// History requests a worker has in flight at once.
+const HISTORY_IN_FLIGHT: usize = 8;
 
 impl Worker {
     pub fn new(
@@ -60,6 +69,7 @@ impl Worker {
             gaps: GapDetector::new(),
             bus_gaps: 0,
             state: None,
+            history_slots: Arc::new(Semaphore::new(HISTORY_IN_FLIGHT)),
         }
     }
 
@@ -103,7 +113,11 @@ impl Worker {
                 });
                 let gateway = self.gateway.clone();
                 let addr = ctx.address();
+                let slots = self.history_slots.clone();
                 actix::spawn(async move {
+                    // Bounded, so a worker warming hundreds of symbols does not queue
+                    // them all on the gateway's single replier at once.
+                    let _permit = slots.acquire_owned().await;
                     let r = gateway.request_async::<_, GatewayReply>(req).await;
                     addr.do_send(HistoryDone { symbol, result: r });
                 });
@@ -195,6 +209,11 @@ impl Actor for Worker {
             act.fetch_universe(ctx)
         });
         ctx.run_interval(STATE_EVERY, |act, _| act.update_state());
+        ctx.run_interval(SWEEP_EVERY, |act, ctx| {
+            for step in act.engine.sweep(Instant::now()) {
+                act.apply(step, ctx);
+            }
+        });
         ctx.run_interval(STATS_EVERY, |act, _| {
             let s = act.engine.stats();
             tracing::info!(

@@ -77,6 +77,7 @@ fn bar(t: i64) -> Bar {
         close: Decimal::new(11_234_560, 2),
         volume: Decimal::new(123_456, 3),
         turnover: Decimal::new(1_387_000_012, 2),
+        published_ms: None,
     }
 }
 

@@ -1,0 +1,295 @@
+//! The end-to-end harness: a private folder per test with its own configuration, bus
+//! endpoints and logs; the real service binaries started as processes; bybit-sim on a free
+//! port; helpers to watch the bus and to drive the sim's fault injection.
+//!
+//! The binaries are the release builds (`scripts/test` builds them first).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: failing loudly is the point
+
+use std::{
+    fs,
+    io::Write,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use shardbot_bus::{BusOptions, Requester, Subscriber};
+use shardbot_bybit::{Environment, ExchangeSettings, rest::BybitClient};
+use shardbot_protocol::{Event, GatewayReply, GatewayRequest, Heartbeat, Topic};
+
+/// Path of a workspace binary: the release build in the same target folder as the running
+/// test (`SHARDBOT_BIN_DIR` overrides). Release, because these tests run the stack at an
+/// accelerated clock with 600 symbols, as users run it; debug builds are 10-50× slower and
+/// would measure the build profile, not the stack.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("SHARDBOT_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("test executable path");
+            exe.parent()
+                .and_then(Path::parent)
+                .and_then(Path::parent)
+                .expect("target/<profile>/deps")
+                .join("release")
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the services first (scripts/test does: cargo build --release \
+         --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A stack's private folder: configuration, endpoints, logs, history.
+#[derive(Debug)]
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub sim_url: String,
+    pub config: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+impl Stack {
+    /// Writes `config.toml`: everything under the stack's folder, bybit-sim on a free port,
+    /// plus `extra` TOML appended (its sections must not repeat the ones written here;
+    /// `{sim_listen}` in it becomes the sim's address, for `[sim] listen`).
+    pub fn new(extra: &str) -> Stack {
+        let dir = tempfile::Builder::new().prefix("sb-e2e").tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let port = free_port();
+        let sim_url = format!("http://127.0.0.1:{port}");
+        let config = dir.path().join("config.toml");
+        let extra = extra.replace("{sim_listen}", &format!("127.0.0.1:{port}"));
+        let text = format!(
+            r#"[log]
+dir = "{d}/log"
+level = "info"
+
+[endpoints]
+market_data_pub = "ipc://{d}/md.pub"
+market_data_rep = "ipc://{d}/md.rep"
+order_router_pub = "ipc://{d}/router.pub"
+order_router_rep = "ipc://{d}/router.rep"
+risk_manager_pub = "ipc://{d}/risk.pub"
+risk_manager_rep = "ipc://{d}/risk.rep"
+heartbeat = "ipc://{d}/hb-{{service}}-{{instance}}.pub"
+
+[exchange]
+sim_base_url = "{sim_url}"
+
+{extra}
+"#
+        );
+        fs::write(&config, text).unwrap();
+        Stack {
+            dir,
+            sim_url,
+            config,
+            children: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// An endpoint URL inside the stack's folder.
+    pub fn ipc(&self, name: &str) -> String {
+        format!("ipc://{}/{name}", self.dir.path().display())
+    }
+
+    /// Starts a binary with `--config` and extra arguments and environment; its output goes
+    /// to `<dir>/<label>.out`. Returns its pid.
+    pub fn spawn(&mut self, label: &str, binary: &str, args: &[&str], env: &[(&str, &str)]) -> u32 {
+        let out = fs::File::create(self.path(&format!("{label}.out"))).unwrap();
+        let mut cmd = Command::new(bin(binary));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .env_remove("RUST_LOG")
+            .env_remove("SHARDBOT_CONFIG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let pid = child.id();
+        self.children.push((label.to_owned(), child));
+        pid
+    }
+
+    /// kill -9 of a process started with [`spawn`](Self::spawn).
+    pub fn kill9(&mut self, label: &str) {
+        let i = self
+            .children
+            .iter()
+            .position(|(l, _)| l == label)
+            .unwrap_or_else(|| panic!("no process {label}"));
+        let (_, mut child) = self.children.remove(i);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// The output of a process so far (for failure messages).
+    pub fn output(&self, label: &str) -> String {
+        fs::read_to_string(self.path(&format!("{label}.out"))).unwrap_or_default()
+    }
+
+    /// Fails if a started process has exited.
+    pub fn assert_alive(&mut self) {
+        for (label, child) in &mut self.children {
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = fs::read_to_string(self.dir.path().join(format!("{label}.out")))
+                    .unwrap_or_default();
+                panic!("{label} exited ({status}):\n{out}");
+            }
+        }
+    }
+
+    /// A REST client for the stack's bybit-sim (public endpoints).
+    pub fn client(&self) -> BybitClient {
+        ExchangeSettings {
+            environment: Environment::Sim,
+            sim_base_url: self.sim_url.clone(),
+            rest_url: String::new(),
+            public_ws_url: String::new(),
+            private_ws_url: String::new(),
+            recv_window_ms: 5000,
+            request_timeout_ms: 10_000,
+            ip_requests_per_5s: 50,
+            ws_ping_interval_ms: 20_000,
+            ws_dead_after_ms: 45_000,
+        }
+        .client(None)
+        .unwrap()
+    }
+
+    /// POSTs JSON to one of bybit-sim's `/admin` endpoints.
+    pub fn admin(&self, path: &str, body: &str) {
+        // The project's client installs the TLS provider reqwest needs.
+        let _ = self.client();
+        let url = format!("{}{path}", self.sim_url);
+        let body = body.to_owned();
+        let status = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                reqwest::Client::new()
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            })
+            .unwrap();
+        assert!(status.is_success(), "POST {path}: {status}");
+    }
+
+    /// Waits until the gateway answers a universe request; returns the symbols.
+    pub fn wait_for_universe(&mut self, within: Duration) -> Vec<String> {
+        let req = Requester::dial(&self.ipc("md.rep"), &BusOptions::default()).unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            self.assert_alive();
+            if let Ok(GatewayReply::Universe(u)) = req.request_within::<_, GatewayReply>(
+                &GatewayRequest::Universe,
+                Duration::from_secs(2),
+            ) {
+                return u
+                    .instruments
+                    .into_iter()
+                    .map(|i| i.symbol.to_string())
+                    .collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no universe from the gateway within {within:?}:\n{}",
+                self.output("market-data")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until a process's heartbeat (on its endpoint `hb_url`) satisfies `ok`.
+    pub fn wait_heartbeat(
+        &mut self,
+        hb_url: &str,
+        within: Duration,
+        mut ok: impl FnMut(&Heartbeat) -> bool,
+    ) -> Heartbeat {
+        let sub = Subscriber::dial(&[hb_url], &BusOptions::default()).unwrap();
+        sub.subscribe(Topic::HEARTBEAT_PREFIX).unwrap();
+        let deadline = Instant::now() + within;
+        let mut last = None;
+        loop {
+            self.assert_alive();
+            if let Ok(Some(r)) = sub.recv(Some(Duration::from_millis(200)))
+                && let Event::Heartbeat(hb) = r.event
+            {
+                if ok(&hb) {
+                    return hb;
+                }
+                last = Some(hb);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "heartbeat on {hb_url} not as expected within {within:?}; last: {last:?}"
+            );
+        }
+    }
+
+    /// Appends a line to a file in the stack's folder (e.g. a parameters file).
+    pub fn write(&self, rel: &str, text: &str) {
+        let mut f = fs::File::create(self.path(rel)).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, child) in &mut self.children {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::env::var_os("SHARDBOT_KEEP_E2E").is_some() {
+            let kept = self.dir.path().to_path_buf();
+            eprintln!("keeping {}", kept.display());
+            std::mem::forget(std::mem::replace(
+                &mut self.dir,
+                tempfile::tempdir().unwrap(),
+            ));
+        }
+    }
+}
