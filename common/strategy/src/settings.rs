@@ -93,10 +93,7 @@ impl Roster {
     /// Fresh instances of every enabled strategy for `symbol`, with where their
     /// parameters come from. Checked by [`StrategySettings::load`], so this cannot fail
     /// for a name that loaded.
-    pub fn instantiate(
-        &self,
-        symbol: &str,
-    ) -> Result<Vec<Instance>, BuildError> {
+    pub fn instantiate(&self, symbol: &str) -> Result<Vec<Instance>, BuildError> {
         self.names
             .iter()
             .map(|name| {

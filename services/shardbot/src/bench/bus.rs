@@ -81,7 +81,7 @@ fn bar(t: i64) -> Bar {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -1,6 +1,7 @@
 //! `shardbot bench ...`: benchmarks that print their figures.
 
 mod bus;
+mod pipeline;
 
 use clap::Subcommand;
 
@@ -10,6 +11,10 @@ pub enum BenchCommand {
     /// and 4 subscriber processes (burst and paced), REQ/REP round trip p50/p99, and the
     /// MessagePack encode+decode cost of a bar.
     Bus(bus::BusBenchArgs),
+    /// Bar close -> order intent latency (p50/p99) across the bus with 1, 2 and 4 real
+    /// strategy-worker processes on a 600-symbol synthetic universe (needs the release
+    /// strategy-worker binary next to this one).
+    Pipeline(pipeline::PipelineBenchArgs),
     /// (internal) One subscriber process of `bench bus`.
     #[command(hide = true)]
     BusSub {
@@ -27,6 +32,7 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Bus(args) => bus::run(&args),
+        BenchCommand::Pipeline(args) => pipeline::run(&args),
         BenchCommand::BusSub { url } => bus::subscriber_process(&url),
         BenchCommand::BusRep { url } => bus::replier_process(&url),
     }
