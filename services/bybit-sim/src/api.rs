@@ -156,7 +156,7 @@ fn instruments_info(ex: &Exchange, q: &HashMap<String, String>) -> HttpResponse 
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|i| instrument_json(i))
+        .map(|i| instrument_json(i, &ex.status_of(&i.symbol)))
         .collect();
     let next = if offset + limit < selected.len() {
         format!("next-{}", offset + limit)
@@ -169,11 +169,11 @@ fn instruments_info(ex: &Exchange, q: &HashMap<String, String>) -> HttpResponse 
     )
 }
 
-fn instrument_json(i: &crate::market::Instrument) -> Value {
+fn instrument_json(i: &crate::market::Instrument, status: &str) -> Value {
     json!({
         "symbol": i.symbol,
         "contractType": "LinearPerpetual",
-        "status": "Trading",
+        "status": status,
         "baseCoin": i.symbol.trim_end_matches("USDT"),
         "quoteCoin": "USDT",
         "settleCoin": "USDT",
@@ -486,6 +486,40 @@ pub async fn set_faults(state: State, body: web::Json<crate::faults::FaultConfig
     tracing::warn!(faults = ?body.0, "fault injection changed");
     state.faults.set(body.into_inner());
     HttpResponse::Ok().json(state.faults.config())
+}
+
+/// Body of `POST /admin/instruments/status`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    pub symbol: String,
+    pub status: String,
+}
+
+/// `POST /admin/instruments/status` with `{"symbol": ..., "status": ...}`: what
+/// instruments-info reports for the symbol from now on (Bybit's statuses: `PreLaunch`,
+/// `Trading`, `Delivering`, `Closed`). Lists and delists symbols while clients run.
+pub async fn set_status(state: State, body: web::Json<StatusChange>) -> HttpResponse {
+    const STATUSES: [&str; 4] = ["PreLaunch", "Trading", "Delivering", "Closed"];
+    if state.market.get(&body.symbol).is_none() {
+        return HttpResponse::BadRequest().body(format!("unknown symbol {}", body.symbol));
+    }
+    if !STATUSES.contains(&body.status.as_str()) {
+        return HttpResponse::BadRequest()
+            .body(format!("status must be one of {}", STATUSES.join(", ")));
+    }
+    tracing::warn!(
+        symbol = body.symbol,
+        status = body.status,
+        "instrument status changed"
+    );
+    let mut statuses = state.statuses.lock().unwrap_or_else(|p| p.into_inner());
+    if body.status == "Trading" {
+        statuses.remove(&body.symbol);
+    } else {
+        statuses.insert(body.symbol.clone(), body.status.clone());
+    }
+    HttpResponse::Ok().json(serde_json::json!({"symbol": body.symbol, "status": body.status}))
 }
 
 /// `POST /admin/ws/drop`: closes every WebSocket connection open now.

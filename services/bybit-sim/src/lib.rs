@@ -52,6 +52,7 @@ pub fn server(
             .route("/admin/faults", web::get().to(api::get_faults))
             .route("/admin/faults", web::post().to(api::set_faults))
             .route("/admin/ws/drop", web::post().to(api::drop_ws))
+            .route("/admin/instruments/status", web::post().to(api::set_status))
             .default_service(web::to(api::v5))
     })
     .workers(workers.max(1))

@@ -33,6 +33,21 @@ pub struct Exchange {
     /// Market orders fill this many ticks through the last price (the half spread).
     pub spread_ticks: u32,
     pub faults: crate::faults::Faults,
+    /// Instrument statuses other than `Trading`, set through `/admin/instruments/status`
+    /// to list (`PreLaunch` → `Trading`) and delist (`Closed`) symbols at run time.
+    pub statuses: Mutex<HashMap<String, String>>,
+}
+
+impl Exchange {
+    /// The instrument's status as instruments-info reports it.
+    pub fn status_of(&self, symbol: &str) -> String {
+        self.statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(symbol)
+            .cloned()
+            .unwrap_or_else(|| "Trading".to_owned())
+    }
 }
 
 impl Exchange {
@@ -98,6 +113,7 @@ impl Exchange {
             )),
             spread_ticks: settings.spread_ticks,
             faults: crate::faults::Faults::default(),
+            statuses: Mutex::new(HashMap::new()),
         })
     }
 
