@@ -519,6 +519,58 @@ mod tests {
     }
 
     #[test]
+    fn positions_from_the_risk_manager_shape_the_intents() {
+        use shardbot_protocol::Position as Held;
+        let btc = Symbol::new("BTCUSDT").unwrap();
+        let flat = |e: &mut Engine| {
+            e.on_history(&btc, (0..100).map(|i| bar("BTCUSDT", i)).collect());
+            feed(e, 100, 300)
+        };
+        let mut e = engine();
+        let entries_only = flat(&mut e);
+        assert!(entries_only.iter().all(|i| i.action != IntentAction::Exit));
+
+        // Long on the exchange: a downward cross is an exit and a short entry
+        // (stop-and-reverse), and an upward cross asks for nothing.
+        let mut e = engine();
+        e.set_positions(&PositionSnapshot {
+            positions: vec![Held {
+                symbol: btc.clone(),
+                side: Side::Buy,
+                size: dec!(0.5),
+                avg_price: dec!(100),
+                mark_price: None,
+                leverage: dec!(1),
+                unrealised_pnl: dec!(0),
+                stop_loss: None,
+                take_profit: None,
+                updated_ms: 0,
+            }],
+            as_of_ms: 0,
+        });
+        let long = flat(&mut e);
+        assert!(long.iter().any(|i| i.action == IntentAction::Exit));
+        assert!(
+            long.iter()
+                .all(|i| i.action != IntentAction::Enter { side: Side::Buy })
+        );
+        for exit in long.iter().filter(|i| i.action == IntentAction::Exit) {
+            assert!(
+                long.iter()
+                    .any(|i| i.bar_open_time_ms == exit.bar_open_time_ms
+                        && i.action == IntentAction::Enter { side: Side::Sell })
+            );
+        }
+        // A closed position (size 0) is flat again.
+        e.set_positions(&PositionSnapshot {
+            positions: vec![],
+            as_of_ms: 0,
+        });
+        let after: Vec<_> = feed(&mut e, 300, 500);
+        assert!(after.iter().all(|i| i.action != IntentAction::Exit));
+    }
+
+    #[test]
     fn a_symbol_left_behind_is_refilled_by_the_sweep() {
         let mut e = Engine::new(Shard::whole(), Interval::M1, roster(), 1);
         e.set_universe(vec![instrument("AUSDT"), instrument("BUSDT")]);
