@@ -385,9 +385,10 @@ impl Publish for BalanceSnapshot {
 }
 
 /// What the kill switch currently allows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TradingMode {
+    #[default]
     Normal,
     /// No new entries; exits allowed.
     Halted,

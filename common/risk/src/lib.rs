@@ -1,0 +1,438 @@
+//! The risk rules: one implementation for the risk manager (approving live intents) and the
+//! backtester (simulating the same limits), in the barter-rs split — strategies propose,
+//! risk approves or refuses, and every refusal carries a code and a reason the journal and
+//! the dashboard show.
+//!
+//! - [`TradingSettings`]: `trading_settings.json` (sizing, leverage, limits), validated
+//!   with errors that name the file and the field.
+//! - [`Book`]: what the rules judge against (positions, simulated balance, today's PnL,
+//!   the kill-switch mode, recent stop-outs).
+//! - [`decide`]: an intent → [`RiskDecision`].
+//! - [`round_qty`]: a quantity on the instrument's grid, or a refusal below its minimums.
+
+mod settings;
+
+use std::collections::HashMap;
+
+use rust_decimal::Decimal;
+use shardbot_protocol::{
+    Instrument, IntentAction, OrderIntent, Position, Refusal, RefusalCode, RiskDecision, Symbol,
+    TimestampMs, TradingMode,
+};
+
+pub use settings::{SettingsError, Sizing, TradingSettings};
+
+/// The account as the rules see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Book {
+    pub positions: HashMap<Symbol, Position>,
+    /// Exchange balance − offset (see DESIGN.md §2, risk-manager).
+    pub simulated_balance: Decimal,
+    /// Realised PnL since the start of today (UTC), fees and funding included.
+    pub realised_today: Decimal,
+    pub mode: TradingMode,
+    /// When each symbol's position was last closed by its stop-loss.
+    pub stopped_out_at: HashMap<Symbol, TimestampMs>,
+}
+
+impl Book {
+    pub fn unrealised(&self) -> Decimal {
+        self.positions.values().map(|p| p.unrealised_pnl).sum()
+    }
+
+    /// Today's realised plus open unrealised PnL.
+    pub fn daily_pnl(&self) -> Decimal {
+        self.realised_today + self.unrealised()
+    }
+
+    /// Margin held by the open positions (entry notional / leverage).
+    pub fn margin_used(&self) -> Decimal {
+        self.positions
+            .values()
+            .map(|p| p.size * p.avg_price / p.leverage.max(Decimal::ONE))
+            .sum()
+    }
+
+    pub fn simulated_equity(&self) -> Decimal {
+        self.simulated_balance + self.unrealised()
+    }
+
+    /// Margin use in percent of simulated equity.
+    pub fn margin_use_pct(&self) -> Decimal {
+        let equity = self.simulated_equity();
+        if equity <= Decimal::ZERO {
+            return Decimal::ONE_HUNDRED;
+        }
+        self.margin_used() / equity * Decimal::ONE_HUNDRED
+    }
+}
+
+fn refuse(intent: &OrderIntent, code: RefusalCode, reason: String) -> RiskDecision {
+    RiskDecision::Refused {
+        intent_id: intent.intent_id.clone(),
+        refusal: Refusal { code, reason },
+    }
+}
+
+/// Judges an intent. Exits are approved whenever there is a position to close (the kill
+/// switch never blocks a reduction); entries must pass every limit, checked in a fixed
+/// order so the reason names the first one broken.
+pub fn decide(
+    settings: &TradingSettings,
+    book: &Book,
+    intent: &OrderIntent,
+    now_ms: TimestampMs,
+) -> RiskDecision {
+    let symbol = &intent.symbol;
+    let held = book
+        .positions
+        .get(symbol)
+        .filter(|p| p.size > Decimal::ZERO);
+    // One-way positions: an entry is sized the same whichever its side.
+    match intent.action {
+        IntentAction::Exit => {
+            return match held {
+                Some(p) => RiskDecision::Approved {
+                    intent_id: intent.intent_id.clone(),
+                    qty: p.size,
+                    leverage: p.leverage,
+                    reduce_only: true,
+                },
+                None => refuse(
+                    intent,
+                    RefusalCode::NoPosition,
+                    format!("no open {symbol} position to exit"),
+                ),
+            };
+        }
+        IntentAction::Enter { .. } => {}
+    }
+    match book.mode {
+        TradingMode::Normal => {}
+        TradingMode::Halted => {
+            return refuse(
+                intent,
+                RefusalCode::Halted,
+                "trading is halted (kill switch): no new entries".into(),
+            );
+        }
+        TradingMode::ReduceOnly => {
+            return refuse(
+                intent,
+                RefusalCode::ReduceOnly,
+                "reduce-only (kill switch): only orders that reduce a position".into(),
+            );
+        }
+    }
+    if let Some(p) = held {
+        return refuse(
+            intent,
+            RefusalCode::PositionExists,
+            format!(
+                "one position per symbol: {symbol} is already {} {}",
+                p.side, p.size
+            ),
+        );
+    }
+    let open = book
+        .positions
+        .values()
+        .filter(|p| p.size > Decimal::ZERO)
+        .count() as u32;
+    if open >= settings.max_open_positions {
+        return refuse(
+            intent,
+            RefusalCode::MaxOpenPositions,
+            format!(
+                "{open} positions open, the limit is {} (max_open_positions)",
+                settings.max_open_positions
+            ),
+        );
+    }
+    let daily = book.daily_pnl();
+    if daily <= -settings.daily_loss_limit {
+        return refuse(
+            intent,
+            RefusalCode::DailyLossLimit,
+            format!(
+                "today's loss {} USDT (realised {} + unrealised {}) has reached the daily loss \
+                 limit of {} USDT",
+                -daily.round_dp(2),
+                book.realised_today.round_dp(2),
+                book.unrealised().round_dp(2),
+                settings.daily_loss_limit
+            ),
+        );
+    }
+    if let Some(at) = book.stopped_out_at.get(symbol) {
+        let until = at + i64::from(settings.cooldown_after_stop_min) * 60_000;
+        if now_ms < until {
+            return refuse(
+                intent,
+                RefusalCode::Cooldown,
+                format!(
+                    "{symbol} was stopped out {} min ago; cooldown is {} min \
+                     (cooldown_after_stop_min)",
+                    (now_ms - at) / 60_000,
+                    settings.cooldown_after_stop_min
+                ),
+            );
+        }
+    }
+    let margin = settings.margin_per_trade(book.simulated_balance);
+    let equity = book.simulated_equity();
+    if equity <= Decimal::ZERO || margin <= Decimal::ZERO {
+        return refuse(
+            intent,
+            RefusalCode::MaxMarginUse,
+            format!("no simulated equity left to trade with ({equity} USDT)"),
+        );
+    }
+    let after = (book.margin_used() + margin) / equity * Decimal::ONE_HUNDRED;
+    if after > settings.max_margin_use_pct {
+        return refuse(
+            intent,
+            RefusalCode::MaxMarginUse,
+            format!(
+                "margin use would be {}% of simulated equity, the limit is {}% \
+                 (max_margin_use_pct)",
+                after.round_dp(1),
+                settings.max_margin_use_pct
+            ),
+        );
+    }
+    if intent.reference_price <= Decimal::ZERO {
+        return refuse(
+            intent,
+            RefusalCode::Exchange,
+            format!("reference price {} is not positive", intent.reference_price),
+        );
+    }
+    RiskDecision::Approved {
+        intent_id: intent.intent_id.clone(),
+        qty: margin * settings.leverage / intent.reference_price,
+        leverage: settings.leverage,
+        reduce_only: false,
+    }
+}
+
+/// A quantity rounded down to the instrument's qty step, or the refusal when it falls
+/// below the minimum quantity or the minimum notional at `price`.
+pub fn round_qty(qty: Decimal, price: Decimal, inst: &Instrument) -> Result<Decimal, Refusal> {
+    let step = inst.qty_step;
+    let rounded = if step > Decimal::ZERO {
+        ((qty / step).floor() * step).normalize()
+    } else {
+        qty
+    };
+    let rounded = rounded.min(inst.max_market_order_qty.max(inst.min_order_qty));
+    if rounded < inst.min_order_qty || rounded <= Decimal::ZERO {
+        return Err(Refusal {
+            code: RefusalCode::BelowMinQty,
+            reason: format!(
+                "{} {qty} rounds to {rounded} on the qty step {step}, below the minimum order \
+                 quantity {}",
+                inst.symbol, inst.min_order_qty
+            ),
+        });
+    }
+    let notional = rounded * price;
+    if notional < inst.min_notional {
+        return Err(Refusal {
+            code: RefusalCode::BelowMinNotional,
+            reason: format!(
+                "{} {rounded} at {price} is {} USDT, below the minimum order value {} USDT",
+                inst.symbol,
+                notional.round_dp(4),
+                inst.min_notional
+            ),
+        });
+    }
+    Ok(rounded)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rstest::rstest;
+    use rust_decimal_macros::dec;
+    use shardbot_protocol::{Interval, Side};
+
+    fn settings() -> TradingSettings {
+        TradingSettings {
+            simulated_balance: dec!(1000),
+            sizing: Sizing::Percent(dec!(10)),
+            leverage: dec!(2),
+            daily_loss_limit: dec!(50),
+            max_open_positions: 3,
+            max_margin_use_pct: dec!(50),
+            cooldown_after_stop_min: 30,
+        }
+    }
+
+    fn sym(s: &str) -> Symbol {
+        Symbol::new(s).unwrap()
+    }
+
+    fn intent(symbol: &str, action: IntentAction) -> OrderIntent {
+        OrderIntent::new(
+            "trend_following",
+            sym(symbol),
+            Interval::M5,
+            1_000_000,
+            action,
+            dec!(100),
+            None,
+            None,
+            0,
+        )
+    }
+
+    fn position(symbol: &str, size: Decimal, upnl: Decimal) -> Position {
+        Position {
+            symbol: sym(symbol),
+            side: Side::Buy,
+            size,
+            avg_price: dec!(100),
+            mark_price: None,
+            leverage: dec!(2),
+            unrealised_pnl: upnl,
+            stop_loss: None,
+            take_profit: None,
+            updated_ms: 0,
+        }
+    }
+
+    fn book(positions: &[(&str, Decimal, Decimal)]) -> Book {
+        Book {
+            positions: positions
+                .iter()
+                .map(|(s, q, u)| (sym(s), position(s, *q, *u)))
+                .collect(),
+            simulated_balance: dec!(1000),
+            ..Book::default()
+        }
+    }
+
+    const BUY: IntentAction = IntentAction::Enter { side: Side::Buy };
+
+    fn code(d: &RiskDecision) -> Option<RefusalCode> {
+        match d {
+            RiskDecision::Refused { refusal, .. } => Some(refusal.code),
+            RiskDecision::Approved { .. } => None,
+        }
+    }
+
+    #[test]
+    fn sizes_from_the_simulated_balance() {
+        // 10 % of 1,000 = 100 USDT margin, ×2 leverage = 200 USDT at 100 = 2 contracts
+        let d = decide(&settings(), &book(&[]), &intent("BTCUSDT", BUY), 0);
+        assert_eq!(
+            d,
+            RiskDecision::Approved {
+                intent_id: intent("BTCUSDT", BUY).intent_id,
+                qty: dec!(2),
+                leverage: dec!(2),
+                reduce_only: false
+            }
+        );
+        let fixed = TradingSettings {
+            sizing: Sizing::Fixed(dec!(25)),
+            ..settings()
+        };
+        let RiskDecision::Approved { qty, .. } =
+            decide(&fixed, &book(&[]), &intent("BTCUSDT", BUY), 0)
+        else {
+            panic!()
+        };
+        assert_eq!(qty, dec!(0.5));
+    }
+
+    /// Each limit refuses the entry that would break it, and nothing else does.
+    #[rstest]
+    #[case::halted(TradingMode::Halted, &[], dec!(0), None, Some(RefusalCode::Halted))]
+    #[case::reduce_only(TradingMode::ReduceOnly, &[], dec!(0), None, Some(RefusalCode::ReduceOnly))]
+    #[case::one_per_symbol(TradingMode::Normal, &[("BTCUSDT", dec!(1), dec!(0))], dec!(0), None, Some(RefusalCode::PositionExists))]
+    #[case::max_positions(TradingMode::Normal, &[("A", dec!(0.1), dec!(0)), ("B", dec!(0.1), dec!(0)), ("C", dec!(0.1), dec!(0))], dec!(0), None, Some(RefusalCode::MaxOpenPositions))]
+    #[case::below_max_positions(TradingMode::Normal, &[("A", dec!(0.1), dec!(0)), ("B", dec!(0.1), dec!(0))], dec!(0), None, None)]
+    #[case::daily_loss_realised(TradingMode::Normal, &[], dec!(-50), None, Some(RefusalCode::DailyLossLimit))]
+    #[case::daily_loss_with_unrealised(TradingMode::Normal, &[("A", dec!(0.1), dec!(-20))], dec!(-30), None, Some(RefusalCode::DailyLossLimit))]
+    #[case::daily_loss_not_yet(TradingMode::Normal, &[("A", dec!(0.1), dec!(-20))], dec!(-29.99), None, None)]
+    // margin: A 5 @ 100 / 2x = 250, B 3 → 150 (3.1 → 155); the new trade 100; equity 1,000
+    #[case::margin_at_the_limit(TradingMode::Normal, &[("A", dec!(5), dec!(0)), ("B", dec!(3), dec!(0))], dec!(0), None, None)]
+    #[case::margin_over(TradingMode::Normal, &[("A", dec!(5), dec!(0)), ("B", dec!(3.1), dec!(0))], dec!(0), None, Some(RefusalCode::MaxMarginUse))]
+    #[case::cooldown(TradingMode::Normal, &[], dec!(0), Some(29), Some(RefusalCode::Cooldown))]
+    #[case::cooldown_over(TradingMode::Normal, &[], dec!(0), Some(30), None)]
+    fn limits(
+        #[case] mode: TradingMode,
+        #[case] open: &[(&str, Decimal, Decimal)],
+        #[case] realised: Decimal,
+        #[case] stopped_min_ago: Option<i64>,
+        #[case] want: Option<RefusalCode>,
+    ) {
+        let mut b = book(open);
+        b.mode = mode;
+        b.realised_today = realised;
+        let now = 100 * 60_000;
+        if let Some(m) = stopped_min_ago {
+            b.stopped_out_at.insert(sym("BTCUSDT"), now - m * 60_000);
+        }
+        let d = decide(&settings(), &b, &intent("BTCUSDT", BUY), now);
+        assert_eq!(code(&d), want, "{d:?}");
+        if let RiskDecision::Refused { refusal, .. } = d {
+            assert!(
+                refusal.reason.len() > 20,
+                "a reason a user can act on: {}",
+                refusal.reason
+            );
+        }
+    }
+
+    #[rstest]
+    #[case::normal(TradingMode::Normal)]
+    #[case::halted(TradingMode::Halted)]
+    #[case::reduce_only(TradingMode::ReduceOnly)]
+    fn exits_close_the_whole_position_in_every_mode(#[case] mode: TradingMode) {
+        let mut b = book(&[("BTCUSDT", dec!(1.5), dec!(-100))]);
+        b.mode = mode;
+        b.realised_today = dec!(-1000);
+        let d = decide(&settings(), &b, &intent("BTCUSDT", IntentAction::Exit), 0);
+        assert!(
+            matches!(d, RiskDecision::Approved { qty, reduce_only: true, .. } if qty == dec!(1.5))
+        );
+        let none = decide(
+            &settings(),
+            &book(&[]),
+            &intent("BTCUSDT", IntentAction::Exit),
+            0,
+        );
+        assert_eq!(code(&none), Some(RefusalCode::NoPosition));
+    }
+
+    fn inst() -> Instrument {
+        Instrument {
+            symbol: sym("BTCUSDT"),
+            tick_size: dec!(0.1),
+            qty_step: dec!(0.001),
+            min_order_qty: dec!(0.001),
+            max_market_order_qty: dec!(100),
+            min_notional: dec!(5),
+            max_leverage: dec!(100),
+            funding_interval_min: 480,
+        }
+    }
+
+    #[rstest]
+    #[case(dec!(0.0123456), dec!(50000), Ok(dec!(0.012)))]
+    #[case(dec!(250), dec!(50000), Ok(dec!(100)))]
+    #[case(dec!(0.0009), dec!(50000), Err(RefusalCode::BelowMinQty))]
+    #[case(dec!(0.001), dec!(4000), Err(RefusalCode::BelowMinNotional))]
+    fn quantities_on_the_grid(
+        #[case] qty: Decimal,
+        #[case] price: Decimal,
+        #[case] want: Result<Decimal, RefusalCode>,
+    ) {
+        assert_eq!(round_qty(qty, price, &inst()).map_err(|r| r.code), want);
+    }
+}
