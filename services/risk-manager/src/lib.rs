@@ -1,0 +1,165 @@
+//! The risk manager (see DESIGN.md §2): the authority on positions and balance. It reads
+//! the positions and the UNIFIED wallet from the exchange at start, every
+//! `risk.sync_interval_ms` and after every fill the router publishes; keeps the simulated
+//! balance (exchange balance − a persisted offset); approves and sizes every intent by the
+//! rules of `shardbot-risk` and `trading_settings.json`; and carries the kill switch
+//! (halt, reduce-only, flatten all, resume), persisted across restarts. It publishes
+//! `pos`, `bal` and `risk` and answers `RiskRequest`s.
+
+mod manager;
+pub mod state;
+
+use std::{path::PathBuf, time::Duration};
+
+use actix::Actor;
+use serde::Deserialize;
+use shardbot_bus::{Inbound, Publisher, Replier, Requester, Subscriber, forward_subscription};
+use shardbot_bybit::{Credentials, Environment, ExchangeSettings};
+use shardbot_protocol::{ErrorReply, RiskReply, RiskRequest};
+use shardbot_risk::TradingSettings;
+use shardbot_service::ServiceContext;
+
+pub use manager::{ManagerConfig, Query, Resync, RiskManager};
+pub use state::RiskState;
+
+/// `[risk]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskSettings {
+    pub account: String,
+    pub trading_settings_file: PathBuf,
+    pub state_file: PathBuf,
+    pub sync_interval_ms: u64,
+    pub ip_requests_per_5s: u32,
+}
+
+/// The sim's ready-made demo account (`[[sim.accounts]]`), used in `sim` mode when no keys
+/// are given.
+#[derive(Debug, Deserialize)]
+struct SimAccount {
+    name: String,
+    api_key: String,
+    api_secret: String,
+}
+
+type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+fn credentials(
+    ctx: &ServiceContext,
+    exchange: &ExchangeSettings,
+) -> Result<Credentials, StartError> {
+    let key = std::env::var("SHARDBOT_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    let secret = std::env::var("SHARDBOT_API_SECRET")
+        .ok()
+        .filter(|k| !k.is_empty());
+    if let (Some(k), Some(s)) = (key, secret) {
+        return Ok(Credentials::new(k, s));
+    }
+    if exchange.environment == Environment::Sim {
+        #[derive(Deserialize)]
+        struct Sim {
+            accounts: Vec<SimAccount>,
+        }
+        let sim: Sim = ctx
+            .settings
+            .section("sim")
+            .map_err(|e| format!("reading the sim's demo account from [sim]: {e}"))?;
+        if let Some(a) = sim.accounts.into_iter().next() {
+            tracing::info!(
+                account = a.name,
+                "sim mode without keys: using the sim's demo account"
+            );
+            return Ok(Credentials::new(a.api_key, a.api_secret));
+        }
+    }
+    Err("no API keys: set SHARDBOT_API_KEY and SHARDBOT_API_SECRET (the account's keys)".into())
+}
+
+pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
+    let rs: RiskSettings = ctx.settings.section("risk")?;
+    if rs.sync_interval_ms == 0 {
+        return Err("risk.sync_interval_ms must be greater than 0".into());
+    }
+    let settings = TradingSettings::load(&rs.trading_settings_file)?;
+    let state = RiskState::load(&rs.state_file, &rs.account)?;
+    let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
+    exchange.ip_requests_per_5s = rs.ip_requests_per_5s;
+    let client = exchange
+        .client(Some(credentials(ctx, &exchange)?))
+        .map_err(|e| format!("risk.ip_requests_per_5s / [exchange]: {e}"))?;
+    let ep = &ctx.common.endpoints;
+    let publisher = Publisher::bind(&ep.risk_manager_pub, &ctx.common.bus)?;
+    let replier = Replier::bind(&ep.risk_manager_rep, &ctx.common.bus)?;
+    let router = Requester::dial(&ep.order_router_rep, &ctx.common.bus)?;
+    let fills = Subscriber::dial(&[&ep.order_router_pub], &ctx.common.bus)?;
+    fills.subscribe("fill.")?;
+    tracing::info!(
+        account = rs.account,
+        simulated_balance = %settings.simulated_balance,
+        offset = ?state.as_ref().map(|s| s.offset),
+        mode = ?state.as_ref().map(|s| s.mode),
+        settings = %rs.trading_settings_file.display(),
+        "risk manager starting"
+    );
+    let addr = RiskManager::new(
+        ManagerConfig {
+            account: rs.account,
+            state_file: rs.state_file,
+            sync_every: Duration::from_millis(rs.sync_interval_ms),
+        },
+        settings,
+        client,
+        publisher,
+        router,
+        state,
+    )
+    .start();
+    // Every fill changes positions and balance: read them again.
+    let resync = addr.clone();
+    let fills_to = actix::Actor::start(FillWatch(resync));
+    let _ = forward_subscription(fills, fills_to.recipient())?;
+    let shutdown = ctx.shutdown.clone();
+    std::thread::Builder::new()
+        .name("risk-rep".into())
+        .spawn(move || {
+            let served = replier.serve(
+                |request: RiskRequest| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    addr.do_send(Query { request, reply: tx });
+                    rx.blocking_recv().unwrap_or_else(|_| {
+                        RiskReply::Error(ErrorReply {
+                            message: "the risk manager is stopping".into(),
+                        })
+                    })
+                },
+                |message| RiskReply::Error(ErrorReply { message }),
+            );
+            if let Err(e) = served {
+                shutdown.fatal(format!("risk replier failed: {e}"));
+            }
+        })?;
+    Ok(())
+}
+
+/// Turns fill frames into [`Resync`]s.
+struct FillWatch(actix::Addr<RiskManager>);
+
+impl std::fmt::Debug for FillWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FillWatch")
+    }
+}
+
+impl actix::Actor for FillWatch {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<Inbound> for FillWatch {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Inbound, _ctx: &mut actix::Context<Self>) {
+        self.0.do_send(Resync);
+    }
+}

@@ -1,0 +1,432 @@
+//! The risk-manager actor: the [`Book`] kept current from the exchange, the rules of
+//! `shardbot-risk` applied to every intent, and the kill switch.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use actix::{Actor, AsyncContext, Context, Handler, Message};
+use rust_decimal::Decimal;
+use shardbot_bus::{Publisher, Requester};
+use shardbot_bybit::{
+    models::{account::WalletAccount, position::PositionInfo},
+    rest::BybitClient,
+};
+use shardbot_protocol::{
+    BalanceSnapshot, ControlCommand, ControlReply, ErrorReply, IntentAction, Interval, OrderIntent,
+    Position, PositionSnapshot, Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest,
+    RiskStatus, RouterReply, RouterRequest, Side, Symbol, TradingMode, now_ms,
+};
+use shardbot_risk::{Book, TradingSettings, decide};
+use tokio::sync::oneshot;
+
+use crate::state::RiskState;
+
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub account: String,
+    pub state_file: PathBuf,
+    pub sync_every: Duration,
+}
+
+/// An approved entry not yet visible in the exchange's positions: counted as open so a
+/// burst of approvals cannot exceed the limits before the next sync.
+const PROVISIONAL_FOR: Duration = Duration::from_secs(15);
+
+#[derive(Debug)]
+pub struct RiskManager {
+    cfg: ManagerConfig,
+    settings: TradingSettings,
+    client: BybitClient,
+    publisher: Publisher,
+    router: Requester,
+    state: Option<RiskState>,
+    book: Book,
+    exchange: Option<WalletAccount>,
+    provisional: HashMap<Symbol, (Instant, Position)>,
+    syncing: bool,
+}
+
+/// What one REST sync read.
+#[derive(Debug)]
+struct Snapshot {
+    wallet: WalletAccount,
+    positions: Vec<PositionInfo>,
+    realised_today: Decimal,
+}
+
+fn position(p: &PositionInfo) -> Option<Position> {
+    Some(Position {
+        symbol: Symbol::new(&p.symbol).ok()?,
+        side: if p.side == "Sell" {
+            Side::Sell
+        } else {
+            Side::Buy
+        },
+        size: p.size,
+        avg_price: p.avg_price.unwrap_or_default(),
+        mark_price: p.mark_price,
+        leverage: p.leverage.unwrap_or(Decimal::ONE),
+        unrealised_pnl: p.unrealised_pnl.unwrap_or_default(),
+        stop_loss: p.stop_loss.filter(|d| !d.is_zero()),
+        take_profit: p.take_profit.filter(|d| !d.is_zero()),
+        updated_ms: now_ms(),
+    })
+}
+
+fn usdt_balance(w: &WalletAccount) -> Decimal {
+    w.coin("USDT")
+        .map(|c| c.wallet_balance)
+        .or(w.total_wallet_balance)
+        .unwrap_or_default()
+}
+
+impl RiskManager {
+    pub fn new(
+        cfg: ManagerConfig,
+        settings: TradingSettings,
+        client: BybitClient,
+        publisher: Publisher,
+        router: Requester,
+        state: Option<RiskState>,
+    ) -> RiskManager {
+        let mut book = Book::default();
+        if let Some(s) = &state {
+            book.mode = s.mode;
+        }
+        RiskManager {
+            cfg,
+            settings,
+            client,
+            publisher,
+            router,
+            state,
+            book,
+            exchange: None,
+            provisional: HashMap::new(),
+            syncing: false,
+        }
+    }
+
+    fn sync(&mut self, ctx: &mut Context<Self>) {
+        if self.syncing {
+            return;
+        }
+        self.syncing = true;
+        let client = self.client.clone();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let r = async {
+                client.sync_time().await?;
+                let now = client.raw().clock().now_ms();
+                let midnight = now - now.rem_euclid(86_400_000);
+                let wallet = client.wallet().await?;
+                let positions = client.positions().await?;
+                let realised_today = client
+                    .closed_pnl(None, midnight, now)
+                    .await?
+                    .iter()
+                    .map(|c| c.closed_pnl)
+                    .sum();
+                Ok::<_, shardbot_bybit::BybitError>(Snapshot {
+                    wallet,
+                    positions,
+                    realised_today,
+                })
+            }
+            .await
+            .map_err(|e| e.to_string());
+            addr.do_send(Synced(r));
+        });
+    }
+
+    fn on_snapshot(&mut self, snap: Snapshot) {
+        let exchange_balance = usdt_balance(&snap.wallet);
+        if self.state.is_none() {
+            let s = RiskState::first(
+                &self.cfg.account,
+                exchange_balance,
+                self.settings.simulated_balance,
+                self.client.raw().clock().now_ms(),
+            );
+            match s.save(&self.cfg.state_file) {
+                Ok(()) => tracing::info!(
+                    exchange_balance = %exchange_balance,
+                    simulated_balance = %s.simulated_start,
+                    offset = %s.offset,
+                    state = %self.cfg.state_file.display(),
+                    "simulated balance set"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot persist the simulated balance offset")
+                }
+            }
+            self.state = Some(s);
+        }
+        let mut positions: HashMap<Symbol, Position> = snap
+            .positions
+            .iter()
+            .filter_map(position)
+            .map(|p| (p.symbol.clone(), p))
+            .collect();
+        self.provisional
+            .retain(|s, (t, _)| t.elapsed() < PROVISIONAL_FOR && !positions.contains_key(s));
+        for (s, (_, p)) in &self.provisional {
+            positions.insert(s.clone(), p.clone());
+        }
+        self.book.positions = positions;
+        self.book.realised_today = snap.realised_today;
+        self.book.simulated_balance = self
+            .state
+            .as_ref()
+            .map_or(exchange_balance, |s| s.simulated(exchange_balance));
+        self.exchange = Some(snap.wallet);
+        self.publish();
+    }
+
+    fn positions(&self) -> PositionSnapshot {
+        let mut positions: Vec<Position> = self.book.positions.values().cloned().collect();
+        positions.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        PositionSnapshot {
+            positions,
+            as_of_ms: now_ms(),
+        }
+    }
+
+    fn balance(&self) -> Option<BalanceSnapshot> {
+        let w = self.exchange.as_ref()?;
+        let state = self.state.as_ref()?;
+        let wallet = usdt_balance(w);
+        let equity = w.total_equity.unwrap_or(wallet);
+        Some(BalanceSnapshot {
+            exchange_wallet_balance: wallet,
+            exchange_equity: equity,
+            available_balance: w.total_available_balance.unwrap_or_default(),
+            offset: state.offset,
+            simulated_balance: state.simulated(wallet),
+            simulated_equity: state.simulated(wallet) + self.book.unrealised(),
+            as_of_ms: now_ms(),
+        })
+    }
+
+    fn status(&self) -> RiskStatus {
+        RiskStatus {
+            mode: self.book.mode,
+            open_positions: self.book.positions.len() as u32,
+            max_open_positions: self.settings.max_open_positions,
+            daily_pnl: self.book.daily_pnl(),
+            daily_loss_limit: self.settings.daily_loss_limit,
+            margin_use_pct: self.book.margin_use_pct().round_dp(2),
+            max_margin_use_pct: self.settings.max_margin_use_pct,
+            as_of_ms: now_ms(),
+        }
+    }
+
+    fn publish(&mut self) {
+        let pos = self.positions();
+        let status = self.status();
+        let r = self
+            .publisher
+            .publish(&pos)
+            .and_then(|_| self.publisher.publish(&status));
+        let r = match self.balance() {
+            Some(b) => r.and_then(|_| self.publisher.publish(&b)),
+            None => r,
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot publish the risk state");
+        }
+    }
+
+    fn approve(&mut self, intent: OrderIntent) -> RiskDecision {
+        if self.exchange.is_none() {
+            return RiskDecision::Refused {
+                intent_id: intent.intent_id,
+                refusal: Refusal {
+                    code: RefusalCode::RiskUnavailable,
+                    reason: "the risk manager has not read the account from the exchange yet"
+                        .into(),
+                },
+            };
+        }
+        let now = self.client.raw().clock().now_ms();
+        let d = decide(&self.settings, &self.book, &intent, now);
+        match &d {
+            RiskDecision::Approved {
+                qty,
+                leverage,
+                reduce_only: false,
+                ..
+            } => {
+                let side = match intent.action {
+                    IntentAction::Enter { side } => side,
+                    IntentAction::Exit => Side::Buy,
+                };
+                let p = Position {
+                    symbol: intent.symbol.clone(),
+                    side,
+                    size: *qty,
+                    avg_price: intent.reference_price,
+                    mark_price: None,
+                    leverage: *leverage,
+                    unrealised_pnl: Decimal::ZERO,
+                    stop_loss: intent.stop_loss,
+                    take_profit: intent.take_profit,
+                    updated_ms: now,
+                };
+                self.book.positions.insert(intent.symbol.clone(), p.clone());
+                self.provisional
+                    .insert(intent.symbol.clone(), (Instant::now(), p));
+                tracing::info!(intent_id = %intent.intent_id, symbol = %intent.symbol, qty = %qty, "entry approved");
+            }
+            RiskDecision::Approved { .. } => {
+                tracing::info!(intent_id = %intent.intent_id, symbol = %intent.symbol, "exit approved");
+            }
+            RiskDecision::Refused { refusal, .. } => {
+                tracing::info!(intent_id = %intent.intent_id, symbol = %intent.symbol, code = ?refusal.code, reason = refusal.reason, "intent refused");
+            }
+        }
+        d
+    }
+
+    fn set_mode(&mut self, mode: TradingMode) {
+        self.book.mode = mode;
+        if let Some(s) = self.state.as_mut() {
+            s.mode = mode;
+            if let Err(e) = s.save(&self.cfg.state_file) {
+                tracing::error!(error = %e, "cannot persist the trading mode");
+            }
+        }
+        tracing::warn!(?mode, "kill switch");
+        self.publish();
+    }
+
+    fn control(&mut self, cmd: ControlCommand) -> ControlReply {
+        match cmd {
+            ControlCommand::Halt => self.set_mode(TradingMode::Halted),
+            ControlCommand::ReduceOnly => self.set_mode(TradingMode::ReduceOnly),
+            ControlCommand::Resume => self.set_mode(TradingMode::Normal),
+            ControlCommand::FlattenAll => {
+                self.set_mode(TradingMode::Halted);
+                let now = now_ms();
+                let intents: Vec<OrderIntent> = self
+                    .book
+                    .positions
+                    .values()
+                    .map(|p| {
+                        OrderIntent::new(
+                            "kill-switch",
+                            p.symbol.clone(),
+                            Interval::M1,
+                            now,
+                            IntentAction::Exit,
+                            p.mark_price.unwrap_or(p.avg_price),
+                            None,
+                            None,
+                            now,
+                        )
+                    })
+                    .collect();
+                let n = intents.len();
+                for intent in intents {
+                    let router = self.router.clone();
+                    actix::spawn(async move {
+                        let r = router
+                            .request_async::<_, RouterReply>(RouterRequest::Submit(intent.clone()))
+                            .await;
+                        match r {
+                            Ok(RouterReply::Placed { order_id, .. }) => {
+                                tracing::warn!(symbol = %intent.symbol, order_id, "flatten: close order placed")
+                            }
+                            other => {
+                                tracing::error!(symbol = %intent.symbol, reply = ?other, "flatten: the router did not close the position")
+                            }
+                        }
+                    });
+                }
+                return ControlReply {
+                    mode: self.book.mode,
+                    message: format!("halted; closing {n} positions through the router"),
+                };
+            }
+        }
+        ControlReply {
+            mode: self.book.mode,
+            message: format!("trading mode is now {:?}", self.book.mode),
+        }
+    }
+
+    fn answer(&mut self, req: RiskRequest) -> RiskReply {
+        match req {
+            RiskRequest::Approve(intent) => RiskReply::Decision(self.approve(intent)),
+            RiskRequest::Positions if self.exchange.is_none() => RiskReply::Error(ErrorReply {
+                message: "positions not read from the exchange yet".into(),
+            }),
+            RiskRequest::Positions => RiskReply::Positions(self.positions()),
+            RiskRequest::Balance => match self.balance() {
+                Some(b) => RiskReply::Balance(b),
+                None => RiskReply::Error(ErrorReply {
+                    message: "the wallet has not been read from the exchange yet".into(),
+                }),
+            },
+            RiskRequest::Status => RiskReply::Status(self.status()),
+            RiskRequest::Control(cmd) => RiskReply::Control(self.control(cmd)),
+        }
+    }
+}
+
+impl Actor for RiskManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.sync(ctx);
+        ctx.run_interval(self.cfg.sync_every, |act, ctx| act.sync(ctx));
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Synced(Result<Snapshot, String>);
+
+impl Handler<Synced> for RiskManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: Synced, _ctx: &mut Context<Self>) {
+        self.syncing = false;
+        match msg.0 {
+            Ok(s) => self.on_snapshot(s),
+            Err(e) => tracing::warn!(error = %e, "cannot read the account from the exchange"),
+        }
+    }
+}
+
+/// A fill happened somewhere: read the account again now.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Resync;
+
+impl Handler<Resync> for RiskManager {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Resync, ctx: &mut Context<Self>) {
+        self.sync(ctx);
+    }
+}
+
+/// A request from the REP thread.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Query {
+    pub request: RiskRequest,
+    pub reply: oneshot::Sender<RiskReply>,
+}
+
+impl Handler<Query> for RiskManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: Query, _ctx: &mut Context<Self>) {
+        let _ = msg.reply.send(self.answer(msg.request));
+    }
+}

@@ -1,0 +1,246 @@
+//! The risk manager against bybit-sim: it reads the account, sets the simulated balance
+//! offset (and keeps it across a kill -9), sees positions opened on the exchange, applies
+//! the limits and the kill switch to intents.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use shardbot_bus::{BusOptions, Requester};
+use shardbot_bybit::{Credentials, Environment, ExchangeSettings, rest::CreateOrder};
+use shardbot_e2e::Stack;
+use shardbot_protocol::{
+    ControlCommand, IntentAction, Interval, OrderIntent, RefusalCode, RiskDecision, RiskReply,
+    RiskRequest, Side, Symbol, TradingMode,
+};
+
+const CONFIG: &str = r#"
+[sim]
+listen = "{sim_listen}"
+seed = 9
+symbols = 30
+universe_file = ""
+universe_price_dir = ""
+
+[[sim.accounts]]
+name = "demo"
+api_key = "e2e-key"
+api_secret = "e2e-secret"
+usdt = "100000"
+
+[risk]
+state_file = "risk-state.json"
+sync_interval_ms = 300
+"#;
+
+const SETTINGS: &str = r#"{"simulated_balance": 1000, "sizing": {"percent": 10}, "leverage": 2,
+  "daily_loss_limit": 50, "max_open_positions": 2, "max_margin_use_pct": 90,
+  "cooldown_after_stop_min": 30}"#;
+
+fn ask(stack: &Stack, req: RiskRequest) -> RiskReply {
+    Requester::dial(&stack.ipc("risk.rep"), &BusOptions::default())
+        .unwrap()
+        .request_within(&req, Duration::from_secs(5))
+        .unwrap()
+}
+
+fn intent(symbol: &str, action: IntentAction, price: Decimal) -> OrderIntent {
+    OrderIntent::new(
+        "trend_following",
+        Symbol::new(symbol).unwrap(),
+        Interval::M5,
+        1_790_000_000_000,
+        action,
+        price,
+        None,
+        None,
+        0,
+    )
+}
+
+fn decision(stack: &Stack, i: OrderIntent) -> RiskDecision {
+    match ask(stack, RiskRequest::Approve(i)) {
+        RiskReply::Decision(d) => d,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn refused(d: &RiskDecision) -> Option<RefusalCode> {
+    match d {
+        RiskDecision::Refused { refusal, .. } => Some(refusal.code),
+        RiskDecision::Approved { .. } => None,
+    }
+}
+
+fn wait_for<T>(stack: &mut Stack, what: &str, mut f: impl FnMut(&Stack) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        stack.assert_alive();
+        if let Some(t) = f(stack) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            stack.output("risk-manager")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
+    let mut stack = Stack::new(CONFIG);
+    stack.write("trading_settings.json", SETTINGS);
+    stack.spawn("bybit-sim", "bybit-sim", &[], &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let trader = ExchangeSettings {
+        environment: Environment::Sim,
+        sim_base_url: stack.sim_url.clone(),
+        rest_url: String::new(),
+        public_ws_url: String::new(),
+        private_ws_url: String::new(),
+        recv_window_ms: 5000,
+        request_timeout_ms: 10_000,
+        ip_requests_per_5s: 50,
+        ws_ping_interval_ms: 20_000,
+        ws_dead_after_ms: 45_000,
+    }
+    .client(Some(Credentials::new("e2e-key", "e2e-secret")))
+    .unwrap();
+    let mut instruments = Vec::new();
+    for _ in 0..100 {
+        if let Ok(v) = rt.block_on(trader.usdt_perpetuals()) {
+            instruments = v;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !instruments.is_empty(),
+        "bybit-sim did not start:\n{}",
+        stack.output("bybit-sim")
+    );
+    rt.block_on(trader.sync_time()).unwrap();
+
+    stack.spawn("risk-manager", "risk-manager", &[], &[]);
+    let first = wait_for(&mut stack, "the balance", |s| {
+        match ask(s, RiskRequest::Balance) {
+            RiskReply::Balance(b) => Some(b),
+            _ => None,
+        }
+    });
+    assert_eq!(first.simulated_balance, Decimal::from(1000));
+    assert_eq!(
+        first.offset,
+        first.exchange_wallet_balance - Decimal::from(1000)
+    );
+
+    // A position opened on the exchange is seen, and limits the next intents.
+    let a = &instruments[0];
+    let price = rt
+        .block_on(trader.tickers())
+        .unwrap()
+        .into_iter()
+        .find(|t| t.symbol == a.symbol)
+        .unwrap()
+        .last_price;
+    let qty = ((Decimal::from(100) / price) / a.lot_size_filter.qty_step).ceil()
+        * a.lot_size_filter.qty_step;
+    rt.block_on(trader.place_order(&CreateOrder::market(
+        &a.symbol,
+        Side::Buy,
+        qty.max(a.lot_size_filter.min_order_qty),
+        "e2e-open-a",
+    )))
+    .unwrap();
+    wait_for(&mut stack, "the position", |s| {
+        match ask(s, RiskRequest::Positions) {
+            RiskReply::Positions(p)
+                if p.positions.iter().any(|p| p.symbol.as_str() == a.symbol) =>
+            {
+                Some(())
+            }
+            _ => None,
+        }
+    });
+    let buy = IntentAction::Enter { side: Side::Buy };
+    assert_eq!(
+        refused(&decision(&stack, intent(&a.symbol, buy, price))),
+        Some(RefusalCode::PositionExists)
+    );
+    assert!(matches!(
+        decision(&stack, intent(&a.symbol, IntentAction::Exit, price)),
+        RiskDecision::Approved {
+            reduce_only: true,
+            ..
+        }
+    ));
+    // Sized from the simulated balance (1,000 less the open's taker fee): 10 % of it as
+    // margin, × 2 leverage, at 50.
+    let sim = match ask(&stack, RiskRequest::Balance) {
+        RiskReply::Balance(b) => b.simulated_balance,
+        other => panic!("{other:?}"),
+    };
+    assert!(sim < Decimal::from(1000) && sim > Decimal::from(999));
+    let b = &instruments[1].symbol;
+    match decision(&stack, intent(b, buy, Decimal::from(50))) {
+        RiskDecision::Approved {
+            qty,
+            leverage,
+            reduce_only: false,
+            ..
+        } => {
+            let margin = sim * Decimal::from(10) / Decimal::ONE_HUNDRED;
+            assert_eq!(qty, margin * Decimal::from(2) / Decimal::from(50));
+            assert_eq!(leverage, Decimal::from(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    // That approval counts as open until the exchange shows it: the limit of 2 holds.
+    let c = &instruments[2].symbol;
+    assert_eq!(
+        refused(&decision(&stack, intent(c, buy, Decimal::from(50)))),
+        Some(RefusalCode::MaxOpenPositions)
+    );
+
+    // The kill switch, persisted across a kill -9 with the offset.
+    match ask(&stack, RiskRequest::Control(ControlCommand::Halt)) {
+        RiskReply::Control(r) => assert_eq!(r.mode, TradingMode::Halted),
+        other => panic!("{other:?}"),
+    }
+    stack.kill9("risk-manager");
+    stack.spawn("risk-manager-2", "risk-manager", &[], &[]);
+    let again = wait_for(&mut stack, "the balance after a restart", |s| {
+        match ask(s, RiskRequest::Balance) {
+            RiskReply::Balance(b) => Some(b),
+            _ => None,
+        }
+    });
+    assert_eq!(again.offset, first.offset, "the offset survives a restart");
+    assert_eq!(
+        again.simulated_balance,
+        again.exchange_wallet_balance - first.offset
+    );
+    assert!(
+        again.simulated_balance < Decimal::from(1000),
+        "the taker fee of the open was paid"
+    );
+    match ask(&stack, RiskRequest::Status) {
+        RiskReply::Status(s) => assert_eq!(s.mode, TradingMode::Halted),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        refused(&decision(&stack, intent(c, buy, Decimal::from(50)))),
+        Some(RefusalCode::Halted)
+    );
+    assert!(matches!(
+        ask(&stack, RiskRequest::Control(ControlCommand::Resume)),
+        RiskReply::Control(_)
+    ));
+    assert_eq!(
+        refused(&decision(&stack, intent(c, buy, Decimal::from(50)))),
+        None
+    );
+}
