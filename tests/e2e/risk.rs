@@ -243,4 +243,40 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
         refused(&decision(&stack, intent(c, buy, Decimal::from(50)))),
         None
     );
+
+    // The operator's side: `shardbot risk`.
+    let config = stack.config.clone();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(shardbot_e2e::bin("shardbot"))
+            .arg("risk")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&["show"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("mode              Normal") && out.contains(&a.symbol),
+        "{out}"
+    );
+    assert!(out.contains("simulated         balance"), "{out}");
+    let (ok, out, err) = cli(&["halt"]);
+    assert!(ok && out.contains("Halted"), "{out}{err}");
+    match ask(&stack, RiskRequest::Status) {
+        RiskReply::Status(s) => assert_eq!(s.mode, TradingMode::Halted),
+        other => panic!("{other:?}"),
+    }
+    stack.kill9("risk-manager-2");
+    let (ok, _, err) = cli(&["show"]);
+    assert!(
+        !ok && err.contains("no answer from the risk manager at ipc://"),
+        "{err}"
+    );
 }

@@ -5,6 +5,7 @@ mod bench;
 mod exchange;
 mod indicators;
 mod params;
+mod risk;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,9 @@ enum Command {
     /// The strategies' parameters, as every mode loads them from optimized_parameters.json:
     /// optimized ✓ with date, or defaults.
     Params(params::ParamsArgs),
+    /// The running risk manager: show its state (mode, limits, balances, positions), or
+    /// work the kill switch (halt, reduce-only, resume, flatten).
+    Risk(risk::RiskArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Command::Exchange(args) => exchange::run(args),
         Command::Indicators(args) => indicators::run(args),
         Command::Params(args) => params::run(args),
+        Command::Risk(args) => risk::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,109 @@
+//! `shardbot risk show|halt|reduce-only|resume|flatten`: the running risk manager, over
+//! the bus (its REP endpoint from the configuration).
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use shardbot_bus::Requester;
+use shardbot_protocol::{ControlCommand, RiskReply, RiskRequest};
+use shardbot_service::Settings;
+
+#[derive(Args, Debug)]
+pub struct RiskArgs {
+    /// Local configuration file (as the services use it; SHARDBOT_CONFIG works too).
+    #[arg(long, env = "SHARDBOT_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: RiskCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum RiskCommand {
+    /// Trading mode, limits and how close the account is to them, balances and positions.
+    Show,
+    /// Kill switch: no new entries (exits still allowed).
+    Halt,
+    /// Kill switch: only orders that reduce a position.
+    ReduceOnly,
+    /// Back to normal trading.
+    Resume,
+    /// Kill switch: halt, then close every position through the order router.
+    Flatten,
+}
+
+fn ask(req: &Requester, r: RiskRequest) -> anyhow::Result<RiskReply> {
+    let reply = req
+        .request_within::<_, RiskReply>(&r, Duration::from_secs(5))
+        .with_context(|| format!("no answer from the risk manager at {}", req.url()))?;
+    if let RiskReply::Error(e) = &reply {
+        bail!("the risk manager says: {}", e.message);
+    }
+    Ok(reply)
+}
+
+pub fn run(args: RiskArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(args.config.as_deref())?;
+    let common = settings.common()?;
+    let req = Requester::dial(&common.endpoints.risk_manager_rep, &common.bus)?;
+    let cmd = match args.command {
+        RiskCommand::Show => None,
+        RiskCommand::Halt => Some(ControlCommand::Halt),
+        RiskCommand::ReduceOnly => Some(ControlCommand::ReduceOnly),
+        RiskCommand::Resume => Some(ControlCommand::Resume),
+        RiskCommand::Flatten => Some(ControlCommand::FlattenAll),
+    };
+    if let Some(c) = cmd {
+        if let RiskReply::Control(r) = ask(&req, RiskRequest::Control(c))? {
+            println!("{} (mode: {:?})", r.message, r.mode);
+        }
+        return Ok(());
+    }
+    if let RiskReply::Status(s) = ask(&req, RiskRequest::Status)? {
+        println!("mode              {:?}", s.mode);
+        println!(
+            "open positions    {} of at most {}",
+            s.open_positions, s.max_open_positions
+        );
+        println!(
+            "today's PnL       {} USDT (daily loss limit {} USDT)",
+            s.daily_pnl.round_dp(2),
+            s.daily_loss_limit
+        );
+        println!(
+            "margin use        {}% (at most {}%)",
+            s.margin_use_pct, s.max_margin_use_pct
+        );
+    }
+    if let RiskReply::Balance(b) = ask(&req, RiskRequest::Balance)? {
+        println!(
+            "simulated         balance {} USDT, equity {} USDT",
+            b.simulated_balance.round_dp(2),
+            b.simulated_equity.round_dp(2)
+        );
+        println!(
+            "exchange          wallet {} USDT, equity {} USDT (offset {})",
+            b.exchange_wallet_balance.round_dp(2),
+            b.exchange_equity.round_dp(2),
+            b.offset.round_dp(2)
+        );
+    }
+    if let RiskReply::Positions(p) = ask(&req, RiskRequest::Positions)? {
+        if p.positions.is_empty() {
+            println!("positions         none");
+        }
+        for pos in p.positions {
+            println!(
+                "position          {} {} {} @ {} (unrealised {}, SL {}, TP {})",
+                pos.symbol,
+                pos.side,
+                pos.size,
+                pos.avg_price,
+                pos.unrealised_pnl.round_dp(2),
+                pos.stop_loss.map_or("-".into(), |d| d.to_string()),
+                pos.take_profit.map_or("-".into(), |d| d.to_string()),
+            );
+        }
+    }
+    Ok(())
+}
