@@ -48,6 +48,29 @@ impl Credentials {
         }
     }
 
+    /// The account's keys from `SHARDBOT_API_KEY` / `SHARDBOT_API_SECRET`, else
+    /// `fallback` (in `sim` mode: the sim's ready-made demo account), else an error that
+    /// says what to set.
+    pub fn from_env_or(fallback: Option<(String, String)>) -> Result<Credentials, String> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        match (
+            var("SHARDBOT_API_KEY"),
+            var("SHARDBOT_API_SECRET"),
+            fallback,
+        ) {
+            (Some(k), Some(s), _) => Ok(Credentials::new(k, s)),
+            (Some(_), None, _) | (None, Some(_), _) => Err(
+                "set both SHARDBOT_API_KEY and SHARDBOT_API_SECRET (only one of them is set)"
+                    .into(),
+            ),
+            (None, None, Some((k, s))) => Ok(Credentials::new(k, s)),
+            (None, None, None) => Err(
+                "no API keys: set SHARDBOT_API_KEY and SHARDBOT_API_SECRET (the account's keys)"
+                    .into(),
+            ),
+        }
+    }
+
     /// Lowercase hex HMAC-SHA256 of `payload` with the secret.
     pub fn hmac_hex(&self, payload: &str) -> String {
         // HMAC accepts keys of any length, so this cannot fail.

@@ -94,6 +94,17 @@ impl ExchangeSettings {
         Ok(BybitClient::new(raw))
     }
 
+    /// The account's keys from the environment (`SHARDBOT_API_KEY` /
+    /// `SHARDBOT_API_SECRET`); in `sim` mode without them, `sim_account` (the sim's
+    /// ready-made demo account).
+    pub fn credentials(
+        &self,
+        sim_account: Option<(String, String)>,
+    ) -> Result<Credentials, BybitError> {
+        let fallback = sim_account.filter(|_| self.environment == Environment::Sim);
+        Credentials::from_env_or(fallback).map_err(BybitError::Config)
+    }
+
     pub fn ws_config(&self) -> WsConfig {
         WsConfig {
             ping_interval: Duration::from_millis(self.ws_ping_interval_ms),

@@ -93,6 +93,22 @@ impl Settings {
             })
     }
 
+    /// The first of bybit-sim's accounts (`[[sim.accounts]]`) as (name, key, secret): the
+    /// ready-made demo account services use in `sim` mode when no keys are given.
+    pub fn sim_demo_account(&self) -> Option<(String, String, String)> {
+        #[derive(serde::Deserialize)]
+        struct Account {
+            name: String,
+            api_key: String,
+            api_secret: String,
+        }
+        let accounts: Vec<Account> = self.config.get("sim.accounts").ok()?;
+        accounts
+            .into_iter()
+            .next()
+            .map(|a| (a.name, a.api_key, a.api_secret))
+    }
+
     /// The sections every service reads, validated.
     pub fn common(&self) -> Result<CommonSettings, SettingsError> {
         // Deserialised from the root (not section by section) so that a type error names

@@ -14,7 +14,7 @@ use std::{path::PathBuf, time::Duration};
 use actix::Actor;
 use serde::Deserialize;
 use shardbot_bus::{Inbound, Publisher, Replier, Requester, Subscriber, forward_subscription};
-use shardbot_bybit::{Credentials, Environment, ExchangeSettings};
+use shardbot_bybit::ExchangeSettings;
 use shardbot_protocol::{ErrorReply, RiskReply, RiskRequest};
 use shardbot_risk::TradingSettings;
 use shardbot_service::ServiceContext;
@@ -33,49 +33,7 @@ pub struct RiskSettings {
     pub ip_requests_per_5s: u32,
 }
 
-/// The sim's ready-made demo account (`[[sim.accounts]]`), used in `sim` mode when no keys
-/// are given.
-#[derive(Debug, Deserialize)]
-struct SimAccount {
-    name: String,
-    api_key: String,
-    api_secret: String,
-}
-
 type StartError = Box<dyn std::error::Error + Send + Sync>;
-
-fn credentials(
-    ctx: &ServiceContext,
-    exchange: &ExchangeSettings,
-) -> Result<Credentials, StartError> {
-    let key = std::env::var("SHARDBOT_API_KEY")
-        .ok()
-        .filter(|k| !k.is_empty());
-    let secret = std::env::var("SHARDBOT_API_SECRET")
-        .ok()
-        .filter(|k| !k.is_empty());
-    if let (Some(k), Some(s)) = (key, secret) {
-        return Ok(Credentials::new(k, s));
-    }
-    if exchange.environment == Environment::Sim {
-        #[derive(Deserialize)]
-        struct Sim {
-            accounts: Vec<SimAccount>,
-        }
-        let sim: Sim = ctx
-            .settings
-            .section("sim")
-            .map_err(|e| format!("reading the sim's demo account from [sim]: {e}"))?;
-        if let Some(a) = sim.accounts.into_iter().next() {
-            tracing::info!(
-                account = a.name,
-                "sim mode without keys: using the sim's demo account"
-            );
-            return Ok(Credentials::new(a.api_key, a.api_secret));
-        }
-    }
-    Err("no API keys: set SHARDBOT_API_KEY and SHARDBOT_API_SECRET (the account's keys)".into())
-}
 
 pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let rs: RiskSettings = ctx.settings.section("risk")?;
@@ -86,8 +44,9 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let state = RiskState::load(&rs.state_file, &rs.account)?;
     let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
     exchange.ip_requests_per_5s = rs.ip_requests_per_5s;
+    let sim_account = ctx.settings.sim_demo_account().map(|(_, k, s)| (k, s));
     let client = exchange
-        .client(Some(credentials(ctx, &exchange)?))
+        .client(Some(exchange.credentials(sim_account)?))
         .map_err(|e| format!("risk.ip_requests_per_5s / [exchange]: {e}"))?;
     let ep = &ctx.common.endpoints;
     let publisher = Publisher::bind(&ep.risk_manager_pub, &ctx.common.bus)?;

@@ -1,0 +1,175 @@
+//! The order router (see DESIGN.md §2): the only process that places orders. It takes
+//! intents over REQ/REP, has the risk manager approve and size each one, rounds the
+//! quantity to the instrument's grid (refusing below min qty / min notional), sets each
+//! symbol's leverage once, and places a market order with exchange-side SL/TP (exits
+//! reduce-only) whose orderLinkId derives from the intent id, so no intent is ever placed
+//! twice. It owns the private stream and publishes order and fill events. At start it
+//! re-reads recent orders and executions so repeats sent across a restart are recognised.
+
+mod router;
+
+use std::collections::HashMap;
+
+use actix::Actor;
+use serde::Deserialize;
+use shardbot_bus::{Publisher, Replier, Requester};
+use shardbot_bybit::{
+    ExchangeSettings,
+    models::market::InstrumentInfo,
+    ws::{PrivateEvent, spawn_private},
+};
+use shardbot_protocol::{ErrorReply, Instrument, RouterReply, RouterRequest, Symbol};
+use shardbot_service::ServiceContext;
+
+pub use router::{Private, Router, Submit, fill, order_event};
+
+/// `[router]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSettings {
+    /// The router's share of Bybit's IP limit (requests / 5 s).
+    pub ip_requests_per_5s: u32,
+    /// How far back executions are re-read at start (Bybit allows up to 7 days).
+    pub reread_hours: u32,
+}
+
+type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+fn instrument(i: &InstrumentInfo) -> Option<Instrument> {
+    Some(Instrument {
+        symbol: Symbol::new(&i.symbol).ok()?,
+        tick_size: i.price_filter.tick_size,
+        qty_step: i.lot_size_filter.qty_step,
+        min_order_qty: i.lot_size_filter.min_order_qty,
+        max_market_order_qty: i
+            .lot_size_filter
+            .max_mkt_order_qty
+            .unwrap_or(i.lot_size_filter.max_order_qty),
+        min_notional: i.lot_size_filter.min_notional_value.unwrap_or_default(),
+        max_leverage: i.leverage_filter.max_leverage,
+        funding_interval_min: i.funding_interval.unwrap_or(480),
+    })
+}
+
+pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
+    let rs: RouterSettings = ctx.settings.section("router")?;
+    let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
+    exchange.ip_requests_per_5s = rs.ip_requests_per_5s;
+    let sim_account = ctx.settings.sim_demo_account().map(|(_, k, s)| (k, s));
+    let credentials = exchange.credentials(sim_account)?;
+    let client = exchange
+        .client(Some(credentials.clone()))
+        .map_err(|e| format!("router.ip_requests_per_5s / [exchange]: {e}"))?;
+    let urls = exchange.urls()?;
+    let ep = &ctx.common.endpoints;
+    let publisher = Publisher::bind(&ep.order_router_pub, &ctx.common.bus)?;
+    let replier = Replier::bind(&ep.order_router_rep, &ctx.common.bus)?;
+    let risk = Requester::dial(&ep.risk_manager_rep, &ctx.common.bus)?;
+    let shutdown = ctx.shutdown.clone();
+    let ws_cfg = exchange.ws_config();
+    let reread_ms = i64::from(rs.reread_hours.clamp(1, 168)) * 3_600_000;
+    // Start-up reads happen before the replier serves: an intent is never judged on a
+    // half-read state.
+    actix::spawn(async move {
+        let init = async {
+            client.sync_time().await?;
+            let instruments: HashMap<Symbol, Instrument> = client
+                .usdt_perpetuals()
+                .await?
+                .iter()
+                .filter_map(instrument)
+                .map(|i| (i.symbol.clone(), i))
+                .collect();
+            let now = client.raw().clock().now_ms();
+            let mut placed = HashMap::new();
+            let mut from = now - reread_ms;
+            while from < now {
+                let to = (from + 7 * 86_400_000 - 1).min(now);
+                for e in client.executions(None, from, to).await? {
+                    if e.order_link_id.starts_with("sb-") {
+                        placed.insert(e.order_link_id.clone(), e.order_id.clone());
+                    }
+                }
+                from = to + 1;
+            }
+            for o in client.open_orders().await? {
+                if o.order_link_id.starts_with("sb-") {
+                    placed.insert(o.order_link_id.clone(), o.order_id.clone());
+                }
+            }
+            Ok::<_, shardbot_bybit::BybitError>((instruments, placed))
+        }
+        .await;
+        let (instruments, placed) = match init {
+            Ok(v) => v,
+            Err(e) => {
+                shutdown.fatal(format!("cannot read the account from the exchange: {e}"));
+                return;
+            }
+        };
+        tracing::info!(
+            instruments = instruments.len(),
+            known_orders = placed.len(),
+            "account read; connecting the private stream"
+        );
+        let clock = client.raw().clock().clone();
+        let addr = Router::new(client, risk, publisher, instruments, placed).start();
+        let (ws, mut rx) = spawn_private(&urls.private_ws, credentials, clock, ws_cfg);
+        let events = addr.clone();
+        // Intents are served only once the private stream is subscribed, so every order
+        // the router places is seen by it.
+        let (subscribed, first_subscribed) = tokio::sync::oneshot::channel::<()>();
+        actix::spawn(async move {
+            let _ws = ws;
+            let mut subscribed = Some(subscribed);
+            while let Some(ev) = rx.recv().await {
+                match ev {
+                    PrivateEvent::Order(o) => events.do_send(Private::Order(o)),
+                    PrivateEvent::Execution(e) => events.do_send(Private::Execution(e)),
+                    PrivateEvent::Subscribed => {
+                        events.do_send(Private::Subscribed);
+                        if let Some(tx) = subscribed.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    PrivateEvent::AuthFailed { message } => {
+                        tracing::error!(message, "the private stream refused the keys")
+                    }
+                    PrivateEvent::Disconnected { reason, .. } => {
+                        tracing::warn!(reason, "private stream down; reconnecting")
+                    }
+                    _ => {}
+                }
+            }
+        });
+        if first_subscribed.await.is_err() {
+            shutdown.fatal("the private stream ended before it subscribed");
+            return;
+        }
+        tracing::info!("router ready");
+        let shutdown2 = shutdown.clone();
+        let spawned = std::thread::Builder::new()
+            .name("router-rep".into())
+            .spawn(move || {
+                let served = replier.serve(
+                    |RouterRequest::Submit(intent)| {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        addr.do_send(Submit { intent, reply: tx });
+                        rx.blocking_recv().unwrap_or_else(|_| {
+                            RouterReply::Error(ErrorReply {
+                                message: "the router is stopping".into(),
+                            })
+                        })
+                    },
+                    |message| RouterReply::Error(ErrorReply { message }),
+                );
+                if let Err(e) = served {
+                    shutdown2.fatal(format!("router replier failed: {e}"));
+                }
+            });
+        if let Err(e) = spawned {
+            shutdown.fatal(format!("cannot start the replier thread: {e}"));
+        }
+    });
+    Ok(())
+}

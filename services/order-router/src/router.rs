@@ -1,0 +1,486 @@
+//! The router actor. Every intent becomes at most one exchange order: its orderLinkId is
+//! derived from the intent id, a repeat of an intent already placed (or being placed) is
+//! answered from what the first attempt did, an order whose outcome is unknown (timeout,
+//! 10006, 5xx) is looked up by its orderLinkId before anything else happens, and the
+//! exchange's own uniqueness of orderLinkIds (110072) covers a router restarted between
+//! sending an order and hearing back.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use actix::{Actor, AsyncContext, Context, Handler, Message};
+use rust_decimal::Decimal;
+use shardbot_bus::{Publisher, Requester};
+use shardbot_bybit::{
+    ApiCode, BybitError,
+    models::order::{Execution, Order},
+    rest::{BybitClient, CreateOrder, OrderResolution},
+};
+use shardbot_protocol::{
+    ErrorReply, Fill, Instrument, IntentAction, OrderEvent, OrderIntent, OrderStatus, OrderType,
+    Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest, RouterReply, Side, Symbol,
+};
+use shardbot_risk::round_qty;
+use tokio::sync::oneshot;
+
+/// Lookups of an order with an unknown outcome before the router says it was not placed.
+const RESOLVE_TRIES: u32 = 3;
+const RESOLVE_WAIT: Duration = Duration::from_millis(700);
+
+#[derive(Debug)]
+pub struct Router {
+    client: BybitClient,
+    risk: Requester,
+    publisher: Publisher,
+    instruments: HashMap<Symbol, Instrument>,
+    leverage_set: HashSet<Symbol>,
+    /// orderLinkId → orderId of orders known to exist.
+    placed: HashMap<String, String>,
+    /// orderLinkId → repliers waiting for the attempt in flight.
+    in_flight: HashMap<String, Vec<oneshot::Sender<RouterReply>>>,
+    /// Executions already published (the stream and the catch-up reads overlap).
+    published: HashSet<String>,
+    /// Exchange time of the newest execution published.
+    newest_exec_ms: i64,
+}
+
+fn refused(intent: &OrderIntent, code: RefusalCode, reason: String) -> RouterReply {
+    RouterReply::Refused {
+        intent_id: intent.intent_id.clone(),
+        refusal: Refusal { code, reason },
+    }
+}
+
+fn side(s: &str) -> Side {
+    if s == "Sell" { Side::Sell } else { Side::Buy }
+}
+
+/// The order event of an exchange order.
+pub fn order_event(o: &Order) -> Option<OrderEvent> {
+    let status = match o.order_status.as_str() {
+        "New" => OrderStatus::New,
+        "PartiallyFilled" => OrderStatus::PartiallyFilled,
+        "Untriggered" => OrderStatus::Untriggered,
+        "Rejected" => OrderStatus::Rejected,
+        "PartiallyFilledCanceled" => OrderStatus::PartiallyFilledCanceled,
+        "Filled" => OrderStatus::Filled,
+        "Cancelled" => OrderStatus::Cancelled,
+        "Triggered" => OrderStatus::Triggered,
+        "Deactivated" => OrderStatus::Deactivated,
+        _ => return None,
+    };
+    Some(OrderEvent {
+        order_id: o.order_id.clone(),
+        order_link_id: o.order_link_id.clone(),
+        intent_id: None,
+        symbol: Symbol::new(&o.symbol).ok()?,
+        side: side(&o.side),
+        order_type: if o.order_type == "Limit" {
+            OrderType::Limit
+        } else {
+            OrderType::Market
+        },
+        status,
+        qty: o.qty,
+        price: o.price.filter(|p| !p.is_zero()),
+        avg_price: o.avg_price.filter(|p| !p.is_zero()),
+        cum_exec_qty: o.cum_exec_qty,
+        cum_exec_fee: o.cum_exec_fee.unwrap_or_default(),
+        reduce_only: o.reduce_only,
+        take_profit: o.take_profit.filter(|p| !p.is_zero()),
+        stop_loss: o.stop_loss.filter(|p| !p.is_zero()),
+        reject_reason: Some(o.reject_reason.clone()).filter(|r| !r.is_empty() && r != "EC_NoError"),
+        updated_ms: o.created_time,
+    })
+}
+
+/// The fill of an execution.
+pub fn fill(e: &Execution) -> Option<Fill> {
+    Some(Fill {
+        exec_id: e.exec_id.clone(),
+        order_id: e.order_id.clone(),
+        order_link_id: e.order_link_id.clone(),
+        symbol: Symbol::new(&e.symbol).ok()?,
+        side: side(&e.side),
+        exec_qty: e.exec_qty,
+        exec_price: e.exec_price,
+        exec_value: e.exec_value,
+        exec_fee: e.exec_fee,
+        fee_rate: e.fee_rate,
+        is_maker: e.is_maker,
+        closed_size: e.closed_size.unwrap_or_default(),
+        exec_time_ms: e.exec_time,
+    })
+}
+
+fn on_tick(p: Option<Decimal>, tick: Decimal) -> Option<Decimal> {
+    p.filter(|p| *p > Decimal::ZERO).map(|p| {
+        if tick > Decimal::ZERO {
+            ((p / tick).round() * tick).normalize()
+        } else {
+            p
+        }
+    })
+}
+
+impl Router {
+    pub fn new(
+        client: BybitClient,
+        risk: Requester,
+        publisher: Publisher,
+        instruments: HashMap<Symbol, Instrument>,
+        placed: HashMap<String, String>,
+    ) -> Router {
+        Router {
+            client,
+            risk,
+            publisher,
+            instruments,
+            leverage_set: HashSet::new(),
+            placed,
+            in_flight: HashMap::new(),
+            published: HashSet::new(),
+            newest_exec_ms: 0,
+        }
+    }
+
+    /// After the private stream (re)subscribes: executions it may have missed meanwhile
+    /// are read over REST and published like the stream's (each exactly once).
+    fn catch_up(&self, ctx: &mut Context<Self>) {
+        let client = self.client.clone();
+        let addr = ctx.address();
+        let newest = self.newest_exec_ms;
+        actix::spawn(async move {
+            let now = client.raw().clock().now_ms();
+            let from = if newest > 0 {
+                newest - 60_000
+            } else {
+                now - 3_600_000
+            };
+            match client.executions(None, from, now).await {
+                Ok(list) => {
+                    for e in list {
+                        addr.do_send(Private::Execution(Box::new(e)));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read recent executions after the private stream (re)connected")
+                }
+            }
+        });
+    }
+
+    fn publish_order(&mut self, o: &Order) {
+        if let Some(ev) = order_event(o)
+            && let Err(e) = self.publisher.publish(&ev)
+        {
+            tracing::warn!(error = %e, "cannot publish an order event");
+        }
+    }
+
+    fn publish_fill(&mut self, e: &Execution) {
+        if !self.published.insert(e.exec_id.clone()) {
+            return;
+        }
+        self.newest_exec_ms = self.newest_exec_ms.max(e.exec_time);
+        if let Some(f) = fill(e)
+            && let Err(err) = self.publisher.publish(&f)
+        {
+            tracing::warn!(error = %err, "cannot publish a fill");
+        }
+    }
+}
+
+/// Everything one attempt needs, moved into its task.
+struct Attempt {
+    client: BybitClient,
+    risk: Requester,
+    instrument: Option<Instrument>,
+    leverage_set: bool,
+}
+
+/// What an attempt did.
+struct Outcome {
+    reply: RouterReply,
+    leverage_set_for: Option<Symbol>,
+}
+
+impl Attempt {
+    async fn run(self, intent: OrderIntent) -> Outcome {
+        let mut leverage_set_for = None;
+        let reply = self.place(&intent, &mut leverage_set_for).await;
+        Outcome {
+            reply,
+            leverage_set_for,
+        }
+    }
+
+    async fn place(&self, intent: &OrderIntent, lev: &mut Option<Symbol>) -> RouterReply {
+        let link = intent.intent_id.order_link_id();
+        let decision = match self
+            .risk
+            .request_async::<_, RiskReply>(RiskRequest::Approve(intent.clone()))
+            .await
+        {
+            Ok(RiskReply::Decision(d)) => d,
+            Ok(other) => {
+                return refused(
+                    intent,
+                    RefusalCode::RiskUnavailable,
+                    format!("unexpected answer from the risk manager: {other:?}"),
+                );
+            }
+            Err(e) => {
+                return refused(
+                    intent,
+                    RefusalCode::RiskUnavailable,
+                    format!("the risk manager does not answer ({e}); nothing is opened without it"),
+                );
+            }
+        };
+        let (qty, leverage, reduce_only) = match decision {
+            RiskDecision::Refused { refusal, .. } => {
+                return RouterReply::Refused {
+                    intent_id: intent.intent_id.clone(),
+                    refusal,
+                };
+            }
+            RiskDecision::Approved {
+                qty,
+                leverage,
+                reduce_only,
+                ..
+            } => (qty, leverage, reduce_only),
+        };
+        let Some(inst) = &self.instrument else {
+            return refused(
+                intent,
+                RefusalCode::UnknownSymbol,
+                format!("{} is not a listed USDT perpetual", intent.symbol),
+            );
+        };
+        let qty = match round_qty(qty, intent.reference_price, inst) {
+            Ok(q) => q,
+            Err(refusal) => {
+                return RouterReply::Refused {
+                    intent_id: intent.intent_id.clone(),
+                    refusal,
+                };
+            }
+        };
+        let side = match intent.action {
+            IntentAction::Enter { side } => side,
+            IntentAction::Exit => match self.position_side(&intent.symbol).await {
+                Some(s) => s.opposite(),
+                None => {
+                    return refused(
+                        intent,
+                        RefusalCode::NoPosition,
+                        format!("no open {} position to exit", intent.symbol),
+                    );
+                }
+            },
+        };
+        if !reduce_only && !self.leverage_set {
+            if let Err(e) = self
+                .client
+                .set_leverage(intent.symbol.as_str(), leverage)
+                .await
+            {
+                return refused(
+                    intent,
+                    RefusalCode::Exchange,
+                    format!(
+                        "cannot set {}x leverage on {}: {e}",
+                        leverage, intent.symbol
+                    ),
+                );
+            }
+            *lev = Some(intent.symbol.clone());
+        }
+        let mut order = CreateOrder::market(intent.symbol.as_str(), side, qty, &link);
+        if reduce_only {
+            order.reduce_only = Some(true);
+        } else {
+            order = order.with_tp_sl(
+                on_tick(intent.take_profit, inst.tick_size),
+                on_tick(intent.stop_loss, inst.tick_size),
+            );
+        }
+        match self.client.place_order(&order).await {
+            Ok(id) => {
+                tracing::info!(intent_id = %intent.intent_id, order_link_id = link, order_id = id.order_id, symbol = %intent.symbol, %side, %qty, "order placed");
+                RouterReply::Placed {
+                    intent_id: intent.intent_id.clone(),
+                    order_link_id: link,
+                    order_id: id.order_id,
+                    duplicate: false,
+                }
+            }
+            Err(e) if e.api_code() == Some(ApiCode::DuplicateOrderLinkId) => {
+                tracing::info!(order_link_id = link, "the exchange already has this order");
+                self.resolve(intent, &link).await
+            }
+            Err(e @ BybitError::UnknownOutcome { .. }) => {
+                tracing::warn!(order_link_id = link, error = %e, "order outcome unknown; looking it up");
+                self.resolve(intent, &link).await
+            }
+            Err(e) => refused(
+                intent,
+                RefusalCode::Exchange,
+                format!("the exchange refused the order: {e}"),
+            ),
+        }
+    }
+
+    /// Finds an order by link id; `NotFound` after a few looks means it was not placed,
+    /// and the caller may send the intent again (same link id: never doubled).
+    async fn resolve(&self, intent: &OrderIntent, link: &str) -> RouterReply {
+        for attempt in 1..=RESOLVE_TRIES {
+            match self.client.find_order(intent.symbol.as_str(), link).await {
+                Ok(OrderResolution::Placed(o)) => {
+                    return RouterReply::Placed {
+                        intent_id: intent.intent_id.clone(),
+                        order_link_id: link.to_owned(),
+                        order_id: o.order_id,
+                        duplicate: true,
+                    };
+                }
+                Ok(OrderResolution::NotFound) => {}
+                Err(e) => {
+                    tracing::warn!(order_link_id = link, attempt, error = %e, "order lookup failed")
+                }
+            }
+            tokio::time::sleep(RESOLVE_WAIT).await;
+        }
+        RouterReply::Error(ErrorReply {
+            message: format!(
+                "order {link}: outcome unknown and not found on the exchange; send the intent \
+                 again (the same orderLinkId cannot be placed twice)"
+            ),
+        })
+    }
+
+    async fn position_side(&self, symbol: &Symbol) -> Option<Side> {
+        match self
+            .risk
+            .request_async::<_, RiskReply>(RiskRequest::Positions)
+            .await
+        {
+            Ok(RiskReply::Positions(p)) => p
+                .positions
+                .iter()
+                .find(|p| &p.symbol == symbol && p.size > Decimal::ZERO)
+                .map(|p| p.side),
+            _ => None,
+        }
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+}
+
+/// An intent from the REP thread.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Submit {
+    pub intent: OrderIntent,
+    pub reply: oneshot::Sender<RouterReply>,
+}
+
+impl Handler<Submit> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) {
+        let link = msg.intent.intent_id.order_link_id();
+        if let Some(order_id) = self.placed.get(&link) {
+            let _ = msg.reply.send(RouterReply::Placed {
+                intent_id: msg.intent.intent_id,
+                order_link_id: link,
+                order_id: order_id.clone(),
+                duplicate: true,
+            });
+            return;
+        }
+        if let Some(waiting) = self.in_flight.get_mut(&link) {
+            waiting.push(msg.reply);
+            return;
+        }
+        self.in_flight.insert(link.clone(), vec![msg.reply]);
+        let attempt = Attempt {
+            client: self.client.clone(),
+            risk: self.risk.clone(),
+            instrument: self.instruments.get(&msg.intent.symbol).cloned(),
+            leverage_set: self.leverage_set.contains(&msg.intent.symbol),
+        };
+        let addr = ctx.address();
+        let intent = msg.intent;
+        actix::spawn(async move {
+            let outcome = attempt.run(intent).await;
+            addr.do_send(Done { link, outcome });
+        });
+    }
+}
+
+struct Done {
+    link: String,
+    outcome: Outcome,
+}
+
+impl Message for Done {
+    type Result = ();
+}
+
+impl Handler<Done> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Done, _ctx: &mut Context<Self>) {
+        if let Some(s) = msg.outcome.leverage_set_for {
+            self.leverage_set.insert(s);
+        }
+        if let RouterReply::Placed { order_id, .. } = &msg.outcome.reply {
+            self.placed.insert(msg.link.clone(), order_id.clone());
+        }
+        let waiting = self.in_flight.remove(&msg.link).unwrap_or_default();
+        for (i, tx) in waiting.into_iter().enumerate() {
+            let mut reply = msg.outcome.reply.clone();
+            if i > 0
+                && let RouterReply::Placed { duplicate, .. } = &mut reply
+            {
+                *duplicate = true;
+            }
+            let _ = tx.send(reply);
+        }
+    }
+}
+
+/// An event of the private stream.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub enum Private {
+    Order(Box<Order>),
+    Execution(Box<Execution>),
+    /// The stream is subscribed (again): catch up on what it may have missed.
+    Subscribed,
+}
+
+impl Handler<Private> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Private, ctx: &mut Context<Self>) {
+        match msg {
+            Private::Order(o) => {
+                if o.order_link_id.starts_with("sb-") {
+                    self.placed
+                        .insert(o.order_link_id.clone(), o.order_id.clone());
+                }
+                self.publish_order(&o);
+            }
+            Private::Execution(e) => self.publish_fill(&e),
+            Private::Subscribed => self.catch_up(ctx),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The order router with the risk manager against bybit-sim: an intent becomes exactly
+//! one exchange order even when it is sent three times at once and when the router is
+//! killed (kill -9) while the order call is under way; SL/TP land on the exchange
+//! position; fills are published; an exit closes the position reduce-only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use shardbot_bus::{BusOptions, Requester, Subscriber};
+use shardbot_bybit::rest::BybitClient;
+use shardbot_e2e::Stack;
+use shardbot_protocol::{
+    Event, IntentAction, Interval, OrderIntent, RouterReply, RouterRequest, Side, Symbol,
+};
+
+const CONFIG: &str = r#"
+[sim]
+listen = "{sim_listen}"
+seed = 21
+symbols = 30
+universe_file = ""
+universe_price_dir = ""
+
+[risk]
+state_file = "risk-state.json"
+sync_interval_ms = 300
+"#;
+
+const SETTINGS: &str = r#"{"simulated_balance": 1000, "sizing": {"percent": 10}, "leverage": 2,
+  "daily_loss_limit": 50, "max_open_positions": 5, "max_margin_use_pct": 90,
+  "cooldown_after_stop_min": 30}"#;
+
+fn submit(stack: &Stack, intent: &OrderIntent, within: Duration) -> RouterReply {
+    Requester::dial(&stack.ipc("router.rep"), &BusOptions::default())
+        .unwrap()
+        .request_within(&RouterRequest::Submit(intent.clone()), within)
+        .unwrap()
+}
+
+fn intent(
+    symbol: &str,
+    bar: i64,
+    action: IntentAction,
+    price: Decimal,
+    sl: Option<Decimal>,
+    tp: Option<Decimal>,
+) -> OrderIntent {
+    OrderIntent::new(
+        "trend_following",
+        Symbol::new(symbol).unwrap(),
+        Interval::M5,
+        bar,
+        action,
+        price,
+        sl,
+        tp,
+        0,
+    )
+}
+
+/// Orders on the exchange with this link id (open and history).
+fn orders_with(rt: &tokio::runtime::Runtime, c: &BybitClient, symbol: &str, link: &str) -> usize {
+    let q = shardbot_bybit::rest::Query::new()
+        .with("category", "linear")
+        .with("symbol", symbol)
+        .with("limit", 50);
+    let hist = rt.block_on(c.raw().order_history(&q)).unwrap();
+    hist.list.iter().filter(|o| o.order_link_id == link).count()
+}
+
+fn wait_ready(stack: &mut Stack, what: &str, out: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stack.output(out).contains(what) {
+        stack.assert_alive();
+        assert!(
+            Instant::now() < deadline,
+            "{out} not ready:\n{}",
+            stack.output(out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn one_intent_one_order_through_repeats_and_a_router_crash() {
+    let mut stack = Stack::new(CONFIG);
+    stack.write("trading_settings.json", SETTINGS);
+    stack.spawn("bybit-sim", "bybit-sim", &[], &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = {
+        let mut s = stack.client();
+        let e = shardbot_bybit::ExchangeSettings {
+            environment: shardbot_bybit::Environment::Sim,
+            sim_base_url: stack.sim_url.clone(),
+            rest_url: String::new(),
+            public_ws_url: String::new(),
+            private_ws_url: String::new(),
+            recv_window_ms: 5000,
+            request_timeout_ms: 10_000,
+            ip_requests_per_5s: 50,
+            ws_ping_interval_ms: 20_000,
+            ws_dead_after_ms: 45_000,
+        };
+        for _ in 0..100 {
+            if rt.block_on(s.sync_time()).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s = e
+            .client(Some(shardbot_bybit::Credentials::new(
+                "sim-demo-key",
+                "sim-demo-secret",
+            )))
+            .unwrap();
+        rt.block_on(s.sync_time()).unwrap();
+        s
+    };
+    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
+    let tickers = rt.block_on(sim.tickers()).unwrap();
+    let price_of = |s: &str| tickers.iter().find(|t| t.symbol == s).unwrap().last_price;
+
+    let fills = Subscriber::dial(&[stack.ipc("router.pub")], &BusOptions::default()).unwrap();
+    fills.subscribe("fill.").unwrap();
+    let orders = Subscriber::dial(&[stack.ipc("router.pub")], &BusOptions::default()).unwrap();
+    orders.subscribe("order.").unwrap();
+    stack.spawn("risk-manager", "risk-manager", &[], &[]);
+    stack.spawn("order-router", "order-router", &[], &[]);
+    wait_ready(&mut stack, "router ready", "order-router");
+
+    // The same intent three times at once: one order.
+    let a = &instruments[0].symbol;
+    let pa = price_of(a);
+    let sl = (pa * Decimal::new(97, 2)).round_dp(2);
+    let tp = (pa * Decimal::new(105, 2)).round_dp(2);
+    let enter = intent(
+        a,
+        1,
+        IntentAction::Enter { side: Side::Buy },
+        pa,
+        Some(sl),
+        Some(tp),
+    );
+    let replies: Vec<RouterReply> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| submit(&stack, &enter, Duration::from_secs(20))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut firsts = 0;
+    for r in &replies {
+        match r {
+            RouterReply::Placed {
+                duplicate,
+                order_link_id,
+                ..
+            } => {
+                assert_eq!(order_link_id, &enter.intent_id.order_link_id());
+                firsts += usize::from(!duplicate);
+            }
+            other => panic!("{other:?}\n{}", stack.output("order-router")),
+        }
+    }
+    assert_eq!(firsts, 1, "{replies:?}");
+    // ... and a fourth time later, answered from memory.
+    assert!(matches!(
+        submit(&stack, &enter, Duration::from_secs(10)),
+        RouterReply::Placed {
+            duplicate: true,
+            ..
+        }
+    ));
+    assert_eq!(
+        orders_with(&rt, &sim, a, &enter.intent_id.order_link_id()),
+        1
+    );
+    let pos = rt.block_on(sim.positions()).unwrap();
+    let p = pos.iter().find(|p| &p.symbol == a).expect("the position");
+    assert_eq!(p.side, "Buy");
+    assert!(
+        p.stop_loss.is_some_and(|s| s > Decimal::ZERO),
+        "SL on the exchange: {p:?}"
+    );
+    assert!(
+        p.take_profit.is_some_and(|s| s > Decimal::ZERO),
+        "TP on the exchange: {p:?}"
+    );
+    // The fill was published.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no fill published");
+        if let Ok(Some(r)) = fills.recv(Some(Duration::from_millis(200)))
+            && let Event::Fill(f) = r.event
+            && f.order_link_id == enter.intent_id.order_link_id()
+        {
+            break;
+        }
+    }
+
+    // kill -9 while the order call is under way (the sim answers after 3 s, having
+    // carried it out), then a new router: the worker's resend gets the same order.
+    let b = &instruments[1].symbol;
+    let pb = price_of(b);
+    let enter_b = intent(
+        b,
+        2,
+        IntentAction::Enter { side: Side::Sell },
+        pb,
+        None,
+        None,
+    );
+    stack.admin("/admin/faults", r#"{"slow": 1.0, "slow_ms": 3000}"#);
+    let url = stack.ipc("router.rep");
+    let sent = enter_b.clone();
+    let worker = std::thread::spawn(move || {
+        // A worker's request: resent by the bus until a router answers.
+        Requester::dial(&url, &BusOptions::default())
+            .unwrap()
+            .request_within::<_, RouterReply>(&RouterRequest::Submit(sent), Duration::from_secs(60))
+            .unwrap()
+    });
+    let link_b = enter_b.intent_id.order_link_id();
+    // The router's own private stream reports the order as soon as the exchange has it;
+    // its REST answer is still three seconds away.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the order never reached the exchange"
+        );
+        if let Ok(Some(r)) = orders.recv(Some(Duration::from_millis(100)))
+            && let Event::Order(o) = r.event
+            && o.order_link_id == link_b
+        {
+            break;
+        }
+    }
+    stack.kill9("order-router");
+    stack.admin("/admin/faults", "{}");
+    stack.spawn("order-router-2", "order-router", &[], &[]);
+    wait_ready(&mut stack, "router ready", "order-router-2");
+    match worker.join().unwrap() {
+        RouterReply::Placed {
+            duplicate: true, ..
+        } => {}
+        other => panic!("{other:?}\n{}", stack.output("order-router-2")),
+    }
+    assert_eq!(
+        orders_with(&rt, &sim, b, &enter_b.intent_id.order_link_id()),
+        1
+    );
+
+    // An exit closes the position, reduce-only.
+    let exit = intent(a, 3, IntentAction::Exit, pa, None, None);
+    match submit(&stack, &exit, Duration::from_secs(20)) {
+        RouterReply::Placed {
+            duplicate: false, ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    let pos = rt.block_on(sim.positions()).unwrap();
+    assert!(pos.iter().all(|p| &p.symbol != a), "{pos:?}");
+    stack.assert_alive();
+}
