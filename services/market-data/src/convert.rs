@@ -1,10 +1,10 @@
 //! Exchange shapes (`common/bybit` models) → bus messages (`common/protocol`).
 
 use shardbot_bybit::models::{
-    market::{InstrumentInfo, Kline},
+    market::Kline,
     ws::{TickerFields, WsKline},
 };
-use shardbot_protocol::{Bar, Instrument, Interval, Symbol, Ticker};
+use shardbot_protocol::{Bar, Interval, Symbol, Ticker};
 
 /// A closed kline from the WebSocket; `None` while the candle is still open or if the
 /// message names an interval or symbol shardbot cannot carry.
@@ -56,22 +56,5 @@ pub fn ticker(ts: i64, t: &TickerFields) -> Option<Ticker> {
         volume_24h: t.volume24h,
         turnover_24h: t.turnover24h,
         ts_ms: ts,
-    })
-}
-
-/// Trading rules of an instrument; `None` for a symbol shardbot cannot carry.
-pub fn instrument(i: &InstrumentInfo) -> Option<Instrument> {
-    Some(Instrument {
-        symbol: Symbol::new(&i.symbol).ok()?,
-        tick_size: i.price_filter.tick_size,
-        qty_step: i.lot_size_filter.qty_step,
-        min_order_qty: i.lot_size_filter.min_order_qty,
-        max_market_order_qty: i
-            .lot_size_filter
-            .max_mkt_order_qty
-            .unwrap_or(i.lot_size_filter.max_order_qty),
-        min_notional: i.lot_size_filter.min_notional_value.unwrap_or_default(),
-        max_leverage: i.leverage_filter.max_leverage,
-        funding_interval_min: i.funding_interval.unwrap_or(480),
     })
 }

@@ -160,7 +160,7 @@ impl Gateway {
     fn on_universe(&mut self, list: Vec<InstrumentInfo>, ctx: &mut Context<Self>) {
         let fresh: BTreeMap<Symbol, Instrument> = list
             .iter()
-            .filter_map(convert::instrument)
+            .filter_map(InstrumentInfo::to_instrument)
             .map(|i| (i.symbol.clone(), i))
             .collect();
         let first = self.universe.is_empty();

@@ -35,22 +35,6 @@ pub struct RouterSettings {
 
 type StartError = Box<dyn std::error::Error + Send + Sync>;
 
-fn instrument(i: &InstrumentInfo) -> Option<Instrument> {
-    Some(Instrument {
-        symbol: Symbol::new(&i.symbol).ok()?,
-        tick_size: i.price_filter.tick_size,
-        qty_step: i.lot_size_filter.qty_step,
-        min_order_qty: i.lot_size_filter.min_order_qty,
-        max_market_order_qty: i
-            .lot_size_filter
-            .max_mkt_order_qty
-            .unwrap_or(i.lot_size_filter.max_order_qty),
-        min_notional: i.lot_size_filter.min_notional_value.unwrap_or_default(),
-        max_leverage: i.leverage_filter.max_leverage,
-        funding_interval_min: i.funding_interval.unwrap_or(480),
-    })
-}
-
 pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let rs: RouterSettings = ctx.settings.section("router")?;
     let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
@@ -77,7 +61,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
                 .usdt_perpetuals()
                 .await?
                 .iter()
-                .filter_map(instrument)
+                .filter_map(InstrumentInfo::to_instrument)
                 .map(|i| (i.symbol.clone(), i))
                 .collect();
             let now = client.raw().clock().now_ms();

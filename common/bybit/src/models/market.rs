@@ -87,6 +87,24 @@ pub struct InstrumentInfo {
 }
 
 impl InstrumentInfo {
+    /// The trading rules as the bus carries them; `None` for a symbol shardbot cannot
+    /// carry (see `shardbot_protocol::Symbol`).
+    pub fn to_instrument(&self) -> Option<shardbot_protocol::Instrument> {
+        Some(shardbot_protocol::Instrument {
+            symbol: shardbot_protocol::Symbol::new(&self.symbol).ok()?,
+            tick_size: self.price_filter.tick_size,
+            qty_step: self.lot_size_filter.qty_step,
+            min_order_qty: self.lot_size_filter.min_order_qty,
+            max_market_order_qty: self
+                .lot_size_filter
+                .max_mkt_order_qty
+                .unwrap_or(self.lot_size_filter.max_order_qty),
+            min_notional: self.lot_size_filter.min_notional_value.unwrap_or_default(),
+            max_leverage: self.leverage_filter.max_leverage,
+            funding_interval_min: self.funding_interval.unwrap_or(480),
+        })
+    }
+
     /// A trading USDT-settled linear perpetual: what shardbot trades.
     pub fn is_trading_usdt_perpetual(&self) -> bool {
         self.contract_type == "LinearPerpetual"
