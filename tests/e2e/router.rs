@@ -12,7 +12,8 @@ use shardbot_bus::{BusOptions, Requester, Subscriber};
 use shardbot_bybit::rest::BybitClient;
 use shardbot_e2e::Stack;
 use shardbot_protocol::{
-    Event, IntentAction, Interval, OrderIntent, RouterReply, RouterRequest, Side, Symbol,
+    ControlCommand, Event, IntentAction, Interval, OrderIntent, RefusalCode, RiskReply,
+    RiskRequest, RouterReply, RouterRequest, Side, Symbol, TradingMode,
 };
 
 const CONFIG: &str = r#"
@@ -122,9 +123,16 @@ fn one_intent_one_order_through_repeats_and_a_router_crash() {
     let tickers = rt.block_on(sim.tickers()).unwrap();
     let price_of = |s: &str| tickers.iter().find(|t| t.symbol == s).unwrap().last_price;
 
-    let fills = Subscriber::dial(&[stack.ipc("router.pub")], &BusOptions::default()).unwrap();
+    // Dialled before the router listens, redialling every 10 ms: connected well before
+    // the router is ready (PUB/SUB sends nothing to a subscriber not yet connected).
+    let eager = BusOptions {
+        reconnect_min_ms: 10,
+        reconnect_max_ms: 10,
+        ..BusOptions::default()
+    };
+    let fills = Subscriber::dial(&[stack.ipc("router.pub")], &eager).unwrap();
     fills.subscribe("fill.").unwrap();
-    let orders = Subscriber::dial(&[stack.ipc("router.pub")], &BusOptions::default()).unwrap();
+    let orders = Subscriber::dial(&[stack.ipc("router.pub")], &eager).unwrap();
     orders.subscribe("order.").unwrap();
     stack.spawn("risk-manager", "risk-manager", &[], &[]);
     stack.spawn("order-router", "order-router", &[], &[]);
@@ -262,5 +270,75 @@ fn one_intent_one_order_through_repeats_and_a_router_crash() {
     }
     let pos = rt.block_on(sim.positions()).unwrap();
     assert!(pos.iter().all(|p| &p.symbol != a), "{pos:?}");
+
+    // The kill switch's flatten closes every position through the router and halts.
+    let c = &instruments[2].symbol;
+    let enter_c = intent(
+        c,
+        4,
+        IntentAction::Enter { side: Side::Buy },
+        price_of(c),
+        None,
+        None,
+    );
+    assert!(matches!(
+        submit(&stack, &enter_c, Duration::from_secs(20)),
+        RouterReply::Placed { .. }
+    ));
+    let open = rt.block_on(sim.positions()).unwrap();
+    assert_eq!(open.len(), 2, "{open:?}");
+    let risk = Requester::dial(&stack.ipc("risk.rep"), &BusOptions::default()).unwrap();
+    // The risk manager must see both positions before it can close them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the risk manager never saw both positions"
+        );
+        if let Ok(RiskReply::Positions(p)) =
+            risk.request_within::<_, RiskReply>(&RiskRequest::Positions, Duration::from_secs(5))
+            && p.positions.len() == 2
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match risk
+        .request_within::<_, RiskReply>(
+            &RiskRequest::Control(ControlCommand::FlattenAll),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    {
+        RiskReply::Control(r) => {
+            assert_eq!(r.mode, TradingMode::Halted);
+            assert!(r.message.contains("closing 2 positions"), "{}", r.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !rt.block_on(sim.positions()).unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "positions left after flatten:\n{}",
+            stack.output("order-router-2")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Halted: a new entry is refused, with the reason.
+    let enter_d = intent(
+        c,
+        5,
+        IntentAction::Enter { side: Side::Buy },
+        price_of(c),
+        None,
+        None,
+    );
+    match submit(&stack, &enter_d, Duration::from_secs(20)) {
+        RouterReply::Refused { refusal, .. } => {
+            assert_eq!(refusal.code, RefusalCode::Halted, "{}", refusal.reason)
+        }
+        other => panic!("{other:?}"),
+    }
     stack.assert_alive();
 }
