@@ -31,6 +31,8 @@ pub struct RouterSettings {
     pub ip_requests_per_5s: u32,
     /// How far back executions are re-read at start (Bybit allows up to 7 days).
     pub reread_hours: u32,
+    /// The account stack's journal (SQLite); the router writes its orders and fills.
+    pub journal_file: std::path::PathBuf,
 }
 
 type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,6 +51,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let publisher = Publisher::bind(&ep.order_router_pub, &ctx.common.bus)?;
     let replier = Replier::bind(&ep.order_router_rep, &ctx.common.bus)?;
     let risk = Requester::dial(&ep.risk_manager_rep, &ctx.common.bus)?;
+    let journal = shardbot_journal::Journal::open(&rs.journal_file)?;
     let shutdown = ctx.shutdown.clone();
     let ws_cfg = exchange.ws_config();
     let reread_ms = i64::from(rs.reread_hours.clamp(1, 168)) * 3_600_000;
@@ -97,7 +100,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
             "account read; connecting the private stream"
         );
         let clock = client.raw().clock().clone();
-        let addr = Router::new(client, risk, publisher, instruments, placed).start();
+        let addr = Router::new(client, risk, publisher, instruments, placed, journal).start();
         let (ws, mut rx) = spawn_private(&urls.private_ws, credentials, clock, ws_cfg);
         let events = addr.clone();
         // Intents are served only once the private stream is subscribed, so every order

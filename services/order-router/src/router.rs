@@ -18,6 +18,7 @@ use shardbot_bybit::{
     models::order::{Execution, Order},
     rest::{BybitClient, CreateOrder, OrderResolution},
 };
+use shardbot_journal::Journal;
 use shardbot_protocol::{
     ErrorReply, Fill, Instrument, IntentAction, OrderEvent, OrderIntent, OrderStatus, OrderType,
     Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest, RouterReply, Side, Symbol,
@@ -40,8 +41,8 @@ pub struct Router {
     placed: HashMap<String, String>,
     /// orderLinkId → repliers waiting for the attempt in flight.
     in_flight: HashMap<String, Vec<oneshot::Sender<RouterReply>>>,
-    /// Executions already published (the stream and the catch-up reads overlap).
-    published: HashSet<String>,
+    /// Orders and fills, written before they are acknowledged or published.
+    journal: Journal,
     /// Exchange time of the newest execution published.
     newest_exec_ms: i64,
 }
@@ -132,6 +133,7 @@ impl Router {
         publisher: Publisher,
         instruments: HashMap<Symbol, Instrument>,
         placed: HashMap<String, String>,
+        journal: Journal,
     ) -> Router {
         Router {
             client,
@@ -141,7 +143,7 @@ impl Router {
             leverage_set: HashSet::new(),
             placed,
             in_flight: HashMap::new(),
-            published: HashSet::new(),
+            journal,
             newest_exec_ms: 0,
         }
     }
@@ -173,21 +175,32 @@ impl Router {
     }
 
     fn publish_order(&mut self, o: &Order) {
-        if let Some(ev) = order_event(o)
-            && let Err(e) = self.publisher.publish(&ev)
+        let Some(ev) = order_event(o) else {
+            return;
+        };
+        if ev.order_link_id.starts_with("sb-")
+            && let Err(e) = self.journal.record_order(&ev)
         {
+            tracing::error!(error = %e, order_link_id = ev.order_link_id, "cannot journal an order");
+        }
+        if let Err(e) = self.publisher.publish(&ev) {
             tracing::warn!(error = %e, "cannot publish an order event");
         }
     }
 
+    /// Journals a fill, then publishes it: each execution exactly once, whether it came
+    /// from the stream or from a catch-up read.
     fn publish_fill(&mut self, e: &Execution) {
-        if !self.published.insert(e.exec_id.clone()) {
+        let Some(f) = fill(e) else {
             return;
+        };
+        match self.journal.record_fill(&f) {
+            Ok(false) => return, // already journalled and published
+            Ok(true) => {}
+            Err(err) => tracing::error!(error = %err, exec_id = f.exec_id, "cannot journal a fill"),
         }
         self.newest_exec_ms = self.newest_exec_ms.max(e.exec_time);
-        if let Some(f) = fill(e)
-            && let Err(err) = self.publisher.publish(&f)
-        {
+        if let Err(err) = self.publisher.publish(&f) {
             tracing::warn!(error = %err, "cannot publish a fill");
         }
     }
@@ -205,19 +218,28 @@ struct Attempt {
 struct Outcome {
     reply: RouterReply,
     leverage_set_for: Option<Symbol>,
+    /// The order as placed, to journal before the reply goes out.
+    order: Option<OrderEvent>,
 }
 
 impl Attempt {
     async fn run(self, intent: OrderIntent) -> Outcome {
         let mut leverage_set_for = None;
-        let reply = self.place(&intent, &mut leverage_set_for).await;
+        let mut order = None;
+        let reply = self.place(&intent, &mut leverage_set_for, &mut order).await;
         Outcome {
             reply,
             leverage_set_for,
+            order,
         }
     }
 
-    async fn place(&self, intent: &OrderIntent, lev: &mut Option<Symbol>) -> RouterReply {
+    async fn place(
+        &self,
+        intent: &OrderIntent,
+        lev: &mut Option<Symbol>,
+        journal: &mut Option<OrderEvent>,
+    ) -> RouterReply {
         let link = intent.intent_id.order_link_id();
         let decision = match self
             .risk
@@ -284,19 +306,28 @@ impl Attempt {
             },
         };
         if !reduce_only && !self.leverage_set {
-            if let Err(e) = self
-                .client
-                .set_leverage(intent.symbol.as_str(), leverage)
-                .await
-            {
-                return refused(
-                    intent,
-                    RefusalCode::Exchange,
-                    format!(
-                        "cannot set {}x leverage on {}: {e}",
-                        leverage, intent.symbol
-                    ),
-                );
+            // Setting leverage is idempotent: a rate-limited or unanswered call is simply
+            // made again (the limiter waits out a 10006 first).
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match self
+                    .client
+                    .set_leverage(intent.symbol.as_str(), leverage)
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(e) if tries < 4 && e.outcome_unknown() => {
+                        tracing::warn!(symbol = %intent.symbol, error = %e, "setting leverage again");
+                    }
+                    Err(e) => {
+                        return refused(
+                            intent,
+                            RefusalCode::Exchange,
+                            format!("cannot set {leverage}x leverage on {}: {e}", intent.symbol),
+                        );
+                    }
+                }
             }
             *lev = Some(intent.symbol.clone());
         }
@@ -309,7 +340,43 @@ impl Attempt {
                 on_tick(intent.stop_loss, inst.tick_size),
             );
         }
-        match self.client.place_order(&order).await {
+        let mut record = OrderEvent {
+            order_id: String::new(),
+            order_link_id: link.clone(),
+            intent_id: Some(intent.intent_id.clone()),
+            symbol: intent.symbol.clone(),
+            side,
+            order_type: OrderType::Market,
+            status: OrderStatus::New,
+            qty,
+            price: None,
+            avg_price: None,
+            cum_exec_qty: Decimal::ZERO,
+            cum_exec_fee: Decimal::ZERO,
+            reduce_only,
+            take_profit: order.take_profit,
+            stop_loss: order.stop_loss,
+            reject_reason: None,
+            updated_ms: self.client.raw().clock().now_ms(),
+        };
+        let reply = self.send(intent, &order, &link, side, qty).await;
+        if let RouterReply::Placed { order_id, .. } = &reply {
+            record.order_id = order_id.clone();
+            *journal = Some(record);
+        }
+        reply
+    }
+
+    async fn send(
+        &self,
+        intent: &OrderIntent,
+        order: &CreateOrder,
+        link: &str,
+        side: Side,
+        qty: Decimal,
+    ) -> RouterReply {
+        let link = link.to_owned();
+        match self.client.place_order(order).await {
             Ok(id) => {
                 tracing::info!(intent_id = %intent.intent_id, order_link_id = link, order_id = id.order_id, symbol = %intent.symbol, %side, %qty, "order placed");
                 RouterReply::Placed {
@@ -396,6 +463,11 @@ impl Handler<Submit> for Router {
 
     fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) {
         let link = msg.intent.intent_id.order_link_id();
+        if !self.placed.contains_key(&link)
+            && let Ok(Some(order_id)) = self.journal.order_id(&link)
+        {
+            self.placed.insert(link.clone(), order_id);
+        }
         if let Some(order_id) = self.placed.get(&link) {
             let _ = msg.reply.send(RouterReply::Placed {
                 intent_id: msg.intent.intent_id,
@@ -440,6 +512,11 @@ impl Handler<Done> for Router {
     fn handle(&mut self, msg: Done, _ctx: &mut Context<Self>) {
         if let Some(s) = msg.outcome.leverage_set_for {
             self.leverage_set.insert(s);
+        }
+        if let Some(order) = &msg.outcome.order
+            && let Err(e) = self.journal.record_order(order)
+        {
+            tracing::error!(error = %e, order_link_id = msg.link, "cannot journal an order");
         }
         if let RouterReply::Placed { order_id, .. } = &msg.outcome.reply {
             self.placed.insert(msg.link.clone(), order_id.clone());

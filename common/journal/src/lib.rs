@@ -1,0 +1,379 @@
+//! The trade journal: one SQLite file per account stack, in WAL mode so readers (the
+//! dashboard, `shardbot`) never block the writers. Each table has one owning service that
+//! writes it; everyone else reads.
+//!
+//! | table | written by | what |
+//! |---|---|---|
+//! | `schema_version` | whoever opens the file first | migrations applied |
+//! | `orders` | order-router | every order the router placed or found, by orderLinkId |
+//! | `fills` | order-router | every execution, by exec id |
+//!
+//! Money is stored as TEXT in the exchange's decimal notation, so nothing is rounded.
+//! Migrations are numbered and applied in order inside a transaction; a newer binary opens
+//! an older journal by applying the missing ones, an older binary refuses a newer journal.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use rust_decimal::Decimal;
+use shardbot_protocol::{Fill, OrderEvent, Side, Symbol, TimestampMs};
+
+/// The migrations, in order. Never edit one that has shipped: add another.
+const MIGRATIONS: &[&str] = &[
+    // 1: orders and fills (order-router)
+    "CREATE TABLE orders (
+        order_link_id TEXT PRIMARY KEY,
+        order_id      TEXT NOT NULL,
+        intent_id     TEXT,
+        symbol        TEXT NOT NULL,
+        side          TEXT NOT NULL,
+        qty           TEXT NOT NULL,
+        reduce_only   INTEGER NOT NULL,
+        take_profit   TEXT,
+        stop_loss     TEXT,
+        status        TEXT NOT NULL,
+        cum_exec_qty  TEXT NOT NULL,
+        avg_price     TEXT,
+        updated_ms    INTEGER NOT NULL
+     );
+     CREATE TABLE fills (
+        exec_id       TEXT PRIMARY KEY,
+        order_id      TEXT NOT NULL,
+        order_link_id TEXT NOT NULL,
+        symbol        TEXT NOT NULL,
+        side          TEXT NOT NULL,
+        exec_qty      TEXT NOT NULL,
+        exec_price    TEXT NOT NULL,
+        exec_value    TEXT NOT NULL,
+        exec_fee      TEXT NOT NULL,
+        fee_rate      TEXT,
+        is_maker      INTEGER NOT NULL,
+        closed_size   TEXT NOT NULL,
+        exec_time_ms  INTEGER NOT NULL
+     );
+     CREATE INDEX fills_by_link ON fills(order_link_id);
+     CREATE INDEX fills_by_time ON fills(exec_time_ms);",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Sql {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "journal {path} is at schema version {found}, newer than this binary knows ({known}); \
+         upgrade shardbot"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("journal {path}: a stored value `{value}` is not a decimal")]
+    Corrupt { path: String, value: String },
+}
+
+/// An open journal.
+#[derive(Debug)]
+pub struct Journal {
+    conn: Connection,
+    path: String,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path` and applies missing migrations.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let p = path.display().to_string();
+        let sql = |source| JournalError::Sql {
+            path: p.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut conn = Connection::open(path).map_err(sql)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql)?;
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .map_err(sql)?;
+        let found: i64 = conn
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(JournalError::TooNew {
+                path: p,
+                found,
+                known,
+            });
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = conn.transaction().map_err(sql)?;
+            tx.execute_batch(m).map_err(sql)?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [i as i64 + 1],
+            )
+            .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+        }
+        Ok(Journal { conn, path: p })
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> JournalError {
+        JournalError::Sql {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Records (or updates) an order. Durable when this returns (WAL, synchronous=FULL).
+    pub fn record_order(&self, o: &OrderEvent) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "INSERT INTO orders (order_link_id, order_id, intent_id, symbol, side, qty,
+                    reduce_only, take_profit, stop_loss, status, cum_exec_qty, avg_price, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT(order_link_id) DO UPDATE SET
+                    order_id = excluded.order_id,
+                    intent_id = COALESCE(excluded.intent_id, orders.intent_id),
+                    status = excluded.status,
+                    cum_exec_qty = excluded.cum_exec_qty,
+                    avg_price = COALESCE(excluded.avg_price, orders.avg_price),
+                    updated_ms = MAX(orders.updated_ms, excluded.updated_ms)",
+                params![
+                    o.order_link_id,
+                    o.order_id,
+                    o.intent_id.as_ref().map(|i| i.to_string()),
+                    o.symbol.as_str(),
+                    o.side.as_str(),
+                    o.qty.to_string(),
+                    o.reduce_only,
+                    o.take_profit.map(|d| d.to_string()),
+                    o.stop_loss.map(|d| d.to_string()),
+                    format!("{:?}", o.status),
+                    o.cum_exec_qty.to_string(),
+                    o.avg_price.map(|d| d.to_string()),
+                    o.updated_ms,
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Records a fill once (a repeat of an exec id is ignored). Returns whether it was new.
+    pub fn record_fill(&self, f: &Fill) -> Result<bool, JournalError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO fills (exec_id, order_id, order_link_id, symbol, side,
+                    exec_qty, exec_price, exec_value, exec_fee, fee_rate, is_maker, closed_size,
+                    exec_time_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    f.exec_id,
+                    f.order_id,
+                    f.order_link_id,
+                    f.symbol.as_str(),
+                    f.side.as_str(),
+                    f.exec_qty.to_string(),
+                    f.exec_price.to_string(),
+                    f.exec_value.to_string(),
+                    f.exec_fee.to_string(),
+                    f.fee_rate.map(|d| d.to_string()),
+                    f.is_maker,
+                    f.closed_size.to_string(),
+                    f.exec_time_ms,
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(n == 1)
+    }
+
+    /// The orderId recorded for an orderLinkId.
+    pub fn order_id(&self, order_link_id: &str) -> Result<Option<String>, JournalError> {
+        self.conn
+            .query_row(
+                "SELECT order_id FROM orders WHERE order_link_id = ?1",
+                [order_link_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Every fill since `from_ms`, oldest first.
+    pub fn fills_since(&self, from_ms: TimestampMs) -> Result<Vec<Fill>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT exec_id, order_id, order_link_id, symbol, side, exec_qty, exec_price,
+                    exec_value, exec_fee, fee_rate, is_maker, closed_size, exec_time_ms
+                 FROM fills WHERE exec_time_ms >= ?1 ORDER BY exec_time_ms, exec_id",
+            )
+            .map_err(|e| self.sql(e))?;
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            [String; 4],
+            Option<String>,
+            bool,
+            String,
+            i64,
+        );
+        let rows: Vec<Row> = st
+            .query_map([from_ms], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?],
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                    r.get(12)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.sql(e))?;
+        let dec = |s: &str| {
+            Decimal::from_str(s).map_err(|_| JournalError::Corrupt {
+                path: self.path.clone(),
+                value: s.to_owned(),
+            })
+        };
+        rows.into_iter()
+            .map(
+                |(exec_id, order_id, link, sym, side, m, fee_rate, is_maker, closed, t)| {
+                    Ok(Fill {
+                        exec_id,
+                        order_id,
+                        order_link_id: link,
+                        symbol: Symbol::new(&sym).map_err(|_| JournalError::Corrupt {
+                            path: self.path.clone(),
+                            value: sym.clone(),
+                        })?,
+                        side: if side == "Sell" {
+                            Side::Sell
+                        } else {
+                            Side::Buy
+                        },
+                        exec_qty: dec(&m[0])?,
+                        exec_price: dec(&m[1])?,
+                        exec_value: dec(&m[2])?,
+                        exec_fee: dec(&m[3])?,
+                        fee_rate: fee_rate.as_deref().map(dec).transpose()?,
+                        is_maker,
+                        closed_size: dec(&closed)?,
+                        exec_time_ms: t,
+                    })
+                },
+            )
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rust_decimal_macros::dec;
+    use shardbot_protocol::{OrderStatus, OrderType};
+
+    fn fill(id: &str, t: i64) -> Fill {
+        Fill {
+            exec_id: id.into(),
+            order_id: "o1".into(),
+            order_link_id: "sb-1".into(),
+            symbol: Symbol::new("BTCUSDT").unwrap(),
+            side: Side::Sell,
+            exec_qty: dec!(0.001),
+            exec_price: dec!(97123.45),
+            exec_value: dec!(97.12345),
+            exec_fee: dec!(0.05341789750),
+            fee_rate: Some(dec!(0.00055)),
+            is_maker: false,
+            closed_size: dec!(0),
+            exec_time_ms: t,
+        }
+    }
+
+    #[test]
+    fn fills_once_losslessly_and_orders_upserted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite");
+        let j = Journal::open(&path).unwrap();
+        assert!(j.record_fill(&fill("e1", 10)).unwrap());
+        assert!(
+            !j.record_fill(&fill("e1", 10)).unwrap(),
+            "a repeat is ignored"
+        );
+        assert!(j.record_fill(&fill("e2", 20)).unwrap());
+        assert_eq!(
+            j.fills_since(0).unwrap(),
+            vec![fill("e1", 10), fill("e2", 20)]
+        );
+        assert_eq!(j.fills_since(15).unwrap(), vec![fill("e2", 20)]);
+        let mut o = OrderEvent {
+            order_id: "o1".into(),
+            order_link_id: "sb-1".into(),
+            intent_id: None,
+            symbol: Symbol::new("BTCUSDT").unwrap(),
+            side: Side::Buy,
+            order_type: OrderType::Market,
+            status: OrderStatus::New,
+            qty: dec!(0.001),
+            price: None,
+            avg_price: None,
+            cum_exec_qty: dec!(0),
+            cum_exec_fee: dec!(0),
+            reduce_only: false,
+            take_profit: None,
+            stop_loss: Some(dec!(95000)),
+            reject_reason: None,
+            updated_ms: 1,
+        };
+        j.record_order(&o).unwrap();
+        o.status = OrderStatus::Filled;
+        o.cum_exec_qty = dec!(0.001);
+        j.record_order(&o).unwrap();
+        assert_eq!(j.order_id("sb-1").unwrap().as_deref(), Some("o1"));
+        assert_eq!(j.order_id("sb-2").unwrap(), None);
+        drop(j);
+        // Reopened: the data and the schema version are there; nothing is migrated twice.
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.fills_since(0).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_journal_from_a_newer_binary_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite");
+        drop(Journal::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.execute("INSERT INTO schema_version (version) VALUES (99)", [])
+            .unwrap();
+        drop(c);
+        let e = Journal::open(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("schema version 99") && e.contains("upgrade"),
+            "{e}"
+        );
+    }
+}
