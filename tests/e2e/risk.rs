@@ -89,10 +89,18 @@ fn wait_for<T>(stack: &mut Stack, what: &str, mut f: impl FnMut(&Stack) -> Optio
     }
 }
 
-#[test]
-fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
+/// bybit-sim and its account's client (the keys the risk manager uses too), with
+/// `settings` as trading_settings.json.
+fn setup(
+    settings: &str,
+) -> (
+    Stack,
+    tokio::runtime::Runtime,
+    shardbot_bybit::rest::BybitClient,
+    Vec<shardbot_bybit::models::market::InstrumentInfo>,
+) {
     let mut stack = Stack::new(CONFIG);
-    stack.write("trading_settings.json", SETTINGS);
+    stack.write("trading_settings.json", settings);
     stack.spawn("bybit-sim", "bybit-sim", &[], &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let trader = ExchangeSettings {
@@ -123,6 +131,12 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
         stack.output("bybit-sim")
     );
     rt.block_on(trader.sync_time()).unwrap();
+    (stack, rt, trader, instruments)
+}
+
+#[test]
+fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
+    let (mut stack, rt, trader, instruments) = setup(SETTINGS);
 
     stack.spawn("risk-manager", "risk-manager", &[], &[]);
     let first = wait_for(&mut stack, "the balance", |s| {
@@ -279,4 +293,77 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
         !ok && err.contains("no answer from the risk manager at ipc://"),
         "{err}"
     );
+}
+
+/// The daily loss limit (realised PnL of today, from the exchange's closed PnL) and the
+/// margin-use limit, against the sim's account.
+#[test]
+fn daily_loss_and_margin_limits_against_bybit_sim() {
+    // 4 % margin per trade; margin use at most 5 %; a loss of 1 cent stops entries.
+    let settings = r#"{"simulated_balance": 1000, "sizing": {"percent": 4}, "leverage": 2,
+      "daily_loss_limit": 0.01, "max_open_positions": 10, "max_margin_use_pct": 5,
+      "cooldown_after_stop_min": 30}"#;
+    let (mut stack, rt, trader, instruments) = setup(settings);
+    stack.spawn("risk-manager", "risk-manager", &[], &[]);
+    wait_for(&mut stack, "the account", |s| {
+        match ask(s, RiskRequest::Balance) {
+            RiskReply::Balance(b) => Some(b),
+            _ => None,
+        }
+    });
+    let buy = IntentAction::Enter { side: Side::Buy };
+    let (x, y, z) = (
+        &instruments[0].symbol,
+        &instruments[1].symbol,
+        &instruments[2].symbol,
+    );
+    // Margin: the first entry takes 4 % of equity, a second would make 8 % > 5 %.
+    assert_eq!(
+        refused(&decision(&stack, intent(x, buy, Decimal::from(10)))),
+        None
+    );
+    let d = decision(&stack, intent(y, buy, Decimal::from(10)));
+    assert_eq!(refused(&d), Some(RefusalCode::MaxMarginUse), "{d:?}");
+
+    // Daily loss: a round trip on the exchange loses the fees (and the spread).
+    let zi = &instruments[2];
+    let price = rt
+        .block_on(trader.tickers())
+        .unwrap()
+        .into_iter()
+        .find(|t| &t.symbol == z)
+        .unwrap()
+        .last_price;
+    let step = zi.lot_size_filter.qty_step;
+    let qty =
+        (((Decimal::from(50) / price) / step).ceil() * step).max(zi.lot_size_filter.min_order_qty);
+    rt.block_on(trader.place_order(&CreateOrder::market(z, Side::Buy, qty, "e2e-rt-open")))
+        .unwrap();
+    let mut close = CreateOrder::market(z, Side::Sell, qty, "e2e-rt-close");
+    close.reduce_only = Some(true);
+    rt.block_on(trader.place_order(&close)).unwrap();
+    let loss = wait_for(&mut stack, "today's loss", |s| {
+        match ask(s, RiskRequest::Status) {
+            RiskReply::Status(st) if st.daily_pnl < Decimal::ZERO => Some(st.daily_pnl),
+            _ => None,
+        }
+    });
+    let d = decision(&stack, intent(y, buy, Decimal::from(10)));
+    match &d {
+        RiskDecision::Refused { refusal, .. } => {
+            assert_eq!(
+                refusal.code,
+                RefusalCode::DailyLossLimit,
+                "{}",
+                refusal.reason
+            );
+            assert!(
+                refusal.reason.contains("daily loss limit of 0.01 USDT"),
+                "{}",
+                refusal.reason
+            );
+        }
+        other => panic!("{other:?} with today's PnL {loss}"),
+    }
+    stack.assert_alive();
 }
