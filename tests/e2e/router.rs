@@ -340,5 +340,14 @@ fn one_intent_one_order_through_repeats_and_a_router_crash() {
         }
         other => panic!("{other:?}"),
     }
+    // ... and the refusal, with its reason, is in the journal.
+    let journal = shardbot_journal::Journal::open(&stack.path("var/journal.sqlite")).unwrap();
+    let refusals = journal.refusals(10).unwrap();
+    let r = refusals
+        .iter()
+        .find(|r| r.intent_id == enter_d.intent_id.to_string())
+        .expect("the refusal is journalled");
+    assert_eq!(r.code, "halted");
+    assert!(r.reason.contains("kill switch"), "{}", r.reason);
     stack.assert_alive();
 }

@@ -7,6 +7,7 @@
 //! | `schema_version` | whoever opens the file first | migrations applied |
 //! | `orders` | order-router | every order the router placed or found, by orderLinkId |
 //! | `fills` | order-router | every execution, by exec id |
+//! | `refusals` | order-router | every intent refused (by the risk manager or the router), with its reason |
 //!
 //! Money is stored as TEXT in the exchange's decimal notation, so nothing is rounded.
 //! Migrations are numbered and applied in order inside a transaction; a newer binary opens
@@ -16,7 +17,7 @@ use std::{path::Path, str::FromStr, time::Duration};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use rust_decimal::Decimal;
-use shardbot_protocol::{Fill, OrderEvent, Side, Symbol, TimestampMs};
+use shardbot_protocol::{Fill, OrderEvent, OrderIntent, Refusal, Side, Symbol, TimestampMs};
 
 /// The migrations, in order. Never edit one that has shipped: add another.
 const MIGRATIONS: &[&str] = &[
@@ -53,7 +54,34 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX fills_by_link ON fills(order_link_id);
      CREATE INDEX fills_by_time ON fills(exec_time_ms);",
+    // 2: refusals (order-router)
+    "CREATE TABLE refusals (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        intent_id     TEXT NOT NULL,
+        strategy      TEXT NOT NULL,
+        symbol        TEXT NOT NULL,
+        bar_open_ms   INTEGER NOT NULL,
+        action        TEXT NOT NULL,
+        code          TEXT NOT NULL,
+        reason        TEXT NOT NULL,
+        at_ms         INTEGER NOT NULL
+     );
+     CREATE INDEX refusals_by_time ON refusals(at_ms);",
 ];
+
+/// A refused intent as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalRecord {
+    pub intent_id: String,
+    pub strategy: String,
+    pub symbol: String,
+    pub bar_open_ms: TimestampMs,
+    pub action: String,
+    /// The refusal code in snake_case, e.g. `daily_loss_limit`.
+    pub code: String,
+    pub reason: String,
+    pub at_ms: TimestampMs,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -200,6 +228,59 @@ impl Journal {
         Ok(n == 1)
     }
 
+    /// Records a refused intent with its reason.
+    pub fn record_refusal(
+        &self,
+        intent: &OrderIntent,
+        refusal: &Refusal,
+        at_ms: TimestampMs,
+    ) -> Result<(), JournalError> {
+        let code = format!("{:?}", refusal.code);
+        self.conn
+            .execute(
+                "INSERT INTO refusals (intent_id, strategy, symbol, bar_open_ms, action, code,
+                    reason, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    intent.intent_id.to_string(),
+                    intent.strategy,
+                    intent.symbol.as_str(),
+                    intent.bar_open_time_ms,
+                    intent.action.id_tag(),
+                    snake(&code),
+                    refusal.reason,
+                    at_ms,
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// The newest `limit` refusals, newest first.
+    pub fn refusals(&self, limit: u32) -> Result<Vec<RefusalRecord>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT intent_id, strategy, symbol, bar_open_ms, action, code, reason, at_ms
+                 FROM refusals ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.sql(e))?;
+        st.query_map([limit], |r| {
+            Ok(RefusalRecord {
+                intent_id: r.get(0)?,
+                strategy: r.get(1)?,
+                symbol: r.get(2)?,
+                bar_open_ms: r.get(3)?,
+                action: r.get(4)?,
+                code: r.get(5)?,
+                reason: r.get(6)?,
+                at_ms: r.get(7)?,
+            })
+        })
+        .map_err(|e| self.sql(e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| self.sql(e))
+    }
+
     /// The orderId recorded for an orderLinkId.
     pub fn order_id(&self, order_link_id: &str) -> Result<Option<String>, JournalError> {
         self.conn
@@ -289,6 +370,22 @@ impl Journal {
     }
 }
 
+/// `DailyLossLimit` → `daily_loss_limit` (the spelling of the wire format).
+fn snake(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -359,6 +456,35 @@ mod tests {
         // Reopened: the data and the schema version are there; nothing is migrated twice.
         let j = Journal::open(&path).unwrap();
         assert_eq!(j.fills_since(0).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn refusals_keep_their_reason() {
+        use shardbot_protocol::{IntentAction, Interval, RefusalCode};
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("journal.sqlite")).unwrap();
+        let intent = OrderIntent::new(
+            "mean_reversion",
+            Symbol::new("ETHUSDT").unwrap(),
+            Interval::M5,
+            300_000,
+            IntentAction::Enter { side: Side::Sell },
+            dec!(3000.5),
+            None,
+            None,
+            0,
+        );
+        let refusal = Refusal {
+            code: RefusalCode::DailyLossLimit,
+            reason: "today's loss 51 USDT has reached the daily loss limit of 50 USDT".into(),
+        };
+        j.record_refusal(&intent, &refusal, 42).unwrap();
+        let r = j.refusals(10).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].code, "daily_loss_limit");
+        assert_eq!(r[0].reason, refusal.reason);
+        assert_eq!(r[0].action, "enter-sell");
+        assert_eq!(r[0].intent_id, intent.intent_id.to_string());
     }
 
     #[test]

@@ -491,14 +491,19 @@ impl Handler<Submit> for Router {
         let addr = ctx.address();
         let intent = msg.intent;
         actix::spawn(async move {
-            let outcome = attempt.run(intent).await;
-            addr.do_send(Done { link, outcome });
+            let outcome = attempt.run(intent.clone()).await;
+            addr.do_send(Done {
+                link,
+                intent,
+                outcome,
+            });
         });
     }
 }
 
 struct Done {
     link: String,
+    intent: OrderIntent,
     outcome: Outcome,
 }
 
@@ -520,6 +525,15 @@ impl Handler<Done> for Router {
         }
         if let RouterReply::Placed { order_id, .. } = &msg.outcome.reply {
             self.placed.insert(msg.link.clone(), order_id.clone());
+        }
+        if let RouterReply::Refused { refusal, .. } = &msg.outcome.reply
+            && let Err(e) = self.journal.record_refusal(
+                &msg.intent,
+                refusal,
+                self.client.raw().clock().now_ms(),
+            )
+        {
+            tracing::error!(error = %e, order_link_id = msg.link, "cannot journal a refusal");
         }
         let waiting = self.in_flight.remove(&msg.link).unwrap_or_default();
         for (i, tx) in waiting.into_iter().enumerate() {
