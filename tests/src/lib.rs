@@ -165,6 +165,15 @@ sim_base_url = "{sim_url}"
 
     /// A REST client for the stack's bybit-sim (public endpoints).
     pub fn client(&self) -> BybitClient {
+        self.client_with(None)
+    }
+
+    /// A REST client for the stack's bybit-sim signed with an account's keys.
+    pub fn account_client(&self, api_key: &str, api_secret: &str) -> BybitClient {
+        self.client_with(Some(shardbot_bybit::Credentials::new(api_key, api_secret)))
+    }
+
+    fn client_with(&self, credentials: Option<shardbot_bybit::Credentials>) -> BybitClient {
         ExchangeSettings {
             environment: Environment::Sim,
             sim_base_url: self.sim_url.clone(),
@@ -177,7 +186,7 @@ sim_base_url = "{sim_url}"
             ws_ping_interval_ms: 20_000,
             ws_dead_after_ms: 45_000,
         }
-        .client(None)
+        .client(credentials)
         .unwrap()
     }
 

@@ -444,6 +444,7 @@ mod tests {
             take_profit: None,
             stop_loss: Some(dec!(95000)),
             reject_reason: None,
+            stop_order_type: None,
             updated_ms: 1,
         };
         j.record_order(&o).unwrap();

@@ -290,6 +290,10 @@ pub struct OrderEvent {
     pub stop_loss: Option<Decimal>,
     #[serde(default)]
     pub reject_reason: Option<String>,
+    /// Bybit's `stopOrderType` for orders the exchange created from a position's
+    /// stop-loss / take-profit (`StopLoss`, `TakeProfit`, ...); `None` for plain orders.
+    #[serde(default)]
+    pub stop_order_type: Option<String>,
     pub updated_ms: TimestampMs,
 }
 

@@ -76,6 +76,7 @@ fn order_event() -> OrderEvent {
         take_profit: Some(dec!(190.5)),
         stop_loss: Some(dec!(205.00)),
         reject_reason: None,
+        stop_order_type: None,
         updated_ms: 1_758_672_300_200,
     }
 }

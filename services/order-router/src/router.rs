@@ -93,6 +93,8 @@ pub fn order_event(o: &Order) -> Option<OrderEvent> {
         take_profit: o.take_profit.filter(|p| !p.is_zero()),
         stop_loss: o.stop_loss.filter(|p| !p.is_zero()),
         reject_reason: Some(o.reject_reason.clone()).filter(|r| !r.is_empty() && r != "EC_NoError"),
+        stop_order_type: Some(o.stop_order_type.clone())
+            .filter(|t| !t.is_empty() && t != "UNKNOWN"),
         updated_ms: o.created_time,
     })
 }
@@ -357,6 +359,7 @@ impl Attempt {
             take_profit: order.take_profit,
             stop_loss: order.stop_loss,
             reject_reason: None,
+            stop_order_type: None,
             updated_ms: self.client.raw().clock().now_ms(),
         };
         let reply = self.send(intent, &order, &link, side, qty).await;

@@ -15,11 +15,11 @@ use actix::Actor;
 use serde::Deserialize;
 use shardbot_bus::{Inbound, Publisher, Replier, Requester, Subscriber, forward_subscription};
 use shardbot_bybit::ExchangeSettings;
-use shardbot_protocol::{ErrorReply, RiskReply, RiskRequest};
+use shardbot_protocol::{ErrorReply, Event, OrderStatus, RiskReply, RiskRequest};
 use shardbot_risk::TradingSettings;
 use shardbot_service::ServiceContext;
 
-pub use manager::{ManagerConfig, Query, Resync, RiskManager};
+pub use manager::{ManagerConfig, Query, Resync, RiskManager, StoppedOut};
 pub use state::RiskState;
 
 /// `[risk]`.
@@ -54,6 +54,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let router = Requester::dial(&ep.order_router_rep, &ctx.common.bus)?;
     let fills = Subscriber::dial(&[&ep.order_router_pub], &ctx.common.bus)?;
     fills.subscribe("fill.")?;
+    fills.subscribe("order.")?;
     tracing::info!(
         account = rs.account,
         simulated_balance = %settings.simulated_balance,
@@ -118,7 +119,17 @@ impl actix::Actor for FillWatch {
 impl actix::Handler<Inbound> for FillWatch {
     type Result = ();
 
-    fn handle(&mut self, _msg: Inbound, _ctx: &mut actix::Context<Self>) {
-        self.0.do_send(Resync);
+    fn handle(&mut self, msg: Inbound, _ctx: &mut actix::Context<Self>) {
+        match msg.0.event {
+            Event::Fill(_) => self.0.do_send(Resync),
+            // A position's stop-loss closed it: the symbol's cooldown starts.
+            Event::Order(o)
+                if o.stop_order_type.as_deref() == Some("StopLoss")
+                    && o.status == OrderStatus::Filled =>
+            {
+                self.0.do_send(StoppedOut(o.symbol));
+            }
+            _ => {}
+        }
     }
 }

@@ -415,6 +415,27 @@ impl Handler<Resync> for RiskManager {
     }
 }
 
+/// A position of this symbol was closed by its stop-loss (from the router's order events).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StoppedOut(pub Symbol);
+
+impl Handler<StoppedOut> for RiskManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoppedOut, ctx: &mut Context<Self>) {
+        let now = self.client.raw().clock().now_ms();
+        tracing::info!(symbol = %msg.0, cooldown_min = self.settings.cooldown_after_stop_min, "stopped out; cooldown starts");
+        // The stop closed the whole position: it is gone now, whatever the last sync (or
+        // an approval not yet seen on the exchange) said.
+        self.provisional.remove(&msg.0);
+        self.book.positions.remove(&msg.0);
+        self.book.stopped_out_at.insert(msg.0, now);
+        self.publish();
+        self.sync(ctx);
+    }
+}
+
 /// A request from the REP thread.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
