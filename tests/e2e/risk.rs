@@ -249,6 +249,22 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
         refused(&decision(&stack, intent(c, buy, Decimal::from(50)))),
         Some(RefusalCode::Halted)
     );
+    // Reduce-only: no entry, but the open position may still be closed.
+    match ask(&stack, RiskRequest::Control(ControlCommand::ReduceOnly)) {
+        RiskReply::Control(r) => assert_eq!(r.mode, TradingMode::ReduceOnly),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        refused(&decision(&stack, intent(c, buy, Decimal::from(50)))),
+        Some(RefusalCode::ReduceOnly)
+    );
+    assert!(matches!(
+        decision(&stack, intent(&a.symbol, IntentAction::Exit, price)),
+        RiskDecision::Approved {
+            reduce_only: true,
+            ..
+        }
+    ));
     assert!(matches!(
         ask(&stack, RiskRequest::Control(ControlCommand::Resume)),
         RiskReply::Control(_)
