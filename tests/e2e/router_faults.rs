@@ -100,12 +100,16 @@ fn no_duplicate_order_and_no_lost_fill_under_10006_bursts_and_slow_replies() {
     );
     let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
     let mut outcome: BTreeMap<String, RouterReply> = BTreeMap::new();
-    for (k, inst) in instruments.iter().take(10).enumerate() {
-        let price = tickers
-            .iter()
-            .find(|t| t.symbol == inst.symbol)
-            .unwrap()
-            .last_price;
+    // Ten instruments whose minimum order fits the sizing (4 % of 1,000 at 2x = 80 USDT).
+    let price_of = |s: &str| tickers.iter().find(|t| t.symbol == s).unwrap().last_price;
+    let chosen: Vec<_> = instruments
+        .iter()
+        .filter(|i| i.lot_size_filter.min_order_qty * price_of(&i.symbol) < Decimal::from(40))
+        .take(10)
+        .collect();
+    assert_eq!(chosen.len(), 10);
+    for (k, inst) in chosen.iter().enumerate() {
+        let price = price_of(&inst.symbol);
         let side = if k % 2 == 0 { Side::Buy } else { Side::Sell };
         let intent = OrderIntent::new(
             "trend_following",
@@ -148,7 +152,7 @@ fn no_duplicate_order_and_no_lost_fill_under_10006_bursts_and_slow_replies() {
 
     // Each intent is at most one order on the exchange; every placed one is exactly one.
     let mut history = Vec::new();
-    for inst in instruments.iter().take(10) {
+    for inst in &chosen {
         let q = Query::new()
             .with("category", "linear")
             .with("symbol", inst.symbol.as_str())

@@ -45,6 +45,8 @@ pub struct Router {
     journal: Journal,
     /// Exchange time of the newest execution published.
     newest_exec_ms: i64,
+    /// Intents whose last attempt ended with the order's existence unknown.
+    unresolved: HashSet<String>,
 }
 
 fn refused(intent: &OrderIntent, code: RefusalCode, reason: String) -> RouterReply {
@@ -147,6 +149,7 @@ impl Router {
             in_flight: HashMap::new(),
             journal,
             newest_exec_ms: 0,
+            unresolved: HashSet::new(),
         }
     }
 
@@ -214,6 +217,8 @@ struct Attempt {
     risk: Requester,
     instrument: Option<Instrument>,
     leverage_set: bool,
+    /// An earlier attempt ended without knowing whether the order exists: look first.
+    look_first: bool,
 }
 
 /// What an attempt did.
@@ -243,6 +248,17 @@ impl Attempt {
         journal: &mut Option<OrderEvent>,
     ) -> RouterReply {
         let link = intent.intent_id.order_link_id();
+        if self.look_first
+            && let Ok(OrderResolution::Placed(o)) =
+                self.client.find_order(intent.symbol.as_str(), &link).await
+        {
+            return RouterReply::Placed {
+                intent_id: intent.intent_id.clone(),
+                order_link_id: link,
+                order_id: o.order_id,
+                duplicate: true,
+            };
+        }
         let decision = match self
             .risk
             .request_async::<_, RiskReply>(RiskRequest::Approve(intent.clone()))
@@ -490,6 +506,7 @@ impl Handler<Submit> for Router {
             risk: self.risk.clone(),
             instrument: self.instruments.get(&msg.intent.symbol).cloned(),
             leverage_set: self.leverage_set.contains(&msg.intent.symbol),
+            look_first: self.unresolved.contains(&link),
         };
         let addr = ctx.address();
         let intent = msg.intent;
@@ -528,6 +545,11 @@ impl Handler<Done> for Router {
         }
         if let RouterReply::Placed { order_id, .. } = &msg.outcome.reply {
             self.placed.insert(msg.link.clone(), order_id.clone());
+        }
+        if matches!(msg.outcome.reply, RouterReply::Error(_)) {
+            self.unresolved.insert(msg.link.clone());
+        } else {
+            self.unresolved.remove(&msg.link);
         }
         if let RouterReply::Refused { refusal, .. } = &msg.outcome.reply
             && let Err(e) = self.journal.record_refusal(

@@ -15,9 +15,9 @@ use shardbot_bybit::{
     rest::BybitClient,
 };
 use shardbot_protocol::{
-    BalanceSnapshot, ControlCommand, ControlReply, ErrorReply, IntentAction, Interval, OrderIntent,
-    Position, PositionSnapshot, Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest,
-    RiskStatus, RouterReply, RouterRequest, Side, Symbol, TradingMode, now_ms,
+    BalanceSnapshot, ControlCommand, ControlReply, ErrorReply, IntentAction, IntentId, Interval,
+    OrderIntent, Position, PositionSnapshot, Refusal, RefusalCode, RiskDecision, RiskReply,
+    RiskRequest, RiskStatus, RouterReply, RouterRequest, Side, Symbol, TradingMode, now_ms,
 };
 use shardbot_risk::{Book, TradingSettings, decide};
 use tokio::sync::oneshot;
@@ -45,7 +45,7 @@ pub struct RiskManager {
     state: Option<RiskState>,
     book: Book,
     exchange: Option<WalletAccount>,
-    provisional: HashMap<Symbol, (Instant, Position)>,
+    provisional: HashMap<Symbol, (Instant, Position, IntentId)>,
     syncing: bool,
 }
 
@@ -172,8 +172,8 @@ impl RiskManager {
             .map(|p| (p.symbol.clone(), p))
             .collect();
         self.provisional
-            .retain(|s, (t, _)| t.elapsed() < PROVISIONAL_FOR && !positions.contains_key(s));
-        for (s, (_, p)) in &self.provisional {
+            .retain(|s, (t, _, _)| t.elapsed() < PROVISIONAL_FOR && !positions.contains_key(s));
+        for (s, (_, p, _)) in &self.provisional {
             positions.insert(s.clone(), p.clone());
         }
         self.book.positions = positions;
@@ -252,7 +252,19 @@ impl RiskManager {
             };
         }
         let now = self.client.raw().clock().now_ms();
-        let d = decide(&self.settings, &self.book, &intent, now);
+        // The same intent again (the router retries one whose order did not go through):
+        // judged as the first time, not refused for the position its own approval holds.
+        let repeat = self
+            .provisional
+            .get(&intent.symbol)
+            .is_some_and(|(_, _, id)| *id == intent.intent_id);
+        let d = if repeat {
+            let mut book = self.book.clone();
+            book.positions.remove(&intent.symbol);
+            decide(&self.settings, &book, &intent, now)
+        } else {
+            decide(&self.settings, &self.book, &intent, now)
+        };
         match &d {
             RiskDecision::Approved {
                 qty,
@@ -277,8 +289,10 @@ impl RiskManager {
                     updated_ms: now,
                 };
                 self.book.positions.insert(intent.symbol.clone(), p.clone());
-                self.provisional
-                    .insert(intent.symbol.clone(), (Instant::now(), p));
+                self.provisional.insert(
+                    intent.symbol.clone(),
+                    (Instant::now(), p, intent.intent_id.clone()),
+                );
                 tracing::info!(intent_id = %intent.intent_id, symbol = %intent.symbol, qty = %qty, "entry approved");
             }
             RiskDecision::Approved { .. } => {
