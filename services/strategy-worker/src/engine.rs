@@ -37,7 +37,12 @@ struct SymbolState {
     warm: bool,
     /// When [`Engine::sweep`] last fetched this symbol.
     swept_at: Option<Instant>,
+    /// Fetches repeated because a reply left a hole.
+    refetches: u32,
 }
+
+/// Fetches of a hole before the worker accepts that the gateway has no such bars.
+const HOLE_REFETCHES: u32 = 5;
 
 /// The least time between two sweep refills of one symbol.
 pub const SWEEP_BACKOFF: Duration = Duration::from_secs(5);
@@ -72,6 +77,8 @@ pub struct Engine {
     instruments: HashMap<Symbol, Instrument>,
     positions: HashMap<Symbol, Position>,
     stats: EngineStats,
+    /// Fetches to repeat (a reply that left a hole), taken by [`Engine::take_refetches`].
+    refetch: Vec<Step>,
 }
 
 impl Engine {
@@ -85,6 +92,7 @@ impl Engine {
             instruments: HashMap::new(),
             positions: HashMap::new(),
             stats: EngineStats::default(),
+            refetch: Vec::new(),
         }
     }
 
@@ -151,6 +159,7 @@ impl Engine {
                 strategies,
                 warm: false,
                 swept_at: None,
+                refetches: 0,
             },
         );
         Some(Step::Fetch { symbol, from_ms })
@@ -228,6 +237,23 @@ impl Engine {
         let Some(state) = self.symbols.get_mut(symbol) else {
             return Vec::new();
         };
+        // A hole the reply does not fill (the gateway may not have published those bars
+        // yet while it catches up itself): ask again shortly rather than skip bars.
+        if state.warm
+            && state.refetches < HOLE_REFETCHES
+            && !state.seq.missing_with(&bars).is_empty()
+        {
+            state.refetches += 1;
+            state.seq.abort_fill();
+            if let Ok(from_ms) = state.seq.begin_fill() {
+                self.refetch.push(Step::Fetch {
+                    symbol: symbol.clone(),
+                    from_ms,
+                });
+            }
+            return Vec::new();
+        }
+        state.refetches = 0;
         let Filled { bars, skipped } = state.seq.complete_fill(bars);
         if !skipped.is_empty() {
             self.stats.skipped_bars += skipped.len() as u64;
@@ -281,6 +307,11 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// Fetches to make again, shortly, because a reply left a hole.
+    pub fn take_refetches(&mut self) -> Vec<Step> {
+        std::mem::take(&mut self.refetch)
     }
 
     /// A history fetch failed: returns the fetch to retry.
@@ -635,6 +666,17 @@ mod tests {
             }
         );
         assert_eq!(e.on_bar(bar("BTCUSDT", 106)), Step::Nothing, "held");
+        // The gateway has not published the missing bars yet: the worker asks again
+        // instead of skipping them.
+        assert!(e.on_history(&btc, vec![]).is_empty());
+        assert_eq!(
+            e.take_refetches(),
+            vec![Step::Fetch {
+                symbol: btc.clone(),
+                from_ms: Some(100 * 60_000)
+            }]
+        );
+        assert_eq!(e.stats().bars, 100, "nothing delivered past the hole");
         e.on_history(&btc, (100..=105).map(|i| bar("BTCUSDT", i)).collect());
         assert_eq!(e.stats().bars, 107);
         // the next bar is in order again

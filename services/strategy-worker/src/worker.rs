@@ -312,6 +312,9 @@ impl Handler<HistoryDone> for Worker {
                 }
                 let intents = self.engine.on_history(&msg.symbol, h.bars);
                 self.send(intents);
+                for step in self.engine.take_refetches() {
+                    ctx.run_later(RETRY, move |act, ctx| act.apply(step, ctx));
+                }
             }
             other => {
                 let why = match other {
