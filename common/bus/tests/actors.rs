@@ -107,6 +107,9 @@ async fn actors_publish_and_receive_through_the_bus() {
         "the sequence number the publisher returned is the one received"
     );
 
+    // Stops the forwarder (its receive returns Closed). The thread is not joined: with
+    // Debian's nng 1.5.2, releasing a SUB socket after it was closed can block inside
+    // nng_close now and then (seen in CI); the process ends regardless.
     closer.close();
-    thread.join().unwrap();
+    drop(thread);
 }
