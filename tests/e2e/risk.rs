@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use shardbot_bus::{BusOptions, Requester};
-use shardbot_bybit::{Credentials, Environment, ExchangeSettings, rest::CreateOrder};
+use shardbot_bybit::rest::CreateOrder;
 use shardbot_e2e::Stack;
 use shardbot_protocol::{
     ControlCommand, IntentAction, Interval, OrderIntent, RefusalCode, RiskDecision, RiskReply,
@@ -103,20 +103,7 @@ fn setup(
     stack.write("trading_settings.json", settings);
     stack.spawn("bybit-sim", "bybit-sim", &[], &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let trader = ExchangeSettings {
-        environment: Environment::Sim,
-        sim_base_url: stack.sim_url.clone(),
-        rest_url: String::new(),
-        public_ws_url: String::new(),
-        private_ws_url: String::new(),
-        recv_window_ms: 5000,
-        request_timeout_ms: 10_000,
-        ip_requests_per_5s: 50,
-        ws_ping_interval_ms: 20_000,
-        ws_dead_after_ms: 45_000,
-    }
-    .client(Some(Credentials::new("e2e-key", "e2e-secret")))
-    .unwrap();
+    let trader = stack.account_client("e2e-key", "e2e-secret");
     let mut instruments = Vec::new();
     for _ in 0..100 {
         if let Ok(v) = rt.block_on(trader.usdt_perpetuals()) {

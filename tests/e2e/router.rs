@@ -90,35 +90,12 @@ fn one_intent_one_order_through_repeats_and_a_router_crash() {
     stack.write("trading_settings.json", SETTINGS);
     stack.spawn("bybit-sim", "bybit-sim", &[], &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let sim = {
-        let mut s = stack.client();
-        let e = shardbot_bybit::ExchangeSettings {
-            environment: shardbot_bybit::Environment::Sim,
-            sim_base_url: stack.sim_url.clone(),
-            rest_url: String::new(),
-            public_ws_url: String::new(),
-            private_ws_url: String::new(),
-            recv_window_ms: 5000,
-            request_timeout_ms: 10_000,
-            ip_requests_per_5s: 50,
-            ws_ping_interval_ms: 20_000,
-            ws_dead_after_ms: 45_000,
-        };
-        for _ in 0..100 {
-            if rt.block_on(s.sync_time()).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        s = e
-            .client(Some(shardbot_bybit::Credentials::new(
-                "sim-demo-key",
-                "sim-demo-secret",
-            )))
-            .unwrap();
-        rt.block_on(s.sync_time()).unwrap();
-        s
-    };
+    let sim = stack.account_client("sim-demo-key", "sim-demo-secret");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rt.block_on(sim.sync_time()).is_err() {
+        assert!(Instant::now() < deadline, "{}", stack.output("bybit-sim"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
     let tickers = rt.block_on(sim.tickers()).unwrap();
     let price_of = |s: &str| tickers.iter().find(|t| t.symbol == s).unwrap().last_price;

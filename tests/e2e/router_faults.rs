@@ -12,7 +12,7 @@ use std::{
 
 use rust_decimal::Decimal;
 use shardbot_bus::{BusOptions, Requester};
-use shardbot_bybit::{Credentials, Environment, ExchangeSettings, rest::Query};
+use shardbot_bybit::rest::Query;
 use shardbot_e2e::Stack;
 use shardbot_journal::Journal;
 use shardbot_protocol::{
@@ -43,20 +43,7 @@ fn no_duplicate_order_and_no_lost_fill_under_10006_bursts_and_slow_replies() {
     stack.write("trading_settings.json", SETTINGS);
     stack.spawn("bybit-sim", "bybit-sim", &[], &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let sim = ExchangeSettings {
-        environment: Environment::Sim,
-        sim_base_url: stack.sim_url.clone(),
-        rest_url: String::new(),
-        public_ws_url: String::new(),
-        private_ws_url: String::new(),
-        recv_window_ms: 5000,
-        request_timeout_ms: 10_000,
-        ip_requests_per_5s: 50,
-        ws_ping_interval_ms: 20_000,
-        ws_dead_after_ms: 45_000,
-    }
-    .client(Some(Credentials::new("sim-demo-key", "sim-demo-secret")))
-    .unwrap();
+    let sim = stack.account_client("sim-demo-key", "sim-demo-secret");
     let deadline = Instant::now() + Duration::from_secs(10);
     while rt.block_on(sim.sync_time()).is_err() {
         assert!(Instant::now() < deadline, "{}", stack.output("bybit-sim"));

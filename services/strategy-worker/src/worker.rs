@@ -275,11 +275,10 @@ impl Handler<UniverseDone> for Worker {
                 }
             }
             other => {
-                let why = match other {
-                    Ok(GatewayReply::Error(e)) => e.message,
-                    Ok(_) => "unexpected reply".into(),
-                    Err(e) => e.to_string(),
-                };
+                let why = failure(other, |r| match r {
+                    GatewayReply::Error(e) => Some(e.message),
+                    _ => None,
+                });
                 tracing::warn!(
                     error = why,
                     "cannot read the universe from the gateway; retrying"
@@ -317,11 +316,10 @@ impl Handler<HistoryDone> for Worker {
                 }
             }
             other => {
-                let why = match other {
-                    Ok(GatewayReply::Error(e)) => e.message,
-                    Ok(_) => "unexpected reply".into(),
-                    Err(e) => e.to_string(),
-                };
+                let why = failure(other, |r| match r {
+                    GatewayReply::Error(e) => Some(e.message),
+                    _ => None,
+                });
                 tracing::debug!(symbol = %msg.symbol, error = why, "history not available yet; retrying");
                 let symbol = msg.symbol;
                 ctx.run_later(RETRY, move |act, ctx| {
@@ -353,11 +351,10 @@ impl Handler<PositionsDone> for Worker {
             }
             other => {
                 if !self.positions_known {
-                    let why = match other {
-                        Ok(RiskReply::Error(e)) => e.message,
-                        Ok(_) => "unexpected reply".into(),
-                        Err(e) => e.to_string(),
-                    };
+                    let why = failure(other, |r| match r {
+                        RiskReply::Error(e) => Some(e.message),
+                        _ => None,
+                    });
                     tracing::warn!(
                         error = why,
                         "no positions from the risk manager yet; treating symbols as flat and asking again"
@@ -367,5 +364,14 @@ impl Handler<PositionsDone> for Worker {
                 }
             }
         }
+    }
+}
+
+/// Why a request failed: the replier's error message, a reply of the wrong kind, or the
+/// bus error.
+fn failure<R>(r: Result<R, BusError>, message: impl FnOnce(R) -> Option<String>) -> String {
+    match r {
+        Ok(reply) => message(reply).unwrap_or_else(|| "unexpected reply".into()),
+        Err(e) => e.to_string(),
     }
 }
