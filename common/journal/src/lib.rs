@@ -8,16 +8,29 @@
 //! | `orders` | order-router | every order the router placed or found, by orderLinkId |
 //! | `fills` | order-router | every execution, by exec id |
 //! | `refusals` | order-router | every intent refused (by the risk manager or the router), with its reason |
+//! | `trades` | reconciler | round trips (entry → flat): our calculated numbers (`calc_*`) and the exchange's (`ex_*`), verified time, discrepancy, flags |
+//! | `discrepancies` | reconciler | every difference found between the journal and the exchange, both values |
+//! | `balance_snapshots` | reconciler | expected balance (baseline + trades) against the wallet, with the difference |
+//! | `reconciliation_runs` | reconciler | every sweep: what it checked, verified, imported and found |
+//!
+//! A trade's PnL (`calc_pnl`, `ex_pnl`) is Bybit's closed PnL: gross PnL minus the opening
+//! and closing fees, funding not included; funding is its own column (positive = paid).
+//! The wallet moves by PnL − funding.
 //!
 //! Money is stored as TEXT in the exchange's decimal notation, so nothing is rounded.
 //! Migrations are numbered and applied in order inside a transaction; a newer binary opens
 //! an older journal by applying the missing ones, an older binary refuses a newer journal.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{path::Path, time::Duration};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use rust_decimal::Decimal;
-use shardbot_protocol::{Fill, OrderEvent, OrderIntent, Refusal, Side, Symbol, TimestampMs};
+use shardbot_protocol::{Fill, OrderEvent, OrderIntent, Refusal, TimestampMs};
+
+mod trades;
+pub use trades::{
+    BalanceSnapshot, Discrepancy, ExchangeNumbers, JournalFill, ReconciliationRun, TradeRecord,
+    TradeView,
+};
 
 /// The migrations, in order. Never edit one that has shipped: add another.
 const MIGRATIONS: &[&str] = &[
@@ -67,6 +80,73 @@ const MIGRATIONS: &[&str] = &[
         at_ms         INTEGER NOT NULL
      );
      CREATE INDEX refusals_by_time ON refusals(at_ms);",
+    // 3: execution types and strategies (order-router); trades, discrepancies, balance
+    // snapshots and reconciliation runs (reconciler)
+    "ALTER TABLE fills ADD COLUMN exec_type TEXT NOT NULL DEFAULT 'Trade';
+     ALTER TABLE orders ADD COLUMN strategy TEXT;
+     CREATE TABLE trades (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        trade_key        TEXT NOT NULL UNIQUE,
+        symbol           TEXT NOT NULL,
+        side             TEXT NOT NULL,
+        strategy         TEXT,
+        source           TEXT NOT NULL,
+        entry_time_ms    INTEGER NOT NULL,
+        exit_time_ms     INTEGER,
+        entry_order_ids  TEXT NOT NULL,
+        exit_order_ids   TEXT NOT NULL,
+        last_fill_rowid  INTEGER NOT NULL,
+        calc_qty         TEXT NOT NULL,
+        calc_entry_price TEXT NOT NULL,
+        calc_exit_price  TEXT,
+        calc_fees        TEXT NOT NULL,
+        calc_funding     TEXT NOT NULL,
+        calc_pnl         TEXT,
+        ex_qty           TEXT,
+        ex_entry_price   TEXT,
+        ex_exit_price    TEXT,
+        ex_fees          TEXT,
+        ex_funding       TEXT,
+        ex_pnl           TEXT,
+        verified_ms      INTEGER,
+        discrepancy      TEXT,
+        flags            TEXT NOT NULL DEFAULT ''
+     );
+     CREATE INDEX trades_by_exit ON trades(exit_time_ms);
+     CREATE TABLE discrepancies (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        trade_key      TEXT NOT NULL,
+        field          TEXT NOT NULL,
+        journal_value  TEXT NOT NULL,
+        exchange_value TEXT NOT NULL,
+        at_ms          INTEGER NOT NULL,
+        UNIQUE (trade_key, field, journal_value, exchange_value)
+     );
+     CREATE TABLE balance_snapshots (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms       INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        expected    TEXT NOT NULL,
+        actual      TEXT NOT NULL,
+        difference  TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        note        TEXT NOT NULL
+     );
+     CREATE TABLE reconciliation_runs (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind              TEXT NOT NULL,
+        started_ms        INTEGER NOT NULL,
+        finished_ms       INTEGER NOT NULL,
+        checked           INTEGER NOT NULL,
+        verified          INTEGER NOT NULL,
+        discrepancies     INTEGER NOT NULL,
+        imported          INTEGER NOT NULL,
+        restored          INTEGER NOT NULL,
+        unverified        INTEGER NOT NULL,
+        oldest_unverified_exit_ms INTEGER,
+        fills_watermark   INTEGER NOT NULL,
+        error             TEXT
+     );",
 ];
 
 /// A refused intent as the journal keeps it.
@@ -166,15 +246,18 @@ impl Journal {
     }
 
     /// Records (or updates) an order. Durable when this returns (WAL, synchronous=FULL).
-    pub fn record_order(&self, o: &OrderEvent) -> Result<(), JournalError> {
+    /// `strategy` is the strategy whose intent placed it, when known.
+    pub fn record_order(&self, o: &OrderEvent, strategy: Option<&str>) -> Result<(), JournalError> {
         self.conn
             .execute(
                 "INSERT INTO orders (order_link_id, order_id, intent_id, symbol, side, qty,
-                    reduce_only, take_profit, stop_loss, status, cum_exec_qty, avg_price, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                    reduce_only, take_profit, stop_loss, status, cum_exec_qty, avg_price, updated_ms,
+                    strategy)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT(order_link_id) DO UPDATE SET
                     order_id = excluded.order_id,
                     intent_id = COALESCE(excluded.intent_id, orders.intent_id),
+                    strategy = COALESCE(excluded.strategy, orders.strategy),
                     status = excluded.status,
                     cum_exec_qty = excluded.cum_exec_qty,
                     avg_price = COALESCE(excluded.avg_price, orders.avg_price),
@@ -193,6 +276,7 @@ impl Journal {
                     o.cum_exec_qty.to_string(),
                     o.avg_price.map(|d| d.to_string()),
                     o.updated_ms,
+                    strategy,
                 ],
             )
             .map_err(|e| self.sql(e))?;
@@ -206,8 +290,8 @@ impl Journal {
             .execute(
                 "INSERT OR IGNORE INTO fills (exec_id, order_id, order_link_id, symbol, side,
                     exec_qty, exec_price, exec_value, exec_fee, fee_rate, is_maker, closed_size,
-                    exec_time_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    exec_time_ms, exec_type)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     f.exec_id,
                     f.order_id,
@@ -222,6 +306,7 @@ impl Journal {
                     f.is_maker,
                     f.closed_size.to_string(),
                     f.exec_time_ms,
+                    f.exec_type,
                 ],
             )
             .map_err(|e| self.sql(e))?;
@@ -295,78 +380,11 @@ impl Journal {
 
     /// Every fill since `from_ms`, oldest first.
     pub fn fills_since(&self, from_ms: TimestampMs) -> Result<Vec<Fill>, JournalError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT exec_id, order_id, order_link_id, symbol, side, exec_qty, exec_price,
-                    exec_value, exec_fee, fee_rate, is_maker, closed_size, exec_time_ms
-                 FROM fills WHERE exec_time_ms >= ?1 ORDER BY exec_time_ms, exec_id",
-            )
-            .map_err(|e| self.sql(e))?;
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            [String; 4],
-            Option<String>,
-            bool,
-            String,
-            i64,
-        );
-        let rows: Vec<Row> = st
-            .query_map([from_ms], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?],
-                    r.get(9)?,
-                    r.get(10)?,
-                    r.get(11)?,
-                    r.get(12)?,
-                ))
-            })
-            .map_err(|e| self.sql(e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.sql(e))?;
-        let dec = |s: &str| {
-            Decimal::from_str(s).map_err(|_| JournalError::Corrupt {
-                path: self.path.clone(),
-                value: s.to_owned(),
-            })
-        };
-        rows.into_iter()
-            .map(
-                |(exec_id, order_id, link, sym, side, m, fee_rate, is_maker, closed, t)| {
-                    Ok(Fill {
-                        exec_id,
-                        order_id,
-                        order_link_id: link,
-                        symbol: Symbol::new(&sym).map_err(|_| JournalError::Corrupt {
-                            path: self.path.clone(),
-                            value: sym.clone(),
-                        })?,
-                        side: if side == "Sell" {
-                            Side::Sell
-                        } else {
-                            Side::Buy
-                        },
-                        exec_qty: dec(&m[0])?,
-                        exec_price: dec(&m[1])?,
-                        exec_value: dec(&m[2])?,
-                        exec_fee: dec(&m[3])?,
-                        fee_rate: fee_rate.as_deref().map(dec).transpose()?,
-                        is_maker,
-                        closed_size: dec(&closed)?,
-                        exec_time_ms: t,
-                    })
-                },
-            )
-            .collect()
+        Ok(self
+            .fills_from(from_ms)?
+            .into_iter()
+            .map(|f| f.fill)
+            .collect())
     }
 }
 
@@ -390,8 +408,9 @@ fn snake(camel: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use rust_decimal::Decimal;
     use rust_decimal_macros::dec;
-    use shardbot_protocol::{OrderStatus, OrderType};
+    use shardbot_protocol::{OrderStatus, OrderType, Side, Symbol};
 
     fn fill(id: &str, t: i64) -> Fill {
         Fill {
@@ -408,6 +427,7 @@ mod tests {
             is_maker: false,
             closed_size: dec!(0),
             exec_time_ms: t,
+            exec_type: "Trade".into(),
         }
     }
 
@@ -447,10 +467,10 @@ mod tests {
             stop_order_type: None,
             updated_ms: 1,
         };
-        j.record_order(&o).unwrap();
+        j.record_order(&o, Some("trend_following")).unwrap();
         o.status = OrderStatus::Filled;
         o.cum_exec_qty = dec!(0.001);
-        j.record_order(&o).unwrap();
+        j.record_order(&o, Some("trend_following")).unwrap();
         assert_eq!(j.order_id("sb-1").unwrap().as_deref(), Some("o1"));
         assert_eq!(j.order_id("sb-2").unwrap(), None);
         drop(j);
@@ -486,6 +506,92 @@ mod tests {
         assert_eq!(r[0].reason, refusal.reason);
         assert_eq!(r[0].action, "enter-sell");
         assert_eq!(r[0].intent_id, intent.intent_id.to_string());
+    }
+
+    #[test]
+    fn an_older_journal_is_migrated_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite");
+        // A journal written by a binary that knew migrations 1 and 2 only.
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .unwrap();
+        for (i, m) in MIGRATIONS[..2].iter().enumerate() {
+            c.execute_batch(m).unwrap();
+            c.execute("INSERT INTO schema_version VALUES (?1)", [i as i64 + 1])
+                .unwrap();
+        }
+        c.execute(
+            "INSERT INTO fills VALUES ('e1','o1','sb-1','BTCUSDT','Sell','0.001','97123.45',
+                '97.12345','0.05341789750','0.00055',0,'0',10)",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.fills_since(0).unwrap(), vec![fill("e1", 10)]);
+        let f = j.fills_from(0).unwrap();
+        assert_eq!((f[0].rowid, f[0].strategy.as_deref()), (1, None));
+        assert!(j.trades().unwrap().is_empty(), "the new tables exist");
+    }
+
+    #[test]
+    fn trades_keep_both_calculations_and_the_record_takes_the_exchanges() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("journal.sqlite")).unwrap();
+        let mut t = TradeRecord {
+            trade_key: "e1".into(),
+            symbol: "BTCUSDT".into(),
+            side: Side::Buy,
+            strategy: Some("trend_following".into()),
+            source: "shardbot".into(),
+            entry_time_ms: 10,
+            exit_time_ms: None,
+            entry_order_ids: vec!["o1".into()],
+            exit_order_ids: vec![],
+            last_fill_rowid: 1,
+            qty: dec!(0.002),
+            entry_price: dec!(100000),
+            exit_price: None,
+            fees: dec!(0.11),
+            funding: Decimal::ZERO,
+            pnl: None,
+        };
+        assert!(j.upsert_trade(&t, "").unwrap(), "new");
+        t.exit_time_ms = Some(20);
+        t.exit_order_ids = vec!["o2".into()];
+        t.exit_price = Some(dec!(101000));
+        t.fees = dec!(0.2211);
+        t.pnl = Some(dec!(1.7789));
+        assert!(!j.upsert_trade(&t, "").unwrap(), "known");
+        let ex = ExchangeNumbers {
+            qty: dec!(0.002),
+            entry_price: dec!(100000),
+            exit_price: dec!(101000),
+            fees: dec!(0.2211),
+            funding: dec!(0.02),
+            pnl: dec!(1.7789),
+        };
+        j.mark_verified("e1", &ex, 30, None).unwrap();
+        j.add_flag("e1", "external").unwrap();
+        j.add_flag("e1", "external").unwrap();
+        let v = j.trade("e1").unwrap().unwrap();
+        assert_eq!(v.calc, t);
+        assert!(v.verified());
+        assert_eq!(v.flags, "external");
+        assert_eq!(v.net(), Some(dec!(1.7589)), "pnl − funding, the exchange's");
+        assert_eq!(j.trades_since(25).unwrap().len(), 0);
+        assert_eq!(j.trades_since(20).unwrap().len(), 1);
+        let d = Discrepancy {
+            trade_key: "e1".into(),
+            field: "fees".into(),
+            journal_value: "0.3".into(),
+            exchange_value: "0.2211".into(),
+            at_ms: 30,
+        };
+        assert!(j.record_discrepancy(&d).unwrap());
+        assert!(!j.record_discrepancy(&d).unwrap(), "the same one once");
+        assert_eq!(j.discrepancies().unwrap(), vec![d]);
     }
 
     #[test]

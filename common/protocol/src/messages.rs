@@ -324,6 +324,21 @@ pub struct Fill {
     #[serde(default)]
     pub closed_size: Decimal,
     pub exec_time_ms: TimestampMs,
+    /// Bybit's execType: `Trade` for a fill of an order, `Funding` for a funding payment
+    /// (then `exec_fee` is the payment, positive when paid), `AdlTrade`, `BustTrade`, ...
+    #[serde(default = "trade_exec_type")]
+    pub exec_type: String,
+}
+
+fn trade_exec_type() -> String {
+    "Trade".into()
+}
+
+impl Fill {
+    /// A funding payment rather than the fill of an order.
+    pub fn is_funding(&self) -> bool {
+        self.exec_type == "Funding"
+    }
 }
 
 impl Publish for Fill {

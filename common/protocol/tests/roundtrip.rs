@@ -96,6 +96,7 @@ fn fill() -> Fill {
         is_maker: false,
         closed_size: Decimal::ZERO,
         exec_time_ms: 1_758_672_300_150,
+        exec_type: "Trade".into(),
     }
 }
 

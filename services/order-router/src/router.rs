@@ -117,6 +117,7 @@ pub fn fill(e: &Execution) -> Option<Fill> {
         is_maker: e.is_maker,
         closed_size: e.closed_size.unwrap_or_default(),
         exec_time_ms: e.exec_time,
+        exec_type: e.exec_type.clone(),
     })
 }
 
@@ -184,7 +185,7 @@ impl Router {
             return;
         };
         if ev.order_link_id.starts_with("sb-")
-            && let Err(e) = self.journal.record_order(&ev)
+            && let Err(e) = self.journal.record_order(&ev, None)
         {
             tracing::error!(error = %e, order_link_id = ev.order_link_id, "cannot journal an order");
         }
@@ -539,7 +540,7 @@ impl Handler<Done> for Router {
             self.leverage_set.insert(s);
         }
         if let Some(order) = &msg.outcome.order
-            && let Err(e) = self.journal.record_order(order)
+            && let Err(e) = self.journal.record_order(order, Some(&msg.intent.strategy))
         {
             tracing::error!(error = %e, order_link_id = msg.link, "cannot journal an order");
         }
