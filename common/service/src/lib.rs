@@ -171,7 +171,12 @@ where
             shutdown: ShutdownHandle(tx),
             log_file: log.path.clone(),
         };
-        start(&ctx).map_err(ServiceError::Start)?;
+        if let Err(e) = start(&ctx) {
+            // The heartbeat actor must run once inside the runtime: dropped unstarted at
+            // exit, it would start (and panic) outside it. Its last beat says "stopping".
+            let _ = heartbeat.send(SetState(ServiceState::Stopping)).await;
+            return Err(ServiceError::Start(e));
+        }
         let _ = heartbeat.send(SetState(ServiceState::Running)).await;
         tracing::info!(heartbeat = %hb_url, "running");
 

@@ -249,6 +249,10 @@ fn a_failing_start_exits_with_status_2_and_says_why() {
         stderr.contains("start-up failed: cannot reach the gateway"),
         "{stderr}"
     );
+    assert!(
+        !stderr.contains("panicked"),
+        "a clean exit, no panic: {stderr}"
+    );
 }
 
 #[rstest]
