@@ -8,8 +8,10 @@
 //! rarely the account is looked at.
 //!
 //! Money: the wallet moves by exactly realised PnL − fees ± funding; each closed-PnL record
-//! is the gross PnL of the closed quantity minus its share of the opening fees and the
-//! closing fee, as Bybit reports it, so their sum over a round trip equals the wallet's
+//! is the gross PnL of the closed quantity minus its share of the opening fees, the
+//! closing fee and its share of the funding paid while the position was open, as Bybit
+//! reports it ("Closed P&L … after deducting trading fees and funding fees", Bybit help
+//! centre, article 900005391263), so their sum over a round trip equals the wallet's
 //! change.
 
 use std::collections::{HashMap, HashSet};
@@ -153,6 +155,8 @@ pub struct Position {
     pub stop_loss: Option<Decimal>,
     /// Opening fees not yet attributed to a closed-PnL record.
     pub open_fees: Decimal,
+    /// Funding paid (negative: received) not yet attributed to a closed-PnL record.
+    pub funding: Decimal,
     /// Realised PnL since this position opened (fees and funding included).
     pub cur_realised: Decimal,
     pub created_ms: i64,
@@ -620,6 +624,7 @@ impl Book {
         if let Some(p) = pos.clone().filter(|_| !closed.is_zero()) {
             let gross = p.side.sign() * (price - p.avg_price) * closed;
             let open_fee_share = (p.open_fees * closed / p.size).round_dp(8);
+            let funding_share = (p.funding * closed / p.size).round_dp(8);
             self.usdt_wallet += gross;
             let order = &self.orders[idx];
             let rec = ClosedPnl {
@@ -635,7 +640,7 @@ impl Book {
                 avg_entry_price: p.avg_price,
                 cum_exit_value: price * closed,
                 avg_exit_price: price,
-                closed_pnl: gross - open_fee_share - close_fee,
+                closed_pnl: gross - open_fee_share - close_fee - funding_share,
                 open_fee: open_fee_share,
                 close_fee,
                 leverage,
@@ -650,6 +655,7 @@ impl Book {
             } else if let Some(pm) = self.positions.get_mut(&symbol) {
                 pm.size = remaining;
                 pm.open_fees -= open_fee_share;
+                pm.funding -= funding_share;
                 pm.cur_realised += gross - close_fee;
                 pm.updated_ms = now;
             }
@@ -678,6 +684,7 @@ impl Book {
                             take_profit: tp,
                             stop_loss: sl,
                             open_fees: open_fee,
+                            funding: Decimal::ZERO,
                             cur_realised: -open_fee,
                             created_ms: now,
                             updated_ms: now,
@@ -861,6 +868,7 @@ impl Book {
         let value = p.size * mark;
         let payment = (value * FUNDING_RATE).round_dp(8) * p.side.sign();
         p.cur_realised -= payment;
+        p.funding += payment;
         p.updated_ms = t;
         let (side, size) = (p.side, p.size);
         self.usdt_wallet -= payment;
@@ -1017,7 +1025,9 @@ mod tests {
             .unwrap();
         assert_eq!(open.status, "Filled");
         assert_eq!(b.positions[&inst.symbol].size, q);
-        let later = NOW + 3_600_000;
+        // Held across at least one funding settlement (every 8 h at most).
+        let later = NOW + 9 * 3_600_000;
+        b.advance(&m, later, 1);
         let close = NewOrder {
             reduce_only: true,
             ..order(&inst.symbol, Side::Sell, q, "a2")
@@ -1039,10 +1049,11 @@ mod tests {
             .sum();
         let pnl: Decimal = b.closed.iter().map(|c| c.closed_pnl).sum();
         assert_eq!(b.closed.len(), 1);
-        // closed PnL = gross − all fees; the wallet moved by that and the funding.
-        assert_eq!(b.usdt_wallet, dec!(10000) + pnl - funding, "fees {fees}");
+        // closed PnL = gross − all fees − funding: exactly what the wallet moved by.
+        assert_eq!(b.usdt_wallet, dec!(10000) + pnl, "fees {fees}");
         let gross = (closed.avg_price().unwrap() - open.avg_price().unwrap()) * q;
-        assert_eq!(pnl, gross - fees);
+        assert_eq!(pnl, gross - fees - funding);
+        assert!(!funding.is_zero(), "the round trip paid funding");
     }
 
     #[test]
