@@ -14,8 +14,9 @@
 //! | `reconciliation_runs` | reconciler | every sweep: what it checked, verified, imported and found |
 //!
 //! A trade's PnL (`calc_pnl`, `ex_pnl`) is Bybit's closed PnL: gross PnL minus the opening
-//! and closing fees, funding not included; funding is its own column (positive = paid).
-//! The wallet moves by PnL − funding.
+//! and closing fees and the funding paid while the position was open (Bybit's help centre:
+//! "Closed P&L … after deducting trading fees and funding fees"). It is exactly what the
+//! trade did to the wallet. Fees and funding (positive = paid) have their own columns too.
 //!
 //! Money is stored as TEXT in the exchange's decimal notation, so nothing is rounded.
 //! Migrations are numbered and applied in order inside a transaction; a newer binary opens
@@ -184,6 +185,14 @@ pub enum JournalError {
     Corrupt { path: String, value: String },
 }
 
+/// `[journal]`: where the account stack's journal lives. The router, the reconciler and
+/// the CLI read the same setting, so they always open the same file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSettings {
+    pub file: std::path::PathBuf,
+}
+
 /// An open journal.
 #[derive(Debug)]
 pub struct Journal {
@@ -208,9 +217,15 @@ impl Journal {
             .map_err(sql)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql)?;
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        // Several services open the journal at start: the version is read and the missing
+        // migrations applied under one write lock (BEGIN IMMEDIATE waits for the other
+        // opener, up to the busy timeout), so each migration runs exactly once.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql)?;
-        let found: i64 = conn
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .map_err(sql)?;
+        let found: i64 = tx
             .query_row(
                 "SELECT COALESCE(MAX(version), 0) FROM schema_version",
                 [],
@@ -226,15 +241,14 @@ impl Journal {
             });
         }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let tx = conn.transaction().map_err(sql)?;
             tx.execute_batch(m).map_err(sql)?;
             tx.execute(
                 "INSERT INTO schema_version (version) VALUES (?1)",
                 [i as i64 + 1],
             )
             .map_err(sql)?;
-            tx.commit().map_err(sql)?;
         }
+        tx.commit().map_err(sql)?;
         Ok(Journal { conn, path: p })
     }
 
@@ -579,7 +593,7 @@ mod tests {
         assert_eq!(v.calc, t);
         assert!(v.verified());
         assert_eq!(v.flags, "external");
-        assert_eq!(v.net(), Some(dec!(1.7589)), "pnl − funding, the exchange's");
+        assert_eq!(v.net(), Some(dec!(1.7789)), "the exchange's closed PnL");
         assert_eq!(j.trades_since(25).unwrap().len(), 0);
         assert_eq!(j.trades_since(20).unwrap().len(), 1);
         let d = Discrepancy {
@@ -592,6 +606,23 @@ mod tests {
         assert!(j.record_discrepancy(&d).unwrap());
         assert!(!j.record_discrepancy(&d).unwrap(), "the same one once");
         assert_eq!(j.discrepancies().unwrap(), vec![d]);
+    }
+
+    #[test]
+    fn services_opening_a_new_journal_at_once_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite");
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..6).map(|_| s.spawn(|| Journal::open(&path))).collect();
+            for h in hs {
+                h.join().unwrap().unwrap();
+            }
+        });
+        let c = Connection::open(&path).unwrap();
+        let versions: i64 = c
+            .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(versions, MIGRATIONS.len() as i64);
     }
 
     #[test]

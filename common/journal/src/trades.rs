@@ -45,7 +45,7 @@ pub struct TradeRecord {
     pub fees: Decimal,
     /// Funding paid while open (negative = received).
     pub funding: Decimal,
-    /// Closed PnL: gross − fees (funding not included), once closed.
+    /// Closed PnL as Bybit defines it: gross − fees − funding, once closed.
     pub pnl: Option<Decimal>,
 }
 
@@ -102,9 +102,10 @@ impl TradeView {
     pub fn pnl(&self) -> Option<Decimal> {
         self.exchange.map(|e| e.pnl).or(self.calc.pnl)
     }
-    /// What the trade did to the wallet: PnL − funding (closed trades).
+    /// What the trade did to the wallet (closed trades): its closed PnL, which has fees
+    /// and funding deducted.
     pub fn net(&self) -> Option<Decimal> {
-        self.pnl().map(|p| p - self.funding())
+        self.pnl()
     }
 }
 
