@@ -86,6 +86,7 @@ order_router_pub = "ipc://{d}/router.pub"
 order_router_rep = "ipc://{d}/router.rep"
 risk_manager_pub = "ipc://{d}/risk.pub"
 risk_manager_rep = "ipc://{d}/risk.rep"
+reconciler_rep = "ipc://{d}/reconciler.rep"
 heartbeat = "ipc://{d}/hb-{{service}}-{{instance}}.pub"
 
 [exchange]

@@ -2,7 +2,8 @@
 //! and the backtester.
 //!
 //! Definitions (the README's "Performance figures" repeats them):
-//! - a trade's **net** is what it did to the balance: closed PnL (after fees) − funding;
+//! - a trade's **net** is what it did to the balance: its closed PnL, fees and funding
+//!   deducted (Bybit's definition of closed PnL);
 //!   a win is a trade with net > 0;
 //! - **win rate** = wins / trades; **profit factor** = Σ net of wins / |Σ net of losses|
 //!   (`None` when there is no losing trade);
@@ -33,7 +34,7 @@ pub struct TradeResult {
     pub strategy: String,
     pub entry_time_ms: i64,
     pub exit_time_ms: i64,
-    /// Closed PnL − funding: what the trade did to the balance.
+    /// Closed PnL (fees and funding deducted): what the trade did to the balance.
     pub net: Decimal,
     pub fees: Decimal,
     /// Whether the numbers are the exchange's (verified) or our own calculation.

@@ -597,3 +597,36 @@ pub enum RiskReply {
     Control(ControlReply),
     Error(ErrorReply),
 }
+
+/// Asks the reconciler for a sweep now (`shardbot reconcile`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "req", rename_all = "snake_case")]
+pub enum ReconcileRequest {
+    /// `full`: re-check every trade within the exchange's retention, verified or not;
+    /// otherwise only what is unverified or new.
+    Sweep { full: bool },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "rep", rename_all = "snake_case")]
+pub enum ReconcileReply {
+    Swept(SweepSummary),
+    Error(ErrorReply),
+}
+
+/// What one sweep did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepSummary {
+    pub kind: String,
+    pub checked: u32,
+    pub verified: u32,
+    pub discrepancies: u32,
+    pub imported: u32,
+    pub restored: u32,
+    pub unverified: u32,
+    /// Expected − actual balance after the sweep, when a snapshot was taken.
+    #[serde(default)]
+    pub balance_difference: Option<Decimal>,
+    #[serde(default)]
+    pub error: Option<String>,
+}

@@ -147,6 +147,7 @@ pub struct Endpoints {
     pub order_router_rep: String,
     pub risk_manager_pub: String,
     pub risk_manager_rep: String,
+    pub reconciler_rep: String,
     /// Template with `{service}` and `{instance}`.
     pub heartbeat: String,
 }
@@ -159,7 +160,7 @@ impl Endpoints {
             .replace("{instance}", instance)
     }
 
-    fn all(&self) -> [(&'static str, &str); 7] {
+    fn all(&self) -> [(&'static str, &str); 8] {
         [
             ("market_data_pub", &self.market_data_pub),
             ("market_data_rep", &self.market_data_rep),
@@ -167,6 +168,7 @@ impl Endpoints {
             ("order_router_rep", &self.order_router_rep),
             ("risk_manager_pub", &self.risk_manager_pub),
             ("risk_manager_rep", &self.risk_manager_rep),
+            ("reconciler_rep", &self.reconciler_rep),
             ("heartbeat", &self.heartbeat),
         ]
     }

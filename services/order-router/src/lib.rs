@@ -21,7 +21,7 @@ use shardbot_bybit::{
 use shardbot_protocol::{ErrorReply, Instrument, RouterReply, RouterRequest, Symbol};
 use shardbot_service::ServiceContext;
 
-pub use router::{Private, Router, Submit, fill, order_event};
+pub use router::{Private, Router, Submit, order_event};
 
 /// `[router]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,8 +31,6 @@ pub struct RouterSettings {
     pub ip_requests_per_5s: u32,
     /// How far back executions are re-read at start (Bybit allows up to 7 days).
     pub reread_hours: u32,
-    /// The account stack's journal (SQLite); the router writes its orders and fills.
-    pub journal_file: std::path::PathBuf,
 }
 
 type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -51,7 +49,8 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let publisher = Publisher::bind(&ep.order_router_pub, &ctx.common.bus)?;
     let replier = Replier::bind(&ep.order_router_rep, &ctx.common.bus)?;
     let risk = Requester::dial(&ep.risk_manager_rep, &ctx.common.bus)?;
-    let journal = shardbot_journal::Journal::open(&rs.journal_file)?;
+    let js: shardbot_journal::JournalSettings = ctx.settings.section("journal")?;
+    let journal = shardbot_journal::Journal::open(&js.file)?;
     let shutdown = ctx.shutdown.clone();
     let ws_cfg = exchange.ws_config();
     let reread_ms = i64::from(rs.reread_hours.clamp(1, 168)) * 3_600_000;

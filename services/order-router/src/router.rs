@@ -20,8 +20,8 @@ use shardbot_bybit::{
 };
 use shardbot_journal::Journal;
 use shardbot_protocol::{
-    ErrorReply, Fill, Instrument, IntentAction, OrderEvent, OrderIntent, OrderStatus, OrderType,
-    Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest, RouterReply, Side, Symbol,
+    ErrorReply, Instrument, IntentAction, OrderEvent, OrderIntent, OrderStatus, OrderType, Refusal,
+    RefusalCode, RiskDecision, RiskReply, RiskRequest, RouterReply, Side, Symbol,
 };
 use shardbot_risk::round_qty;
 use tokio::sync::oneshot;
@@ -101,26 +101,6 @@ pub fn order_event(o: &Order) -> Option<OrderEvent> {
     })
 }
 
-/// The fill of an execution.
-pub fn fill(e: &Execution) -> Option<Fill> {
-    Some(Fill {
-        exec_id: e.exec_id.clone(),
-        order_id: e.order_id.clone(),
-        order_link_id: e.order_link_id.clone(),
-        symbol: Symbol::new(&e.symbol).ok()?,
-        side: side(&e.side),
-        exec_qty: e.exec_qty,
-        exec_price: e.exec_price,
-        exec_value: e.exec_value,
-        exec_fee: e.exec_fee,
-        fee_rate: e.fee_rate,
-        is_maker: e.is_maker,
-        closed_size: e.closed_size.unwrap_or_default(),
-        exec_time_ms: e.exec_time,
-        exec_type: e.exec_type.clone(),
-    })
-}
-
 fn on_tick(p: Option<Decimal>, tick: Decimal) -> Option<Decimal> {
     p.filter(|p| *p > Decimal::ZERO).map(|p| {
         if tick > Decimal::ZERO {
@@ -197,7 +177,7 @@ impl Router {
     /// Journals a fill, then publishes it: each execution exactly once, whether it came
     /// from the stream or from a catch-up read.
     fn publish_fill(&mut self, e: &Execution) {
-        let Some(f) = fill(e) else {
+        let Some(f) = e.to_fill() else {
             return;
         };
         match self.journal.record_fill(&f) {

@@ -4,6 +4,7 @@
 mod bench;
 mod exchange;
 mod indicators;
+mod journal;
 mod params;
 mod risk;
 
@@ -36,6 +37,14 @@ enum Command {
     /// The running risk manager: show its state (mode, limits, balances, positions), or
     /// work the kill switch (halt, reduce-only, resume, flatten).
     Risk(risk::RiskArgs),
+    /// Performance from the journal: summary, per symbol, per strategy, saying whether
+    /// the figures are verified against the exchange or calculated.
+    Report(journal::ReportArgs),
+    /// The trade history from the journal, with the verified column (`--csv FILE`).
+    Trades(journal::TradesArgs),
+    /// Ask the running reconciler for a sweep now (`--full`: re-check every trade within
+    /// the exchange's 7-day retention), and show what it found.
+    Reconcile(journal::ReconcileArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +55,9 @@ fn main() -> ExitCode {
         Command::Indicators(args) => indicators::run(args),
         Command::Params(args) => params::run(args),
         Command::Risk(args) => risk::run(args),
+        Command::Report(args) => journal::report(args),
+        Command::Trades(args) => journal::trades(args),
+        Command::Reconcile(args) => journal::reconcile(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,288 @@
+//! The reconciler (see DESIGN.md §2): every closed trade verified against the exchange's
+//! own records.
+//!
+//! It rebuilds round-trip trades from the journal's fills (the router's), fetches the
+//! exchange's closed-PnL records and executions, matches them to each closed trade by
+//! order ids, compares quantity, average prices, fees, funding and closed PnL, keeps the
+//! exchange's numbers as the record's, marks the trade verified and records every
+//! discrepancy with both values. A closed-PnL record no journal trade explains (an order
+//! placed by hand, a liquidation, lost fills) is imported and flagged. After each sweep the
+//! expected balance (baseline + Σ net of the trades since) is compared with the wallet.
+//!
+//! Sweeps run at start (a full pass), after every fill that closes a position (retried
+//! until the exchange has reported it), every `reconciler.sweep_interval_s`, a full pass
+//! every `reconciler.full_pass_interval_s`, and on request (`shardbot reconcile`). A
+//! closed trade still unverified `alert_unverified_after_h` after its exit turns the
+//! heartbeat degraded: Bybit demo keeps its records 7 days.
+
+pub mod roundtrip;
+pub mod sweep;
+pub mod verify;
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use shardbot_bus::{Replier, Subscriber};
+use shardbot_bybit::{ExchangeSettings, rest::BybitClient};
+use shardbot_journal::{Journal, JournalSettings};
+use shardbot_protocol::{
+    ErrorReply, Event, ReconcileReply, ReconcileRequest, ServiceState, SweepSummary,
+};
+use shardbot_service::{HeartbeatActor, ServiceContext, SetState};
+use tokio::sync::{mpsc, oneshot};
+
+pub use sweep::{SweepConfig, SweepOutcome, sweep};
+
+/// `[reconciler]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcilerSettings {
+    pub ip_requests_per_5s: u32,
+    pub sweep_interval_s: u64,
+    pub full_pass_interval_s: u64,
+    pub tolerance: Decimal,
+    pub alert_unverified_after_h: u64,
+    pub close_retry_ms: u64,
+    pub close_retries: u32,
+}
+
+impl ReconcilerSettings {
+    fn validate(&self) -> Result<(), String> {
+        if self.sweep_interval_s == 0 || self.full_pass_interval_s == 0 {
+            return Err(
+                "reconciler.sweep_interval_s and full_pass_interval_s must be greater than 0"
+                    .into(),
+            );
+        }
+        if self.tolerance < Decimal::ZERO {
+            return Err("reconciler.tolerance must not be negative".into());
+        }
+        if self.close_retry_ms == 0 {
+            return Err("reconciler.close_retry_ms must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+enum Trigger {
+    /// A fill closed (part of) a position.
+    Close,
+    /// `shardbot reconcile`.
+    Manual {
+        full: bool,
+        reply: oneshot::Sender<ReconcileReply>,
+    },
+}
+
+pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
+    let rs: ReconcilerSettings = ctx.settings.section("reconciler")?;
+    rs.validate()?;
+    let js: JournalSettings = ctx.settings.section("journal")?;
+    let journal = Journal::open(&js.file)?;
+    let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
+    exchange.ip_requests_per_5s = rs.ip_requests_per_5s;
+    let sim_account = ctx.settings.sim_demo_account().map(|(_, k, s)| (k, s));
+    let client = exchange
+        .client(Some(exchange.credentials(sim_account)?))
+        .map_err(|e| format!("reconciler.ip_requests_per_5s / [exchange]: {e}"))?;
+    let ep = &ctx.common.endpoints;
+    let replier = Replier::bind(&ep.reconciler_rep, &ctx.common.bus)?;
+    let fills = Subscriber::dial(&[&ep.order_router_pub], &ctx.common.bus)?;
+    fills.subscribe("fill.")?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tracing::info!(journal = %js.file.display(), "reconciler starting");
+
+    // Fills that close a position ask for a sweep.
+    let close_tx = tx.clone();
+    std::thread::Builder::new()
+        .name("reconciler-fills".into())
+        .spawn(move || {
+            loop {
+                match fills.recv(None) {
+                    Ok(Some(r)) => {
+                        if let Event::Fill(f) = r.event
+                            && f.closed_size > Decimal::ZERO
+                            && close_tx.send(Trigger::Close).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fill subscription failed");
+                        return;
+                    }
+                }
+            }
+        })?;
+
+    let shutdown = ctx.shutdown.clone();
+    std::thread::Builder::new()
+        .name("reconciler-rep".into())
+        .spawn(move || {
+            let served = replier.serve(
+                |request: ReconcileRequest| {
+                    let ReconcileRequest::Sweep { full } = request;
+                    let (reply, rx) = oneshot::channel();
+                    if tx.send(Trigger::Manual { full, reply }).is_err() {
+                        return stopping();
+                    }
+                    rx.blocking_recv().unwrap_or_else(|_| stopping())
+                },
+                |message| ReconcileReply::Error(ErrorReply { message }),
+            );
+            if let Err(e) = served {
+                shutdown.fatal(format!("reconciler replier failed: {e}"));
+            }
+        })?;
+
+    let cfg = SweepConfig {
+        tolerance: rs.tolerance,
+        alert_unverified_after_ms: i64::try_from(rs.alert_unverified_after_h)
+            .unwrap_or(i64::MAX / 3_600_001)
+            * 3_600_000,
+    };
+    actix::spawn(run_loop(
+        client,
+        journal,
+        rs,
+        cfg,
+        rx,
+        ctx.heartbeat.clone(),
+    ));
+    Ok(())
+}
+
+fn stopping() -> ReconcileReply {
+    ReconcileReply::Error(ErrorReply {
+        message: "the reconciler is stopping".into(),
+    })
+}
+
+async fn run_loop(
+    client: BybitClient,
+    journal: Journal,
+    rs: ReconcilerSettings,
+    cfg: SweepConfig,
+    mut rx: mpsc::UnboundedReceiver<Trigger>,
+    heartbeat: actix::Addr<HeartbeatActor>,
+) {
+    if let Err(e) = client.sync_time().await {
+        tracing::warn!(error = %e, "cannot read the exchange's clock; using the local one");
+    }
+    let one = |kind: &'static str, full: bool| {
+        let (client, journal, cfg, heartbeat) = (&client, &journal, &cfg, &heartbeat);
+        async move {
+            let result = sweep(client, journal, kind, full, cfg).await;
+            report(kind, &result, heartbeat, journal, client);
+            result
+        }
+    };
+    let _ = one("start", true).await;
+    let mut periodic = tokio::time::interval(Duration::from_secs(rs.sweep_interval_s));
+    let mut daily = tokio::time::interval(Duration::from_secs(rs.full_pass_interval_s));
+    periodic.tick().await;
+    daily.tick().await;
+    let retry = Duration::from_millis(rs.close_retry_ms);
+    let mut close_due: Option<tokio::time::Instant> = None;
+    let mut close_left = 0u32;
+    loop {
+        let due = close_due;
+        tokio::select! {
+            _ = periodic.tick() => { let _ = one("periodic", false).await; }
+            _ = daily.tick() => { let _ = one("daily", true).await; }
+            _ = async { if let Some(d) = due { tokio::time::sleep_until(d).await } else { std::future::pending::<()>().await } } => {
+                let pending = one("close", false).await.map_or(1, |o| o.pending);
+                if pending > 0 && close_left > 0 {
+                    close_left -= 1;
+                    close_due = Some(tokio::time::Instant::now() + retry);
+                } else {
+                    close_due = None;
+                }
+            }
+            t = rx.recv() => match t {
+                None => return,
+                Some(Trigger::Close) => {
+                    close_left = rs.close_retries;
+                    // A burst of closes (a flatten) becomes one sweep.
+                    close_due.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(100));
+                }
+                Some(Trigger::Manual { full, reply }) => {
+                    let r = one("manual", full).await;
+                    let _ = reply.send(match r {
+                        Ok(o) => ReconcileReply::Swept(summary(&o)),
+                        Err(e) => ReconcileReply::Error(ErrorReply { message: e.to_string() }),
+                    });
+                }
+            }
+        }
+    }
+}
+
+pub fn summary(o: &SweepOutcome) -> SweepSummary {
+    SweepSummary {
+        kind: o.run.kind.clone(),
+        checked: o.run.checked,
+        verified: o.run.verified,
+        discrepancies: o.run.discrepancies,
+        imported: o.run.imported,
+        restored: o.run.restored,
+        unverified: o.run.unverified,
+        balance_difference: o.snapshot.as_ref().map(|s| s.difference),
+        error: o.run.error.clone(),
+    }
+}
+
+fn report(
+    kind: &str,
+    result: &Result<SweepOutcome, sweep::SweepError>,
+    heartbeat: &actix::Addr<HeartbeatActor>,
+    journal: &Journal,
+    client: &BybitClient,
+) {
+    match result {
+        Ok(o) => {
+            tracing::info!(
+                kind,
+                checked = o.run.checked,
+                verified = o.run.verified,
+                discrepancies = o.run.discrepancies,
+                imported = o.run.imported,
+                restored = o.run.restored,
+                unverified = o.run.unverified,
+                pending = o.pending,
+                balance_expected = ?o.snapshot.as_ref().map(|s| s.expected),
+                balance_actual = ?o.snapshot.as_ref().map(|s| s.actual),
+                balance_status = ?o.snapshot.as_ref().map(|s| s.status.clone()),
+                "sweep done"
+            );
+            match &o.alert {
+                Some(a) => {
+                    tracing::error!(
+                        alert = a,
+                        "trades close to the exchange's retention are unverified"
+                    );
+                    heartbeat.do_send(SetState(ServiceState::Degraded { reason: a.clone() }));
+                }
+                None => heartbeat.do_send(SetState(ServiceState::Running)),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(kind, error = %e, "sweep failed; the next one tries again");
+            let now = client.raw().clock().now_ms();
+            let _ = journal.record_run(&shardbot_journal::ReconciliationRun {
+                kind: kind.into(),
+                started_ms: now,
+                finished_ms: now,
+                error: Some(e.to_string()),
+                ..Default::default()
+            });
+            heartbeat.do_send(SetState(ServiceState::Degraded {
+                reason: format!("last sweep failed: {e}"),
+            }));
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! `shardbot report`, `shardbot trades --csv` (read the journal) and `shardbot reconcile`
+//! (asks the running reconciler for a sweep).
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rust_decimal::Decimal;
+use shardbot_analytics::{Stats, TradeResult};
+use shardbot_bus::Requester;
+use shardbot_journal::{Journal, JournalSettings, TradeView};
+use shardbot_protocol::{ReconcileReply, ReconcileRequest};
+use shardbot_service::Settings;
+
+#[derive(Args, Debug)]
+pub struct JournalArgs {
+    /// Local configuration file (as the services use it; SHARDBOT_CONFIG works too); the
+    /// journal is its `journal.file`.
+    #[arg(long, env = "SHARDBOT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Read this journal file instead of the configured one.
+    #[arg(long, value_name = "FILE")]
+    journal: Option<PathBuf>,
+}
+
+impl JournalArgs {
+    fn open(&self) -> anyhow::Result<Journal> {
+        let path = match &self.journal {
+            Some(p) => p.clone(),
+            None => {
+                let settings = Settings::load(self.config.as_deref())?;
+                let js: JournalSettings = settings.section("journal")?;
+                js.file
+            }
+        };
+        if !path.exists() {
+            bail!(
+                "no journal at {} (start the stack first, or pass --journal FILE)",
+                path.display()
+            );
+        }
+        Journal::open(&path).with_context(|| format!("cannot open the journal {}", path.display()))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    journal: JournalArgs,
+    /// The balance returns and drawdown % are measured from; by default the reconciler's
+    /// baseline (the wallet when it first ran).
+    #[arg(long, value_name = "USDT")]
+    starting_balance: Option<Decimal>,
+    /// Print the report as JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TradesArgs {
+    #[command(flatten)]
+    journal: JournalArgs,
+    /// Write the trades to this CSV file (`-` for standard output).
+    #[arg(long, value_name = "FILE")]
+    csv: PathBuf,
+    /// Include trades still open (no exit yet).
+    #[arg(long)]
+    open: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReconcileArgs {
+    /// Local configuration file (SHARDBOT_CONFIG works too).
+    #[arg(long, env = "SHARDBOT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Re-check every trade within the exchange's 7-day retention, verified or not.
+    #[arg(long)]
+    full: bool,
+}
+
+fn result(t: &TradeView) -> Option<TradeResult> {
+    Some(TradeResult {
+        symbol: t.calc.symbol.clone(),
+        strategy: t
+            .calc
+            .strategy
+            .clone()
+            .unwrap_or_else(|| format!("({})", t.calc.source)),
+        entry_time_ms: t.calc.entry_time_ms,
+        exit_time_ms: t.calc.exit_time_ms?,
+        net: t.net()?,
+        fees: t.fees(),
+        verified: t.verified(),
+    })
+}
+
+fn pf(p: Option<f64>) -> String {
+    p.map_or("∞".into(), |p| format!("{p:.2}"))
+}
+
+fn opt(p: Option<f64>) -> String {
+    p.map_or("-".into(), |p| format!("{p:.2}"))
+}
+
+fn stats_row(name: &str, s: &Stats) {
+    println!(
+        "{:<22} {:>6} {:>8.1}% {:>14} {:>12} {:>8} {:>9}",
+        name,
+        s.trades,
+        s.win_rate * 100.0,
+        s.total_pnl.round_dp(4),
+        s.avg_pnl.round_dp(4),
+        pf(s.profit_factor),
+        format!("{}/{}", s.verified, s.trades),
+    )
+}
+
+fn stats_header(first: &str) {
+    println!(
+        "{:<22} {:>6} {:>9} {:>14} {:>12} {:>8} {:>9}",
+        first, "trades", "win rate", "PnL USDT", "avg USDT", "PF", "verified"
+    );
+}
+
+pub fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let journal = args.journal.open()?;
+    let views = journal.trades()?;
+    let trades: Vec<TradeResult> = views.iter().filter_map(result).collect();
+    let start = match args.starting_balance {
+        Some(b) => b,
+        None => journal
+            .baseline()?
+            .map(|b| b.expected)
+            .context("the journal has no balance baseline yet (the reconciler takes it on its first sweep); pass --starting-balance USDT")?,
+    };
+    let r = shardbot_analytics::report(&trades, start);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let o = &r.overall;
+    println!("figures: {}", o.basis.describe(o.verified, o.trades));
+    println!("starting balance    {} USDT", start.round_dp(2));
+    println!(
+        "closed trades       {} ({} open)",
+        o.trades,
+        views.iter().filter(|t| !t.is_closed()).count()
+    );
+    println!("win rate            {:.1}%", o.win_rate * 100.0);
+    println!(
+        "total PnL           {} USDT ({:.2}%)",
+        o.total_pnl.round_dp(4),
+        r.total_return_pct
+    );
+    println!("fees                {} USDT", o.fees.round_dp(4));
+    println!(
+        "per trade           {} USDT (best {}, worst {})",
+        o.avg_pnl.round_dp(4),
+        o.best.round_dp(4),
+        o.worst.round_dp(4)
+    );
+    println!("profit factor       {}", pf(o.profit_factor));
+    println!(
+        "max drawdown        {} USDT ({:.2}%)",
+        r.max_drawdown.round_dp(4),
+        r.max_drawdown_pct
+    );
+    println!(
+        "Sharpe / Sortino    {} / {} (daily returns, annualised √365)",
+        opt(r.sharpe),
+        opt(r.sortino)
+    );
+    println!("exposure            {:.1}% of the time", r.exposure_pct);
+    if let Some(s) = journal.snapshots(1)?.last() {
+        println!(
+            "balance             expected {} USDT, wallet {} USDT: {} {}",
+            s.expected.round_dp(4),
+            s.actual.round_dp(4),
+            s.status,
+            s.note
+        );
+    }
+    let flagged = views.iter().filter(|t| t.discrepancy.is_some()).count();
+    if flagged > 0 {
+        println!(
+            "discrepancies       {flagged} trade(s) differed from the exchange (its numbers are used); see `shardbot trades --csv`"
+        );
+    }
+    println!();
+    stats_header("strategy");
+    for (k, s) in &r.by_strategy {
+        stats_row(k, s);
+    }
+    println!();
+    stats_header("symbol");
+    for (k, s) in &r.by_symbol {
+        stats_row(k, s);
+    }
+    Ok(())
+}
+
+pub fn trades(args: TradesArgs) -> anyhow::Result<()> {
+    let journal = args.journal.open()?;
+    let views: Vec<TradeView> = journal
+        .trades()?
+        .into_iter()
+        .filter(|t| args.open || t.is_closed())
+        .collect();
+    let out: Box<dyn std::io::Write> = if args.csv.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::File::create(&args.csv)
+                .with_context(|| format!("cannot write {}", args.csv.display()))?,
+        )
+    };
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record([
+        "trade_key",
+        "symbol",
+        "side",
+        "strategy",
+        "source",
+        "qty",
+        "entry_time_ms",
+        "exit_time_ms",
+        "entry_price",
+        "exit_price",
+        "fees",
+        "funding",
+        "pnl",
+        "net",
+        "verified",
+        "verified_ms",
+        "calc_pnl",
+        "exchange_pnl",
+        "discrepancy",
+        "flags",
+    ])?;
+    let s = |d: Option<Decimal>| d.map(|d| d.normalize().to_string()).unwrap_or_default();
+    for t in &views {
+        w.write_record([
+            t.calc.trade_key.clone(),
+            t.calc.symbol.clone(),
+            if t.calc.side == shardbot_protocol::Side::Buy {
+                "long"
+            } else {
+                "short"
+            }
+            .into(),
+            t.calc.strategy.clone().unwrap_or_default(),
+            t.calc.source.clone(),
+            s(Some(t.qty())),
+            t.calc.entry_time_ms.to_string(),
+            t.calc
+                .exit_time_ms
+                .map(|x| x.to_string())
+                .unwrap_or_default(),
+            s(Some(t.entry_price())),
+            s(t.exit_price()),
+            s(Some(t.fees())),
+            s(Some(t.funding())),
+            s(t.pnl()),
+            s(t.net()),
+            if t.verified() {
+                "verified"
+            } else {
+                "calculated"
+            }
+            .into(),
+            t.verified_ms.map(|x| x.to_string()).unwrap_or_default(),
+            s(t.calc.pnl),
+            s(t.exchange.map(|e| e.pnl)),
+            t.discrepancy.clone().unwrap_or_default(),
+            t.flags.clone(),
+        ])?;
+    }
+    w.flush()?;
+    if args.csv.as_os_str() != "-" {
+        eprintln!("{} trades written to {}", views.len(), args.csv.display());
+    }
+    Ok(())
+}
+
+pub fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(args.config.as_deref())?;
+    let common = settings.common()?;
+    let req = Requester::dial(&common.endpoints.reconciler_rep, &common.bus)?;
+    let reply: ReconcileReply = req
+        .request_within(
+            &ReconcileRequest::Sweep { full: args.full },
+            Duration::from_secs(300),
+        )
+        .with_context(|| format!("no answer from the reconciler at {}", req.url()))?;
+    match reply {
+        ReconcileReply::Swept(s) => {
+            println!(
+                "{} sweep: {} checked, {} newly verified, {} new discrepancies, {} imported, {} restored, {} still unverified",
+                s.kind,
+                s.checked,
+                s.verified,
+                s.discrepancies,
+                s.imported,
+                s.restored,
+                s.unverified
+            );
+            if let Some(d) = s.balance_difference {
+                println!("expected − wallet balance: {} USDT", d.normalize());
+            }
+            Ok(())
+        }
+        ReconcileReply::Error(e) => bail!("the reconciler says: {}", e.message),
+    }
+}
