@@ -240,15 +240,12 @@ pub async fn sweep(
         .iter()
         .filter_map(|t| t.calc.exit_time_ms)
         .min();
-    let alert = run.oldest_unverified_exit_ms.and_then(|t| {
-        (started - t >= cfg.alert_unverified_after_ms).then(|| {
-            format!(
-                "{} closed trade(s) unverified, the oldest closed {} h ago; Bybit demo keeps records 7 days",
-                run.unverified,
-                (started - t) / HOUR_MS
-            )
-        })
-    });
+    let alert = retention_alert(
+        run.unverified,
+        run.oldest_unverified_exit_ms,
+        started,
+        cfg.alert_unverified_after_ms,
+    );
 
     // 6. Expected balance against the wallet.
     let snapshot = balance(client, journal, started).await?;
@@ -259,6 +256,23 @@ pub async fn sweep(
         snapshot,
         pending,
         alert,
+    })
+}
+
+/// The alert when the oldest unverified closed trade exited `after_ms` or more ago: the
+/// exchange forgets it 7 days after.
+pub fn retention_alert(
+    unverified: u32,
+    oldest_exit_ms: Option<TimestampMs>,
+    now: TimestampMs,
+    after_ms: i64,
+) -> Option<String> {
+    let t = oldest_exit_ms?;
+    (now - t >= after_ms).then(|| {
+        format!(
+            "{unverified} closed trade(s) unverified, the oldest closed {} h ago; Bybit demo keeps records 7 days",
+            (now - t) / HOUR_MS
+        )
     })
 }
 
@@ -539,4 +553,29 @@ async fn balance(
         tracing::error!(expected = %expected, actual = %actual, difference = %difference, "the wallet differs from the expected balance");
     }
     Ok(Some(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::none_unverified(None, false)]
+    #[case::fresh(Some(NOW - HOUR_MS), false)]
+    #[case::just_before(Some(NOW - 144 * HOUR_MS + 1), false)]
+    #[case::at_the_threshold(Some(NOW - 144 * HOUR_MS), true)]
+    #[case::past_retention(Some(NOW - 8 * DAY_MS), true)]
+    fn unverified_trades_alert_before_the_exchange_forgets_them(
+        #[case] oldest: Option<i64>,
+        #[case] alerts: bool,
+    ) {
+        let a = retention_alert(3, oldest, NOW, 144 * HOUR_MS);
+        assert_eq!(a.is_some(), alerts, "{a:?}");
+        if let Some(a) = a {
+            assert!(a.starts_with("3 closed trade(s) unverified"), "{a}");
+        }
+    }
+
+    const NOW: i64 = 1_800_000_000_000;
 }
