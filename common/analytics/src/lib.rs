@@ -219,6 +219,48 @@ fn mean(r: &[f64]) -> f64 {
     r.iter().sum::<f64>() / r.len() as f64
 }
 
+/// [`max_drawdown`] of an `f64` curve (a backtest's bar-by-bar equity).
+pub fn max_drawdown_f64(equity: &[(i64, f64)]) -> (f64, f64) {
+    let mut peak = f64::MIN;
+    let (mut amount, mut pct) = (0.0_f64, 0.0_f64);
+    for &(_, e) in equity {
+        peak = peak.max(e);
+        let dd = peak - e;
+        amount = amount.max(dd);
+        if peak > 0.0 {
+            pct = pct.max(dd / peak * 100.0);
+        }
+    }
+    (amount, pct)
+}
+
+/// [`daily_returns`] of an `f64` curve: the last point of each UTC day is its close.
+pub fn daily_returns_f64(equity: &[(i64, f64)]) -> Vec<f64> {
+    let Some(&(t0, e0)) = equity.first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut prev = e0;
+    let mut day = t0.div_euclid(DAY_MS);
+    let mut close = e0;
+    let push = |from: f64, to: f64, out: &mut Vec<f64>| {
+        if from > 0.0 {
+            out.push(to / from - 1.0);
+        }
+    };
+    for &(t, e) in &equity[1..] {
+        let d = t.div_euclid(DAY_MS);
+        while d > day {
+            push(prev, close, &mut out);
+            prev = close;
+            day += 1;
+        }
+        close = e;
+    }
+    push(prev, close, &mut out);
+    out
+}
+
 /// Annualised Sharpe ratio of daily returns (√365, risk-free 0).
 pub fn sharpe(returns: &[f64]) -> Option<f64> {
     if returns.len() < 2 {

@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 use shardbot_analytics::{
-    TradeResult, daily_returns, equity_curve, max_drawdown, report, sharpe, sortino,
+    TradeResult, daily_returns, daily_returns_f64, equity_curve, max_drawdown, max_drawdown_f64,
+    report, sharpe, sortino,
 };
 
 fn closes() -> Vec<(i64, Decimal)> {
@@ -87,6 +88,19 @@ fn a_real_equity_curve_matches_an_independent_computation() {
     assert!((sharpe(&r).unwrap() - expected_sharpe).abs() < 1e-9);
     let down = (r.iter().filter(|x| **x < 0.0).map(|x| x * x).sum::<f64>() / n).sqrt();
     assert!((sortino(&r).unwrap() - mean / down * 365f64.sqrt()).abs() < 1e-9);
+
+    // The f64 versions (a backtest's bar-by-bar curve) agree.
+    let curve_f: Vec<(i64, f64)> = curve
+        .iter()
+        .map(|&(t, e)| (t, e.to_f64().unwrap()))
+        .collect();
+    let (dd_f, pct_f) = max_drawdown_f64(&curve_f);
+    assert!((dd_f - brute).abs() < 1e-6 && (pct_f - brute_pct).abs() < 1e-9);
+    let ours_f = daily_returns_f64(&curve_f);
+    assert_eq!(ours_f.len(), ours.len());
+    for (a, b) in ours_f.iter().zip(&ours) {
+        assert!((a - b).abs() < 1e-12);
+    }
 
     let rep = report(&trades, start);
     assert_eq!(rep.overall.total_pnl, c.last().unwrap().1 - c[0].1);

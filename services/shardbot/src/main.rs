@@ -1,6 +1,7 @@
 //! `shardbot`: the operator's command line.
 #![allow(clippy::print_stdout)] // a command line prints its results
 
+mod backtest;
 mod bench;
 mod exchange;
 mod indicators;
@@ -22,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Backtest a strategy on kline CSV files with the workers' strategy code and the risk
+    /// manager's rules; writes trades.csv, equity.csv and summary.json.
+    Backtest(backtest::BacktestArgs),
     /// Measure this machine: the message bus, and more as components arrive.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -50,6 +54,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Backtest(args) => backtest::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Exchange(args) => exchange::run(args),
         Command::Indicators(args) => indicators::run(args),

@@ -1,0 +1,268 @@
+//! Hand-computed cases of the fill model and the risk rules.
+
+#![allow(clippy::unwrap_used)]
+
+use rstest::rstest;
+use rust_decimal_macros::dec;
+
+use super::*;
+
+/// Plays back fixed signals: `script[i]` after bar `i`.
+struct Scripted {
+    script: Vec<Vec<Signal>>,
+    bar: usize,
+}
+
+impl Strategy for Scripted {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+    fn warmup_bars(&self) -> usize {
+        0
+    }
+    fn on_bar(&mut self, _c: &Candle, _p: Position) -> Vec<Signal> {
+        let s = self.script.get(self.bar).cloned().unwrap_or_default();
+        self.bar += 1;
+        s
+    }
+    fn reset(&mut self) {}
+}
+
+fn bar(i: i64, o: f64, h: f64, l: f64, c: f64) -> Candle {
+    Candle {
+        open_time_ms: 1_700_000_000_000 + i * 300_000,
+        open: o,
+        high: h,
+        low: l,
+        close: c,
+        volume: 1.0,
+    }
+}
+
+fn market(sym: &str, bars: Vec<Candle>) -> Market {
+    Market::unrestricted(Series {
+        symbol: sym.into(),
+        candles: bars,
+        price_decimals: 2,
+    })
+    .unwrap()
+}
+
+fn long(sl: Option<f64>, tp: Option<f64>) -> Signal {
+    Signal::Enter {
+        direction: Direction::Long,
+        stop_loss: sl,
+        take_profit: tp,
+    }
+}
+
+fn short() -> Signal {
+    Signal::Enter {
+        direction: Direction::Short,
+        stop_loss: None,
+        take_profit: None,
+    }
+}
+
+fn scripted(script: Vec<Vec<Signal>>) -> Box<dyn Strategy> {
+    Box::new(Scripted { script, bar: 0 })
+}
+
+fn cfg() -> BacktestConfig {
+    BacktestConfig::all_in("scripted", Params::new(), dec!(1000))
+}
+
+#[test]
+fn a_signal_fills_at_the_next_open_paying_the_taker_fee() {
+    let m = market(
+        "BTCUSDT",
+        vec![
+            bar(0, 99.0, 101.0, 98.0, 100.0),
+            bar(1, 101.0, 103.0, 100.0, 102.0),
+            bar(2, 102.0, 111.0, 101.0, 109.0),
+            bar(3, 110.0, 112.0, 108.0, 111.0),
+        ],
+    );
+    let script = vec![vec![long(None, None)], vec![], vec![Signal::Exit]];
+    let r = run_with(&[m], &cfg(), vec![scripted(script)]).unwrap();
+    assert_eq!(r.trades.len(), 1);
+    let t = &r.trades[0];
+    // All in at bar 0's close: 1000 / 100 = 10; fills at bar 1's open 101, out at bar
+    // 3's open 110.
+    assert_eq!(
+        (t.qty, t.entry_price, t.exit_price),
+        (dec!(10), dec!(101), dec!(110))
+    );
+    assert_eq!(t.fees, dec!(0.5555) + dec!(0.605));
+    assert_eq!(t.pnl, dec!(90) - dec!(1.1605));
+    assert_eq!(t.exit_reason, ExitReason::Signal);
+    assert_eq!(
+        (t.entry_time_ms, t.exit_time_ms),
+        (
+            bar(1, 0., 0., 0., 0.).open_time_ms,
+            bar(3, 0., 0., 0., 0.).open_time_ms
+        )
+    );
+    assert_eq!(r.summary.final_balance, dec!(1000) + t.pnl);
+    assert_eq!(r.equity.last().unwrap().1, 1000.0 + 88.8395);
+    assert_eq!(r.equity.len(), 4);
+}
+
+#[rstest]
+// Long, stop 95, target 110. Bar inside: nothing; low 94: stop at 95; opens at 93: at the open.
+#[case::stop_inside_the_bar(bar(2, 100.0, 101.0, 94.0, 96.0), Intrabar::StopFirst, ExitReason::StopLoss, dec!(95))]
+#[case::gap_through_the_stop(bar(2, 93.0, 96.0, 92.0, 95.5), Intrabar::StopFirst, ExitReason::StopLoss, dec!(93))]
+#[case::target_inside_the_bar(bar(2, 100.0, 111.0, 99.0, 109.0), Intrabar::StopFirst, ExitReason::TakeProfit, dec!(110))]
+#[case::both_conservative(bar(2, 100.0, 111.0, 94.0, 96.0), Intrabar::StopFirst, ExitReason::StopLoss, dec!(95))]
+#[case::both_rising_bar_path_low_first(bar(2, 100.0, 111.0, 94.0, 105.0), Intrabar::Path, ExitReason::StopLoss, dec!(95))]
+#[case::both_falling_bar_path_high_first(bar(2, 100.0, 111.0, 94.0, 96.0), Intrabar::Path, ExitReason::TakeProfit, dec!(110))]
+fn exchange_side_stops_inside_a_bar(
+    #[case] b2: Candle,
+    #[case] rule: Intrabar,
+    #[case] why: ExitReason,
+    #[case] price: Decimal,
+) {
+    let m = market(
+        "BTCUSDT",
+        vec![
+            bar(0, 100.0, 100.0, 100.0, 100.0),
+            bar(1, 100.0, 101.0, 99.0, 100.0),
+            b2,
+        ],
+    );
+    let mut c = cfg();
+    c.intrabar = rule;
+    let r = run_with(
+        &[m],
+        &c,
+        vec![scripted(vec![vec![long(Some(95.0), Some(110.0))]])],
+    )
+    .unwrap();
+    assert_eq!(r.trades.len(), 1);
+    assert_eq!(
+        (r.trades[0].exit_reason, r.trades[0].exit_price),
+        (why, price)
+    );
+    assert_eq!(r.trades[0].exit_time_ms, b2.open_time_ms);
+}
+
+#[test]
+fn stop_and_reverse_exits_and_enters_at_the_same_open_with_slippage() {
+    let mut m = market(
+        "ETHUSDT",
+        vec![
+            bar(0, 10.0, 10.0, 10.0, 10.0),
+            bar(1, 10.0, 10.5, 9.5, 10.0),
+            bar(2, 12.0, 12.0, 12.0, 12.0),
+            bar(3, 11.0, 11.0, 11.0, 11.0),
+        ],
+    );
+    m.instrument.tick_size = dec!(0.01);
+    let mut c = cfg();
+    c.slippage = Slippage::Ticks(2);
+    let script = vec![vec![long(None, None)], vec![Signal::Exit, short()]];
+    let r = run_with(&[m], &c, vec![scripted(script)]).unwrap();
+    assert_eq!(r.trades.len(), 2, "{:?}", r.trades);
+    let (a, b) = (&r.trades[0], &r.trades[1]);
+    // Bought at 10 + 2 ticks, sold at 12 − 2 ticks; the short opens at that same open
+    // (sold, − 2 ticks) and ends with the data at the last close (bought, + 2 ticks).
+    assert_eq!((a.entry_price, a.exit_price), (dec!(10.02), dec!(11.98)));
+    assert_eq!(
+        (b.side, b.entry_price, b.entry_time_ms),
+        (Side::Sell, dec!(11.98), a.exit_time_ms)
+    );
+    assert_eq!(
+        (b.exit_price, b.exit_reason),
+        (dec!(11.02), ExitReason::EndOfData)
+    );
+    assert_eq!(r.summary.final_balance, dec!(1000) + a.pnl + b.pnl);
+}
+
+#[test]
+fn the_risk_rules_refuse_as_the_risk_manager_does() {
+    let bars = || {
+        vec![
+            bar(0, 10.0, 10.0, 10.0, 10.0),
+            bar(1, 10.0, 10.0, 10.0, 10.0),
+            bar(2, 10.0, 10.0, 10.0, 10.0),
+        ]
+    };
+    let mut c = cfg();
+    c.settings.sizing = shardbot_risk::Sizing::Percent(dec!(10));
+    c.settings.max_margin_use_pct = dec!(90);
+    c.settings.max_open_positions = 1;
+    let r = run_with(
+        &[market("AAAUSDT", bars()), market("BBBUSDT", bars())],
+        &c,
+        vec![
+            scripted(vec![vec![long(None, None)]]),
+            scripted(vec![vec![], vec![long(None, None)]]),
+        ],
+    )
+    .unwrap();
+    // AAA opens at bar 1; BBB's entry after bar 1 is refused: one position at most.
+    assert_eq!(r.trades.len(), 1);
+    assert_eq!(r.trades[0].symbol, "AAAUSDT");
+    assert_eq!(r.trades[0].qty, dec!(10), "10 % of 1000 at 1x, at 10");
+    assert_eq!(r.summary.refused.get("MaxOpenPositions"), Some(&1));
+}
+
+#[test]
+fn funding_is_charged_while_open_and_is_part_of_the_pnl() {
+    // 4 h bars: a settlement at every second bar's open.
+    let t0 = 1_700_006_400_000; // a multiple of 8 h
+    let b = |i: i64, p: f64| Candle {
+        open_time_ms: t0 + i * 4 * 3_600_000,
+        open: p,
+        high: p,
+        low: p,
+        close: p,
+        volume: 1.0,
+    };
+    let m = market(
+        "BTCUSDT",
+        vec![
+            b(0, 100.0),
+            b(1, 100.0),
+            b(2, 100.0),
+            b(3, 100.0),
+            b(4, 100.0),
+        ],
+    );
+    let mut c = cfg();
+    c.funding_rate = Some(dec!(0.0001));
+    let script = vec![vec![long(None, None)], vec![], vec![], vec![Signal::Exit]];
+    let r = run_with(&[m], &c, vec![scripted(script)]).unwrap();
+    let t = &r.trades[0];
+    // Open from bar 1 to bar 4: settlements at bars 2 and 4 (8 h, 16 h), 10 × 100 × 0.0001.
+    assert_eq!(t.funding, dec!(0.2));
+    assert_eq!(t.pnl, -t.fees - dec!(0.2));
+    assert_eq!(r.summary.final_balance, dec!(1000) + t.pnl);
+}
+
+proptest::proptest! {
+    /// Whatever the prices: the balance is the start plus every trade's PnL, the equity
+    /// curve ends there, and a symbol's trades never overlap.
+    #[test]
+    fn money_adds_up(steps in proptest::collection::vec(-300i32..300, 50..400), sl in 0.0f64..5.0) {
+        let mut p = 1000.0f64;
+        let bars: Vec<Candle> = steps.iter().enumerate().map(|(i, s)| {
+            let o = p;
+            p = (p * (1.0 + f64::from(*s) / 10_000.0) * 100.0).round() / 100.0;
+            bar(i as i64, o, o.max(p) + 0.5, o.min(p) - 0.5, p)
+        }).collect();
+        let params = Params::new()
+            .with("fast", shardbot_strategy::Value::Int(3))
+            .with("slow", shardbot_strategy::Value::Int(8))
+            .with("sl_pct", shardbot_strategy::Value::Float(sl));
+        let mut c = BacktestConfig::all_in("trend_following", params, dec!(1000));
+        c.intrabar = Intrabar::Path;
+        let r = run(&[market("BTCUSDT", bars)], &c).unwrap();
+        let sum: Decimal = r.trades.iter().map(|t| t.pnl).sum();
+        proptest::prop_assert_eq!(r.summary.final_balance, dec!(1000) + sum);
+        proptest::prop_assert!((r.equity.last().unwrap().1 - (1000.0 + sum.to_f64().unwrap())).abs() < 1e-6);
+        for w in r.trades.windows(2) {
+            proptest::prop_assert!(w[0].exit_time_ms <= w[1].entry_time_ms);
+        }
+    }
+}
