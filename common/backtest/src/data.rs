@@ -120,6 +120,35 @@ pub fn load_csv(path: &Path) -> Result<Series, DataError> {
     })
 }
 
+impl Series {
+    /// A series from the history store's bars (one symbol, oldest first).
+    pub fn from_bars(symbol: &str, bars: &[shardbot_protocol::Bar]) -> Series {
+        use rust_decimal::prelude::ToPrimitive;
+        let f = |d: rust_decimal::Decimal| d.to_f64().unwrap_or(0.0);
+        Series {
+            symbol: symbol.to_owned(),
+            price_decimals: bars
+                .iter()
+                .flat_map(|b| [b.open, b.high, b.low, b.close])
+                .map(|d| d.normalize().scale())
+                .max()
+                .unwrap_or(0)
+                .min(8),
+            candles: bars
+                .iter()
+                .map(|b| Candle {
+                    open_time_ms: b.open_time_ms,
+                    open: f(b.open),
+                    high: f(b.high),
+                    low: f(b.low),
+                    close: f(b.close),
+                    volume: f(b.volume),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Every `.csv` of a folder (sorted by name), or the one file `path` names.
 pub fn load_path(path: &Path) -> Result<Vec<Series>, DataError> {
     if !path.is_dir() {

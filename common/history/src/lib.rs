@@ -142,6 +142,58 @@ impl HistoryStore {
         Ok(written)
     }
 
+    /// Writes bars of one series wherever they belong, older ones too: bars newer than the
+    /// stored ones are appended; otherwise the series is rewritten merged (stored bars win
+    /// over new ones at the same open time) into a temporary file that replaces it
+    /// atomically. For `shardbot download` / `import`; do not merge into a series the
+    /// gateway is appending to at that moment (its append could be lost). Returns how many
+    /// bars were new.
+    pub fn merge(&self, bars: &[Bar]) -> Result<usize, HistoryError> {
+        let Some(first) = bars.first() else {
+            return Ok(0);
+        };
+        let (symbol, interval) = (first.symbol.clone(), first.interval);
+        let stored = self.read(&symbol, interval, None, None, None)?;
+        let newest = stored.last().map(|b| b.open_time_ms);
+        let mut sorted: Vec<&Bar> = bars.iter().collect();
+        sorted.sort_by_key(|b| b.open_time_ms);
+        if newest.is_none_or(|n| sorted[0].open_time_ms > n) {
+            let owned: Vec<Bar> = sorted.into_iter().cloned().collect();
+            return self.append(&owned);
+        }
+        if let Some(b) = bars
+            .iter()
+            .find(|b| b.symbol != symbol || b.interval != interval)
+        {
+            return Err(HistoryError::MixedSeries(format!(
+                "{symbol} {interval} and {} {}",
+                b.symbol, b.interval
+            )));
+        }
+        let mut all: std::collections::BTreeMap<TimestampMs, &Bar> =
+            sorted.into_iter().map(|b| (b.open_time_ms, b)).collect();
+        let before = stored.len();
+        for b in &stored {
+            all.insert(b.open_time_ms, b);
+        }
+        let added = all.len() - before;
+        if added == 0 {
+            return Ok(0);
+        }
+        let path = self.path(&symbol, interval);
+        let tmp = path.with_extension("klines.tmp");
+        let mut buf = Vec::with_capacity(HEADER as usize + all.len() * RECORD);
+        buf.extend_from_slice(MAGIC);
+        for b in all.values() {
+            encode(b, &mut buf);
+        }
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&buf).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(added)
+    }
+
     /// Bars of a series opening in `[start_ms, end_ms]` (either bound optional), oldest
     /// first; with `limit`, only the newest `limit` of them.
     pub fn read(
@@ -285,6 +337,47 @@ mod tests {
             turnover: Decimal::from_str("0.000000001").unwrap(),
             published_ms: None,
         }
+    }
+
+    #[test]
+    fn older_bars_are_merged_in_and_stored_ones_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HistoryStore::open(dir.path()).unwrap();
+        let s = Symbol::new("BTCUSDT").unwrap();
+        assert_eq!(
+            store
+                .merge(&[bar("BTCUSDT", 300_000, "3"), bar("BTCUSDT", 600_000, "4")])
+                .unwrap(),
+            2
+        );
+        // Older bars (and one already stored, with another price): merged, stored wins.
+        assert_eq!(
+            store
+                .merge(&[
+                    bar("BTCUSDT", 0, "1"),
+                    bar("BTCUSDT", 300_000, "99"),
+                    bar("BTCUSDT", 900_000, "5")
+                ])
+                .unwrap(),
+            2
+        );
+        let got: Vec<(i64, String)> = store
+            .read(&s, Interval::M5, None, None, None)
+            .unwrap()
+            .iter()
+            .map(|b| (b.open_time_ms, b.close.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, "1".into()),
+                (300_000, "3".into()),
+                (600_000, "4".into()),
+                (900_000, "5".into())
+            ]
+        );
+        // Nothing new: nothing written.
+        assert_eq!(store.merge(&[bar("BTCUSDT", 0, "7")]).unwrap(), 0);
     }
 
     #[test]

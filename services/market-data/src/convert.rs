@@ -1,9 +1,6 @@
 //! Exchange shapes (`common/bybit` models) → bus messages (`common/protocol`).
 
-use shardbot_bybit::models::{
-    market::Kline,
-    ws::{TickerFields, WsKline},
-};
+use shardbot_bybit::models::ws::{TickerFields, WsKline};
 use shardbot_protocol::{Bar, Interval, Symbol, Ticker};
 
 /// A closed kline from the WebSocket; `None` while the candle is still open or if the
@@ -24,22 +21,6 @@ pub fn ws_bar(symbol: &str, k: &WsKline) -> Option<Bar> {
         turnover: k.turnover,
         published_ms: None,
     })
-}
-
-/// A kline row from REST.
-pub fn rest_bar(symbol: &Symbol, interval: Interval, k: &Kline) -> Bar {
-    Bar {
-        symbol: symbol.clone(),
-        interval,
-        open_time_ms: k.start_ms,
-        open: k.open,
-        high: k.high,
-        low: k.low,
-        close: k.close,
-        volume: k.volume,
-        turnover: k.turnover,
-        published_ms: None,
-    }
 }
 
 /// A merged ticker; `None` until it has a last price.

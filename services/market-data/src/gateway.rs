@@ -610,7 +610,7 @@ async fn fetch_closed(
     Ok(klines
         .iter()
         .filter(|k| k.start_ms <= last_closed_open)
-        .map(|k| convert::rest_bar(symbol, interval, k))
+        .map(|k| k.to_bar(symbol, interval))
         .collect())
 }
 

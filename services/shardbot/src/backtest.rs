@@ -18,9 +18,13 @@ pub struct BacktestArgs {
     #[arg(long)]
     strategy: String,
     /// A kline CSV file (open_time_ms,open,high,low,close,volume; the symbol is the file
-    /// name) or a folder of them (every .csv, one account).
-    #[arg(long, value_name = "CSV|DIR")]
+    /// name), a folder of them (every .csv, one account), or the history store:
+    /// `store:<interval>` (every symbol stored) or `store:<interval>:SYM,SYM`.
+    #[arg(long, value_name = "CSV|DIR|store:INTERVAL[:SYMBOLS]")]
     data: PathBuf,
+    /// Local configuration file (for the history store folder; SHARDBOT_CONFIG works too).
+    #[arg(long, env = "SHARDBOT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// A parameter, `name=value`; repeat for several. Overrides the parameters file.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
@@ -79,7 +83,10 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
         overrides.0.insert(k, v);
     }
     let file = OptimizedFile::load(&args.params_file)?;
-    let series = load_path(&args.data)?;
+    let series = match args.data.to_str().and_then(|d| d.strip_prefix("store:")) {
+        Some(query) => crate::data::store_series(args.config.as_deref(), query)?,
+        None => load_path(&args.data)?,
+    };
     let markets: Vec<Market> = series
         .into_iter()
         .map(Market::unrestricted)

@@ -3,6 +3,7 @@
 
 mod backtest;
 mod bench;
+mod data;
 mod exchange;
 mod indicators;
 mod journal;
@@ -26,6 +27,11 @@ enum Command {
     /// Backtest a strategy on kline CSV files with the workers' strategy code and the risk
     /// manager's rules; writes trades.csv, equity.csv and summary.json.
     Backtest(backtest::BacktestArgs),
+    /// Download klines from the exchange into the history store (any symbols, interval
+    /// and range; resumable; within a share of the IP rate limit).
+    Download(data::DownloadArgs),
+    /// Import kline CSV files into the history store.
+    Import(data::ImportArgs),
     /// Measure this machine: the message bus, and more as components arrive.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -56,6 +62,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Backtest(args) => backtest::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Download(args) => data::download(args),
+        Command::Import(args) => data::import(args),
         Command::Exchange(args) => exchange::run(args),
         Command::Indicators(args) => indicators::run(args),
         Command::Params(args) => params::run(args),

@@ -192,3 +192,25 @@ pub struct TickerList {
     pub category: Option<String>,
     pub list: Vec<Ticker>,
 }
+
+impl Kline {
+    /// The bus's bar of this REST kline row (history: never published live).
+    pub fn to_bar(
+        &self,
+        symbol: &shardbot_protocol::Symbol,
+        interval: shardbot_protocol::Interval,
+    ) -> shardbot_protocol::Bar {
+        shardbot_protocol::Bar {
+            symbol: symbol.clone(),
+            interval,
+            open_time_ms: self.start_ms,
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            close: self.close,
+            volume: self.volume,
+            turnover: self.turnover,
+            published_ms: None,
+        }
+    }
+}
