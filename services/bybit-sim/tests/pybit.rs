@@ -34,11 +34,23 @@ fn pybit_trades_and_streams_against_the_sim() {
     );
     let url = start(settings());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pybit_compat.py");
-    let out = Command::new(&py)
+    let mut child = Command::new(&py)
         .arg(&script)
         .args([&url, KEY, SECRET])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // A hung script fails the test instead of hanging CI.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

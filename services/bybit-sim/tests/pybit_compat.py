@@ -67,5 +67,11 @@ ws.ticker_stream(symbol=sym, callback=lambda m: got["ticker"].set() if m["data"]
 ws.kline_stream(interval=1, symbol=sym, callback=lambda m: got["kline"].set() if m["data"][0]["interval"] == "1" else None)
 check(got["ticker"].wait(20), "no ticker over pybit's WebSocket")
 check(got["kline"].wait(20), "no kline over pybit's WebSocket")
-ws.exit()
-print("pybit OK")
+# pybit's exit() waits, unbounded, for websocket-client to drop its socket, which under
+# load it sometimes never does (seen in CI with every check above passed): bounded here.
+closer = threading.Thread(target=ws.exit, daemon=True)
+closer.start()
+closer.join(10)
+if closer.is_alive():
+    print("note: pybit's WebSocket exit() did not return within 10 s", file=sys.stderr)
+print("pybit OK", flush=True)
