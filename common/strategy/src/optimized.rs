@@ -71,6 +71,12 @@ pub enum ParamsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid parameters file: {source}")]
     Parse {
         path: String,
@@ -127,6 +133,20 @@ impl OptimizedFile {
             }
         }
         Ok(file)
+    }
+
+    /// Writes the file (pretty JSON) through a temporary file renamed over it: a reader
+    /// sees the old file or the new one, never half of one.
+    pub fn save(&self, path: &Path) -> Result<(), ParamsError> {
+        let p = path.display().to_string();
+        let text = serde_json::to_string_pretty(self).map_err(|source| ParamsError::Parse {
+            path: p.clone(),
+            source,
+        })? + "\n";
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|source| ParamsError::Write { path: p, source })
     }
 
     /// The parameters `strategy` runs with on `symbol`, and where they come from.

@@ -83,14 +83,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
         overrides.0.insert(k, v);
     }
     let file = OptimizedFile::load(&args.params_file)?;
-    let series = match args.data.to_str().and_then(|d| d.strip_prefix("store:")) {
-        Some(query) => crate::data::store_series(args.config.as_deref(), query)?,
-        None => load_path(&args.data)?,
-    };
-    let markets: Vec<Market> = series
-        .into_iter()
-        .map(Market::unrestricted)
-        .collect::<Result<_, _>>()?;
+    let markets = load_markets(&args.data, args.config.as_deref())?;
     let mut status = String::new();
     let mut strategies = Vec::new();
     for m in &markets {
@@ -142,6 +135,21 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The markets of a `--data` argument: a CSV, a folder of them, or `store:...`.
+pub fn load_markets(
+    data: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<Market>> {
+    let series = match data.to_str().and_then(|d| d.strip_prefix("store:")) {
+        Some(query) => crate::data::store_series(config, query)?,
+        None => load_path(data)?,
+    };
+    Ok(series
+        .into_iter()
+        .map(Market::unrestricted)
+        .collect::<Result<_, _>>()?)
 }
 
 fn write_out(dir: &std::path::Path, r: &BacktestResult) -> anyhow::Result<()> {

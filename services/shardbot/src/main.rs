@@ -7,6 +7,7 @@ mod data;
 mod exchange;
 mod indicators;
 mod journal;
+mod optimize;
 mod params;
 mod risk;
 
@@ -32,6 +33,10 @@ enum Command {
     Download(data::DownloadArgs),
     /// Import kline CSV files into the history store.
     Import(data::ImportArgs),
+    /// Bayesian optimization (TPE) of a strategy's parameters over backtests, trained on
+    /// the first part of the data and tested on the rest; writes the winner to
+    /// optimized_parameters.json, saying what changed.
+    Optimize(optimize::OptimizeArgs),
     /// Measure this machine: the message bus, and more as components arrive.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Backtest(args) => backtest::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Optimize(args) => optimize::run(args),
         Command::Download(args) => data::download(args),
         Command::Import(args) => data::import(args),
         Command::Exchange(args) => exchange::run(args),
