@@ -272,11 +272,15 @@ fn approx(x: f64) -> Decimal {
     }
 }
 
-fn on_tick(p: Decimal, tick: Decimal) -> Decimal {
-    if tick > Decimal::ZERO {
-        ((p / tick).round() * tick).normalize()
+/// A strategy's f64 price level on the tick grid, as the router rounds it (to the nearest
+/// tick), without the detour through text: the number of ticks is rounded in f64 and the
+/// level rebuilt exactly from it.
+fn on_tick_f(p: f64, tick: Decimal) -> Decimal {
+    let t = tick.to_f64().unwrap_or(0.0);
+    if t > 0.0 && (p / t).abs() < 9.0e15 {
+        (Decimal::from((p / t).round() as i64) * tick).normalize()
     } else {
-        p
+        approx(p).normalize()
     }
 }
 
@@ -436,6 +440,7 @@ pub fn run_with(
         unrealised_total: 0.0,
     };
     let mut balance_f = eng.balance.to_f64().unwrap_or(0.0);
+    let mut balance_seen = eng.balance;
     let mut equity: Vec<(i64, f64)> = Vec::with_capacity(total / markets.len().max(1) + 1);
     for k in 0..timeline.len() {
         let (t, s, i) = timeline[k];
@@ -448,8 +453,6 @@ pub fn run_with(
             eng.day = day;
             eng.realised_today = Decimal::ZERO;
         }
-        let fills_before = eng.trades.len();
-        let mut touched = false;
         // 1. Funding settlements since the previous bar, up to and including this open: a
         //    position held into a settlement pays it, one opened at it does not.
         if let (Some(rate), Some(o)) = (cfg.funding_rate, st.open.as_mut())
@@ -469,13 +472,11 @@ pub fn run_with(
                 o.funding += pay;
                 eng.balance -= pay;
                 eng.realised_today -= pay;
-                touched = true;
                 f += every;
             }
         }
         // 2. Orders decided on the previous bar fill at this open.
         if st.pending.exit || st.pending.enter.is_some() {
-            touched = true;
             let pending = std::mem::take(&mut st.pending);
             let open_px = dec(c.open);
             if pending.exit
@@ -559,7 +560,6 @@ pub fn run_with(
                 let basis = if beyond { dec(c.open) } else { level };
                 let px = eng.slip(basis, o.side.opposite(), &m.instrument);
                 eng.close(m, st, px, t, why);
-                touched = true;
             }
         }
         // 4. The strategy on the close, told the position actually held.
@@ -570,7 +570,6 @@ pub fn run_with(
         };
         let signals = st.strategy.on_bar(c, held);
         if !signals.is_empty() {
-            touched = true;
             // Exits first: a reversal's entry is judged with the exit done.
             if signals.iter().any(|x| matches!(x, Signal::Exit)) && st.open.is_some() {
                 st.pending.exit = true;
@@ -593,7 +592,8 @@ pub fn run_with(
             eng.unrealised_total += u - o.unrealised_f;
             o.unrealised_f = u;
         }
-        if touched || eng.trades.len() != fills_before {
+        if eng.balance != balance_seen {
+            balance_seen = eng.balance;
             balance_f = eng.balance.to_f64().unwrap_or(balance_f);
         }
         let last_of_time = timeline.get(k + 1).is_none_or(|n| n.0 != t);
@@ -688,10 +688,10 @@ fn decide_entry(
                     q,
                     stop_loss
                         .filter(|p| *p > 0.0)
-                        .map(|p| on_tick(dec(p), tick)),
+                        .map(|p| on_tick_f(p, tick)),
                     take_profit
                         .filter(|p| *p > 0.0)
-                        .map(|p| on_tick(dec(p), tick)),
+                        .map(|p| on_tick_f(p, tick)),
                 ));
                 return;
             }

@@ -308,9 +308,11 @@ async fn an_exchange_side_stop_fires_on_the_path_and_the_books_still_balance() {
         .map(|e| e.exec_fee)
         .sum();
     let end_balance = usdt_balance(&c).await;
+    // Bybit's closed PnL has the fees and the funding paid while open deducted: it is
+    // exactly what the wallet moved by.
     assert_eq!(
         end_balance - start_balance,
-        pnl[0].closed_pnl - funding,
-        "wallet = start + closed PnL - funding ({funding})"
+        pnl[0].closed_pnl,
+        "wallet = start + closed PnL (funding {funding} included)"
     );
 }

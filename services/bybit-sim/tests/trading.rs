@@ -129,8 +129,8 @@ async fn place_fill_query_and_close_with_books_that_agree_to_the_cent() {
     let gross = (exit.exec_price - entry.exec_price) * q;
     assert_eq!(
         rec.closed_pnl,
-        gross - entry.exec_fee - exit.exec_fee,
-        "closed PnL is net of both fees"
+        gross - entry.exec_fee - exit.exec_fee - funding,
+        "closed PnL is net of both fees and of the funding paid while open"
     );
     let end_balance = c
         .wallet()
@@ -141,8 +141,8 @@ async fn place_fill_query_and_close_with_books_that_agree_to_the_cent() {
         .wallet_balance;
     assert_eq!(
         end_balance - start_balance,
-        rec.closed_pnl - funding,
-        "wallet moved by exactly PnL − fees − funding"
+        rec.closed_pnl,
+        "wallet moved by exactly the closed PnL (gross − fees − funding)"
     );
 }
 
