@@ -686,12 +686,8 @@ fn decide_entry(
                 st.pending.enter = Some((
                     side,
                     q,
-                    stop_loss
-                        .filter(|p| *p > 0.0)
-                        .map(|p| on_tick_f(p, tick)),
-                    take_profit
-                        .filter(|p| *p > 0.0)
-                        .map(|p| on_tick_f(p, tick)),
+                    stop_loss.filter(|p| *p > 0.0).map(|p| on_tick_f(p, tick)),
+                    take_profit.filter(|p| *p > 0.0).map(|p| on_tick_f(p, tick)),
                 ));
                 return;
             }
