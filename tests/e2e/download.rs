@@ -22,21 +22,7 @@ store_dir = "store"
 "#;
 
 fn cli(stack: &Stack, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(shardbot_e2e::bin("shardbot"))
-        .args(args)
-        .arg("--config")
-        .arg(&stack.config)
-        .current_dir(stack.path(""))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    stack.cli(args)
 }
 
 #[test]

@@ -54,21 +54,11 @@ fn wait_for(stack: &mut Stack, what: &str, mut ok: impl FnMut(&Stack) -> bool, w
     }
 }
 
+/// `shardbot <args>` that must succeed; its output.
 fn cli(stack: &Stack, args: &[&str]) -> String {
-    let out = std::process::Command::new(shardbot_e2e::bin("shardbot"))
-        .args(args)
-        .arg("--config")
-        .arg(&stack.config)
-        .current_dir(stack.path(""))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "shardbot {args:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    let (ok, out) = stack.cli(args);
+    assert!(ok, "shardbot {args:?}: {out}");
+    out
 }
 
 fn closed(j: &Journal) -> Vec<TradeView> {

@@ -136,6 +136,26 @@ sim_base_url = "{sim_url}"
         pid
     }
 
+    /// Runs `shardbot <args> --config <the stack's configuration>` in the stack's folder, as
+    /// an operator would: whether it succeeded, and its standard output then error.
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(bin("shardbot"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     /// kill -9 of a process started with [`spawn`](Self::spawn).
     pub fn kill9(&mut self, label: &str) {
         let i = self

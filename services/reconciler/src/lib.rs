@@ -183,6 +183,12 @@ async fn run_loop(
     };
     let _ = one("start", true).await;
     let mut periodic = tokio::time::interval(Duration::from_secs(rs.sweep_interval_s));
+    // The bus can drop a fill event (PUB/SUB), and a subscriber connects a moment after
+    // its publisher: the journal, which the router writes before it publishes, is looked
+    // at too, so a close is never missed for longer than this.
+    let mut journal_poll =
+        tokio::time::interval(Duration::from_millis(rs.close_retry_ms.max(250) * 2));
+    let mut fills_seen = journal.max_fill_rowid().unwrap_or(0);
     let mut daily = tokio::time::interval(Duration::from_secs(rs.full_pass_interval_s));
     periodic.tick().await;
     daily.tick().await;
@@ -193,6 +199,14 @@ async fn run_loop(
         let due = close_due;
         tokio::select! {
             _ = periodic.tick() => { let _ = one("periodic", false).await; }
+            _ = journal_poll.tick() => {
+                let now = journal.max_fill_rowid().unwrap_or(fills_seen);
+                if now > fills_seen {
+                    fills_seen = now;
+                    close_left = rs.close_retries;
+                    close_due.get_or_insert_with(tokio::time::Instant::now);
+                }
+            }
             _ = daily.tick() => { let _ = one("daily", true).await; }
             _ = async { if let Some(d) = due { tokio::time::sleep_until(d).await } else { std::future::pending::<()>().await } } => {
                 let pending = one("close", false).await.map_or(1, |o| o.pending);

@@ -14,17 +14,8 @@ use shardbot_strategy::{OptimizedFile, Params, schema};
 
 #[derive(Args, Debug)]
 pub struct BacktestArgs {
-    /// The strategy (built in: trend_following, mean_reversion).
-    #[arg(long)]
-    strategy: String,
-    /// A kline CSV file (open_time_ms,open,high,low,close,volume; the symbol is the file
-    /// name), a folder of them (every .csv, one account), or the history store:
-    /// `store:<interval>` (every symbol stored) or `store:<interval>:SYM,SYM`.
-    #[arg(long, value_name = "CSV|DIR|store:INTERVAL[:SYMBOLS]")]
-    data: PathBuf,
-    /// Local configuration file (for the history store folder; SHARDBOT_CONFIG works too).
-    #[arg(long, env = "SHARDBOT_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    input: DataArgs,
     /// A parameter, `name=value`; repeat for several. Overrides the parameters file.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
@@ -56,6 +47,29 @@ pub struct BacktestArgs {
     out: PathBuf,
 }
 
+/// What to run on: the strategy and the market data (shared by `backtest` and `optimize`).
+#[derive(Args, Debug)]
+pub struct DataArgs {
+    /// The strategy (built in: trend_following, mean_reversion).
+    #[arg(long)]
+    pub strategy: String,
+    /// A kline CSV file (open_time_ms,open,high,low,close,volume; the symbol is the file
+    /// name), a folder of them (every .csv, one account), or the history store:
+    /// `store:<interval>` (every symbol stored) or `store:<interval>:SYM,SYM`.
+    #[arg(long, value_name = "CSV|DIR|store:INTERVAL[:SYMBOLS]")]
+    pub data: PathBuf,
+    /// Local configuration file (for the history store folder; SHARDBOT_CONFIG works too).
+    #[arg(long, env = "SHARDBOT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The markets of `--data`.
+    pub fn markets(&self) -> anyhow::Result<Vec<Market>> {
+        load_markets(&self.data, self.config.as_deref())
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum IntrabarArg {
     /// The stop is assumed to come first (conservative).
@@ -66,10 +80,10 @@ enum IntrabarArg {
 }
 
 pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
-    let Some(spec) = schema(&args.strategy) else {
+    let Some(spec) = schema(&args.input.strategy) else {
         bail!(
             "unknown strategy `{}` (built in: {})",
-            args.strategy,
+            args.input.strategy,
             shardbot_strategy::BUILT_IN.join(", ")
         );
     };
@@ -77,17 +91,17 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
     for p in &args.params {
         let name = shardbot_strategy::BUILT_IN
             .into_iter()
-            .find(|n| *n == args.strategy)
+            .find(|n| *n == args.input.strategy)
             .unwrap_or("strategy");
         let (k, v) = Params::parse_assignment(name, spec, p)?;
         overrides.0.insert(k, v);
     }
     let file = OptimizedFile::load(&args.params_file)?;
-    let markets = load_markets(&args.data, args.config.as_deref())?;
+    let markets = args.input.markets()?;
     let mut status = String::new();
     let mut strategies = Vec::new();
     for m in &markets {
-        let (mut params, st) = file.params_for(&args.strategy, &m.series.symbol);
+        let (mut params, st) = file.params_for(&args.input.strategy, &m.series.symbol);
         params
             .0
             .extend(overrides.0.iter().map(|(k, v)| (k.clone(), *v)));
@@ -95,12 +109,12 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
             status = st.to_string();
         }
         strategies.push(
-            shardbot_strategy::build(&args.strategy, &params)
+            shardbot_strategy::build(&args.input.strategy, &params)
                 .with_context(|| format!("parameters for {}", m.series.symbol))?,
         );
     }
     let balance = args.balance.unwrap_or(Decimal::from(10_000));
-    let mut cfg = BacktestConfig::all_in(&args.strategy, overrides.clone(), balance);
+    let mut cfg = BacktestConfig::all_in(&args.input.strategy, overrides.clone(), balance);
     if let Some(path) = &args.settings {
         cfg.settings = TradingSettings::load(path)?;
         if let Some(b) = args.balance {
@@ -117,7 +131,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
     let bars: usize = markets.iter().map(|m| m.series.candles.len()).sum();
     eprintln!(
         "backtesting {} on {} symbol(s), {bars} bars (parameters: {status}{})",
-        args.strategy,
+        args.input.strategy,
         markets.len(),
         if args.params.is_empty() {
             ""

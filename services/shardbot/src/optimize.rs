@@ -14,15 +14,8 @@ use shardbot_strategy::{OptimizedFile, OptimizedStrategy, Value, schema};
 
 #[derive(Args, Debug)]
 pub struct OptimizeArgs {
-    /// The strategy (built in: trend_following, mean_reversion).
-    #[arg(long)]
-    strategy: String,
-    /// Kline data: a CSV, a folder of them, or `store:<interval>[:SYM,SYM]`.
-    #[arg(long, value_name = "CSV|DIR|store:INTERVAL[:SYMBOLS]")]
-    data: PathBuf,
-    /// Local configuration file (for the history store folder).
-    #[arg(long, env = "SHARDBOT_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    input: crate::backtest::DataArgs,
     /// What to maximise on the train part.
     #[arg(long, value_enum, default_value = "sharpe")]
     objective: ObjectiveArg,
@@ -88,10 +81,10 @@ fn metrics(s: &Summary) -> serde_json::Value {
 }
 
 pub fn run(args: OptimizeArgs) -> anyhow::Result<()> {
-    if schema(&args.strategy).is_none() {
+    if schema(&args.input.strategy).is_none() {
         bail!(
             "unknown strategy `{}` (built in: {})",
-            args.strategy,
+            args.input.strategy,
             shardbot_strategy::BUILT_IN.join(", ")
         );
     }
@@ -101,10 +94,10 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<()> {
             args.train_fraction
         );
     }
-    let markets = crate::backtest::load_markets(&args.data, args.config.as_deref())?;
+    let markets = args.input.markets()?;
     let bars: usize = markets.iter().map(|m| m.series.candles.len()).sum();
     let mut backtest = BacktestConfig::all_in(
-        &args.strategy,
+        &args.input.strategy,
         shardbot_strategy::Params::new(),
         Decimal::from(10_000),
     );
@@ -132,7 +125,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<()> {
     };
     eprintln!(
         "optimizing {} ({}) on {} symbol(s), {bars} bars, {} trials on {threads} thread(s)",
-        args.strategy,
+        args.input.strategy,
         objective.name(),
         markets.len(),
         args.trials
@@ -224,12 +217,12 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<()> {
         );
     }
     let mut file = OptimizedFile::load(&args.params_file)?;
-    let old = file.0.get(&args.strategy).cloned();
+    let old = file.0.get(&args.input.strategy).cloned();
     let entry = OptimizedStrategy {
         optimized_at: format!("{} UTC", ms_date(shardbot_protocol::now_ms())),
         objective: format!("{} (min {} trades)", objective.name(), args.min_trades),
         data_range: serde_json::json!({
-            "data": args.data.display().to_string(),
+            "data": args.input.data.display().to_string(),
             "symbols": markets.iter().map(|m| m.series.symbol.clone()).collect::<Vec<_>>(),
             "from": ms_date(train.first_bar_ms),
             "to": ms_date(test.map_or(train.last_bar_ms, |t| t.last_bar_ms)),
@@ -245,7 +238,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<()> {
         symbols: old.as_ref().map(|o| o.symbols.clone()).unwrap_or_default(),
     };
     println!("\nwinner (trial {}):", best.number);
-    let spec = schema(&args.strategy).unwrap_or(&[]);
+    let spec = schema(&args.input.strategy).unwrap_or(&[]);
     for s in spec {
         let new = best.params.0.get(s.name).copied();
         let before = old.as_ref().and_then(|o| o.params.0.get(s.name).copied());
@@ -268,13 +261,13 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<()> {
                 "; its per-symbol values are kept"
             }
         ),
-        None => println!("{} had no entry: it ran on defaults", args.strategy),
+        None => println!("{} had no entry: it ran on defaults", args.input.strategy),
     }
     if args.dry_run {
         println!("--dry-run: {} not written", args.params_file.display());
         return Ok(());
     }
-    file.0.insert(args.strategy.clone(), entry);
+    file.0.insert(args.input.strategy.clone(), entry);
     file.save(&args.params_file)
         .with_context(|| format!("writing {}", args.params_file.display()))?;
     println!("written: {}", args.params_file.display());
