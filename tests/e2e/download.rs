@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
-
 use shardbot_e2e::Stack;
 use shardbot_protocol::{Interval, Symbol};
 
@@ -28,14 +26,7 @@ fn cli(stack: &Stack, args: &[&str]) -> (bool, String) {
 #[test]
 fn download_fills_the_store_resumably_and_backtests_read_it() {
     let mut stack = Stack::new(CONFIG);
-    stack.spawn("bybit-sim", "bybit-sim", &[], &[]);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sim = stack.client();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while rt.block_on(sim.sync_time()).is_err() {
-        assert!(Instant::now() < deadline, "{}", stack.output("bybit-sim"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (rt, sim) = stack.start_sim();
     let symbols: Vec<String> = rt
         .block_on(sim.usdt_perpetuals())
         .unwrap()

@@ -73,14 +73,7 @@ fn closed(j: &Journal) -> Vec<TradeView> {
 fn every_closed_trade_verified_and_every_injected_discrepancy_caught() {
     let mut stack = Stack::new(CONFIG);
     stack.write("trading_settings.json", SETTINGS);
-    stack.spawn("bybit-sim", "bybit-sim", &[], &[]);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sim = stack.account_client("sim-demo-key", "sim-demo-secret");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while rt.block_on(sim.sync_time()).is_err() {
-        assert!(Instant::now() < deadline, "{}", stack.output("bybit-sim"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (rt, sim) = stack.start_sim();
     let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
     let tickers = rt.block_on(sim.tickers()).unwrap();
     let price_of = |s: &str| tickers.iter().find(|t| t.symbol == s).unwrap().last_price;
@@ -96,18 +89,9 @@ fn every_closed_trade_verified_and_every_injected_discrepancy_caught() {
     stack.spawn("risk-manager", "risk-manager", &[], &[]);
     stack.spawn("order-router", "order-router", &[], &[]);
     stack.spawn("reconciler", "reconciler", &[], &[]);
-    wait_for(
-        &mut stack,
-        "the router",
-        |s| false_or(s, "order-router", "router ready"),
-        Duration::from_secs(30),
-    );
-    wait_for(
-        &mut stack,
-        "the reconciler's start sweep",
-        |s| false_or(s, "reconciler", "sweep done"),
-        Duration::from_secs(30),
-    );
+    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
+    // The reconciler's start sweep.
+    stack.wait_output("reconciler", "sweep done", Duration::from_secs(30));
     let journal = Journal::open(&stack.path("var/journal.sqlite")).unwrap();
     assert!(
         journal.baseline().unwrap().is_some(),
@@ -440,8 +424,4 @@ fn every_closed_trade_verified_and_every_injected_discrepancy_caught() {
         "{report}"
     );
     assert!(report.contains("balance             expected"), "{report}");
-}
-
-fn false_or(stack: &Stack, label: &str, text: &str) -> bool {
-    stack.output(label).contains(text)
 }

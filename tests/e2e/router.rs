@@ -71,31 +71,11 @@ fn orders_with(rt: &tokio::runtime::Runtime, c: &BybitClient, symbol: &str, link
     hist.list.iter().filter(|o| o.order_link_id == link).count()
 }
 
-fn wait_ready(stack: &mut Stack, what: &str, out: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !stack.output(out).contains(what) {
-        stack.assert_alive();
-        assert!(
-            Instant::now() < deadline,
-            "{out} not ready:\n{}",
-            stack.output(out)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn one_intent_one_order_through_repeats_and_a_router_crash() {
     let mut stack = Stack::new(CONFIG);
     stack.write("trading_settings.json", SETTINGS);
-    stack.spawn("bybit-sim", "bybit-sim", &[], &[]);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sim = stack.account_client("sim-demo-key", "sim-demo-secret");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while rt.block_on(sim.sync_time()).is_err() {
-        assert!(Instant::now() < deadline, "{}", stack.output("bybit-sim"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (rt, sim) = stack.start_sim();
     let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
     let tickers = rt.block_on(sim.tickers()).unwrap();
     let price_of = |s: &str| tickers.iter().find(|t| t.symbol == s).unwrap().last_price;
@@ -113,7 +93,7 @@ fn one_intent_one_order_through_repeats_and_a_router_crash() {
     orders.subscribe("order.").unwrap();
     stack.spawn("risk-manager", "risk-manager", &[], &[]);
     stack.spawn("order-router", "order-router", &[], &[]);
-    wait_ready(&mut stack, "router ready", "order-router");
+    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
 
     // The same intent three times at once: one order.
     let a = &instruments[0].symbol;
@@ -225,7 +205,7 @@ fn one_intent_one_order_through_repeats_and_a_router_crash() {
     stack.kill9("order-router");
     stack.admin("/admin/faults", "{}");
     stack.spawn("order-router-2", "order-router", &[], &[]);
-    wait_ready(&mut stack, "router ready", "order-router-2");
+    stack.wait_output("order-router-2", "router ready", Duration::from_secs(30));
     match worker.join().unwrap() {
         RouterReply::Placed {
             duplicate: true, ..

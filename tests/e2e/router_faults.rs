@@ -41,14 +41,7 @@ const SETTINGS: &str = r#"{"simulated_balance": 1000, "sizing": {"percent": 4}, 
 fn no_duplicate_order_and_no_lost_fill_under_10006_bursts_and_slow_replies() {
     let mut stack = Stack::new(CONFIG);
     stack.write("trading_settings.json", SETTINGS);
-    stack.spawn("bybit-sim", "bybit-sim", &[], &[]);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sim = stack.account_client("sim-demo-key", "sim-demo-secret");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while rt.block_on(sim.sync_time()).is_err() {
-        assert!(Instant::now() < deadline, "{}", stack.output("bybit-sim"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (rt, sim) = stack.start_sim();
     let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
     let tickers = rt.block_on(sim.tickers()).unwrap();
     let start_ms = sim.raw().clock().now_ms() - 1000;
@@ -57,16 +50,7 @@ fn no_duplicate_order_and_no_lost_fill_under_10006_bursts_and_slow_replies() {
     let timeout = [("SHARDBOT__EXCHANGE__REQUEST_TIMEOUT_MS", "1000")];
     stack.spawn("risk-manager", "risk-manager", &[], &timeout);
     stack.spawn("order-router", "order-router", &[], &timeout);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !stack.output("order-router").contains("router ready") {
-        stack.assert_alive();
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            stack.output("order-router")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
     let risk = Requester::dial(&stack.ipc("risk.rep"), &BusOptions::default()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !matches!(

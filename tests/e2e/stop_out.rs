@@ -46,26 +46,10 @@ fn submit(stack: &Stack, intent: &OrderIntent) -> RouterReply {
 fn a_stop_out_starts_the_cooldown() {
     let mut stack = Stack::new(CONFIG);
     stack.write("trading_settings.json", SETTINGS);
-    stack.spawn("bybit-sim", "bybit-sim", &[], &[]);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sim = stack.account_client("sim-demo-key", "sim-demo-secret");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while rt.block_on(sim.sync_time()).is_err() {
-        assert!(Instant::now() < deadline, "{}", stack.output("bybit-sim"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (rt, sim) = stack.start_sim();
     stack.spawn("risk-manager", "risk-manager", &[], &[]);
     stack.spawn("order-router", "order-router", &[], &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !stack.output("order-router").contains("router ready") {
-        stack.assert_alive();
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            stack.output("order-router")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
     // The instrument whose tick is finest relative to its price.
     let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
     let tickers = rt.block_on(sim.tickers()).unwrap();

@@ -136,6 +136,35 @@ sim_base_url = "{sim_url}"
         pid
     }
 
+    /// Starts bybit-sim and waits (up to 10 s) until it answers: a runtime and a client
+    /// signed with the sim's demo account (the keys the services use in sim mode).
+    pub fn start_sim(&mut self) -> (tokio::runtime::Runtime, BybitClient) {
+        self.spawn("bybit-sim", "bybit-sim", &[], &[]);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sim = self.account_client("sim-demo-key", "sim-demo-secret");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rt.block_on(sim.sync_time()).is_err() {
+            assert!(Instant::now() < deadline, "{}", self.output("bybit-sim"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (rt, sim)
+    }
+
+    /// Waits (up to `within`) until a process's output contains `text`, failing if any
+    /// started process exits meanwhile.
+    pub fn wait_output(&mut self, label: &str, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.output(label).contains(text) {
+            self.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "{label}: no `{text}` within {within:?}:\n{}",
+                self.output(label)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs `shardbot <args> --config <the stack's configuration>` in the stack's folder, as
     /// an operator would: whether it succeeded, and its standard output then error.
     pub fn cli(&self, args: &[&str]) -> (bool, String) {
