@@ -729,7 +729,6 @@ fn summarise(
     .collect();
     let (dd, dd_pct) = max_drawdown_f64(&curve);
     let r = daily_returns_f64(&curve);
-    let _ = markets;
     Summary {
         strategy: cfg.strategy.clone(),
         symbols: markets.len(),

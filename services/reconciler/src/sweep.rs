@@ -461,8 +461,8 @@ async fn balance(
         .coin("USDT")
         .map(|c| c.wallet_balance)
         .unwrap_or_default();
-    let newest_fill = journal
-        .fills_from(now - HOUR_MS)?
+    let last_hour = journal.fills_from(now - HOUR_MS)?;
+    let newest_fill = last_hour
         .iter()
         .map(|f| f.fill.exec_time_ms)
         .max()
@@ -471,9 +471,9 @@ async fn balance(
     let recent = client
         .executions(None, newest_fill, after_wallet + 60_000)
         .await?;
-    let journaled: HashSet<String> = journal
-        .fills_from(newest_fill)?
+    let journaled: HashSet<String> = last_hour
         .into_iter()
+        .filter(|f| f.fill.exec_time_ms >= newest_fill)
         .map(|f| f.fill.exec_id)
         .collect();
     if recent.iter().any(|e| !journaled.contains(&e.exec_id))
