@@ -2,12 +2,19 @@
 //! numbers; subscriptions and replies are bridged from their blocking nng threads into
 //! actors by messages.
 
-use std::thread::JoinHandle;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
 
 use actix::{Actor, Context, Handler, Message, Recipient};
 use shardbot_protocol::{Publish, Received};
 
-use crate::{BusError, Publisher, Subscriber, pubsub::SocketCloser};
+use crate::{BusError, Publisher, Subscriber};
 
 /// Owns a [`Publisher`]. Send it [`PublishMsg`] from any actor.
 #[derive(Debug)]
@@ -54,35 +61,63 @@ impl<T: Publish + 'static> Handler<PublishMsg<T>> for PublisherActor {
 #[rtype(result = "()")]
 pub struct Inbound(pub Received);
 
+/// How often the forwarding thread looks up from its socket to see whether it should stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
 /// Runs `subscriber`'s receive loop on its own thread and delivers every decoded frame to
 /// `to`. Frames that do not decode are logged and skipped (a gap detector downstream will
-/// see the missing sequence number). Stops when the subscriber is closed through the
-/// returned closer or the recipient is gone.
+/// see the missing sequence number). Stops when [`Forwarder::stop`] is called or the
+/// recipient is gone.
+///
+/// The thread receives with a short timeout and owns the socket to the end, so the socket
+/// is closed by the thread that reads it: with Debian's nng 1.5.2, closing a SUB socket
+/// from another thread while a receive is blocked on it can hang both (seen in CI).
 pub fn forward_subscription(
     subscriber: Subscriber,
     to: Recipient<Inbound>,
-) -> std::io::Result<(SocketCloser, JoinHandle<()>)> {
-    let closer = subscriber.closer();
-    let handle = std::thread::Builder::new()
+) -> std::io::Result<Forwarder> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("bus-sub".into())
         .spawn(move || {
-            loop {
-                match subscriber.recv(None) {
-                    Ok(Some(received)) => {
-                        if !to.connected() {
-                            return;
-                        }
-                        // `do_send`, not `try_send`: an actor's mailbox holds 16 messages
-                        // by default and `try_send` fails when it is full, which would drop
-                        // most of a bar-close burst. The socket's receive buffer bounds
-                        // what can pile up here anyway.
-                        to.do_send(Inbound(received));
-                    }
+            while !stopping.load(Ordering::Relaxed) && to.connected() {
+                match subscriber.recv(Some(STOP_POLL)) {
+                    // `do_send`, not `try_send`: an actor's mailbox holds 16 messages by
+                    // default and `try_send` fails when it is full, which would drop most
+                    // of a bar-close burst. The socket's receive buffer bounds what can
+                    // pile up here anyway.
+                    Ok(Some(received)) => to.do_send(Inbound(received)),
                     Ok(None) => {}
                     Err(BusError::Closed) => return,
                     Err(e) => tracing::warn!(error = %e, "dropping an unreadable frame"),
                 }
             }
+            subscriber.close();
         })?;
-    Ok((closer, handle))
+    Ok(Forwarder {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// The thread of a [`forward_subscription`]. Dropping it lets the thread run on (for the
+/// life of the process); [`stop`](Forwarder::stop) ends it.
+#[derive(Debug)]
+pub struct Forwarder {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Forwarder {
+    /// Stops forwarding and waits for the thread to close its socket (at most about
+    /// [`STOP_POLL`] plus the delivery of the frame in hand).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::warn!("the bus forwarding thread panicked");
+        }
+    }
 }

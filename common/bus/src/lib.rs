@@ -14,8 +14,8 @@ pub mod pubsub;
 pub mod reqrep;
 mod socket;
 
-pub use actors::{Inbound, PublishMsg, PublisherActor, forward_subscription};
+pub use actors::{Forwarder, Inbound, PublishMsg, PublisherActor, forward_subscription};
 pub use error::BusError;
 pub use options::{BusOptions, validate_url};
-pub use pubsub::{Publisher, SocketCloser, Subscriber};
+pub use pubsub::{Publisher, Subscriber};
 pub use reqrep::{Replier, Requester};

@@ -152,23 +152,11 @@ impl Subscriber {
         }
     }
 
-    /// Closes the socket; a thread blocked in `recv` returns [`BusError::Closed`].
+    /// Closes the socket. Close it from the thread that receives on it: with Debian's
+    /// nng 1.5.2, closing a SUB socket while another thread is blocked receiving on it can
+    /// hang (receive with a timeout and check a flag instead, as
+    /// [`forward_subscription`](crate::forward_subscription) does).
     pub fn close(&self) {
         self.socket.close();
-    }
-
-    /// A handle that closes this subscriber from another thread.
-    pub fn closer(&self) -> SocketCloser {
-        SocketCloser(self.socket.clone())
-    }
-}
-
-/// Closes a socket whose receiving loop runs on another thread.
-#[derive(Debug, Clone)]
-pub struct SocketCloser(Socket);
-
-impl SocketCloser {
-    pub fn close(&self) {
-        self.0.close();
     }
 }

@@ -84,6 +84,6 @@ pub fn start(ctx: &ServiceContext, shard: Shard) -> Result<(), StartError> {
         universe_refresh: Duration::from_secs(ws.universe_refresh_s),
     };
     let addr = Worker::new(cfg, engine, gateway, router, risk, ctx.heartbeat.clone()).start();
-    let (_closer, _thread) = forward_subscription(subscriber, addr.recipient())?;
+    let _forwarder = forward_subscription(subscriber, addr.recipient())?;
     Ok(())
 }
