@@ -1,13 +1,24 @@
 //! Incremental technical indicators: each `update` is O(1), and the values equal TA-Lib's
-//! (same seeding, same warm-up length, same order of floating-point operations), so a
-//! strategy sees in live trading exactly what a TA-Lib-based computation of the same bars
-//! gives. A test compares every series with TA-Lib itself on real data.
+//! (same seeding, same warm-up length; to 1e-10 relative), so a strategy sees in live
+//! trading what a TA-Lib-based computation of the same bars gives. A test compares every
+//! series with TA-Lib itself on real data.
+//!
+//! Windowed sums (SMA, Bollinger) are exact over their window, so those values are a pure
+//! function of the last `period` inputs, bit for bit: a worker restarted from a few hundred
+//! bars of history computes exactly what one that never stopped does. Recursive smoothing
+//! (EMA, RSI, ATR, MACD) remembers everything it was fed; two copies started at different
+//! bars converge by a factor of about (period − 1)/period per bar, which is why a worker's
+//! `history_bars` should be many times its longest period.
 //!
 //! Every indicator has `update(..) -> Option<output>` (`None` while warming up), `value()`,
 //! `is_ready()`, `reset()` and `lookback()`: how many inputs come before the first output,
 //! as TA-Lib's `*_Lookback` functions report it.
 
 use std::collections::VecDeque;
+
+mod window_sum;
+
+use window_sum::WindowSum;
 
 /// TA-Lib's `PER_TO_K`.
 fn per_to_k(period: usize) -> f64 {
@@ -23,38 +34,30 @@ fn is_zero(v: f64) -> bool {
     -ZERO < v && v < ZERO
 }
 
-/// Simple moving average, with TA-Lib's running total: the new value is added, the average
-/// taken, then the oldest value subtracted.
+/// Simple moving average. The sum of the window is exact and rounded once (see
+/// [`window_sum`]), so the average depends only on the last `period` inputs, never on what
+/// came before them; TA-Lib's running total differs from it in the last bits.
 #[derive(Debug, Clone)]
 pub struct Sma {
-    period: usize,
-    window: VecDeque<f64>,
-    /// Sum of the last `period - 1` inputs, in TA-Lib's order of operations.
-    total: f64,
+    sum: WindowSum,
     value: Option<f64>,
 }
 
 impl Sma {
     pub fn new(period: usize) -> Sma {
-        let period = period.max(1);
         Sma {
-            period,
-            window: VecDeque::with_capacity(period + 1),
-            total: 0.0,
+            sum: WindowSum::new(period),
             value: None,
         }
     }
 
+    fn period(&self) -> usize {
+        self.sum.period()
+    }
+
     pub fn update(&mut self, x: f64) -> Option<f64> {
-        self.window.push_back(x);
-        if self.window.len() < self.period {
-            self.total += x;
-            return None;
-        }
-        let temp = self.total + x;
-        let oldest = self.window.pop_front().unwrap_or(0.0);
-        self.total = temp - oldest;
-        self.value = Some(temp / self.period as f64);
+        let sum = self.sum.push(x)?;
+        self.value = Some(sum / self.period() as f64);
         self.value
     }
 
@@ -67,11 +70,11 @@ impl Sma {
     }
 
     pub fn reset(&mut self) {
-        *self = Sma::new(self.period);
+        *self = Sma::new(self.period());
     }
 
     pub fn lookback(&self) -> usize {
-        self.period - 1
+        self.period() - 1
     }
 }
 
@@ -208,14 +211,14 @@ impl Rsi {
 }
 
 /// Bollinger bands around a simple moving average, `k` population standard deviations
-/// wide (TA-Lib's BBANDS with MA type SMA).
+/// wide (TA-Lib's BBANDS with MA type SMA: variance = mean of squares − square of mean).
+/// Like the average, the sum of squares is exact over the window, so the bands depend
+/// only on the last `period` inputs.
 #[derive(Debug, Clone)]
 pub struct Bollinger {
     sma: Sma,
     k: f64,
-    squares: VecDeque<f64>,
-    /// Running sum of squares, in TA-Lib's order (added, used, then the oldest removed).
-    sum_sq: f64,
+    squares: WindowSum,
     value: Option<Bands>,
 }
 
@@ -229,29 +232,21 @@ pub struct Bands {
 
 impl Bollinger {
     pub fn new(period: usize, k: f64) -> Bollinger {
-        let period = period.max(1);
         Bollinger {
             sma: Sma::new(period),
             k,
-            squares: VecDeque::with_capacity(period + 1),
-            sum_sq: 0.0,
+            squares: WindowSum::new(period),
             value: None,
         }
     }
 
     pub fn update(&mut self, x: f64) -> Option<Bands> {
-        let period = self.sma.period;
         let mean = self.sma.update(x);
-        self.squares.push_back(x * x);
-        let Some(mean) = mean else {
-            self.sum_sq += x * x;
+        let sum_sq = self.squares.push(x * x);
+        let (Some(mean), Some(sum_sq)) = (mean, sum_sq) else {
             return None;
         };
-        self.sum_sq += x * x;
-        let mut variance = self.sum_sq / period as f64;
-        let oldest = self.squares.pop_front().unwrap_or(0.0);
-        self.sum_sq -= oldest;
-        variance -= mean * mean;
+        let variance = sum_sq / self.squares.period() as f64 - mean * mean;
         // TA_IS_ZERO_OR_NEG
         let sd = if variance < ZERO {
             0.0
@@ -276,11 +271,11 @@ impl Bollinger {
     }
 
     pub fn reset(&mut self) {
-        *self = Bollinger::new(self.sma.period, self.k);
+        *self = Bollinger::new(self.sma.period(), self.k);
     }
 
     pub fn lookback(&self) -> usize {
-        self.sma.period - 1
+        self.sma.period() - 1
     }
 }
 
@@ -515,5 +510,27 @@ mod tests {
                 .is_some()),
             Some(14)
         );
+    }
+
+    proptest::proptest! {
+        /// What a restarted worker relies on: fed a different history, the averages and
+        /// bands of the same last `period` prices are the same, bit for bit.
+        #[test]
+        fn windowed_values_do_not_depend_on_what_came_before(
+            history in proptest::collection::vec(0.0001f64..100_000.0, 0..300),
+            window in proptest::collection::vec(0.0001f64..100_000.0, 20),
+            period in 1usize..=20,
+        ) {
+            let fed = |prefix: &[f64]| {
+                let (mut sma, mut bb) = (Sma::new(period), Bollinger::new(period, 2.0));
+                let mut last = (None, None);
+                for &x in prefix.iter().chain(&window) {
+                    last = (sma.update(x), bb.update(x));
+                }
+                let (m, b) = last;
+                (m.map(f64::to_bits), b.map(|b| (b.upper.to_bits(), b.middle.to_bits(), b.lower.to_bits())))
+            };
+            proptest::prop_assert_eq!(fed(&history), fed(&[]));
+        }
     }
 }
