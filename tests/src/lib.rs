@@ -235,6 +235,8 @@ sim_base_url = "{sim_url}"
             ip_requests_per_5s: 50,
             ws_ping_interval_ms: 20_000,
             ws_dead_after_ms: 45_000,
+            account: String::new(),
+            accounts_file: String::new(),
         }
         .client(credentials)
         .unwrap()

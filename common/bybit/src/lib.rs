@@ -8,6 +8,7 @@
 //! - [`rest`]: the raw client named after endpoints and the domain client over it.
 //! - [`ws`]: the public and private streams.
 
+pub mod accounts;
 pub mod auth;
 mod de;
 pub mod env;
@@ -18,6 +19,7 @@ pub mod rest;
 pub mod settings;
 pub mod ws;
 
+pub use accounts::{Account, AccountsError, AccountsFile};
 pub use auth::{Credentials, Secret};
 pub use env::{Environment, Urls, resolve_urls};
 pub use error::{ApiCode, BybitError};

@@ -1,10 +1,11 @@
 //! The `[exchange]` configuration section and building clients from it.
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use serde::Deserialize;
 
 use crate::{
+    accounts::{AccountsError, AccountsFile},
     auth::Credentials,
     env::{Environment, Urls, resolve_urls},
     error::BybitError,
@@ -34,6 +35,13 @@ pub struct ExchangeSettings {
     pub ip_requests_per_5s: u32,
     pub ws_ping_interval_ms: u64,
     pub ws_dead_after_ms: u64,
+    /// The account whose keys this stack uses, by name in `accounts_file`; "" = keys from
+    /// `SHARDBOT_API_KEY` / `SHARDBOT_API_SECRET` (or, in `sim`, the sim's demo account).
+    #[serde(default)]
+    pub account: String,
+    /// The accounts file (`api_accounts.json`, owner-only).
+    #[serde(default)]
+    pub accounts_file: String,
 }
 
 fn non_empty(s: &str) -> Option<&str> {
@@ -101,8 +109,31 @@ impl ExchangeSettings {
         &self,
         sim_account: Option<(String, String)>,
     ) -> Result<Credentials, BybitError> {
+        if let Some(name) = non_empty(&self.account) {
+            return self.account_credentials(name.trim());
+        }
         let fallback = sim_account.filter(|_| self.environment == Environment::Sim);
         Credentials::from_env_or(fallback).map_err(BybitError::Config)
+    }
+
+    /// The keys of account `name` from the accounts file, refused unless the account is
+    /// for this environment (demo keys do not sign in on live and vice versa: Bybit
+    /// answers 10003, which says less).
+    fn account_credentials(&self, name: &str) -> Result<Credentials, BybitError> {
+        let path = Path::new(non_empty(&self.accounts_file).unwrap_or("api_accounts.json"));
+        let config = |e: AccountsError| BybitError::Config(e.to_string());
+        let file = AccountsFile::load(path).map_err(config)?;
+        let account = file.account(name, path).map_err(config)?;
+        if account.environment != self.environment {
+            return Err(BybitError::Config(format!(
+                "account {name:?} is a {} account but exchange.environment = {}: its keys work                  only on {} (set exchange.environment = \"{}\" or pick another account)",
+                account.environment.as_str(),
+                self.environment.as_str(),
+                account.environment.as_str(),
+                account.environment.as_str(),
+            )));
+        }
+        account.credentials().map_err(config)
     }
 
     pub fn ws_config(&self) -> WsConfig {
@@ -130,6 +161,8 @@ mod tests {
             ip_requests_per_5s: 150,
             ws_ping_interval_ms: 20_000,
             ws_dead_after_ms: 45_000,
+            account: String::new(),
+            accounts_file: String::new(),
         }
     }
 
@@ -164,10 +197,50 @@ mod tests {
         }
         let e = ExchangeSettings {
             ws_dead_after_ms: 1000,
+            account: String::new(),
+            accounts_file: String::new(),
             ..settings(Environment::Sim)
         }
         .validate()
         .unwrap_err();
         assert!(e.to_string().contains("ws_dead_after_ms"), "{e}");
+    }
+
+    #[test]
+    fn keys_of_a_named_account_and_only_on_its_own_exchange() {
+        use crate::{Account, AccountsFile, Secret};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api_accounts.json");
+        AccountsFile {
+            accounts: vec![Account {
+                name: "mydemo".into(),
+                environment: Environment::Demo,
+                api_key: "k".into(),
+                api_secret: Some(Secret::new("s")),
+                secret_file: None,
+            }],
+        }
+        .save(&path)
+        .unwrap();
+        let with = |env, name: &str| ExchangeSettings {
+            account: name.into(),
+            accounts_file: path.display().to_string(),
+            ..settings(env)
+        };
+        let c = with(Environment::Demo, "mydemo").credentials(None).unwrap();
+        assert_eq!((c.api_key.as_str(), c.secret.expose()), ("k", "s"));
+        let err = with(Environment::Live, "mydemo")
+            .credentials(None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is a demo account but exchange.environment = live"),
+            "{err}"
+        );
+        let err = with(Environment::Demo, "nope")
+            .credentials(None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no account \"nope\""), "{err}");
     }
 }
