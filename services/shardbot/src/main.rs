@@ -1,10 +1,13 @@
 //! `shardbot`: the operator's command line.
 #![allow(clippy::print_stdout)] // a command line prints its results
 
+mod accounts;
 mod backtest;
 mod bench;
+mod config;
 mod data;
 mod exchange;
+mod health;
 mod indicators;
 mod journal;
 mod optimize;
@@ -57,6 +60,15 @@ enum Command {
     Report(journal::ReportArgs),
     /// The trade history from the journal, with the verified column (`--csv FILE`).
     Trades(journal::TradesArgs),
+    /// Demo and live accounts with their keys (api_accounts.json, owner-only): add, list,
+    /// edit, remove, and test the keys against the exchange.
+    Accounts(accounts::AccountsArgs),
+    /// Check the configuration as every process reads it (file, SHARDBOT__ variables),
+    /// naming the key that is wrong or unknown.
+    Config(config::ConfigArgs),
+    /// The last heartbeat of running processes (state, age, pid), read from the bus;
+    /// `scripts/stack status` shows it next to the supervisor's view.
+    Health(health::HealthArgs),
     /// Ask the running reconciler for a sweep now (`--full`: re-check every trade within
     /// the exchange's 7-day retention), and show what it found.
     Reconcile(journal::ReconcileArgs),
@@ -77,11 +89,14 @@ fn main() -> ExitCode {
         Command::Report(args) => journal::report(args),
         Command::Trades(args) => journal::trades(args),
         Command::Reconcile(args) => journal::reconcile(args),
+        Command::Health(args) => health::run(args),
+        Command::Config(args) => config::run(args),
+        Command::Accounts(args) => accounts::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shardbot: {}", one_line(&e));
+            eprintln!("shardbot: {}", shardbot_service::single_line(&one_line(&e)));
             ExitCode::FAILURE
         }
     }
