@@ -208,6 +208,21 @@ where
 /// Turns a service's result into its exit code, printing a failure as one line on stderr:
 /// 0 on a clean stop, 2 for bad configuration or start-up, 1 for a fatal error at run
 /// time.
+/// An error message on one line: parsers (TOML's, for one) draw multi-line pictures of
+/// where the error is; the lines that carry words are kept, the drawing (`|`, `^`) goes.
+pub fn single_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| {
+            let drawing = l
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start();
+            !l.is_empty() && !drawing.starts_with('|') && !drawing.starts_with('^')
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn exit_code(service: &str, result: Result<(), ServiceError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -222,11 +237,24 @@ pub fn exit_code(service: &str, result: Result<(), ServiceError>) -> ExitCode {
                 }
                 source = s.source();
             }
-            eprintln!("{line}");
+            eprintln!("{}", single_line(&line));
             match e {
                 ServiceError::Fatal(_) => ExitCode::from(1),
                 _ => ExitCode::from(2),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_parser_drawing_becomes_one_line() {
+        let toml = "cannot read configuration: TOML parse error at line 1, column 6\n  |\n1 | [risk\n  |      ^\nunclosed table, expected `]`\n in x.toml";
+        assert_eq!(
+            super::single_line(toml),
+            "cannot read configuration: TOML parse error at line 1, column 6 unclosed table, expected `]` in x.toml"
+        );
+        assert_eq!(super::single_line("plain"), "plain");
     }
 }

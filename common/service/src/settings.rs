@@ -109,6 +109,51 @@ impl Settings {
             .map(|a| (a.name, a.api_key, a.api_secret))
     }
 
+    /// Settings that no part of shardbot reads: every key of the merged configuration
+    /// (file and `SHARDBOT__...` variables) that the built-in defaults do not have, as
+    /// dotted paths (`risk.acount`). Services refuse unknown keys of their own sections;
+    /// this sees every section at once, for `shardbot config check`.
+    pub fn unknown_keys(&self) -> Result<Vec<String>, SettingsError> {
+        fn table(c: &config::Config) -> Result<config::Map<String, config::Value>, SettingsError> {
+            c.clone()
+                .try_deserialize()
+                .map_err(|e| SettingsError::Load(Box::new(e)))
+        }
+        fn walk(
+            have: &config::Map<String, config::Value>,
+            known: &config::Map<String, config::Value>,
+            path: &str,
+            out: &mut Vec<String>,
+        ) {
+            for (k, v) in have {
+                let key = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match known.get(k) {
+                    None => out.push(key),
+                    Some(d) => {
+                        if let (Ok(h), Ok(d)) = (v.clone().into_table(), d.clone().into_table()) {
+                            walk(&h, &d, &key, out);
+                        }
+                    }
+                }
+            }
+        }
+        let defaults = config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .map_err(|e| SettingsError::Load(Box::new(e)))?;
+        let mut out = Vec::new();
+        walk(&table(&self.config)?, &table(&defaults)?, "", &mut out);
+        out.sort();
+        Ok(out)
+    }
+
     /// The sections every service reads, validated.
     pub fn common(&self) -> Result<CommonSettings, SettingsError> {
         // Deserialised from the root (not section by section) so that a type error names

@@ -124,3 +124,16 @@ fn a_missing_file_is_an_error_not_silently_defaults() {
         "{err}"
     );
 }
+
+#[test]
+fn keys_that_nothing_reads_are_named_wherever_they_are() {
+    let f = file("[risk]\nacount = \"x\"\n[log]\nlevel = \"debug\"\n[nosuch]\na = 1\n");
+    let env = HashMap::from([("SHARDBOT__ROUTER__REREAD_HOUR".to_owned(), "3".to_owned())]);
+    let s = Settings::load_with_env(Some(f.path()), Some(env)).unwrap();
+    assert_eq!(
+        s.unknown_keys().unwrap(),
+        ["nosuch", "risk.acount", "router.reread_hour"]
+    );
+    let clean = Settings::load_with_env(None, no_env()).unwrap();
+    assert!(clean.unknown_keys().unwrap().is_empty());
+}
