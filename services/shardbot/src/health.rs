@@ -1,0 +1,136 @@
+//! `shardbot health SERVICE/INSTANCE ...`: the last heartbeat of each named process, read
+//! from the bus (each process publishes its own on `endpoints.heartbeat`). `scripts/stack
+//! status` joins this with the supervisor's view (pid, uptime).
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use shardbot_bus::Subscriber;
+use shardbot_protocol::{Event, Heartbeat, ServiceState, now_ms};
+use shardbot_service::Settings;
+
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// Local configuration file (as the services use it; SHARDBOT_CONFIG works too). Its
+    /// `endpoints.heartbeat` says where each process publishes.
+    #[arg(long, env = "SHARDBOT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// How long to listen, at most, in ms (default: 2.5 heartbeat intervals). Returns as
+    /// soon as every process named has been heard.
+    #[arg(long, value_name = "MS")]
+    wait_ms: Option<u64>,
+    /// Tab-separated lines (service, instance, state, detail, age ms, pid), for scripts.
+    #[arg(long)]
+    tsv: bool,
+    /// Processes as SERVICE/INSTANCE, e.g. order-router/main strategy-worker/0-2.
+    #[arg(required = true, value_name = "SERVICE/INSTANCE")]
+    processes: Vec<String>,
+}
+
+fn parse(p: &str) -> anyhow::Result<(String, String)> {
+    match p.split_once('/') {
+        Some((s, i)) if !s.is_empty() && !i.is_empty() => Ok((s.to_owned(), i.to_owned())),
+        _ => bail!("{p:?} is not SERVICE/INSTANCE (e.g. order-router/main)"),
+    }
+}
+
+/// State word and its detail (the reason of a degraded state).
+fn describe(state: &ServiceState) -> (&'static str, String) {
+    match state {
+        ServiceState::Starting => ("starting", String::new()),
+        ServiceState::Running => ("running", String::new()),
+        ServiceState::Degraded { reason } => ("degraded", reason.clone()),
+        ServiceState::Stopping => ("stopping", String::new()),
+    }
+}
+
+pub fn run(args: HealthArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(args.config.as_deref())?;
+    let common = settings.common()?;
+    let wanted: Vec<(String, String)> = args
+        .processes
+        .iter()
+        .map(|p| parse(p))
+        .collect::<anyhow::Result<_>>()?;
+    let urls: Vec<String> = wanted
+        .iter()
+        .map(|(s, i)| common.endpoints.heartbeat_of(s, i))
+        .collect();
+    let sub = Subscriber::dial(&urls, &common.bus)
+        .with_context(|| format!("dialing the heartbeat endpoints ({})", urls.join(", ")))?;
+    sub.subscribe("hb.")?;
+    let wait = Duration::from_millis(
+        args.wait_ms
+            .unwrap_or(common.heartbeat.interval_ms.saturating_mul(5) / 2),
+    );
+    let deadline = Instant::now() + wait;
+    let mut heard: HashMap<(String, String), Heartbeat> = HashMap::new();
+    while heard.len() < wanted.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        if let Some(r) = sub.recv(Some(left))?
+            && let Event::Heartbeat(h) = r.event
+        {
+            let key = (h.service.clone(), h.instance.clone());
+            if wanted.contains(&key) {
+                heard.insert(key, h);
+            }
+        }
+    }
+    let now = now_ms();
+    if !args.tsv {
+        println!(
+            "{:<18} {:<10} {:<10} {:>8} {:>8}  detail",
+            "service", "instance", "state", "age", "pid"
+        );
+    }
+    for key in &wanted {
+        let (state, detail, age, pid) = match heard.get(key) {
+            Some(h) => {
+                let (s, d) = describe(&h.state);
+                let age = now.saturating_sub(h.now_ms).max(0);
+                (s, d, age.to_string(), h.pid.to_string())
+            }
+            None => (
+                "silent",
+                format!("no heartbeat within {} ms", wait.as_millis()),
+                "-".to_owned(),
+                "-".to_owned(),
+            ),
+        };
+        if args.tsv {
+            println!("{}\t{}\t{state}\t{detail}\t{age}\t{pid}", key.0, key.1);
+        } else {
+            let age = if age == "-" { age } else { format!("{age} ms") };
+            println!(
+                "{:<18} {:<10} {:<10} {:>8} {:>8}  {detail}",
+                key.0, key.1, state, age, pid
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("order-router/main", Some(("order-router", "main")))]
+    #[case("strategy-worker/0-2", Some(("strategy-worker", "0-2")))]
+    #[case("order-router", None)]
+    #[case("/main", None)]
+    #[case("order-router/", None)]
+    fn processes_are_service_slash_instance(#[case] arg: &str, #[case] want: Option<(&str, &str)>) {
+        let got = parse(arg).ok();
+        assert_eq!(got.as_ref().map(|(s, i)| (s.as_str(), i.as_str())), want);
+    }
+}
