@@ -111,23 +111,7 @@ impl BybitClient {
     /// Measures Bybit's clock against ours and uses the offset for every signature from
     /// now on. Returns the offset in ms (server − local).
     pub async fn sync_time(&self) -> Result<i64, BybitError> {
-        let before = shardbot_protocol::now_ms();
-        let t = self.raw.market_time().await?;
-        let after = shardbot_protocol::now_ms();
-        let mid = (before + after) / 2;
-        let offset = t.ms() - mid;
-        let rate = t
-            .sim_clock_speed
-            .and_then(|s| s.to_string().parse::<f64>().ok())
-            .unwrap_or(1.0);
-        self.raw.clock().set_sample(t.ms(), mid, rate);
-        if offset.abs() > 1000 {
-            tracing::warn!(
-                offset_ms = offset,
-                "the local clock differs from Bybit's; signing with Bybit's time"
-            );
-        }
-        Ok(offset)
+        self.raw.sync_clock().await
     }
 
     /// Every linear instrument, all pages (1000 per page).

@@ -166,7 +166,65 @@ impl RawClient {
         self.credentials.is_some()
     }
 
+    /// Measures the exchange's clock against ours (`/v5/market/time`) and signs with it
+    /// from now on. Returns the offset in ms (server − local).
+    pub async fn sync_clock(&self) -> Result<i64, BybitError> {
+        let before = shardbot_protocol::now_ms();
+        let t: ServerTime = self
+            .call_once(Method::GET, "/v5/market/time", &Query::new(), None, false)
+            .await?;
+        let after = shardbot_protocol::now_ms();
+        let mid = (before + after) / 2;
+        let offset = t.ms() - mid;
+        let rate = t
+            .sim_clock_speed
+            .and_then(|s| s.to_string().parse::<f64>().ok())
+            .unwrap_or(1.0);
+        self.clock.set_sample(t.ms(), mid, rate);
+        if offset.abs() > 1000 {
+            tracing::warn!(
+                offset_ms = offset,
+                "the local clock differs from Bybit's; signing with Bybit's time"
+            );
+        }
+        Ok(offset)
+    }
+
+    /// One call; a signed one that Bybit refuses with 10002 (timestamp outside the recv
+    /// window: the clock was never measured, or drifted) is sent once more after the
+    /// clock is measured again. Safe for orders too: a 10002 is refused at the gate,
+    /// before the request is carried out.
     async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &'static str,
+        query: &Query,
+        body: Option<String>,
+        signed: bool,
+    ) -> Result<T, BybitError> {
+        let first = self
+            .call_once(method.clone(), path, query, body.clone(), signed)
+            .await;
+        if signed
+            && let Err(BybitError::Api {
+                code: ApiCode::TimestampOutsideRecvWindow,
+                ..
+            }) = &first
+        {
+            tracing::warn!(
+                endpoint = path,
+                "Bybit refused the request's timestamp (10002): measuring its clock again and retrying once"
+            );
+            if let Err(e) = self.sync_clock().await {
+                tracing::warn!(error = %e, "cannot read the exchange's clock");
+                return first;
+            }
+            return self.call_once(method, path, query, body, signed).await;
+        }
+        first
+    }
+
+    async fn call_once<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &'static str,
