@@ -7,9 +7,19 @@
 //! restarted replier. Handlers must therefore be idempotent (intent ids make the router's
 //! so). With nobody answering, the request fails after `request_timeout_ms`.
 
-use std::{sync::mpsc, time::Duration};
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    time::Duration,
+};
 
-use nng::{Aio, AioResult, Context, Protocol, Socket, options::protocol::reqrep::ResendTime};
+use nng::{
+    Aio, AioResult, Context, Protocol, Socket,
+    options::{RecvTimeout, protocol::reqrep::ResendTime},
+};
 use serde::{Serialize, de::DeserializeOwned};
 use shardbot_protocol::{decode, encode};
 
@@ -128,25 +138,66 @@ fn completion(aio: &Aio, rx: &mpsc::Receiver<AioResult>) -> Result<AioResult, mp
     result
 }
 
+/// The frame of a replier's own liveness probe; answered without the handler. (Not a
+/// valid msgpack request of any type, so it can never be confused with one.)
+const PROBE: &[u8] = b"\xc1shardbot-replier-probe";
+/// An idle replier probes itself this often.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// A probe unanswered for this long means the socket has stopped reading.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the serving thread waits for a request before looking at the watchdog.
+const RECV_POLL: Duration = Duration::from_millis(500);
+
 /// The replying end. Answers one request at a time, in arrival order.
+///
+/// A watchdog keeps it alive: with Debian's nng 1.5.2 a REP socket can stop serving new
+/// connections for good when requesters are killed while connecting or mid-exchange
+/// (their requests sit unread in the kernel; seen after a few hundred `kill -9`s of
+/// clients, and in a stack start-up where the router died while connecting). While idle,
+/// the replier sends itself a probe over a new connection every [`PROBE_EVERY`]; a probe
+/// left unanswered for [`PROBE_TIMEOUT`] makes the serving thread close the socket and
+/// listen afresh. Requesters reconnect by
+/// themselves and resend what was in flight, so nothing is lost; the handlers are
+/// idempotent already (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct Replier {
-    socket: Socket,
+    socket: Arc<Mutex<Socket>>,
     url: String,
+    closed: Arc<AtomicBool>,
+    restarts: Arc<AtomicU64>,
 }
 
 impl Replier {
     pub fn bind(url: &str, _opts: &BusOptions) -> Result<Replier, BusError> {
-        let s = socket::open(Protocol::Rep0)?;
-        socket::listen(&s, url)?;
         Ok(Replier {
-            socket: s,
+            socket: Arc::new(Mutex::new(Self::listen(url)?)),
             url: url.to_owned(),
+            closed: Arc::new(AtomicBool::new(false)),
+            restarts: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    fn listen(url: &str) -> Result<Socket, BusError> {
+        let s = socket::open(Protocol::Rep0)?;
+        socket::set_opt!(&s, RecvTimeout, "reply receive timeout", Some(RECV_POLL))?;
+        socket::listen(&s, url)?;
+        Ok(s)
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// How many times the watchdog has re-opened the socket.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    fn current(&self) -> Socket {
+        self.socket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Serves requests until the socket is closed: decodes each as `Q`, calls `handler`,
@@ -160,31 +211,116 @@ impl Replier {
         F: FnMut(Q) -> R,
         B: Fn(String) -> R,
     {
+        let watchdog = Watchdog::start(&self.url, self.closed.clone());
+        let mut sock = self.current();
         loop {
-            let msg = match self.socket.recv() {
+            if self.closed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if watchdog.stalled.swap(false, Ordering::Relaxed) {
+                tracing::warn!(url = %self.url, "the replier stopped receiving (nng); listening afresh");
+                sock.close();
+                sock = Self::listen(&self.url)?;
+                *self
+                    .socket
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = sock.clone();
+                self.restarts.fetch_add(1, Ordering::Relaxed);
+                if self.closed.load(Ordering::Relaxed) {
+                    sock.close();
+                    return Ok(());
+                }
+            }
+            let msg = match sock.recv() {
                 Ok(m) => m,
-                Err(nng::Error::Closed) => return Ok(()),
+                Err(nng::Error::TimedOut) => continue,
+                Err(nng::Error::Closed) if self.closed.load(Ordering::Relaxed) => return Ok(()),
+                Err(nng::Error::Closed) => continue,
                 Err(e) => return Err(io("receive request")(e)),
             };
-            let reply = match decode::<Q>("request", msg.as_slice()) {
-                Ok(req) => handler(req),
-                Err(e) => {
-                    tracing::warn!(url = %self.url, error = %e, "undecodable request");
-                    on_bad_request(e.to_string())
-                }
+            watchdog.busy.store(true, Ordering::Relaxed);
+            let bytes = if msg.as_slice() == PROBE {
+                PROBE.to_vec()
+            } else {
+                let reply = match decode::<Q>("request", msg.as_slice()) {
+                    Ok(req) => handler(req),
+                    Err(e) => {
+                        tracing::warn!(url = %self.url, error = %e, "undecodable request");
+                        on_bad_request(e.to_string())
+                    }
+                };
+                encode("reply", &reply)?
             };
-            let bytes = encode("reply", &reply)?;
-            match self.socket.send(bytes.as_slice()) {
+            let sent = sock.send(bytes.as_slice());
+            watchdog.busy.store(false, Ordering::Relaxed);
+            match sent {
                 Ok(()) => {}
-                Err((_, nng::Error::Closed)) => return Ok(()),
+                Err((_, nng::Error::Closed)) if self.closed.load(Ordering::Relaxed) => {
+                    return Ok(());
+                }
                 // The requester went away; it will resend if it still cares.
                 Err((_, e)) => tracing::debug!(url = %self.url, error = %e, "reply not sent"),
             }
         }
     }
 
-    /// Stops [`serve`](Self::serve).
+    /// Stops [`serve`](Self::serve) (within [`RECV_POLL`]).
     pub fn close(&self) {
-        self.socket.close();
+        self.closed.store(true, Ordering::Relaxed);
+        self.current().close();
+    }
+}
+
+/// The replier's self-probe, on its own thread.
+struct Watchdog {
+    /// Set by the probe when the replier did not answer; cleared by the serving thread.
+    stalled: Arc<AtomicBool>,
+    /// The handler is running: a slow handler is not a stalled socket.
+    busy: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    fn start(url: &str, closed: Arc<AtomicBool>) -> Watchdog {
+        let stalled = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (url, st, bz, sp) = (url.to_owned(), stalled.clone(), busy.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name("bus-rep-watch".into())
+            .spawn(move || {
+                let opts = BusOptions::default();
+                while !sp.load(Ordering::Relaxed) && !closed.load(Ordering::Relaxed) {
+                    std::thread::sleep(PROBE_EVERY); // the probe's period, not a wait for a result
+                    if bz.load(Ordering::Relaxed) || st.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    // A new connection each time: the stall seen stops the listener from
+                    // taking new connections, while old ones may still be served.
+                    let Ok(probe) = Requester::dial(&url, &opts) else {
+                        continue;
+                    };
+                    match probe.request_bytes(PROBE, PROBE_TIMEOUT) {
+                        Err(BusError::Timeout { .. }) if !bz.load(Ordering::Relaxed) => {
+                            st.store(true, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no replier watchdog thread");
+        }
+        Watchdog {
+            stalled,
+            busy,
+            stop,
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }

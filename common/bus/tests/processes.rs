@@ -108,6 +108,14 @@ fn child_process_entry() {
             )
             .unwrap();
         }
+        // Sends requests one after another until killed.
+        "req-loop" => {
+            let req = Requester::dial(&url, &opts).unwrap();
+            println!("@dialed");
+            for n in 0.. {
+                let _ = req.request_within::<_, Answer>(&Ask { n }, Duration::from_secs(5));
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -408,6 +416,81 @@ fn a_request_in_flight_when_the_replier_crashes_is_answered_by_its_restart() {
             pid: third.pid()
         }
     );
+}
+
+#[test]
+fn requesters_killed_mid_request_do_not_stall_the_replier() {
+    // With nng 1.5.2, some of these kills leave the REP socket deaf to new connections for
+    // good (about one run in ten without the watchdog), while connections it already had
+    // are still served. The replier's watchdog notices and listens afresh.
+    let dir = tempfile::tempdir().unwrap();
+    let url = ipc_url(&dir, "svc.rep");
+    let rep = Replier::bind(&url, &BusOptions::default()).unwrap();
+    let watch = rep.clone();
+    // As in the services: the handler hands the request to another thread (an actor)
+    // and waits for its answer.
+    let (work_tx, work_rx) = mpsc::channel::<(Ask, mpsc::Sender<Answer>)>();
+    thread::spawn(move || {
+        for (a, back) in work_rx {
+            thread::sleep(Duration::from_micros(300));
+            let _ = back.send(Answer {
+                n: a.n,
+                pid: std::process::id(),
+            });
+        }
+    });
+    // Requesters that stay, asking all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let live = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for _ in 0..3 {
+        let (url, stop, live) = (url.clone(), stop.clone(), live.clone());
+        thread::spawn(move || {
+            let req = Requester::dial(&url, &BusOptions::default()).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if req
+                    .request_within::<_, Answer>(&Ask { n: 1 }, Duration::from_secs(5))
+                    .is_ok()
+                {
+                    live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(5)); // a requester's pace, not a race
+            }
+        });
+    }
+    thread::spawn(move || {
+        rep.serve(
+            |a: Ask| {
+                let (tx, rx) = mpsc::channel();
+                work_tx.send((a, tx)).unwrap();
+                rx.recv().unwrap()
+            },
+            |_| Answer {
+                n: u64::MAX,
+                pid: 0,
+            },
+        )
+        .unwrap();
+    });
+    for i in 0..250u64 {
+        let mut child = ChildProc::spawn("req-loop", &url);
+        // kill -9 at a spread of moments: before it dials, mid-handshake, mid-request
+        thread::sleep(Duration::from_micros((i * 7_919) % 30_000));
+        child.child.kill().unwrap();
+        child.child.wait().unwrap();
+    }
+    let req = Requester::dial(&url, &BusOptions::default()).unwrap();
+    let before = live.load(std::sync::atomic::Ordering::Relaxed);
+    let answer = req.request_within::<_, Answer>(&Ask { n: 7 }, Duration::from_secs(15));
+    let served = live.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let answer = answer.unwrap_or_else(|e| {
+        panic!(
+            "a new requester gets no answer ({e}) while the old ones got {served}; \
+             the watchdog re-listened {} times",
+            watch.restarts()
+        )
+    });
+    assert_eq!(answer.n, 7);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[test]
