@@ -87,7 +87,9 @@ pub fn init(
             .with_filter(filter(&spec)?)
             .boxed()
     };
+    // Colours only on a terminal: under a supervisor stderr is a file.
     let stderr_layer = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_filter(filter(&spec)?);
     tracing_subscriber::registry()

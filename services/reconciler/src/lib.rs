@@ -170,8 +170,17 @@ async fn run_loop(
     mut rx: mpsc::UnboundedReceiver<Trigger>,
     heartbeat: actix::Addr<HeartbeatActor>,
 ) {
-    if let Err(e) = client.sync_time().await {
-        tracing::warn!(error = %e, "cannot read the exchange's clock; using the local one");
+    // Every window and the balance baseline are in the exchange's time (bybit-sim's may
+    // be years off and faster than ours): measured before the first sweep, retried while
+    // the exchange is unreachable.
+    let mut wait = Duration::from_millis(500);
+    while let Err(e) = client.sync_time().await {
+        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot read the exchange's clock");
+        heartbeat.do_send(SetState(ServiceState::Degraded {
+            reason: format!("exchange unreachable: {e}"),
+        }));
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(10));
     }
     let one = |kind: &'static str, full: bool| {
         let (client, journal, cfg, heartbeat) = (&client, &journal, &cfg, &heartbeat);

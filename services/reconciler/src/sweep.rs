@@ -461,6 +461,9 @@ async fn balance(
         .coin("USDT")
         .map(|c| c.wallet_balance)
         .unwrap_or_default();
+    // The exchange's time as the wallet was read (its clock may have been measured again
+    // by that very call): the baseline and the window of fills are placed on it.
+    let now = client.raw().clock().now_ms().max(now);
     let last_hour = journal.fills_from(now - HOUR_MS)?;
     let newest_fill = last_hour
         .iter()

@@ -123,6 +123,7 @@ pub struct RawClient {
     credentials: Option<Credentials>,
     limiter: Arc<RateLimiter>,
     clock: Arc<ServerClock>,
+    clock_warned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn header_num<T: std::str::FromStr>(h: &HeaderMap, name: &str) -> Option<T> {
@@ -150,6 +151,7 @@ impl RawClient {
             credentials,
             limiter,
             clock: Arc::new(ServerClock::default()),
+            clock_warned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -182,10 +184,19 @@ impl RawClient {
             .unwrap_or(1.0);
         self.clock.set_sample(t.ms(), mid, rate);
         if offset.abs() > 1000 {
-            tracing::warn!(
-                offset_ms = offset,
-                "the local clock differs from Bybit's; signing with Bybit's time"
-            );
+            // Said once per process; re-measurements (every few seconds in some services)
+            // only at debug level.
+            if self
+                .clock_warned
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::debug!(offset_ms = offset, "clock offset to the exchange");
+            } else {
+                tracing::warn!(
+                    offset_ms = offset,
+                    "the local clock differs from the exchange's; signing with the exchange's time"
+                );
+            }
         }
         Ok(offset)
     }
