@@ -487,6 +487,19 @@ impl Journal {
         Ok(())
     }
 
+    /// Removes a trade from the trades table (its discrepancies stay, as history).
+    /// Returns whether there was one.
+    pub fn remove_trade(&self, trade_key: &str) -> Result<bool, JournalError> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM trades WHERE trade_key = ?1",
+                params![trade_key],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(n > 0)
+    }
+
     /// Adds a flag to a trade (once).
     pub fn add_flag(&self, trade_key: &str, flag: &str) -> Result<(), JournalError> {
         self.conn

@@ -144,6 +144,10 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         alert_unverified_after_ms: i64::try_from(rs.alert_unverified_after_h)
             .unwrap_or(i64::MAX / 3_600_001)
             * 3_600_000,
+        // Fills reach the journal within a second of the exchange's private stream.
+        import_grace: Duration::from_secs(10),
+        in_flight_since: std::sync::Mutex::default(),
+        unexplained: std::sync::Mutex::default(),
     };
     actix::spawn(run_loop(
         client,
