@@ -478,6 +478,11 @@ pub async fn get_faults(state: State) -> HttpResponse {
     HttpResponse::Ok().json(state.faults.config())
 }
 
+/// `GET /admin/faults/served`: how many REST requests met each fault so far.
+pub async fn get_served(state: State) -> HttpResponse {
+    HttpResponse::Ok().json(state.faults.served())
+}
+
 /// `POST /admin/faults` with a JSON `FaultConfig`: replaces the faults in force.
 pub async fn set_faults(state: State, body: web::Json<crate::faults::FaultConfig>) -> HttpResponse {
     if let Err(e) = body.validate() {

@@ -57,6 +57,16 @@ pub struct Faults {
     counter: AtomicU64,
     /// Bumped to drop every WebSocket session open at that moment.
     drop_generation: AtomicU64,
+    /// Faults served so far, by kind (for tests to see that a fault was really met).
+    served: [AtomicU64; 3],
+}
+
+/// How many REST requests met each fault (`GET /admin/faults/served`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Served {
+    pub rest_10006: u64,
+    pub rest_5xx: u64,
+    pub slow: u64,
 }
 
 impl Faults {
@@ -75,14 +85,27 @@ impl Faults {
     pub fn roll(&self) -> Verdict {
         let c = self.config();
         let u = uniform(mix(self.counter.fetch_add(1, Ordering::Relaxed)) ^ 0xFA17);
-        if u < c.rest_10006 {
-            Verdict::TooManyVisits
+        let (verdict, kind) = if u < c.rest_10006 {
+            (Verdict::TooManyVisits, Some(0))
         } else if u < c.rest_10006 + c.rest_5xx {
-            Verdict::ServerError
+            (Verdict::ServerError, Some(1))
         } else if u < c.rest_10006 + c.rest_5xx + c.slow {
-            Verdict::Slow(c.slow_ms)
+            (Verdict::Slow(c.slow_ms), Some(2))
         } else {
-            Verdict::Normal
+            (Verdict::Normal, None)
+        };
+        if let Some(k) = kind {
+            self.served[k].fetch_add(1, Ordering::Relaxed);
+        }
+        verdict
+    }
+
+    pub fn served(&self) -> Served {
+        let n = |k: usize| self.served[k].load(Ordering::Relaxed);
+        Served {
+            rest_10006: n(0),
+            rest_5xx: n(1),
+            slow: n(2),
         }
     }
 

@@ -51,6 +51,7 @@ pub fn server(
             .route("/v5/private", web::get().to(ws::private))
             .route("/admin/faults", web::get().to(api::get_faults))
             .route("/admin/faults", web::post().to(api::set_faults))
+            .route("/admin/faults/served", web::get().to(api::get_served))
             .route("/admin/ws/drop", web::post().to(api::drop_ws))
             .route("/admin/instruments/status", web::post().to(api::set_status))
             .default_service(web::to(api::v5))

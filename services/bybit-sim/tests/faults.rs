@@ -77,6 +77,15 @@ async fn a_slow_order_reply_is_an_unknown_outcome_and_the_order_exists_once() {
     let e = impatient.place_order(&o).await.unwrap_err();
     assert!(matches!(e, BybitError::UnknownOutcome { .. }), "{e}");
     faults(&url, json!({})).await;
+    // The sim counts what it served, for tests of whole stacks to see a fault was met.
+    let served: serde_json::Value = reqwest::get(format!("{url}/admin/faults/served"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served["slow"], 1, "{served}");
+    assert_eq!(served["rest_10006"], 0, "{served}");
     // Resolved by link id: it went through, so it is not placed again.
     let OrderResolution::Placed(found) = fast.find_order(&inst.symbol, "sb-slow-1").await.unwrap()
     else {
