@@ -30,6 +30,9 @@ pub struct AccountsArgs {
 enum AccountsCommand {
     /// Every account: name, environment, key (masked), where its secret is.
     List,
+    /// One account: name, environment, key (masked), where its secret is. Fails, naming
+    /// the fix, if the file is missing, readable by others, or has no such account.
+    Show { name: String },
     /// Add an account. The secret comes from SHARDBOT_API_SECRET, else from standard
     /// input (one line), unless --secret-file names a file holding it.
     Add {
@@ -111,6 +114,18 @@ pub fn run(args: AccountsArgs) -> anyhow::Result<()> {
     });
     match args.command {
         AccountsCommand::List => list(&path),
+        AccountsCommand::Show { name } => {
+            let file = AccountsFile::load(&path)?;
+            let a = file.account(&name, &path)?;
+            println!(
+                "{} {} {} {}",
+                a.name,
+                a.environment.as_str(),
+                mask(&a.api_key),
+                where_secret(a)
+            );
+            Ok(())
+        }
         AccountsCommand::Add {
             name,
             environment,
