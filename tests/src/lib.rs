@@ -15,6 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod script;
+
+pub use script::ScriptStack;
+
 use shardbot_bus::{BusOptions, Requester, Subscriber};
 use shardbot_bybit::{Environment, ExchangeSettings, rest::BybitClient};
 use shardbot_protocol::{Event, GatewayReply, GatewayRequest, Heartbeat, Topic};

@@ -1,0 +1,260 @@
+//! The whole stack as a user runs it: `scripts/stack` over supervisord, in a private
+//! folder (generated configuration, state, logs, bus endpoints, bybit-sim's port), so a
+//! test never touches the checkout's own `var/` or `deploy/generated/`.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use shardbot_bybit::{Credentials, Environment, ExchangeSettings, rest::BybitClient};
+
+use crate::{bin, free_port};
+
+/// The sim's ready-made demo account (deploy/config/default.toml).
+pub const SIM_KEY: &str = "sim-demo-key";
+pub const SIM_SECRET: &str = "sim-demo-secret";
+
+/// A stack run by `scripts/stack` in its own folder; `down` when dropped.
+#[derive(Debug)]
+pub struct ScriptStack {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+}
+
+/// The checkout's root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the checkout")
+        .to_owned()
+}
+
+impl ScriptStack {
+    /// A folder with `config.toml` = `config` (`{dir}` becomes the folder's path).
+    pub fn new(config: &str) -> ScriptStack {
+        let dir = tempfile::Builder::new()
+            .prefix("sb-stack")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("config.toml");
+        fs::write(
+            &path,
+            config.replace("{dir}", &dir.path().display().to_string()),
+        )
+        .unwrap();
+        ScriptStack {
+            port: free_port(),
+            config: path,
+            dir,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let bin_dir = bin("shardbot")
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_default();
+        vec![
+            (
+                "SHARDBOT_STACK_CONF",
+                self.path("conf").display().to_string(),
+            ),
+            ("SHARDBOT_STACK_RUN", self.path("run").display().to_string()),
+            ("SHARDBOT_STACK_IPC", self.path("ipc").display().to_string()),
+            ("SHARDBOT_SIM_PORT", self.port.to_string()),
+            ("SHARDBOT_BIN_DIR", bin_dir.display().to_string()),
+        ]
+    }
+
+    /// Runs `scripts/stack ARGS`: (success, stdout + stderr).
+    pub fn run(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(root().join("scripts/stack"))
+            .args(args)
+            .envs(self.env())
+            .env_remove("SHARDBOT_CONFIG")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// `scripts/stack up --no-build --config <the folder's config> ARGS`, which must work.
+    pub fn up(&self, args: &[&str]) -> String {
+        let config = self.config.display().to_string();
+        let mut all = vec!["up", "--no-build", "--config", config.as_str()];
+        all.extend_from_slice(args);
+        let (ok, out) = self.run(&all);
+        assert!(ok, "scripts/stack {all:?} failed:\n{out}");
+        out
+    }
+
+    /// The supervisor's view: program → (state, pid).
+    pub fn supervisor(&self) -> HashMap<String, (String, Option<u32>)> {
+        let out = Command::new("supervisorctl")
+            .args([
+                "-c",
+                &self.path("conf/supervisord.conf").display().to_string(),
+                "status",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let pid = (f.get(2) == Some(&"pid"))
+                    .then(|| f.get(3)?.trim_end_matches(',').parse().ok())
+                    .flatten();
+                Some((f.first()?.to_string(), (f.get(1)?.to_string(), pid)))
+            })
+            .collect()
+    }
+
+    /// The pid of a RUNNING program.
+    pub fn pid(&self, program: &str) -> Option<u32> {
+        match self.supervisor().get(program) {
+            Some((state, pid)) if state == "RUNNING" => *pid,
+            _ => None,
+        }
+    }
+
+    /// kill -9 a program's process; waits until the supervisor runs a new one, returns
+    /// its pid.
+    pub fn kill9(&self, program: &str, within: Duration) -> u32 {
+        let old = self
+            .pid(program)
+            .unwrap_or_else(|| panic!("{program} is not running: {:?}", self.supervisor()));
+        let ok = Command::new("kill")
+            .args(["-9", &old.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -9 {old} ({program})");
+        self.wait(&format!("{program} restarted"), within, || {
+            self.pid(program).filter(|p| *p != old)
+        })
+    }
+
+    /// Polls `f` every 200 ms until it gives a value.
+    pub fn wait<T>(&self, what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for {what}; supervisor: {:?}",
+                self.supervisor()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Polls `f` every 200 ms until it gives a value, or `None` after `within`.
+    pub fn wait_or<T>(&self, within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = f() {
+                return Some(v);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A log file of the stack (`log/<group>/<file>`).
+    pub fn log(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(&format!("run/log/{rel}"))).unwrap_or_default()
+    }
+
+    /// A REST client for the stack's bybit-sim, signed with the sim's demo account.
+    pub fn client(&self) -> BybitClient {
+        ExchangeSettings {
+            environment: Environment::Sim,
+            sim_base_url: format!("http://127.0.0.1:{}", self.port),
+            rest_url: String::new(),
+            public_ws_url: String::new(),
+            private_ws_url: String::new(),
+            recv_window_ms: 5000,
+            request_timeout_ms: 10_000,
+            ip_requests_per_5s: 50,
+            ws_ping_interval_ms: 20_000,
+            ws_dead_after_ms: 45_000,
+            account: String::new(),
+            accounts_file: String::new(),
+        }
+        .client(Some(Credentials::new(SIM_KEY, SIM_SECRET)))
+        .unwrap()
+    }
+
+    /// GETs one of bybit-sim's `/admin` endpoints as JSON.
+    pub fn admin_get(&self, path: &str) -> serde_json::Value {
+        let _ = self.client(); // installs the TLS provider reqwest needs
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move { reqwest::get(&url).await?.json().await })
+            .unwrap()
+    }
+
+    /// POSTs JSON to one of bybit-sim's `/admin` endpoints.
+    pub fn admin(&self, path: &str, body: &str) {
+        let _ = self.client(); // installs the TLS provider reqwest needs
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let body = body.to_owned();
+        let status = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                reqwest::Client::new()
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            })
+            .unwrap();
+        assert!(status.is_success(), "POST {path}: {status}");
+    }
+}
+
+impl Drop for ScriptStack {
+    fn drop(&mut self) {
+        let (ok, out) = self.run(&["down"]);
+        if !ok {
+            eprintln!("scripts/stack down failed:\n{out}");
+        }
+        if std::thread::panicking() {
+            // A failed test keeps its folder (logs, journal, generated configuration).
+            let kept = std::mem::replace(
+                &mut self.dir,
+                tempfile::Builder::new()
+                    .prefix("sb-stack-empty")
+                    .tempdir()
+                    .unwrap(),
+            )
+            .keep();
+            eprintln!("the stack's folder is kept for a look: {}", kept.display());
+        }
+    }
+}
