@@ -76,7 +76,12 @@ impl FromStr for Shard {
 
     fn from_str(s: &str) -> Result<Shard, ShardError> {
         let syntax = || ShardError::Syntax(s.to_owned());
-        let (i, n) = s.split_once('/').ok_or_else(syntax)?;
+        // "i/n", or "i-n" (the instance name the worker's heartbeat and log file carry,
+        // and what a systemd template instance can hold)
+        let (i, n) = s
+            .split_once('/')
+            .or_else(|| s.split_once('-'))
+            .ok_or_else(syntax)?;
         let index = i.trim().parse::<u16>().map_err(|_| syntax())?;
         let count = n.trim().parse::<u16>().map_err(|_| syntax())?;
         Shard::new(index, count)
@@ -93,6 +98,7 @@ mod tests {
     #[case("0/1", Ok((0, 1)))]
     #[case("3/4", Ok((3, 4)))]
     #[case(" 1 / 2 ", Ok((1, 2)))]
+    #[case("2-4", Ok((2, 4)))]
     #[case("4/4", Err(ShardError::Index { index: 4, count: 4 }))]
     #[case("0/0", Err(ShardError::Count(0)))]
     #[case("0/257", Err(ShardError::Count(257)))]

@@ -65,7 +65,8 @@ pub struct ServiceArgs {
 /// `--shard i/n` for services that own a share of the symbols.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ShardArgs {
-    /// This process's shard: index/count, 0-based (0/4, 1/4, 2/4, 3/4 for four workers).
+    /// This process's shard: index/count, 0-based (0/4, 1/4, 2/4, 3/4 for four workers;
+    /// 0-4 works too).
     /// It owns the symbol slots s with s % count == index.
     #[arg(long, default_value = "0/1", value_name = "I/N")]
     pub shard: Shard,
