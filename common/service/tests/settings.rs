@@ -137,3 +137,63 @@ fn keys_that_nothing_reads_are_named_wherever_they_are() {
     let clean = Settings::load_with_env(None, no_env()).unwrap();
     assert!(clean.unknown_keys().unwrap().is_empty());
 }
+
+#[test]
+fn every_setting_is_in_the_configuration_reference() {
+    fn keys(table: &config::Map<String, config::Value>, path: &str, out: &mut Vec<String>) {
+        for (k, v) in table {
+            let key = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            match v.clone().into_table() {
+                Ok(t) => keys(&t, &key, out),
+                // lists of tables ([[sim.accounts]]) are described as a whole
+                Err(_) => out.push(key),
+            }
+        }
+    }
+    let defaults: config::Map<String, config::Value> = config::Config::builder()
+        .add_source(config::File::from_str(
+            shardbot_service::DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ))
+        .build()
+        .unwrap()
+        .try_deserialize()
+        .unwrap();
+    let mut all = Vec::new();
+    keys(&defaults, "", &mut all);
+    let doc_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    let missing: Vec<&String> = all
+        .iter()
+        .filter(|k| k.as_str() != "sim.accounts" && !doc.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} does not describe {missing:?}",
+        doc_path.display()
+    );
+    assert!(all.len() > 60, "{all:?}");
+}
+
+#[test]
+fn the_example_configurations_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let s = Settings::load_with_env(Some(&path), no_env()).unwrap();
+        assert!(s.unknown_keys().unwrap().is_empty(), "{}", path.display());
+        s.common()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 3, "examples in {}", dir.display());
+}
