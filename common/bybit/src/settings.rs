@@ -102,15 +102,27 @@ impl ExchangeSettings {
         Ok(BybitClient::new(raw))
     }
 
-    /// The account's keys from the environment (`SHARDBOT_API_KEY` /
-    /// `SHARDBOT_API_SECRET`); in `sim` mode without them, `sim_account` (the sim's
-    /// ready-made demo account).
+    /// The account's keys: of `exchange.account` in the accounts file (demo, live,
+    /// testnet); else from the environment (`SHARDBOT_API_KEY` / `SHARDBOT_API_SECRET`);
+    /// in `sim` mode without them, `sim_account` (the bybit-sim account the caller found
+    /// for `exchange.account`, or its ready-made demo account).
     pub fn credentials(
         &self,
         sim_account: Option<(String, String)>,
     ) -> Result<Credentials, BybitError> {
         if let Some(name) = non_empty(&self.account) {
-            return self.account_credentials(name.trim());
+            if self.environment == Environment::Sim {
+                // bybit-sim's own accounts ([[sim.accounts]]), looked up by the caller
+                if sim_account.is_none() {
+                    return Err(BybitError::Config(format!(
+                        "exchange.account = {:?}: bybit-sim has no such account (its accounts \
+                         are the [[sim.accounts]] of the configuration)",
+                        name.trim()
+                    )));
+                }
+            } else {
+                return self.account_credentials(name.trim());
+            }
         }
         let fallback = sim_account.filter(|_| self.environment == Environment::Sim);
         Credentials::from_env_or(fallback).map_err(BybitError::Config)

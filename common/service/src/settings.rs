@@ -96,6 +96,12 @@ impl Settings {
     /// The first of bybit-sim's accounts (`[[sim.accounts]]`) as (name, key, secret): the
     /// ready-made demo account services use in `sim` mode when no keys are given.
     pub fn sim_demo_account(&self) -> Option<(String, String, String)> {
+        self.sim_account("")
+    }
+
+    /// bybit-sim's account called `name` (`[[sim.accounts]]`), or the first one when
+    /// `name` is empty, as (name, key, secret).
+    pub fn sim_account(&self, name: &str) -> Option<(String, String, String)> {
         #[derive(serde::Deserialize)]
         struct Account {
             name: String,
@@ -105,7 +111,7 @@ impl Settings {
         let accounts: Vec<Account> = self.config.get("sim.accounts").ok()?;
         accounts
             .into_iter()
-            .next()
+            .find(|a| name.trim().is_empty() || a.name == name.trim())
             .map(|a| (a.name, a.api_key, a.api_secret))
     }
 

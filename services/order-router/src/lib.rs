@@ -39,7 +39,10 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let rs: RouterSettings = ctx.settings.section("router")?;
     let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
     exchange.ip_requests_per_5s = rs.ip_requests_per_5s;
-    let sim_account = ctx.settings.sim_demo_account().map(|(_, k, s)| (k, s));
+    let sim_account = ctx
+        .settings
+        .sim_account(&exchange.account)
+        .map(|(_, k, s)| (k, s));
     let credentials = exchange.credentials(sim_account)?;
     let client = exchange
         .client(Some(credentials.clone()))

@@ -44,7 +44,10 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let state = RiskState::load(&rs.state_file, &rs.account)?;
     let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
     exchange.ip_requests_per_5s = rs.ip_requests_per_5s;
-    let sim_account = ctx.settings.sim_demo_account().map(|(_, k, s)| (k, s));
+    let sim_account = ctx
+        .settings
+        .sim_account(&exchange.account)
+        .map(|(_, k, s)| (k, s));
     let client = exchange
         .client(Some(exchange.credentials(sim_account)?))
         .map_err(|e| format!("risk.ip_requests_per_5s / [exchange]: {e}"))?;

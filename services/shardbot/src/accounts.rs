@@ -31,7 +31,8 @@ enum AccountsCommand {
     /// Every account: name, environment, key (masked), where its secret is.
     List,
     /// One account: name, environment, key (masked), where its secret is. Fails, naming
-    /// the fix, if the file is missing, readable by others, or has no such account.
+    /// the fix, if the file is missing, readable by others, or has no such account
+    /// (bybit-sim's own accounts, `[[sim.accounts]]`, are shown too).
     Show { name: String },
     /// Add an account. The secret comes from SHARDBOT_API_SECRET, else from standard
     /// input (one line), unless --secret-file names a file holding it.
@@ -115,15 +116,23 @@ pub fn run(args: AccountsArgs) -> anyhow::Result<()> {
     match args.command {
         AccountsCommand::List => list(&path),
         AccountsCommand::Show { name } => {
-            let file = AccountsFile::load(&path)?;
-            let a = file.account(&name, &path)?;
-            println!(
-                "{} {} {} {}",
-                a.name,
-                a.environment.as_str(),
-                mask(&a.api_key),
-                where_secret(a)
-            );
+            let found = AccountsFile::load(&path).and_then(|f| f.account(&name, &path).cloned());
+            match found {
+                Ok(a) => println!(
+                    "{} {} {} {}",
+                    a.name,
+                    a.environment.as_str(),
+                    mask(&a.api_key),
+                    where_secret(&a)
+                ),
+                Err(e) => {
+                    // bybit-sim's own accounts ([[sim.accounts]] of the configuration)
+                    let Some((n, key, _)) = settings.sim_account(&name) else {
+                        return Err(e.into());
+                    };
+                    println!("{n} sim {} [[sim.accounts]]", mask(&key));
+                }
+            }
             Ok(())
         }
         AccountsCommand::Add {
