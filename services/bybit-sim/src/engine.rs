@@ -252,13 +252,16 @@ impl Book {
 
     fn id(&mut self, kind: &str) -> String {
         self.next_id += 1;
-        // Shaped like Bybit's UUIDs; unique within the sim run.
+        // Shaped like Bybit's UUIDs and, like Bybit's, unique across every account of the
+        // exchange (two account stacks on one sim once shared execution ids).
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         format!(
             "{kind:0>8}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-            self.next_id >> 40,
-            (self.next_id >> 28) & 0xfff,
-            (self.next_id >> 16) & 0xfff,
-            self.next_id
+            n >> 40,
+            (n >> 28) & 0xfff,
+            (n >> 16) & 0xfff,
+            n
         )
     }
 
