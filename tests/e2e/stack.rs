@@ -70,6 +70,7 @@ struct Run {
     rt: tokio::runtime::Runtime,
     sim: BybitClient,
     journal: Journal,
+    start_ms: i64,
 }
 
 impl Run {
@@ -92,6 +93,128 @@ impl Run {
             &format!("new fills after {after}"),
             Duration::from_secs(90),
             || (self.fills() >= from + 2).then_some(()),
+        );
+    }
+
+    /// What must hold after every fault: no intent is two orders on the exchange, the
+    /// journal's fills are exactly the exchange's executions, and the risk manager's
+    /// positions are the exchange's (within seconds). Returns the number of orders.
+    fn invariants(&self, after: &str) -> usize {
+        let orders = self.no_intent_twice(after);
+        self.no_lost_fill(after);
+        self.positions_agree(after);
+        orders
+    }
+
+    fn no_intent_twice(&self, after: &str) -> usize {
+        let mut orders: BTreeMap<String, usize> = BTreeMap::new();
+        for symbol in SYMBOLS {
+            let mut cursor = String::new();
+            loop {
+                let mut q = Query::new()
+                    .with("category", "linear")
+                    .with("symbol", symbol)
+                    .with("limit", 50);
+                if !cursor.is_empty() {
+                    q = q.with("cursor", cursor.as_str());
+                }
+                let page = self.rt.block_on(self.sim.raw().order_history(&q)).unwrap();
+                for o in &page.list {
+                    if o.order_link_id.starts_with("sb-") {
+                        *orders.entry(o.order_link_id.clone()).or_default() += 1;
+                    }
+                }
+                if page.next_page_cursor.is_empty() || page.list.is_empty() {
+                    break;
+                }
+                cursor = page.next_page_cursor;
+            }
+        }
+        let doubled: Vec<_> = orders.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            doubled.is_empty(),
+            "after {after}: intents placed twice: {doubled:?}"
+        );
+        orders.len()
+    }
+
+    fn no_lost_fill(&self, after: &str) {
+        let mut mismatch = String::new();
+        let exact = self.stack.wait_or(Duration::from_secs(30), || {
+            let now = self.sim.raw().clock().now_ms();
+            let exchange: BTreeMap<String, (Decimal, Decimal, Decimal)> = self
+                .rt
+                .block_on(self.sim.executions(None, self.start_ms, now + 1000))
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.exec_id, (e.exec_qty, e.exec_price, e.exec_fee)))
+                .collect();
+            let ours: BTreeMap<String, (Decimal, Decimal, Decimal)> = self
+                .journal
+                .fills_since(0)
+                .unwrap()
+                .into_iter()
+                .map(|f| (f.exec_id, (f.exec_qty, f.exec_price, f.exec_fee)))
+                .collect();
+            if ours == exchange {
+                return Some(());
+            }
+            let only_ours: Vec<_> = ours.keys().filter(|k| !exchange.contains_key(*k)).collect();
+            let only_exchange: Vec<_> =
+                exchange.keys().filter(|k| !ours.contains_key(*k)).collect();
+            let differ: Vec<_> = ours
+                .iter()
+                .filter(|(k, v)| exchange.get(*k).is_some_and(|e| e != *v))
+                .collect();
+            mismatch = format!(
+                "{} journal fills, {} executions; only in the journal {only_ours:?}; only on \
+                     the exchange {only_exchange:?}; different {differ:?}",
+                ours.len(),
+                exchange.len()
+            );
+            None
+        });
+        assert!(exact.is_some(), "after {after}: no lost fill: {mismatch}");
+    }
+
+    fn positions_agree(&self, after: &str) {
+        let risk = self.risk();
+        self.stack.wait(
+            &format!("the risk manager's positions to equal the exchange's after {after}"),
+            Duration::from_secs(15),
+            || {
+                let exchange: HashMap<String, Decimal> = self
+                    .rt
+                    .block_on(self.sim.positions())
+                    .unwrap()
+                    .into_iter()
+                    .filter(|p| !p.size.is_zero())
+                    .map(|p| {
+                        let signed = if p.side == "Sell" { -p.size } else { p.size };
+                        (p.symbol, signed)
+                    })
+                    .collect();
+                let Ok(RiskReply::Positions(snap)) = risk.request_within::<_, RiskReply>(
+                    &RiskRequest::Positions,
+                    Duration::from_secs(5),
+                ) else {
+                    return None;
+                };
+                let ours: HashMap<String, Decimal> = snap
+                    .positions
+                    .into_iter()
+                    .filter(|p| !p.size.is_zero())
+                    .map(|p| {
+                        let signed = if p.side == Side::Sell {
+                            -p.size
+                        } else {
+                            p.size
+                        };
+                        (p.symbol.to_string(), signed)
+                    })
+                    .collect();
+                (ours == exchange).then_some(())
+            },
         );
     }
 
@@ -144,6 +267,7 @@ fn the_whole_stack_trades_and_survives_every_fault() {
         rt,
         sim,
         journal,
+        start_ms,
     };
     run.stack.wait(
         "the first verified round trips",
@@ -162,6 +286,7 @@ fn the_whole_stack_trades_and_survives_every_fault() {
         let before = run.fills();
         run.stack.kill9(program, Duration::from_secs(60));
         run.resumes(&format!("kill -9 {program}"), before);
+        run.invariants(&format!("kill -9 {program}"));
     }
     // The restarted reconciler goes on verifying.
     let verified = run.verified();
@@ -175,6 +300,7 @@ fn the_whole_stack_trades_and_survives_every_fault() {
     let before = run.fills();
     run.stack.admin("/admin/ws/drop", "");
     run.resumes("the WebSocket drop", before);
+    run.invariants("the WebSocket drop");
 
     // --- 10006 bursts and replies slower than the client waits -----------------------------
     let before = run.fills();
@@ -200,6 +326,7 @@ fn the_whole_stack_trades_and_survives_every_fault() {
     );
     run.stack.admin("/admin/faults", "{}");
     run.resumes("10006 bursts and slow replies", run.fills());
+    run.invariants("10006 bursts and slow replies");
 
     // --- scale workers 2 -> 4 -> 1 while trading -----------------------------------------
     for n in ["4", "1"] {
@@ -208,6 +335,7 @@ fn the_whole_stack_trades_and_survives_every_fault() {
         assert!(ok, "scale workers {n}:\n{out}");
         assert!(out.contains(&format!("'sim' runs {n} workers")), "{out}");
         run.resumes(&format!("scale workers {n}"), before);
+        run.invariants(&format!("scale workers {n}"));
     }
     let sup = run.stack.supervisor();
     assert!(sup.contains_key("sim-workers-1"), "{sup:?}");
@@ -241,109 +369,8 @@ fn the_whole_stack_trades_and_survives_every_fault() {
     // The kill switch (no new entries) lets positions settle for the checks below.
     cli(&["risk", "halt"]);
 
-    // --- no intent became two orders ----------------------------------------------------
-    let mut orders: BTreeMap<String, usize> = BTreeMap::new();
-    for symbol in SYMBOLS {
-        let mut cursor = String::new();
-        loop {
-            let mut q = Query::new()
-                .with("category", "linear")
-                .with("symbol", symbol)
-                .with("limit", 50);
-            if !cursor.is_empty() {
-                q = q.with("cursor", cursor.as_str());
-            }
-            let page = run.rt.block_on(run.sim.raw().order_history(&q)).unwrap();
-            for o in &page.list {
-                if o.order_link_id.starts_with("sb-") {
-                    *orders.entry(o.order_link_id.clone()).or_default() += 1;
-                }
-            }
-            if page.next_page_cursor.is_empty() || page.list.is_empty() {
-                break;
-            }
-            cursor = page.next_page_cursor;
-        }
-    }
-    assert!(orders.len() >= 10, "too few orders to judge: {orders:?}");
-    let doubled: Vec<_> = orders.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(doubled.is_empty(), "intents placed twice: {doubled:?}");
-
-    // --- no lost fill: the journal has every execution of the exchange ------------------
-    let mut mismatch = String::new();
-    let exact = run.stack.wait_or(Duration::from_secs(30), || {
-        let now = run.sim.raw().clock().now_ms();
-        let exchange: BTreeMap<String, (Decimal, Decimal, Decimal)> = run
-            .rt
-            .block_on(run.sim.executions(None, start_ms, now + 1000))
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.exec_id, (e.exec_qty, e.exec_price, e.exec_fee)))
-            .collect();
-        let ours: BTreeMap<String, (Decimal, Decimal, Decimal)> = run
-            .journal
-            .fills_since(0)
-            .unwrap()
-            .into_iter()
-            .map(|f| (f.exec_id, (f.exec_qty, f.exec_price, f.exec_fee)))
-            .collect();
-        if ours == exchange {
-            return Some(());
-        }
-        let only_ours: Vec<_> = ours.keys().filter(|k| !exchange.contains_key(*k)).collect();
-        let only_exchange: Vec<_> = exchange.keys().filter(|k| !ours.contains_key(*k)).collect();
-        let differ: Vec<_> = ours
-            .iter()
-            .filter(|(k, v)| exchange.get(*k).is_some_and(|e| e != *v))
-            .collect();
-        mismatch = format!(
-            "{} journal fills, {} executions; only in the journal {only_ours:?}; only on \
-                 the exchange {only_exchange:?}; different {differ:?}",
-            ours.len(),
-            exchange.len()
-        );
-        None
-    });
-    assert!(exact.is_some(), "no lost fill: {mismatch}");
-
-    // --- the risk manager's positions are the exchange's, within seconds -----------------
-    let risk = run.risk();
-    run.stack.wait(
-        "the risk manager's positions to equal the exchange's",
-        Duration::from_secs(15),
-        || {
-            let exchange: HashMap<String, Decimal> = run
-                .rt
-                .block_on(run.sim.positions())
-                .unwrap()
-                .into_iter()
-                .filter(|p| !p.size.is_zero())
-                .map(|p| {
-                    let signed = if p.side == "Sell" { -p.size } else { p.size };
-                    (p.symbol, signed)
-                })
-                .collect();
-            let Ok(RiskReply::Positions(snap)) = risk
-                .request_within::<_, RiskReply>(&RiskRequest::Positions, Duration::from_secs(5))
-            else {
-                return None;
-            };
-            let ours: HashMap<String, Decimal> = snap
-                .positions
-                .into_iter()
-                .filter(|p| !p.size.is_zero())
-                .map(|p| {
-                    let signed = if p.side == Side::Sell {
-                        -p.size
-                    } else {
-                        p.size
-                    };
-                    (p.symbol.to_string(), signed)
-                })
-                .collect();
-            (ours == exchange).then_some(())
-        },
-    );
+    let orders = run.invariants("the end of the run");
+    assert!(orders >= 10, "too few orders to judge: {orders}");
 
     // --- every closed trade verified; the wallet is what the trades explain -------------
     run.stack.wait(
