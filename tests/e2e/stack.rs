@@ -181,7 +181,9 @@ impl Run {
         let risk = self.risk();
         self.stack.wait(
             &format!("the risk manager's positions to equal the exchange's after {after}"),
-            Duration::from_secs(15),
+            // An approved order that never filled (refused, or lost to the faults) stays
+            // in the risk manager's book for 15 s, to be safe: then the next read.
+            Duration::from_secs(45),
             || {
                 let exchange: HashMap<String, Decimal> = self
                     .rt
