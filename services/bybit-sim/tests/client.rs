@@ -142,7 +142,10 @@ async fn auth_errors_are_bybits() {
         .unwrap();
     assert_eq!(reply["retCode"], 10002, "{reply}");
     assert!(
-        reply["retMsg"].as_str().unwrap().contains("server_timestamp"),
+        reply["retMsg"]
+            .as_str()
+            .unwrap()
+            .contains("server_timestamp"),
         "Bybit's message: {reply}"
     );
     let unsynced = client(&url, creds());
