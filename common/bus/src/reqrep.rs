@@ -219,15 +219,27 @@ impl Replier {
             }
             if watchdog.stalled.swap(false, Ordering::Relaxed) {
                 tracing::warn!(url = %self.url, "the replier stopped receiving (nng); listening afresh");
-                sock.close();
-                sock = Self::listen(&self.url)?;
-                *self
-                    .socket
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = sock.clone();
-                self.restarts.fetch_add(1, Ordering::Relaxed);
+                // The stalled socket is not closed: nng 1.5.2's nng_close can hang on it
+                // (seen in CI). It is left open (one socket per stall) and an ipc path is
+                // freed for the new listener; a tcp port cannot be, so there it stays.
+                if let Some(path) = self.url.strip_prefix("ipc://") {
+                    let _ = std::fs::remove_file(path);
+                }
+                match Self::listen(&self.url) {
+                    Ok(fresh) => {
+                        let stalled = std::mem::replace(&mut sock, fresh);
+                        *self
+                            .socket
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = sock.clone();
+                        std::mem::forget(stalled);
+                        self.restarts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::error!(url = %self.url, error = %e, "cannot listen afresh; the replier may not take new connections");
+                    }
+                }
                 if self.closed.load(Ordering::Relaxed) {
-                    sock.close();
                     return Ok(());
                 }
             }
@@ -303,6 +315,9 @@ impl Watchdog {
                     match probe.request_bytes(PROBE, PROBE_TIMEOUT) {
                         Err(BusError::Timeout { .. }) if !bz.load(Ordering::Relaxed) => {
                             st.store(true, Ordering::Relaxed);
+                            // closing a socket connected to the stalled listener can hang
+                            // in nng 1.5.2: left open
+                            std::mem::forget(probe);
                         }
                         _ => {}
                     }
