@@ -13,20 +13,7 @@ fn refused(stack: &ScriptStack, args: &[&str], want: &[&str]) {
     let config = stack.config.display().to_string();
     let mut all = vec!["up", "--no-build", "--config", config.as_str()];
     all.extend_from_slice(args);
-    let out = std::process::Command::new(shardbot_e2e::script::root().join("scripts/stack"))
-        .args(&all)
-        .envs([
-            ("SHARDBOT_STACK_CONF", stack.path("conf")),
-            ("SHARDBOT_STACK_RUN", stack.path("run")),
-            ("SHARDBOT_STACK_IPC", stack.path("ipc")),
-        ])
-        .env("SHARDBOT_SIM_PORT", stack.port.to_string())
-        .env(
-            "SHARDBOT_BIN_DIR",
-            shardbot_e2e::bin("shardbot").parent().unwrap(),
-        )
-        .output()
-        .unwrap();
+    let out = stack.output(&all);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{args:?} was accepted:\n{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();

@@ -23,7 +23,7 @@ use std::{
 };
 
 use shardbot_bus::{BusOptions, Replier, Subscriber};
-use shardbot_e2e::Stack;
+use shardbot_e2e::{FAST_PARAMS, Stack};
 use shardbot_protocol::{
     Bar, Event, Interval, OrderIntent, RouterReply, RouterRequest, ServiceState, Shard, Symbol,
 };
@@ -53,15 +53,6 @@ stale_after_ms = 1500
 [worker]
 late_bars = 1
 "#;
-
-/// Short moving averages, so that the random walk crosses often and every bar brings
-/// intents.
-const PARAMS: &str = r#"{
-  "trend_following": {"optimized_at": "2026-11-22T00:00:00Z", "objective": "test",
-                      "params": {"fast": 2, "slow": 5}},
-  "mean_reversion": {"optimized_at": "2026-11-22T00:00:00Z", "objective": "test",
-                     "params": {"rsi_period": 5, "bb_period": 10}}
-}"#;
 
 /// Every bar frame the gateway publishes, with its topic's sequence number.
 struct BarTap {
@@ -216,7 +207,7 @@ fn intents_in(
 #[test]
 fn gateway_and_workers_on_the_full_sim_universe() {
     let mut stack = Stack::new(CONFIG);
-    stack.write("optimized_parameters.json", PARAMS);
+    stack.write("optimized_parameters.json", FAST_PARAMS);
 
     stack.spawn("bybit-sim", "bybit-sim", &[], &[]);
     let client = stack.client();

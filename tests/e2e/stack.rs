@@ -13,29 +13,15 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::PathBuf,
     time::Duration,
 };
 
 use rust_decimal::Decimal;
 use shardbot_bus::{BusOptions, Requester};
 use shardbot_bybit::rest::{BybitClient, Query};
-use shardbot_e2e::{ScriptStack, script::root};
+use shardbot_e2e::{FAST_PARAMS, ScriptStack, shared};
 use shardbot_journal::Journal;
 use shardbot_protocol::{RiskReply, RiskRequest, Side};
-
-fn shared() -> PathBuf {
-    std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"))
-}
-
-const PARAMS: &str = r#"{
-  "trend_following": {"optimized_at": "2026-11-22T00:00:00Z", "objective": "test",
-                      "params": {"fast": 2, "slow": 5}},
-  "mean_reversion": {"optimized_at": "2026-11-22T00:00:00Z", "objective": "test",
-                     "params": {"rsi_period": 5, "bb_period": 10}}
-}"#;
 
 fn config() -> String {
     let replay = shared().join("data/klines/bybit_linear_5m");
@@ -235,7 +221,7 @@ impl Run {
 #[test]
 fn the_whole_stack_trades_and_survives_every_fault() {
     let stack = ScriptStack::new(&config());
-    std::fs::write(stack.path("optimized_parameters.json"), PARAMS).unwrap();
+    std::fs::write(stack.path("optimized_parameters.json"), FAST_PARAMS).unwrap();
     let out = stack.up(&["--workers", "2"]);
     assert!(
         out.contains("up: account stack 'sim' (sim) with 2 workers"),

@@ -4,23 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
-use shardbot_e2e::{ScriptStack, script::root};
+use shardbot_e2e::{FAST_PARAMS, ScriptStack, shared};
 use shardbot_journal::Journal;
-
-fn shared() -> PathBuf {
-    std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"))
-}
-
-const PARAMS: &str = r#"{
-  "trend_following": {"optimized_at": "2026-11-22T00:00:00Z", "objective": "test",
-                      "params": {"fast": 2, "slow": 5}},
-  "mean_reversion": {"optimized_at": "2026-11-22T00:00:00Z", "objective": "test",
-                     "params": {"rsi_period": 5, "bb_period": 10}}
-}"#;
 
 #[test]
 fn two_account_stacks_share_one_gateway() {
@@ -50,7 +37,7 @@ history_bars = 300
 "#,
         replay.display()
     ));
-    std::fs::write(stack.path("optimized_parameters.json"), PARAMS).unwrap();
+    std::fs::write(stack.path("optimized_parameters.json"), FAST_PARAMS).unwrap();
     stack.up(&["--workers", "1"]);
     let out = stack.up(&["--account", "second", "--workers", "1"]);
     assert!(

@@ -58,6 +58,73 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `../shared` next to the checkout (`SHARDBOT_SHARED` overrides): the recorded data.
+pub fn shared() -> PathBuf {
+    std::env::var_os("SHARDBOT_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| script::root().join("../shared"))
+}
+
+/// Short moving averages, so that prices cross often and every few bars bring intents.
+pub const FAST_PARAMS: &str = r#"{
+  "trend_following": {"optimized_at": "2026-11-22T00:00:00Z", "objective": "test",
+                      "params": {"fast": 2, "slow": 5}},
+  "mean_reversion": {"optimized_at": "2026-11-22T00:00:00Z", "objective": "test",
+                     "params": {"rsi_period": 5, "bb_period": 10}}
+}"#;
+
+/// A REST client for the bybit-sim at `sim_url`, signed with `credentials` if given.
+pub fn sim_client(sim_url: &str, credentials: Option<shardbot_bybit::Credentials>) -> BybitClient {
+    ExchangeSettings {
+        environment: Environment::Sim,
+        sim_base_url: sim_url.to_owned(),
+        rest_url: String::new(),
+        public_ws_url: String::new(),
+        private_ws_url: String::new(),
+        recv_window_ms: 5000,
+        request_timeout_ms: 10_000,
+        ip_requests_per_5s: 50,
+        ws_ping_interval_ms: 20_000,
+        ws_dead_after_ms: 45_000,
+        account: String::new(),
+        accounts_file: String::new(),
+    }
+    .client(credentials)
+    .unwrap()
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    // The project's client installs the TLS provider reqwest needs.
+    let _ = sim_client("http://127.0.0.1:1", None);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// POSTs JSON to one of bybit-sim's `/admin` endpoints.
+pub fn sim_admin_post(sim_url: &str, path: &str, body: &str) {
+    let (url, body) = (format!("{sim_url}{path}"), body.to_owned());
+    let status = block_on(async move {
+        reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map(|r| r.status())
+    })
+    .unwrap();
+    assert!(status.is_success(), "POST {path}: {status}");
+}
+
+/// GETs one of bybit-sim's `/admin` endpoints as JSON.
+pub fn sim_admin_get(sim_url: &str, path: &str) -> serde_json::Value {
+    let url = format!("{sim_url}{path}");
+    block_on(async move { reqwest::get(&url).await?.json().await }).unwrap()
+}
+
 /// A stack's private folder: configuration, endpoints, logs, history.
 #[derive(Debug)]
 pub struct Stack {
@@ -228,45 +295,12 @@ sim_base_url = "{sim_url}"
     }
 
     fn client_with(&self, credentials: Option<shardbot_bybit::Credentials>) -> BybitClient {
-        ExchangeSettings {
-            environment: Environment::Sim,
-            sim_base_url: self.sim_url.clone(),
-            rest_url: String::new(),
-            public_ws_url: String::new(),
-            private_ws_url: String::new(),
-            recv_window_ms: 5000,
-            request_timeout_ms: 10_000,
-            ip_requests_per_5s: 50,
-            ws_ping_interval_ms: 20_000,
-            ws_dead_after_ms: 45_000,
-            account: String::new(),
-            accounts_file: String::new(),
-        }
-        .client(credentials)
-        .unwrap()
+        sim_client(&self.sim_url, credentials)
     }
 
     /// POSTs JSON to one of bybit-sim's `/admin` endpoints.
     pub fn admin(&self, path: &str, body: &str) {
-        // The project's client installs the TLS provider reqwest needs.
-        let _ = self.client();
-        let url = format!("{}{path}", self.sim_url);
-        let body = body.to_owned();
-        let status = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                reqwest::Client::new()
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .map(|r| r.status())
-            })
-            .unwrap();
-        assert!(status.is_success(), "POST {path}: {status}");
+        sim_admin_post(&self.sim_url, path, body);
     }
 
     /// Waits until the gateway answers a universe request; returns the symbols.

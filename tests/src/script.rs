@@ -10,9 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shardbot_bybit::{Credentials, Environment, ExchangeSettings, rest::BybitClient};
+use shardbot_bybit::{Credentials, rest::BybitClient};
 
-use crate::{bin, free_port};
+use crate::{bin, free_port, sim_admin_get, sim_admin_post, sim_client};
 
 /// The sim's ready-made demo account (deploy/config/default.toml).
 pub const SIM_KEY: &str = "sim-demo-key";
@@ -75,14 +75,19 @@ impl ScriptStack {
         ]
     }
 
-    /// Runs `scripts/stack ARGS`: (success, stdout + stderr).
-    pub fn run(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(root().join("scripts/stack"))
+    /// Runs `scripts/stack ARGS` in the stack's folder; its exit status and output.
+    pub fn output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(root().join("scripts/stack"))
             .args(args)
             .envs(self.env())
             .env_remove("SHARDBOT_CONFIG")
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Runs `scripts/stack ARGS`: (success, stdout + stderr).
+    pub fn run(&self, args: &[&str]) -> (bool, String) {
+        let out = self.output(args);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -183,58 +188,23 @@ impl ScriptStack {
         fs::read_to_string(self.path(&format!("run/log/{rel}"))).unwrap_or_default()
     }
 
+    fn sim_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// A REST client for the stack's bybit-sim, signed with the sim's demo account.
     pub fn client(&self) -> BybitClient {
-        ExchangeSettings {
-            environment: Environment::Sim,
-            sim_base_url: format!("http://127.0.0.1:{}", self.port),
-            rest_url: String::new(),
-            public_ws_url: String::new(),
-            private_ws_url: String::new(),
-            recv_window_ms: 5000,
-            request_timeout_ms: 10_000,
-            ip_requests_per_5s: 50,
-            ws_ping_interval_ms: 20_000,
-            ws_dead_after_ms: 45_000,
-            account: String::new(),
-            accounts_file: String::new(),
-        }
-        .client(Some(Credentials::new(SIM_KEY, SIM_SECRET)))
-        .unwrap()
+        sim_client(&self.sim_url(), Some(Credentials::new(SIM_KEY, SIM_SECRET)))
     }
 
     /// GETs one of bybit-sim's `/admin` endpoints as JSON.
     pub fn admin_get(&self, path: &str) -> serde_json::Value {
-        let _ = self.client(); // installs the TLS provider reqwest needs
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move { reqwest::get(&url).await?.json().await })
-            .unwrap()
+        sim_admin_get(&self.sim_url(), path)
     }
 
     /// POSTs JSON to one of bybit-sim's `/admin` endpoints.
     pub fn admin(&self, path: &str, body: &str) {
-        let _ = self.client(); // installs the TLS provider reqwest needs
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        let body = body.to_owned();
-        let status = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                reqwest::Client::new()
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .map(|r| r.status())
-            })
-            .unwrap();
-        assert!(status.is_success(), "POST {path}: {status}");
+        sim_admin_post(&self.sim_url(), path, body);
     }
 }
 
