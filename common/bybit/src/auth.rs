@@ -47,6 +47,13 @@ impl fmt::Display for Secret {
     }
 }
 
+/// An API key shown in output: its first four characters (enough to tell keys apart,
+/// not to use one).
+pub fn masked_key(key: &str) -> String {
+    let shown: String = key.chars().take(4).collect();
+    format!("{shown}…")
+}
+
 /// An API key and its secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {

@@ -20,7 +20,7 @@ pub mod settings;
 pub mod ws;
 
 pub use accounts::{Account, AccountsError, AccountsFile};
-pub use auth::{Credentials, Secret};
+pub use auth::{Credentials, Secret, masked_key};
 pub use env::{Environment, Urls, resolve_urls};
 pub use error::{ApiCode, BybitError};
 pub use settings::ExchangeSettings;

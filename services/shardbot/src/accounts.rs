@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use shardbot_bybit::{Account, AccountsFile, Environment, ExchangeSettings, Secret};
+use shardbot_bybit::{Account, AccountsFile, Environment, ExchangeSettings, Secret, masked_key};
 use shardbot_service::Settings;
 
 #[derive(Args, Debug)]
@@ -67,11 +67,6 @@ enum AccountsCommand {
     Test { name: String },
 }
 
-fn mask(key: &str) -> String {
-    let shown: String = key.chars().take(4).collect();
-    format!("{shown}…")
-}
-
 /// The secret from SHARDBOT_API_SECRET, else one line of standard input.
 fn read_secret(name: &str) -> anyhow::Result<Secret> {
     if let Ok(s) = std::env::var("SHARDBOT_API_SECRET")
@@ -122,7 +117,7 @@ pub fn run(args: AccountsArgs) -> anyhow::Result<()> {
                     "{} {} {} {}",
                     a.name,
                     a.environment.as_str(),
-                    mask(&a.api_key),
+                    masked_key(&a.api_key),
                     where_secret(&a)
                 ),
                 Err(e) => {
@@ -130,7 +125,7 @@ pub fn run(args: AccountsArgs) -> anyhow::Result<()> {
                     let Some((n, key, _)) = settings.sim_account(&name) else {
                         return Err(e.into());
                     };
-                    println!("{n} sim {} [[sim.accounts]]", mask(&key));
+                    println!("{n} sim {} [[sim.accounts]]", masked_key(&key));
                 }
             }
             Ok(())
@@ -242,7 +237,7 @@ fn list(path: &Path) -> anyhow::Result<()> {
             "{:<20} {:<8} {:<10} {}",
             a.name,
             env,
-            mask(&a.api_key),
+            masked_key(&a.api_key),
             where_secret(a)
         );
     }
@@ -273,7 +268,7 @@ fn test(path: &Path, mut exchange: ExchangeSettings, name: &str) -> anyhow::Resu
             format!(
                 "{name}: the {} exchange refused key {}",
                 account.environment.as_str(),
-                mask(&account.api_key)
+                masked_key(&account.api_key)
             )
         })?;
         let wallet = client.wallet().await?;
@@ -281,7 +276,7 @@ fn test(path: &Path, mut exchange: ExchangeSettings, name: &str) -> anyhow::Resu
             "{name} ({}, {}): key {} accepted; clock offset {:+} ms; margin mode {}; equity {} USDT",
             account.environment.as_str(),
             urls.rest,
-            mask(&account.api_key),
+            masked_key(&account.api_key),
             -offset,
             info.margin_mode,
             wallet

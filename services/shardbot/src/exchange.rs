@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use shardbot_bybit::{Credentials, Environment, ExchangeSettings, rest::BybitClient};
+use shardbot_bybit::{Credentials, Environment, ExchangeSettings, masked_key, rest::BybitClient};
 use shardbot_protocol::Interval;
 use shardbot_service::Settings;
 
@@ -80,11 +80,6 @@ fn need_keys(client: &BybitClient) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mask(key: &str) -> String {
-    let shown: String = key.chars().take(4).collect();
-    format!("{shown}…")
-}
-
 pub fn run(args: ExchangeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref())?;
     let mut ex: ExchangeSettings = settings.section("exchange")?;
@@ -95,7 +90,7 @@ pub fn run(args: ExchangeArgs) -> anyhow::Result<()> {
         ex.rest_url = url;
     }
     let creds = credentials()?;
-    let key = creds.as_ref().map(|c| mask(&c.api_key));
+    let key = creds.as_ref().map(|c| masked_key(&c.api_key));
     let client = ex.client(creds)?;
     let urls = ex.urls()?;
     let rt = tokio::runtime::Builder::new_current_thread()
