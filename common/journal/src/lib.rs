@@ -27,7 +27,9 @@ use std::{path::Path, time::Duration};
 use rusqlite::{Connection, OptionalExtension, params};
 use shardbot_protocol::{Fill, OrderEvent, OrderIntent, Refusal, TimestampMs};
 
+mod export;
 mod trades;
+pub use export::{TRADE_CSV_HEADER, write_trades_csv};
 pub use trades::{
     BalanceSnapshot, Discrepancy, ExchangeNumbers, JournalFill, ReconciliationRun, TradeRecord,
     TradeView,

@@ -78,22 +78,6 @@ pub struct ReconcileArgs {
     full: bool,
 }
 
-fn result(t: &TradeView) -> Option<TradeResult> {
-    Some(TradeResult {
-        symbol: t.calc.symbol.clone(),
-        strategy: t
-            .calc
-            .strategy
-            .clone()
-            .unwrap_or_else(|| format!("({})", t.calc.source)),
-        entry_time_ms: t.calc.entry_time_ms,
-        exit_time_ms: t.calc.exit_time_ms?,
-        net: t.net()?,
-        fees: t.fees(),
-        verified: t.verified(),
-    })
-}
-
 fn pf(p: Option<f64>) -> String {
     p.map_or("∞".into(), |p| format!("{p:.2}"))
 }
@@ -125,7 +109,7 @@ fn stats_header(first: &str) {
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
     let journal = args.journal.open()?;
     let views = journal.trades()?;
-    let trades: Vec<TradeResult> = views.iter().filter_map(result).collect();
+    let trades: Vec<TradeResult> = views.iter().filter_map(TradeView::result).collect();
     let start = match args.starting_balance {
         Some(b) => b,
         None => journal
@@ -214,68 +198,8 @@ pub fn trades(args: TradesArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot write {}", args.csv.display()))?,
         )
     };
-    let mut w = csv::Writer::from_writer(out);
-    w.write_record([
-        "trade_key",
-        "symbol",
-        "side",
-        "strategy",
-        "source",
-        "qty",
-        "entry_time_ms",
-        "exit_time_ms",
-        "entry_price",
-        "exit_price",
-        "fees",
-        "funding",
-        "pnl",
-        "net",
-        "verified",
-        "verified_ms",
-        "calc_pnl",
-        "exchange_pnl",
-        "discrepancy",
-        "flags",
-    ])?;
-    let s = |d: Option<Decimal>| d.map(|d| d.normalize().to_string()).unwrap_or_default();
-    for t in &views {
-        w.write_record([
-            t.calc.trade_key.clone(),
-            t.calc.symbol.clone(),
-            if t.calc.side == shardbot_protocol::Side::Buy {
-                "long"
-            } else {
-                "short"
-            }
-            .into(),
-            t.calc.strategy.clone().unwrap_or_default(),
-            t.calc.source.clone(),
-            s(Some(t.qty())),
-            t.calc.entry_time_ms.to_string(),
-            t.calc
-                .exit_time_ms
-                .map(|x| x.to_string())
-                .unwrap_or_default(),
-            s(Some(t.entry_price())),
-            s(t.exit_price()),
-            s(Some(t.fees())),
-            s(Some(t.funding())),
-            s(t.pnl()),
-            s(t.net()),
-            if t.verified() {
-                "verified"
-            } else {
-                "calculated"
-            }
-            .into(),
-            t.verified_ms.map(|x| x.to_string()).unwrap_or_default(),
-            s(t.calc.pnl),
-            s(t.exchange.map(|e| e.pnl)),
-            t.discrepancy.clone().unwrap_or_default(),
-            t.flags.clone(),
-        ])?;
-    }
-    w.flush()?;
+    shardbot_journal::write_trades_csv(&views, out)
+        .with_context(|| format!("cannot write {}", args.csv.display()))?;
     if args.csv.as_os_str() != "-" {
         eprintln!("{} trades written to {}", views.len(), args.csv.display());
     }
