@@ -4,6 +4,8 @@ Run by tests/pybit.rs: python3 pybit_compat.py <http base url> <api key> <api se
 Exits non-zero with the reason on the first failure.
 """
 
+import faulthandler
+import os
 import sys
 import threading
 from decimal import Decimal, ROUND_UP
@@ -14,16 +16,27 @@ from pybit.unified_trading import HTTP, WebSocket
 base, key, secret = sys.argv[1], sys.argv[2], sys.argv[3]
 
 
+# A hang (once in CI, under load, with no output) must say where it is: every thread's
+# stack is printed and the script exits before tests/pybit.rs gives up on it (180 s).
+faulthandler.dump_traceback_later(150, exit=True)
+
+
 def check(cond, what):
     if not cond:
-        print(f"FAILED: {what}", file=sys.stderr)
-        sys.exit(1)
+        print(f"FAILED: {what}", file=sys.stderr, flush=True)
+        # os._exit: sys.exit would wait for pybit's WebSocket threads, which never end.
+        os._exit(1)
+
+
+def progress(what):
+    print(f"step: {what}", file=sys.stderr, flush=True)
 
 
 session = HTTP(testnet=False, api_key=key, api_secret=secret)
 session.endpoint = base  # the only change: the base URL
 
 # Instruments, every page.
+progress("instruments")
 symbols, cursor = [], ""
 while True:
     r = session.get_instruments_info(category="linear", limit=200, cursor=cursor)
@@ -48,6 +61,7 @@ last = Decimal(t["result"]["list"][0]["lastPrice"])
 qty = ((Decimal(200) / last) / step).quantize(Decimal(1), rounding=ROUND_UP) * step
 
 w0 = Decimal(session.get_wallet_balance(accountType="UNIFIED")["result"]["list"][0]["coin"][0]["walletBalance"])
+progress("orders")
 o = session.place_order(category="linear", symbol=sym, side="Buy", orderType="Market", qty=str(qty), orderLinkId="pybit-1")
 check(o["retCode"] == 0 and o["result"]["orderLinkId"] == "pybit-1", f"place_order: {o}")
 p = session.get_positions(category="linear", symbol=sym)["result"]["list"][0]
@@ -62,6 +76,7 @@ check(w1 - w0 == Decimal(pnl[0]["closedPnl"]), f"wallet moved {w1 - w0}, closed 
 # WebSocket: tickers and klines on the public stream.
 ut.PUBLIC_WSS = base.replace("http", "ws", 1) + "/v5/public/{CHANNEL_TYPE}"
 got = {"ticker": threading.Event(), "kline": threading.Event()}
+progress("public WebSocket")
 ws = WebSocket(testnet=False, channel_type="linear")
 ws.ticker_stream(symbol=sym, callback=lambda m: got["ticker"].set() if m["data"]["symbol"] == sym else None)
 ws.kline_stream(interval=1, symbol=sym, callback=lambda m: got["kline"].set() if m["data"][0]["interval"] == "1" else None)
@@ -75,3 +90,5 @@ closer.join(10)
 if closer.is_alive():
     print("note: pybit's WebSocket exit() did not return within 10 s", file=sys.stderr)
 print("pybit OK", flush=True)
+# Not a normal exit: that would wait for pybit's WebSocket threads, which may never end.
+os._exit(0)
