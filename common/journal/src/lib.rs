@@ -195,6 +195,14 @@ pub struct JournalSettings {
     pub file: std::path::PathBuf,
 }
 
+/// Counts of the journal's records (see [`Journal::counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalCounts {
+    pub orders_by_status: Vec<(String, u64)>,
+    pub fills: u64,
+    pub refusals_by_code: Vec<(String, u64)>,
+}
+
 /// An open journal.
 #[derive(Debug)]
 pub struct Journal {
@@ -383,6 +391,35 @@ impl Journal {
     }
 
     /// The orderId recorded for an orderLinkId.
+    /// What the journal holds, counted for metrics: orders by status, executions of
+    /// orders (not funding), and refusals by code.
+    pub fn counts(&self) -> Result<JournalCounts, JournalError> {
+        let group = |sql: &str| -> Result<Vec<(String, u64)>, JournalError> {
+            let mut st = self.conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(|e| self.sql(e))?;
+            rows.map(|r| {
+                r.map(|(k, n)| (k, n.max(0) as u64))
+                    .map_err(|e| self.sql(e))
+            })
+            .collect()
+        };
+        let fills: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM fills WHERE exec_type = 'Trade'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(JournalCounts {
+            orders_by_status: group("SELECT status, COUNT(*) FROM orders GROUP BY status")?,
+            fills: fills.max(0) as u64,
+            refusals_by_code: group("SELECT code, COUNT(*) FROM refusals GROUP BY code")?,
+        })
+    }
+
     pub fn order_id(&self, order_link_id: &str) -> Result<Option<String>, JournalError> {
         self.conn
             .query_row(
