@@ -166,6 +166,42 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
             _ => None,
         }
     });
+    // New trading settings (the dashboard's Risk settings page): a new simulated balance
+    // needs a flat account; an invalid value is refused with its field; a new limit is
+    // written to the file and applied.
+    let with = |k: &str, v: serde_json::Value| {
+        let mut j: serde_json::Value = serde_json::from_str(SETTINGS).unwrap();
+        j[k] = v;
+        RiskRequest::SetTradingSettings {
+            json: j.to_string(),
+        }
+    };
+    match ask(&stack, with("simulated_balance", serde_json::json!(5000))) {
+        RiskReply::Error(e) => assert!(e.message.contains("flatten first"), "{}", e.message),
+        other => panic!("{other:?}"),
+    }
+    match ask(&stack, with("max_margin_use_pct", serde_json::json!(150))) {
+        RiskReply::Error(e) => assert!(e.message.contains("max_margin_use_pct"), "{}", e.message),
+        other => panic!("{other:?}"),
+    }
+    match ask(
+        &stack,
+        with("cooldown_after_stop_min", serde_json::json!(45)),
+    ) {
+        RiskReply::TradingSettings { json } => {
+            assert!(json.contains("\"cooldown_after_stop_min\":45"), "{json}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let file = std::fs::read_to_string(stack.path("trading_settings.json")).unwrap();
+    assert!(file.contains("\"cooldown_after_stop_min\": 45"), "{file}");
+    match ask(&stack, RiskRequest::TradingSettings) {
+        RiskReply::TradingSettings { json } => {
+            assert!(json.contains("\"simulated_balance\":\"1000\""), "{json}")
+        }
+        other => panic!("{other:?}"),
+    }
+
     let buy = IntentAction::Enter { side: Side::Buy };
     assert_eq!(
         refused(&decision(&stack, intent(&a.symbol, buy, price))),

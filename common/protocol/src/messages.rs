@@ -585,6 +585,14 @@ pub enum RiskRequest {
     Balance,
     Status,
     Control(ControlCommand),
+    /// The trading settings in force (`trading_settings.json`), as JSON.
+    TradingSettings,
+    /// Replace the trading settings: validated, written to `trading_settings.json` by the
+    /// risk manager (the file's owner) and applied at once. A new simulated balance is
+    /// accepted only while no position is open (the offset is set afresh).
+    SetTradingSettings {
+        json: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -595,6 +603,7 @@ pub enum RiskReply {
     Balance(BalanceSnapshot),
     Status(RiskStatus),
     Control(ControlReply),
+    TradingSettings { json: String },
     Error(ErrorReply),
 }
 

@@ -31,6 +31,7 @@ pub struct RiskSettings {
     pub state_file: PathBuf,
     pub sync_interval_ms: u64,
     pub ip_requests_per_5s: u32,
+    pub start_halted: bool,
 }
 
 type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -70,6 +71,8 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         ManagerConfig {
             account: rs.account,
             state_file: rs.state_file,
+            settings_file: rs.trading_settings_file.clone(),
+            start_halted: rs.start_halted,
             sync_every: Duration::from_millis(rs.sync_interval_ms),
         },
         settings,

@@ -28,6 +28,10 @@ use crate::state::RiskState;
 pub struct ManagerConfig {
     pub account: String,
     pub state_file: PathBuf,
+    /// `trading_settings.json`: read at start, rewritten by `SetTradingSettings`.
+    pub settings_file: PathBuf,
+    /// With no state file yet (a new account stack), start halted.
+    pub start_halted: bool,
     pub sync_every: Duration,
 }
 
@@ -93,8 +97,10 @@ impl RiskManager {
         state: Option<RiskState>,
     ) -> RiskManager {
         let mut book = Book::default();
-        if let Some(s) = &state {
-            book.mode = s.mode;
+        match &state {
+            Some(s) => book.mode = s.mode,
+            None if cfg.start_halted => book.mode = TradingMode::Halted,
+            None => {}
         }
         RiskManager {
             cfg,
@@ -145,12 +151,14 @@ impl RiskManager {
     fn on_snapshot(&mut self, snap: Snapshot) {
         let exchange_balance = usdt_balance(&snap.wallet);
         if self.state.is_none() {
-            let s = RiskState::first(
+            let mut s = RiskState::first(
                 &self.cfg.account,
                 exchange_balance,
                 self.settings.simulated_balance,
                 self.client.raw().clock().now_ms(),
             );
+            // A mode set before the first sync (start_halted, a command) is kept.
+            s.mode = self.book.mode;
             match s.save(&self.cfg.state_file) {
                 Ok(()) => tracing::info!(
                     exchange_balance = %exchange_balance,
@@ -372,6 +380,66 @@ impl RiskManager {
         }
     }
 
+    fn trading_settings(&self) -> RiskReply {
+        match serde_json::to_string(&self.settings) {
+            Ok(json) => RiskReply::TradingSettings { json },
+            Err(e) => RiskReply::Error(ErrorReply {
+                message: format!("cannot encode the trading settings: {e}"),
+            }),
+        }
+    }
+
+    /// Validates `json`, writes it to the settings file (atomically) and applies it. A
+    /// changed simulated balance sets the offset afresh, which needs a flat account: with
+    /// positions open, their PnL would land in neither the old nor the new balance.
+    fn set_trading_settings(&mut self, json: &str) -> Result<(), String> {
+        let file = self.cfg.settings_file.display().to_string();
+        let new: TradingSettings =
+            serde_json::from_str(json).map_err(|e| format!("not valid trading settings: {e}"))?;
+        new.validate("the new trading settings")
+            .map_err(|e| e.to_string())?;
+        let rebase = new.simulated_balance != self.settings.simulated_balance;
+        if rebase {
+            let open = self.book.positions.len() + self.provisional.len();
+            if open > 0 {
+                return Err(format!(
+                    "the simulated balance can be changed only with no position open ({open} open): flatten first"
+                ));
+            }
+            if self.exchange.is_none() {
+                return Err(
+                    "the wallet has not been read from the exchange yet: try again in a moment"
+                        .into(),
+                );
+            }
+        }
+        let text = serde_json::to_string_pretty(&new).map_err(|e| e.to_string())?;
+        let tmp = self.cfg.settings_file.with_extension("json.tmp");
+        std::fs::write(&tmp, format!("{text}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &self.cfg.settings_file))
+            .map_err(|e| format!("cannot write {file}: {e}"))?;
+        if rebase && let Some(w) = self.exchange.as_ref() {
+            let exchange_balance = usdt_balance(w);
+            let mode = self.book.mode;
+            let mut s = RiskState::first(
+                &self.cfg.account,
+                exchange_balance,
+                new.simulated_balance,
+                self.client.raw().clock().now_ms(),
+            );
+            s.mode = mode;
+            s.save(&self.cfg.state_file)
+                .map_err(|e| format!("cannot persist the new simulated balance: {e}"))?;
+            self.book.simulated_balance = s.simulated(exchange_balance);
+            tracing::info!(simulated_balance = %new.simulated_balance, offset = %s.offset, "simulated balance set afresh");
+            self.state = Some(s);
+        }
+        tracing::info!(settings = %file, "trading settings replaced");
+        self.settings = new;
+        self.publish();
+        Ok(())
+    }
+
     fn answer(&mut self, req: RiskRequest) -> RiskReply {
         match req {
             RiskRequest::Approve(intent) => RiskReply::Decision(self.approve(intent)),
@@ -387,6 +455,11 @@ impl RiskManager {
             },
             RiskRequest::Status => RiskReply::Status(self.status()),
             RiskRequest::Control(cmd) => RiskReply::Control(self.control(cmd)),
+            RiskRequest::TradingSettings => self.trading_settings(),
+            RiskRequest::SetTradingSettings { json } => match self.set_trading_settings(&json) {
+                Ok(()) => self.trading_settings(),
+                Err(message) => RiskReply::Error(ErrorReply { message }),
+            },
         }
     }
 }
