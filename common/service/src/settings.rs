@@ -115,6 +115,18 @@ impl Settings {
             .map(|a| (a.name, a.api_key, a.api_secret))
     }
 
+    /// The names of bybit-sim's accounts (`[[sim.accounts]]`), in order.
+    pub fn sim_account_names(&self) -> Vec<String> {
+        #[derive(serde::Deserialize)]
+        struct Account {
+            name: String,
+        }
+        self.config
+            .get::<Vec<Account>>("sim.accounts")
+            .map(|v| v.into_iter().map(|a| a.name).collect())
+            .unwrap_or_default()
+    }
+
     /// Settings that no part of shardbot reads: every key of the merged configuration
     /// (file and `SHARDBOT__...` variables) that the built-in defaults do not have, as
     /// dotted paths (`risk.acount`). Services refuse unknown keys of their own sections;

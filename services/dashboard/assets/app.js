@@ -1,0 +1,327 @@
+// shardbot dashboard: renders the view the server pushes (server-sent events on
+// /api/events), and sends the user's commands. Everything is written with textContent:
+// nothing from the server is ever parsed as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let view = null;
+let charts = {};
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const c of cells) {
+    if (c instanceof Node) { const td = el("td"); td.appendChild(c); tr.appendChild(td); }
+    else tr.appendChild(el("td", c));
+  }
+  return tr;
+}
+
+function fill(tbodyId, rows) {
+  const tb = $(tbodyId);
+  tb.replaceChildren(...rows);
+}
+
+function num(x, dp) {
+  if (x === null || x === undefined || x === "") return "–";
+  const n = Number(x);
+  if (!isFinite(n)) return String(x);
+  return n.toLocaleString("en-US", { minimumFractionDigits: dp ?? 2, maximumFractionDigits: dp ?? 2 });
+}
+
+function signed(x, dp) {
+  const s = el("span", num(x, dp));
+  const n = Number(x);
+  if (n > 0) s.className = "pos"; else if (n < 0) s.className = "neg";
+  return s;
+}
+
+function time(ms) {
+  if (ms === null || ms === undefined) return "open";
+  return new Date(ms).toISOString().replace("T", " ").slice(0, 19);
+}
+
+function dur(ms) {
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min";
+  return (s / 3600).toFixed(1) + " h";
+}
+
+function tab() {
+  return (location.hash || "").replace("#", "") || (view && view.account.live ? "live" : "paper");
+}
+
+function showTab() {
+  const t = tab();
+  for (const s of document.querySelectorAll("section[data-tabs]")) {
+    s.hidden = !s.dataset.tabs.split(" ").includes(t);
+  }
+  for (const a of document.querySelectorAll("nav a")) {
+    a.classList.toggle("active", a.getAttribute("href") === "#" + t);
+  }
+  if (view) renderTrading(view);
+}
+
+function renderHeader(v) {
+  const env = v.account.environment;
+  $("env-badge").textContent = v.account.live ? "LIVE · real money" : env + " · paper";
+  $("env-badge").className = "badge " + env;
+  document.body.classList.toggle("live", v.account.live);
+  const sel = $("account-select");
+  const want = v.accounts.map((a) => a.name + "|" + a.environment).join(",");
+  if (sel.dataset.list !== want) {
+    sel.replaceChildren(...v.accounts.map((a) => {
+      const o = el("option", a.name + " (" + a.environment + ")");
+      o.value = a.name;
+      o.selected = a.current;
+      return o;
+    }));
+    sel.dataset.list = want;
+  }
+  const mode = v.risk ? v.risk.mode : "unknown";
+  $("mode").textContent = mode;
+  const p = $("problems");
+  p.hidden = v.problems.length === 0;
+  p.replaceChildren(...v.problems.map((x) => el("div", x)));
+}
+
+function renderTrading(v) {
+  const t = tab();
+  const kind = v.account.live ? "live" : "paper";
+  $("trading-title").textContent = t === "live" ? "Live Trading" : "Paper Trading";
+  const wrong = $("wrong-kind");
+  if ((t === "live" || t === "paper") && t !== kind) {
+    wrong.hidden = false;
+    wrong.textContent = t === "live"
+      ? "This stack trades the " + v.account.environment + " account “" + v.account.name + "” (no real money). Live trading runs in its own stack: scripts/stack up --account NAME --confirm-live."
+      : "This stack trades the LIVE account “" + v.account.name + "” with real money. Paper trading runs in its own stack on a demo or sim account.";
+  } else {
+    wrong.hidden = true;
+  }
+  const b = v.balance;
+  $("sim-equity").textContent = b ? num(b.simulated_equity) + " USDT" : "–";
+  $("sim-balance-now").textContent = b ? num(b.simulated_balance) : "–";
+  $("upnl").replaceChildren(signed(v.unrealised_pnl));
+  const r = v.risk;
+  $("mode-2").textContent = r ? r.mode : "unknown";
+  $("open-count").textContent = r ? r.open_positions : "–";
+  $("max-open").textContent = r ? r.max_open_positions : "–";
+  $("daily-pnl").replaceChildren(signed(r ? r.daily_pnl : null));
+  $("daily-limit").textContent = r ? num(r.daily_loss_limit) : "–";
+  $("margin-use").textContent = r ? num(r.margin_use_pct) : "–";
+  $("max-margin-now").textContent = r ? num(r.max_margin_use_pct) : "–";
+  fill("strategies", v.strategies.map((s) =>
+    row([s.name, el("span", s.label, s.optimized ? "mark verified" : "muted")])));
+  fill("positions", v.positions.map((p) => {
+    const tr = row([p.symbol, p.side === "Buy" ? "long" : "short", num(p.size, 4), num(p.avg_price, 6),
+      num(p.mark_price, 6), signed(p.unrealised_pnl, 4), num(p.stop_loss, 6), num(p.take_profit, 6)]);
+    tr.dataset.symbol = p.symbol;
+    return tr;
+  }));
+  $("trade-counts").textContent = v.closed_trades + " closed trades, " + v.verified_trades + " verified.";
+  fill("trades", v.trades.map((t) => {
+    const mark = t.verified ? el("span", "✓", "mark verified") : el("span", "≈", "mark calculated");
+    mark.title = t.verified ? "verified against the exchange" : "calculated, not verified yet";
+    const tr = row([mark, t.symbol, t.side, t.strategy, num(t.qty, 4), time(t.entry_time_ms), time(t.exit_time_ms),
+      num(t.entry_price, 6), num(t.exit_price, 6), num(t.fees, 4), signed(t.pnl, 4)]);
+    tr.dataset.key = t.trade_key;
+    tr.dataset.verified = t.verified ? "1" : "0";
+    if (t.discrepancy) tr.title = "discrepancy: " + t.discrepancy;
+    return tr;
+  }));
+}
+
+function statsRows(map) {
+  return Object.entries(map).map(([k, s]) => row([k, s.trades, num(s.win_rate * 100, 1) + "%",
+    signed(s.total_pnl, 4), num(s.avg_pnl, 4), s.verified + "/" + s.trades]));
+}
+
+function chart(id, title, xs, ys, color) {
+  const target = $(id);
+  const data = [xs.map((x) => x / 1000), ys];
+  if (typeof uPlot === "undefined") return;
+  if (!charts[id]) {
+    const width = Math.max(300, target.clientWidth || 800);
+    charts[id] = new uPlot({
+      width, height: 220, legend: { show: false },
+      series: [{}, { label: title, stroke: color, width: 1.5 }],
+    }, data, target);
+  } else {
+    charts[id].setData(data);
+  }
+}
+
+function renderPerformance(v) {
+  const p = v.performance;
+  const stats = $("perf-stats");
+  if (!p) { stats.replaceChildren(el("dt", "no figures"), el("dd", "the trading settings are not read yet")); return; }
+  const r = p.report, o = r.overall;
+  $("perf-basis").textContent = o.trades === 0 ? "No closed trades yet." :
+    o.verified + " of " + o.trades + " closed trades verified against the exchange; the rest are our calculation.";
+  const items = [
+    ["starting balance", num(r.starting_balance) + " USDT"],
+    ["total return", num(r.total_return_pct) + " %"],
+    ["total PnL", num(o.total_pnl, 4) + " USDT"],
+    ["trades", o.trades],
+    ["win rate", num(o.win_rate * 100, 1) + " %"],
+    ["max drawdown", num(r.max_drawdown, 4) + " USDT (" + num(r.max_drawdown_pct) + " %)"],
+    ["Sharpe", r.sharpe === null ? "– (needs two days)" : num(r.sharpe)],
+    ["profit factor", o.profit_factor === null ? "∞" : num(o.profit_factor)],
+    ["best symbol", p.best_symbol || "–"],
+    ["most active symbol", p.most_active_symbol || "–"],
+  ];
+  stats.replaceChildren(...items.flatMap(([k, x]) => {
+    const dd = el("dd", x); dd.dataset.stat = k; return [el("dt", k), dd];
+  }));
+  if (!$("sec-performance").hidden) {
+    chart("equity-chart", "equity", p.equity.map((e) => e[0]), p.equity.map((e) => e[1]), "#1565c0");
+    chart("drawdown-chart", "drawdown %", p.drawdown.map((e) => e[0]), p.drawdown.map((e) => e[1]), "#c62828");
+  }
+  fill("by-symbol", statsRows(r.by_symbol));
+  fill("by-strategy", statsRows(r.by_strategy));
+}
+
+function renderRiskForm(v, force) {
+  const s = v.settings;
+  if (!s) return;
+  const form = $("risk-form");
+  if (form.dataset.loaded && !force) return; // do not overwrite what the user is typing
+  form.dataset.loaded = "1";
+  const kind = s.sizing.percent !== undefined ? "percent" : "fixed";
+  $("sizing-kind").value = kind;
+  $("sizing-value").value = s.sizing[kind];
+  $("leverage").value = s.leverage;
+  $("daily-loss-limit").value = s.daily_loss_limit;
+  $("max-positions").value = s.max_open_positions;
+  $("max-margin").value = s.max_margin_use_pct;
+  $("cooldown").value = s.cooldown_after_stop_min;
+  if (!$("sim-balance").value) $("sim-balance").value = s.simulated_balance;
+}
+
+function renderBacktests(v) {
+  const recs = v.optimizations || {};
+  fill("optimizations", Object.entries(recs).map(([name, r]) => row([
+    name, r.optimized_at, r.objective, JSON.stringify(r.data_range), JSON.stringify(r.metrics),
+    JSON.stringify(r.params), Object.keys(r.symbols || {}).length + " symbols"])));
+  if (Object.keys(recs).length === 0) {
+    fill("optimizations", [row(["no optimization yet: every strategy runs on its defaults (shardbot optimize)", "", "", "", "", "", ""])]);
+  }
+}
+
+function renderHealth(v) {
+  fill("health", v.health.map((h) => {
+    const tr = row([h.service, h.instance, el("span", h.state, "state-" + h.state), dur(h.heartbeat_age_ms) + " ago",
+      dur(h.uptime_ms), h.restarts, h.pid, h.detail]);
+    tr.dataset.process = h.service + "/" + h.instance;
+    return tr;
+  }));
+}
+
+function render(v) {
+  view = v;
+  if (!v) return;
+  renderHeader(v);
+  renderTrading(v);
+  renderPerformance(v);
+  renderRiskForm(v, false);
+  renderBacktests(v);
+  renderHealth(v);
+  document.body.dataset.generated = v.generated_ms;
+}
+
+async function post(url, body) {
+  const r = await fetch(url, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-Shardbot": "1" },
+    body: JSON.stringify(body),
+  });
+  let j = null;
+  try { j = await r.json(); } catch (_) { j = null; }
+  if (r.status === 401) { location.href = "/login"; }
+  if (!r.ok) throw new Error((j && j.error) || ("HTTP " + r.status));
+  return j;
+}
+
+function say(id, text, error) {
+  const m = $(id);
+  m.textContent = text;
+  m.className = "message" + (error ? " error" : "");
+}
+
+async function control(command, confirmText) {
+  if (confirmText && !window.confirm(confirmText)) return;
+  try {
+    const r = await post("/api/control", { command });
+    say("control-message", r.message + " (mode: " + r.mode + ")");
+  } catch (e) { say("control-message", e.message, true); }
+}
+
+function settingsFromForm(base) {
+  const s = JSON.parse(JSON.stringify(base));
+  const kind = $("sizing-kind").value;
+  s.sizing = {}; s.sizing[kind] = $("sizing-value").value;
+  s.leverage = $("leverage").value;
+  s.daily_loss_limit = $("daily-loss-limit").value;
+  s.max_open_positions = Number($("max-positions").value);
+  s.max_margin_use_pct = $("max-margin").value;
+  s.cooldown_after_stop_min = Number($("cooldown").value);
+  return s;
+}
+
+async function saveSettings(s, msgId) {
+  try {
+    await post("/api/settings", s);
+    say(msgId, "saved and applied");
+    return true;
+  } catch (e) { say(msgId, e.message, true); return false; }
+}
+
+function connect() {
+  const es = new EventSource("/api/events");
+  es.addEventListener("view", (e) => {
+    $("link-state").textContent = "live";
+    render(JSON.parse(e.data));
+  });
+  es.onerror = async () => {
+    $("link-state").textContent = "disconnected, retrying…";
+    const r = await fetch("/api/state", { credentials: "same-origin" }).catch(() => null);
+    if (r && r.status === 401) location.href = "/login";
+  };
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  window.addEventListener("hashchange", showTab);
+  showTab();
+  $("start").addEventListener("click", () => control("start"));
+  $("stop").addEventListener("click", () => control("stop"));
+  $("kill").addEventListener("click", () => control("kill",
+    "Kill switch: halt trading and close every open position at market?"));
+  $("save-balance").addEventListener("click", async () => {
+    if (!view || !view.settings) return say("balance-message", "settings not read yet", true);
+    const s = JSON.parse(JSON.stringify(view.settings));
+    s.simulated_balance = $("sim-balance").value;
+    await saveSettings(s, "balance-message");
+  });
+  $("risk-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (!view || !view.settings) return say("risk-message", "settings not read yet", true);
+    await saveSettings(settingsFromForm(view.settings), "risk-message");
+  });
+  $("account-select").addEventListener("change", (e) => {
+    const chosen = e.target.value;
+    const cur = view && view.account.name;
+    const note = $("account-note");
+    if (chosen === cur) { note.hidden = true; return; }
+    note.hidden = false;
+    note.textContent = "Account “" + chosen + "” trades in its own stack: start it with scripts/stack up --account " +
+      chosen + " (its dashboard gets its own port, printed by up).";
+  });
+  connect();
+});

@@ -1,0 +1,630 @@
+//! What the dashboard shows, gathered once per `dashboard.refresh_ms` on its own thread:
+//! the risk manager's positions, balance, limits and settings (over the bus), every
+//! process's heartbeat, the journal's trades with their verified marks and the performance
+//! figures of the closed ones, and the strategies' parameter status.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rust_decimal::{Decimal, prelude::ToPrimitive};
+use serde::Serialize;
+use shardbot_analytics::{Report, TradeResult};
+use shardbot_bus::{BusOptions, Requester, Subscriber};
+use shardbot_bybit::{AccountsFile, Environment, ExchangeSettings};
+use shardbot_journal::{Journal, JournalCounts, TradeView};
+use shardbot_protocol::{
+    BalanceSnapshot, Event, Heartbeat, Position, RiskReply, RiskRequest, RiskStatus, ServiceState,
+    TimestampMs, now_ms,
+};
+use shardbot_service::{Endpoints, Settings};
+use shardbot_strategy::{OptimizedFile, ParamStatus, StrategySettings};
+
+/// The services of an account stack with one process each.
+const SINGLE: [&str; 3] = ["order-router", "risk-manager", "reconciler"];
+/// The market group's (shared by the account stacks; bybit-sim only in sim mode).
+const MARKET: [&str; 2] = ["market-data", "bybit-sim"];
+
+/// The account this stack trades.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AccountView {
+    pub name: String,
+    pub environment: String,
+    /// Real money: the UI shows it as Live Trading, in its own colours.
+    pub live: bool,
+}
+
+impl AccountView {
+    pub fn of(exchange: &ExchangeSettings, risk_account: &str) -> AccountView {
+        let name = if exchange.account.trim().is_empty() {
+            risk_account.to_owned()
+        } else {
+            exchange.account.clone()
+        };
+        AccountView {
+            name,
+            environment: exchange.environment.as_str().to_owned(),
+            live: exchange.environment == Environment::Live,
+        }
+    }
+}
+
+/// An account the user could pick (names and environments only: never keys).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AccountChoice {
+    pub name: String,
+    pub environment: String,
+    /// The account of this stack.
+    pub current: bool,
+}
+
+/// The accounts of this stack's environment kind: sim accounts in sim mode, else the
+/// accounts file's (an unreadable file lists only the current account).
+pub fn account_choices(
+    settings: &Settings,
+    exchange: &ExchangeSettings,
+    current: &AccountView,
+) -> Vec<AccountChoice> {
+    let mut out: Vec<AccountChoice> = if exchange.environment == Environment::Sim {
+        settings
+            .sim_account_names()
+            .into_iter()
+            .map(|name| AccountChoice {
+                environment: "sim".into(),
+                current: name == current.name,
+                name,
+            })
+            .collect()
+    } else {
+        match AccountsFile::load_or_empty(std::path::Path::new(&exchange.accounts_file)) {
+            Ok(f) => f
+                .accounts
+                .iter()
+                .map(|a| AccountChoice {
+                    name: a.name.clone(),
+                    environment: a.environment.as_str().into(),
+                    current: a.name == current.name,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the accounts");
+                Vec::new()
+            }
+        }
+    };
+    if !out.iter().any(|a| a.current) {
+        out.insert(
+            0,
+            AccountChoice {
+                name: current.name.clone(),
+                environment: current.environment.clone(),
+                current: true,
+            },
+        );
+    }
+    out
+}
+
+/// Every heartbeat endpoint of the stack: the market group's (on `market_heartbeat`, a
+/// template like `endpoints.heartbeat`; "" = that one), the single services and strategy
+/// workers of up to `max_workers` shards (any `i-n`, n ≤ max_workers; `scale` changes n).
+pub fn heartbeat_urls(ep: &Endpoints, market_heartbeat: &str, max_workers: u32) -> Vec<String> {
+    let market = if market_heartbeat.trim().is_empty() {
+        ep.heartbeat.as_str()
+    } else {
+        market_heartbeat
+    };
+    let mut urls: Vec<String> = MARKET
+        .iter()
+        .map(|s| market.replace("{service}", s).replace("{instance}", "main"))
+        .collect();
+    urls.extend(SINGLE.iter().map(|s| ep.heartbeat_of(s, "main")));
+    for n in 1..=max_workers {
+        for i in 0..n {
+            urls.push(ep.heartbeat_of("strategy-worker", &format!("{i}-{n}")));
+        }
+    }
+    urls
+}
+
+/// One process as the health page shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProcessView {
+    pub service: String,
+    pub instance: String,
+    /// running, starting, degraded, stopping, or silent (no heartbeat for 3 intervals).
+    pub state: String,
+    pub detail: String,
+    pub pid: u32,
+    pub version: String,
+    pub heartbeat_age_ms: i64,
+    pub uptime_ms: i64,
+    /// Restarts seen by this dashboard (a new pid or start time of the same process).
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StrategyView {
+    pub name: String,
+    pub optimized: bool,
+    /// "optimized ✓ 2026-11-20T12:00:00Z (sharpe)" or "defaults (not optimized)".
+    pub label: String,
+    pub optimized_at: Option<String>,
+    pub objective: Option<String>,
+}
+
+/// A trade row.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TradeRow {
+    pub trade_key: String,
+    pub symbol: String,
+    pub side: &'static str,
+    pub strategy: String,
+    pub source: String,
+    pub qty: Decimal,
+    pub entry_time_ms: TimestampMs,
+    pub exit_time_ms: Option<TimestampMs>,
+    pub entry_price: Decimal,
+    pub exit_price: Option<Decimal>,
+    pub fees: Decimal,
+    pub pnl: Option<Decimal>,
+    /// The exchange's own numbers (✓), or our calculation so far.
+    pub verified: bool,
+    pub discrepancy: Option<String>,
+}
+
+impl TradeRow {
+    fn of(t: &TradeView) -> TradeRow {
+        TradeRow {
+            trade_key: t.calc.trade_key.clone(),
+            symbol: t.calc.symbol.clone(),
+            side: if t.calc.side == shardbot_protocol::Side::Buy {
+                "long"
+            } else {
+                "short"
+            },
+            strategy: t.strategy_label(),
+            source: t.calc.source.clone(),
+            qty: t.qty(),
+            entry_time_ms: t.calc.entry_time_ms,
+            exit_time_ms: t.calc.exit_time_ms,
+            entry_price: t.entry_price(),
+            exit_price: t.exit_price(),
+            fees: t.fees(),
+            pnl: t.pnl(),
+            verified: t.verified(),
+            discrepancy: t.discrepancy.clone(),
+        }
+    }
+}
+
+/// Performance of the closed trades.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Performance {
+    pub report: Report,
+    pub best_symbol: Option<String>,
+    pub most_active_symbol: Option<String>,
+    /// (exit time ms, equity USDT) from the starting balance.
+    pub equity: Vec<(i64, f64)>,
+    /// (time ms, drawdown in % of the running peak, ≤ 0).
+    pub drawdown: Vec<(i64, f64)>,
+}
+
+/// Everything a page shows, as one JSON document.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct View {
+    pub generated_ms: TimestampMs,
+    pub account: AccountView,
+    pub accounts: Vec<AccountChoice>,
+    pub risk: Option<RiskStatus>,
+    pub balance: Option<BalanceSnapshot>,
+    pub positions: Vec<Position>,
+    pub unrealised_pnl: Decimal,
+    /// trading_settings.json as the risk manager holds it.
+    pub settings: Option<serde_json::Value>,
+    pub strategies: Vec<StrategyView>,
+    /// optimized_parameters.json: each strategy's optimization record.
+    pub optimizations: serde_json::Value,
+    /// The newest trades (open and closed), newest first.
+    pub trades: Vec<TradeRow>,
+    pub closed_trades: usize,
+    pub verified_trades: usize,
+    pub performance: Option<Performance>,
+    pub health: Vec<ProcessView>,
+    /// What could not be read this round, in words.
+    pub problems: Vec<String>,
+}
+
+/// A view as published: the JSON the pages get and the figures /metrics renders.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub json: String,
+    pub view: Option<View>,
+    pub counts: JournalCounts,
+}
+
+impl Published {
+    pub fn empty() -> Published {
+        Published {
+            json: "null".into(),
+            view: None,
+            counts: JournalCounts::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CollectorConfig {
+    pub journal_file: PathBuf,
+    pub strategy: StrategySettings,
+    pub account: AccountView,
+    pub accounts: Vec<AccountChoice>,
+    pub refresh: Duration,
+    pub heartbeat_interval_ms: u64,
+    pub trades_shown: usize,
+    pub heartbeat_urls: Vec<String>,
+    pub bus: BusOptions,
+    pub risk: Arc<Requester>,
+}
+
+#[derive(Debug)]
+struct Seen {
+    last: Heartbeat,
+    restarts: u32,
+}
+
+#[derive(Debug)]
+pub struct Collector {
+    cfg: CollectorConfig,
+    heartbeats: Subscriber,
+    seen: BTreeMap<(String, String), Seen>,
+    journal: Option<Journal>,
+}
+
+impl Collector {
+    pub fn new(cfg: CollectorConfig) -> Result<Collector, shardbot_bus::BusError> {
+        let heartbeats = Subscriber::dial(&cfg.heartbeat_urls, &cfg.bus)?;
+        heartbeats.subscribe("hb.")?;
+        Ok(Collector {
+            cfg,
+            heartbeats,
+            seen: BTreeMap::new(),
+            journal: None,
+        })
+    }
+
+    /// Builds a view every `refresh` until every receiver is gone.
+    pub fn run(mut self, tx: tokio::sync::watch::Sender<Arc<Published>>) {
+        loop {
+            let started = Instant::now();
+            let published = self.collect();
+            if tx.send(Arc::new(published)).is_err() {
+                return;
+            }
+            // Heartbeats arrive all the time: wait for the next round by receiving them.
+            while let Some(left) = self.cfg.refresh.checked_sub(started.elapsed()) {
+                match self.heartbeats.recv(Some(left)) {
+                    Ok(Some(r)) => self.heard(r.event),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "heartbeat receive failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn heard(&mut self, event: Event) {
+        let Event::Heartbeat(h) = event else { return };
+        let key = (h.service.clone(), h.instance.clone());
+        match self.seen.get_mut(&key) {
+            Some(s) => {
+                if s.last.pid != h.pid || s.last.started_ms != h.started_ms {
+                    s.restarts += 1;
+                }
+                s.last = h;
+            }
+            None => {
+                self.seen.insert(
+                    key,
+                    Seen {
+                        last: h,
+                        restarts: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    fn ask(&self, req: RiskRequest, problems: &mut Vec<String>) -> Option<RiskReply> {
+        match self
+            .cfg
+            .risk
+            .request_within::<_, RiskReply>(&req, Duration::from_secs(2))
+        {
+            Ok(RiskReply::Error(e)) => {
+                problems.push(format!("risk manager: {}", e.message));
+                None
+            }
+            Ok(r) => Some(r),
+            Err(e) => {
+                problems.push(format!("risk manager not answering: {e}"));
+                None
+            }
+        }
+    }
+
+    fn collect(&mut self) -> Published {
+        let mut problems = Vec::new();
+        let now = now_ms();
+        let risk = match self.ask(RiskRequest::Status, &mut problems) {
+            Some(RiskReply::Status(s)) => Some(s),
+            _ => None,
+        };
+        // One unanswered request is enough to know the others would wait too.
+        let up = risk.is_some();
+        let positions = match up
+            .then(|| self.ask(RiskRequest::Positions, &mut problems))
+            .flatten()
+        {
+            Some(RiskReply::Positions(p)) => p.positions,
+            _ => Vec::new(),
+        };
+        let balance = match up
+            .then(|| self.ask(RiskRequest::Balance, &mut problems))
+            .flatten()
+        {
+            Some(RiskReply::Balance(b)) => Some(b),
+            _ => None,
+        };
+        let settings = match up
+            .then(|| self.ask(RiskRequest::TradingSettings, &mut problems))
+            .flatten()
+        {
+            Some(RiskReply::TradingSettings { json }) => serde_json::from_str(&json).ok(),
+            _ => None,
+        };
+        let (strategies, optimizations) = self.strategies(&mut problems);
+        let (trades, counts) = self.journal_read(&mut problems);
+        let closed: Vec<TradeResult> = trades.iter().filter_map(TradeView::result).collect();
+        let verified_trades = closed.iter().filter(|t| t.verified).count();
+        let starting = settings
+            .as_ref()
+            .and_then(|s: &serde_json::Value| s.get("simulated_balance"))
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => s.parse::<Decimal>().ok(),
+                serde_json::Value::Number(n) => n.to_string().parse().ok(),
+                _ => None,
+            });
+        let performance = starting.map(|start| performance(&closed, start));
+        let mut rows: Vec<TradeRow> = trades.iter().map(TradeRow::of).collect();
+        rows.sort_by(|a, b| {
+            let ka = a.exit_time_ms.unwrap_or(i64::MAX).max(a.entry_time_ms);
+            let kb = b.exit_time_ms.unwrap_or(i64::MAX).max(b.entry_time_ms);
+            kb.cmp(&ka)
+        });
+        rows.truncate(self.cfg.trades_shown);
+        let view = View {
+            generated_ms: now,
+            account: self.cfg.account.clone(),
+            accounts: self.cfg.accounts.clone(),
+            unrealised_pnl: positions.iter().map(|p| p.unrealised_pnl).sum(),
+            risk,
+            balance,
+            positions,
+            settings,
+            strategies,
+            optimizations,
+            trades: rows,
+            closed_trades: closed.len(),
+            verified_trades,
+            performance,
+            health: self.health(now),
+            problems,
+        };
+        let json = serde_json::to_string(&view).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot encode the dashboard view");
+            "null".into()
+        });
+        Published {
+            json,
+            view: Some(view),
+            counts,
+        }
+    }
+
+    fn journal_read(&mut self, problems: &mut Vec<String>) -> (Vec<TradeView>, JournalCounts) {
+        if self.journal.is_none() {
+            if !self.cfg.journal_file.exists() {
+                problems.push(format!(
+                    "no journal at {} yet (the order router creates it)",
+                    self.cfg.journal_file.display()
+                ));
+                return (Vec::new(), JournalCounts::default());
+            }
+            match Journal::open(&self.cfg.journal_file) {
+                Ok(j) => self.journal = Some(j),
+                Err(e) => {
+                    problems.push(format!("journal: {e}"));
+                    return (Vec::new(), JournalCounts::default());
+                }
+            }
+        }
+        let Some(j) = self.journal.as_ref() else {
+            return (Vec::new(), JournalCounts::default());
+        };
+        let r = j.trades().and_then(|t| Ok((t, j.counts()?)));
+        match r {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("journal: {e}"));
+                self.journal = None;
+                (Vec::new(), JournalCounts::default())
+            }
+        }
+    }
+
+    fn strategies(&self, problems: &mut Vec<String>) -> (Vec<StrategyView>, serde_json::Value) {
+        let file = match OptimizedFile::load(&self.cfg.strategy.parameters_file) {
+            Ok(f) => f,
+            Err(e) => {
+                problems.push(e.to_string());
+                OptimizedFile::default()
+            }
+        };
+        let views = self
+            .cfg
+            .strategy
+            .enabled
+            .iter()
+            .map(|name| {
+                let (_, status) = file.params_for(name, "");
+                let label = status.to_string();
+                match status {
+                    ParamStatus::Optimized { at, objective, .. } => StrategyView {
+                        name: name.clone(),
+                        optimized: true,
+                        label,
+                        optimized_at: Some(at),
+                        objective: Some(objective),
+                    },
+                    ParamStatus::Defaults => StrategyView {
+                        name: name.clone(),
+                        optimized: false,
+                        label,
+                        optimized_at: None,
+                        objective: None,
+                    },
+                }
+            })
+            .collect();
+        let records = serde_json::to_value(&file).unwrap_or(serde_json::Value::Null);
+        (views, records)
+    }
+
+    fn health(&self, now: TimestampMs) -> Vec<ProcessView> {
+        let silent_after = (self.cfg.heartbeat_interval_ms as i64).saturating_mul(3);
+        self.seen
+            .values()
+            .map(|s| {
+                let h = &s.last;
+                let age = now.saturating_sub(h.now_ms).max(0);
+                let (state, detail) = match &h.state {
+                    _ if age > silent_after => (
+                        "silent".to_owned(),
+                        format!("no heartbeat for {} s", age / 1000),
+                    ),
+                    ServiceState::Starting => ("starting".into(), String::new()),
+                    ServiceState::Running => ("running".into(), String::new()),
+                    ServiceState::Degraded { reason } => ("degraded".into(), reason.clone()),
+                    ServiceState::Stopping => ("stopping".into(), String::new()),
+                };
+                ProcessView {
+                    service: h.service.clone(),
+                    instance: h.instance.clone(),
+                    state,
+                    detail,
+                    pid: h.pid,
+                    version: h.version.clone(),
+                    heartbeat_age_ms: age,
+                    uptime_ms: h.now_ms.saturating_sub(h.started_ms).max(0),
+                    restarts: s.restarts,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The report, equity and drawdown curves, best and most active symbol of `closed`.
+pub fn performance(closed: &[TradeResult], starting_balance: Decimal) -> Performance {
+    let mut sorted = closed.to_vec();
+    sorted.sort_by_key(|t| t.exit_time_ms);
+    let report = shardbot_analytics::report(&sorted, starting_balance);
+    let curve = shardbot_analytics::equity_curve(&sorted, starting_balance);
+    let equity: Vec<(i64, f64)> = curve
+        .iter()
+        .map(|(t, e)| (*t, e.to_f64().unwrap_or(f64::NAN)))
+        .collect();
+    let mut peak = f64::MIN;
+    let drawdown = equity
+        .iter()
+        .map(|(t, e)| {
+            peak = peak.max(*e);
+            let dd = if peak > 0.0 {
+                (e - peak) / peak * 100.0
+            } else {
+                0.0
+            };
+            (*t, dd)
+        })
+        .collect();
+    let best_symbol = report
+        .by_symbol
+        .iter()
+        .max_by(|a, b| a.1.total_pnl.cmp(&b.1.total_pnl))
+        .map(|(s, _)| s.clone());
+    let most_active_symbol = report
+        .by_symbol
+        .iter()
+        .max_by(|a, b| a.1.trades.cmp(&b.1.trades).then(b.0.cmp(a.0)))
+        .map(|(s, _)| s.clone());
+    Performance {
+        report,
+        best_symbol,
+        most_active_symbol,
+        equity,
+        drawdown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn t(sym: &str, exit_h: i64, net: Decimal) -> TradeResult {
+        TradeResult {
+            symbol: sym.into(),
+            strategy: "trend_following".into(),
+            entry_time_ms: (exit_h - 1) * 3_600_000,
+            exit_time_ms: exit_h * 3_600_000,
+            net,
+            fees: dec!(0.1),
+            verified: true,
+        }
+    }
+
+    #[test]
+    fn curves_best_and_most_active_symbol() {
+        // Out of order on purpose: the curve follows exit times.
+        let trades = vec![
+            t("ETHUSDT", 3, dec!(-30)),
+            t("BTCUSDT", 1, dec!(50)),
+            t("ETHUSDT", 2, dec!(10)),
+        ];
+        let p = performance(&trades, dec!(1000));
+        let eq: Vec<f64> = p.equity.iter().map(|x| x.1).collect();
+        assert_eq!(eq, vec![1000.0, 1050.0, 1060.0, 1030.0]);
+        let dd = p.drawdown.last().unwrap().1;
+        assert!((dd - (1030.0 - 1060.0) / 1060.0 * 100.0).abs() < 1e-9);
+        assert!(p.drawdown.iter().all(|x| x.1 <= 0.0));
+        assert_eq!(p.best_symbol.as_deref(), Some("BTCUSDT"));
+        assert_eq!(p.most_active_symbol.as_deref(), Some("ETHUSDT"));
+        assert_eq!(p.report.overall.total_pnl, dec!(30));
+    }
+
+    #[test]
+    fn heartbeat_urls_cover_every_shard_up_to_the_maximum() {
+        let ep = Settings::load(None).unwrap().common().unwrap().endpoints;
+        let urls = heartbeat_urls(&ep, "ipc:///m/hb-{service}-{instance}.pub", 4);
+        assert_eq!(urls.len(), 2 + 3 + 1 + 2 + 3 + 4);
+        assert!(urls.contains(&"ipc:///m/hb-market-data-main.pub".to_owned()));
+        assert!(urls.contains(&ep.heartbeat_of("strategy-worker", "3-4")));
+        assert!(urls.contains(&ep.heartbeat_of("order-router", "main")));
+    }
+}

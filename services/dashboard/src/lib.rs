@@ -1,0 +1,113 @@
+//! The dashboard of one account stack (see the README's "Dashboard").
+//!
+//! It holds no exchange keys and places nothing itself: it reads the stack's journal (the
+//! trades and their verified marks), asks the risk manager over the bus for positions,
+//! balance, limits and trading settings, listens to every process's heartbeat, and sends
+//! the risk manager the commands a user gives (start = resume, stop = halt, kill switch =
+//! flatten everything, new trading settings). A [`collect::Collector`] thread builds one
+//! [`collect::View`] per `dashboard.refresh_ms`; the web server serves it as JSON, pushes
+//! it to every open page as server-sent events, and renders it as Prometheus metrics.
+//!
+//! Access: the server binds 127.0.0.1 by default; every page and API needs the token of
+//! `dashboard.token_file` (a session cookie after logging in with it, or an
+//! `Authorization: Bearer` header for scripts and Prometheus).
+
+pub mod collect;
+pub mod metrics;
+pub mod token;
+pub mod web;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use serde::Deserialize;
+use shardbot_bus::Requester;
+use shardbot_bybit::ExchangeSettings;
+use shardbot_journal::JournalSettings;
+use shardbot_strategy::StrategySettings;
+
+/// `[dashboard]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {
+    pub bind: String,
+    pub token_file: PathBuf,
+    pub refresh_ms: u64,
+    pub max_workers: u32,
+    pub market_heartbeat: String,
+    pub trades_shown: usize,
+}
+
+impl DashboardSettings {
+    fn validate(&self) -> Result<(), String> {
+        if self.refresh_ms < 100 {
+            return Err("dashboard.refresh_ms must be at least 100".into());
+        }
+        if self.max_workers == 0 || self.max_workers > 64 {
+            return Err("dashboard.max_workers must be in 1..=64".into());
+        }
+        if self.trades_shown == 0 {
+            return Err("dashboard.trades_shown must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
+    let ds: DashboardSettings = ctx.settings.section("dashboard")?;
+    ds.validate()?;
+    let journal: JournalSettings = ctx.settings.section("journal")?;
+    let exchange: ExchangeSettings = ctx.settings.section("exchange")?;
+    let strategy: StrategySettings = ctx.settings.section("strategy")?;
+    let risk_account: String = ctx
+        .settings
+        .section::<serde_json::Value>("risk")?
+        .get("account")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let token = token::load_or_create(&ds.token_file)?;
+    let journal_file = journal.file.clone();
+    let ep = &ctx.common.endpoints;
+    let risk = Arc::new(Requester::dial(&ep.risk_manager_rep, &ctx.common.bus)?);
+    let account = collect::AccountView::of(&exchange, &risk_account);
+    let accounts = collect::account_choices(&ctx.settings, &exchange, &account);
+    let (view_tx, view_rx) = tokio::sync::watch::channel(Arc::new(collect::Published::empty()));
+    let collector = collect::Collector::new(collect::CollectorConfig {
+        journal_file: journal_file.clone(),
+        strategy,
+        account,
+        accounts,
+        refresh: Duration::from_millis(ds.refresh_ms),
+        heartbeat_interval_ms: ctx.common.heartbeat.interval_ms,
+        trades_shown: ds.trades_shown,
+        heartbeat_urls: collect::heartbeat_urls(
+            &ctx.common.endpoints,
+            &ds.market_heartbeat,
+            ds.max_workers,
+        ),
+        bus: ctx.common.bus.clone(),
+        risk: risk.clone(),
+    })?;
+    let shutdown = ctx.shutdown.clone();
+    std::thread::Builder::new()
+        .name("collector".into())
+        .spawn(move || collector.run(view_tx))?;
+    let server = web::server(
+        &ds.bind,
+        web::AppState::new(token, view_rx, risk, journal_file),
+    )
+    .map_err(|e| format!("dashboard.bind = {:?}: cannot listen: {e}", ds.bind))?;
+    tracing::info!(
+        url = %format!("http://{}/", ds.bind),
+        token_file = %ds.token_file.display(),
+        "dashboard listening"
+    );
+    actix_web::rt::spawn(async move {
+        if let Err(e) = server.await {
+            shutdown.fatal(format!("the web server stopped: {e}"));
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! `/metrics` in Prometheus's text format (version 0.0.4), rendered from the collector's
+//! latest view: what the journal counted, the risk manager's figures, and each process's
+//! heartbeat. The metric names and their meaning are listed in docs/metrics.md.
+
+use std::fmt::Write;
+
+use rust_decimal::prelude::ToPrimitive;
+
+use crate::collect::Published;
+
+/// A label value with `\`, `"` and newlines escaped.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn help(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            let l: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+                .collect();
+            let _ = write!(self.0, "{{{}}}", l.join(","));
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+fn f(d: rust_decimal::Decimal) -> f64 {
+    d.to_f64().unwrap_or(f64::NAN)
+}
+
+pub fn render(p: &Published) -> String {
+    let mut o = Out(String::new());
+    let c = &p.counts;
+    o.help(
+        "shardbot_orders",
+        "gauge",
+        "Orders in the journal by their last known status.",
+    );
+    for (status, n) in &c.orders_by_status {
+        o.sample("shardbot_orders", &[("status", status)], *n as f64);
+    }
+    o.help(
+        "shardbot_fills_total",
+        "counter",
+        "Executions of orders recorded in the journal (funding payments excluded).",
+    );
+    o.sample("shardbot_fills_total", &[], c.fills as f64);
+    o.help(
+        "shardbot_refusals_total",
+        "counter",
+        "Intents refused (by the risk manager or the router), by refusal code.",
+    );
+    for (code, n) in &c.refusals_by_code {
+        o.sample("shardbot_refusals_total", &[("code", code)], *n as f64);
+    }
+    let Some(v) = &p.view else {
+        return o.0;
+    };
+    o.help(
+        "shardbot_trades_closed",
+        "gauge",
+        "Closed round-trip trades in the journal.",
+    );
+    o.sample("shardbot_trades_closed", &[], v.closed_trades as f64);
+    o.help(
+        "shardbot_trades_verified",
+        "gauge",
+        "Closed trades verified against the exchange's own records.",
+    );
+    o.sample("shardbot_trades_verified", &[], v.verified_trades as f64);
+    o.help(
+        "shardbot_open_positions",
+        "gauge",
+        "Open positions as the risk manager holds them.",
+    );
+    o.sample("shardbot_open_positions", &[], v.positions.len() as f64);
+    o.help(
+        "shardbot_unrealised_pnl_usdt",
+        "gauge",
+        "Unrealised PnL of the open positions.",
+    );
+    o.sample("shardbot_unrealised_pnl_usdt", &[], f(v.unrealised_pnl));
+    if let Some(b) = &v.balance {
+        o.help(
+            "shardbot_simulated_equity_usdt",
+            "gauge",
+            "Simulated equity (exchange equity minus the simulated-balance offset).",
+        );
+        o.sample("shardbot_simulated_equity_usdt", &[], f(b.simulated_equity));
+        o.help(
+            "shardbot_exchange_equity_usdt",
+            "gauge",
+            "The exchange account's equity.",
+        );
+        o.sample("shardbot_exchange_equity_usdt", &[], f(b.exchange_equity));
+    }
+    if let Some(r) = &v.risk {
+        o.help(
+            "shardbot_daily_pnl_usdt",
+            "gauge",
+            "Today's realised + unrealised PnL, as the daily loss limit sees it.",
+        );
+        o.sample("shardbot_daily_pnl_usdt", &[], f(r.daily_pnl));
+        o.help(
+            "shardbot_margin_use_pct",
+            "gauge",
+            "Margin of the open positions in % of simulated equity.",
+        );
+        o.sample("shardbot_margin_use_pct", &[], f(r.margin_use_pct));
+        o.help(
+            "shardbot_trading_mode",
+            "gauge",
+            "1 for the kill switch's current mode (normal, halted, reduce_only).",
+        );
+        for (mode, name) in [
+            (shardbot_protocol::TradingMode::Normal, "normal"),
+            (shardbot_protocol::TradingMode::Halted, "halted"),
+            (shardbot_protocol::TradingMode::ReduceOnly, "reduce_only"),
+        ] {
+            let on = if r.mode == mode { 1.0 } else { 0.0 };
+            o.sample("shardbot_trading_mode", &[("mode", name)], on);
+        }
+    }
+    o.help(
+        "shardbot_process_up",
+        "gauge",
+        "1 when the process's heartbeat is recent and not stopping.",
+    );
+    for h in &v.health {
+        let up = matches!(h.state.as_str(), "running" | "degraded" | "starting");
+        o.sample(
+            "shardbot_process_up",
+            &[("service", &h.service), ("instance", &h.instance)],
+            if up { 1.0 } else { 0.0 },
+        );
+    }
+    o.help(
+        "shardbot_process_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since the process's last heartbeat.",
+    );
+    for h in &v.health {
+        o.sample(
+            "shardbot_process_heartbeat_age_seconds",
+            &[("service", &h.service), ("instance", &h.instance)],
+            h.heartbeat_age_ms as f64 / 1000.0,
+        );
+    }
+    o.help(
+        "shardbot_process_restarts_total",
+        "counter",
+        "Restarts of the process seen by the dashboard since it started.",
+    );
+    for h in &v.health {
+        o.sample(
+            "shardbot_process_restarts_total",
+            &[("service", &h.service), ("instance", &h.instance)],
+            h.restarts as f64,
+        );
+    }
+    o.help(
+        "shardbot_dashboard_problems",
+        "gauge",
+        "Sources the dashboard could not read in its last round (risk manager, journal, ...).",
+    );
+    o.sample("shardbot_dashboard_problems", &[], v.problems.len() as f64);
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardbot_journal::JournalCounts;
+
+    #[test]
+    fn counts_render_with_escaped_labels() {
+        let p = Published {
+            json: "null".into(),
+            view: None,
+            counts: JournalCounts {
+                orders_by_status: vec![("Filled".into(), 7)],
+                fills: 9,
+                refusals_by_code: vec![("max_\"positions\"".into(), 2)],
+            },
+        };
+        let text = render(&p);
+        assert!(
+            text.contains("shardbot_orders{status=\"Filled\"} 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("shardbot_fills_total 9\n"), "{text}");
+        assert!(
+            text.contains("shardbot_refusals_total{code=\"max_\\\"positions\\\"\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE shardbot_fills_total counter\n"));
+    }
+}

@@ -1,0 +1,424 @@
+//! The HTTP side: login, the page and its assets, the JSON and server-sent-event APIs, the
+//! commands a user gives, the CSV export and Prometheus metrics.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /login`, `POST /login`, `POST /logout` | the token → a session cookie (HttpOnly, SameSite=Strict) |
+//! | `GET /` | the dashboard (one page; its sections are `#paper`, `#live`, `#performance`, `#risk`, `#backtests`, `#health`) |
+//! | `GET /assets/{file}` | its script, styles and the charting library (uPlot, served from the binary) |
+//! | `GET /api/state` | the current view as JSON |
+//! | `GET /api/events` | the view pushed as server-sent events, one per refresh |
+//! | `POST /api/control` | `{"command": "start" \| "stop" \| "reduce_only" \| "kill"}` to the risk manager |
+//! | `POST /api/settings` | new trading settings (the risk manager validates, writes and applies them) |
+//! | `GET /api/trades.csv` | the closed trades, as `shardbot trades --csv` writes them (`?open=1`: open ones too) |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! Every route but the login needs the session cookie or `Authorization: Bearer TOKEN`.
+//! A POST authorised by the cookie must also carry `X-Shardbot: 1`, which a form on
+//! another site cannot send (cross-site request forgery).
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use actix_web::{
+    HttpRequest, HttpResponse, HttpServer,
+    cookie::{Cookie, SameSite},
+    dev::Server,
+    http::header,
+    web,
+};
+use serde::Deserialize;
+use shardbot_bus::Requester;
+use shardbot_protocol::{ControlCommand, RiskReply, RiskRequest};
+
+use crate::{collect::Published, token::Token};
+
+const SESSION_COOKIE: &str = "shardbot_session";
+const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+const MAX_SESSIONS: usize = 256;
+
+/// What every request handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    token: Token,
+    sessions: Arc<Mutex<HashMap<String, Instant>>>,
+    view: tokio::sync::watch::Receiver<Arc<Published>>,
+    risk: Arc<Requester>,
+    journal_file: PathBuf,
+}
+
+impl AppState {
+    pub fn new(
+        token: Token,
+        view: tokio::sync::watch::Receiver<Arc<Published>>,
+        risk: Arc<Requester>,
+        journal_file: PathBuf,
+    ) -> AppState {
+        AppState {
+            token,
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+            view,
+            risk,
+            journal_file,
+        }
+    }
+
+    fn bearer(&self, req: &HttpRequest) -> bool {
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| self.token.matches(t))
+    }
+
+    fn session(&self, req: &HttpRequest) -> bool {
+        let Some(c) = req.cookie(SESSION_COOKIE) else {
+            return false;
+        };
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        s.retain(|_, at| at.elapsed() < SESSION_TTL);
+        s.contains_key(c.value())
+    }
+
+    /// Whether the request may read.
+    fn may_read(&self, req: &HttpRequest) -> bool {
+        self.bearer(req) || self.session(req)
+    }
+
+    /// Whether the request may change something (see the module's CSRF note).
+    fn may_write(&self, req: &HttpRequest) -> bool {
+        self.bearer(req)
+            || (self.session(req)
+                && req
+                    .headers()
+                    .get("x-shardbot")
+                    .is_some_and(|v| v.as_bytes() == b"1"))
+    }
+
+    fn new_session(&self) -> String {
+        let id = crate::token::random_hex(32);
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if s.len() >= MAX_SESSIONS
+            && let Some(oldest) = s.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
+        {
+            s.remove(&oldest);
+        }
+        s.insert(id.clone(), Instant::now());
+        id
+    }
+}
+
+/// The page's static files, compiled into the binary (the machine may be offline: nothing
+/// comes from a CDN).
+fn asset(name: &str) -> Option<(&'static str, &'static [u8])> {
+    Some(match name {
+        "app.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../assets/app.js"),
+        ),
+        "app.css" => (
+            "text/css; charset=utf-8",
+            include_bytes!("../assets/app.css"),
+        ),
+        "uPlot.iife.min.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../assets/vendor/uPlot.iife.min.js"),
+        ),
+        "uPlot.min.css" => (
+            "text/css; charset=utf-8",
+            include_bytes!("../assets/vendor/uPlot.min.css"),
+        ),
+        _ => return None,
+    })
+}
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const LOGIN_HTML: &str = include_str!("../assets/login.html");
+
+fn json_error(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "error": message }))
+}
+
+fn unauthorized() -> HttpResponse {
+    json_error(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        "log in first (or send Authorization: Bearer TOKEN; the token is in dashboard.token_file)",
+    )
+}
+
+async fn index(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
+    if !st.may_read(&req) {
+        return HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/login"))
+            .finish();
+    }
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(INDEX_HTML)
+}
+
+async fn login_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(LOGIN_HTML.replace("{{message}}", ""))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(form: web::Form<LoginForm>, st: web::Data<AppState>) -> HttpResponse {
+    if !st.token.matches(&form.token) {
+        tracing::warn!("dashboard login refused: wrong token");
+        return HttpResponse::Unauthorized()
+            .content_type("text/html; charset=utf-8")
+            .body(LOGIN_HTML.replace(
+                "{{message}}",
+                "<p class=\"error\" id=\"login-error\">Wrong token. It is in the file named by dashboard.token_file.</p>",
+            ));
+    }
+    let id = st.new_session();
+    tracing::info!("dashboard login");
+    let cookie = Cookie::build(SESSION_COOKIE, id)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .finish();
+    HttpResponse::SeeOther()
+        .cookie(cookie)
+        .insert_header((header::LOCATION, "/"))
+        .finish()
+}
+
+async fn logout(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
+    if let Some(c) = req.cookie(SESSION_COOKIE) {
+        st.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(c.value());
+    }
+    let mut gone = Cookie::new(SESSION_COOKIE, "");
+    gone.set_path("/");
+    gone.make_removal();
+    HttpResponse::SeeOther()
+        .cookie(gone)
+        .insert_header((header::LOCATION, "/login"))
+        .finish()
+}
+
+async fn assets(path: web::Path<String>) -> HttpResponse {
+    match asset(&path) {
+        Some((ctype, body)) => HttpResponse::Ok()
+            .content_type(ctype)
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .body(body),
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
+async fn state(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
+    if !st.may_read(&req) {
+        return unauthorized();
+    }
+    let json = st.view.borrow().json.clone();
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json)
+}
+
+async fn events(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
+    if !st.may_read(&req) {
+        return unauthorized();
+    }
+    let rx = st.view.clone();
+    let stream = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
+        if !first && rx.changed().await.is_err() {
+            return None;
+        }
+        let json = rx.borrow_and_update().json.clone();
+        let frame = web::Bytes::from(format!("event: view\ndata: {json}\n\n"));
+        Some((Ok::<_, actix_web::Error>(frame), (rx, false)))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(stream)
+}
+
+#[derive(Deserialize)]
+struct Control {
+    command: String,
+}
+
+/// Sends one request to the risk manager off the async threads (the bus is blocking).
+async fn ask_risk(st: &AppState, req: RiskRequest) -> Result<RiskReply, String> {
+    let risk = st.risk.clone();
+    let r = web::block(move || {
+        risk.request_within::<_, RiskReply>(&req, Duration::from_secs(5))
+            .map_err(|e| format!("the risk manager did not answer: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    match r? {
+        RiskReply::Error(e) => Err(format!("the risk manager says: {}", e.message)),
+        other => Ok(other),
+    }
+}
+
+async fn control(
+    req: HttpRequest,
+    body: web::Json<Control>,
+    st: web::Data<AppState>,
+) -> HttpResponse {
+    if !st.may_write(&req) {
+        return unauthorized();
+    }
+    let cmd = match body.command.as_str() {
+        "start" => ControlCommand::Resume,
+        "stop" => ControlCommand::Halt,
+        "reduce_only" => ControlCommand::ReduceOnly,
+        "kill" => ControlCommand::FlattenAll,
+        other => {
+            return json_error(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                &format!("unknown command {other:?}: start, stop, reduce_only or kill"),
+            );
+        }
+    };
+    tracing::warn!(command = body.command, "dashboard command");
+    match ask_risk(&st, RiskRequest::Control(cmd)).await {
+        Ok(RiskReply::Control(r)) => HttpResponse::Ok().json(serde_json::json!({
+            "mode": r.mode, "message": r.message
+        })),
+        Ok(_) => json_error(
+            actix_web::http::StatusCode::BAD_GATEWAY,
+            "unexpected reply from the risk manager",
+        ),
+        Err(e) => json_error(actix_web::http::StatusCode::BAD_GATEWAY, &e),
+    }
+}
+
+async fn settings(
+    req: HttpRequest,
+    body: web::Json<serde_json::Value>,
+    st: web::Data<AppState>,
+) -> HttpResponse {
+    if !st.may_write(&req) {
+        return unauthorized();
+    }
+    let json = body.into_inner().to_string();
+    tracing::warn!(settings = %json, "dashboard: new trading settings");
+    match ask_risk(&st, RiskRequest::SetTradingSettings { json }).await {
+        Ok(RiskReply::TradingSettings { json }) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(json),
+        Ok(_) => json_error(
+            actix_web::http::StatusCode::BAD_GATEWAY,
+            "unexpected reply from the risk manager",
+        ),
+        Err(e) => json_error(actix_web::http::StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsvQuery {
+    #[serde(default)]
+    open: Option<String>,
+}
+
+async fn trades_csv(
+    req: HttpRequest,
+    q: web::Query<CsvQuery>,
+    st: web::Data<AppState>,
+) -> HttpResponse {
+    if !st.may_read(&req) {
+        return unauthorized();
+    }
+    let with_open = q.open.as_deref().is_some_and(|v| v == "1" || v == "true");
+    let file = st.journal_file.clone();
+    let r = web::block(move || -> Result<Vec<u8>, String> {
+        let j = shardbot_journal::Journal::open(&file)
+            .map_err(|e| format!("cannot open the journal: {e}"))?;
+        let trades: Vec<_> = j
+            .trades()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|t| with_open || t.is_closed())
+            .collect();
+        let mut out = Vec::new();
+        shardbot_journal::write_trades_csv(&trades, &mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+    .await;
+    match r {
+        Ok(Ok(csv)) => HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"trades.csv\"",
+            ))
+            .body(csv),
+        Ok(Err(e)) => json_error(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => json_error(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            &e.to_string(),
+        ),
+    }
+}
+
+async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
+    if !st.may_read(&req) {
+        return unauthorized();
+    }
+    let published = st.view.borrow().clone();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::render(&published))
+}
+
+/// The routes, for the server and for tests.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(index))
+        .route("/login", web::get().to(login_page))
+        .route("/login", web::post().to(login))
+        .route("/logout", web::post().to(logout))
+        .route("/assets/{name}", web::get().to(assets))
+        .route("/api/state", web::get().to(state))
+        .route("/api/events", web::get().to(events))
+        .route("/api/control", web::post().to(control))
+        .route("/api/settings", web::post().to(settings))
+        .route("/api/trades.csv", web::get().to(trades_csv))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// Headers every response carries: no framing, no foreign scripts, no referrer.
+fn secure_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+        ))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+}
+
+/// Binds `bind` and returns the server (not yet running: spawn or await it).
+pub fn server(bind: &str, state: AppState) -> std::io::Result<Server> {
+    let data = web::Data::new(state);
+    Ok(HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .wrap(secure_headers())
+            .configure(routes)
+    })
+    .workers(2)
+    .disable_signals()
+    .bind(bind)?
+    .run())
+}
