@@ -16,6 +16,7 @@ use std::{
 };
 
 pub mod script;
+pub mod webdriver;
 
 pub use script::ScriptStack;
 
@@ -93,7 +94,7 @@ pub fn sim_client(sim_url: &str, credentials: Option<shardbot_bybit::Credentials
     .unwrap()
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     // The project's client installs the TLS provider reqwest needs.
     let _ = sim_client("http://127.0.0.1:1", None);
     tokio::runtime::Builder::new_current_thread()

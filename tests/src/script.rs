@@ -23,6 +23,8 @@ pub const SIM_SECRET: &str = "sim-demo-secret";
 pub struct ScriptStack {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The first account stack's dashboard port (`SHARDBOT_DASHBOARD_PORT`).
+    pub dashboard_port: u16,
     pub config: PathBuf,
 }
 
@@ -49,6 +51,7 @@ impl ScriptStack {
         .unwrap();
         ScriptStack {
             port: free_port(),
+            dashboard_port: free_port(),
             config: path,
             dir,
         }
@@ -71,6 +74,7 @@ impl ScriptStack {
             ("SHARDBOT_STACK_RUN", self.path("run").display().to_string()),
             ("SHARDBOT_STACK_IPC", self.path("ipc").display().to_string()),
             ("SHARDBOT_SIM_PORT", self.port.to_string()),
+            ("SHARDBOT_DASHBOARD_PORT", self.dashboard_port.to_string()),
             ("SHARDBOT_BIN_DIR", bin_dir.display().to_string()),
         ]
     }

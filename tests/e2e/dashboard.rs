@@ -1,0 +1,400 @@
+//! The dashboard in a real browser: Debian's headless Chromium, driven over WebDriver,
+//! against the whole stack (`scripts/stack up`) paper trading on bybit-sim, which replays
+//! real Bybit 5-minute series at 300×.
+//!
+//! A user logs in (a wrong token first), picks the sim's demo account, sets the simulated
+//! balance and a risk limit (and is refused an invalid one), starts trading (the stack
+//! starts halted: `risk.start_halted`), sees trades appear with the ✓ of the exchange's
+//! verification, exports the trades as CSV (whose rows must equal the journal's), and pulls
+//! the kill switch (every position closed on the exchange). Screenshots of every page are
+//! saved to `target/dashboard-screenshots/`. Then every log line and every HTTP response
+//! of the run is scanned for the account's API secret and the dashboard token.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{path::PathBuf, time::Duration};
+
+use shardbot_e2e::{FAST_PARAMS, ScriptStack, block_on, shared, webdriver::Browser};
+use shardbot_journal::Journal;
+
+const SIM_SECRET: &str = "sim-demo-secret";
+
+fn config() -> String {
+    let replay = shared().join("data/klines/bybit_linear_5m");
+    assert!(replay.is_dir(), "{} is missing", replay.display());
+    format!(
+        r#"[sim]
+replay_dir = "{}"
+replay_warmup_bars = 300
+clock_speed = 300.0
+
+[strategy]
+interval = "5"
+parameters_file = "{{dir}}/optimized_parameters.json"
+history_bars = 300
+
+[risk]
+sync_interval_ms = 1000
+start_halted = true
+
+[reconciler]
+close_retry_ms = 500
+
+[dashboard]
+refresh_ms = 500
+"#,
+        replay.display()
+    )
+}
+
+/// `target/dashboard-screenshots/NAME.png`.
+fn screenshot_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> → target/
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    target
+        .join("dashboard-screenshots")
+        .join(format!("{name}.png"))
+}
+
+/// GET with the browser's session cookie (what a click on a link fetches).
+fn get(url: &str, cookie: Option<&str>, bearer: Option<&str>) -> (u16, String) {
+    let (url, cookie, bearer) = (
+        url.to_owned(),
+        cookie.map(str::to_owned),
+        bearer.map(str::to_owned),
+    );
+    block_on(async move {
+        let mut r = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(&url);
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        if let Some(b) = bearer {
+            r = r.header("authorization", format!("Bearer {b}"));
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    })
+}
+
+fn text_of(b: &Browser, css: &str) -> String {
+    b.js(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+        serde_json::json!([css]),
+    )
+    .as_str()
+    .unwrap_or_default()
+    .to_owned()
+}
+
+fn count(b: &Browser, css: &str) -> u64 {
+    b.js(
+        "return document.querySelectorAll(arguments[0]).length;",
+        serde_json::json!([css]),
+    )
+    .as_u64()
+    .unwrap()
+}
+
+#[test]
+fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
+    let stack = ScriptStack::new(&config());
+    std::fs::write(stack.path("optimized_parameters.json"), FAST_PARAMS).unwrap();
+    let out = stack.up(&["--workers", "1"]);
+    let base = format!("http://127.0.0.1:{}", stack.dashboard_port);
+    assert!(out.contains(&format!("dashboard: {base}/")), "{out}");
+    let token_file = stack.path("run/sim/dashboard.token");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the token file is private");
+    }
+    let mut responses: Vec<String> = Vec::new();
+
+    // Nothing without the token.
+    for path in ["/api/state", "/api/events", "/metrics", "/api/trades.csv"] {
+        let (status, body) = get(&format!("{base}{path}"), None, None);
+        assert_eq!(status, 401, "{path} without a token: {body}");
+        let (status, _) = get(&format!("{base}{path}"), None, Some("not-the-token"));
+        assert_eq!(status, 401, "{path} with a wrong token");
+    }
+    let (status, _) = get(&format!("{base}/"), None, None);
+    assert_eq!(status, 303, "the page sends strangers to /login");
+
+    let b = Browser::start();
+    b.goto(&format!("{base}/"));
+    assert!(b.url().ends_with("/login"), "{}", b.url());
+    b.fill("#token", "wrong-token-0000000000");
+    b.click("#login");
+    let refused = b.wait(
+        "the refusal of a wrong token",
+        Duration::from_secs(10),
+        |b| Some(text_of(b, "#login-error")).filter(|t| !t.is_empty()),
+    );
+    assert!(refused.contains("Wrong token"), "{refused}");
+    b.screenshot(&screenshot_path("login"));
+    b.fill("#token", &token);
+    b.click("#login");
+    b.wait(
+        "the dashboard after logging in",
+        Duration::from_secs(10),
+        |b| (!b.url().ends_with("/login")).then_some(()),
+    );
+
+    // The demo account of bybit-sim, paper trading, halted until the user starts it.
+    b.wait("the halted mode", Duration::from_secs(60), |b| {
+        (text_of(b, "#mode") == "halted").then_some(())
+    });
+    b.click("#account-select option[value='sim']");
+    let selected = b.js(
+        "return document.getElementById('account-select').value;",
+        serde_json::json!([]),
+    );
+    assert_eq!(selected, "sim");
+    assert!(
+        text_of(&b, "#env-badge").contains("paper"),
+        "{}",
+        text_of(&b, "#env-badge")
+    );
+    assert_eq!(text_of(&b, "#trading-title"), "Paper Trading");
+    assert!(text_of(&b, "#strategies").contains("optimized ✓ 2026-11-22T00:00:00Z"));
+
+    // The simulated balance (the account is flat: nothing traded yet).
+    b.fill("#sim-balance", "2500");
+    b.click("#save-balance");
+    b.wait("the new simulated balance", Duration::from_secs(20), |b| {
+        text_of(b, "#sim-equity").starts_with("2,500").then_some(())
+    });
+    assert_eq!(text_of(&b, "#balance-message"), "saved and applied");
+
+    // Risk settings: an invalid leverage is refused with the reason, a valid limit applied.
+    b.goto(&format!("{base}/#risk"));
+    b.wait("the risk form", Duration::from_secs(10), |b| {
+        let v = b.js(
+            "return document.getElementById('max-positions').value;",
+            serde_json::json!([]),
+        );
+        (v.as_str().is_some_and(|s| !s.is_empty())).then_some(())
+    });
+    b.fill("#leverage", "500");
+    b.click("#save-risk");
+    let refusal = b.wait(
+        "the refusal of leverage 500",
+        Duration::from_secs(10),
+        |b| Some(text_of(b, "#risk-message")).filter(|t| !t.is_empty()),
+    );
+    assert!(refusal.contains("leverage"), "{refusal}");
+    b.fill("#leverage", "2");
+    b.fill("#max-positions", "6");
+    b.click("#save-risk");
+    b.wait("the saved risk settings", Duration::from_secs(10), |b| {
+        (text_of(b, "#risk-message") == "saved and applied").then_some(())
+    });
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(stack.path("run/sim/trading_settings.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["max_open_positions"], 6, "{saved}");
+    assert_eq!(saved["simulated_balance"], "2500", "{saved}");
+    b.screenshot(&screenshot_path("risk"));
+
+    // Start, and watch verified trades arrive.
+    b.goto(&format!("{base}/#paper"));
+    b.click("#start");
+    b.wait("the normal mode", Duration::from_secs(20), |b| {
+        (text_of(b, "#mode") == "normal").then_some(())
+    });
+    b.wait(
+        "three trades with the verified mark",
+        Duration::from_secs(300),
+        |b| (count(b, "#trades tr[data-verified='1']") >= 3).then_some(()),
+    );
+    assert!(count(&b, "#max-open") == 1 && text_of(&b, "#max-open") == "6");
+    b.screenshot(&screenshot_path("paper-trading"));
+
+    // The CSV the page links to has the journal's rows (read while the journal is still;
+    // a trade closing in between means one more try).
+    let href = b
+        .js(
+            "return document.getElementById('export-csv').href;",
+            serde_json::json!([]),
+        )
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cookie = b.cookie_header();
+    let journal = Journal::open(&stack.path("run/sim/journal.sqlite")).unwrap();
+    let csv = b.wait(
+        "a CSV export equal to the journal",
+        Duration::from_secs(60),
+        |_| {
+            let (status, page_csv) = get(&href, Some(&cookie), None);
+            assert_eq!(status, 200, "{page_csv}");
+            let closed: Vec<_> = journal
+                .trades()
+                .unwrap()
+                .into_iter()
+                .filter(|t| t.is_closed())
+                .collect();
+            let mut ours = Vec::new();
+            shardbot_journal::write_trades_csv(&closed, &mut ours).unwrap();
+            (page_csv == String::from_utf8(ours).unwrap()).then_some(page_csv)
+        },
+    );
+    let rows = csv.lines().count() - 1;
+    assert!(rows >= 3, "{csv}");
+    assert!(csv.contains(",verified,"), "{csv}");
+    responses.push(csv);
+
+    // The kill switch: with positions open, every one is closed on the exchange.
+    b.wait("an open position", Duration::from_secs(120), |b| {
+        (count(b, "#positions tr") > 0).then_some(())
+    });
+    b.click("#kill");
+    b.accept_dialog();
+    b.wait(
+        "the halted mode after the kill switch",
+        Duration::from_secs(20),
+        |b| (text_of(b, "#mode") == "halted").then_some(()),
+    );
+    let sim = stack.client();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    b.wait(
+        "every position closed, on the page and on the exchange",
+        Duration::from_secs(90),
+        |b| {
+            let on_exchange = rt
+                .block_on(sim.positions())
+                .unwrap()
+                .into_iter()
+                .filter(|p| !p.size.is_zero())
+                .count();
+            (count(b, "#positions tr") == 0 && on_exchange == 0).then_some(())
+        },
+    );
+    assert!(
+        text_of(&b, "#control-message").contains("closing"),
+        "{}",
+        text_of(&b, "#control-message")
+    );
+
+    // The other pages.
+    b.goto(&format!("{base}/#performance"));
+    b.wait(
+        "the performance figures and charts",
+        Duration::from_secs(20),
+        |b| {
+            (count(b, "#perf-stats dd[data-stat='win rate']") == 1
+                && count(b, "#equity-chart canvas") == 1
+                && count(b, "#drawdown-chart canvas") == 1
+                && count(b, "#by-symbol tr") > 0)
+                .then_some(())
+        },
+    );
+    b.screenshot(&screenshot_path("performance"));
+    b.goto(&format!("{base}/#backtests"));
+    assert!(text_of(&b, "#optimizations").contains("trend_following"));
+    b.screenshot(&screenshot_path("backtests"));
+    b.goto(&format!("{base}/#health"));
+    b.wait("every process running", Duration::from_secs(20), |b| {
+        let running = |p: &str| {
+            text_of(
+                b,
+                &format!("#health tr[data-process='{p}'] td:nth-child(3)"),
+            ) == "running"
+        };
+        (running("order-router/main")
+            && running("risk-manager/main")
+            && running("reconciler/main")
+            && running("market-data/main")
+            && running("strategy-worker/0-1"))
+        .then_some(())
+    });
+    b.screenshot(&screenshot_path("health"));
+    b.goto(&format!("{base}/#live"));
+    assert!(text_of(&b, "#wrong-kind").contains("no real money"));
+    responses.push(
+        b.js(
+            "return document.documentElement.outerHTML;",
+            serde_json::json!([]),
+        )
+        .as_str()
+        .unwrap()
+        .to_owned(),
+    );
+
+    // Metrics for Prometheus (with the token as a Bearer header): the fills counted are the
+    // journal's (flat and halted now: nothing changes them).
+    let metrics = b.wait(
+        "the journal's fills in /metrics",
+        Duration::from_secs(20),
+        |_| {
+            let (status, metrics) = get(&format!("{base}/metrics"), None, Some(&token));
+            assert_eq!(status, 200);
+            let fills = journal
+                .fills_since(0)
+                .unwrap()
+                .iter()
+                .filter(|f| !f.is_funding())
+                .count();
+            metrics
+                .contains(&format!("shardbot_fills_total {fills}\n"))
+                .then_some(metrics)
+        },
+    );
+    assert!(
+        metrics.contains("shardbot_trading_mode{mode=\"halted\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shardbot_process_up{service=\"order-router\",instance=\"main\"} 1"),
+        "{metrics}"
+    );
+    responses.push(metrics);
+    let (_, state) = get(&format!("{base}/api/state"), Some(&cookie), None);
+    responses.push(state);
+
+    // No secret anywhere: not the account's API secret, not the dashboard token.
+    for r in &responses {
+        assert!(
+            !r.contains(SIM_SECRET),
+            "an HTTP response carries the API secret"
+        );
+        assert!(
+            !r.contains(&token),
+            "an HTTP response carries the dashboard token"
+        );
+    }
+    let mut logs = 0;
+    for dir in ["run/log/sim", "run/log/market"] {
+        for e in std::fs::read_dir(stack.path(dir)).unwrap() {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            assert!(
+                !text.contains(SIM_SECRET),
+                "{} carries the API secret",
+                p.display()
+            );
+            assert!(
+                !text.contains(&token),
+                "{} carries the dashboard token",
+                p.display()
+            );
+            logs += 1;
+        }
+    }
+    assert!(logs >= 6, "the logs were scanned ({logs} files)");
+    eprintln!(
+        "screenshots: {}",
+        screenshot_path("x").parent().unwrap().display()
+    );
+}
