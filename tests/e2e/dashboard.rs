@@ -14,38 +14,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use shardbot_e2e::{FAST_PARAMS, ScriptStack, block_on, shared, webdriver::Browser};
+use shardbot_e2e::{FAST_PARAMS, ScriptStack, block_on, replay_config, webdriver::Browser};
 use shardbot_journal::Journal;
 
 const SIM_SECRET: &str = "sim-demo-secret";
-
-fn config() -> String {
-    let replay = shared().join("data/klines/bybit_linear_5m");
-    assert!(replay.is_dir(), "{} is missing", replay.display());
-    format!(
-        r#"[sim]
-replay_dir = "{}"
-replay_warmup_bars = 300
-clock_speed = 300.0
-
-[strategy]
-interval = "5"
-parameters_file = "{{dir}}/optimized_parameters.json"
-history_bars = 300
-
-[risk]
-sync_interval_ms = 1000
-start_halted = true
-
-[reconciler]
-close_retry_ms = 500
-
-[dashboard]
-refresh_ms = 500
-"#,
-        replay.display()
-    )
-}
 
 /// `target/dashboard-screenshots/NAME.png`.
 fn screenshot_path(name: &str) -> PathBuf {
@@ -103,7 +75,10 @@ fn count(b: &Browser, css: &str) -> u64 {
 
 #[test]
 fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
-    let stack = ScriptStack::new(&config());
+    let stack = ScriptStack::new(&replay_config(
+        "start_halted = true",
+        "[dashboard]\nrefresh_ms = 500",
+    ));
     std::fs::write(stack.path("optimized_parameters.json"), FAST_PARAMS).unwrap();
     let out = stack.up(&["--workers", "1"]);
     let base = format!("http://127.0.0.1:{}", stack.dashboard_port);

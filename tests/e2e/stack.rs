@@ -19,33 +19,9 @@ use std::{
 use rust_decimal::Decimal;
 use shardbot_bus::{BusOptions, Requester};
 use shardbot_bybit::rest::{BybitClient, Query};
-use shardbot_e2e::{FAST_PARAMS, ScriptStack, shared};
+use shardbot_e2e::{FAST_PARAMS, ScriptStack, replay_config};
 use shardbot_journal::Journal;
 use shardbot_protocol::{RiskReply, RiskRequest, Side};
-
-fn config() -> String {
-    let replay = shared().join("data/klines/bybit_linear_5m");
-    assert!(replay.is_dir(), "{} is missing", replay.display());
-    format!(
-        r#"[sim]
-replay_dir = "{}"
-replay_warmup_bars = 300
-clock_speed = 300.0
-
-[strategy]
-interval = "5"
-parameters_file = "{{dir}}/optimized_parameters.json"
-history_bars = 300
-
-[risk]
-sync_interval_ms = 1000
-
-[reconciler]
-close_retry_ms = 500
-"#,
-        replay.display()
-    )
-}
 
 const SYMBOLS: [&str; 8] = [
     "AAVEUSDT", "ADAUSDT", "APEUSDT", "AVAXUSDT", "BNBUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT",
@@ -220,7 +196,7 @@ impl Run {
 
 #[test]
 fn the_whole_stack_trades_and_survives_every_fault() {
-    let stack = ScriptStack::new(&config());
+    let stack = ScriptStack::new(&replay_config("", ""));
     std::fs::write(stack.path("optimized_parameters.json"), FAST_PARAMS).unwrap();
     let out = stack.up(&["--workers", "2"]);
     assert!(

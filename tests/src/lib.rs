@@ -18,7 +18,7 @@ use std::{
 pub mod script;
 pub mod webdriver;
 
-pub use script::ScriptStack;
+pub use script::{ScriptStack, replay_config};
 
 use shardbot_bus::{BusOptions, Requester, Subscriber};
 use shardbot_bybit::{Environment, ExchangeSettings, rest::BybitClient};

@@ -232,3 +232,34 @@ impl Drop for ScriptStack {
         }
     }
 }
+
+/// The configuration of a stack trading bybit-sim's replay of the eight real 5-minute
+/// series of `../shared/data/klines/bybit_linear_5m` at 300× (a bar a second), with fast
+/// syncs and `{dir}/optimized_parameters.json` (write [`crate::FAST_PARAMS`] there).
+/// `risk_extra` goes into `[risk]`, `sections` after everything.
+pub fn replay_config(risk_extra: &str, sections: &str) -> String {
+    let replay = crate::shared().join("data/klines/bybit_linear_5m");
+    assert!(replay.is_dir(), "{} is missing", replay.display());
+    format!(
+        r#"[sim]
+replay_dir = "{}"
+replay_warmup_bars = 300
+clock_speed = 300.0
+
+[strategy]
+interval = "5"
+parameters_file = "{{dir}}/optimized_parameters.json"
+history_bars = 300
+
+[risk]
+sync_interval_ms = 1000
+{risk_extra}
+
+[reconciler]
+close_retry_ms = 500
+
+{sections}
+"#,
+        replay.display()
+    )
+}
