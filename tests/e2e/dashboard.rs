@@ -334,6 +334,15 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         metrics.contains("shardbot_process_up{service=\"order-router\",instance=\"main\"} 1"),
         "{metrics}"
     );
+    // The processes' own figures, from their heartbeats.
+    for series in [
+        "shardbot_ratelimit_ip_headroom{service=\"order-router\",instance=\"main\"} ",
+        "shardbot_ratelimit_ip_headroom{service=\"market-data\",instance=\"main\"} ",
+        "shardbot_ws_reconnects_total{service=\"market-data\",instance=\"main\"} ",
+        "shardbot_bus_lag_max_us{service=\"strategy-worker\",instance=\"0-1\"} ",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
     responses.push(metrics);
     let (_, state) = get(&format!("{base}/api/state"), Some(&cookie), None);
     responses.push(state);

@@ -265,6 +265,22 @@ fn the_whole_stack_trades_and_survives_every_fault() {
     run.stack.admin("/admin/ws/drop", "");
     run.resumes("the WebSocket drop", before);
     run.invariants("the WebSocket drop");
+    // The gateway's and the router's reconnects are counted, and Prometheus sees them
+    // through the dashboard.
+    for service in ["market-data", "order-router"] {
+        let line =
+            format!("shardbot_ws_reconnects_total{{service=\"{service}\",instance=\"main\"}} ");
+        let n: i64 = run.stack.wait(
+            &format!("{service}'s reconnects in /metrics"),
+            Duration::from_secs(20),
+            || {
+                let m = run.stack.dashboard_get("/metrics");
+                let rest = &m[m.find(&line)? + line.len()..];
+                rest.lines().next()?.trim().parse().ok().filter(|n| *n >= 1)
+            },
+        );
+        assert!(n >= 1);
+    }
 
     // --- 10006 bursts and replies slower than the client waits -----------------------------
     let before = run.fills();

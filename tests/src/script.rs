@@ -206,6 +206,22 @@ impl ScriptStack {
         sim_admin_get(&self.sim_url(), path)
     }
 
+    /// GETs a path of the (first) account stack's dashboard with its token, as text.
+    pub fn dashboard_get(&self, path: &str) -> String {
+        let token = fs::read_to_string(self.path("run/sim/dashboard.token")).unwrap();
+        let url = format!("http://127.0.0.1:{}{path}", self.dashboard_port);
+        crate::block_on(async move {
+            reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(token.trim())
+                .send()
+                .await?
+                .text()
+                .await
+        })
+        .unwrap()
+    }
+
     /// POSTs JSON to one of bybit-sim's `/admin` endpoints.
     pub fn admin(&self, path: &str, body: &str) {
         sim_admin_post(&self.sim_url(), path, body);

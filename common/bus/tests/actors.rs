@@ -36,6 +36,7 @@ fn hb(instance: &str, state: ServiceState) -> Heartbeat {
         started_ms: 0,
         now_ms: 0,
         state,
+        metrics: Default::default(),
     }
 }
 

@@ -208,6 +208,7 @@ fn heartbeat() -> Heartbeat {
         started_ms: 0,
         now_ms: 0,
         state: ServiceState::Running,
+        metrics: Default::default(),
     }
 }
 

@@ -94,6 +94,15 @@ impl Window {
         self.starts.push_back(now);
     }
 
+    /// Requests that may still start within the current window.
+    fn headroom(&mut self, now: Instant) -> u32 {
+        self.wait(now);
+        if self.blocked_until.is_some_and(|u| u > now) {
+            return 0;
+        }
+        self.limit.saturating_sub(self.starts.len() as u32)
+    }
+
     fn block_until(&mut self, until: Instant) {
         self.blocked_until = Some(self.blocked_until.map_or(until, |u| u.max(until)));
     }
@@ -210,6 +219,17 @@ impl RateLimiter {
             .block_until(until);
     }
 
+    /// Of this process's IP share, the requests that may still start in the current 5 s
+    /// window (0 while banned): the heartbeat reports it as `ratelimit_ip_headroom`.
+    pub fn ip_headroom(&self) -> u32 {
+        let mut s = self.lock();
+        let now = Instant::now();
+        if s.banned_until.is_some_and(|u| u > now) {
+            return 0;
+        }
+        s.ip.headroom(now)
+    }
+
     /// HTTP 403: every request stops for [`IP_BAN`]. Returns how long.
     pub fn ip_banned(&self) -> Duration {
         let mut s = self.lock();
@@ -221,6 +241,20 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn headroom_is_what_the_window_has_left() {
+        let rl = RateLimiter::new(10);
+        assert_eq!(rl.ip_headroom(), 10);
+        for _ in 0..4 {
+            rl.acquire("/v5/market/kline").await.unwrap();
+        }
+        assert_eq!(rl.ip_headroom(), 6);
+        tokio::time::advance(IP_WINDOW).await;
+        assert_eq!(rl.ip_headroom(), 10);
+        rl.ip_banned();
+        assert_eq!(rl.ip_headroom(), 0);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_ip_share_is_a_sliding_window() {

@@ -459,6 +459,11 @@ pub struct Heartbeat {
     pub started_ms: TimestampMs,
     pub now_ms: TimestampMs,
     pub state: ServiceState,
+    /// The process's own figures at this beat, by name (integers: counts, µs, requests),
+    /// e.g. `ws_reconnects_total`, `ratelimit_ip_headroom`, `bus_lag_max_us`; the
+    /// dashboard exports them to Prometheus. Absent in older heartbeats.
+    #[serde(default)]
+    pub metrics: std::collections::BTreeMap<String, i64>,
 }
 
 impl Publish for Heartbeat {

@@ -154,6 +154,7 @@ fn heartbeat() -> Heartbeat {
         state: ServiceState::Degraded {
             reason: "gateway unreachable".into(),
         },
+        metrics: [("ws_reconnects_total".to_owned(), 3)].into(),
     }
 }
 

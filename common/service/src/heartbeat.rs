@@ -6,16 +6,26 @@ use actix::{Actor, AsyncContext, Context, Handler, Message};
 use shardbot_bus::Publisher;
 use shardbot_protocol::{Heartbeat, ServiceState, now_ms};
 
+use crate::Metrics;
+
 /// Publishes a [`Heartbeat`] every interval; owns the process's heartbeat publisher.
 #[derive(Debug)]
 pub struct HeartbeatActor {
     publisher: Publisher,
     beat: Heartbeat,
     interval: Duration,
+    metrics: Metrics,
 }
 
 impl HeartbeatActor {
-    pub fn new(publisher: Publisher, service: &str, instance: &str, interval: Duration) -> Self {
+    /// `metrics` are read at every beat and published with it.
+    pub fn new(
+        publisher: Publisher,
+        service: &str,
+        instance: &str,
+        interval: Duration,
+        metrics: Metrics,
+    ) -> Self {
         let started_ms = now_ms();
         HeartbeatActor {
             publisher,
@@ -27,13 +37,16 @@ impl HeartbeatActor {
                 started_ms,
                 now_ms: started_ms,
                 state: ServiceState::Starting,
+                metrics: Default::default(),
             },
             interval,
+            metrics,
         }
     }
 
     fn beat(&mut self) {
         self.beat.now_ms = now_ms();
+        self.beat.metrics = self.metrics.read();
         if let Err(e) = self.publisher.publish(&self.beat) {
             tracing::warn!(error = %e, "heartbeat not published");
         }

@@ -31,6 +31,7 @@
 
 mod heartbeat;
 mod logging;
+mod metrics;
 mod settings;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -42,6 +43,7 @@ use tokio::sync::mpsc;
 
 pub use heartbeat::{HeartbeatActor, SetState};
 pub use logging::{LogGuard, LoggingError, log_file};
+pub use metrics::Metrics;
 pub use settings::{
     CommonSettings, DEFAULT_TOML, ENV_PREFIX, Endpoints, HeartbeatSettings, LogSettings, Settings,
     SettingsError, check_name,
@@ -119,6 +121,8 @@ pub struct ServiceContext {
     pub settings: Settings,
     pub common: CommonSettings,
     pub heartbeat: Addr<HeartbeatActor>,
+    /// Gauges published in every heartbeat (register them in the start function).
+    pub metrics: Metrics,
     pub shutdown: ShutdownHandle,
     pub log_file: PathBuf,
 }
@@ -155,11 +159,13 @@ where
     let result = system.block_on(async {
         let hb_url = common.endpoints.heartbeat_of(service, instance);
         let publisher = Publisher::bind(&hb_url, &common.bus)?;
+        let metrics = Metrics::default();
         let heartbeat = HeartbeatActor::new(
             publisher,
             service,
             instance,
             Duration::from_millis(common.heartbeat.interval_ms),
+            metrics.clone(),
         )
         .start();
         let (tx, mut fatal) = mpsc::unbounded_channel();
@@ -169,6 +175,7 @@ where
             settings: settings.clone(),
             common: common.clone(),
             heartbeat: heartbeat.clone(),
+            metrics,
             shutdown: ShutdownHandle(tx),
             log_file: log.path.clone(),
         };

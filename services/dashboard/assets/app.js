@@ -218,7 +218,8 @@ function renderBacktests(v) {
 function renderHealth(v) {
   fill("health", v.health.map((h) => {
     const tr = row([h.service, h.instance, el("span", h.state, "state-" + h.state), dur(h.heartbeat_age_ms) + " ago",
-      dur(h.uptime_ms), h.restarts, h.pid, h.detail]);
+      dur(h.uptime_ms), h.restarts, h.pid,
+      Object.entries(h.metrics || {}).map(([k, x]) => k + " " + x).join(", "), h.detail]);
     tr.dataset.process = h.service + "/" + h.instance;
     return tr;
   }));

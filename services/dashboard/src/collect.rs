@@ -144,6 +144,8 @@ pub struct ProcessView {
     pub uptime_ms: i64,
     /// Restarts seen by this dashboard (a new pid or start time of the same process).
     pub restarts: u32,
+    /// The process's own figures from its last heartbeat.
+    pub metrics: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -533,6 +535,7 @@ impl Collector {
                     heartbeat_age_ms: age,
                     uptime_ms: h.now_ms.saturating_sub(h.started_ms).max(0),
                     restarts: s.restarts,
+                    metrics: h.metrics.clone(),
                 }
             })
             .collect()

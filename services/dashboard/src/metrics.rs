@@ -34,6 +34,26 @@ impl Out {
     }
 }
 
+/// Type and help of the figures the services publish (docs/metrics.md lists them).
+fn describe(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "ws_reconnects_total" => (
+            "counter",
+            "WebSocket connections of the process that went down and were reconnected.",
+        ),
+        "ratelimit_ip_headroom" => (
+            "gauge",
+            "Requests the process's share of Bybit's IP limit still allows in the current 5 s window.",
+        ),
+        "bus_lag_max_us" => (
+            "gauge",
+            "Largest publish-to-receive lag of a bar on the bus since the previous heartbeat, in µs.",
+        ),
+        _ if name.ends_with("_total") => ("counter", "A count the process publishes."),
+        _ => ("gauge", "A figure the process publishes."),
+    }
+}
+
 fn f(d: rust_decimal::Decimal) -> f64 {
     d.to_f64().unwrap_or(f64::NAN)
 }
@@ -167,6 +187,28 @@ pub fn render(p: &Published) -> String {
             &[("service", &h.service), ("instance", &h.instance)],
             h.restarts as f64,
         );
+    }
+    // Each process's own figures (from its heartbeat), one metric per name.
+    let mut names: Vec<&str> = v
+        .health
+        .iter()
+        .flat_map(|h| h.metrics.keys().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let metric = format!("shardbot_{name}");
+        let (kind, help) = describe(name);
+        o.help(&metric, kind, help);
+        for h in &v.health {
+            if let Some(x) = h.metrics.get(name) {
+                o.sample(
+                    &metric,
+                    &[("service", &h.service), ("instance", &h.instance)],
+                    *x as f64,
+                );
+            }
+        }
     }
     o.help(
         "shardbot_dashboard_problems",

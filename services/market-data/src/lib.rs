@@ -96,6 +96,13 @@ pub fn config(
 pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let (cfg, exchange, md) = config(ctx)?;
     let client = exchange.client(None)?;
+    let limiter = client.raw().limiter().clone();
+    ctx.metrics.gauge("ratelimit_ip_headroom", move || {
+        i64::from(limiter.ip_headroom())
+    });
+    ctx.metrics.gauge("ws_reconnects_total", || {
+        i64::try_from(shardbot_bybit::ws::ws_reconnects()).unwrap_or(i64::MAX)
+    });
     let store = if md.store_dir.trim().is_empty() {
         None
     } else {

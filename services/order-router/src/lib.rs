@@ -47,6 +47,13 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let client = exchange
         .client(Some(credentials.clone()))
         .map_err(|e| format!("router.ip_requests_per_5s / [exchange]: {e}"))?;
+    let limiter = client.raw().limiter().clone();
+    ctx.metrics.gauge("ratelimit_ip_headroom", move || {
+        i64::from(limiter.ip_headroom())
+    });
+    ctx.metrics.gauge("ws_reconnects_total", || {
+        i64::try_from(shardbot_bybit::ws::ws_reconnects()).unwrap_or(i64::MAX)
+    });
     let urls = exchange.urls()?;
     let ep = &ctx.common.endpoints;
     let publisher = Publisher::bind(&ep.order_router_pub, &ctx.common.bus)?;

@@ -91,6 +91,10 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let client = exchange
         .client(Some(exchange.credentials(sim_account)?))
         .map_err(|e| format!("reconciler.ip_requests_per_5s / [exchange]: {e}"))?;
+    let limiter = client.raw().limiter().clone();
+    ctx.metrics.gauge("ratelimit_ip_headroom", move || {
+        i64::from(limiter.ip_headroom())
+    });
     let ep = &ctx.common.endpoints;
     let replier = Replier::bind(&ep.reconciler_rep, &ctx.common.bus)?;
     let fills = Subscriber::dial(&[&ep.order_router_pub], &ctx.common.bus)?;

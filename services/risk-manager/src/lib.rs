@@ -52,6 +52,10 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let client = exchange
         .client(Some(exchange.credentials(sim_account)?))
         .map_err(|e| format!("risk.ip_requests_per_5s / [exchange]: {e}"))?;
+    let limiter = client.raw().limiter().clone();
+    ctx.metrics.gauge("ratelimit_ip_headroom", move || {
+        i64::from(limiter.ip_headroom())
+    });
     let ep = &ctx.common.endpoints;
     let publisher = Publisher::bind(&ep.risk_manager_pub, &ctx.common.bus)?;
     let replier = Replier::bind(&ep.risk_manager_rep, &ctx.common.bus)?;

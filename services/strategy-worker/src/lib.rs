@@ -83,7 +83,9 @@ pub fn start(ctx: &ServiceContext, shard: Shard) -> Result<(), StartError> {
         positions_retry: Duration::from_millis(ws.positions_retry_ms),
         universe_refresh: Duration::from_secs(ws.universe_refresh_s),
     };
-    let addr = Worker::new(cfg, engine, gateway, router, risk, ctx.heartbeat.clone()).start();
+    let worker = Worker::new(cfg, engine, gateway, router, risk, ctx.heartbeat.clone());
+    ctx.metrics.gauge("bus_lag_max_us", worker.bus_lag_gauge());
+    let addr = worker.start();
     let _forwarder = forward_subscription(subscriber, addr.recipient())?;
     Ok(())
 }

@@ -42,6 +42,8 @@ pub struct Worker {
     positions_known: bool,
     gaps: GapDetector,
     bus_gaps: u64,
+    /// The largest bus lag (publish → receive) of a bar since the heartbeat last read it, µs.
+    bus_lag_max_us: Arc<std::sync::atomic::AtomicI64>,
     state: Option<ServiceState>,
     history_slots: Arc<Semaphore>,
 }
@@ -68,9 +70,16 @@ impl Worker {
             positions_known: false,
             gaps: GapDetector::new(),
             bus_gaps: 0,
+            bus_lag_max_us: Arc::default(),
             state: None,
             history_slots: Arc::new(Semaphore::new(HISTORY_IN_FLIGHT)),
         }
+    }
+
+    /// The bus-lag gauge: the largest lag of a bar since the last read (which resets it).
+    pub fn bus_lag_gauge(&self) -> impl Fn() -> i64 + Send + Sync + 'static {
+        let lag = self.bus_lag_max_us.clone();
+        move || lag.swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn fetch_universe(&self, ctx: &mut Context<Self>) {
@@ -236,6 +245,11 @@ impl Handler<Inbound> for Worker {
         let r = msg.0;
         match r.event {
             Event::Bar(bar) => {
+                let lag_us = shardbot_protocol::now_ns().saturating_sub(r.sent_ns) / 1000;
+                self.bus_lag_max_us.fetch_max(
+                    i64::try_from(lag_us).unwrap_or(i64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let check = self.gaps.observe(&r.topic.to_string(), r.epoch, r.seq);
                 if let SeqCheck::Gap { from, to } = check {
                     self.bus_gaps += to - from + 1;

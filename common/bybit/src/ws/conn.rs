@@ -2,11 +2,23 @@
 //! handler subscribe, ping every `ping_interval`, treat `dead_after` of silence as a dead
 //! connection, and reconnect with exponential backoff until shut down.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
+
+/// Connections of this process that went down (and were reconnected), every stream:
+/// a process-wide count, as the heartbeat reports it (`ws_reconnects_total`).
+static RECONNECTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many WebSocket connections of this process went down since it started.
+pub fn ws_reconnects() -> u64 {
+    RECONNECTS.load(Ordering::Relaxed)
+}
 
 /// Keep-alive and reconnect settings.
 #[derive(Debug, Clone)]
@@ -140,6 +152,7 @@ pub(crate) async fn run<H: Handler>(
                 }
             }
         };
+        RECONNECTS.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(conn, url = %url, reason = %reason, retry_in_ms = backoff.as_millis() as u64, "WebSocket down; reconnecting");
         if events
             .send(handler.disconnected(conn, reason))

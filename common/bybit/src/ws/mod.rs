@@ -5,7 +5,7 @@ mod conn;
 mod private;
 mod public;
 
-pub use conn::{WsConfig, WsHandle};
+pub use conn::{WsConfig, WsHandle, ws_reconnects};
 pub use private::{PRIVATE_TOPICS, PrivateEvent, spawn_private};
 pub use public::{
     MAX_ARGS_CHARS, PublicEvent, kline_topic, plan_connections, spawn_public, ticker_topic,
