@@ -77,7 +77,7 @@ fn count(b: &Browser, css: &str) -> u64 {
 fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     let stack = ScriptStack::new(&replay_config(
         "start_halted = true",
-        "[dashboard]\nrefresh_ms = 500",
+        "[dashboard]\nrefresh_ms = 500\nbacktests = [\"{dir}/backtests\"]",
     ));
     std::fs::write(stack.path("optimized_parameters.json"), FAST_PARAMS).unwrap();
     let out = stack.up(&["--workers", "1"]);
@@ -276,8 +276,41 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         },
     );
     b.screenshot(&screenshot_path("performance"));
+    // A backtest run by the user shows up on the Backtests page.
+    let data = shardbot_e2e::shared().join("data/klines/bybit_linear_5m/BTCUSDT.csv");
+    let run_dir = stack.path("backtests/btc-trend");
+    let bt = std::process::Command::new(shardbot_e2e::bin("shardbot"))
+        .args(["backtest", "--strategy", "trend_following", "--params-file"])
+        .arg(stack.path("optimized_parameters.json"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    assert!(
+        bt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bt.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
     b.goto(&format!("{base}/#backtests"));
     assert!(text_of(&b, "#optimizations").contains("trend_following"));
+    let folder = run_dir.display().to_string();
+    let cells = b.wait("the backtest run", Duration::from_secs(20), |b| {
+        let t = text_of(
+            b,
+            &format!("#backtests tr[data-folder='{folder}'] td:nth-child(5)"),
+        );
+        (!t.is_empty()).then_some(t)
+    });
+    assert_eq!(
+        cells,
+        summary["trades"].to_string(),
+        "the run's trade count"
+    );
     b.screenshot(&screenshot_path("backtests"));
     b.goto(&format!("{base}/#health"));
     b.wait("every process running", Duration::from_secs(20), |b| {

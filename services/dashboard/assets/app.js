@@ -151,6 +151,7 @@ function chart(id, title, xs, ys, color) {
     const width = Math.max(300, target.clientWidth || 800);
     charts[id] = new uPlot({
       width, height: 220, legend: { show: false },
+      axes: [{}, { size: 80 }],
       series: [{}, { label: title, stroke: color, width: 1.5 }],
     }, data, target);
   } else {
@@ -215,6 +216,22 @@ function renderBacktests(v) {
   }
 }
 
+function renderBacktestRuns(v) {
+  const runs = v.backtests || [];
+  if (runs.length === 0) {
+    fill("backtests", [row(["no backtest runs yet (shardbot backtest --out backtests/NAME)", "", "", "", "", "", "", "", "", ""])]);
+    return;
+  }
+  fill("backtests", runs.map((r) => {
+    const s = r.summary || {};
+    const tr = row([r.folder, s.strategy, s.symbols, time(s.first_bar_ms) + " → " + time(s.last_bar_ms), s.trades,
+      num((s.win_rate || 0) * 100, 1) + "%", signed(s.total_return) , num(s.max_drawdown) + "%",
+      s.sharpe === null || s.sharpe === undefined ? "–" : num(s.sharpe), s.profit_factor === null || s.profit_factor === undefined ? "–" : num(s.profit_factor)]);
+    tr.dataset.folder = r.folder;
+    return tr;
+  }));
+}
+
 function renderHealth(v) {
   fill("health", v.health.map((h) => {
     const tr = row([h.service, h.instance, el("span", h.state, "state-" + h.state), dur(h.heartbeat_age_ms) + " ago",
@@ -233,6 +250,7 @@ function render(v) {
   renderPerformance(v);
   renderRiskForm(v, false);
   renderBacktests(v);
+  renderBacktestRuns(v);
   renderHealth(v);
   document.body.dataset.generated = v.generated_ms;
 }

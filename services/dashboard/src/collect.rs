@@ -230,6 +230,8 @@ pub struct View {
     pub strategies: Vec<StrategyView>,
     /// optimized_parameters.json: each strategy's optimization record.
     pub optimizations: serde_json::Value,
+    /// `shardbot backtest` runs found in `dashboard.backtests`, newest first.
+    pub backtests: Vec<BacktestRun>,
     /// The newest trades (open and closed), newest first.
     pub trades: Vec<TradeRow>,
     pub closed_trades: usize,
@@ -238,6 +240,54 @@ pub struct View {
     pub health: Vec<ProcessView>,
     /// What could not be read this round, in words.
     pub problems: Vec<String>,
+}
+
+/// One `shardbot backtest --out DIR` run: its folder and its summary.json.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BacktestRun {
+    pub folder: String,
+    pub modified_ms: i64,
+    pub summary: serde_json::Value,
+}
+
+/// The runs in `roots` (each a run folder, or a folder of run folders), newest first.
+pub fn backtest_runs(roots: &[PathBuf]) -> Vec<BacktestRun> {
+    fn run(dir: &std::path::Path) -> Option<BacktestRun> {
+        let file = dir.join("summary.json");
+        let text = std::fs::read_to_string(&file).ok()?;
+        let modified_ms = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+        match serde_json::from_str(&text) {
+            Ok(summary) => Some(BacktestRun {
+                folder: dir.display().to_string(),
+                modified_ms,
+                summary,
+            }),
+            Err(e) => {
+                tracing::debug!(file = %file.display(), error = %e, "not a backtest summary");
+                None
+            }
+        }
+    }
+    let mut runs = Vec::new();
+    for root in roots {
+        if let Some(r) = run(root) {
+            runs.push(r);
+            continue;
+        }
+        if let Ok(entries) = std::fs::read_dir(root) {
+            runs.extend(entries.flatten().filter_map(|e| run(&e.path())));
+        }
+    }
+    runs.sort_by(|a, b| {
+        b.modified_ms
+            .cmp(&a.modified_ms)
+            .then(a.folder.cmp(&b.folder))
+    });
+    runs
 }
 
 /// A view as published: the JSON the pages get and the figures /metrics renders.
@@ -268,6 +318,8 @@ pub struct CollectorConfig {
     pub heartbeat_interval_ms: u64,
     pub trades_shown: usize,
     pub heartbeat_urls: Vec<String>,
+    /// Backtest runs: folders with a summary.json, or folders of such folders.
+    pub backtests: Vec<PathBuf>,
     pub bus: BusOptions,
     pub risk: Arc<Requester>,
 }
@@ -421,6 +473,7 @@ impl Collector {
             settings,
             strategies,
             optimizations,
+            backtests: backtest_runs(&self.cfg.backtests),
             trades: rows,
             closed_trades: closed.len(),
             verified_trades,
@@ -619,6 +672,37 @@ mod tests {
         assert_eq!(p.best_symbol.as_deref(), Some("BTCUSDT"));
         assert_eq!(p.most_active_symbol.as_deref(), Some("ETHUSDT"));
         assert_eq!(p.report.overall.total_pnl, dec!(30));
+    }
+
+    #[test]
+    fn backtest_runs_are_found_in_run_folders_and_folders_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = dir.path().join("backtest-out");
+        let many = dir.path().join("backtests");
+        for (d, strategy) in [
+            (one.clone(), "trend_following"),
+            (many.join("a"), "mean_reversion"),
+            (many.join("b"), "trend_following"),
+        ] {
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join("summary.json"),
+                format!(r#"{{"strategy": "{strategy}", "trades": 3}}"#),
+            )
+            .unwrap();
+        }
+        std::fs::create_dir_all(many.join("not-a-run")).unwrap();
+        let runs = backtest_runs(&[one, many, dir.path().join("missing")]);
+        assert_eq!(runs.len(), 3);
+        let mut strategies: Vec<&str> = runs
+            .iter()
+            .map(|r| r.summary["strategy"].as_str().unwrap())
+            .collect();
+        strategies.sort_unstable();
+        assert_eq!(
+            strategies,
+            ["mean_reversion", "trend_following", "trend_following"]
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub struct DashboardSettings {
     pub max_workers: u32,
     pub market_heartbeat: String,
     pub trades_shown: usize,
+    pub backtests: Vec<PathBuf>,
 }
 
 impl DashboardSettings {
@@ -82,6 +83,7 @@ pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
         refresh: Duration::from_millis(ds.refresh_ms),
         heartbeat_interval_ms: ctx.common.heartbeat.interval_ms,
         trades_shown: ds.trades_shown,
+        backtests: ds.backtests.clone(),
         heartbeat_urls: collect::heartbeat_urls(
             &ctx.common.endpoints,
             &ds.market_heartbeat,
