@@ -78,10 +78,24 @@ ut.PUBLIC_WSS = base.replace("http", "ws", 1) + "/v5/public/{CHANNEL_TYPE}"
 got = {"ticker": threading.Event(), "kline": threading.Event()}
 progress("public WebSocket")
 ws = WebSocket(testnet=False, channel_type="linear")
-ws.ticker_stream(symbol=sym, callback=lambda m: got["ticker"].set() if m["data"]["symbol"] == sym else None)
-ws.kline_stream(interval=1, symbol=sym, callback=lambda m: got["kline"].set() if m["data"][0]["interval"] == "1" else None)
-check(got["ticker"].wait(20), "no ticker over pybit's WebSocket")
-check(got["kline"].wait(20), "no kline over pybit's WebSocket")
+progress(f"connected: {ws.is_connected()}")
+seen = {"ticker": 0, "kline": 0}
+
+
+def on(kind, ok):
+    seen[kind] += 1
+    if ok:
+        got[kind].set()
+
+
+ws.ticker_stream(symbol=sym, callback=lambda m: on("ticker", m["data"]["symbol"] == sym))
+ws.kline_stream(interval=1, symbol=sym, callback=lambda m: on("kline", m["data"][0]["interval"] == "1"))
+progress("subscribed")
+# The first tick after a subscription brings a snapshot (within a second when idle). The
+# wait is long because once, in a CI run on a machine loaded by other builds, 20 s passed
+# without one; the message then says whether anything arrived at all.
+check(got["ticker"].wait(60), f"no ticker over pybit's WebSocket within 60 s ({seen['ticker']} ticker messages, connected: {ws.is_connected()})")
+check(got["kline"].wait(60), f"no kline over pybit's WebSocket within 60 s ({seen['kline']} kline messages, connected: {ws.is_connected()})")
 # pybit's exit() waits, unbounded, for websocket-client to drop its socket, which under
 # load it sometimes never does (seen in CI with every check above passed): bounded here.
 closer = threading.Thread(target=ws.exit, daemon=True)
