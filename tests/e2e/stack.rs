@@ -270,16 +270,29 @@ fn the_whole_stack_trades_and_survives_every_fault() {
     for service in ["market-data", "order-router"] {
         let line =
             format!("shardbot_ws_reconnects_total{{service=\"{service}\",instance=\"main\"}} ");
-        let n: i64 = run.stack.wait(
-            &format!("{service}'s reconnects in /metrics"),
-            Duration::from_secs(20),
-            || {
-                let m = run.stack.dashboard_get("/metrics");
-                let rest = &m[m.find(&line)? + line.len()..];
-                rest.lines().next()?.trim().parse().ok().filter(|n| *n >= 1)
-            },
+        let mut last = String::new();
+        let n = run.stack.wait_or(Duration::from_secs(20), || {
+            last = run.stack.dashboard_get("/metrics");
+            let rest = &last[last.find(&line)? + line.len()..];
+            rest.lines()
+                .next()?
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 1)
+        });
+        let about: Vec<&str> = last
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("service=\"{service}\""))
+                    || l.starts_with("shardbot_dashboard_problems")
+            })
+            .collect();
+        assert!(
+            n.is_some(),
+            "{service}'s reconnects never reached /metrics; its series:\n{}",
+            about.join("\n")
         );
-        assert!(n >= 1);
     }
 
     // --- 10006 bursts and replies slower than the client waits -----------------------------

@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -330,12 +330,35 @@ struct Seen {
     restarts: u32,
 }
 
+type SeenMap = Arc<Mutex<BTreeMap<(String, String), Seen>>>;
+
 #[derive(Debug)]
 pub struct Collector {
     cfg: CollectorConfig,
-    heartbeats: Subscriber,
-    seen: BTreeMap<(String, String), Seen>,
+    /// Kept up to date by the heartbeat thread, whatever the collector is waiting for (a
+    /// risk manager that does not answer must not freeze the health view).
+    seen: SeenMap,
     journal: Option<Journal>,
+}
+
+/// Receives every heartbeat into `seen`, for the life of the process.
+fn listen(sub: Subscriber, seen: SeenMap) {
+    loop {
+        match sub.recv_frame(None) {
+            Ok(Some(frame)) => match shardbot_protocol::decode_frame(&frame) {
+                Ok(r) => {
+                    let mut map = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    heard(&mut map, r.event);
+                }
+                Err(e) => tracing::warn!(error = %e, "an undecodable heartbeat frame skipped"),
+            },
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "heartbeats can no longer be received: the health view stops");
+                return;
+            }
+        }
+    }
 }
 
 impl Collector {
@@ -344,10 +367,21 @@ impl Collector {
         heartbeats.subscribe("hb.")?;
         Ok(Collector {
             cfg,
-            heartbeats,
-            seen: BTreeMap::new(),
+            seen: SeenMap::default(),
             journal: None,
-        })
+        }
+        .listening(heartbeats))
+    }
+
+    fn listening(self, sub: Subscriber) -> Collector {
+        let seen = self.seen.clone();
+        let spawned = std::thread::Builder::new()
+            .name("heartbeats".into())
+            .spawn(move || listen(sub, seen));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the heartbeat thread: the health view stays empty");
+        }
+        self
     }
 
     /// Builds a view every `refresh` until every receiver is gone.
@@ -358,24 +392,20 @@ impl Collector {
             if tx.send(Arc::new(published)).is_err() {
                 return;
             }
-            // Heartbeats arrive all the time: wait for the next round by receiving them.
-            while let Some(left) = self.cfg.refresh.checked_sub(started.elapsed()) {
-                match self.heartbeats.recv(Some(left)) {
-                    Ok(Some(r)) => self.heard(r.event),
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "heartbeat receive failed");
-                        break;
-                    }
-                }
+            // A fixed-rate loop: the next round starts one refresh after this one did.
+            if let Some(left) = self.cfg.refresh.checked_sub(started.elapsed()) {
+                std::thread::sleep(left);
             }
         }
     }
+}
 
-    fn heard(&mut self, event: Event) {
-        let Event::Heartbeat(h) = event else { return };
+/// Records a heartbeat; a new pid or start time of a known process is a restart.
+fn heard(seen: &mut BTreeMap<(String, String), Seen>, event: Event) {
+    let Event::Heartbeat(h) = event else { return };
+    {
         let key = (h.service.clone(), h.instance.clone());
-        match self.seen.get_mut(&key) {
+        match seen.get_mut(&key) {
             Some(s) => {
                 if s.last.pid != h.pid || s.last.started_ms != h.started_ms {
                     s.restarts += 1;
@@ -383,7 +413,7 @@ impl Collector {
                 s.last = h;
             }
             None => {
-                self.seen.insert(
+                seen.insert(
                     key,
                     Seen {
                         last: h,
@@ -393,7 +423,9 @@ impl Collector {
             }
         }
     }
+}
 
+impl Collector {
     fn ask(&self, req: RiskRequest, problems: &mut Vec<String>) -> Option<RiskReply> {
         match self
             .cfg
@@ -563,8 +595,8 @@ impl Collector {
 
     fn health(&self, now: TimestampMs) -> Vec<ProcessView> {
         let silent_after = (self.cfg.heartbeat_interval_ms as i64).saturating_mul(3);
-        self.seen
-            .values()
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.values()
             .map(|s| {
                 let h = &s.last;
                 let age = now.saturating_sub(h.now_ms).max(0);
