@@ -8,6 +8,7 @@
 //! options set and why.
 
 mod actors;
+mod dialwatch;
 mod error;
 mod options;
 pub mod pubsub;

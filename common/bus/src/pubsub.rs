@@ -97,6 +97,7 @@ impl Publisher {
 #[derive(Debug)]
 pub struct Subscriber {
     socket: Socket,
+    _watch: crate::dialwatch::DialWatch,
 }
 
 impl Subscriber {
@@ -109,10 +110,11 @@ impl Subscriber {
             "SUB receive buffer",
             opts.sub_recv_buffer
         )?;
-        for url in urls {
-            socket::dial(&s, url.as_ref(), opts)?;
-        }
-        Ok(Subscriber { socket: s })
+        let watch = socket::dial(&s, urls, opts)?;
+        Ok(Subscriber {
+            socket: s,
+            _watch: watch,
+        })
     }
 
     /// Subscribes to every topic starting with `prefix` (`b""` subscribes to everything).

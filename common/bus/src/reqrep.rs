@@ -29,6 +29,7 @@ use crate::{BusError, BusOptions, error::io, socket};
 #[derive(Debug, Clone)]
 pub struct Requester {
     socket: Socket,
+    _watch: Arc<crate::dialwatch::DialWatch>,
     url: String,
     timeout: Duration,
 }
@@ -42,9 +43,10 @@ impl Requester {
             "request resend time",
             Some(opts.request_resend())
         )?;
-        socket::dial(&s, url, opts)?;
+        let watch = socket::dial(&s, &[url], opts)?;
         Ok(Requester {
             socket: s,
+            _watch: Arc::new(watch),
             url: url.to_owned(),
             timeout: opts.request_timeout(),
         })
