@@ -313,20 +313,55 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     );
     b.screenshot(&screenshot_path("backtests"));
     b.goto(&format!("{base}/#health"));
-    b.wait("every process running", Duration::from_secs(20), |b| {
-        let running = |p: &str| {
-            text_of(
-                b,
-                &format!("#health tr[data-process='{p}'] td:nth-child(3)"),
-            ) == "running"
-        };
-        (running("order-router/main")
-            && running("risk-manager/main")
-            && running("reconciler/main")
-            && running("market-data/main")
-            && running("strategy-worker/0-1"))
-        .then_some(())
-    });
+    b.wait_explained(
+        "every process running",
+        Duration::from_secs(20),
+        |b| {
+            let running = |p: &str| {
+                text_of(
+                    b,
+                    &format!("#health tr[data-process='{p}'] td:nth-child(3)"),
+                ) == "running"
+            };
+            (running("order-router/main")
+                && running("risk-manager/main")
+                && running("reconciler/main")
+                && running("market-data/main")
+                && running("strategy-worker/0-1"))
+            .then_some(())
+        },
+        |b| {
+            b.js(
+                "const e = document.querySelector('#health'); return e ? e.innerText : null;",
+                serde_json::json!([]),
+            )
+            .as_str()
+            .unwrap_or("(no health table)")
+            .to_owned()
+        },
+    );
+    // Everything starts at once, bybit-sim too: a service that finds the exchange not
+    // up yet waits for it rather than dying, so the supervisor restarted nothing and
+    // the page says so.
+    let supervisor = std::fs::read_to_string(stack.path("run/log/supervisord.log")).unwrap();
+    let unexpected: Vec<&str> = supervisor
+        .lines()
+        .filter(|l| l.contains("not expected"))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+    for p in [
+        "order-router/main",
+        "risk-manager/main",
+        "reconciler/main",
+        "market-data/main",
+        "strategy-worker/0-1",
+    ] {
+        let restarts = text_of(
+            &b,
+            &format!("#health tr[data-process='{p}'] td:nth-child(6)"),
+        );
+        assert_eq!(restarts, "0", "{p} was restarted");
+    }
     b.screenshot(&screenshot_path("health"));
     b.goto(&format!("{base}/#live"));
     assert!(text_of(&b, "#wrong-kind").contains("no real money"));

@@ -222,21 +222,30 @@ impl Browser {
     }
 
     /// Polls `f` (a page query) until it gives `Some`, or panics naming `what`.
-    pub fn wait<T>(
+    pub fn wait<T>(&self, what: &str, within: Duration, f: impl FnMut(&Browser) -> Option<T>) -> T {
+        self.wait_explained(what, within, f, |_| String::new())
+    }
+
+    /// [`Browser::wait`], and on failure the panic also shows `explain` (what the page
+    /// showed instead).
+    pub fn wait_explained<T>(
         &self,
         what: &str,
         within: Duration,
         mut f: impl FnMut(&Browser) -> Option<T>,
+        explain: impl Fn(&Browser) -> String,
     ) -> T {
         let deadline = Instant::now() + within;
         loop {
             if let Some(v) = f(self) {
                 return v;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the page never showed {what} within {within:?}"
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "the page never showed {what} within {within:?}; it showed:\n{}",
+                    explain(self)
+                );
+            }
             std::thread::sleep(Duration::from_millis(200)); // polling the page
         }
     }

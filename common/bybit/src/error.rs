@@ -181,6 +181,13 @@ impl BybitError {
             _ => false,
         }
     }
+
+    /// Whether the same request may well succeed later with nothing changed on our side:
+    /// the exchange unreachable or slow, a 5xx, a rate limit or an IP ban that lifts.
+    /// Bad keys, refused permissions and bad parameters are not.
+    pub fn transient(&self) -> bool {
+        self.outcome_unknown() || matches!(self, BybitError::IpBanned { .. })
+    }
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ use shardbot_bybit::{
     models::market::InstrumentInfo,
     ws::{PrivateEvent, spawn_private},
 };
-use shardbot_protocol::{ErrorReply, Instrument, RouterReply, RouterRequest, Symbol};
-use shardbot_service::ServiceContext;
+use shardbot_protocol::{ErrorReply, Instrument, RouterReply, RouterRequest, ServiceState, Symbol};
+use shardbot_service::{ServiceContext, SetState};
 
 pub use router::{Private, Router, Submit, order_event};
 
@@ -62,12 +62,13 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let js: shardbot_journal::JournalSettings = ctx.settings.section("journal")?;
     let journal = shardbot_journal::Journal::open(&js.file)?;
     let shutdown = ctx.shutdown.clone();
+    let heartbeat = ctx.heartbeat.clone();
     let ws_cfg = exchange.ws_config();
     let reread_ms = i64::from(rs.reread_hours.clamp(1, 168)) * 3_600_000;
     // Start-up reads happen before the replier serves: an intent is never judged on a
     // half-read state.
     actix::spawn(async move {
-        let init = async {
+        let init = || async {
             client.sync_time().await?;
             let instruments: HashMap<Symbol, Instrument> = client
                 .usdt_perpetuals()
@@ -94,15 +95,28 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
                 }
             }
             Ok::<_, shardbot_bybit::BybitError>((instruments, placed))
-        }
-        .await;
-        let (instruments, placed) = match init {
-            Ok(v) => v,
-            Err(e) => {
-                shutdown.fatal(format!("cannot read the account from the exchange: {e}"));
-                return;
+        };
+        // An exchange that is not up yet (bybit-sim starting beside us) or briefly
+        // unreachable is waited for; bad keys or permissions stop the router at once.
+        let mut wait = std::time::Duration::from_millis(500);
+        let (instruments, placed) = loop {
+            match init().await {
+                Ok(v) => break v,
+                Err(e) if e.transient() => {
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot read the account from the exchange yet; trying again");
+                    heartbeat.do_send(SetState(ServiceState::Degraded {
+                        reason: format!("exchange unreachable: {e}"),
+                    }));
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                }
+                Err(e) => {
+                    shutdown.fatal(format!("cannot read the account from the exchange: {e}"));
+                    return;
+                }
             }
         };
+        heartbeat.do_send(SetState(ServiceState::Running));
         tracing::info!(
             instruments = instruments.len(),
             known_orders = placed.len(),
