@@ -201,7 +201,8 @@ async fn run_loop(
             result
         }
     };
-    let _ = one("start", true).await;
+    let mut failed = Failed::default();
+    failed.after(one("start", true).await.is_err(), true);
     let mut periodic = tokio::time::interval(Duration::from_secs(rs.sweep_interval_s));
     // The bus can drop a fill event (PUB/SUB), and a subscriber connects a moment after
     // its publisher: the journal, which the router writes before it publishes, is looked
@@ -217,8 +218,9 @@ async fn run_loop(
     let mut close_left = 0u32;
     loop {
         let due = close_due;
+        let retry_due = failed.due;
         tokio::select! {
-            _ = periodic.tick() => { let _ = one("periodic", false).await; }
+            _ = periodic.tick() => { failed.after(one("periodic", false).await.is_err(), false); }
             _ = journal_poll.tick() => {
                 let now = journal.max_fill_rowid().unwrap_or(fills_seen);
                 if now > fills_seen {
@@ -227,9 +229,15 @@ async fn run_loop(
                     close_due.get_or_insert_with(tokio::time::Instant::now);
                 }
             }
-            _ = daily.tick() => { let _ = one("daily", true).await; }
+            _ = daily.tick() => { failed.after(one("daily", true).await.is_err(), true); }
+            _ = async { if let Some(d) = retry_due { tokio::time::sleep_until(d).await } else { std::future::pending::<()>().await } } => {
+                let full = failed.full;
+                failed.after(one("retry", full).await.is_err(), full);
+            }
             _ = async { if let Some(d) = due { tokio::time::sleep_until(d).await } else { std::future::pending::<()>().await } } => {
-                let pending = one("close", false).await.map_or(1, |o| o.pending);
+                let r = one("close", false).await;
+                failed.after(r.is_err(), false);
+                let pending = r.map_or(1, |o| o.pending);
                 if pending > 0 && close_left > 0 {
                     close_left -= 1;
                     close_due = Some(tokio::time::Instant::now() + retry);
@@ -246,6 +254,7 @@ async fn run_loop(
                 }
                 Some(Trigger::Manual { full, reply }) => {
                     let r = one("manual", full).await;
+                    failed.after(r.is_err(), full);
                     let _ = reply.send(match r {
                         Ok(o) => ReconcileReply::Swept(summary(&o)),
                         Err(e) => ReconcileReply::Error(ErrorReply { message: e.to_string() }),
@@ -253,6 +262,47 @@ async fn run_loop(
                 }
             }
         }
+    }
+}
+
+/// The longest wait before a failed sweep is tried again.
+const FAILED_SWEEP_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// The first wait before a failed sweep is tried again; doubled after each failure.
+const FAILED_SWEEP_BACKOFF_FIRST: Duration = Duration::from_secs(2);
+
+/// When a failed sweep (the exchange unreachable, a timeout) is tried again: soon, with
+/// a backoff up to a minute, not only at the next periodic sweep 15 minutes later, which
+/// would leave the trades unverified and the service degraded that long.
+#[derive(Debug, Default)]
+struct Failed {
+    due: Option<tokio::time::Instant>,
+    backoff: Option<Duration>,
+    /// Whether the sweep to try again is a full pass (any failed full one makes it so).
+    full: bool,
+}
+
+impl Failed {
+    /// Notes how the last sweep went.
+    fn after(&mut self, failed: bool, full: bool) {
+        if !failed {
+            // A later successful sweep covers an earlier failed one, unless that was a
+            // full pass and this one was not.
+            if full || !self.full {
+                *self = Self::default();
+            }
+            return;
+        }
+        let backoff = self.backoff.map_or(FAILED_SWEEP_BACKOFF_FIRST, |b| {
+            (b * 2).min(FAILED_SWEEP_BACKOFF_MAX)
+        });
+        self.backoff = Some(backoff);
+        self.full |= full;
+        self.due = Some(tokio::time::Instant::now() + backoff);
+        tracing::info!(
+            retry_in_ms = backoff.as_millis() as u64,
+            full = self.full,
+            "the failed sweep is tried again"
+        );
     }
 }
 
@@ -318,5 +368,41 @@ fn report(
                 reason: format!("last sweep failed: {e}"),
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_sweep_is_tried_again_with_a_growing_backoff_until_one_succeeds() {
+        let mut f = Failed::default();
+        f.after(false, false);
+        assert!(f.due.is_none(), "nothing to try again after a good sweep");
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            f.after(true, false);
+            assert!(f.due.is_some());
+            waits.push(f.backoff.unwrap().as_secs());
+        }
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
+        f.after(false, false);
+        assert!(f.due.is_none() && f.backoff.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_full_pass_is_only_covered_by_a_full_one() {
+        let mut f = Failed::default();
+        f.after(true, true);
+        f.after(true, false);
+        assert!(f.full, "the retry stays a full pass");
+        f.after(false, false);
+        assert!(
+            f.due.is_some(),
+            "a partial sweep does not cover a failed full pass"
+        );
+        f.after(false, true);
+        assert!(f.due.is_none());
     }
 }
