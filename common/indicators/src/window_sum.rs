@@ -9,6 +9,13 @@
 //! non-overlapping partial sums (Shewchuk's algorithm, as in Python's `math.fsum`), and
 //! rounded correctly when read: the result depends only on the values in the window.
 //!
+//! Fast path: prices (and their squares) in a window are almost always integer multiples
+//! of one power of two with a sum that fits 62 bits. While they are, the sum is kept as
+//! that integer, exactly; `i64 as f64` then rounds it once, to nearest with ties to even,
+//! which is the very result the partials give (a property test holds the two paths equal
+//! bit for bit). A value that does not fit rescales the window, or falls back to the
+//! partials.
+//!
 //! Written here rather than taken from a crate: it is some forty lines on the hot path of
 //! every backtest, and needs removal (adding the negated value is exact) and an
 //! allocation-free steady state, which the summation crates do not offer together.
@@ -19,11 +26,98 @@ use std::collections::VecDeque;
 pub(crate) struct WindowSum {
     period: usize,
     window: VecDeque<f64>,
+    /// The exact sum of the finite values in the window, as an integer times 2^-shift,
+    /// while they all fit; otherwise `None` and the partials hold it.
+    fixed: Option<Fixed>,
     /// Non-overlapping, in increasing magnitude, none zero; their exact sum is the sum of
-    /// the finite values in the window.
+    /// the finite values in the window (used only while `fixed` is `None`).
     partials: Vec<f64>,
     /// Values in the window that are NaN or infinite (the sum is NaN while there are any).
     nonfinite: usize,
+    /// Pushes left before the partials try the integer path again.
+    retry_fixed_in: usize,
+    /// Whether the integer path may be used (false only in tests comparing the paths).
+    allow_fixed: bool,
+}
+
+/// A sum of values `x = n · 2^-shift`, kept as the integer Σn.
+#[derive(Debug, Clone, Copy)]
+struct Fixed {
+    /// 2^shift and 2^-shift.
+    scale: f64,
+    inv: f64,
+    sum: i64,
+}
+
+/// The integer path keeps |Σn| below 2^62 and every |n| below 2^62.
+const FIXED_LIMIT: f64 = 4_611_686_018_427_387_904.0; // 2^62
+
+impl Fixed {
+    /// `x`'s integer at this scale, if `x` is an exact multiple of 2^-shift that fits.
+    #[inline]
+    fn int(&self, x: f64) -> Option<i64> {
+        let y = x * self.scale; // exact: a power of two (bounded shift, no overflow)
+        if y.abs() < FIXED_LIMIT {
+            let n = y as i64;
+            if n as f64 == y {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    /// The sum, correctly rounded: `i64 as f64` rounds to nearest, ties to even, and the
+    /// power-of-two scaling back is exact (the shift is bounded well inside f64's range).
+    #[inline]
+    fn value(&self) -> f64 {
+        self.sum as f64 * self.inv
+    }
+
+    /// A scale at which every finite value of `values` is an integer and their sum (and
+    /// that of any `period` values of similar size) fits; `None` if there is none.
+    fn for_values<'a>(values: impl Iterator<Item = &'a f64>, period: usize) -> Option<Fixed> {
+        // x = m · 2^e with m odd: the shift must be at least -e for every x; the largest
+        // bit of any |x| · 2^shift is (top + shift).
+        let (mut need, mut top, mut any) = (i32::MIN, i32::MIN, false);
+        for &x in values {
+            if !x.is_finite() || x == 0.0 {
+                continue;
+            }
+            let bits = x.to_bits();
+            let exp_bits = ((bits >> 52) & 0x7ff) as i32;
+            let frac = bits & ((1u64 << 52) - 1);
+            let (m, e) = if exp_bits == 0 {
+                (frac, -1074)
+            } else {
+                (frac | (1u64 << 52), exp_bits - 1075)
+            };
+            let tz = m.trailing_zeros() as i32;
+            let (m, e) = (m >> tz, e + tz);
+            need = need.max(-e);
+            top = top.max(e + (64 - m.leading_zeros() as i32));
+            any = true;
+        }
+        if !any {
+            return Some(Fixed::at(0));
+        }
+        // Room for `period` values as large as the largest one, under 2^62.
+        let room = 62 - (top + need) - (usize::BITS - period.leading_zeros()) as i32;
+        if room < 0 {
+            return None;
+        }
+        // Half the spare bits for finer values to come (a price falling a binade), half
+        // for larger ones: fewer rescales.
+        let shift = need + (room / 2).min(8);
+        (-960..=960).contains(&shift).then(|| Fixed::at(shift))
+    }
+
+    fn at(shift: i32) -> Fixed {
+        Fixed {
+            scale: 2f64.powi(shift),
+            inv: 2f64.powi(-shift),
+            sum: 0,
+        }
+    }
 }
 
 impl WindowSum {
@@ -32,9 +126,21 @@ impl WindowSum {
         WindowSum {
             period,
             window: VecDeque::with_capacity(period + 1),
+            fixed: Some(Fixed::at(0)),
             partials: Vec::with_capacity(4),
             nonfinite: 0,
+            retry_fixed_in: 0,
+            allow_fixed: true,
         }
+    }
+
+    /// A window sum that only ever uses the partials (for tests comparing the paths).
+    #[cfg(test)]
+    fn partials_only(period: usize) -> WindowSum {
+        let mut w = WindowSum::new(period);
+        w.fixed = None;
+        w.allow_fixed = false;
+        w
     }
 
     pub(crate) fn period(&self) -> usize {
@@ -46,7 +152,7 @@ impl WindowSum {
     pub(crate) fn push(&mut self, x: f64) -> Option<f64> {
         self.window.push_back(x);
         if x.is_finite() {
-            self.add(x);
+            self.include(x);
         } else {
             self.nonfinite += 1;
         }
@@ -56,13 +162,80 @@ impl WindowSum {
         let sum = self.sum();
         if let Some(oldest) = self.window.pop_front() {
             if oldest.is_finite() {
-                // exact: the partials represent the sum without rounding
-                self.add(-oldest);
+                self.exclude(oldest);
             } else {
                 self.nonfinite -= 1;
             }
         }
         Some(sum)
+    }
+
+    /// Adds the finite `x` (already in the window) to the sum.
+    #[inline]
+    fn include(&mut self, x: f64) {
+        if let Some(f) = &mut self.fixed {
+            if let Some(s) = f.int(x).and_then(|n| f.sum.checked_add(n)) {
+                f.sum = s;
+            } else {
+                self.rebuild();
+            }
+            return;
+        }
+        self.add(x);
+        if self.allow_fixed {
+            if self.retry_fixed_in == 0 {
+                self.rebuild();
+            } else {
+                self.retry_fixed_in -= 1;
+            }
+        }
+    }
+
+    /// Removes the finite `x` (already out of the window) from the sum.
+    #[inline]
+    fn exclude(&mut self, x: f64) {
+        if let Some(f) = &mut self.fixed {
+            // Every value in the window was an integer at this scale when it came in or
+            // when the scale was last chosen.
+            if let Some(s) = f.int(x).and_then(|n| f.sum.checked_sub(n)) {
+                f.sum = s;
+            } else {
+                self.rebuild();
+            }
+            return;
+        }
+        // exact: the partials represent the sum without rounding
+        self.add(-x);
+    }
+
+    /// Recomputes the sum of the window's finite values from scratch: as an integer at a
+    /// scale they all fit, or else as partials (trying the integer path again after a
+    /// window's worth of values).
+    fn rebuild(&mut self) {
+        self.fixed = None;
+        self.partials.clear();
+        if self.allow_fixed
+            && let Some(mut f) = Fixed::for_values(self.window.iter(), self.period)
+        {
+            let mut ok = true;
+            for &x in self.window.iter().filter(|x| x.is_finite()) {
+                match f.int(x).and_then(|n| f.sum.checked_add(n)) {
+                    Some(s) => f.sum = s,
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                self.fixed = Some(f);
+                return;
+            }
+        }
+        for x in self.window.clone().iter().filter(|x| x.is_finite()) {
+            self.add(*x);
+        }
+        self.retry_fixed_in = self.period;
     }
 
     /// Adds a finite `x` to the partials, exactly.
@@ -93,6 +266,9 @@ impl WindowSum {
     fn sum(&self) -> f64 {
         if self.nonfinite > 0 {
             return f64::NAN;
+        }
+        if let Some(f) = &self.fixed {
+            return f.value();
         }
         let p = &self.partials;
         let mut n = p.len();
@@ -162,6 +338,63 @@ mod tests {
                     prop_assert_eq!(got.map(f64::to_bits), Some(want.to_bits()), "window ending at {}", i);
                 }
             }
+        }
+    }
+
+    /// Price-like series: decimals with 0-8 places on a random walk, with jumps of up to
+    /// a factor of 10^4 either way (so the integer path rescales and falls back), and
+    /// their squares, as the Bollinger bands sum them.
+    fn prices() -> impl Strategy<Value = Vec<f64>> {
+        (
+            0u32..=8,
+            1i64..10_000_000,
+            prop::collection::vec((-50i64..=50, 0u8..40), 1..300),
+        )
+            .prop_map(|(places, start, steps)| {
+                let scale = 10f64.powi(places as i32);
+                let mut k = start;
+                let mut out = Vec::new();
+                for (step, jump) in steps {
+                    k = match jump {
+                        0 => k.saturating_mul(10_000).min(1_000_000_000_000_000),
+                        1 => (k / 10_000).max(1),
+                        _ => (k + step).max(1),
+                    };
+                    out.push(k as f64 / scale);
+                }
+                out
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn the_integer_path_gives_the_partials_result_bit_for_bit(
+            xs in prices(),
+            period in 1usize..40,
+            squares in any::<bool>(),
+        ) {
+            let mut fast = WindowSum::new(period);
+            let mut slow = WindowSum::partials_only(period);
+            for (i, &x) in xs.iter().enumerate() {
+                let x = if squares { x * x } else { x };
+                let (a, b) = (fast.push(x), slow.push(x));
+                prop_assert_eq!(a.map(f64::to_bits), b.map(f64::to_bits), "value {} ({})", i, x);
+            }
+        }
+    }
+
+    #[test]
+    fn ordinary_prices_stay_on_the_integer_path() {
+        let mut w = WindowSum::new(30);
+        for i in 0..10_000 {
+            w.push(1234.56 + f64::from(i % 97) * 0.01);
+            assert!(w.fixed.is_some(), "left the integer path at {i}");
+        }
+        let mut sq = WindowSum::new(20);
+        for i in 0..10_000 {
+            let x = 0.05321 + f64::from(i % 89) * 0.00001;
+            sq.push(x * x);
+            assert!(sq.fixed.is_some(), "squares left the integer path at {i}");
         }
     }
 
