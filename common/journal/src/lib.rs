@@ -210,6 +210,14 @@ pub struct Journal {
     path: String,
 }
 
+/// SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 impl Journal {
     /// Opens (creating if needed) the journal at `path` and applies missing migrations.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
@@ -223,43 +231,60 @@ impl Journal {
         }
         let mut conn = Connection::open(path).map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sql)?;
-        // Several services open the journal at start: the version is read and the missing
-        // migrations applied under one write lock (BEGIN IMMEDIATE waits for the other
-        // opener, up to the busy timeout), so each migration runs exactly once.
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sql)?;
-        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            .map_err(sql)?;
-        let found: i64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(sql)?;
-        let known = MIGRATIONS.len() as i64;
-        if found > known {
+        // SQLite answers SQLITE_BUSY at once, without its busy handler, where waiting could
+        // deadlock: two connections turning a new file to WAL together, or both upgrading
+        // a read lock. Services open the journal together at start, so the set-up is
+        // retried then, with a short growing pause, for up to 10 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut pause = Duration::from_millis(5);
+        let found = loop {
+            match Self::set_up(&mut conn) {
+                Ok(found) => break found,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause); // backoff before trying the set-up again
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(sql(e)),
+            }
+        };
+        if let Some((found, known)) = found {
             return Err(JournalError::TooNew {
                 path: p,
                 found,
                 known,
             });
         }
+        Ok(Journal { conn, path: p })
+    }
+
+    /// WAL mode and the migrations. `Some((found, known))` when the journal was written by
+    /// a newer binary.
+    fn set_up(conn: &mut Connection) -> Result<Option<(i64, i64)>, rusqlite::Error> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        // Several services open the journal at start: the version is read and the missing
+        // migrations applied under one write lock (BEGIN IMMEDIATE waits for the other
+        // opener, up to the busy timeout), so each migration runs exactly once.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        let found: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Ok(Some((found, known)));
+        }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            tx.execute_batch(m).map_err(sql)?;
+            tx.execute_batch(m)?;
             tx.execute(
                 "INSERT INTO schema_version (version) VALUES (?1)",
                 [i as i64 + 1],
-            )
-            .map_err(sql)?;
+            )?;
         }
-        tx.commit().map_err(sql)?;
-        Ok(Journal { conn, path: p })
+        tx.commit()?;
+        Ok(None)
     }
 
     fn sql(&self, source: rusqlite::Error) -> JournalError {
