@@ -8,7 +8,6 @@
 //! options set and why.
 
 mod actors;
-mod dialwatch;
 mod error;
 mod options;
 pub mod pubsub;

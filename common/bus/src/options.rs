@@ -28,9 +28,6 @@ pub struct BusOptions {
     /// Redial backoff bounds after a lost connection.
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
-    /// A dialer with no connection for this long is closed and replaced (nng 1.5.2's can
-    /// stop redialing for good; see `dialwatch.rs`). Above `reconnect_max_ms`.
-    pub redial_after_ms: u64,
 }
 
 impl Default for BusOptions {
@@ -42,7 +39,6 @@ impl Default for BusOptions {
             request_resend_ms: 1000,
             reconnect_min_ms: 20,
             reconnect_max_ms: 1000,
-            redial_after_ms: 3000,
         }
     }
 }
@@ -78,13 +74,6 @@ impl BusOptions {
             return Err(format!(
                 "bus.reconnect_min_ms ({}) must be > 0 and <= bus.reconnect_max_ms ({})",
                 self.reconnect_min_ms, self.reconnect_max_ms
-            ));
-        }
-        if self.redial_after_ms <= self.reconnect_max_ms {
-            return Err(format!(
-                "bus.redial_after_ms ({}) must be above bus.reconnect_max_ms ({}): a dialer \
-                 is replaced only after nng's own redial had its chance",
-                self.redial_after_ms, self.reconnect_max_ms
             ));
         }
         Ok(())

@@ -97,7 +97,6 @@ impl Publisher {
 #[derive(Debug)]
 pub struct Subscriber {
     socket: Socket,
-    _watch: crate::dialwatch::DialWatch,
 }
 
 impl Subscriber {
@@ -110,11 +109,10 @@ impl Subscriber {
             "SUB receive buffer",
             opts.sub_recv_buffer
         )?;
-        let watch = socket::dial(&s, urls, opts)?;
-        Ok(Subscriber {
-            socket: s,
-            _watch: watch,
-        })
+        for url in urls {
+            socket::dial(&s, url.as_ref(), opts)?;
+        }
+        Ok(Subscriber { socket: s })
     }
 
     /// Subscribes to every topic starting with `prefix` (`b""` subscribes to everything).

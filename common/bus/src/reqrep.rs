@@ -29,7 +29,6 @@ use crate::{BusError, BusOptions, error::io, socket};
 #[derive(Debug, Clone)]
 pub struct Requester {
     socket: Socket,
-    _watch: Arc<crate::dialwatch::DialWatch>,
     url: String,
     timeout: Duration,
 }
@@ -43,10 +42,9 @@ impl Requester {
             "request resend time",
             Some(opts.request_resend())
         )?;
-        let watch = socket::dial(&s, &[url], opts)?;
+        socket::dial(&s, url, opts)?;
         Ok(Requester {
             socket: s,
-            _watch: Arc::new(watch),
             url: url.to_owned(),
             timeout: opts.request_timeout(),
         })

@@ -7,7 +7,7 @@ use nng::{
     options::{ReconnectMaxTime, ReconnectMinTime},
 };
 
-use crate::{BusError, BusOptions, dialwatch::DialWatch, validate_url};
+use crate::{BusError, BusOptions, validate_url};
 
 pub(crate) fn open(proto: Protocol) -> Result<Socket, BusError> {
     Socket::new(proto).map_err(|source| BusError::Io {
@@ -56,18 +56,10 @@ pub(crate) fn listen(socket: &Socket, url: &str) -> Result<(), BusError> {
     })
 }
 
-/// Dials every one of `urls` in the background: succeeds even if nobody listens yet, and
-/// keeps redialling with backoff (`reconnect_min_ms`..`reconnect_max_ms`) whenever the
-/// connection is lost; a dialer without a connection for `redial_after_ms` is replaced
-/// (see [`DialWatch`]). The returned watch lives as long as the socket's owner.
-pub(crate) fn dial<S: AsRef<str>>(
-    socket: &Socket,
-    urls: &[S],
-    opts: &BusOptions,
-) -> Result<DialWatch, BusError> {
-    for url in urls {
-        validate_url(url.as_ref()).map_err(BusError::Endpoint)?;
-    }
+/// Dials `url` in the background: succeeds even if nobody listens yet, and keeps redialling
+/// with backoff (`reconnect_min_ms`..`reconnect_max_ms`) whenever the connection is lost.
+pub(crate) fn dial(socket: &Socket, url: &str, opts: &BusOptions) -> Result<(), BusError> {
+    validate_url(url).map_err(BusError::Endpoint)?;
     set_opt!(
         socket,
         ReconnectMinTime,
@@ -80,9 +72,8 @@ pub(crate) fn dial<S: AsRef<str>>(
         "reconnect max time",
         Some(Duration::from_millis(opts.reconnect_max_ms))
     )?;
-    let watch = DialWatch::new(socket, Duration::from_millis(opts.redial_after_ms))?;
-    for url in urls {
-        watch.dial(url.as_ref())?;
-    }
-    Ok(watch)
+    socket.dial_async(url).map_err(|source| BusError::Dial {
+        url: url.to_owned(),
+        source,
+    })
 }
