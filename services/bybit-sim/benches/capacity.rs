@@ -42,6 +42,8 @@ fn start(clock_speed: f64) -> String {
         universe_price_dir: String::new(),
         replay_dir: String::new(),
         replay_warmup_bars: 300,
+        replay_hold_ms: 0,
+        funding_rate: rust_decimal::Decimal::new(1, 4),
         clock_speed,
         start_time_ms: 0,
         profile: Profile::Demo,

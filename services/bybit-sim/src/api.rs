@@ -294,7 +294,7 @@ fn tickers(ex: &Exchange, q: &HashMap<String, String>) -> HttpResponse {
                 "bid1Size": (i.qty_step * Decimal::from(1000)).to_string(),
                 "ask1Price": (last + i.tick).to_string(),
                 "ask1Size": (i.qty_step * Decimal::from(1000)).to_string(),
-                "fundingRate": "0.0001",
+                "fundingRate": ex.market.funding_rate.to_string(),
                 "nextFundingTime": (bar_start(now, funding_ms, 0) + funding_ms).to_string(),
                 "fundingIntervalHour": (i.funding_interval_min / 60).to_string(),
                 "deliveryTime": "0",

@@ -24,7 +24,6 @@ use crate::market::{Instrument, Market};
 pub const TAKER_FEE: Decimal = Decimal::from_parts(55, 0, 0, false, 5); // 0.00055
 pub const MAKER_FEE: Decimal = Decimal::from_parts(2, 0, 0, false, 4); // 0.0002
 /// Funding rate charged at every settlement (longs pay shorts when positive).
-pub const FUNDING_RATE: Decimal = Decimal::from_parts(1, 0, 0, false, 4); // 0.0001
 const DEFAULT_LEVERAGE: u32 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -837,8 +836,11 @@ impl Book {
         let mut events: Vec<(i64, String, Decimal)> = Vec::new();
         for s in &symbols {
             if let Some(inst) = market.get(s) {
+                // Stops and resting limits see the first moment the path reaches their
+                // level, not only its corners.
+                let levels = self.levels(s);
                 events.extend(
-                    inst.grid_prices(from, now)
+                    inst.prices_through(from, now, &levels)
                         .into_iter()
                         .map(|(t, p)| (t, s.clone(), p)),
                 );
@@ -854,7 +856,7 @@ impl Book {
         events.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         for (t, key, price) in events {
             if let Some(symbol) = key.strip_suffix("\u{0}funding") {
-                self.settle_funding(symbol, price, t);
+                self.settle_funding(symbol, price, market.funding_rate, t);
             } else {
                 self.on_price(market, &key, price, t, spread_ticks);
             }
@@ -862,14 +864,35 @@ impl Book {
         self.advanced_to = now;
     }
 
-    fn settle_funding(&mut self, symbol: &str, mark: Decimal, t: i64) {
+    /// The prices at which something happens on `symbol`: its position's stop-loss and
+    /// take-profit, and its resting limit orders.
+    fn levels(&self, symbol: &str) -> Vec<Decimal> {
+        let mut out: Vec<Decimal> = self
+            .positions
+            .get(symbol)
+            .map(|p| p.stop_loss.into_iter().chain(p.take_profit).collect())
+            .unwrap_or_default();
+        out.extend(
+            self.open
+                .iter()
+                .map(|&i| &self.orders[i])
+                .filter(|o| o.symbol == symbol && !o.market)
+                .filter_map(|o| o.price),
+        );
+        out
+    }
+
+    fn settle_funding(&mut self, symbol: &str, mark: Decimal, rate: Decimal, t: i64) {
+        if rate.is_zero() {
+            return;
+        }
         let exec_id = self.id("f");
         let Some(p) = self.positions.get_mut(symbol) else {
             return;
         };
         // Positive rate: longs pay, shorts receive.
         let value = p.size * mark;
-        let payment = (value * FUNDING_RATE).round_dp(8) * p.side.sign();
+        let payment = (value * rate).round_dp(8) * p.side.sign();
         p.cur_realised -= payment;
         p.funding += payment;
         p.updated_ms = t;
@@ -887,7 +910,7 @@ impl Book {
             qty: size,
             value,
             fee: payment,
-            fee_rate: FUNDING_RATE,
+            fee_rate: rate,
             is_maker: false,
             closed_size: Decimal::ZERO,
             order_price: Decimal::ZERO,
@@ -1130,6 +1153,27 @@ mod tests {
     }
 
     #[test]
+    fn funding_follows_the_configured_rate_and_zero_turns_it_off() {
+        for (rate, settlements) in [(dec!(0.0001), true), (Decimal::ZERO, false)] {
+            let mut m = market();
+            m.funding_rate = rate;
+            let inst = &m.instruments[5];
+            let mut b = Book::new(dec!(10000), NOW);
+            let q = qty_for(inst, dec!(1000), NOW);
+            b.place(&m, order(&inst.symbol, Side::Buy, q, "f1"), NOW, 1)
+                .unwrap();
+            b.advance(&m, NOW + 9 * 3_600_000, 1);
+            let funding: Vec<&Execution> = b
+                .executions
+                .iter()
+                .filter(|e| e.exec_type == "Funding")
+                .collect();
+            assert_eq!(!funding.is_empty(), settlements, "rate {rate}");
+            assert!(funding.iter().all(|e| e.fee_rate == rate));
+        }
+    }
+
+    #[test]
     fn a_stop_loss_triggers_on_the_path_and_closes_the_position() {
         let m = market();
         let inst = &m.instruments[9];
@@ -1156,12 +1200,9 @@ mod tests {
             (exit.create_type, exit.stop_order_type, exit.reduce_only),
             ("CreateByStopLoss", "StopLoss", true)
         );
+        // Triggered where the path reached the stop, filled a spread (1 tick) through it.
         let rec = b.closed.last().unwrap();
-        assert!(
-            rec.avg_exit_price <= sl,
-            "filled at or beyond the stop: {} vs {sl}",
-            rec.avg_exit_price
-        );
+        assert_eq!(rec.avg_exit_price, sl - inst.tick);
     }
 
     #[test]

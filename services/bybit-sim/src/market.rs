@@ -3,7 +3,10 @@
 
 use std::{collections::HashMap, path::Path};
 
-use rust_decimal::{Decimal, prelude::FromPrimitive};
+use rust_decimal::{
+    Decimal,
+    prelude::{FromPrimitive, ToPrimitive},
+};
 
 use crate::path::{Brownian, STEP_MS, hash_str, index_of, mix, uniform};
 
@@ -39,12 +42,18 @@ pub struct Instrument {
 /// Recorded klines of one symbol, replayed: inside each bar the price moves
 /// open -> (low, high) -> close for a rising bar and open -> (high, low) -> close for a
 /// falling one, linearly between those points, so the bar's extremes are touched and the
-/// first price after a bar closes is the next bar's open.
+/// first price after a bar closes is the next bar's open. With a hold, the price stays at
+/// the open for the bar's first `hold` ms and at the close for its last `hold` ms (the
+/// moves happen in between): an order sent on a bar's close fills at the next bar's open
+/// however long the trip to the exchange takes, up to the hold, and a stop triggered
+/// inside a bar is known before the bar closes.
 #[derive(Debug)]
 pub struct Replay {
     /// Bar length of the file.
     pub len: i64,
     pub rows: Vec<Kline>,
+    /// Sim ms the price stays at each bar's open and at its close.
+    pub hold: i64,
 }
 
 impl Replay {
@@ -57,8 +66,9 @@ impl Replay {
         }
     }
 
-    /// The corner points of bar `i`'s price path.
-    fn vertices(&self, i: usize) -> [(i64, Decimal); 4] {
+    /// The corner points of bar `i`'s price path, in time order (a hold adds the ends of
+    /// the still stretches).
+    fn vertices(&self, i: usize) -> Vec<(i64, Decimal)> {
         let r = &self.rows[i];
         let (a, b) = if r.close >= r.open {
             (r.low, r.high)
@@ -66,12 +76,30 @@ impl Replay {
             (r.high, r.low)
         };
         let t = r.start_ms;
-        [
+        if self.hold <= 0 {
+            return vec![
+                (t, r.open),
+                (t + self.len / 3, a),
+                (t + 2 * self.len / 3, b),
+                (t + self.len - 1, r.close),
+            ];
+        }
+        let (from, to) = (t + self.hold, t + self.len - 1 - self.hold);
+        let moving = to - from;
+        vec![
             (t, r.open),
-            (t + self.len / 3, a),
-            (t + 2 * self.len / 3, b),
+            (from, r.open),
+            (from + moving / 3, a),
+            (from + 2 * moving / 3, b),
+            (to, r.close),
             (t + self.len - 1, r.close),
         ]
+    }
+
+    /// Whether a bar opens at `t`: the price gets there by a jump from the previous close,
+    /// not by moving through the prices in between.
+    fn opens_bar(&self, t: i64) -> bool {
+        self.rows.binary_search_by_key(&t, |r| r.start_ms).is_ok()
     }
 
     fn price_at(&self, t: i64) -> Decimal {
@@ -227,6 +255,40 @@ impl Instrument {
             self.raw_at(self.path.at(n + 1)),
         );
         self.quantise(a + (b - a) * frac)
+    }
+
+    /// [`grid_prices`](Self::grid_prices) and, between two of them, the first moment the
+    /// path reaches each of `levels` (the price is then exactly the level): what a stop
+    /// or a limit resting at a level sees. A replayed bar's open is reached by a jump (a
+    /// gap), so a level jumped over is first seen at the open.
+    pub fn prices_through(&self, after: i64, to: i64, levels: &[Decimal]) -> Vec<(i64, Decimal)> {
+        let points = self.grid_prices(after, to);
+        if levels.is_empty() || points.is_empty() {
+            return points;
+        }
+        let mut out = Vec::with_capacity(points.len() + 2);
+        let (mut t0, mut p0) = (after, self.price_at(after));
+        for (t1, p1) in points {
+            let jump = self.replay.as_ref().is_some_and(|r| r.opens_bar(t1));
+            if !jump && p1 != p0 && t1 > t0 {
+                let mut crossings: Vec<(i64, Decimal)> = levels
+                    .iter()
+                    .filter(|l| (p0 < **l && **l < p1) || (p1 < **l && **l < p0))
+                    .map(|l| {
+                        let frac = (*l - p0) / (p1 - p0);
+                        let dt = (frac * Decimal::from(t1 - t0)).ceil();
+                        let dt = dt.to_i64().unwrap_or(t1 - t0);
+                        ((t0 + dt).clamp(t0 + 1, t1), *l)
+                    })
+                    .collect();
+                // Nearest to the segment's start first.
+                crossings.sort_by_key(|(_, l)| (*l - p0).abs());
+                out.extend(crossings);
+            }
+            out.push((t1, p1));
+            (t0, p0) = (t1, p1);
+        }
+        out
     }
 
     /// The prices at the grid points in `(after, to]`, with their times: every price the
@@ -469,7 +531,7 @@ fn read_replay(file: &Path) -> Result<(Replay, u32, u32), String> {
         .collect();
     gaps.sort_unstable();
     let len = gaps[gaps.len() / 2];
-    Ok((Replay { len, rows }, price_dp, qty_dp))
+    Ok((Replay { len, rows, hold: 0 }, price_dp, qty_dp))
 }
 
 /// Kline interval lengths as Bybit spells them; weekly bars start on Monday 00:00 UTC.
@@ -498,6 +560,8 @@ pub fn bar_start(t: i64, len: i64, offset: i64) -> i64 {
 pub struct Market {
     pub instruments: Vec<Instrument>,
     by_symbol: HashMap<String, usize>,
+    /// Charged at every settlement (longs pay a positive rate) and shown in tickers.
+    pub funding_rate: Decimal,
 }
 
 /// A real instrument's filters read from a Bybit instruments-info file.
@@ -580,8 +644,9 @@ fn made_up_name(n: u64) -> String {
 }
 
 impl Market {
-    /// The universe of a folder of recorded kline files, one `<SYMBOL>.csv` per symbol.
-    pub fn from_replay(dir: &Path, seed: u64) -> Result<Market, String> {
+    /// The universe of a folder of recorded kline files, one `<SYMBOL>.csv` per symbol,
+    /// each bar's price held `hold_ms` at its open and at its close (see [`Replay`]).
+    pub fn from_replay(dir: &Path, seed: u64, hold_ms: i64) -> Result<Market, String> {
         let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| format!("replay folder {}: {e}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -598,7 +663,16 @@ impl Market {
                 .and_then(|s| s.to_str())
                 .unwrap_or_default()
                 .to_owned();
-            let (replay, price_dp, qty_dp) = read_replay(&f)?;
+            let (mut replay, price_dp, qty_dp) = read_replay(&f)?;
+            if hold_ms < 0 || 3 * hold_ms >= replay.len {
+                return Err(format!(
+                    "sim.replay_hold_ms = {hold_ms}: must be 0 or more and under a third of \
+                     the bar length of {} ({} ms)",
+                    f.display(),
+                    replay.len
+                ));
+            }
+            replay.hold = hold_ms;
             let mut i = Instrument::generated(symbol, seed);
             i.tick = Decimal::new(1, price_dp);
             i.qty_step = Decimal::new(1, qty_dp.min(8));
@@ -678,6 +752,7 @@ impl Market {
         Market {
             instruments,
             by_symbol,
+            funding_rate: Decimal::new(1, 4),
         }
     }
 
@@ -761,6 +836,10 @@ mod replay_tests {
     use rust_decimal_macros::dec;
 
     fn market() -> (tempfile::TempDir, Market) {
+        market_held(0)
+    }
+
+    fn market_held(hold_ms: i64) -> (tempfile::TempDir, Market) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("TESTUSDT.csv"),
@@ -770,8 +849,62 @@ mod replay_tests {
              1600000,98.0,99.9,98.0,99.5,1.0\n",
         )
         .unwrap();
-        let m = Market::from_replay(dir.path(), 1).unwrap();
+        let m = Market::from_replay(dir.path(), 1, hold_ms).unwrap();
         (dir, m)
+    }
+
+    #[test]
+    fn a_held_bar_stays_at_its_open_and_at_its_close() {
+        let (_d, m) = market_held(60_000);
+        let i = m.get("TESTUSDT").unwrap();
+        let (t, len, hold) = (1_000_000, 300_000, 60_000);
+        for dt in [0, 1, hold / 2, hold] {
+            assert_eq!(i.price_at(t + dt), dec!(100.0), "{dt} ms into the bar");
+        }
+        assert!(
+            i.price_at(t + hold + 30_000) < dec!(100.0),
+            "moving after the hold"
+        );
+        for dt in [len - 1 - hold, len - hold / 2, len - 1] {
+            assert_eq!(i.price_at(t + dt), dec!(102.0), "{dt} ms into the bar");
+        }
+        // Still open -> low -> high -> close, every extreme touched.
+        let seen: Vec<Decimal> = i
+            .grid_prices(t, t + len - 1)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                dec!(100.0),
+                dec!(99.0),
+                dec!(103.5),
+                dec!(102.0),
+                dec!(102.0)
+            ]
+        );
+        let e = Market::from_replay(_d.path(), 1, 100_000).unwrap_err();
+        assert!(e.contains("replay_hold_ms = 100000"), "{e}");
+    }
+
+    #[test]
+    fn a_level_is_seen_where_the_path_crosses_it_or_at_the_open_it_gapped_to() {
+        let (_d, m) = market();
+        let i = m.get("TESTUSDT").unwrap();
+        // Inside the rising bar: 100.0 -> 99.0 over 100 s crosses 99.5 half way.
+        let p = i.prices_through(1_000_000, 1_100_000, &[dec!(99.5), dec!(50.0)]);
+        assert_eq!(p, [(1_050_000, dec!(99.5)), (1_100_000, dec!(99.0))]);
+        // Both levels on one segment: the nearer one first (99.0 -> 103.5).
+        let p = i.prices_through(1_100_000, 1_200_000, &[dec!(103.0), dec!(100.0)]);
+        assert_eq!(
+            p.iter().map(|x| x.1).collect::<Vec<_>>(),
+            [dec!(100.0), dec!(103.0), dec!(103.5)]
+        );
+        assert!(p[0].0 < p[1].0 && p[1].0 < p[2].0, "{p:?}");
+        // 102.0 closes, 102.1 opens the next bar: 102.05 is jumped over, never quoted.
+        let p = i.prices_through(1_299_000, 1_300_000, &[dec!(102.05)]);
+        assert_eq!(p, [(1_299_999, dec!(102.0)), (1_300_000, dec!(102.1))]);
     }
 
     #[test]
@@ -838,7 +971,7 @@ mod replay_tests {
             "open_time_ms,open,high,low,close,volume\n1,2,3,4,5,6\n2,2,x,4,5,6\n",
         )
         .unwrap();
-        let e = Market::from_replay(dir.path(), 1).unwrap_err();
+        let e = Market::from_replay(dir.path(), 1, 0).unwrap_err();
         assert!(e.contains("BADUSDT.csv:3"), "{e}");
     }
 }

@@ -44,6 +44,16 @@ pub struct SimSettings {
     /// much history is there to warm up on.
     #[serde(default = "warmup")]
     pub replay_warmup_bars: i64,
+    /// In replay, the price stays this many sim ms at each bar's open and at its close
+    /// (0 = it moves all bar long). What an order sent on a bar's close needs to fill at
+    /// the next open, as a backtest assumes: at least the stack's reaction time times
+    /// `clock_speed`.
+    #[serde(default)]
+    pub replay_hold_ms: i64,
+    /// Funding rate charged at each settlement (longs pay a positive rate), and shown in
+    /// tickers.
+    #[serde(default = "funding_rate")]
+    pub funding_rate: Decimal,
     /// Sim seconds per real second.
     pub clock_speed: f64,
     /// Sim time at start-up (Unix ms); 0 = now.
@@ -65,6 +75,10 @@ fn one() -> f64 {
     1.0
 }
 
+fn funding_rate() -> Decimal {
+    Decimal::new(1, 4)
+}
+
 fn warmup() -> i64 {
     300
 }
@@ -84,6 +98,18 @@ impl SimSettings {
             return Err(format!(
                 "sim.uid_limit_scale = {}: must be >= 1",
                 self.uid_limit_scale
+            ));
+        }
+        if self.funding_rate.abs() >= Decimal::new(1, 2) {
+            return Err(format!(
+                "sim.funding_rate = {}: a rate per settlement, under 0.01 (1 %) either way",
+                self.funding_rate
+            ));
+        }
+        if self.replay_hold_ms < 0 {
+            return Err(format!(
+                "sim.replay_hold_ms = {}: must be 0 or more",
+                self.replay_hold_ms
             ));
         }
         if self.ip_limit_per_5s == 0 {

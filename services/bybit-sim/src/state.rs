@@ -54,7 +54,11 @@ impl Exchange {
     pub fn new(settings: &SimSettings) -> Result<Exchange, String> {
         settings.validate()?;
         let market = if !settings.replay_dir.trim().is_empty() {
-            Market::from_replay(std::path::Path::new(&settings.replay_dir), settings.seed)?
+            Market::from_replay(
+                std::path::Path::new(&settings.replay_dir),
+                settings.seed,
+                settings.replay_hold_ms,
+            )?
         } else {
             // Optional sources of real names: missing ones are skipped with a warning, so
             // the sim also runs where ../shared is not.
@@ -78,6 +82,8 @@ impl Exchange {
                 prices.as_deref(),
             )?
         };
+        let mut market = market;
+        market.funding_rate = settings.funding_rate;
         let start = match (settings.start_time_ms, market.replay_start()) {
             (t, _) if t > 0 => t,
             (_, Some((first, len))) => first + settings.replay_warmup_bars.max(0) * len,

@@ -95,7 +95,7 @@ fn ticker_fields(ex: &Exchange, symbol: &str, now: i64) -> BTreeMap<&'static str
     m.insert("bid1Size", (i.qty_step * Decimal::from(1000)).to_string());
     m.insert("ask1Size", (i.qty_step * Decimal::from(1000)).to_string());
     m.insert("prevPrice24h", i.price_at(now - 86_400_000).to_string());
-    m.insert("fundingRate", "0.0001".into());
+    m.insert("fundingRate", ex.market.funding_rate.to_string());
     m.insert(
         "nextFundingTime",
         (bar_start(now, funding_ms, 0) + funding_ms).to_string(),

@@ -30,6 +30,8 @@ pub fn settings() -> SimSettings {
         universe_price_dir: String::new(),
         replay_dir: String::new(),
         replay_warmup_bars: 300,
+        replay_hold_ms: 0,
+        funding_rate: rust_decimal::Decimal::new(1, 4),
         clock_speed: 1.0,
         start_time_ms: 0,
         profile: Profile::Demo,
