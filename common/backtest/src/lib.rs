@@ -80,6 +80,10 @@ pub struct BacktestConfig {
     /// Funding rate charged every `funding_interval_ms` (None: no funding).
     pub funding_rate: Option<Decimal>,
     pub funding_interval_ms: i64,
+    /// Bars opening before this time only warm the strategies up (told they are flat,
+    /// their signals dropped), as a worker warms up on history before it trades. None:
+    /// every bar trades.
+    pub trade_from_ms: Option<i64>,
 }
 
 impl BacktestConfig {
@@ -104,6 +108,7 @@ impl BacktestConfig {
             intrabar: Intrabar::StopFirst,
             funding_rate: None,
             funding_interval_ms: 8 * 3_600_000,
+            trade_from_ms: None,
         }
     }
 }
@@ -272,16 +277,9 @@ fn approx(x: f64) -> Decimal {
     }
 }
 
-/// A strategy's f64 price level on the tick grid, as the router rounds it (to the nearest
-/// tick), without the detour through text: the number of ticks is rounded in f64 and the
-/// level rebuilt exactly from it.
+/// A strategy's f64 price level on the tick grid, as the worker sends it.
 fn on_tick_f(p: f64, tick: Decimal) -> Decimal {
-    let t = tick.to_f64().unwrap_or(0.0);
-    if t > 0.0 && (p / t).abs() < 9.0e15 {
-        (Decimal::from((p / t).round() as i64) * tick).normalize()
-    } else {
-        approx(p).normalize()
-    }
+    shardbot_protocol::price_on_tick(p, tick).unwrap_or_else(|| approx(p).normalize())
 }
 
 struct Engine<'a> {
@@ -569,7 +567,8 @@ pub fn run_with(
             Some(_) => Position::Short,
         };
         let signals = st.strategy.on_bar(c, held);
-        if !signals.is_empty() {
+        let warming = cfg.trade_from_ms.is_some_and(|from| t < from);
+        if !signals.is_empty() && !warming {
             // Exits first: a reversal's entry is judged with the exit done.
             if signals.iter().any(|x| matches!(x, Signal::Exit)) && st.open.is_some() {
                 st.pending.exit = true;

@@ -179,6 +179,28 @@ fn stop_and_reverse_exits_and_enters_at_the_same_open_with_slippage() {
 }
 
 #[test]
+fn bars_before_trade_from_only_warm_the_strategy() {
+    let bars: Vec<Candle> = (0..5)
+        .map(|i| bar(i, 10.0 + i as f64, 20.0, 5.0, 10.5 + i as f64))
+        .collect();
+    let mut c = cfg();
+    c.trade_from_ms = Some(bars[2].open_time_ms);
+    // Signals on bars 0 (dropped: warming up) and 2 (traded).
+    let script = vec![vec![long(None, None)], vec![], vec![long(None, None)]];
+    let r = run_with(
+        &[market("BTCUSDT", bars.clone())],
+        &c,
+        vec![scripted(script)],
+    )
+    .unwrap();
+    assert_eq!(r.trades.len(), 1, "{:?}", r.trades);
+    assert_eq!(
+        (r.trades[0].entry_time_ms, r.trades[0].entry_price),
+        (bars[3].open_time_ms, dec!(13))
+    );
+}
+
+#[test]
 fn the_risk_rules_refuse_as_the_risk_manager_does() {
     let bars = || {
         vec![

@@ -108,6 +108,21 @@ pub struct Instrument {
     pub funding_interval_min: u32,
 }
 
+/// A strategy's price level (indicator math, `f64`) on a tick grid, to the nearest tick
+/// (halves away from zero): the number of ticks is rounded in `f64` and the level rebuilt
+/// exactly from it. The worker sends stop-loss and take-profit levels this way and the
+/// backtest fills them this way, so both use the same price to the tick. `None` for a
+/// level that is not finite, a tick that is not positive, or beyond 9e15 ticks.
+pub fn price_on_tick(level: f64, tick: Decimal) -> Option<Decimal> {
+    use rust_decimal::prelude::ToPrimitive;
+    let t = tick.to_f64().filter(|t| *t > 0.0)?;
+    let n = (level / t).round();
+    if !n.is_finite() || n.abs() >= 9.0e15 {
+        return None;
+    }
+    Some((Decimal::from(n as i64) * tick).normalize())
+}
+
 // ---------------------------------------------------------------------------------------
 // Intents and risk decisions
 // ---------------------------------------------------------------------------------------
@@ -643,4 +658,30 @@ pub struct SweepSummary {
     pub balance_difference: Option<Decimal>,
     #[serde(default)]
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+    use rust_decimal_macros::dec;
+
+    use super::*;
+
+    #[rstest]
+    #[case(99.0, dec!(0.1), Some(dec!(99)))]
+    #[case(1.222_65, dec!(0.0001), Some(dec!(1.2227)))]
+    #[case(1.222_649, dec!(0.0001), Some(dec!(1.2226)))]
+    #[case(64_123.456, dec!(0.5), Some(dec!(64123.5)))]
+    #[case(0.000_123_4, dec!(0.000001), Some(dec!(0.000123)))]
+    #[case(f64::NAN, dec!(0.1), None)]
+    #[case(f64::INFINITY, dec!(0.1), None)]
+    #[case(10.0, Decimal::ZERO, None)]
+    #[case(1e20, dec!(0.0001), None)]
+    fn levels_land_on_the_nearest_tick(
+        #[case] level: f64,
+        #[case] tick: Decimal,
+        #[case] want: Option<Decimal>,
+    ) {
+        assert_eq!(price_on_tick(level, tick), want);
+    }
 }

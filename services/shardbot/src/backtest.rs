@@ -36,6 +36,14 @@ pub struct BacktestArgs {
     /// Market orders and triggered stops fill this many basis points worse.
     #[arg(long, default_value = "0", value_name = "BPS")]
     slippage_bps: Decimal,
+    /// Market orders and triggered stops fill this many ticks worse instead (bybit-sim's
+    /// `spread_ticks`, to compare with a paper run on the sim).
+    #[arg(long, value_name = "TICKS", conflicts_with = "slippage_bps")]
+    slippage_ticks: Option<u32>,
+    /// Bars opening before this time (Unix ms) only warm the strategy up, as a worker
+    /// warms up on history before it trades.
+    #[arg(long, value_name = "UNIX_MS")]
+    trade_from: Option<i64>,
     /// Which of stop-loss and take-profit fills when both lie inside one bar.
     #[arg(long, value_enum, default_value = "stop-first")]
     intrabar: IntrabarArg,
@@ -122,7 +130,11 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
         }
     }
     cfg.fee_rate = args.fee;
-    cfg.slippage = Slippage::Bps(args.slippage_bps);
+    cfg.slippage = match args.slippage_ticks {
+        Some(n) => Slippage::Ticks(n),
+        None => Slippage::Bps(args.slippage_bps),
+    };
+    cfg.trade_from_ms = args.trade_from;
     cfg.intrabar = match args.intrabar {
         IntrabarArg::StopFirst => Intrabar::StopFirst,
         IntrabarArg::Path => Intrabar::Path,

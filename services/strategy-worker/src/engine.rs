@@ -368,13 +368,13 @@ fn candle(bar: &Bar) -> Candle {
     }
 }
 
-/// A price from indicator math, on the instrument's tick grid.
+/// A price from indicator math, on the instrument's tick grid (the backtest's rounding);
+/// to 8 decimals for an instrument not known yet.
 fn price(x: f64, tick: Option<Decimal>) -> Option<Decimal> {
-    let d = Decimal::from_f64(x)?;
-    Some(match tick {
-        Some(t) if t > Decimal::ZERO => ((d / t).round() * t).normalize(),
-        _ => d.round_dp(8).normalize(),
-    })
+    match tick {
+        Some(t) if t > Decimal::ZERO => shardbot_protocol::price_on_tick(x, t),
+        _ => Some(Decimal::from_f64(x)?.round_dp(8).normalize()),
+    }
 }
 
 fn intent(strategy: &str, bar: &Bar, signal: &Signal, tick: Option<Decimal>) -> OrderIntent {
