@@ -50,7 +50,12 @@ pub struct RiskManager {
     book: Book,
     exchange: Option<WalletAccount>,
     provisional: HashMap<Symbol, (Instant, Position, IntentId)>,
+    /// Symbols whose exit was approved (when): a reversal's entry that follows is judged
+    /// as if that exit were done, as the backtest judges it.
+    exiting: HashMap<Symbol, Instant>,
     syncing: bool,
+    /// A fill arrived while a sync was reading the account: read it again after.
+    sync_again: bool,
 }
 
 /// What one REST sync read.
@@ -112,15 +117,19 @@ impl RiskManager {
             book,
             exchange: None,
             provisional: HashMap::new(),
+            exiting: HashMap::new(),
             syncing: false,
+            sync_again: false,
         }
     }
 
     fn sync(&mut self, ctx: &mut Context<Self>) {
         if self.syncing {
+            self.sync_again = true;
             return;
         }
         self.syncing = true;
+        self.sync_again = false;
         let client = self.client.clone();
         let addr = ctx.address();
         actix::spawn(async move {
@@ -181,6 +190,8 @@ impl RiskManager {
             .collect();
         self.provisional
             .retain(|s, (t, _, _)| t.elapsed() < PROVISIONAL_FOR && !positions.contains_key(s));
+        self.exiting
+            .retain(|s, t| t.elapsed() < PROVISIONAL_FOR && positions.contains_key(s));
         for (s, (_, p, _)) in &self.provisional {
             positions.insert(s.clone(), p.clone());
         }
@@ -266,7 +277,15 @@ impl RiskManager {
             .provisional
             .get(&intent.symbol)
             .is_some_and(|(_, _, id)| *id == intent.intent_id);
-        let d = if repeat {
+        // A reversal: an entry against the position whose exit was just approved (the
+        // worker sends a bar's exit before its entry) is judged with that exit done.
+        let reversal = matches!(intent.action, IntentAction::Enter { side }
+            if self.book.positions.get(&intent.symbol).is_some_and(|p| p.side != side))
+            && self
+                .exiting
+                .get(&intent.symbol)
+                .is_some_and(|t| t.elapsed() < PROVISIONAL_FOR);
+        let d = if repeat || reversal {
             let mut book = self.book.clone();
             book.positions.remove(&intent.symbol);
             decide(&self.settings, &book, &intent, now)
@@ -296,6 +315,7 @@ impl RiskManager {
                     take_profit: intent.take_profit,
                     updated_ms: now,
                 };
+                self.exiting.remove(&intent.symbol);
                 self.book.positions.insert(intent.symbol.clone(), p.clone());
                 self.provisional.insert(
                     intent.symbol.clone(),
@@ -304,6 +324,7 @@ impl RiskManager {
                 tracing::info!(intent_id = %intent.intent_id, symbol = %intent.symbol, qty = %qty, "entry approved");
             }
             RiskDecision::Approved { .. } => {
+                self.exiting.insert(intent.symbol.clone(), Instant::now());
                 tracing::info!(intent_id = %intent.intent_id, symbol = %intent.symbol, "exit approved");
             }
             RiskDecision::Refused { refusal, .. } => {
@@ -480,11 +501,16 @@ struct Synced(Result<Snapshot, String>);
 impl Handler<Synced> for RiskManager {
     type Result = ();
 
-    fn handle(&mut self, msg: Synced, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Synced, ctx: &mut Context<Self>) {
         self.syncing = false;
         match msg.0 {
             Ok(s) => self.on_snapshot(s),
             Err(e) => tracing::warn!(error = %e, "cannot read the account from the exchange"),
+        }
+        // What this sync read may predate a fill heard meanwhile: the workers must not
+        // act on it until the next periodic sync.
+        if self.sync_again {
+            self.sync(ctx);
         }
     }
 }

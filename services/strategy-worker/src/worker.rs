@@ -135,8 +135,11 @@ impl Worker {
     }
 
     /// Sends intents to the router, each retried with the same id (never doubled: the
-    /// router recognises an intent it has seen).
+    /// router recognises an intent it has seen). A symbol's intents go one after the
+    /// other, in the order the strategy gave them, so a reversal's exit is judged and
+    /// placed before its entry; different symbols go at once.
     fn send(&self, intents: Vec<OrderIntent>) {
+        let mut by_symbol: Vec<Vec<OrderIntent>> = Vec::new();
         for intent in intents {
             tracing::info!(
                 intent_id = %intent.intent_id,
@@ -147,35 +150,21 @@ impl Worker {
                 price = %intent.reference_price,
                 "intent"
             );
+            match by_symbol
+                .iter_mut()
+                .find(|g| g.first().is_some_and(|f| f.symbol == intent.symbol))
+            {
+                Some(group) => group.push(intent),
+                None => by_symbol.push(vec![intent]),
+            }
+        }
+        for group in by_symbol {
             let router = self.router.clone();
             let attempts = self.cfg.intent_attempts.max(1);
             actix::spawn(async move {
-                for attempt in 1..=attempts {
-                    let r = router
-                        .request_async::<_, RouterReply>(RouterRequest::Submit(intent.clone()))
-                        .await;
-                    match r {
-                        Ok(RouterReply::Placed {
-                            order_id,
-                            duplicate,
-                            ..
-                        }) => {
-                            tracing::info!(intent_id = %intent.intent_id, order_id, duplicate, "intent placed");
-                            return;
-                        }
-                        Ok(RouterReply::Refused { refusal, .. }) => {
-                            tracing::info!(intent_id = %intent.intent_id, code = ?refusal.code, reason = refusal.reason, "intent refused");
-                            return;
-                        }
-                        Ok(RouterReply::Error(e)) => {
-                            tracing::warn!(intent_id = %intent.intent_id, attempt, error = e.message, "router error");
-                        }
-                        Err(e) => {
-                            tracing::warn!(intent_id = %intent.intent_id, attempt, error = %e, "router unreachable");
-                        }
-                    }
+                for intent in group {
+                    deliver(&router, intent, attempts).await;
                 }
-                tracing::error!(intent_id = %intent.intent_id, symbol = %intent.symbol, attempts, "intent not delivered to the router");
             });
         }
     }
@@ -344,6 +333,36 @@ impl Handler<HistoryDone> for Worker {
             }
         }
     }
+}
+
+/// Submits one intent to the router, retrying up to `attempts` times on errors.
+async fn deliver(router: &Requester, intent: OrderIntent, attempts: u32) {
+    for attempt in 1..=attempts {
+        let r = router
+            .request_async::<_, RouterReply>(RouterRequest::Submit(intent.clone()))
+            .await;
+        match r {
+            Ok(RouterReply::Placed {
+                order_id,
+                duplicate,
+                ..
+            }) => {
+                tracing::info!(intent_id = %intent.intent_id, order_id, duplicate, "intent placed");
+                return;
+            }
+            Ok(RouterReply::Refused { refusal, .. }) => {
+                tracing::info!(intent_id = %intent.intent_id, code = ?refusal.code, reason = refusal.reason, "intent refused");
+                return;
+            }
+            Ok(RouterReply::Error(e)) => {
+                tracing::warn!(intent_id = %intent.intent_id, attempt, error = e.message, "router error");
+            }
+            Err(e) => {
+                tracing::warn!(intent_id = %intent.intent_id, attempt, error = %e, "router unreachable");
+            }
+        }
+    }
+    tracing::error!(intent_id = %intent.intent_id, symbol = %intent.symbol, attempts, "intent not delivered to the router");
 }
 
 #[derive(Message)]
