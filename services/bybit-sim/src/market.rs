@@ -243,6 +243,15 @@ impl Instrument {
         (high, low, volume, turnover)
     }
 
+    /// The path's price at `t_ms` before rounding to the tick where it is known (replay),
+    /// so that crossing times between corners are exact.
+    fn unrounded_price_at(&self, t_ms: i64) -> Decimal {
+        match &self.replay {
+            Some(r) => r.price_at(t_ms),
+            None => self.price_at(t_ms),
+        }
+    }
+
     /// The last traded price at `t_ms` (linear between grid points).
     pub fn price_at(&self, t_ms: i64) -> Decimal {
         if let Some(r) = &self.replay {
@@ -263,12 +272,19 @@ impl Instrument {
     /// gap), so a level jumped over is first seen at the open.
     pub fn prices_through(&self, after: i64, to: i64, levels: &[Decimal]) -> Vec<(i64, Decimal)> {
         let points = self.grid_prices(after, to);
-        if levels.is_empty() || points.is_empty() {
+        if levels.is_empty() || to <= after {
             return points;
         }
         let mut out = Vec::with_capacity(points.len() + 2);
-        let (mut t0, mut p0) = (after, self.price_at(after));
-        for (t1, p1) in points {
+        let (mut t0, mut p0) = (after, self.unrounded_price_at(after));
+        // The stretch after the last corner up to `to` is searched too (its end is not a
+        // price of the path's own): the next call starts beyond a level crossed there.
+        let tail = points
+            .last()
+            .is_none_or(|(t, _)| *t < to)
+            .then(|| (to, self.unrounded_price_at(to)));
+        let last = points.len();
+        for (k, (t1, p1)) in points.into_iter().chain(tail).enumerate() {
             let jump = self.replay.as_ref().is_some_and(|r| r.opens_bar(t1));
             if !jump && p1 != p0 && t1 > t0 {
                 let mut crossings: Vec<(i64, Decimal)> = levels
@@ -285,7 +301,9 @@ impl Instrument {
                 crossings.sort_by_key(|(_, l)| (*l - p0).abs());
                 out.extend(crossings);
             }
-            out.push((t1, p1));
+            if k < last {
+                out.push((t1, p1));
+            }
             (t0, p0) = (t1, p1);
         }
         out
@@ -902,6 +920,12 @@ mod replay_tests {
             [dec!(100.0), dec!(103.0), dec!(103.5)]
         );
         assert!(p[0].0 < p[1].0 && p[1].0 < p[2].0, "{p:?}");
+        // A crossing between two corners is found however time is cut: in calls that
+        // see no corner at all, and in the stretch after the last one.
+        let p = i.prices_through(1_010_000, 1_060_000, &[dec!(99.5)]);
+        assert_eq!(p, [(1_050_000, dec!(99.5))]);
+        let p = i.prices_through(1_090_000, 1_150_000, &[dec!(100.0)]);
+        assert_eq!(p, [(1_100_000, dec!(99.0)), (1_122_223, dec!(100.0))]);
         // 102.0 closes, 102.1 opens the next bar: 102.05 is jumped over, never quoted.
         let p = i.prices_through(1_299_000, 1_300_000, &[dec!(102.05)]);
         assert_eq!(p, [(1_299_999, dec!(102.0)), (1_300_000, dec!(102.1))]);
