@@ -18,7 +18,7 @@ use std::{
 pub mod script;
 pub mod webdriver;
 
-pub use script::{ScriptStack, replay_config};
+pub use script::{ScriptStack, replay_config, replay_config_with};
 
 use shardbot_bus::{BusOptions, Requester, Subscriber};
 use shardbot_bybit::{Environment, ExchangeSettings, rest::BybitClient};

@@ -254,18 +254,32 @@ impl Drop for ScriptStack {
 /// syncs and `{dir}/optimized_parameters.json` (write [`crate::FAST_PARAMS`] there).
 /// `risk_extra` goes into `[risk]`, `sections` after everything.
 pub fn replay_config(risk_extra: &str, sections: &str) -> String {
+    replay_config_with(300.0, "", "", risk_extra, sections)
+}
+
+/// [`replay_config`] at `clock_speed`, with `sim_extra` in `[sim]` and `strategy_extra`
+/// in `[strategy]`.
+pub fn replay_config_with(
+    clock_speed: f64,
+    sim_extra: &str,
+    strategy_extra: &str,
+    risk_extra: &str,
+    sections: &str,
+) -> String {
     let replay = crate::shared().join("data/klines/bybit_linear_5m");
     assert!(replay.is_dir(), "{} is missing", replay.display());
     format!(
         r#"[sim]
 replay_dir = "{}"
 replay_warmup_bars = 300
-clock_speed = 300.0
+clock_speed = {clock_speed:?}
+{sim_extra}
 
 [strategy]
 interval = "5"
 parameters_file = "{{dir}}/optimized_parameters.json"
 history_bars = 300
+{strategy_extra}
 
 [risk]
 sync_interval_ms = 1000
