@@ -214,6 +214,18 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
             ..
         }
     ));
+    // Stop-and-reverse: an entry against the position whose exit was just approved is
+    // judged as if the exit were done; one on the position's own side is still refused.
+    assert_eq!(
+        refused(&decision(&stack, intent(&a.symbol, buy, price))),
+        Some(RefusalCode::PositionExists)
+    );
+    let sell = IntentAction::Enter { side: Side::Sell };
+    assert_eq!(
+        refused(&decision(&stack, intent(&a.symbol, sell, price))),
+        None,
+        "the reversal's entry"
+    );
     // Sized from the simulated balance (1,000 less the open's taker fee): 10 % of it as
     // margin, × 2 leverage, at 50.
     let sim = match ask(&stack, RiskRequest::Balance) {
