@@ -134,13 +134,13 @@ impl Worker {
         }
     }
 
-    /// Sends intents to the router, each retried with the same id (never doubled: the
-    /// router recognises an intent it has seen). A symbol's intents go one after the
-    /// other, in the order the strategy gave them, so a reversal's exit is judged and
-    /// placed before its entry; different symbols go at once.
+    /// Sends one symbol's intents (what [`Engine`] gives for a symbol's bars) to the
+    /// router, one after the other in the strategy's order, so a reversal's exit is
+    /// judged and placed before its entry; each is retried with the same id (never
+    /// doubled: the router recognises an intent it has seen). Other symbols' intents go
+    /// at the same time, from their own calls.
     fn send(&self, intents: Vec<OrderIntent>) {
-        let mut by_symbol: Vec<Vec<OrderIntent>> = Vec::new();
-        for intent in intents {
+        for intent in &intents {
             tracing::info!(
                 intent_id = %intent.intent_id,
                 strategy = %intent.strategy,
@@ -150,23 +150,17 @@ impl Worker {
                 price = %intent.reference_price,
                 "intent"
             );
-            match by_symbol
-                .iter_mut()
-                .find(|g| g.first().is_some_and(|f| f.symbol == intent.symbol))
-            {
-                Some(group) => group.push(intent),
-                None => by_symbol.push(vec![intent]),
+        }
+        if intents.is_empty() {
+            return;
+        }
+        let router = self.router.clone();
+        let attempts = self.cfg.intent_attempts.max(1);
+        actix::spawn(async move {
+            for intent in intents {
+                deliver(&router, intent, attempts).await;
             }
-        }
-        for group in by_symbol {
-            let router = self.router.clone();
-            let attempts = self.cfg.intent_attempts.max(1);
-            actix::spawn(async move {
-                for intent in group {
-                    deliver(&router, intent, attempts).await;
-                }
-            });
-        }
+        });
     }
 
     fn update_state(&mut self) {
