@@ -20,12 +20,17 @@
 //! every backtest, and needs removal (adding the negated value is exact) and an
 //! allocation-free steady state, which the summation crates do not offer together.
 
-use std::collections::VecDeque;
-
 #[derive(Debug, Clone)]
 pub(crate) struct WindowSum {
     period: usize,
-    window: VecDeque<f64>,
+    /// The last `period` values (fewer at first), oldest at `head` once full: a ring
+    /// rather than a `VecDeque`, whose push and pop cost more than the sum itself.
+    ring: Box<[f64]>,
+    /// Each value of `ring` as its integer at `fixed`'s scale (kept while `fixed` is
+    /// `Some`): the value leaving the window is not converted again.
+    ints: Box<[i64]>,
+    head: usize,
+    len: usize,
     /// The exact sum of the finite values in the window, as an integer times 2^-shift,
     /// while they all fit; otherwise `None` and the partials hold it.
     fixed: Option<Fixed>,
@@ -125,7 +130,10 @@ impl WindowSum {
         let period = period.max(1);
         WindowSum {
             period,
-            window: VecDeque::with_capacity(period + 1),
+            ring: vec![0.0; period].into_boxed_slice(),
+            ints: vec![0; period].into_boxed_slice(),
+            head: 0,
+            len: 0,
             fixed: Some(Fixed::at(0)),
             partials: Vec::with_capacity(4),
             nonfinite: 0,
@@ -147,65 +155,79 @@ impl WindowSum {
         self.period
     }
 
-    /// Adds `x`; once the window holds `period` values, drops the oldest and returns the
-    /// sum of the `period` newest values (including `x`).
+    /// The values in the window, oldest first.
+    fn values(&self) -> impl Iterator<Item = &f64> {
+        let (newer, older) = self.ring[..self.len].split_at(self.head.min(self.len));
+        older.iter().chain(newer)
+    }
+
+    /// Adds `x` (dropping the oldest value once the window is full); once the window
+    /// holds `period` values, returns their sum.
+    #[inline]
     pub(crate) fn push(&mut self, x: f64) -> Option<f64> {
-        self.window.push_back(x);
-        if x.is_finite() {
-            self.include(x);
+        let full = self.len == self.period;
+        let at = if full {
+            self.head
         } else {
-            self.nonfinite += 1;
+            (self.head + self.len) % self.period
+        };
+        let out = full.then(|| self.ring[at]);
+        let n_out = if full { self.ints[at] } else { 0 };
+        self.ring[at] = x;
+        if full {
+            self.head = if at + 1 == self.period { 0 } else { at + 1 };
+        } else {
+            self.len += 1;
         }
-        if self.window.len() < self.period {
-            return None;
-        }
-        let sum = self.sum();
-        if let Some(oldest) = self.window.pop_front() {
-            if oldest.is_finite() {
-                self.exclude(oldest);
-            } else {
+        // The integer path: `x` an integer at the scale (so finite), the sum still in
+        // range. |n| < 2^62 each, so their difference cannot overflow.
+        if let Some(f) = &mut self.fixed
+            && let Some(n_in) = f.int(x)
+            && let Some(s) = f.sum.checked_add(n_in - n_out)
+        {
+            f.sum = s;
+            self.ints[at] = n_in;
+            // A NaN or infinity leaving (its integer is 0: never in the sum).
+            if self.nonfinite > 0 && out.is_some_and(|o| !o.is_finite()) {
                 self.nonfinite -= 1;
             }
+        } else {
+            self.slow_push(x, out);
         }
-        Some(sum)
+        (self.len == self.period).then(|| self.sum())
     }
 
-    /// Adds the finite `x` (already in the window) to the sum.
-    #[inline]
-    fn include(&mut self, x: f64) {
-        if let Some(f) = &mut self.fixed {
-            if let Some(s) = f.int(x).and_then(|n| f.sum.checked_add(n)) {
-                f.sum = s;
-            } else {
-                self.rebuild();
-            }
+    /// [`push`](Self::push) when the integer path does not take `x` (already in the ring)
+    /// and `out` (already out of it).
+    #[cold]
+    fn slow_push(&mut self, x: f64, out: Option<f64>) {
+        if let Some(o) = out
+            && !o.is_finite()
+        {
+            self.nonfinite -= 1;
+        }
+        if !x.is_finite() {
+            self.nonfinite += 1;
+        }
+        if self.fixed.is_some() {
+            // A value that does not fit the scale: a new scale, or the partials.
+            self.rebuild();
             return;
         }
-        self.add(x);
-        if self.allow_fixed {
-            if self.retry_fixed_in == 0 {
-                self.rebuild();
-            } else {
-                self.retry_fixed_in -= 1;
+        if let Some(o) = out.filter(|o| o.is_finite()) {
+            // exact: the partials represent the sum without rounding
+            self.add(-o);
+        }
+        if x.is_finite() {
+            self.add(x);
+            if self.allow_fixed {
+                if self.retry_fixed_in == 0 {
+                    self.rebuild();
+                } else {
+                    self.retry_fixed_in -= 1;
+                }
             }
         }
-    }
-
-    /// Removes the finite `x` (already out of the window) from the sum.
-    #[inline]
-    fn exclude(&mut self, x: f64) {
-        if let Some(f) = &mut self.fixed {
-            // Every value in the window was an integer at this scale when it came in or
-            // when the scale was last chosen.
-            if let Some(s) = f.int(x).and_then(|n| f.sum.checked_sub(n)) {
-                f.sum = s;
-            } else {
-                self.rebuild();
-            }
-            return;
-        }
-        // exact: the partials represent the sum without rounding
-        self.add(-x);
     }
 
     /// Recomputes the sum of the window's finite values from scratch: as an integer at a
@@ -215,12 +237,22 @@ impl WindowSum {
         self.fixed = None;
         self.partials.clear();
         if self.allow_fixed
-            && let Some(mut f) = Fixed::for_values(self.window.iter(), self.period)
+            && let Some(mut f) = Fixed::for_values(self.values(), self.period)
         {
             let mut ok = true;
-            for &x in self.window.iter().filter(|x| x.is_finite()) {
-                match f.int(x).and_then(|n| f.sum.checked_add(n)) {
-                    Some(s) => f.sum = s,
+            for k in 0..self.len {
+                let x = self.ring[k];
+                if !x.is_finite() {
+                    // Never leaves through the integer path: the window holds a NaN or
+                    // infinity, so its sum is NaN until the value is gone.
+                    self.ints[k] = 0;
+                    continue;
+                }
+                match f.int(x).and_then(|n| Some((n, f.sum.checked_add(n)?))) {
+                    Some((n, s)) => {
+                        self.ints[k] = n;
+                        f.sum = s;
+                    }
                     None => {
                         ok = false;
                         break;
@@ -232,8 +264,9 @@ impl WindowSum {
                 return;
             }
         }
-        for x in self.window.clone().iter().filter(|x| x.is_finite()) {
-            self.add(*x);
+        let values: Vec<f64> = self.values().copied().filter(|x| x.is_finite()).collect();
+        for x in values {
+            self.add(x);
         }
         self.retry_fixed_in = self.period;
     }
