@@ -7,7 +7,8 @@
 //!   with errors that name the file and the field.
 //! - [`Book`]: what the rules judge against (positions, simulated balance, today's PnL,
 //!   the kill-switch mode, recent stop-outs).
-//! - [`decide`]: an intent → [`RiskDecision`].
+//! - [`decide`]: an intent → [`RiskDecision`]; [`judge`], the same rules on an
+//!   [`Exposure`] (the book's aggregates), for callers that keep those themselves.
 //! - [`round_qty`]: a quantity on the instrument's grid, or a refusal below its minimums.
 
 mod settings;
@@ -16,8 +17,8 @@ use std::collections::HashMap;
 
 use rust_decimal::Decimal;
 use shardbot_protocol::{
-    Instrument, IntentAction, OrderIntent, Position, Refusal, RefusalCode, RiskDecision, Symbol,
-    TimestampMs, TradingMode,
+    Instrument, IntentAction, OrderIntent, Position, Refusal, RefusalCode, RiskDecision, Side,
+    Symbol, TimestampMs, TradingMode,
 };
 
 pub use settings::{SettingsError, Sizing, TradingSettings};
@@ -67,11 +68,68 @@ impl Book {
     }
 }
 
-fn refuse(intent: &OrderIntent, code: RefusalCode, reason: String) -> RiskDecision {
-    RiskDecision::Refused {
-        intent_id: intent.intent_id.clone(),
-        refusal: Refusal { code, reason },
+/// The position held in the symbol an intent is for, as the rules need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub side: Side,
+    pub size: Decimal,
+    pub leverage: Decimal,
+}
+
+/// Everything the rules judge an intent against, in aggregate: a [`Book`] computes it
+/// ([`Book::exposure`]); a backtest keeps it up to date as positions open and close, so a
+/// judgement costs the same with 1 or 500 positions open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exposure {
+    /// The intent's symbol's open position (size above zero), if any.
+    pub held: Option<Held>,
+    /// Positions open (size above zero) in the account.
+    pub open_positions: u32,
+    /// Unrealised PnL of the open positions.
+    pub unrealised: Decimal,
+    /// Margin held by the open positions (entry notional / leverage).
+    pub margin_used: Decimal,
+    pub simulated_balance: Decimal,
+    pub realised_today: Decimal,
+    pub mode: TradingMode,
+    /// When the symbol's position was last closed by its stop-loss.
+    pub stopped_out_at: Option<TimestampMs>,
+}
+
+impl Book {
+    /// The aggregates [`judge`] needs for an intent on `symbol`.
+    pub fn exposure(&self, symbol: &Symbol) -> Exposure {
+        let open = || self.positions.values().filter(|p| p.size > Decimal::ZERO);
+        Exposure {
+            held: self
+                .positions
+                .get(symbol)
+                .filter(|p| p.size > Decimal::ZERO)
+                .map(|p| Held {
+                    side: p.side,
+                    size: p.size,
+                    leverage: p.leverage,
+                }),
+            open_positions: open().count() as u32,
+            unrealised: self.unrealised(),
+            margin_used: self.margin_used(),
+            simulated_balance: self.simulated_balance,
+            realised_today: self.realised_today,
+            mode: self.mode,
+            stopped_out_at: self.stopped_out_at.get(symbol).copied(),
+        }
     }
+}
+
+/// The rules' answer to an intent, before it is tied to the intent's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Approved {
+        qty: Decimal,
+        leverage: Decimal,
+        reduce_only: bool,
+    },
+    Refused(Refusal),
 }
 
 /// Judges an intent. Exits are approved whenever there is a position to close (the kill
@@ -83,23 +141,55 @@ pub fn decide(
     intent: &OrderIntent,
     now_ms: TimestampMs,
 ) -> RiskDecision {
-    let symbol = &intent.symbol;
-    let held = book
-        .positions
-        .get(symbol)
-        .filter(|p| p.size > Decimal::ZERO);
+    let exposure = book.exposure(&intent.symbol);
+    let intent_id = intent.intent_id.clone();
+    match judge(
+        settings,
+        &exposure,
+        intent.symbol.as_str(),
+        intent.action,
+        intent.reference_price,
+        now_ms,
+    ) {
+        Verdict::Approved {
+            qty,
+            leverage,
+            reduce_only,
+        } => RiskDecision::Approved {
+            intent_id,
+            qty,
+            leverage,
+            reduce_only,
+        },
+        Verdict::Refused(refusal) => RiskDecision::Refused { intent_id, refusal },
+    }
+}
+
+fn refuse(code: RefusalCode, reason: String) -> Verdict {
+    Verdict::Refused(Refusal { code, reason })
+}
+
+/// [`decide`] on the account's aggregates: the rules themselves, shared by the risk
+/// manager and the backtester. `reference_price` sizes an entry.
+pub fn judge(
+    settings: &TradingSettings,
+    exposure: &Exposure,
+    symbol: &str,
+    action: IntentAction,
+    reference_price: Decimal,
+    now_ms: TimestampMs,
+) -> Verdict {
+    let held = exposure.held;
     // One-way positions: an entry is sized the same whichever its side.
-    match intent.action {
+    match action {
         IntentAction::Exit => {
             return match held {
-                Some(p) => RiskDecision::Approved {
-                    intent_id: intent.intent_id.clone(),
+                Some(p) => Verdict::Approved {
                     qty: p.size,
                     leverage: p.leverage,
                     reduce_only: true,
                 },
                 None => refuse(
-                    intent,
                     RefusalCode::NoPosition,
                     format!("no open {symbol} position to exit"),
                 ),
@@ -107,18 +197,16 @@ pub fn decide(
         }
         IntentAction::Enter { .. } => {}
     }
-    match book.mode {
+    match exposure.mode {
         TradingMode::Normal => {}
         TradingMode::Halted => {
             return refuse(
-                intent,
                 RefusalCode::Halted,
                 "trading is halted (kill switch): no new entries".into(),
             );
         }
         TradingMode::ReduceOnly => {
             return refuse(
-                intent,
                 RefusalCode::ReduceOnly,
                 "reduce-only (kill switch): only orders that reduce a position".into(),
             );
@@ -126,7 +214,6 @@ pub fn decide(
     }
     if let Some(p) = held {
         return refuse(
-            intent,
             RefusalCode::PositionExists,
             format!(
                 "one position per symbol: {symbol} is already {} {}",
@@ -134,14 +221,9 @@ pub fn decide(
             ),
         );
     }
-    let open = book
-        .positions
-        .values()
-        .filter(|p| p.size > Decimal::ZERO)
-        .count() as u32;
+    let open = exposure.open_positions;
     if open >= settings.max_open_positions {
         return refuse(
-            intent,
             RefusalCode::MaxOpenPositions,
             format!(
                 "{open} positions open, the limit is {} (max_open_positions)",
@@ -149,26 +231,24 @@ pub fn decide(
             ),
         );
     }
-    let daily = book.daily_pnl();
+    let daily = exposure.realised_today + exposure.unrealised;
     if daily <= -settings.daily_loss_limit {
         return refuse(
-            intent,
             RefusalCode::DailyLossLimit,
             format!(
                 "today's loss {} USDT (realised {} + unrealised {}) has reached the daily loss \
                  limit of {} USDT",
                 -daily.round_dp(2),
-                book.realised_today.round_dp(2),
-                book.unrealised().round_dp(2),
+                exposure.realised_today.round_dp(2),
+                exposure.unrealised.round_dp(2),
                 settings.daily_loss_limit
             ),
         );
     }
-    if let Some(at) = book.stopped_out_at.get(symbol) {
+    if let Some(at) = exposure.stopped_out_at {
         let until = at + i64::from(settings.cooldown_after_stop_min) * 60_000;
         if now_ms < until {
             return refuse(
-                intent,
                 RefusalCode::Cooldown,
                 format!(
                     "{symbol} was stopped out {} min ago; cooldown is {} min \
@@ -179,19 +259,17 @@ pub fn decide(
             );
         }
     }
-    let margin = settings.margin_per_trade(book.simulated_balance);
-    let equity = book.simulated_equity();
+    let margin = settings.margin_per_trade(exposure.simulated_balance);
+    let equity = exposure.simulated_balance + exposure.unrealised;
     if equity <= Decimal::ZERO || margin <= Decimal::ZERO {
         return refuse(
-            intent,
             RefusalCode::MaxMarginUse,
             format!("no simulated equity left to trade with ({equity} USDT)"),
         );
     }
-    let after = (book.margin_used() + margin) / equity * Decimal::ONE_HUNDRED;
+    let after = (exposure.margin_used + margin) / equity * Decimal::ONE_HUNDRED;
     if after > settings.max_margin_use_pct {
         return refuse(
-            intent,
             RefusalCode::MaxMarginUse,
             format!(
                 "margin use would be {}% of simulated equity, the limit is {}% \
@@ -201,16 +279,14 @@ pub fn decide(
             ),
         );
     }
-    if intent.reference_price <= Decimal::ZERO {
+    if reference_price <= Decimal::ZERO {
         return refuse(
-            intent,
             RefusalCode::Exchange,
-            format!("reference price {} is not positive", intent.reference_price),
+            format!("reference price {reference_price} is not positive"),
         );
     }
-    RiskDecision::Approved {
-        intent_id: intent.intent_id.clone(),
-        qty: margin * settings.leverage / intent.reference_price,
+    Verdict::Approved {
+        qty: margin * settings.leverage / reference_price,
         leverage: settings.leverage,
         reduce_only: false,
     }
@@ -257,7 +333,7 @@ mod tests {
     use super::*;
     use rstest::rstest;
     use rust_decimal_macros::dec;
-    use shardbot_protocol::{Interval, Side};
+    use shardbot_protocol::Interval;
 
     fn settings() -> TradingSettings {
         TradingSettings {
