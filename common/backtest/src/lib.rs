@@ -1,6 +1,6 @@
 //! The backtester: the SAME strategies the workers run ([`shardbot_strategy::Strategy`],
 //! the same parameter types) and the SAME risk rules the risk manager applies
-//! ([`shardbot_risk::decide`], [`shardbot_risk::round_qty`]), over the closed bars of any
+//! ([`shardbot_risk::judge`], [`shardbot_risk::round_qty`]), over the closed bars of any
 //! number of symbols, in time order.
 //!
 //! The fill model is bybit-sim's:
@@ -21,7 +21,8 @@
 //!
 //! Sizing and limits are `trading_settings.json`'s (percent or fixed margin, leverage, max
 //! open positions, daily loss limit, max margin use, cooldown after a stop), judged at the
-//! moment of the signal against the simulated balance (start + realised PnL). A plain
+//! moment of the signal against the simulated balance (start + realised PnL); an approved
+//! entry counts as open from its approval, as the risk manager books it. A plain
 //! "all-in stop-and-reverse, no leverage" run is `sizing: percent 100, leverage 1,
 //! max_margin_use_pct 100, max_open_positions 1` ([`BacktestConfig::all_in`]).
 //!
@@ -38,10 +39,8 @@ use serde::Serialize;
 use shardbot_analytics::{
     TradeResult, daily_returns_f64, max_drawdown_f64, sharpe, sortino, stats,
 };
-use shardbot_protocol::{
-    Instrument, IntentAction, Interval, OrderIntent, RiskDecision, Side, Symbol,
-};
-use shardbot_risk::{Book, TradingSettings, decide, round_qty};
+use shardbot_protocol::{Instrument, IntentAction, Side, Symbol, TradingMode};
+use shardbot_risk::{Exposure, Held, TradingSettings, Verdict, judge, round_qty};
 use shardbot_strategy::{Candle, Direction, Params, Position, Signal, Strategy};
 
 pub use data::{DataError, Series};
@@ -228,6 +227,8 @@ struct Open {
     entry_time_ms: i64,
     fees: Decimal,
     funding: Decimal,
+    /// Margin it holds for the risk rules (entry notional / leverage), in [`margin_units`].
+    margin: i128,
     stop_loss: Option<Decimal>,
     take_profit: Option<Decimal>,
     // f64 copies for the per-bar path.
@@ -235,20 +236,31 @@ struct Open {
     entry_f: f64,
     sl_f: Option<f64>,
     tp_f: Option<f64>,
-    unrealised_f: f64,
+    /// Unrealised PnL at the last close in units of 10^-8 USDT: what the risk manager's
+    /// book holds for the position (see [`approx`]).
+    unrealised: i64,
 }
 
 #[derive(Default)]
 struct Pending {
     exit: bool,
-    enter: Option<(Side, Decimal, Option<Decimal>, Option<Decimal>)>,
+    enter: Option<Entry>,
+}
+
+/// An approved entry waiting for the next open.
+struct Entry {
+    side: Side,
+    qty: Decimal,
+    stop_loss: Option<Decimal>,
+    take_profit: Option<Decimal>,
+    /// What the approval holds until the fill: the risk manager books an approved entry
+    /// as a position at once (its unrounded quantity at the reference price), so entries
+    /// judged at the same close count the ones approved before them. In [`margin_units`].
+    margin: i128,
 }
 
 struct SymbolState {
-    index: usize,
     strategy: Box<dyn Strategy>,
-    /// The intent the risk rules judge, its id derived once (it names nothing here).
-    intent: OrderIntent,
     open: Option<Open>,
     pending: Pending,
     last_close: f64,
@@ -256,69 +268,229 @@ struct SymbolState {
 }
 
 /// `x` as the decimal it was written as: exact for prices with up to 8 decimals (every
-/// kline file's), through f64's shortest round-trip text otherwise. ~10 ns on the fast
+/// kline file's), through f64's shortest round-trip text otherwise. A few ns on the fast
 /// path against ~300 ns for text, which matters at every fill of a long backtest.
 fn dec(x: f64) -> Decimal {
     let scaled = (x * 1e8).round();
     if scaled.abs() < 9.0e15 && scaled / 1e8 == x {
-        return Decimal::from_i128_with_scale(scaled as i128, 8).normalize();
+        return scaled_i64(scaled as i64, 8);
     }
     Decimal::from_str(&format!("{x}"))
         .or_else(|_| Decimal::from_scientific(&format!("{x:e}")))
         .unwrap_or_default()
 }
 
+/// `n · 10^-scale` without trailing zeros: what `Decimal::normalize` gives, in 64-bit
+/// arithmetic (normalize divides 96-bit mantissas, several times slower).
+fn scaled_i64(mut n: i64, mut scale: u32) -> Decimal {
+    if n == 0 {
+        return Decimal::ZERO;
+    }
+    while scale > 0 && n % 10 == 0 {
+        n /= 10;
+        scale -= 1;
+    }
+    Decimal::new(n, scale)
+}
+
 /// An amount for the risk rules' judgement (unrealised PnL): 8 decimals are plenty.
 fn approx(x: f64) -> Decimal {
-    if x.is_finite() && x.abs() < 9.0e10 {
-        Decimal::from_i128_with_scale((x * 1e8).round() as i128, 8)
+    Decimal::from_i128_with_scale(i128::from(units(x)), 8)
+}
+
+/// `n · 10^-scale` as an integer count of `10^-to`, rounded half to even (as
+/// `Decimal::round_dp`); None when it does not fit. 64/128-bit arithmetic: the `Decimal`
+/// operations it stands for cost several times more, at every fill.
+fn on_scale(n: i128, scale: u32, to: u32) -> Option<i128> {
+    if scale <= to {
+        return 10i128
+            .checked_pow(to - scale)
+            .and_then(|f| n.checked_mul(f));
+    }
+    let f = 10i128.checked_pow(scale - to)?;
+    let (q, r) = (n / f, n % f);
+    let twice = r.abs() * 2;
+    let up = twice > f || (twice == f && q % 2 != 0);
+    Some(if up { q + n.signum() } else { q })
+}
+
+/// `x` as f64, through i64 when it fits (one instruction; i128's conversion is a
+/// library call). Both round to nearest.
+fn i128_f64(x: i128) -> f64 {
+    i64::try_from(x).map_or(x as f64, |v| v as f64)
+}
+
+/// Decimals of the margin sums.
+const MARGIN_SCALE: u32 = 12;
+
+/// A margin in units of 10^-12 USDT (rounded half even), the resolution the risk rules'
+/// margin sums are kept at.
+fn margin_units(m: Decimal) -> i128 {
+    if let Some(n) = on_scale(m.mantissa(), m.scale(), MARGIN_SCALE) {
+        return n;
+    }
+    let mut r = m.round_dp(MARGIN_SCALE);
+    r.rescale(MARGIN_SCALE);
+    // It stays short only beyond 7.9·10^16 USDT: then the whole part is plenty.
+    if r.scale() == MARGIN_SCALE {
+        r.mantissa()
     } else {
-        Decimal::ZERO
+        m.trunc().mantissa() * 10i128.pow(MARGIN_SCALE)
     }
 }
 
-/// A strategy's f64 price level on the tick grid, as the worker sends it.
-fn on_tick_f(p: f64, tick: Decimal) -> Decimal {
-    shardbot_protocol::price_on_tick(p, tick).unwrap_or_else(|| approx(p).normalize())
+/// `x` in units of 10^-8, 0 when not finite or beyond 9·10^10.
+fn units(x: f64) -> i64 {
+    if x.is_finite() && x.abs() < 9.0e10 {
+        (x * 1e8).round() as i64
+    } else {
+        0
+    }
 }
 
-struct Engine<'a> {
-    cfg: &'a BacktestConfig,
-    /// The risk rules' view, kept as positions open and close.
-    book: Book,
-    /// Markets with an open position.
-    open_list: Vec<usize>,
-    balance: Decimal,
-    realised_today: Decimal,
-    day: i64,
-    trades: Vec<Trade>,
-    refused: std::collections::HashMap<shardbot_protocol::RefusalCode, u64>,
-    unrealised_total: f64,
+/// A market's rules as the per-fill path uses them, worked out once.
+struct Rules<'a> {
+    inst: &'a Instrument,
+    /// How far a market order fills from its reference price, in ticks or basis points.
+    slip: Slippage,
+    slip_ticks: Decimal,
+    tick_f: f64,
+    /// The tick as `1 · 10^-scale` (every real tick size), for exact 64-bit rounding.
+    tick_scale: Option<u32>,
 }
 
-impl Engine<'_> {
-    fn slip(&self, price: Decimal, side: Side, inst: &Instrument) -> Decimal {
-        let d = match self.cfg.slippage {
-            Slippage::Ticks(n) => inst.tick_size * Decimal::from(n),
+impl<'a> Rules<'a> {
+    fn new(inst: &'a Instrument, slip: Slippage) -> Rules<'a> {
+        let t = inst.tick_size.normalize();
+        Rules {
+            inst,
+            slip,
+            slip_ticks: match slip {
+                Slippage::Ticks(n) => inst.tick_size * Decimal::from(n),
+                Slippage::Bps(_) => Decimal::ZERO,
+            },
+            tick_f: inst.tick_size.to_f64().unwrap_or(0.0),
+            tick_scale: (t.mantissa() == 1).then(|| t.scale()),
+        }
+    }
+
+    fn slip(&self, price: Decimal, side: Side) -> Decimal {
+        let d = match self.slip {
+            Slippage::Ticks(0) => return price,
+            Slippage::Ticks(_) => self.slip_ticks,
             Slippage::Bps(b) => price * b / Decimal::from(10_000),
         };
         match side {
             Side::Buy => price + d,
-            Side::Sell => (price - d).max(inst.tick_size),
+            Side::Sell => (price - d).max(self.inst.tick_size),
         }
     }
 
+    /// A strategy's f64 price level on the tick grid, as the worker sends it
+    /// ([`shardbot_protocol::price_on_tick`], which this equals).
+    fn on_tick(&self, p: f64) -> Decimal {
+        if let Some(scale) = self.tick_scale
+            && self.tick_f > 0.0
+        {
+            let n = (p / self.tick_f).round();
+            if n.is_finite() && n.abs() < 9.0e15 {
+                return scaled_i64(n as i64, scale);
+            }
+        }
+        shardbot_protocol::price_on_tick(p, self.inst.tick_size)
+            .unwrap_or_else(|| approx(p).normalize())
+    }
+}
+
+struct Engine<'a> {
+    cfg: &'a BacktestConfig,
+    balance: Decimal,
+    /// Whether `balance` changed since its f64 copy was taken.
+    balance_moved: bool,
+    realised_today: Decimal,
+    trades: Vec<Trade>,
+    refused: std::collections::HashMap<shardbot_protocol::RefusalCode, u64>,
+    // The risk rules' aggregates, kept as positions open and close.
+    open_positions: u32,
+    /// The sum of the open positions' and approvals' `margin`. Integers, so taking one
+    /// out leaves exactly the sum of the others: a `Decimal` running total kept 28-digit
+    /// rounding residues, and an all-in entry (100 % of the limit) was refused for them.
+    margin_used: i128,
+    /// The sum of the open positions' `unrealised`: integers, so it never drifts from
+    /// the sum a book of those positions gives (an f64 running total did, and an all-in
+    /// entry was refused for 10^-8 USDT of margin over 100 %).
+    unrealised_total: i128,
+}
+
+impl Engine<'_> {
+    /// The taker fee of a fill, rounded to 8 decimals (as the sim and Bybit do).
     fn fee(&self, qty: Decimal, price: Decimal) -> Decimal {
-        (qty * price * self.cfg.fee_rate).round_dp(8)
+        let rate = self.cfg.fee_rate;
+        // Exact in i128 when `Decimal` would be exact too (a product under 2^96 with at
+        // most 28 decimals), then the same rounding.
+        let scale = qty.scale() + price.scale() + rate.scale();
+        if scale <= 28
+            && let Some(p) = qty
+                .mantissa()
+                .checked_mul(price.mantissa())
+                .and_then(|p| p.checked_mul(rate.mantissa()))
+            && p.unsigned_abs() < 1u128 << 96
+        {
+            return if scale <= 8 {
+                Decimal::from_i128_with_scale(p, scale)
+            } else {
+                on_scale(p, scale, 8).map_or_else(
+                    || (qty * price * rate).round_dp(8),
+                    |r| Decimal::from_i128_with_scale(r, 8),
+                )
+            };
+        }
+        (qty * price * rate).round_dp(8)
+    }
+
+    /// Fills an approved entry (already counted open by its approval).
+    fn open(&mut self, st: &mut SymbolState, entry: Entry, px: Decimal, t: i64) {
+        let Entry {
+            side,
+            qty,
+            stop_loss: sl,
+            take_profit: tp,
+            margin: approved,
+        } = entry;
+        let fee = self.fee(qty, px);
+        self.balance -= fee;
+        self.balance_moved = true;
+        let margin = margin_units(qty * px / self.cfg.settings.leverage.max(Decimal::ONE));
+        self.margin_used += margin - approved;
+        st.open = Some(Open {
+            side,
+            qty,
+            entry_price: px,
+            entry_time_ms: t,
+            fees: fee,
+            funding: Decimal::ZERO,
+            margin,
+            stop_loss: sl,
+            take_profit: tp,
+            qty_f: qty.to_f64().unwrap_or(0.0),
+            entry_f: px.to_f64().unwrap_or(0.0),
+            sl_f: sl.and_then(|x| x.to_f64()),
+            tp_f: tp.and_then(|x| x.to_f64()),
+            unrealised: 0,
+        });
+    }
+
+    /// Takes back what an approval or a position held for the risk rules.
+    fn release(&mut self, margin: i128) {
+        self.open_positions -= 1;
+        self.margin_used -= margin;
     }
 
     fn close(&mut self, m: &Market, st: &mut SymbolState, price: Decimal, t: i64, why: ExitReason) {
         let Some(o) = st.open.take() else {
             return;
         };
-        self.book.positions.remove(&m.instrument.symbol);
-        self.open_list.retain(|&j| j != st.index);
-        let sym = m.series.symbol.as_str();
+        self.release(o.margin);
         let fee = self.fee(o.qty, price);
         let gross = match o.side {
             Side::Buy => (price - o.entry_price) * o.qty,
@@ -328,13 +500,14 @@ impl Engine<'_> {
         let pnl = gross - fees - o.funding;
         // The wallet paid the entry fee and the funding already.
         self.balance += gross - fee;
+        self.balance_moved = true;
         self.realised_today += pnl;
-        self.unrealised_total -= o.unrealised_f;
+        self.unrealised_total -= i128::from(o.unrealised);
         if why == ExitReason::StopLoss {
             st.stopped_at = Some(t);
         }
         self.trades.push(Trade {
-            symbol: sym.to_owned(),
+            symbol: m.series.symbol.clone(),
             side: o.side,
             qty: o.qty,
             entry_time_ms: o.entry_time_ms,
@@ -347,37 +520,6 @@ impl Engine<'_> {
             exit_reason: why,
         });
     }
-}
-
-/// Every bar of every market as `(open time, market, bar)`, by time then market. Series
-/// on one common clock (the usual case) interleave directly; others are merged by a sort.
-fn timeline(markets: &[Market], total: usize) -> Vec<(i64, u32, u32)> {
-    let mut out: Vec<(i64, u32, u32)> = Vec::with_capacity(total);
-    let first = &markets[0].series.candles;
-    let aligned = markets.iter().all(|m| {
-        m.series.candles.len() == first.len()
-            && m.series
-                .candles
-                .iter()
-                .zip(first)
-                .all(|(a, b)| a.open_time_ms == b.open_time_ms)
-    });
-    if aligned {
-        for (i, c) in first.iter().enumerate() {
-            for s in 0..markets.len() {
-                out.push((c.open_time_ms, s as u32, i as u32));
-            }
-        }
-        return out;
-    }
-    for (s, m) in markets.iter().enumerate() {
-        for (i, c) in m.series.candles.iter().enumerate() {
-            out.push((c.open_time_ms, s as u32, i as u32));
-        }
-    }
-    // Stable sort: it finds the per-market runs already in order and merges them.
-    out.sort();
-    out
 }
 
 /// Runs `cfg` over `markets`. Bars of all symbols are processed in time order (symbols in
@@ -403,218 +545,95 @@ pub fn run_with(
     }
     let mut states: Vec<SymbolState> = strategies
         .into_iter()
-        .zip(markets)
-        .enumerate()
-        .map(|(index, (strategy, m))| SymbolState {
-            index,
+        .map(|strategy| SymbolState {
             strategy,
-            intent: OrderIntent::new(
-                &cfg.strategy,
-                m.instrument.symbol.clone(),
-                Interval::M1,
-                0,
-                IntentAction::Exit,
-                Decimal::ZERO,
-                None,
-                None,
-                0,
-            ),
             open: None,
             pending: Pending::default(),
             last_close: 0.0,
             stopped_at: None,
         })
         .collect();
-    let timeline = timeline(markets, total);
+    let rules: Vec<Rules<'_>> = markets
+        .iter()
+        .map(|m| Rules::new(&m.instrument, cfg.slippage))
+        .collect();
     let mut eng = Engine {
         cfg,
-        book: Book::default(),
-        open_list: Vec::new(),
         balance: cfg.settings.simulated_balance,
+        balance_moved: false,
         realised_today: Decimal::ZERO,
-        day: i64::MIN,
         trades: Vec::new(),
         refused: std::collections::HashMap::new(),
-        unrealised_total: 0.0,
+        open_positions: 0,
+        margin_used: 0,
+        unrealised_total: 0,
     };
     let mut balance_f = eng.balance.to_f64().unwrap_or(0.0);
-    let mut balance_seen = eng.balance;
-    let mut equity: Vec<(i64, f64)> = Vec::with_capacity(total / markets.len().max(1) + 1);
-    for k in 0..timeline.len() {
-        let (t, s, i) = timeline[k];
-        let (s, i) = (s as usize, i as usize);
-        let m = &markets[s];
-        let c = &m.series.candles[i];
-        let st = &mut states[s];
-        let day = t.div_euclid(86_400_000);
-        if day != eng.day {
-            eng.day = day;
+    let longest = markets
+        .iter()
+        .map(|m| m.series.candles.len())
+        .max()
+        .unwrap_or(0);
+    let mut equity: Vec<(i64, f64)> = Vec::with_capacity(longest + 1);
+    // Each market's next bar; the markets with bars left, in the given order. Each step
+    // takes the earliest next bar's time and runs every market whose next bar opens then.
+    let mut next = vec![0usize; markets.len()];
+    let mut active: Vec<usize> = (0..markets.len())
+        .filter(|&s| !markets[s].series.candles.is_empty())
+        .collect();
+    let mut day = i64::MIN;
+    while !active.is_empty() {
+        let t = active
+            .iter()
+            .map(|&s| markets[s].series.candles[next[s]].open_time_ms)
+            .min()
+            .unwrap_or(i64::MAX);
+        let today = t.div_euclid(86_400_000);
+        if today != day {
+            day = today;
             eng.realised_today = Decimal::ZERO;
         }
-        // 1. Funding settlements since the previous bar, up to and including this open: a
-        //    position held into a settlement pays it, one opened at it does not.
-        if let (Some(rate), Some(o)) = (cfg.funding_rate, st.open.as_mut())
-            && i > 0
-        {
-            let prev = m.series.candles[i - 1].open_time_ms;
-            let every = cfg.funding_interval_ms.max(1);
-            let mut f = prev.div_euclid(every) * every + every;
-            while f <= t {
-                let value = o.qty * dec(c.open);
-                let pay = (value * rate).round_dp(8)
-                    * if o.side == Side::Buy {
-                        Decimal::ONE
-                    } else {
-                        -Decimal::ONE
-                    };
-                o.funding += pay;
-                eng.balance -= pay;
-                eng.realised_today -= pay;
-                f += every;
+        let mut ended = false;
+        for &s in &active {
+            let i = next[s];
+            let m = &markets[s];
+            if m.series.candles[i].open_time_ms != t {
+                continue;
             }
+            step(&mut eng, m, &rules[s], &mut states[s], i, t);
+            next[s] = i + 1;
+            ended |= i + 1 == m.series.candles.len();
         }
-        // 2. Orders decided on the previous bar fill at this open.
-        if st.pending.exit || st.pending.enter.is_some() {
-            let pending = std::mem::take(&mut st.pending);
-            let open_px = dec(c.open);
-            if pending.exit
-                && let Some(side) = st.open.as_ref().map(|o| o.side.opposite())
-            {
-                let px = eng.slip(open_px, side, &m.instrument);
-                eng.close(m, st, px, t, ExitReason::Signal);
-            }
-            if let Some((side, qty, sl, tp)) = pending.enter
-                && st.open.is_none()
-            {
-                let px = eng.slip(open_px, side, &m.instrument);
-                let fee = eng.fee(qty, px);
-                eng.balance -= fee;
-                eng.open_list.push(s);
-                eng.book.positions.insert(
-                    m.instrument.symbol.clone(),
-                    shardbot_protocol::Position {
-                        symbol: m.instrument.symbol.clone(),
-                        side,
-                        size: qty,
-                        avg_price: px,
-                        mark_price: None,
-                        leverage: cfg.settings.leverage,
-                        unrealised_pnl: Decimal::ZERO,
-                        stop_loss: None,
-                        take_profit: None,
-                        updated_ms: t,
-                    },
-                );
-                st.open = Some(Open {
-                    side,
-                    qty,
-                    entry_price: px,
-                    entry_time_ms: t,
-                    fees: fee,
-                    funding: Decimal::ZERO,
-                    stop_loss: sl,
-                    take_profit: tp,
-                    qty_f: qty.to_f64().unwrap_or(0.0),
-                    entry_f: px.to_f64().unwrap_or(0.0),
-                    sl_f: sl.and_then(|x| x.to_f64()),
-                    tp_f: tp.and_then(|x| x.to_f64()),
-                    unrealised_f: 0.0,
-                });
-            }
+        if ended {
+            active.retain(|&s| next[s] < markets[s].series.candles.len());
         }
-        // 3. Exchange-side stop-loss / take-profit inside this bar.
-        if let Some(o) = &st.open
-            && (o.sl_f.is_some() || o.tp_f.is_some())
-        {
-            let long = o.side == Side::Buy;
-            let sl_hit = o
-                .sl_f
-                .is_some_and(|sl| if long { c.low <= sl } else { c.high >= sl });
-            let tp_hit = o
-                .tp_f
-                .is_some_and(|tp| if long { c.high >= tp } else { c.low <= tp });
-            let stop_wins = sl_hit
-                && (!tp_hit
-                    || match cfg.intrabar {
-                        Intrabar::StopFirst => true,
-                        // Rising bar: the low comes first; falling: the high.
-                        Intrabar::Path => (c.close >= c.open) == long,
-                    });
-            let which = if stop_wins {
-                Some((ExitReason::StopLoss, o.stop_loss, o.sl_f))
-            } else if tp_hit {
-                Some((ExitReason::TakeProfit, o.take_profit, o.tp_f))
-            } else {
-                None
-            };
-            if let Some((why, Some(level), Some(level_f))) = which {
-                // A bar that opens beyond the level fills at the open.
-                let beyond = match (why, long) {
-                    (ExitReason::StopLoss, true) | (ExitReason::TakeProfit, false) => {
-                        c.open <= level_f
-                    }
-                    _ => c.open >= level_f,
-                };
-                let basis = if beyond { dec(c.open) } else { level };
-                let px = eng.slip(basis, o.side.opposite(), &m.instrument);
-                eng.close(m, st, px, t, why);
-            }
-        }
-        // 4. The strategy on the close, told the position actually held.
-        let held = match &st.open {
-            None => Position::Flat,
-            Some(o) if o.side == Side::Buy => Position::Long,
-            Some(_) => Position::Short,
-        };
-        let signals = st.strategy.on_bar(c, held);
-        let warming = cfg.trade_from_ms.is_some_and(|from| t < from);
-        if !signals.is_empty() && !warming {
-            // Exits first: a reversal's entry is judged with the exit done.
-            if signals.iter().any(|x| matches!(x, Signal::Exit)) && st.open.is_some() {
-                st.pending.exit = true;
-            }
-            if let Some(enter) = signals.iter().find(|x| matches!(x, Signal::Enter { .. })) {
-                refresh_book(&mut eng, markets, &states);
-                let st = &mut states[s];
-                decide_entry(&mut eng, m, st, c, enter);
-            }
-        }
-        let st = &mut states[s];
-        // 5. Mark to market.
-        st.last_close = c.close;
-        if let Some(o) = st.open.as_mut() {
-            let u = if o.side == Side::Buy {
-                (c.close - o.entry_f) * o.qty_f
-            } else {
-                (o.entry_f - c.close) * o.qty_f
-            };
-            eng.unrealised_total += u - o.unrealised_f;
-            o.unrealised_f = u;
-        }
-        if eng.balance != balance_seen {
-            balance_seen = eng.balance;
+        if eng.balance_moved {
+            eng.balance_moved = false;
             balance_f = eng.balance.to_f64().unwrap_or(balance_f);
         }
-        let last_of_time = timeline.get(k + 1).is_none_or(|n| n.0 != t);
-        if last_of_time {
-            equity.push((t, balance_f + eng.unrealised_total));
-        }
+        equity.push((t, balance_f + i128_f64(eng.unrealised_total) * 1e-8));
     }
+    let first = markets
+        .iter()
+        .filter_map(|m| m.series.candles.first())
+        .map(|c| c.open_time_ms)
+        .min()
+        .unwrap_or(0);
     // Whatever is open at the end closes at its last close.
-    let end = timeline.last().map_or(0, |x| x.0);
+    let end = equity.last().map_or(0, |x| x.0);
     for (s, st) in states.iter_mut().enumerate() {
         if st.open.is_some() {
             let m = &markets[s];
             let side = st.open.as_ref().map_or(Side::Buy, |o| o.side.opposite());
             let last = m.series.candles.last().map_or(0, |c| c.open_time_ms);
-            let px = eng.slip(dec(st.last_close), side, &m.instrument);
+            let px = rules[s].slip(dec(st.last_close), side);
             eng.close(m, st, px, last, ExitReason::EndOfData);
         }
     }
     if let Some(last) = equity.last_mut() {
         *last = (end, eng.balance.to_f64().unwrap_or(last.1));
     }
-    let summary = summarise(markets, cfg, &eng, &equity, total as u64, &timeline);
+    let summary = summarise(markets, cfg, &eng, &equity, total as u64, (first, end));
     Ok(BacktestResult {
         trades: eng.trades,
         equity,
@@ -622,26 +641,133 @@ pub fn run_with(
     })
 }
 
-/// Brings the risk rules' book up to date before a judgement: balance, today's realised
-/// PnL, and each open position's unrealised PnL at its last close.
-fn refresh_book(eng: &mut Engine<'_>, markets: &[Market], states: &[SymbolState]) {
-    eng.book.simulated_balance = eng.balance;
-    eng.book.realised_today = eng.realised_today;
-    for &j in &eng.open_list {
-        if let (Some(o), Some(p)) = (
-            &states[j].open,
-            eng.book.positions.get_mut(&markets[j].instrument.symbol),
-        ) {
-            p.unrealised_pnl = approx(o.unrealised_f);
+/// One bar of one market: funding due, the fills decided on the previous bar, the
+/// exchange-side stops inside this bar, the strategy on its close, marking to market.
+#[inline]
+fn step(
+    eng: &mut Engine<'_>,
+    m: &Market,
+    rules: &Rules<'_>,
+    st: &mut SymbolState,
+    i: usize,
+    t: i64,
+) {
+    let cfg = eng.cfg;
+    let c = &m.series.candles[i];
+    // 1. Funding settlements since the previous bar, up to and including this open: a
+    //    position held into a settlement pays it, one opened at it does not.
+    if let (Some(rate), Some(o)) = (cfg.funding_rate, st.open.as_mut())
+        && i > 0
+    {
+        let prev = m.series.candles[i - 1].open_time_ms;
+        let every = cfg.funding_interval_ms.max(1);
+        let mut f = prev.div_euclid(every) * every + every;
+        while f <= t {
+            let value = o.qty * dec(c.open);
+            let pay = (value * rate).round_dp(8)
+                * if o.side == Side::Buy {
+                    Decimal::ONE
+                } else {
+                    -Decimal::ONE
+                };
+            o.funding += pay;
+            eng.balance -= pay;
+            eng.balance_moved = true;
+            eng.realised_today -= pay;
+            f += every;
         }
+    }
+    // 2. Orders decided on the previous bar fill at this open.
+    if st.pending.exit || st.pending.enter.is_some() {
+        let pending = std::mem::take(&mut st.pending);
+        let open_px = dec(c.open);
+        if pending.exit
+            && let Some(side) = st.open.as_ref().map(|o| o.side.opposite())
+        {
+            let px = rules.slip(open_px, side);
+            eng.close(m, st, px, t, ExitReason::Signal);
+        }
+        if let Some(entry) = pending.enter {
+            if st.open.is_none() {
+                let px = rules.slip(open_px, entry.side);
+                eng.open(st, entry, px, t);
+            } else {
+                eng.release(entry.margin);
+            }
+        }
+    }
+    // 3. Exchange-side stop-loss / take-profit inside this bar.
+    if let Some(o) = &st.open
+        && (o.sl_f.is_some() || o.tp_f.is_some())
+    {
+        let long = o.side == Side::Buy;
+        let sl_hit = o
+            .sl_f
+            .is_some_and(|sl| if long { c.low <= sl } else { c.high >= sl });
+        let tp_hit = o
+            .tp_f
+            .is_some_and(|tp| if long { c.high >= tp } else { c.low <= tp });
+        let stop_wins = sl_hit
+            && (!tp_hit
+                || match cfg.intrabar {
+                    Intrabar::StopFirst => true,
+                    // Rising bar: the low comes first; falling: the high.
+                    Intrabar::Path => (c.close >= c.open) == long,
+                });
+        let which = if stop_wins {
+            Some((ExitReason::StopLoss, o.stop_loss, o.sl_f))
+        } else if tp_hit {
+            Some((ExitReason::TakeProfit, o.take_profit, o.tp_f))
+        } else {
+            None
+        };
+        if let Some((why, Some(level), Some(level_f))) = which {
+            // A bar that opens beyond the level fills at the open.
+            let beyond = match (why, long) {
+                (ExitReason::StopLoss, true) | (ExitReason::TakeProfit, false) => c.open <= level_f,
+                _ => c.open >= level_f,
+            };
+            let basis = if beyond { dec(c.open) } else { level };
+            let px = rules.slip(basis, o.side.opposite());
+            eng.close(m, st, px, t, why);
+        }
+    }
+    // 4. The strategy on the close, told the position actually held.
+    let held = match &st.open {
+        None => Position::Flat,
+        Some(o) if o.side == Side::Buy => Position::Long,
+        Some(_) => Position::Short,
+    };
+    let signals = st.strategy.on_bar(c, held);
+    if !signals.is_empty() && cfg.trade_from_ms.is_none_or(|from| t >= from) {
+        // Exits first: a reversal's entry is judged with the exit done.
+        if signals.iter().any(|x| matches!(x, Signal::Exit)) && st.open.is_some() {
+            st.pending.exit = true;
+        }
+        if let Some(enter) = signals.iter().find(|x| matches!(x, Signal::Enter { .. })) {
+            decide_entry(eng, m, rules, st, c, enter);
+        }
+    }
+    // 5. Mark to market.
+    st.last_close = c.close;
+    if let Some(o) = st.open.as_mut() {
+        let u = if o.side == Side::Buy {
+            (c.close - o.entry_f) * o.qty_f
+        } else {
+            (o.entry_f - c.close) * o.qty_f
+        };
+        let u = units(u);
+        eng.unrealised_total += i128::from(u) - i128::from(o.unrealised);
+        o.unrealised = u;
     }
 }
 
-/// Judges an entry signal by the risk manager's rules and sizes it; an approved entry
-/// fills at the next open.
+/// Judges an entry signal by the risk manager's rules ([`judge`], on the engine's
+/// aggregates) and sizes it; an approved entry fills at the next open.
 fn decide_entry(
     eng: &mut Engine<'_>,
     m: &Market,
+    rules: &Rules<'_>,
     st: &mut SymbolState,
     c: &Candle,
     signal: &Signal,
@@ -659,40 +785,59 @@ fn decide_entry(
         Direction::Short => Side::Sell,
     };
     let close = dec(c.close);
-    st.intent.bar_open_time_ms = c.open_time_ms;
-    st.intent.action = IntentAction::Enter { side };
-    st.intent.reference_price = close;
-    if let Some(at) = st.stopped_at {
-        eng.book
-            .stopped_out_at
-            .insert(m.instrument.symbol.clone(), at);
-    }
-    // A reversal's exit is done by the time its entry fills: judged without it.
-    let exiting = if st.pending.exit {
-        eng.book.positions.remove(&m.instrument.symbol)
-    } else {
-        None
+    let mut exposure = Exposure {
+        held: st.open.as_ref().map(|o| Held {
+            side: o.side,
+            size: o.qty,
+            leverage: eng.cfg.settings.leverage,
+        }),
+        open_positions: eng.open_positions,
+        unrealised: Decimal::from_i128_with_scale(eng.unrealised_total, 8),
+        margin_used: Decimal::from_i128_with_scale(eng.margin_used, MARGIN_SCALE),
+        simulated_balance: eng.balance,
+        realised_today: eng.realised_today,
+        mode: TradingMode::Normal,
+        stopped_out_at: st.stopped_at,
     };
-    // Judged at the bar's close, as the risk manager judges the worker's intent.
-    let decision = decide(&eng.cfg.settings, &eng.book, &st.intent, c.open_time_ms);
-    if let Some(p) = exiting {
-        eng.book.positions.insert(m.instrument.symbol.clone(), p);
+    // A reversal's exit is done by the time its entry fills: judged without it.
+    if st.pending.exit
+        && let Some(o) = &st.open
+    {
+        exposure.held = None;
+        exposure.open_positions -= 1;
+        exposure.unrealised =
+            Decimal::from_i128_with_scale(eng.unrealised_total - i128::from(o.unrealised), 8);
+        exposure.margin_used =
+            Decimal::from_i128_with_scale(eng.margin_used - o.margin, MARGIN_SCALE);
     }
-    let code = match decision {
-        RiskDecision::Approved { qty, .. } => match round_qty(qty, close, &m.instrument) {
+    // Judged at the bar's close, as the risk manager judges the worker's intent.
+    let verdict = judge(
+        &eng.cfg.settings,
+        &exposure,
+        m.series.symbol.as_str(),
+        IntentAction::Enter { side },
+        close,
+        c.open_time_ms,
+    );
+    let code = match verdict {
+        Verdict::Approved { qty, leverage, .. } => match round_qty(qty, close, &m.instrument) {
             Ok(q) => {
-                let tick = m.instrument.tick_size;
-                st.pending.enter = Some((
+                // Booked as the risk manager books an approval, until it fills.
+                let margin = margin_units(qty * close / leverage.max(Decimal::ONE));
+                eng.open_positions += 1;
+                eng.margin_used += margin;
+                st.pending.enter = Some(Entry {
                     side,
-                    q,
-                    stop_loss.filter(|p| *p > 0.0).map(|p| on_tick_f(p, tick)),
-                    take_profit.filter(|p| *p > 0.0).map(|p| on_tick_f(p, tick)),
-                ));
+                    qty: q,
+                    stop_loss: stop_loss.filter(|p| *p > 0.0).map(|p| rules.on_tick(p)),
+                    take_profit: take_profit.filter(|p| *p > 0.0).map(|p| rules.on_tick(p)),
+                    margin,
+                });
                 return;
             }
             Err(r) => r.code,
         },
-        RiskDecision::Refused { refusal, .. } => refusal.code,
+        Verdict::Refused(refusal) => refusal.code,
     };
     *eng.refused.entry(code).or_default() += 1;
 }
@@ -703,14 +848,15 @@ fn summarise(
     eng: &Engine<'_>,
     equity: &[(i64, f64)],
     bars: u64,
-    timeline: &[(i64, u32, u32)],
+    (first_bar_ms, last_bar_ms): (i64, i64),
 ) -> Summary {
     let results: Vec<TradeResult> = eng
         .trades
         .iter()
         .map(|t| TradeResult {
-            symbol: t.symbol.clone(),
-            strategy: cfg.strategy.clone(),
+            // The figures need neither name (and a copy of each costs more than the rest).
+            symbol: String::new(),
+            strategy: String::new(),
             entry_time_ms: t.entry_time_ms,
             exit_time_ms: t.exit_time_ms,
             net: t.pnl,
@@ -720,20 +866,17 @@ fn summarise(
         .collect();
     let s = stats(&results);
     let start = cfg.settings.simulated_balance;
-    let curve: Vec<(i64, f64)> = std::iter::once((
-        timeline.first().map_or(0, |x| x.0),
-        start.to_f64().unwrap_or(0.0),
-    ))
-    .chain(equity.iter().copied())
-    .collect();
+    let curve: Vec<(i64, f64)> = std::iter::once((first_bar_ms, start.to_f64().unwrap_or(0.0)))
+        .chain(equity.iter().copied())
+        .collect();
     let (dd, dd_pct) = max_drawdown_f64(&curve);
     let r = daily_returns_f64(&curve);
     Summary {
         strategy: cfg.strategy.clone(),
         symbols: markets.len(),
         bars,
-        first_bar_ms: timeline.first().map_or(0, |x| x.0),
-        last_bar_ms: timeline.last().map_or(0, |x| x.0),
+        first_bar_ms,
+        last_bar_ms,
         starting_balance: start,
         final_balance: eng.balance,
         trades: s.trades,

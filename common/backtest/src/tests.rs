@@ -230,6 +230,52 @@ fn the_risk_rules_refuse_as_the_risk_manager_does() {
 }
 
 #[test]
+fn margin_use_counts_the_open_positions_and_frees_with_their_exits() {
+    let bars = || {
+        (0..5)
+            .map(|i| bar(i, 10.0, 10.0, 10.0, 10.0))
+            .collect::<Vec<_>>()
+    };
+    let mut c = cfg();
+    c.settings.sizing = shardbot_risk::Sizing::Percent(dec!(40));
+    c.settings.max_margin_use_pct = dec!(90);
+    c.settings.max_open_positions = 10;
+    let r = run_with(
+        &[
+            market("AAAUSDT", bars()),
+            market("BBBUSDT", bars()),
+            market("CCCUSDT", bars()),
+        ],
+        &c,
+        vec![
+            // AAA opens at bar 1 and exits at bar 3.
+            scripted(vec![vec![long(None, None)], vec![], vec![Signal::Exit]]),
+            scripted(vec![vec![long(None, None)]]),
+            // CCC: refused after bar 0 (80 % used + 40 % > 90 %), approved after bar 3.
+            scripted(vec![
+                vec![long(None, None)],
+                vec![],
+                vec![],
+                vec![long(None, None)],
+            ]),
+        ],
+    )
+    .unwrap();
+    assert_eq!(r.summary.refused.get("MaxMarginUse"), Some(&1));
+    let entries: Vec<(&str, i64)> = r
+        .trades
+        .iter()
+        .map(|t| {
+            (
+                t.symbol.as_str(),
+                (t.entry_time_ms - 1_700_000_000_000) / 300_000,
+            )
+        })
+        .collect();
+    assert_eq!(entries, [("AAAUSDT", 1), ("BBBUSDT", 1), ("CCCUSDT", 4)]);
+}
+
+#[test]
 fn funding_is_charged_while_open_and_is_part_of_the_pnl() {
     // 4 h bars: a settlement at every second bar's open.
     let t0 = 1_700_006_400_000; // a multiple of 8 h
@@ -285,6 +331,56 @@ proptest::proptest! {
         proptest::prop_assert!((r.equity.last().unwrap().1 - (1000.0 + sum.to_f64().unwrap())).abs() < 1e-6);
         for w in r.trades.windows(2) {
             proptest::prop_assert!(w[0].exit_time_ms <= w[1].entry_time_ms);
+        }
+    }
+}
+
+proptest::proptest! {
+    /// The per-fill shortcuts give exactly what the general functions give: a level on
+    /// the tick as the worker rounds it, a price as written.
+    #[test]
+    fn the_fast_roundings_equal_the_general_ones(
+        p in 0.0f64..200_000.0,
+        tick in proptest::sample::select(vec![dec!(1), dec!(0.01), dec!(0.0001), dec!(0.5), dec!(0.00000001), dec!(10)]),
+        cents in 0i64..100_000_000,
+    ) {
+        let m = Market::unrestricted(Series { symbol: "AAAUSDT".into(), candles: Vec::new(), price_decimals: 2 }).unwrap();
+        let inst = Instrument { tick_size: tick, ..m.instrument };
+        let rules = Rules::new(&inst, Slippage::Ticks(0));
+        let want = shardbot_protocol::price_on_tick(p, tick).unwrap();
+        let got = rules.on_tick(p);
+        proptest::prop_assert_eq!((got, got.scale()), (want, want.scale()));
+        let x = cents as f64 / 100.0;
+        let d = dec(x);
+        let want = Decimal::from_str(&format!("{x}")).unwrap().normalize();
+        proptest::prop_assert_eq!((d, d.scale()), (want, want.scale()));
+    }
+}
+
+proptest::proptest! {
+    /// The integer shortcuts of the fee and the margin sums equal `Decimal`'s arithmetic.
+    #[test]
+    fn integer_fees_and_margins_equal_decimal_arithmetic(
+        q in 0i64..10_000_000_000, qs in 0u32..10,
+        p in 1i64..10_000_000_000, ps in 0u32..10,
+        m in -(1i128 << 95)..(1i128 << 95), ms in 0u32..=28,
+    ) {
+        let mut c = cfg();
+        c.fee_rate = dec!(0.00055);
+        let eng = Engine {
+            cfg: &c, balance: Decimal::ZERO, balance_moved: false, realised_today: Decimal::ZERO,
+            trades: Vec::new(), refused: std::collections::HashMap::new(), open_positions: 0,
+            margin_used: 0, unrealised_total: 0,
+        };
+        let (qty, price) = (Decimal::new(q, qs), Decimal::new(p, ps));
+        let want = (qty * price * c.fee_rate).round_dp(8);
+        let got = eng.fee(qty, price);
+        proptest::prop_assert_eq!((got, got.scale()), (want, want.scale()));
+        let d = Decimal::from_i128_with_scale(m, ms);
+        let mut r = d.round_dp(MARGIN_SCALE);
+        r.rescale(MARGIN_SCALE);
+        if r.scale() == MARGIN_SCALE {
+            proptest::prop_assert_eq!(margin_units(d), r.mantissa());
         }
     }
 }
