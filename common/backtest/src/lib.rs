@@ -317,7 +317,28 @@ fn on_scale(n: i128, scale: u32, to: u32) -> Option<i128> {
 /// `x` as f64, through i64 when it fits (one instruction; i128's conversion is a
 /// library call). Both round to nearest.
 fn i128_f64(x: i128) -> f64 {
-    i64::try_from(x).map_or(x as f64, |v| v as f64)
+    #[cold]
+    #[inline(never)]
+    fn wide(x: i128) -> f64 {
+        x as f64
+    }
+    // The library call kept out of line: inlined, the compiler made it on every call.
+    i64::try_from(x).map_or_else(|_| wide(x), |v| v as f64)
+}
+
+/// `d` as the nearest f64: one division of two exact f64s (so correctly rounded) when the
+/// mantissa has at most 53 bits, as every price and quantity of a fill has; else through
+/// `Decimal`'s own conversion (slower, and not always the nearest).
+fn dec_f64(d: Decimal) -> f64 {
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    let m = d.mantissa();
+    match POW10.get(d.scale() as usize) {
+        Some(p) if m.unsigned_abs() < 1u128 << 53 => m as i64 as f64 / p,
+        _ => d.to_f64().unwrap_or(0.0),
+    }
 }
 
 /// Decimals of the margin sums.
@@ -472,10 +493,10 @@ impl Engine<'_> {
             margin,
             stop_loss: sl,
             take_profit: tp,
-            qty_f: qty.to_f64().unwrap_or(0.0),
-            entry_f: px.to_f64().unwrap_or(0.0),
-            sl_f: sl.and_then(|x| x.to_f64()),
-            tp_f: tp.and_then(|x| x.to_f64()),
+            qty_f: dec_f64(qty),
+            entry_f: dec_f64(px),
+            sl_f: sl.map(dec_f64),
+            tp_f: tp.map(dec_f64),
             unrealised: 0,
         });
     }
@@ -578,16 +599,30 @@ pub fn run_with(
     // Each market's next bar; the markets with bars left, in the given order. Each step
     // takes the earliest next bar's time and runs every market whose next bar opens then.
     let mut next = vec![0usize; markets.len()];
-    let mut active: Vec<usize> = (0..markets.len())
-        .filter(|&s| !markets[s].series.candles.is_empty())
+    let first_time = |s: usize| markets[s].series.candles.first().map(|c| c.open_time_ms);
+    // Markets whose data has not started yet, the earliest last: they join `active` (in
+    // its order) at their first bar, so a step scans only the markets under way.
+    let mut waiting: Vec<usize> = (0..markets.len())
+        .filter(|&s| first_time(s).is_some())
         .collect();
+    waiting.sort_by_key(|&s| std::cmp::Reverse((first_time(s), s)));
+    let mut active: Vec<usize> = Vec::with_capacity(markets.len());
     let mut day = i64::MIN;
-    while !active.is_empty() {
-        let t = active
+    while !active.is_empty() || !waiting.is_empty() {
+        let mut t = active
             .iter()
             .map(|&s| markets[s].series.candles[next[s]].open_time_ms)
             .min()
             .unwrap_or(i64::MAX);
+        while let Some(&w) = waiting.last()
+            && let Some(start) = first_time(w)
+            && start <= t
+        {
+            t = start;
+            waiting.pop();
+            let at = active.partition_point(|&s| s < w);
+            active.insert(at, w);
+        }
         let today = t.div_euclid(86_400_000);
         if today != day {
             day = today;
@@ -609,7 +644,7 @@ pub fn run_with(
         }
         if eng.balance_moved {
             eng.balance_moved = false;
-            balance_f = eng.balance.to_f64().unwrap_or(balance_f);
+            balance_f = dec_f64(eng.balance);
         }
         equity.push((t, balance_f + i128_f64(eng.unrealised_total) * 1e-8));
     }
