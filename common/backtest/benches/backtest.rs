@@ -2,7 +2,7 @@
 //!   cargo bench -p shardbot-backtest --bench backtest
 //! on ../shared/data/klines/bybit_linear_5m (8 symbols × 86,604 bars) and on every file
 //! of ../shared/data/klines/bybit_linear_1d (329 symbols). The data is loaded once; each
-//! figure is the best of 5 full runs (timeline, strategies, risk rules, fills, equity
+//! figure is the best of 5 full runs (stepping, strategies, risk rules, fills, equity
 //! curve and summary included). SHARDBOT_SHARED overrides the shared folder.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a benchmark
