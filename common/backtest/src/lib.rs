@@ -543,6 +543,19 @@ impl Engine<'_> {
     }
 }
 
+/// The open times of the first and the last bar of `markets` ((0, 0) without bars).
+pub fn bar_span(markets: &[Market]) -> (i64, i64) {
+    let times = || {
+        markets
+            .iter()
+            .filter_map(|m| Some((m.series.candles.first()?, m.series.candles.last()?)))
+    };
+    (
+        times().map(|(f, _)| f.open_time_ms).min().unwrap_or(0),
+        times().map(|(_, l)| l.open_time_ms).max().unwrap_or(0),
+    )
+}
+
 /// Runs `cfg` over `markets`. Bars of all symbols are processed in time order (symbols in
 /// the given order within one timestamp).
 pub fn run(markets: &[Market], cfg: &BacktestConfig) -> Result<BacktestResult, BacktestError> {
@@ -648,12 +661,7 @@ pub fn run_with(
         }
         equity.push((t, balance_f + i128_f64(eng.unrealised_total) * 1e-8));
     }
-    let first = markets
-        .iter()
-        .filter_map(|m| m.series.candles.first())
-        .map(|c| c.open_time_ms)
-        .min()
-        .unwrap_or(0);
+    let (first, _) = bar_span(markets);
     // Whatever is open at the end closes at its last close.
     let end = equity.last().map_or(0, |x| x.0);
     for (s, st) in states.iter_mut().enumerate() {

@@ -138,18 +138,7 @@ pub fn optimize(
     let strategy = cfg.backtest.strategy.clone();
     let schema: &[Spec] = shardbot_strategy::schema(&strategy)
         .ok_or_else(|| OptimizeError::Unknown(strategy.clone()))?;
-    let first = markets
-        .iter()
-        .filter_map(|m| m.series.candles.first())
-        .map(|c| c.open_time_ms)
-        .min()
-        .unwrap_or(0);
-    let last = markets
-        .iter()
-        .filter_map(|m| m.series.candles.last())
-        .map(|c| c.open_time_ms)
-        .max()
-        .unwrap_or(0);
+    let (first, last) = shardbot_backtest::bar_span(markets);
     let split_ms = first + ((last - first) as f64 * cfg.train_fraction.clamp(0.0, 1.0)) as i64;
     let (train, test) = split(markets, split_ms);
     if train.is_empty() {
