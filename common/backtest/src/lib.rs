@@ -273,24 +273,11 @@ struct SymbolState {
 fn dec(x: f64) -> Decimal {
     let scaled = (x * 1e8).round();
     if scaled.abs() < 9.0e15 && scaled / 1e8 == x {
-        return scaled_i64(scaled as i64, 8);
+        return shardbot_protocol::scaled_decimal(scaled as i64, 8);
     }
     Decimal::from_str(&format!("{x}"))
         .or_else(|_| Decimal::from_scientific(&format!("{x:e}")))
         .unwrap_or_default()
-}
-
-/// `n · 10^-scale` without trailing zeros: what `Decimal::normalize` gives, in 64-bit
-/// arithmetic (normalize divides 96-bit mantissas, several times slower).
-fn scaled_i64(mut n: i64, mut scale: u32) -> Decimal {
-    if n == 0 {
-        return Decimal::ZERO;
-    }
-    while scale > 0 && n % 10 == 0 {
-        n /= 10;
-        scale -= 1;
-    }
-    Decimal::new(n, scale)
 }
 
 /// An amount for the risk rules' judgement (unrealised PnL): 8 decimals are plenty.
@@ -347,17 +334,20 @@ const MARGIN_SCALE: u32 = 12;
 /// A margin in units of 10^-12 USDT (rounded half even), the resolution the risk rules'
 /// margin sums are kept at.
 fn margin_units(m: Decimal) -> i128 {
-    if let Some(n) = on_scale(m.mantissa(), m.scale(), MARGIN_SCALE) {
-        return n;
-    }
-    let mut r = m.round_dp(MARGIN_SCALE);
-    r.rescale(MARGIN_SCALE);
-    // It stays short only beyond 7.9·10^16 USDT: then the whole part is plenty.
-    if r.scale() == MARGIN_SCALE {
-        r.mantissa()
+    // Out of range only beyond 10^26 USDT: then the largest Decimal mantissa stands for
+    // it (sums of such stay far inside i128).
+    const BEYOND: i128 = (1 << 96) - 1;
+    on_scale(m.mantissa(), m.scale(), MARGIN_SCALE).unwrap_or(BEYOND * m.mantissa().signum())
+}
+
+/// An integer sum of `10^-scale` units as the `Decimal` the risk rules read (the largest
+/// one beyond its range).
+fn from_units(x: i128, scale: u32) -> Decimal {
+    Decimal::try_from_i128_with_scale(x, scale).unwrap_or(if x < 0 {
+        Decimal::MIN
     } else {
-        m.trunc().mantissa() * 10i128.pow(MARGIN_SCALE)
-    }
+        Decimal::MAX
+    })
 }
 
 /// `x` in units of 10^-8, 0 when not finite or beyond 9·10^10.
@@ -375,14 +365,10 @@ struct Rules<'a> {
     /// How far a market order fills from its reference price, in ticks or basis points.
     slip: Slippage,
     slip_ticks: Decimal,
-    tick_f: f64,
-    /// The tick as `1 · 10^-scale` (every real tick size), for exact 64-bit rounding.
-    tick_scale: Option<u32>,
 }
 
 impl<'a> Rules<'a> {
     fn new(inst: &'a Instrument, slip: Slippage) -> Rules<'a> {
-        let t = inst.tick_size.normalize();
         Rules {
             inst,
             slip,
@@ -390,8 +376,6 @@ impl<'a> Rules<'a> {
                 Slippage::Ticks(n) => inst.tick_size * Decimal::from(n),
                 Slippage::Bps(_) => Decimal::ZERO,
             },
-            tick_f: inst.tick_size.to_f64().unwrap_or(0.0),
-            tick_scale: (t.mantissa() == 1).then(|| t.scale()),
         }
     }
 
@@ -407,17 +391,8 @@ impl<'a> Rules<'a> {
         }
     }
 
-    /// A strategy's f64 price level on the tick grid, as the worker sends it
-    /// ([`shardbot_protocol::price_on_tick`], which this equals).
+    /// A strategy's f64 price level on the tick grid, as the worker sends it.
     fn on_tick(&self, p: f64) -> Decimal {
-        if let Some(scale) = self.tick_scale
-            && self.tick_f > 0.0
-        {
-            let n = (p / self.tick_f).round();
-            if n.is_finite() && n.abs() < 9.0e15 {
-                return scaled_i64(n as i64, scale);
-            }
-        }
         shardbot_protocol::price_on_tick(p, self.inst.tick_size)
             .unwrap_or_else(|| approx(p).normalize())
     }
@@ -828,31 +803,35 @@ fn decide_entry(
         Direction::Short => Side::Sell,
     };
     let close = dec(c.close);
-    let mut exposure = Exposure {
-        held: st.open.as_ref().map(|o| Held {
-            side: o.side,
-            size: o.qty,
-            leverage: eng.cfg.settings.leverage,
-        }),
-        open_positions: eng.open_positions,
-        unrealised: Decimal::from_i128_with_scale(eng.unrealised_total, 8),
-        margin_used: Decimal::from_i128_with_scale(eng.margin_used, MARGIN_SCALE),
+    // A reversal's exit is done by the time its entry fills: judged without it.
+    let (held, open_positions, unrealised, margin_used) = match &st.open {
+        Some(o) if st.pending.exit => (
+            None,
+            eng.open_positions - 1,
+            eng.unrealised_total - i128::from(o.unrealised),
+            eng.margin_used - o.margin,
+        ),
+        open => (
+            open.as_ref().map(|o| Held {
+                side: o.side,
+                size: o.qty,
+                leverage: eng.cfg.settings.leverage,
+            }),
+            eng.open_positions,
+            eng.unrealised_total,
+            eng.margin_used,
+        ),
+    };
+    let exposure = Exposure {
+        held,
+        open_positions,
+        unrealised: from_units(unrealised, 8),
+        margin_used: from_units(margin_used, MARGIN_SCALE),
         simulated_balance: eng.balance,
         realised_today: eng.realised_today,
         mode: TradingMode::Normal,
         stopped_out_at: st.stopped_at,
     };
-    // A reversal's exit is done by the time its entry fills: judged without it.
-    if st.pending.exit
-        && let Some(o) = &st.open
-    {
-        exposure.held = None;
-        exposure.open_positions -= 1;
-        exposure.unrealised =
-            Decimal::from_i128_with_scale(eng.unrealised_total - i128::from(o.unrealised), 8);
-        exposure.margin_used =
-            Decimal::from_i128_with_scale(eng.margin_used - o.margin, MARGIN_SCALE);
-    }
     // Judged at the bar's close, as the risk manager judges the worker's intent.
     let verdict = judge(
         &eng.cfg.settings,

@@ -157,7 +157,7 @@ impl WindowSum {
 
     /// The values in the window, oldest first.
     fn values(&self) -> impl Iterator<Item = &f64> {
-        let (newer, older) = self.ring[..self.len].split_at(self.head.min(self.len));
+        let (newer, older) = self.ring[..self.len].split_at(self.head);
         older.iter().chain(newer)
     }
 
@@ -166,11 +166,8 @@ impl WindowSum {
     #[inline]
     pub(crate) fn push(&mut self, x: f64) -> Option<f64> {
         let full = self.len == self.period;
-        let at = if full {
-            self.head
-        } else {
-            (self.head + self.len) % self.period
-        };
+        // Until the window is full, `head` is 0 and values go in order.
+        let at = if full { self.head } else { self.len };
         let out = full.then(|| self.ring[at]);
         let n_out = if full { self.ints[at] } else { 0 };
         self.ring[at] = x;
