@@ -21,7 +21,7 @@ use shardbot_bus::{BusOptions, Requester};
 use shardbot_bybit::rest::{BybitClient, Query};
 use shardbot_e2e::{FAST_PARAMS, ScriptStack, replay_config};
 use shardbot_journal::Journal;
-use shardbot_protocol::{RiskReply, RiskRequest, Side};
+use shardbot_protocol::{ControlCommand, RiskReply, RiskRequest, Side, TradingMode};
 
 const SYMBOLS: [&str; 8] = [
     "AAVEUSDT", "ADAUSDT", "APEUSDT", "AVAXUSDT", "BNBUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT",
@@ -139,10 +139,32 @@ impl Run {
         assert!(exact.is_some(), "after {after}: no lost fill: {mismatch}");
     }
 
+    /// New entries are halted while the books are compared (exits go on), then trading
+    /// resumes if it was on: with a stop-and-reverse strategy trading every second at 300×, moments
+    /// with no order in flight were too rare to be caught reliably on a busy machine (CI
+    /// timed out once with both books moving). What must hold is that the risk
+    /// manager's book comes to the exchange's once orders stop coming.
     fn positions_agree(&self, after: &str) {
         let risk = self.risk();
-        self.stack.wait(
-            &format!("the risk manager's positions to equal the exchange's after {after}"),
+        let control = |command: ControlCommand| {
+            let reply = risk.request_within::<_, RiskReply>(
+                &RiskRequest::Control(command),
+                Duration::from_secs(5),
+            );
+            assert!(
+                matches!(reply, Ok(RiskReply::Control(_))),
+                "{command:?} after {after}: {reply:?}"
+            );
+        };
+        let trading = matches!(
+            risk.request_within::<_, RiskReply>(&RiskRequest::Status, Duration::from_secs(5)),
+            Ok(RiskReply::Status(s)) if s.mode == TradingMode::Normal
+        );
+        if trading {
+            control(ControlCommand::Halt);
+        }
+        let mut mismatch = String::new();
+        let agreed = self.stack.wait_or(
             // An approved order that never filled (refused, or lost to the faults) stays
             // in the risk manager's book for 15 s, to be safe: then the next read.
             Duration::from_secs(45),
@@ -177,9 +199,18 @@ impl Run {
                         (p.symbol.to_string(), signed)
                     })
                     .collect();
+                mismatch = format!("risk manager {ours:?}, exchange {exchange:?}");
                 (ours == exchange).then_some(())
             },
         );
+        assert!(
+            agreed.is_some(),
+            "after {after}: the risk manager's positions never equalled the exchange's within \
+             45 s: {mismatch}"
+        );
+        if trading {
+            control(ControlCommand::Resume);
+        }
     }
 
     fn risk(&self) -> Requester {
