@@ -267,8 +267,20 @@ pub fn judge(
             format!("no simulated equity left to trade with ({equity} USDT)"),
         );
     }
-    let after = (exposure.margin_used + margin) / equity * Decimal::ONE_HUNDRED;
-    if after > settings.max_margin_use_pct {
+    // Compared exactly, without the division: `used / equity × 100 > limit` is
+    // `used × 100 > limit × equity` for a positive equity. (A quotient rounded to 28
+    // digits could land on the limit from above, and it is the slowest step of a
+    // backtest's entry.) Products beyond `Decimal`'s range fall back to the quotient.
+    let used = exposure.margin_used + margin;
+    let over = match (
+        used.checked_mul(Decimal::ONE_HUNDRED),
+        settings.max_margin_use_pct.checked_mul(equity),
+    ) {
+        (Some(lhs), Some(rhs)) => lhs > rhs,
+        _ => used / equity * Decimal::ONE_HUNDRED > settings.max_margin_use_pct,
+    };
+    if over {
+        let after = used / equity * Decimal::ONE_HUNDRED;
         return refuse(
             RefusalCode::MaxMarginUse,
             format!(
@@ -490,6 +502,41 @@ mod tests {
                 refusal.reason
             );
         }
+    }
+
+    /// The margin limit is compared exactly: a third of the equity is over a limit of
+    /// 33.33333333333333333333333333 % (which the 28-digit quotient equals) and under the
+    /// next larger one.
+    #[rstest]
+    #[case::a_third_over_its_rounding(dec!(33.33333333333333333333333333), Some(RefusalCode::MaxMarginUse))]
+    #[case::a_third_under_a_finer_limit(dec!(33.33333333333333333333333334), None)]
+    #[case::just_over(dec!(33.333333333333333333333333), Some(RefusalCode::MaxMarginUse))]
+    fn the_margin_limit_is_compared_exactly(
+        #[case] limit: Decimal,
+        #[case] want: Option<RefusalCode>,
+    ) {
+        let settings = TradingSettings {
+            simulated_balance: dec!(3),
+            sizing: Sizing::Fixed(dec!(1)),
+            max_margin_use_pct: limit,
+            ..settings()
+        };
+        let exposure = Exposure {
+            held: None,
+            open_positions: 0,
+            unrealised: dec!(0),
+            margin_used: dec!(0),
+            simulated_balance: dec!(3),
+            realised_today: dec!(0),
+            mode: TradingMode::Normal,
+            stopped_out_at: None,
+        };
+        let v = judge(&settings, &exposure, "BTCUSDT", BUY, dec!(100), 0);
+        let got = match &v {
+            Verdict::Refused(r) => Some(r.code),
+            Verdict::Approved { .. } => None,
+        };
+        assert_eq!(got, want, "{v:?}");
     }
 
     #[rstest]
