@@ -10,8 +10,8 @@
 use std::{path::PathBuf, time::Instant};
 
 use rust_decimal::Decimal;
-use shardbot_backtest::{BacktestConfig, Market, data::load_path, run};
-use shardbot_strategy::{BUILT_IN, Params};
+use shardbot_backtest::{BacktestConfig, Market, data::load_path, run, run_with};
+use shardbot_strategy::{BUILT_IN, Candle, Params, Position, Signal, Strategy};
 
 fn shared() -> PathBuf {
     std::env::var_os("SHARDBOT_SHARED")
@@ -30,8 +30,86 @@ fn best_of_5(f: impl Fn() -> usize) -> (f64, usize) {
     (best, trades)
 }
 
+/// A strategy that never signals: what the engine costs per bar without any trade.
+struct Silent;
+
+impl Strategy for Silent {
+    fn name(&self) -> &'static str {
+        "silent"
+    }
+    fn warmup_bars(&self) -> usize {
+        0
+    }
+    fn on_bar(&mut self, candle: &Candle, _: Position) -> Vec<Signal> {
+        std::hint::black_box(candle);
+        Vec::new()
+    }
+    fn reset(&mut self) {}
+}
+
+/// Where a run's time goes, per bar: the strategy alone (told the position its own signals
+/// imply), the engine with a strategy that never signals, and the rest spread over the
+/// trades.
+fn breakdown(markets: &[Market], bars: usize) {
+    println!();
+    println!("| strategy | strategy alone | engine without trades | per trade | trades |");
+    println!("|---|---|---|---|---|");
+    let silent = BacktestConfig::all_in("silent", Params::new(), Decimal::from(10_000));
+    let (engine, _) = best_of_5(|| {
+        markets
+            .iter()
+            .map(|m| {
+                run_with(std::slice::from_ref(m), &silent, vec![Box::new(Silent)])
+                    .unwrap()
+                    .trades
+                    .len()
+            })
+            .sum()
+    });
+    for strategy in BUILT_IN {
+        let (alone, _) = best_of_5(|| {
+            let mut signals = 0;
+            for m in markets {
+                let mut s = shardbot_strategy::build(strategy, &Params::new()).unwrap();
+                let mut position = Position::Flat;
+                for c in &m.series.candles {
+                    for sig in s.on_bar(std::hint::black_box(c), position) {
+                        signals += 1;
+                        position = position.after(&sig);
+                    }
+                }
+            }
+            signals
+        });
+        let single = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
+        let (full, trades) = best_of_5(|| {
+            markets
+                .iter()
+                .map(|m| run(std::slice::from_ref(m), &single).unwrap().trades.len())
+                .sum()
+        });
+        let ns = |t: f64| t * 1e9 / bars as f64;
+        println!(
+            "| `{strategy}` | {:.1} ns/bar | {:.1} ns/bar | {:.0} ns | {trades} |",
+            ns(alone),
+            ns(engine),
+            (full - alone - engine) * 1e9 / trades.max(1) as f64
+        );
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if std::env::args().any(|a| a == "--breakdown") {
+        let markets: Vec<Market> = load_path(&shared().join("data/klines/bybit_linear_5m"))
+            .unwrap()
+            .into_iter()
+            .map(|s| Market::unrestricted(s).unwrap())
+            .collect();
+        let bars: usize = markets.iter().map(|m| m.series.candles.len()).sum();
+        breakdown(&markets, bars);
         return;
     }
     println!("| data | strategy | run | bars | trades | best of 5 | bar-steps/s on one core |");
