@@ -219,11 +219,12 @@ fn mean(r: &[f64]) -> f64 {
     r.iter().sum::<f64>() / r.len() as f64
 }
 
-/// [`max_drawdown`] of an `f64` curve (a backtest's bar-by-bar equity).
-pub fn max_drawdown_f64(equity: &[(i64, f64)]) -> (f64, f64) {
+/// [`max_drawdown`] of an `f64` curve (a backtest's bar-by-bar equity, read where it
+/// lies: a curve of a million points is not copied to put the start in front).
+pub fn max_drawdown_f64(equity: impl IntoIterator<Item = (i64, f64)>) -> (f64, f64) {
     let mut peak = f64::MIN;
     let (mut amount, mut pct) = (0.0_f64, 0.0_f64);
-    for &(_, e) in equity {
+    for (_, e) in equity {
         peak = peak.max(e);
         let dd = peak - e;
         amount = amount.max(dd);
@@ -235,8 +236,9 @@ pub fn max_drawdown_f64(equity: &[(i64, f64)]) -> (f64, f64) {
 }
 
 /// [`daily_returns`] of an `f64` curve: the last point of each UTC day is its close.
-pub fn daily_returns_f64(equity: &[(i64, f64)]) -> Vec<f64> {
-    let Some(&(t0, e0)) = equity.first() else {
+pub fn daily_returns_f64(equity: impl IntoIterator<Item = (i64, f64)>) -> Vec<f64> {
+    let mut equity = equity.into_iter();
+    let Some((t0, e0)) = equity.next() else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -248,7 +250,7 @@ pub fn daily_returns_f64(equity: &[(i64, f64)]) -> Vec<f64> {
             out.push(to / from - 1.0);
         }
     };
-    for &(t, e) in &equity[1..] {
+    for (t, e) in equity {
         let d = t.div_euclid(DAY_MS);
         while d > day {
             push(prev, close, &mut out);

@@ -94,9 +94,9 @@ fn a_real_equity_curve_matches_an_independent_computation() {
         .iter()
         .map(|&(t, e)| (t, e.to_f64().unwrap()))
         .collect();
-    let (dd_f, pct_f) = max_drawdown_f64(&curve_f);
+    let (dd_f, pct_f) = max_drawdown_f64(curve_f.iter().copied());
     assert!((dd_f - brute).abs() < 1e-6 && (pct_f - brute_pct).abs() < 1e-9);
-    let ours_f = daily_returns_f64(&curve_f);
+    let ours_f = daily_returns_f64(curve_f.iter().copied());
     assert_eq!(ours_f.len(), ours.len());
     for (a, b) in ours_f.iter().zip(&ours) {
         assert!((a - b).abs() < 1e-12);

@@ -39,7 +39,9 @@ use serde::Serialize;
 use shardbot_analytics::{
     TradeResult, daily_returns_f64, max_drawdown_f64, sharpe, sortino, stats,
 };
-use shardbot_protocol::{Instrument, IntentAction, Side, Symbol, TradingMode};
+use shardbot_protocol::{
+    Instrument, IntentAction, Side, Symbol, TickGrid, TradingMode, round_half_away,
+};
 use shardbot_risk::{Exposure, Held, TradingSettings, Verdict, judge, round_qty};
 use shardbot_strategy::{Candle, Direction, Params, Position, Signal, Strategy};
 
@@ -271,7 +273,7 @@ struct SymbolState {
 /// kline file's), through f64's shortest round-trip text otherwise. A few ns on the fast
 /// path against ~300 ns for text, which matters at every fill of a long backtest.
 fn dec(x: f64) -> Decimal {
-    let scaled = (x * 1e8).round();
+    let scaled = round_half_away(x * 1e8);
     if scaled.abs() < 9.0e15 && scaled / 1e8 == x {
         return shardbot_protocol::scaled_decimal(scaled as i64, 8);
     }
@@ -350,13 +352,19 @@ fn from_units(x: i128, scale: u32) -> Decimal {
     })
 }
 
-/// `x` in units of 10^-8, 0 when not finite or beyond 9·10^10.
+/// `x` in units of 10^-8 (rounded half away from zero), 0 when not finite or beyond
+/// 9·10^10. Every open position is marked this way at every bar.
+#[inline]
 fn units(x: f64) -> i64 {
-    if x.is_finite() && x.abs() < 9.0e10 {
-        (x * 1e8).round() as i64
-    } else {
-        0
+    if x.is_nan() || x.abs() >= 9.0e10 {
+        return 0;
     }
+    // `round_half_away(y) as i64` with the rounding done on the integer: `y` is under
+    // 2^63, so the truncation and the fraction are exact.
+    let y = x * 1e8;
+    let t = y as i64;
+    let f = y - t as f64;
+    t + i64::from(f >= 0.5) - i64::from(f <= -0.5)
 }
 
 /// A market's rules as the per-fill path uses them, worked out once.
@@ -365,6 +373,9 @@ struct Rules<'a> {
     /// How far a market order fills from its reference price, in ticks or basis points.
     slip: Slippage,
     slip_ticks: Decimal,
+    /// The tick grid stop-loss and take-profit levels are put on (None: a tick that is
+    /// not positive).
+    grid: Option<TickGrid>,
 }
 
 impl<'a> Rules<'a> {
@@ -376,6 +387,7 @@ impl<'a> Rules<'a> {
                 Slippage::Ticks(n) => inst.tick_size * Decimal::from(n),
                 Slippage::Bps(_) => Decimal::ZERO,
             },
+            grid: TickGrid::new(inst.tick_size),
         }
     }
 
@@ -393,7 +405,8 @@ impl<'a> Rules<'a> {
 
     /// A strategy's f64 price level on the tick grid, as the worker sends it.
     fn on_tick(&self, p: f64) -> Decimal {
-        shardbot_protocol::price_on_tick(p, self.inst.tick_size)
+        self.grid
+            .and_then(|g| g.level(p))
             .unwrap_or_else(|| approx(p).normalize())
     }
 }
@@ -595,7 +608,8 @@ pub fn run_with(
         .collect();
     waiting.sort_by_key(|&s| std::cmp::Reverse((first_time(s), s)));
     let mut active: Vec<usize> = Vec::with_capacity(markets.len());
-    let mut day = i64::MIN;
+    // The current UTC day's first and next day's first millisecond (times only grow).
+    let (mut day_start, mut day_end) = (i64::MAX, i64::MIN);
     while !active.is_empty() || !waiting.is_empty() {
         let mut t = active
             .iter()
@@ -611,9 +625,9 @@ pub fn run_with(
             let at = active.partition_point(|&s| s < w);
             active.insert(at, w);
         }
-        let today = t.div_euclid(86_400_000);
-        if today != day {
-            day = today;
+        if t >= day_end || t < day_start {
+            day_start = t.div_euclid(86_400_000) * 86_400_000;
+            day_end = day_start + 86_400_000;
             eng.realised_today = Decimal::ZERO;
         }
         let mut ended = false;
@@ -888,11 +902,11 @@ fn summarise(
         .collect();
     let s = stats(&results);
     let start = cfg.settings.simulated_balance;
-    let curve: Vec<(i64, f64)> = std::iter::once((first_bar_ms, start.to_f64().unwrap_or(0.0)))
-        .chain(equity.iter().copied())
-        .collect();
-    let (dd, dd_pct) = max_drawdown_f64(&curve);
-    let r = daily_returns_f64(&curve);
+    let curve = || {
+        std::iter::once((first_bar_ms, start.to_f64().unwrap_or(0.0))).chain(equity.iter().copied())
+    };
+    let (dd, dd_pct) = max_drawdown_f64(curve());
+    let r = daily_returns_f64(curve());
     Summary {
         strategy: cfg.strategy.clone(),
         symbols: markets.len(),

@@ -6,6 +6,7 @@ use rstest::rstest;
 use rust_decimal_macros::dec;
 
 use super::*;
+use proptest::strategy::Strategy as _;
 
 /// Plays back fixed signals: `script[i]` after bar `i`.
 struct Scripted {
@@ -371,5 +372,20 @@ proptest::proptest! {
         if r.scale() == MARGIN_SCALE {
             proptest::prop_assert_eq!(margin_units(d), r.mantissa());
         }
+    }
+}
+
+proptest::proptest! {
+    /// Marking in units of 10^-8 rounds as `f64::round` does, halves away from zero.
+    #[test]
+    fn units_round_half_away_from_zero(
+        x in proptest::prop_oneof![
+            proptest::num::f64::ANY,
+            -1e11f64..1e11,
+            (-1_000_000_000i64..1_000_000_000).prop_map(|n| n as f64 * 5e-9),
+        ],
+    ) {
+        let want = if x.is_finite() && x.abs() < 9.0e10 { (x * 1e8).round() as i64 } else { 0 };
+        proptest::prop_assert_eq!(units(x), want);
     }
 }

@@ -114,20 +114,68 @@ pub struct Instrument {
 /// backtest fills them this way, so both use the same price to the tick. `None` for a
 /// level that is not finite, a tick that is not positive, or beyond 9e15 ticks.
 pub fn price_on_tick(level: f64, tick: Decimal) -> Option<Decimal> {
-    use rust_decimal::prelude::ToPrimitive;
-    let t = tick.to_f64().filter(|t| *t > 0.0)?;
-    let n = (level / t).round();
-    if !n.is_finite() || n.abs() >= 9.0e15 {
-        return None;
+    TickGrid::new(tick)?.level(level)
+}
+
+/// A positive tick size worked out once for [`price_on_tick`]: the backtest puts levels
+/// on a symbol's grid at every entry, and the conversions of the tick cost more than the
+/// rounding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TickGrid {
+    tick: Decimal,
+    tick_f: f64,
+    /// The decimals of a tick of one unit of a decimal place (0.1, 0.0001, ...: nearly
+    /// every tick), whose multiples need no multiplication.
+    unit_scale: Option<u32>,
+}
+
+impl TickGrid {
+    /// `None` for a tick that is not positive.
+    pub fn new(tick: Decimal) -> Option<TickGrid> {
+        use rust_decimal::prelude::ToPrimitive;
+        let tick_f = tick.to_f64().filter(|t| *t > 0.0)?;
+        let unit = tick.normalize();
+        Some(TickGrid {
+            tick,
+            tick_f,
+            unit_scale: (unit.mantissa() == 1).then(|| unit.scale()),
+        })
     }
-    let unit = tick.normalize();
-    // A tick of one unit of a decimal place (0.1, 0.0001, ...: nearly every tick) needs no
-    // multiplication; the backtest calls this at every entry.
-    Some(if unit.mantissa() == 1 {
-        scaled_decimal(n as i64, unit.scale())
+
+    /// [`price_on_tick`] on this grid.
+    pub fn level(&self, level: f64) -> Option<Decimal> {
+        let n = round_half_away(level / self.tick_f);
+        if !n.is_finite() || n.abs() >= 9.0e15 {
+            return None;
+        }
+        Some(match self.unit_scale {
+            Some(scale) => scaled_decimal(n as i64, scale),
+            None => (Decimal::from(n as i64) * self.tick).normalize(),
+        })
+    }
+}
+
+/// `y.round()` (to the nearest integer, halves away from zero), bit for bit, without the
+/// library call `f64::round` is on the baseline x86-64 target (no SSE4.1 `roundsd`): the
+/// fill and marking paths of a backtest round at every bar.
+#[inline]
+pub fn round_half_away(y: f64) -> f64 {
+    // 2^52: from here on every f64 is an integer; NaN and infinities stay as they are.
+    if y.is_nan() || y.abs() >= 4_503_599_627_370_496.0 {
+        return y;
+    }
+    // Truncation through i64 is exact here, and so is the fraction.
+    let t = y as i64 as f64;
+    let f = y - t;
+    let r = if f >= 0.5 {
+        t + 1.0
+    } else if f <= -0.5 {
+        t - 1.0
     } else {
-        (Decimal::from(n as i64) * tick).normalize()
-    })
+        t
+    };
+    // -0.3 rounds to -0.0, as `f64::round` gives.
+    r.copysign(y)
 }
 
 /// `n · 10^-scale` without trailing zeros: what `Decimal::new(n, scale).normalize()`
@@ -706,6 +754,8 @@ mod tests {
         assert_eq!(price_on_tick(level, tick), want);
     }
 
+    use proptest::strategy::Strategy as _;
+
     proptest::proptest! {
         /// The shortcut for decimal-unit ticks gives the general result, value and
         /// decimals alike.
@@ -719,6 +769,23 @@ mod tests {
             let want = (Decimal::from(n) * tick).normalize();
             let got = price_on_tick(level, tick).unwrap();
             proptest::prop_assert_eq!((got, got.scale()), (want, want.scale()));
+        }
+
+        /// The rounding without a library call is `f64::round`, bit for bit.
+        #[test]
+        fn round_half_away_is_f64_round(
+            y in proptest::prop_oneof![
+                proptest::num::f64::ANY,
+                -1e16f64..1e16,
+                (-1_000_000i64..1_000_000).prop_map(|n| n as f64 / 2.0),
+                -2.0f64..2.0,
+            ],
+        ) {
+            let (got, want) = (round_half_away(y), y.round());
+            proptest::prop_assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{y}: {got} against {want}"
+            );
         }
     }
 }
