@@ -138,7 +138,6 @@ pub struct Rsi {
     changes: usize,
     gain: f64,
     loss: f64,
-    value: Option<f64>,
 }
 
 impl Rsi {
@@ -149,7 +148,6 @@ impl Rsi {
             changes: 0,
             gain: 0.0,
             loss: 0.0,
-            value: None,
         }
     }
 
@@ -163,7 +161,17 @@ impl Rsi {
     }
 
     pub fn update(&mut self, x: f64) -> Option<f64> {
-        let prev = self.prev.replace(x)?;
+        self.push(x);
+        self.value()
+    }
+
+    /// [`update`](Self::update) without working out the value (a strategy that reads it
+    /// only on some bars skips a division on the others); returns whether it is ready.
+    #[inline]
+    pub fn push(&mut self, x: f64) -> bool {
+        let Some(prev) = self.prev.replace(x) else {
+            return false;
+        };
         let diff = x - prev;
         self.changes += 1;
         let p = self.period as f64;
@@ -176,7 +184,6 @@ impl Rsi {
             if self.changes == self.period {
                 self.loss /= p;
                 self.gain /= p;
-                self.value = Some(self.ratio());
             }
         } else {
             self.loss *= p - 1.0;
@@ -188,17 +195,16 @@ impl Rsi {
             }
             self.loss /= p;
             self.gain /= p;
-            self.value = Some(self.ratio());
         }
-        self.value
+        self.is_ready()
     }
 
     pub fn value(&self) -> Option<f64> {
-        self.value
+        self.is_ready().then(|| self.ratio())
     }
 
     pub fn is_ready(&self) -> bool {
-        self.value.is_some()
+        self.changes >= self.period
     }
 
     pub fn reset(&mut self) {
@@ -219,7 +225,8 @@ pub struct Bollinger {
     sma: Sma,
     k: f64,
     squares: WindowSum,
-    value: Option<Bands>,
+    /// The window's sum of squares, once it is full.
+    sum_sq: Option<f64>,
 }
 
 /// Upper, middle and lower band.
@@ -236,14 +243,32 @@ impl Bollinger {
             sma: Sma::new(period),
             k,
             squares: WindowSum::new(period),
-            value: None,
+            sum_sq: None,
         }
     }
 
     pub fn update(&mut self, x: f64) -> Option<Bands> {
+        self.push(x);
+        self.value()
+    }
+
+    /// [`update`](Self::update) without working out the bands (a strategy that reads
+    /// only the middle on most bars skips a division and a square root); returns whether
+    /// they are ready.
+    #[inline]
+    pub fn push(&mut self, x: f64) -> bool {
         let mean = self.sma.update(x);
-        let sum_sq = self.squares.push(x * x);
-        let (Some(mean), Some(sum_sq)) = (mean, sum_sq) else {
+        self.sum_sq = self.squares.push(x * x);
+        mean.is_some() && self.sum_sq.is_some()
+    }
+
+    /// The middle band (the average), once ready.
+    pub fn middle(&self) -> Option<f64> {
+        self.sma.value()
+    }
+
+    pub fn value(&self) -> Option<Bands> {
+        let (Some(mean), Some(sum_sq)) = (self.sma.value(), self.sum_sq) else {
             return None;
         };
         let variance = sum_sq / self.squares.period() as f64 - mean * mean;
@@ -254,20 +279,15 @@ impl Bollinger {
             variance.sqrt()
         };
         let width = sd * self.k;
-        self.value = Some(Bands {
+        Some(Bands {
             upper: mean + width,
             middle: mean,
             lower: mean - width,
-        });
-        self.value
-    }
-
-    pub fn value(&self) -> Option<Bands> {
-        self.value
+        })
     }
 
     pub fn is_ready(&self) -> bool {
-        self.value.is_some()
+        self.sma.is_ready() && self.sum_sq.is_some()
     }
 
     pub fn reset(&mut self) {

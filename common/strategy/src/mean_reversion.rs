@@ -106,22 +106,35 @@ impl Strategy for MeanReversion {
     }
 
     fn on_bar(&mut self, c: &Candle, position: Position) -> Vec<Signal> {
-        let (Some(rsi), Some(b)) = (self.rsi.update(c.close), self.bb.update(c.close)) else {
+        // Both indicators take every bar; their values are worked out only where the rules
+        // read them: a position needs the middle band, a flat symbol the RSI first and a
+        // band only at an extreme.
+        let (rsi_ready, bb_ready) = (self.rsi.push(c.close), self.bb.push(c.close));
+        if !(rsi_ready && bb_ready) {
             return Vec::new();
+        }
+        let beyond = |rsi: &Rsi, bb: &Bollinger| -> Option<Direction> {
+            let r = rsi.value()?;
+            if r < self.rsi_low {
+                (c.close < bb.value()?.lower).then_some(Direction::Long)
+            } else if r > self.rsi_high {
+                (c.close > bb.value()?.upper).then_some(Direction::Short)
+            } else {
+                None
+            }
         };
+        let middle = || self.bb.middle();
         match position {
-            Position::Long if c.close >= b.middle => vec![Signal::Exit],
-            Position::Short if c.close <= b.middle => vec![Signal::Exit],
-            Position::Flat if c.close < b.lower && rsi < self.rsi_low => vec![Signal::Enter {
-                direction: Direction::Long,
-                stop_loss: offset(c.close, self.sl_pct, false),
-                take_profit: None,
-            }],
-            Position::Flat if c.close > b.upper && rsi > self.rsi_high => vec![Signal::Enter {
-                direction: Direction::Short,
-                stop_loss: offset(c.close, self.sl_pct, true),
-                take_profit: None,
-            }],
+            Position::Long if middle().is_some_and(|m| c.close >= m) => vec![Signal::Exit],
+            Position::Short if middle().is_some_and(|m| c.close <= m) => vec![Signal::Exit],
+            Position::Flat => match beyond(&self.rsi, &self.bb) {
+                Some(direction) => vec![Signal::Enter {
+                    direction,
+                    stop_loss: offset(c.close, self.sl_pct, direction == Direction::Short),
+                    take_profit: None,
+                }],
+                None => Vec::new(),
+            },
             _ => Vec::new(),
         }
     }
