@@ -342,6 +342,17 @@ fn margin_units(m: Decimal) -> i128 {
     on_scale(m.mantissa(), m.scale(), MARGIN_SCALE).unwrap_or(BEYOND * m.mantissa().signum())
 }
 
+/// The margin a position of `notional` holds (`notional / leverage`, a leverage under 1
+/// counting as 1), in [`margin_units`]. Without leverage nothing is divided: the all-in
+/// runs pay no division at every fill.
+fn margin_of(notional: Decimal, leverage: Decimal) -> i128 {
+    margin_units(if leverage <= Decimal::ONE {
+        notional
+    } else {
+        notional / leverage
+    })
+}
+
 /// An integer sum of `10^-scale` units as the `Decimal` the risk rules read (the largest
 /// one beyond its range).
 fn from_units(x: i128, scale: u32) -> Decimal {
@@ -469,7 +480,7 @@ impl Engine<'_> {
         let fee = self.fee(qty, px);
         self.balance -= fee;
         self.balance_moved = true;
-        let margin = margin_units(qty * px / self.cfg.settings.leverage.max(Decimal::ONE));
+        let margin = margin_of(qty * px, self.cfg.settings.leverage);
         self.margin_used += margin - approved;
         st.open = Some(Open {
             side,
@@ -859,7 +870,7 @@ fn decide_entry(
         Verdict::Approved { qty, leverage, .. } => match round_qty(qty, close, &m.instrument) {
             Ok(q) => {
                 // Booked as the risk manager books an approval, until it fills.
-                let margin = margin_units(qty * close / leverage.max(Decimal::ONE));
+                let margin = margin_of(qty * close, leverage);
                 eng.open_positions += 1;
                 eng.margin_used += margin;
                 st.pending.enter = Some(Entry {

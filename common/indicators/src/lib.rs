@@ -40,13 +40,17 @@ fn is_zero(v: f64) -> bool {
 #[derive(Debug, Clone)]
 pub struct Sma {
     sum: WindowSum,
+    /// The period as the divisor.
+    n: f64,
     value: Option<f64>,
 }
 
 impl Sma {
     pub fn new(period: usize) -> Sma {
+        let sum = WindowSum::new(period);
         Sma {
-            sum: WindowSum::new(period),
+            n: sum.period() as f64,
+            sum,
             value: None,
         }
     }
@@ -57,7 +61,7 @@ impl Sma {
 
     pub fn update(&mut self, x: f64) -> Option<f64> {
         let sum = self.sum.push(x)?;
-        self.value = Some(sum / self.period() as f64);
+        self.value = Some(sum / self.n);
         self.value
     }
 

@@ -165,6 +165,29 @@ impl WindowSum {
     /// holds `period` values, returns their sum.
     #[inline]
     pub(crate) fn push(&mut self, x: f64) -> Option<f64> {
+        // The steady state, nearly every push: a full window summed on the integer path,
+        // without a NaN or infinity in it (so the value leaving has its integer), and `x`
+        // fitting the scale. Nothing is changed before all of that is known.
+        if self.len == self.period
+            && self.nonfinite == 0
+            && let Some(f) = &mut self.fixed
+            && let Some(n_in) = f.int(x)
+        {
+            let at = self.head;
+            if let Some(s) = f.sum.checked_add(n_in - self.ints[at]) {
+                f.sum = s;
+                self.ints[at] = n_in;
+                self.ring[at] = x;
+                self.head = if at + 1 == self.period { 0 } else { at + 1 };
+                return Some(f.value());
+            }
+        }
+        self.push_any(x)
+    }
+
+    /// [`push`](Self::push) in every state: filling, after a NaN or infinity, off the
+    /// integer path.
+    fn push_any(&mut self, x: f64) -> Option<f64> {
         let full = self.len == self.period;
         // Until the window is full, `head` is 0 and values go in order.
         let at = if full { self.head } else { self.len };
