@@ -244,6 +244,8 @@ pub fn daily_returns_f64(equity: impl IntoIterator<Item = (i64, f64)>) -> Vec<f6
     let mut out = Vec::new();
     let mut prev = e0;
     let mut day = t0.div_euclid(DAY_MS);
+    // The first time of the next day: points before it need no division.
+    let mut next = (day + 1).saturating_mul(DAY_MS);
     let mut close = e0;
     let push = |from: f64, to: f64, out: &mut Vec<f64>| {
         if from > 0.0 {
@@ -251,11 +253,14 @@ pub fn daily_returns_f64(equity: impl IntoIterator<Item = (i64, f64)>) -> Vec<f6
         }
     };
     for (t, e) in equity {
-        let d = t.div_euclid(DAY_MS);
-        while d > day {
-            push(prev, close, &mut out);
-            prev = close;
-            day += 1;
+        if t >= next {
+            let d = t.div_euclid(DAY_MS);
+            while d > day {
+                push(prev, close, &mut out);
+                prev = close;
+                day += 1;
+            }
+            next = (day + 1).saturating_mul(DAY_MS);
         }
         close = e;
     }

@@ -297,7 +297,11 @@ fn on_scale(n: i128, scale: u32, to: u32) -> Option<i128> {
             .and_then(|f| n.checked_mul(f));
     }
     let f = 10i128.checked_pow(scale - to)?;
-    let (q, r) = (n / f, n % f);
+    // In 64 bits when both fit: i128's division is a library call.
+    let (q, r) = match (i64::try_from(n), i64::try_from(f)) {
+        (Ok(n), Ok(f)) => (i128::from(n / f), i128::from(n % f)),
+        _ => (n / f, n % f),
+    };
     let twice = r.abs() * 2;
     let up = twice > f || (twice == f && q % 2 != 0);
     Some(if up { q + n.signum() } else { q })

@@ -185,9 +185,13 @@ pub fn scaled_decimal(mut n: i64, mut scale: u32) -> Decimal {
     if n == 0 {
         return Decimal::ZERO;
     }
-    while scale > 0 && n % 10 == 0 {
-        n /= 10;
-        scale -= 1;
+    // Zeros stripped four, then two, then one at a time: a price read with 8 decimals
+    // usually has several.
+    for (k, p) in [(4, 10_000), (2, 100), (1, 10)] {
+        while scale >= k && n % p == 0 {
+            n /= p;
+            scale -= k;
+        }
     }
     Decimal::new(n, scale)
 }
@@ -768,6 +772,20 @@ mod tests {
             let n = (level / tick.to_f64().unwrap()).round() as i64;
             let want = (Decimal::from(n) * tick).normalize();
             let got = price_on_tick(level, tick).unwrap();
+            proptest::prop_assert_eq!((got, got.scale()), (want, want.scale()));
+        }
+
+        /// Stripping zeros in 64 bits gives `Decimal::normalize`'s value and decimals.
+        #[test]
+        fn scaled_decimal_is_the_normalized_decimal(
+            n in proptest::prop_oneof![
+                proptest::num::i64::ANY,
+                (-100_000i64..100_000).prop_map(|n| n * 100_000_000),
+                (-1_000i64..1_000).prop_map(|n| n * 1_000_000),
+            ],
+            scale in 0u32..=18,
+        ) {
+            let (got, want) = (scaled_decimal(n, scale), Decimal::new(n, scale).normalize());
             proptest::prop_assert_eq!((got, got.scale()), (want, want.scale()));
         }
 
