@@ -102,6 +102,21 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // `--once <strategy>`: one all-in run of each 5m file, for counting instructions
+    // (valgrind --tool=callgrind --toggle-collect='shardbot_backtest::run'), which, unlike
+    // this machine's timings, repeat exactly.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--once") {
+        let strategy = args.get(at + 1).expect("--once <strategy>");
+        let cfg = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
+        let mut trades = 0;
+        for series in load_path(&shared().join("data/klines/bybit_linear_5m")).unwrap() {
+            let m = Market::unrestricted(series).unwrap();
+            trades += run(std::slice::from_ref(&m), &cfg).unwrap().trades.len();
+        }
+        println!("{strategy}: {trades} trades");
+        return;
+    }
     if std::env::args().any(|a| a == "--breakdown") {
         let markets: Vec<Market> = load_path(&shared().join("data/klines/bybit_linear_5m"))
             .unwrap()
