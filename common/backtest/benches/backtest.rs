@@ -30,6 +30,23 @@ fn best_of_5(f: impl Fn() -> usize) -> (f64, usize) {
     (best, trades)
 }
 
+/// Every file of `dir` (under the shared folder), without instrument rules.
+fn markets(dir: &str) -> Vec<Market> {
+    load_path(&shared().join(dir))
+        .unwrap()
+        .into_iter()
+        .map(|s| Market::unrestricted(s).unwrap())
+        .collect()
+}
+
+/// Runs every market on its own (the comparison run); the number of trades.
+fn each_alone(markets: &[Market], cfg: &BacktestConfig) -> usize {
+    markets
+        .iter()
+        .map(|m| run(std::slice::from_ref(m), cfg).unwrap().trades.len())
+        .sum()
+}
+
 /// A strategy that never signals: what the engine costs per bar without any trade.
 struct Silent;
 
@@ -82,12 +99,7 @@ fn breakdown(markets: &[Market], bars: usize) {
             signals
         });
         let single = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
-        let (full, trades) = best_of_5(|| {
-            markets
-                .iter()
-                .map(|m| run(std::slice::from_ref(m), &single).unwrap().trades.len())
-                .sum()
-        });
+        let (full, trades) = best_of_5(|| each_alone(markets, &single));
         let ns = |t: f64| t * 1e9 / bars as f64;
         println!(
             "| `{strategy}` | {:.1} ns/bar | {:.1} ns/bar | {:.0} ns | {trades} |",
@@ -109,20 +121,12 @@ fn main() {
     if let Some(at) = args.iter().position(|a| a == "--once") {
         let strategy = args.get(at + 1).expect("--once <strategy>");
         let cfg = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
-        let mut trades = 0;
-        for series in load_path(&shared().join("data/klines/bybit_linear_5m")).unwrap() {
-            let m = Market::unrestricted(series).unwrap();
-            trades += run(std::slice::from_ref(&m), &cfg).unwrap().trades.len();
-        }
-        println!("{strategy}: {trades} trades");
+        let markets = markets("data/klines/bybit_linear_5m");
+        println!("{strategy}: {} trades", each_alone(&markets, &cfg));
         return;
     }
     if std::env::args().any(|a| a == "--breakdown") {
-        let markets: Vec<Market> = load_path(&shared().join("data/klines/bybit_linear_5m"))
-            .unwrap()
-            .into_iter()
-            .map(|s| Market::unrestricted(s).unwrap())
-            .collect();
+        let markets = markets("data/klines/bybit_linear_5m");
         let bars: usize = markets.iter().map(|m| m.series.candles.len()).sum();
         breakdown(&markets, bars);
         return;
@@ -136,21 +140,12 @@ fn main() {
         ),
         ("bybit_linear_1d (329 files)", "data/klines/bybit_linear_1d"),
     ] {
-        let markets: Vec<Market> = load_path(&shared().join(dir))
-            .unwrap()
-            .into_iter()
-            .map(|s| Market::unrestricted(s).unwrap())
-            .collect();
+        let markets = markets(dir);
         let bars: usize = markets.iter().map(|m| m.series.candles.len()).sum();
         for strategy in BUILT_IN {
             // Each symbol on its own: all in, stop-and-reverse, the comparison run.
             let single = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
-            let (t1, n1) = best_of_5(|| {
-                markets
-                    .iter()
-                    .map(|m| run(std::slice::from_ref(m), &single).unwrap().trades.len())
-                    .sum()
-            });
+            let (t1, n1) = best_of_5(|| each_alone(&markets, &single));
             // All symbols in one account: 1 % of the balance per position, every
             // entry judged against all the open positions.
             let mut book = single.clone();
