@@ -111,13 +111,13 @@ fn breakdown(markets: &[Market], bars: usize) {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
         return;
     }
     // `--once <strategy>`: one all-in run of each 5m file, for counting instructions
     // (valgrind --tool=callgrind --toggle-collect='shardbot_backtest::run'), which, unlike
     // this machine's timings, repeat exactly.
-    let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--once") {
         let strategy = args.get(at + 1).expect("--once <strategy>");
         let cfg = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
@@ -125,7 +125,7 @@ fn main() {
         println!("{strategy}: {} trades", each_alone(&markets, &cfg));
         return;
     }
-    if std::env::args().any(|a| a == "--breakdown") {
+    if args.iter().any(|a| a == "--breakdown") {
         let markets = markets("data/klines/bybit_linear_5m");
         let bars: usize = markets.iter().map(|m| m.series.candles.len()).sum();
         breakdown(&markets, bars);

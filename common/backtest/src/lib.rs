@@ -374,12 +374,7 @@ fn units(x: f64) -> i64 {
     if x.is_nan() || x.abs() >= 9.0e10 {
         return 0;
     }
-    // `round_half_away(y) as i64` with the rounding done on the integer: `y` is under
-    // 2^63, so the truncation and the fraction are exact.
-    let y = x * 1e8;
-    let t = y as i64;
-    let f = y - t as f64;
-    t + i64::from(f >= 0.5) - i64::from(f <= -0.5)
+    round_half_away(x * 1e8) as i64
 }
 
 /// A market's rules as the per-fill path uses them, worked out once.
@@ -623,8 +618,8 @@ pub fn run_with(
         .collect();
     waiting.sort_by_key(|&s| std::cmp::Reverse((first_time(s), s)));
     let mut active: Vec<usize> = Vec::with_capacity(markets.len());
-    // The current UTC day's first and next day's first millisecond (times only grow).
-    let (mut day_start, mut day_end) = (i64::MAX, i64::MIN);
+    // The first millisecond of the next UTC day (times only grow).
+    let mut day_end = i64::MIN;
     while !active.is_empty() || !waiting.is_empty() {
         let mut t = active
             .iter()
@@ -640,9 +635,8 @@ pub fn run_with(
             let at = active.partition_point(|&s| s < w);
             active.insert(at, w);
         }
-        if t >= day_end || t < day_start {
-            day_start = t.div_euclid(86_400_000) * 86_400_000;
-            day_end = day_start + 86_400_000;
+        if t >= day_end {
+            day_end = (t.div_euclid(86_400_000) + 1).saturating_mul(86_400_000);
             eng.realised_today = Decimal::ZERO;
         }
         let mut ended = false;

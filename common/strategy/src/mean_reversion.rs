@@ -113,12 +113,12 @@ impl Strategy for MeanReversion {
         if !(rsi_ready && bb_ready) {
             return Vec::new();
         }
-        let beyond = |rsi: &Rsi, bb: &Bollinger| -> Option<Direction> {
-            let r = rsi.value()?;
+        let beyond = || -> Option<Direction> {
+            let r = self.rsi.value()?;
             if r < self.rsi_low {
-                (c.close < bb.value()?.lower).then_some(Direction::Long)
+                (c.close < self.bb.value()?.lower).then_some(Direction::Long)
             } else if r > self.rsi_high {
-                (c.close > bb.value()?.upper).then_some(Direction::Short)
+                (c.close > self.bb.value()?.upper).then_some(Direction::Short)
             } else {
                 None
             }
@@ -127,7 +127,7 @@ impl Strategy for MeanReversion {
         match position {
             Position::Long if middle().is_some_and(|m| c.close >= m) => vec![Signal::Exit],
             Position::Short if middle().is_some_and(|m| c.close <= m) => vec![Signal::Exit],
-            Position::Flat => match beyond(&self.rsi, &self.bb) {
+            Position::Flat => match beyond() {
                 Some(direction) => vec![Signal::Enter {
                     direction,
                     stop_loss: offset(c.close, self.sl_pct, direction == Direction::Short),
