@@ -30,6 +30,40 @@ fn best_of_5(f: impl Fn() -> usize) -> (f64, usize) {
     (best, trades)
 }
 
+/// The benchmark's data: a label and a folder under the shared folder.
+const DATA: [(&str, &str); 2] = [
+    (
+        "bybit_linear_5m (8 × 86,604)",
+        "data/klines/bybit_linear_5m",
+    ),
+    ("bybit_linear_1d (329 files)", "data/klines/bybit_linear_1d"),
+];
+
+/// All symbols in one account: 1 % of the balance per position, every entry judged
+/// against all the open positions.
+fn one_account(strategy: &str) -> BacktestConfig {
+    let mut book = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
+    book.settings.sizing = shardbot_risk::Sizing::Percent(Decimal::ONE);
+    book.settings.max_open_positions = 1_000;
+    book
+}
+
+/// Every rule at work at once (leverage, limits that refuse, cooldowns, funding,
+/// slippage, the replay path's intrabar order): for `--dump` only.
+fn every_rule(strategy: &str) -> BacktestConfig {
+    let mut cfg = one_account(strategy);
+    cfg.settings.sizing = shardbot_risk::Sizing::Percent(Decimal::from(7));
+    cfg.settings.leverage = Decimal::from(3);
+    cfg.settings.max_open_positions = 5;
+    cfg.settings.max_margin_use_pct = Decimal::from(30);
+    cfg.settings.daily_loss_limit = Decimal::from(150);
+    cfg.settings.cooldown_after_stop_min = 600;
+    cfg.funding_rate = Some(Decimal::new(1, 4));
+    cfg.slippage = shardbot_backtest::Slippage::Ticks(2);
+    cfg.intrabar = shardbot_backtest::Intrabar::Path;
+    cfg
+}
+
 /// Every file of `dir` (under the shared folder), without instrument rules.
 fn markets(dir: &str) -> Vec<Market> {
     load_path(&shared().join(dir))
@@ -118,11 +152,46 @@ fn main() {
     // `--once <strategy>`: one all-in run of each 5m file, for counting instructions
     // (valgrind --tool=callgrind --toggle-collect='shardbot_backtest::run'), which, unlike
     // this machine's timings, repeat exactly.
+    // `--once <strategy> [--daily] [--account]`: one run (each 5m file all-in, or the daily
+    // files, or all in one account), for counting instructions (valgrind --tool=callgrind
+    // --toggle-collect='shardbot_backtest::run'), which, unlike this machine's timings,
+    // repeat exactly.
     if let Some(at) = args.iter().position(|a| a == "--once") {
         let strategy = args.get(at + 1).expect("--once <strategy>");
-        let cfg = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
-        let markets = markets("data/klines/bybit_linear_5m");
-        println!("{strategy}: {} trades", each_alone(&markets, &cfg));
+        let dir = DATA[usize::from(args.iter().any(|a| a == "--daily"))].1;
+        let markets = markets(dir);
+        let trades = if args.iter().any(|a| a == "--account") {
+            run(&markets, &one_account(strategy)).unwrap().trades.len()
+        } else {
+            let cfg = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
+            each_alone(&markets, &cfg)
+        };
+        println!("{strategy}: {trades} trades");
+        return;
+    }
+    // `--dump <file>`: every trade and summary of the runs below, written out, so that a
+    // change meant to leave results alone can be checked against the previous code's file.
+    if let Some(at) = args.iter().position(|a| a == "--dump") {
+        let path = args.get(at + 1).expect("--dump <file>");
+        let mut out = String::new();
+        let mut write = |r: shardbot_backtest::BacktestResult| {
+            for t in &r.trades {
+                out.push_str(&format!("{t:?}\n"));
+            }
+            out.push_str(&format!("{:?}\n", r.summary));
+        };
+        for (_, dir) in DATA {
+            let markets = markets(dir);
+            for strategy in BUILT_IN {
+                let single = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
+                for m in &markets {
+                    write(run(std::slice::from_ref(m), &single).unwrap());
+                }
+                write(run(&markets, &one_account(strategy)).unwrap());
+                write(run(&markets, &every_rule(strategy)).unwrap());
+            }
+        }
+        std::fs::write(path, out).unwrap();
         return;
     }
     if args.iter().any(|a| a == "--breakdown") {
@@ -133,24 +202,14 @@ fn main() {
     }
     println!("| data | strategy | run | bars | trades | best of 5 | bar-steps/s on one core |");
     println!("|---|---|---|---|---|---|---|");
-    for (label, dir) in [
-        (
-            "bybit_linear_5m (8 × 86,604)",
-            "data/klines/bybit_linear_5m",
-        ),
-        ("bybit_linear_1d (329 files)", "data/klines/bybit_linear_1d"),
-    ] {
+    for (label, dir) in DATA {
         let markets = markets(dir);
         let bars: usize = markets.iter().map(|m| m.series.candles.len()).sum();
         for strategy in BUILT_IN {
             // Each symbol on its own: all in, stop-and-reverse, the comparison run.
             let single = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
             let (t1, n1) = best_of_5(|| each_alone(&markets, &single));
-            // All symbols in one account: 1 % of the balance per position, every
-            // entry judged against all the open positions.
-            let mut book = single.clone();
-            book.settings.sizing = shardbot_risk::Sizing::Percent(Decimal::ONE);
-            book.settings.max_open_positions = 1_000;
+            let book = one_account(strategy);
             let (t2, n2) = best_of_5(|| run(&markets, &book).unwrap().trades.len());
             for (run_label, t, n) in [
                 ("each symbol all-in", t1, n1),

@@ -234,10 +234,14 @@ struct Open {
     stop_loss: Option<Decimal>,
     take_profit: Option<Decimal>,
     // f64 copies for the per-bar path.
-    qty_f: f64,
+    /// The quantity, negative for a short: `(close − entry) × qty_signed` is the PnL of
+    /// either side, bit for bit what `(entry − close) × qty` gives a short.
+    qty_signed: f64,
     entry_f: f64,
-    sl_f: Option<f64>,
-    tp_f: Option<f64>,
+    /// The levels, NaN when there is none: every comparison with NaN is false, so the
+    /// per-bar check needs no test of whether a level exists.
+    sl_f: f64,
+    tp_f: f64,
     /// Unrealised PnL at the last close in units of 10^-8 USDT: what the risk manager's
     /// book holds for the position (see [`approx`]).
     unrealised: i64,
@@ -491,10 +495,14 @@ impl Engine<'_> {
             margin,
             stop_loss: sl,
             take_profit: tp,
-            qty_f: dec_f64(qty),
+            qty_signed: if side == Side::Buy {
+                dec_f64(qty)
+            } else {
+                -dec_f64(qty)
+            },
             entry_f: dec_f64(px),
-            sl_f: sl.map(dec_f64),
-            tp_f: tp.map(dec_f64),
+            sl_f: sl.map_or(f64::NAN, dec_f64),
+            tp_f: tp.map_or(f64::NAN, dec_f64),
             unrealised: 0,
         });
     }
@@ -607,6 +615,34 @@ pub fn run_with(
         .max()
         .unwrap_or(0);
     let mut equity: Vec<(i64, f64)> = Vec::with_capacity(longest + 1);
+    // The first millisecond of the next UTC day (times only grow).
+    let mut day_end = i64::MIN;
+    // One market (the comparison run, every trial of a single-symbol optimization): its
+    // bars in order, without looking for the next timestamp among markets.
+    if let ([m], [st], [r]) = (markets, states.as_mut_slice(), rules.as_slice()) {
+        for (i, c) in m.series.candles.iter().enumerate() {
+            let t = c.open_time_ms;
+            if t >= day_end {
+                day_end = next_day(t);
+                eng.realised_today = Decimal::ZERO;
+            }
+            step(&mut eng, m, r, st, i, t);
+            if eng.balance_moved {
+                eng.balance_moved = false;
+                balance_f = dec_f64(eng.balance);
+            }
+            equity.push((t, balance_f + i128_f64(eng.unrealised_total) * 1e-8));
+        }
+        return Ok(finish(
+            markets,
+            cfg,
+            eng,
+            &rules,
+            &mut states,
+            equity,
+            total,
+        ));
+    }
     // Each market's next bar; the markets with bars left, in the given order. Each step
     // takes the earliest next bar's time and runs every market whose next bar opens then.
     let mut next = vec![0usize; markets.len()];
@@ -618,8 +654,6 @@ pub fn run_with(
         .collect();
     waiting.sort_by_key(|&s| std::cmp::Reverse((first_time(s), s)));
     let mut active: Vec<usize> = Vec::with_capacity(markets.len());
-    // The first millisecond of the next UTC day (times only grow).
-    let mut day_end = i64::MIN;
     while !active.is_empty() || !waiting.is_empty() {
         let mut t = active
             .iter()
@@ -636,7 +670,7 @@ pub fn run_with(
             active.insert(at, w);
         }
         if t >= day_end {
-            day_end = (t.div_euclid(86_400_000) + 1).saturating_mul(86_400_000);
+            day_end = next_day(t);
             eng.realised_today = Decimal::ZERO;
         }
         let mut ended = false;
@@ -659,6 +693,32 @@ pub fn run_with(
         }
         equity.push((t, balance_f + i128_f64(eng.unrealised_total) * 1e-8));
     }
+    Ok(finish(
+        markets,
+        cfg,
+        eng,
+        &rules,
+        &mut states,
+        equity,
+        total,
+    ))
+}
+
+/// The first millisecond of the UTC day after the one `t` is in.
+fn next_day(t: i64) -> i64 {
+    (t.div_euclid(86_400_000) + 1).saturating_mul(86_400_000)
+}
+
+/// Closes what is still open at its last close and sums the run up.
+fn finish(
+    markets: &[Market],
+    cfg: &BacktestConfig,
+    mut eng: Engine<'_>,
+    rules: &[Rules<'_>],
+    states: &mut [SymbolState],
+    mut equity: Vec<(i64, f64)>,
+    total: usize,
+) -> BacktestResult {
     let (first, _) = bar_span(markets);
     // Whatever is open at the end closes at its last close.
     let end = equity.last().map_or(0, |x| x.0);
@@ -675,11 +735,11 @@ pub fn run_with(
         *last = (end, eng.balance.to_f64().unwrap_or(last.1));
     }
     let summary = summarise(markets, cfg, &eng, &equity, total as u64, (first, end));
-    Ok(BacktestResult {
+    BacktestResult {
         trades: eng.trades,
         equity,
         summary,
-    })
+    }
 }
 
 /// One bar of one market: funding due, the fills decided on the previous bar, the
@@ -738,39 +798,16 @@ fn step(
         }
     }
     // 3. Exchange-side stop-loss / take-profit inside this bar.
-    if let Some(o) = &st.open
-        && (o.sl_f.is_some() || o.tp_f.is_some())
-    {
+    if let Some(o) = &st.open {
         let long = o.side == Side::Buy;
-        let sl_hit = o
-            .sl_f
-            .is_some_and(|sl| if long { c.low <= sl } else { c.high >= sl });
-        let tp_hit = o
-            .tp_f
-            .is_some_and(|tp| if long { c.high >= tp } else { c.low <= tp });
-        let stop_wins = sl_hit
-            && (!tp_hit
-                || match cfg.intrabar {
-                    Intrabar::StopFirst => true,
-                    // Rising bar: the low comes first; falling: the high.
-                    Intrabar::Path => (c.close >= c.open) == long,
-                });
-        let which = if stop_wins {
-            Some((ExitReason::StopLoss, o.stop_loss, o.sl_f))
-        } else if tp_hit {
-            Some((ExitReason::TakeProfit, o.take_profit, o.tp_f))
+        // NaN (no level) is never hit.
+        let (sl_hit, tp_hit) = if long {
+            (c.low <= o.sl_f, c.high >= o.tp_f)
         } else {
-            None
+            (c.high >= o.sl_f, c.low <= o.tp_f)
         };
-        if let Some((why, Some(level), Some(level_f))) = which {
-            // A bar that opens beyond the level fills at the open.
-            let beyond = match (why, long) {
-                (ExitReason::StopLoss, true) | (ExitReason::TakeProfit, false) => c.open <= level_f,
-                _ => c.open >= level_f,
-            };
-            let basis = if beyond { dec(c.open) } else { level };
-            let px = rules.slip(basis, o.side.opposite());
-            eng.close(m, st, px, t, why);
+        if sl_hit || tp_hit {
+            stop_or_take(eng, m, rules, st, c, t, sl_hit, tp_hit);
         }
     }
     // 4. The strategy on the close, told the position actually held.
@@ -792,14 +829,54 @@ fn step(
     // 5. Mark to market.
     st.last_close = c.close;
     if let Some(o) = st.open.as_mut() {
-        let u = if o.side == Side::Buy {
-            (c.close - o.entry_f) * o.qty_f
-        } else {
-            (o.entry_f - c.close) * o.qty_f
-        };
-        let u = units(u);
+        let u = units((c.close - o.entry_f) * o.qty_signed);
         eng.unrealised_total += i128::from(u) - i128::from(o.unrealised);
         o.unrealised = u;
+    }
+}
+
+/// A bar reached the open position's stop-loss or take-profit (or both): it closes at the
+/// level, or at the open when the bar opened beyond it.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)] // the per-bar state, passed through from `step`
+fn stop_or_take(
+    eng: &mut Engine<'_>,
+    m: &Market,
+    rules: &Rules<'_>,
+    st: &mut SymbolState,
+    c: &Candle,
+    t: i64,
+    sl_hit: bool,
+    tp_hit: bool,
+) {
+    let cfg = eng.cfg;
+    if let Some(o) = &st.open {
+        let long = o.side == Side::Buy;
+        let stop_wins = sl_hit
+            && (!tp_hit
+                || match cfg.intrabar {
+                    Intrabar::StopFirst => true,
+                    // Rising bar: the low comes first; falling: the high.
+                    Intrabar::Path => (c.close >= c.open) == long,
+                });
+        let which = if stop_wins {
+            Some((ExitReason::StopLoss, o.stop_loss, o.sl_f))
+        } else if tp_hit {
+            Some((ExitReason::TakeProfit, o.take_profit, o.tp_f))
+        } else {
+            None
+        };
+        if let Some((why, Some(level), level_f)) = which {
+            // A bar that opens beyond the level fills at the open.
+            let beyond = match (why, long) {
+                (ExitReason::StopLoss, true) | (ExitReason::TakeProfit, false) => c.open <= level_f,
+                _ => c.open >= level_f,
+            };
+            let basis = if beyond { dec(c.open) } else { level };
+            let px = rules.slip(basis, o.side.opposite());
+            eng.close(m, st, px, t, why);
+        }
     }
 }
 
