@@ -224,14 +224,28 @@ fn mean(r: &[f64]) -> f64 {
 pub fn max_drawdown_f64(equity: impl IntoIterator<Item = (i64, f64)>) -> (f64, f64) {
     let mut peak = f64::MIN;
     let (mut amount, mut pct) = (0.0_f64, 0.0_f64);
-    for (_, e) in equity {
-        peak = peak.max(e);
+    // The deepest fall below the current peak so far. Under one peak the percentage
+    // `dd / peak × 100` grows with `dd` (both roundings are monotonic), so it is worked out
+    // only when a fall goes deeper: one division per new low instead of one per point,
+    // and the same maximum bit for bit.
+    let mut deepest = 0.0_f64;
+    // `for_each`, not `for`: a chained curve (the start in front of a slice) is then
+    // walked a part at a time, without testing which part at every point.
+    equity.into_iter().for_each(|(_, e)| {
+        let p = peak.max(e);
+        if p != peak {
+            peak = p;
+            deepest = 0.0;
+        }
         let dd = peak - e;
         amount = amount.max(dd);
-        if peak > 0.0 {
-            pct = pct.max(dd / peak * 100.0);
+        if dd > deepest {
+            deepest = dd;
+            if peak > 0.0 {
+                pct = pct.max(dd / peak * 100.0);
+            }
         }
-    }
+    });
     (amount, pct)
 }
 
@@ -252,7 +266,8 @@ pub fn daily_returns_f64(equity: impl IntoIterator<Item = (i64, f64)>) -> Vec<f6
             out.push(to / from - 1.0);
         }
     };
-    for (t, e) in equity {
+    // `for_each`: see max_drawdown_f64.
+    equity.for_each(|(t, e)| {
         if t >= next {
             let d = t.div_euclid(DAY_MS);
             while d > day {
@@ -263,7 +278,7 @@ pub fn daily_returns_f64(equity: impl IntoIterator<Item = (i64, f64)>) -> Vec<f6
             next = (day + 1).saturating_mul(DAY_MS);
         }
         close = e;
-    }
+    });
     push(prev, close, &mut out);
     out
 }
@@ -466,7 +481,41 @@ mod tests {
         );
     }
 
+    /// The definition [`max_drawdown_f64`] computes with fewer divisions.
+    fn max_drawdown_f64_plain(equity: &[f64]) -> (f64, f64) {
+        let mut peak = f64::MIN;
+        let (mut amount, mut pct) = (0.0_f64, 0.0_f64);
+        for &e in equity {
+            peak = peak.max(e);
+            let dd = peak - e;
+            amount = amount.max(dd);
+            if peak > 0.0 {
+                pct = pct.max(dd / peak * 100.0);
+            }
+        }
+        (amount, pct)
+    }
+
     proptest::proptest! {
+        /// Dividing only at a new low below a peak gives the per-point maximum bit for bit,
+        /// on curves with flat stretches, repeated peaks, negative equity, NaN and infinities.
+        #[test]
+        fn drawdown_f64_equals_the_per_point_definition(
+            curve in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => -50.0f64..1000.0,
+                    2 => proptest::strategy::Strategy::prop_map(0i32..20, |n| f64::from(n) * 0.1),
+                    1 => proptest::num::f64::ANY,
+                ],
+                0..200,
+            )
+        ) {
+            let points: Vec<(i64, f64)> = curve.iter().map(|&e| (0, e)).collect();
+            let (a, p) = max_drawdown_f64(points);
+            let (a0, p0) = max_drawdown_f64_plain(&curve);
+            proptest::prop_assert_eq!((a.to_bits(), p.to_bits()), (a0.to_bits(), p0.to_bits()));
+        }
+
         /// The drawdown never exceeds the distance from the highest to the lowest equity,
         /// and the total PnL is the curve's last step.
         #[test]
