@@ -206,7 +206,7 @@ fn a_backtest_equals_the_paper_run_of_the_same_data_trade_for_trade() {
     let mut want: Vec<Row> = expected
         .iter()
         .map(|t| Row {
-            symbol: t.symbol.clone(),
+            symbol: t.symbol.to_string(),
             entry_bar: t.entry_time_ms,
             side: side(t.side),
             qty: t.qty.normalize(),

@@ -131,10 +131,12 @@ pub fn stats<'a>(trades: impl IntoIterator<Item = &'a TradeResult>) -> Stats {
         if t.verified {
             s.verified += 1;
         }
-        if t.net > Decimal::ZERO {
+        // Signs read off the decimals: a comparison with zero aligns scales first, and a
+        // backtest sums tens of thousands of trades.
+        if t.net.is_sign_positive() && !t.net.is_zero() {
             s.wins += 1;
             gross_win += t.net;
-        } else if t.net < Decimal::ZERO {
+        } else if !t.net.is_zero() {
             s.losses += 1;
             gross_loss -= t.net;
         }
@@ -238,9 +240,11 @@ pub fn max_drawdown_f64(equity: impl IntoIterator<Item = (i64, f64)>) -> (f64, f
             deepest = 0.0;
         }
         let dd = peak - e;
-        amount = amount.max(dd);
+        // The deepest fall overall is at least this peak's deepest: only a deeper one can
+        // raise it.
         if dd > deepest {
             deepest = dd;
+            amount = amount.max(dd);
             if peak > 0.0 {
                 pct = pct.max(dd / peak * 100.0);
             }

@@ -11,7 +11,7 @@ use std::{path::PathBuf, time::Instant};
 
 use rust_decimal::Decimal;
 use shardbot_backtest::{BacktestConfig, Market, data::load_path, run, run_with};
-use shardbot_strategy::{BUILT_IN, Candle, Params, Position, Signal, Strategy};
+use shardbot_strategy::{BUILT_IN, Candle, Params, Position, Signals, Strategy};
 
 fn shared() -> PathBuf {
     std::env::var_os("SHARDBOT_SHARED")
@@ -91,9 +91,9 @@ impl Strategy for Silent {
     fn warmup_bars(&self) -> usize {
         0
     }
-    fn on_bar(&mut self, candle: &Candle, _: Position) -> Vec<Signal> {
+    fn on_bar(&mut self, candle: &Candle, _: Position) -> Signals {
         std::hint::black_box(candle);
-        Vec::new()
+        Signals::new()
     }
     fn reset(&mut self) {}
 }
@@ -152,7 +152,7 @@ fn main() {
     // `--once <strategy>`: one all-in run of each 5m file, for counting instructions
     // (valgrind --tool=callgrind --toggle-collect='shardbot_backtest::run'), which, unlike
     // this machine's timings, repeat exactly.
-    // `--once <strategy> [--daily] [--account]`: one run (each 5m file all-in, or the daily
+    // `--once <strategy> [--daily] [--account] [--times <n>]`: one run (each 5m file all-in, or the daily
     // files, or all in one account), for counting instructions (valgrind --tool=callgrind
     // --toggle-collect='shardbot_backtest::run'), which, unlike this machine's timings,
     // repeat exactly.
@@ -160,12 +160,20 @@ fn main() {
         let strategy = args.get(at + 1).expect("--once <strategy>");
         let dir = DATA[usize::from(args.iter().any(|a| a == "--daily"))].1;
         let markets = markets(dir);
-        let trades = if args.iter().any(|a| a == "--account") {
-            run(&markets, &one_account(strategy)).unwrap().trades.len()
-        } else {
-            let cfg = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
-            each_alone(&markets, &cfg)
-        };
+        // `--times <n>`: the run n times over (for a sampling profiler).
+        let times = args
+            .iter()
+            .position(|a| a == "--times")
+            .map_or(1, |at| args[at + 1].parse().expect("--times <n>"));
+        let mut trades = 0;
+        for _ in 0..times {
+            trades = if args.iter().any(|a| a == "--account") {
+                run(&markets, &one_account(strategy)).unwrap().trades.len()
+            } else {
+                let cfg = BacktestConfig::all_in(strategy, Params::new(), Decimal::from(10_000));
+                each_alone(&markets, &cfg)
+            };
+        }
         println!("{strategy}: {trades} trades");
         return;
     }

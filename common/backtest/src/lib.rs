@@ -33,6 +33,7 @@ pub mod data;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 use serde::Serialize;
@@ -169,7 +170,8 @@ pub enum ExitReason {
 /// A round trip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Trade {
-    pub symbol: String,
+    /// Shared by the symbol's trades: a copy per trade cost more than booking it.
+    pub symbol: Arc<str>,
     pub side: Side,
     pub qty: Decimal,
     pub entry_time_ms: i64,
@@ -384,6 +386,8 @@ fn units(x: f64) -> i64 {
 /// A market's rules as the per-fill path uses them, worked out once.
 struct Rules<'a> {
     inst: &'a Instrument,
+    /// The symbol, as its trades carry it.
+    symbol: Arc<str>,
     /// How far a market order fills from its reference price, in ticks or basis points.
     slip: Slippage,
     slip_ticks: Decimal,
@@ -393,9 +397,11 @@ struct Rules<'a> {
 }
 
 impl<'a> Rules<'a> {
-    fn new(inst: &'a Instrument, slip: Slippage) -> Rules<'a> {
+    fn new(m: &'a Market, slip: Slippage) -> Rules<'a> {
+        let inst = &m.instrument;
         Rules {
             inst,
+            symbol: Arc::from(m.series.symbol.as_str()),
             slip,
             slip_ticks: match slip {
                 Slippage::Ticks(n) => inst.tick_size * Decimal::from(n),
@@ -513,7 +519,14 @@ impl Engine<'_> {
         self.margin_used -= margin;
     }
 
-    fn close(&mut self, m: &Market, st: &mut SymbolState, price: Decimal, t: i64, why: ExitReason) {
+    fn close(
+        &mut self,
+        rules: &Rules<'_>,
+        st: &mut SymbolState,
+        price: Decimal,
+        t: i64,
+        why: ExitReason,
+    ) {
         let Some(o) = st.open.take() else {
             return;
         };
@@ -534,7 +547,7 @@ impl Engine<'_> {
             st.stopped_at = Some(t);
         }
         self.trades.push(Trade {
-            symbol: m.series.symbol.clone(),
+            symbol: Arc::clone(&rules.symbol),
             side: o.side,
             qty: o.qty,
             entry_time_ms: o.entry_time_ms,
@@ -595,7 +608,7 @@ pub fn run_with(
         .collect();
     let rules: Vec<Rules<'_>> = markets
         .iter()
-        .map(|m| Rules::new(&m.instrument, cfg.slippage))
+        .map(|m| Rules::new(m, cfg.slippage))
         .collect();
     let mut eng = Engine {
         cfg,
@@ -728,7 +741,7 @@ fn finish(
             let side = st.open.as_ref().map_or(Side::Buy, |o| o.side.opposite());
             let last = m.series.candles.last().map_or(0, |c| c.open_time_ms);
             let px = rules[s].slip(dec(st.last_close), side);
-            eng.close(m, st, px, last, ExitReason::EndOfData);
+            eng.close(&rules[s], st, px, last, ExitReason::EndOfData);
         }
     }
     if let Some(last) = equity.last_mut() {
@@ -786,7 +799,7 @@ fn step(
             && let Some(side) = st.open.as_ref().map(|o| o.side.opposite())
         {
             let px = rules.slip(open_px, side);
-            eng.close(m, st, px, t, ExitReason::Signal);
+            eng.close(rules, st, px, t, ExitReason::Signal);
         }
         if let Some(entry) = pending.enter {
             if st.open.is_none() {
@@ -807,7 +820,7 @@ fn step(
             (c.high >= o.sl_f, c.low <= o.tp_f)
         };
         if sl_hit || tp_hit {
-            stop_or_take(eng, m, rules, st, c, t, sl_hit, tp_hit);
+            stop_or_take(eng, rules, st, c, t, sl_hit, tp_hit);
         }
     }
     // 4. The strategy on the close, told the position actually held.
@@ -839,10 +852,8 @@ fn step(
 /// level, or at the open when the bar opened beyond it.
 #[cold]
 #[inline(never)]
-#[allow(clippy::too_many_arguments)] // the per-bar state, passed through from `step`
 fn stop_or_take(
     eng: &mut Engine<'_>,
-    m: &Market,
     rules: &Rules<'_>,
     st: &mut SymbolState,
     c: &Candle,
@@ -875,7 +886,7 @@ fn stop_or_take(
             };
             let basis = if beyond { dec(c.open) } else { level };
             let px = rules.slip(basis, o.side.opposite());
-            eng.close(m, st, px, t, why);
+            eng.close(rules, st, px, t, why);
         }
     }
 }

@@ -7,6 +7,7 @@ use rust_decimal_macros::dec;
 
 use super::*;
 use proptest::strategy::Strategy as _;
+use shardbot_strategy::Signals;
 
 /// Plays back fixed signals: `script[i]` after bar `i`.
 struct Scripted {
@@ -21,10 +22,10 @@ impl Strategy for Scripted {
     fn warmup_bars(&self) -> usize {
         0
     }
-    fn on_bar(&mut self, _c: &Candle, _p: Position) -> Vec<Signal> {
+    fn on_bar(&mut self, _c: &Candle, _p: Position) -> Signals {
         let s = self.script.get(self.bar).cloned().unwrap_or_default();
         self.bar += 1;
-        s
+        s.into()
     }
     fn reset(&mut self) {}
 }
@@ -225,7 +226,7 @@ fn the_risk_rules_refuse_as_the_risk_manager_does() {
     .unwrap();
     // AAA opens at bar 1; BBB's entry after bar 1 is refused: one position at most.
     assert_eq!(r.trades.len(), 1);
-    assert_eq!(r.trades[0].symbol, "AAAUSDT");
+    assert_eq!(&*r.trades[0].symbol, "AAAUSDT");
     assert_eq!(r.trades[0].qty, dec!(10), "10 % of 1000 at 1x, at 10");
     assert_eq!(r.summary.refused.get("MaxOpenPositions"), Some(&1));
 }
@@ -266,12 +267,7 @@ fn margin_use_counts_the_open_positions_and_frees_with_their_exits() {
     let entries: Vec<(&str, i64)> = r
         .trades
         .iter()
-        .map(|t| {
-            (
-                t.symbol.as_str(),
-                (t.entry_time_ms - 1_700_000_000_000) / 300_000,
-            )
-        })
+        .map(|t| (&*t.symbol, (t.entry_time_ms - 1_700_000_000_000) / 300_000))
         .collect();
     assert_eq!(entries, [("AAAUSDT", 1), ("BBBUSDT", 1), ("CCCUSDT", 4)]);
 }

@@ -261,7 +261,7 @@ pub fn judge(
     }
     let margin = settings.margin_per_trade(exposure.simulated_balance);
     let equity = exposure.simulated_balance + exposure.unrealised;
-    if equity <= Decimal::ZERO || margin <= Decimal::ZERO {
+    if not_positive(equity) || not_positive(margin) {
         return refuse(
             RefusalCode::MaxMarginUse,
             format!("no simulated equity left to trade with ({equity} USDT)"),
@@ -291,7 +291,7 @@ pub fn judge(
             ),
         );
     }
-    if reference_price <= Decimal::ZERO {
+    if not_positive(reference_price) {
         return refuse(
             RefusalCode::Exchange,
             format!("reference price {reference_price} is not positive"),
@@ -302,6 +302,11 @@ pub fn judge(
         leverage: settings.leverage,
         reduce_only: false,
     }
+}
+
+/// `d <= 0`, read off its sign (a comparison aligns the scales first).
+fn not_positive(d: Decimal) -> bool {
+    d.is_zero() || d.is_sign_negative()
 }
 
 /// `qty` rounded down to a multiple of `step` (above zero). A step of one unit of a
@@ -326,7 +331,7 @@ pub fn round_qty(qty: Decimal, price: Decimal, inst: &Instrument) -> Result<Deci
         qty
     };
     let rounded = rounded.min(inst.max_market_order_qty.max(inst.min_order_qty));
-    if rounded < inst.min_order_qty || rounded <= Decimal::ZERO {
+    if not_positive(rounded) || rounded < inst.min_order_qty {
         return Err(Refusal {
             code: RefusalCode::BelowMinQty,
             reason: format!(
@@ -336,8 +341,15 @@ pub fn round_qty(qty: Decimal, price: Decimal, inst: &Instrument) -> Result<Deci
             ),
         });
     }
-    let notional = rounded * price;
-    if notional < inst.min_notional {
+    // Without a minimum (a market of a bare CSV file) only a negative price falls below
+    // it: the product is not needed.
+    let below = if inst.min_notional.is_zero() {
+        price.is_sign_negative() && !price.is_zero()
+    } else {
+        rounded * price < inst.min_notional
+    };
+    if below {
+        let notional = rounded * price;
         return Err(Refusal {
             code: RefusalCode::BelowMinNotional,
             reason: format!(

@@ -74,6 +74,12 @@ pub enum Signal {
     Exit,
 }
 
+/// What a strategy wants after one bar: at most an exit and an entry, kept inline (a
+/// backtest asks every bar, and a `Vec` allocated at every signal).
+pub type Signals = smallvec::SmallVec<[Signal; 2]>;
+
+pub use smallvec::smallvec as signals;
+
 /// The interface every mode drives.
 pub trait Strategy: Send {
     /// The strategy's name, as in `optimized_parameters.json`.
@@ -82,7 +88,7 @@ pub trait Strategy: Send {
     fn warmup_bars(&self) -> usize;
     /// Feeds one closed bar; returns the signals for the position held (in order: an exit
     /// comes before the entry of a reversal).
-    fn on_bar(&mut self, candle: &Candle, position: Position) -> Vec<Signal>;
+    fn on_bar(&mut self, candle: &Candle, position: Position) -> Signals;
     /// Forgets all state (e.g. after a gap that could not be refilled).
     fn reset(&mut self);
 }

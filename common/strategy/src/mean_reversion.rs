@@ -3,7 +3,8 @@
 use shardbot_indicators::{Bollinger, Rsi};
 
 use crate::{
-    Candle, Direction, ParamError, Params, Position, Signal, Spec, Strategy, offset, params::Kind,
+    Candle, Direction, ParamError, Params, Position, Signal, Signals, Spec, Strategy, offset,
+    params::Kind, signals,
 };
 
 /// Long when the close is below the lower band with RSI under `rsi_low`; short when above
@@ -105,13 +106,13 @@ impl Strategy for MeanReversion {
         self.warmup
     }
 
-    fn on_bar(&mut self, c: &Candle, position: Position) -> Vec<Signal> {
+    fn on_bar(&mut self, c: &Candle, position: Position) -> Signals {
         // Both indicators take every bar; their values are worked out only where the rules
         // read them: a position needs the middle band, a flat symbol the RSI first and a
         // band only at an extreme.
         let (rsi_ready, bb_ready) = (self.rsi.push(c.close), self.bb.push(c.close));
         if !(rsi_ready && bb_ready) {
-            return Vec::new();
+            return Signals::new();
         }
         let beyond = || -> Option<Direction> {
             let r = self.rsi.value()?;
@@ -125,17 +126,17 @@ impl Strategy for MeanReversion {
         };
         let middle = || self.bb.middle();
         match position {
-            Position::Long if middle().is_some_and(|m| c.close >= m) => vec![Signal::Exit],
-            Position::Short if middle().is_some_and(|m| c.close <= m) => vec![Signal::Exit],
+            Position::Long if middle().is_some_and(|m| c.close >= m) => signals![Signal::Exit],
+            Position::Short if middle().is_some_and(|m| c.close <= m) => signals![Signal::Exit],
             Position::Flat => match beyond() {
-                Some(direction) => vec![Signal::Enter {
+                Some(direction) => signals![Signal::Enter {
                     direction,
                     stop_loss: offset(c.close, self.sl_pct, direction == Direction::Short),
                     take_profit: None,
                 }],
-                None => Vec::new(),
+                None => Signals::new(),
             },
-            _ => Vec::new(),
+            _ => Signals::new(),
         }
     }
 

@@ -3,7 +3,8 @@
 use shardbot_indicators::Sma;
 
 use crate::{
-    Candle, Direction, ParamError, Params, Position, Signal, Spec, Strategy, offset, params::Kind,
+    Candle, Direction, ParamError, Params, Position, Signal, Signals, Spec, Strategy, offset,
+    params::Kind, signals,
 };
 
 /// Fast SMA crossing above the slow SMA is bullish, below bearish. On a bullish cross a
@@ -110,15 +111,15 @@ impl Strategy for TrendFollowing {
         self.slow_period + 1
     }
 
-    fn on_bar(&mut self, c: &Candle, position: Position) -> Vec<Signal> {
+    fn on_bar(&mut self, c: &Candle, position: Position) -> Signals {
         let (Some(f), Some(s)) = (self.fast.update(c.close), self.slow.update(c.close)) else {
-            return Vec::new();
+            return Signals::new();
         };
         let above = f > s;
         let crossed = self.above.is_some_and(|was| was != above);
         self.above = Some(above);
         if !crossed {
-            return Vec::new();
+            return Signals::new();
         }
         let (want, against) = if above {
             (Direction::Long, Position::Short)
@@ -127,11 +128,11 @@ impl Strategy for TrendFollowing {
         };
         match position {
             p if p == against && self.stop_and_reverse => {
-                vec![Signal::Exit, self.enter(want, c.close)]
+                signals![Signal::Exit, self.enter(want, c.close)]
             }
-            p if p == against => vec![Signal::Exit],
-            Position::Flat => vec![self.enter(want, c.close)],
-            _ => Vec::new(),
+            p if p == against => signals![Signal::Exit],
+            Position::Flat => signals![self.enter(want, c.close)],
+            _ => Signals::new(),
         }
     }
 

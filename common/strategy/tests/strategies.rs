@@ -41,7 +41,7 @@ fn v_shape() -> Vec<Candle> {
 fn signals(s: &mut dyn Strategy, bars: &[Candle], position: Position) -> Vec<(usize, Vec<Signal>)> {
     bars.iter()
         .enumerate()
-        .map(|(i, c)| (i, s.on_bar(c, position)))
+        .map(|(i, c)| (i, s.on_bar(c, position).to_vec()))
         .filter(|(_, v)| !v.is_empty())
         .collect()
 }

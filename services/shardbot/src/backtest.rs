@@ -198,7 +198,7 @@ fn write_out(dir: &std::path::Path, r: &BacktestResult) -> anyhow::Result<()> {
     ])?;
     for t in &r.trades {
         w.write_record([
-            t.symbol.clone(),
+            t.symbol.to_string(),
             if t.side == shardbot_protocol::Side::Buy {
                 "long"
             } else {
