@@ -259,7 +259,10 @@ pub fn daily_returns_f64(equity: impl IntoIterator<Item = (i64, f64)>) -> Vec<f6
     let Some((t0, e0)) = equity.next() else {
         return Vec::new();
     };
-    let mut out = Vec::new();
+    // A return a day: as many as points for a daily curve (grown one at a time, the
+    // reallocations cost more than the returns), far fewer for finer bars, so the
+    // reservation is capped.
+    let mut out = Vec::with_capacity(equity.size_hint().0.min(4096));
     let mut prev = e0;
     let mut day = t0.div_euclid(DAY_MS);
     // The first time of the next day: points before it need no division.
@@ -273,7 +276,12 @@ pub fn daily_returns_f64(equity: impl IntoIterator<Item = (i64, f64)>) -> Vec<f6
     // `for_each`: see max_drawdown_f64.
     equity.for_each(|(t, e)| {
         if t >= next {
-            let d = t.div_euclid(DAY_MS);
+            // The very next day (every point of a daily curve) without a division.
+            let d = if t < next.saturating_add(DAY_MS) {
+                day + 1
+            } else {
+                t.div_euclid(DAY_MS)
+            };
             while d > day {
                 push(prev, close, &mut out);
                 prev = close;
@@ -500,7 +508,64 @@ mod tests {
         (amount, pct)
     }
 
+    /// The definition [`daily_returns_f64`] computes with fewer divisions.
+    fn daily_returns_f64_plain(equity: &[(i64, f64)]) -> Vec<f64> {
+        let Some(&(t0, e0)) = equity.first() else {
+            return Vec::new();
+        };
+        let (mut out, mut prev, mut close) = (Vec::new(), e0, e0);
+        let mut day = t0.div_euclid(DAY_MS);
+        for &(t, e) in &equity[1..] {
+            while t.div_euclid(DAY_MS) > day {
+                if prev > 0.0 {
+                    out.push(close / prev - 1.0);
+                }
+                prev = close;
+                day += 1;
+            }
+            close = e;
+        }
+        if prev > 0.0 {
+            out.push(close / prev - 1.0);
+        }
+        out
+    }
+
     proptest::proptest! {
+        /// Daily, finer and gapped curves (negative times too) give the returns of the
+        /// per-point definition, bit for bit.
+        #[test]
+        fn daily_returns_f64_equals_the_per_point_definition(
+            t0 in proptest::prop_oneof![
+                -1_000_000_000_000i64..2_000_000_000_000,
+                // At midnight: a step of a day lands on the next midnight.
+                proptest::strategy::Strategy::prop_map(-10_000i64..20_000, |d| d * DAY_MS),
+            ],
+            steps in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        4 => proptest::strategy::Just(DAY_MS),
+                        1 => proptest::strategy::Just(2 * DAY_MS),
+                        2 => 1i64..DAY_MS,
+                        1 => DAY_MS..10 * DAY_MS,
+                        1 => proptest::strategy::Just(300_000i64),
+                    ],
+                    -10.0f64..1000.0,
+                ),
+                0..100,
+            ),
+            e0 in -10.0f64..1000.0,
+        ) {
+            let mut curve = vec![(t0, e0)];
+            for (dt, e) in steps {
+                let t = curve[curve.len() - 1].0 + dt;
+                curve.push((t, e));
+            }
+            let got: Vec<u64> = daily_returns_f64(curve.iter().copied()).iter().map(|r| r.to_bits()).collect();
+            let want: Vec<u64> = daily_returns_f64_plain(&curve).iter().map(|r| r.to_bits()).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+
         /// Dividing only at a new low below a peak gives the per-point maximum bit for bit,
         /// on curves with flat stretches, repeated peaks, negative equity, NaN and infinities.
         #[test]
