@@ -656,28 +656,35 @@ pub fn run_with(
             total,
         ));
     }
-    // Each market's next bar; the markets with bars left, in the given order. Each step
-    // takes the earliest next bar's time and runs every market whose next bar opens then.
+    // Each market's next bar and its open time (i64::MAX once the data ends), side by
+    // side for all markets: the markets under way are scanned at every step without
+    // touching their candles. Each step takes the earliest next open and runs every market
+    // whose next bar opens then, finding the following step's time as it goes.
     let mut next = vec![0usize; markets.len()];
-    let first_time = |s: usize| markets[s].series.candles.first().map(|c| c.open_time_ms);
+    let mut next_t: Vec<i64> = markets
+        .iter()
+        .map(|m| {
+            m.series
+                .candles
+                .first()
+                .map_or(i64::MAX, |c| c.open_time_ms)
+        })
+        .collect();
     // Markets whose data has not started yet, the earliest last: they join `active` (in
     // its order) at their first bar, so a step scans only the markets under way.
     let mut waiting: Vec<usize> = (0..markets.len())
-        .filter(|&s| first_time(s).is_some())
+        .filter(|&s| next_t[s] != i64::MAX)
         .collect();
-    waiting.sort_by_key(|&s| std::cmp::Reverse((first_time(s), s)));
+    waiting.sort_by_key(|&s| std::cmp::Reverse((next_t[s], s)));
     let mut active: Vec<usize> = Vec::with_capacity(markets.len());
+    // The earliest next open among the markets under way.
+    let mut soonest = i64::MAX;
     while !active.is_empty() || !waiting.is_empty() {
-        let mut t = active
-            .iter()
-            .map(|&s| markets[s].series.candles[next[s]].open_time_ms)
-            .min()
-            .unwrap_or(i64::MAX);
+        let mut t = soonest;
         while let Some(&w) = waiting.last()
-            && let Some(start) = first_time(w)
-            && start <= t
+            && next_t[w] <= t
         {
-            t = start;
+            t = next_t[w];
             waiting.pop();
             let at = active.partition_point(|&s| s < w);
             active.insert(at, w);
@@ -687,15 +694,17 @@ pub fn run_with(
             eng.realised_today = Decimal::ZERO;
         }
         let mut ended = false;
+        soonest = i64::MAX;
         for &s in &active {
-            let i = next[s];
-            let m = &markets[s];
-            if m.series.candles[i].open_time_ms != t {
-                continue;
+            if next_t[s] == t {
+                let i = next[s];
+                let candles = &markets[s].series.candles;
+                step(&mut eng, &markets[s], &rules[s], &mut states[s], i, t);
+                next[s] = i + 1;
+                next_t[s] = candles.get(i + 1).map_or(i64::MAX, |c| c.open_time_ms);
+                ended |= i + 1 == candles.len();
             }
-            step(&mut eng, m, &rules[s], &mut states[s], i, t);
-            next[s] = i + 1;
-            ended |= i + 1 == m.series.candles.len();
+            soonest = soonest.min(next_t[s]);
         }
         if ended {
             active.retain(|&s| next[s] < markets[s].series.candles.len());
