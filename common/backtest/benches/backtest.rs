@@ -166,6 +166,7 @@ fn main() {
             .position(|a| a == "--times")
             .map_or(1, |at| args[at + 1].parse().expect("--times <n>"));
         let mut trades = 0;
+        let started = Instant::now();
         for _ in 0..times {
             trades = if args.iter().any(|a| a == "--account") {
                 run(&markets, &one_account(strategy)).unwrap().trades.len()
@@ -174,7 +175,12 @@ fn main() {
                 each_alone(&markets, &cfg)
             };
         }
-        println!("{strategy}: {trades} trades");
+        let bars: usize = markets.iter().map(|m| m.series.candles.len()).sum();
+        let took = started.elapsed().as_secs_f64();
+        println!(
+            "{strategy}: {trades} trades, {:.1} million bar-steps/s",
+            (bars * times) as f64 / took / 1e6
+        );
         return;
     }
     // `--dump <file>`: every trade and summary of the runs below, written out, so that a

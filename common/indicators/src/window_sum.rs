@@ -24,11 +24,10 @@
 pub(crate) struct WindowSum {
     period: usize,
     /// The last `period` values (fewer at first), oldest at `head` once full: a ring
-    /// rather than a `VecDeque`, whose push and pop cost more than the sum itself.
-    ring: Box<[f64]>,
-    /// Each value of `ring` as its integer at `fixed`'s scale (kept while `fixed` is
-    /// `Some`): the value leaving the window is not converted again.
-    ints: Box<[i64]>,
+    /// rather than a `VecDeque`, whose push and pop cost more than the sum itself. Each
+    /// value has its integer at `fixed`'s scale beside it (kept while `fixed` is `Some`),
+    /// so the value leaving is not converted again, and both are in one cache line.
+    ring: Box<[Slot]>,
     head: usize,
     len: usize,
     /// The exact sum of the finite values in the window, as an integer times 2^-shift,
@@ -43,6 +42,13 @@ pub(crate) struct WindowSum {
     retry_fixed_in: usize,
     /// Whether the integer path may be used (false only in tests comparing the paths).
     allow_fixed: bool,
+}
+
+/// A value of the window and its integer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    x: f64,
+    n: i64,
 }
 
 /// A sum of values `x = n · 2^-shift`, kept as the integer Σn.
@@ -130,8 +136,7 @@ impl WindowSum {
         let period = period.max(1);
         WindowSum {
             period,
-            ring: vec![0.0; period].into_boxed_slice(),
-            ints: vec![0; period].into_boxed_slice(),
+            ring: vec![Slot::default(); period].into_boxed_slice(),
             head: 0,
             len: 0,
             fixed: Some(Fixed::at(0)),
@@ -158,7 +163,7 @@ impl WindowSum {
     /// The values in the window, oldest first.
     fn values(&self) -> impl Iterator<Item = &f64> {
         let (newer, older) = self.ring[..self.len].split_at(self.head);
-        older.iter().chain(newer)
+        older.iter().chain(newer).map(|s| &s.x)
     }
 
     /// Adds `x` (dropping the oldest value once the window is full); once the window
@@ -174,10 +179,9 @@ impl WindowSum {
             && let Some(n_in) = f.int(x)
         {
             let at = self.head;
-            if let Some(s) = f.sum.checked_add(n_in - self.ints[at]) {
+            if let Some(s) = f.sum.checked_add(n_in - self.ring[at].n) {
                 f.sum = s;
-                self.ints[at] = n_in;
-                self.ring[at] = x;
+                self.ring[at] = Slot { x, n: n_in };
                 self.head = if at + 1 == self.period { 0 } else { at + 1 };
                 return Some(f.value());
             }
@@ -191,9 +195,9 @@ impl WindowSum {
         let full = self.len == self.period;
         // Until the window is full, `head` is 0 and values go in order.
         let at = if full { self.head } else { self.len };
-        let out = full.then(|| self.ring[at]);
-        let n_out = if full { self.ints[at] } else { 0 };
-        self.ring[at] = x;
+        let out = full.then(|| self.ring[at].x);
+        let n_out = if full { self.ring[at].n } else { 0 };
+        self.ring[at].x = x;
         if full {
             self.head = if at + 1 == self.period { 0 } else { at + 1 };
         } else {
@@ -206,7 +210,7 @@ impl WindowSum {
             && let Some(s) = f.sum.checked_add(n_in - n_out)
         {
             f.sum = s;
-            self.ints[at] = n_in;
+            self.ring[at].n = n_in;
             // A NaN or infinity leaving (its integer is 0: never in the sum).
             if self.nonfinite > 0 && out.is_some_and(|o| !o.is_finite()) {
                 self.nonfinite -= 1;
@@ -261,16 +265,16 @@ impl WindowSum {
         {
             let mut ok = true;
             for k in 0..self.len {
-                let x = self.ring[k];
+                let x = self.ring[k].x;
                 if !x.is_finite() {
                     // Never leaves through the integer path: the window holds a NaN or
                     // infinity, so its sum is NaN until the value is gone.
-                    self.ints[k] = 0;
+                    self.ring[k].n = 0;
                     continue;
                 }
                 match f.int(x).and_then(|n| Some((n, f.sum.checked_add(n)?))) {
                     Some((n, s)) => {
-                        self.ints[k] = n;
+                        self.ring[k].n = n;
                         f.sum = s;
                     }
                     None => {

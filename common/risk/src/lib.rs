@@ -272,15 +272,16 @@ pub fn judge(
     // digits could land on the limit from above, and it is the slowest step of a
     // backtest's entry.) Products beyond `Decimal`'s range fall back to the quotient.
     let used = exposure.margin_used + margin;
-    let over = exceeds_exactly(used, settings.max_margin_use_pct, equity).unwrap_or_else(|| {
-        match (
-            used.checked_mul(Decimal::ONE_HUNDRED),
-            settings.max_margin_use_pct.checked_mul(equity),
-        ) {
-            (Some(lhs), Some(rhs)) => lhs > rhs,
-            _ => used / equity * Decimal::ONE_HUNDRED > settings.max_margin_use_pct,
-        }
-    });
+    let over =
+        exceeds_exactly(used, settings.max_margin_use_pct, equity).unwrap_or_else(|| {
+            match (
+                used.checked_mul(Decimal::ONE_HUNDRED),
+                settings.max_margin_use_pct.checked_mul(equity),
+            ) {
+                (Some(lhs), Some(rhs)) => lhs > rhs,
+                _ => used / equity * Decimal::ONE_HUNDRED > settings.max_margin_use_pct,
+            }
+        });
     if over {
         let after = used / equity * Decimal::ONE_HUNDRED;
         return refuse(
