@@ -279,6 +279,9 @@ struct SymbolState {
     last_close: f64,
     /// Whether `pending` holds anything: one flag read at every bar.
     has_pending: bool,
+    /// The open time of its previous bar (funding is due for the settlements between it
+    /// and this bar's open).
+    prev_open: Option<i64>,
     open: Option<Open>,
     pending: Pending,
     stopped_at: Option<i64>,
@@ -611,6 +614,7 @@ pub fn run_with(
             strategy,
             open: None,
             has_pending: false,
+            prev_open: None,
             pending: Pending::default(),
             last_close: 0.0,
             stopped_at: None,
@@ -643,13 +647,13 @@ pub fn run_with(
     // One market (the comparison run, every trial of a single-symbol optimization): its
     // bars in order, without looking for the next timestamp among markets.
     if let ([m], [st], [r]) = (markets, states.as_mut_slice(), rules.as_slice()) {
-        for (i, c) in m.series.candles.iter().enumerate() {
+        for c in &m.series.candles {
             let t = c.open_time_ms;
             if t >= day_end {
                 day_end = next_day(t);
                 eng.realised_today = Decimal::ZERO;
             }
-            step(&mut eng, m, r, st, i, t);
+            step(&mut eng, r, st, c);
             if eng.balance_moved {
                 eng.balance_moved = false;
                 balance_f = dec_f64(eng.balance);
@@ -666,20 +670,31 @@ pub fn run_with(
             total,
         ));
     }
-    // Each market's next bar and its open time (i64::MAX once the data ends), side by
-    // side for all markets: the markets under way are scanned at every step without
-    // touching their candles. Each step takes the earliest next open and runs every market
-    // whose next bar opens then, finding the following step's time as it goes.
+    // Each market's next bar, its open time (i64::MAX once the data ends) and a copy of
+    // it, side by side for all markets: the markets under way are scanned at every step
+    // without touching their candles, and the copy is taken as a market's bar is done, so
+    // that its next bar (in another cache line of another market's data) is read while
+    // the other markets run rather than when the strategy needs it: in one account over
+    // hundreds of markets, waiting for that read was a third of the time. Each step takes
+    // the earliest next open and runs every market whose next bar opens then, finding the
+    // following step's time as it goes.
     let mut next = vec![0usize; markets.len()];
-    let mut next_t: Vec<i64> = markets
+    let mut upcoming: Vec<Candle> = markets
         .iter()
         .map(|m| {
-            m.series
-                .candles
-                .first()
-                .map_or(i64::MAX, |c| c.open_time_ms)
+            m.series.candles.first().copied().unwrap_or(Candle {
+                open_time_ms: i64::MAX,
+                open: 0.0,
+                high: 0.0,
+                low: 0.0,
+                close: 0.0,
+                volume: 0.0,
+            })
         })
         .collect();
+    let mut next_t: Vec<i64> = upcoming.iter().map(|c| c.open_time_ms).collect();
+    // The markets due at a step, in the given order.
+    let mut due: Vec<usize> = Vec::with_capacity(markets.len());
     // Markets whose data has not started yet, the earliest last: they join `active` (in
     // its order) at their first bar, so a step scans only the markets under way.
     let mut waiting: Vec<usize> = (0..markets.len())
@@ -703,18 +718,29 @@ pub fn run_with(
             day_end = next_day(t);
             eng.realised_today = Decimal::ZERO;
         }
+        // First the bars of the markets due at `t` are gathered (and the open times of the
+        // bars after them read), then the markets run on the copies. The gathering loop
+        // does nothing else, so the reads of hundreds of markets' bars, each in its own
+        // part of memory, are under way together instead of one at a time.
         let mut ended = false;
         soonest = i64::MAX;
+        due.clear();
         for &s in &active {
             if next_t[s] == t {
-                let i = next[s];
                 let candles = &markets[s].series.candles;
-                step(&mut eng, &markets[s], &rules[s], &mut states[s], i, t);
+                let i = next[s];
+                if let Some(c) = candles.get(i) {
+                    upcoming[s] = *c;
+                }
                 next[s] = i + 1;
                 next_t[s] = candles.get(i + 1).map_or(i64::MAX, |c| c.open_time_ms);
                 ended |= i + 1 == candles.len();
+                due.push(s);
             }
             soonest = soonest.min(next_t[s]);
+        }
+        for &s in &due {
+            step(&mut eng, &rules[s], &mut states[s], &upcoming[s]);
         }
         if ended {
             active.retain(|&s| next[s] < markets[s].series.candles.len());
@@ -777,22 +803,15 @@ fn finish(
 /// One bar of one market: funding due, the fills decided on the previous bar, the
 /// exchange-side stops inside this bar, the strategy on its close, marking to market.
 #[inline]
-fn step(
-    eng: &mut Engine<'_>,
-    m: &Market,
-    rules: &Rules<'_>,
-    st: &mut SymbolState,
-    i: usize,
-    t: i64,
-) {
+fn step(eng: &mut Engine<'_>, rules: &Rules<'_>, st: &mut SymbolState, c: &Candle) {
     let cfg = eng.cfg;
-    let c = &m.series.candles[i];
+    let t = c.open_time_ms;
+    let prev_open = std::mem::replace(&mut st.prev_open, Some(t));
     // 1. Funding settlements since the previous bar, up to and including this open: a
     //    position held into a settlement pays it, one opened at it does not.
     if let (Some(rate), Some(o)) = (cfg.funding_rate, st.open.as_mut())
-        && i > 0
+        && let Some(prev) = prev_open
     {
-        let prev = m.series.candles[i - 1].open_time_ms;
         let every = cfg.funding_interval_ms.max(1);
         let mut f = prev.div_euclid(every) * every + every;
         while f <= t {
@@ -857,7 +876,7 @@ fn step(
             st.has_pending = true;
         }
         if let Some(enter) = signals.iter().find(|x| matches!(x, Signal::Enter { .. })) {
-            decide_entry(eng, m, rules, st, c, enter);
+            decide_entry(eng, rules, st, c, enter);
         }
     }
     // 5. Mark to market.
@@ -916,7 +935,6 @@ fn stop_or_take(
 /// aggregates) and sizes it; an approved entry fills at the next open.
 fn decide_entry(
     eng: &mut Engine<'_>,
-    m: &Market,
     rules: &Rules<'_>,
     st: &mut SymbolState,
     c: &Candle,
@@ -968,13 +986,13 @@ fn decide_entry(
     let verdict = judge(
         &eng.cfg.settings,
         &exposure,
-        m.series.symbol.as_str(),
+        &rules.symbol,
         IntentAction::Enter { side },
         close,
         c.open_time_ms,
     );
     let code = match verdict {
-        Verdict::Approved { qty, leverage, .. } => match round_qty(qty, close, &m.instrument) {
+        Verdict::Approved { qty, leverage, .. } => match round_qty(qty, close, rules.inst) {
             Ok(q) => {
                 // Booked as the risk manager books an approval, until it fills.
                 let margin = margin_of(qty * close, leverage);
