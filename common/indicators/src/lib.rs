@@ -59,6 +59,7 @@ impl Sma {
         self.sum.period()
     }
 
+    #[inline]
     pub fn update(&mut self, x: f64) -> Option<f64> {
         let sum = self.sum.push(x)?;
         self.value = Some(sum / self.n);
