@@ -670,31 +670,42 @@ pub fn run_with(
             total,
         ));
     }
-    // Each market's next bar, its open time (i64::MAX once the data ends) and a copy of
-    // it, side by side for all markets: the markets under way are scanned at every step
-    // without touching their candles, and the copy is taken as a market's bar is done, so
-    // that its next bar (in another cache line of another market's data) is read while
-    // the other markets run rather than when the strategy needs it: in one account over
-    // hundreds of markets, waiting for that read was a third of the time. Each step takes
-    // the earliest next open and runs every market whose next bar opens then, finding the
-    // following step's time as it goes.
+    // Each market's next bar and its open time (i64::MAX once the data ends), side by
+    // side for all markets: the markets under way are scanned at every step without
+    // touching their candles. Each step takes the earliest next open and runs every market
+    // whose next bar opens then, finding the following step's time as it goes.
     let mut next = vec![0usize; markets.len()];
-    let mut upcoming: Vec<Candle> = markets
+    let mut next_t: Vec<i64> = markets
         .iter()
         .map(|m| {
-            m.series.candles.first().copied().unwrap_or(Candle {
-                open_time_ms: i64::MAX,
-                open: 0.0,
-                high: 0.0,
-                low: 0.0,
-                close: 0.0,
-                volume: 0.0,
-            })
+            m.series
+                .candles
+                .first()
+                .map_or(i64::MAX, |c| c.open_time_ms)
         })
         .collect();
-    let mut next_t: Vec<i64> = upcoming.iter().map(|c| c.open_time_ms).collect();
-    // The markets due at a step, in the given order.
-    let mut due: Vec<usize> = Vec::with_capacity(markets.len());
+    // The markets run on copies of their next bars, `STAGE` at a time per market, all in
+    // one block: with hundreds of markets in one account, reading one bar of each in turn
+    // from its own part of memory left the strategies waiting for it (a third of the
+    // time, and every bar another page); a run of `STAGE` bars is one short sequential
+    // read. Market `s`'s copies are `staged[s * STAGE..]`, of its bars from `stage_at[s]`
+    // to `stage_end[s]`. 32 measured best over the 329 daily files (8, 16 and 64 slower).
+    const STAGE: usize = 32;
+    let mut staged: Vec<Candle> = vec![
+        Candle {
+            open_time_ms: 0,
+            open: 0.0,
+            high: 0.0,
+            low: 0.0,
+            close: 0.0,
+            volume: 0.0,
+        };
+        markets.len() * STAGE
+    ];
+    let mut stage_at = vec![0usize; markets.len()];
+    let mut stage_end = vec![0usize; markets.len()];
+    // The markets due at a step, in the given order, with where their bar's copy is.
+    let mut due: Vec<(usize, usize)> = Vec::with_capacity(markets.len());
     // Markets whose data has not started yet, the earliest last: they join `active` (in
     // its order) at their first bar, so a step scans only the markets under way.
     let mut waiting: Vec<usize> = (0..markets.len())
@@ -718,10 +729,8 @@ pub fn run_with(
             day_end = next_day(t);
             eng.realised_today = Decimal::ZERO;
         }
-        // First the bars of the markets due at `t` are gathered (and the open times of the
-        // bars after them read), then the markets run on the copies. The gathering loop
-        // does nothing else, so the reads of hundreds of markets' bars, each in its own
-        // part of memory, are under way together instead of one at a time.
+        // First the markets due at `t` are found (their bars staged when the copies run
+        // out, the open times of the bars after them read), then they run.
         let mut ended = false;
         soonest = i64::MAX;
         due.clear();
@@ -729,18 +738,26 @@ pub fn run_with(
             if next_t[s] == t {
                 let candles = &markets[s].series.candles;
                 let i = next[s];
-                if let Some(c) = candles.get(i) {
-                    upcoming[s] = *c;
+                if i >= stage_end[s] {
+                    let run = &candles[i..candles.len().min(i + STAGE)];
+                    staged[s * STAGE..s * STAGE + run.len()].copy_from_slice(run);
+                    stage_at[s] = i;
+                    stage_end[s] = i + run.len();
                 }
+                let at = s * STAGE + (i - stage_at[s]);
                 next[s] = i + 1;
-                next_t[s] = candles.get(i + 1).map_or(i64::MAX, |c| c.open_time_ms);
+                next_t[s] = if i + 1 < stage_end[s] {
+                    staged[at + 1].open_time_ms
+                } else {
+                    candles.get(i + 1).map_or(i64::MAX, |c| c.open_time_ms)
+                };
                 ended |= i + 1 == candles.len();
-                due.push(s);
+                due.push((s, at));
             }
             soonest = soonest.min(next_t[s]);
         }
-        for &s in &due {
-            step(&mut eng, &rules[s], &mut states[s], &upcoming[s]);
+        for &(s, at) in &due {
+            step(&mut eng, &rules[s], &mut states[s], &staged[at]);
         }
         if ended {
             active.retain(|&s| next[s] < markets[s].series.candles.len());
