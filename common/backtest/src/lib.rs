@@ -823,7 +823,7 @@ fn finish(
 fn step(eng: &mut Engine<'_>, rules: &Rules<'_>, st: &mut SymbolState, c: &Candle) {
     let cfg = eng.cfg;
     let t = c.open_time_ms;
-    let prev_open = std::mem::replace(&mut st.prev_open, Some(t));
+    let prev_open = st.prev_open.replace(t);
     // 1. Funding settlements since the previous bar, up to and including this open: a
     //    position held into a settlement pays it, one opened at it does not.
     if let (Some(rate), Some(o)) = (cfg.funding_rate, st.open.as_mut())
