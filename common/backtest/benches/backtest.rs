@@ -124,9 +124,9 @@ fn breakdown(markets: &[Market], bars: usize) {
                 let mut s = shardbot_strategy::build(strategy, &Params::new()).unwrap();
                 let mut position = Position::Flat;
                 for c in &m.series.candles {
-                    for sig in s.on_bar(std::hint::black_box(c), position) {
+                    for sig in &s.on_bar(std::hint::black_box(c), position) {
                         signals += 1;
-                        position = position.after(&sig);
+                        position = position.after(sig);
                     }
                 }
             }

@@ -684,13 +684,10 @@ pub fn run_with(
                 .map_or(i64::MAX, |c| c.open_time_ms)
         })
         .collect();
-    // The markets run on copies of their next bars, `STAGE` at a time per market, all in
-    // one block: with hundreds of markets in one account, reading one bar of each in turn
-    // from its own part of memory left the strategies waiting for it (a third of the
-    // time, and every bar another page); a run of `STAGE` bars is one short sequential
-    // read. Market `s`'s copies are `staged[s * STAGE..]`, of its bars from `stage_at[s]`
-    // to `stage_end[s]`. 32 measured best over the 329 daily files (8, 16 and 64 slower).
-    const STAGE: usize = 32;
+    // Many markets run on staged copies of their bars (see `STAGE`): market `s`'s are
+    // `staged[s * STAGE..]`, of its bars from `stage_at[s]` to `stage_end[s]`.
+    let staging = markets.len() > STAGE_ABOVE_MARKETS;
+    let staged_len = if staging { markets.len() * STAGE } else { 0 };
     let mut staged: Vec<Candle> = vec![
         Candle {
             open_time_ms: 0,
@@ -700,7 +697,7 @@ pub fn run_with(
             close: 0.0,
             volume: 0.0,
         };
-        markets.len() * STAGE
+        staged_len
     ];
     let mut stage_at = vec![0usize; markets.len()];
     let mut stage_end = vec![0usize; markets.len()];
@@ -729,35 +726,49 @@ pub fn run_with(
             day_end = next_day(t);
             eng.realised_today = Decimal::ZERO;
         }
-        // First the markets due at `t` are found (their bars staged when the copies run
-        // out, the open times of the bars after them read), then they run.
         let mut ended = false;
         soonest = i64::MAX;
-        due.clear();
-        for &s in &active {
-            if next_t[s] == t {
-                let candles = &markets[s].series.candles;
-                let i = next[s];
-                if i >= stage_end[s] {
-                    let run = &candles[i..candles.len().min(i + STAGE)];
-                    staged[s * STAGE..s * STAGE + run.len()].copy_from_slice(run);
-                    stage_at[s] = i;
-                    stage_end[s] = i + run.len();
+        if staging {
+            // First the markets due at `t` are found (their bars staged when the copies
+            // run out, the open times of the bars after them read), then they run.
+            due.clear();
+            for &s in &active {
+                if next_t[s] == t {
+                    let candles = &markets[s].series.candles;
+                    let i = next[s];
+                    if i >= stage_end[s] {
+                        let run = &candles[i..candles.len().min(i + STAGE)];
+                        staged[s * STAGE..s * STAGE + run.len()].copy_from_slice(run);
+                        stage_at[s] = i;
+                        stage_end[s] = i + run.len();
+                    }
+                    let at = s * STAGE + (i - stage_at[s]);
+                    next[s] = i + 1;
+                    next_t[s] = if i + 1 < stage_end[s] {
+                        staged[at + 1].open_time_ms
+                    } else {
+                        candles.get(i + 1).map_or(i64::MAX, |c| c.open_time_ms)
+                    };
+                    ended |= i + 1 == candles.len();
+                    due.push((s, at));
                 }
-                let at = s * STAGE + (i - stage_at[s]);
-                next[s] = i + 1;
-                next_t[s] = if i + 1 < stage_end[s] {
-                    staged[at + 1].open_time_ms
-                } else {
-                    candles.get(i + 1).map_or(i64::MAX, |c| c.open_time_ms)
-                };
-                ended |= i + 1 == candles.len();
-                due.push((s, at));
+                soonest = soonest.min(next_t[s]);
             }
-            soonest = soonest.min(next_t[s]);
-        }
-        for &(s, at) in &due {
-            step(&mut eng, &rules[s], &mut states[s], &staged[at]);
+            for &(s, at) in &due {
+                step(&mut eng, &rules[s], &mut states[s], &staged[at]);
+            }
+        } else {
+            for &s in &active {
+                if next_t[s] == t {
+                    let candles = &markets[s].series.candles;
+                    let i = next[s];
+                    step(&mut eng, &rules[s], &mut states[s], &candles[i]);
+                    next[s] = i + 1;
+                    next_t[s] = candles.get(i + 1).map_or(i64::MAX, |c| c.open_time_ms);
+                    ended |= i + 1 == candles.len();
+                }
+                soonest = soonest.min(next_t[s]);
+            }
         }
         if ended {
             active.retain(|&s| next[s] < markets[s].series.candles.len());
@@ -778,6 +789,22 @@ pub fn run_with(
         total,
     ))
 }
+
+/// How many bars of a market a run over many markets copies at a time. The markets then
+/// run on copies of their next bars, all in one block: with hundreds of markets in one
+/// account, reading one bar of each in turn from its own part of memory left the
+/// strategies waiting for it (a third of the time, and every bar another page), where a
+/// run of `STAGE` bars is one short sequential read. 32 measured best over the 329 daily
+/// files (8, 16 and 64 slower).
+const STAGE: usize = 32;
+
+/// From how many markets on a run stages their bars ([`STAGE`]). With few markets the
+/// processor follows each one's bars by itself and the copying only costs: one account
+/// over the first 80 daily files ran faster reading bars in place (21 against 19 million
+/// bar-steps/s, mean_reversion), and so did the eight 5-minute files (33 against 28);
+/// from 96 files on staging was ahead (20 against 15-20), and far ahead at 329 (19-21
+/// against 13-16). The crossing lies between and depends on the machine's caches.
+const STAGE_ABOVE_MARKETS: usize = 88;
 
 /// The first millisecond of the UTC day after the one `t` is in.
 fn next_day(t: i64) -> i64 {

@@ -407,16 +407,18 @@ impl Strategy for Recorder {
 }
 
 proptest::proptest! {
-    /// Markets of any lengths (past the engine's staging of bars, or none), starting,
-    /// pausing and ending at different times: every bar reaches its market's strategy
-    /// once, unchanged, in time order and, within one time, in the markets' order; the
-    /// equity curve has a point for each time.
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// A few markets, and more than the engine stages the bars of, of any lengths (past
+    /// a stage of bars, or none), starting, pausing and ending at different times: every
+    /// bar reaches its market's strategy once, unchanged, in time order and, within one
+    /// time, in the markets' order; the equity curve has a point for each time.
     #[test]
     fn every_bar_of_every_market_is_run_once_in_time_order(
-        shapes in proptest::collection::vec(
-            (0i64..50, proptest::collection::vec(1i64..4, 0..120)),
-            1..6,
-        ),
+        shapes in proptest::prop_oneof![1usize..6, STAGE_ABOVE_MARKETS + 1..STAGE_ABOVE_MARKETS + 8]
+            .prop_flat_map(|n| proptest::collection::vec(
+                (0i64..50, proptest::collection::vec(1i64..4, 0..80)),
+                n,
+            )),
     ) {
         let markets: Vec<Market> = shapes.iter().enumerate().map(|(k, (start, gaps))| {
             let mut at = *start;

@@ -57,9 +57,9 @@ fn main() {
                 let mut s = build(name, &Params::new()).unwrap();
                 let mut position = Position::Flat;
                 for c in bars {
-                    for sig in s.on_bar(std::hint::black_box(c), position) {
+                    for sig in &s.on_bar(std::hint::black_box(c), position) {
                         signals += 1;
-                        position = position.after(&sig);
+                        position = position.after(sig);
                     }
                 }
             }

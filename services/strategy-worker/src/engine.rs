@@ -346,8 +346,8 @@ impl Engine {
                 if !act {
                     continue;
                 }
-                for signal in signals {
-                    out.push(intent(strategy.name(), &bar, &signal, tick));
+                for signal in &signals {
+                    out.push(intent(strategy.name(), &bar, signal, tick));
                 }
             }
         }
