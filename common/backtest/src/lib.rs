@@ -734,9 +734,10 @@ pub fn run_with(
             due.clear();
             for &s in &active {
                 if next_t[s] == t {
-                    let candles = &markets[s].series.candles;
+                    // The market's own data is read only when its copies run out.
                     let i = next[s];
                     if i >= stage_end[s] {
+                        let candles = &markets[s].series.candles;
                         let run = &candles[i..candles.len().min(i + STAGE)];
                         staged[s * STAGE..s * STAGE + run.len()].copy_from_slice(run);
                         stage_at[s] = i;
@@ -746,10 +747,12 @@ pub fn run_with(
                     next[s] = i + 1;
                     next_t[s] = if i + 1 < stage_end[s] {
                         staged[at + 1].open_time_ms
+                    } else if let Some(c) = markets[s].series.candles.get(i + 1) {
+                        c.open_time_ms
                     } else {
-                        candles.get(i + 1).map_or(i64::MAX, |c| c.open_time_ms)
+                        ended = true;
+                        i64::MAX
                     };
-                    ended |= i + 1 == candles.len();
                     due.push((s, at));
                 }
                 soonest = soonest.min(next_t[s]);
