@@ -446,9 +446,13 @@ impl<'a> Rules<'a> {
 struct Engine<'a> {
     cfg: &'a BacktestConfig,
     balance: Decimal,
+    /// `balance` as f64, for the equity curve.
+    balance_f: f64,
     /// Whether `balance` changed since its f64 copy was taken.
     balance_moved: bool,
     realised_today: Decimal,
+    /// The first millisecond of the next UTC day.
+    day_end: i64,
     trades: Vec<Trade>,
     refused: std::collections::HashMap<shardbot_protocol::RefusalCode, u64>,
     // The risk rules' aggregates, kept as positions open and close.
@@ -463,7 +467,45 @@ struct Engine<'a> {
     unrealised_total: i128,
 }
 
-impl Engine<'_> {
+impl<'a> Engine<'a> {
+    fn new(cfg: &'a BacktestConfig) -> Engine<'a> {
+        let balance = cfg.settings.simulated_balance;
+        Engine {
+            cfg,
+            balance,
+            balance_f: balance.to_f64().unwrap_or(0.0),
+            balance_moved: false,
+            realised_today: Decimal::ZERO,
+            day_end: i64::MIN,
+            trades: Vec::new(),
+            refused: std::collections::HashMap::new(),
+            open_positions: 0,
+            margin_used: 0,
+            unrealised_total: 0,
+        }
+    }
+
+    /// Before the bars of time `t` (times only grow): a new UTC day starts today's
+    /// realised PnL at zero.
+    #[inline]
+    fn begin(&mut self, t: i64) {
+        if t >= self.day_end {
+            self.day_end = next_day(t);
+            self.realised_today = Decimal::ZERO;
+        }
+    }
+
+    /// The equity curve's point after the bars of time `t`: the balance (its f64 copy
+    /// taken again only when it moved) plus the open positions marked at their closes.
+    #[inline]
+    fn record(&mut self, t: i64, equity: &mut Vec<(i64, f64)>) {
+        if self.balance_moved {
+            self.balance_moved = false;
+            self.balance_f = dec_f64(self.balance);
+        }
+        equity.push((t, self.balance_f + i128_f64(self.unrealised_total) * 1e-8));
+    }
+
     /// The taker fee of a fill, rounded to 8 decimals (as the sim and Bybit do).
     fn fee(&self, qty: Decimal, price: Decimal) -> Decimal {
         let rate = self.cfg.fee_rate;
@@ -624,52 +666,45 @@ pub fn run_with(
         .iter()
         .map(|m| Rules::new(m, cfg.slippage))
         .collect();
-    let mut eng = Engine {
-        cfg,
-        balance: cfg.settings.simulated_balance,
-        balance_moved: false,
-        realised_today: Decimal::ZERO,
-        trades: Vec::new(),
-        refused: std::collections::HashMap::new(),
-        open_positions: 0,
-        margin_used: 0,
-        unrealised_total: 0,
-    };
-    let mut balance_f = eng.balance.to_f64().unwrap_or(0.0);
+    let mut eng = Engine::new(cfg);
     let longest = markets
         .iter()
         .map(|m| m.series.candles.len())
         .max()
         .unwrap_or(0);
     let mut equity: Vec<(i64, f64)> = Vec::with_capacity(longest + 1);
-    // The first millisecond of the next UTC day (times only grow).
-    let mut day_end = i64::MIN;
     // One market (the comparison run, every trial of a single-symbol optimization): its
     // bars in order, without looking for the next timestamp among markets.
     if let ([m], [st], [r]) = (markets, states.as_mut_slice(), rules.as_slice()) {
         for c in &m.series.candles {
             let t = c.open_time_ms;
-            if t >= day_end {
-                day_end = next_day(t);
-                eng.realised_today = Decimal::ZERO;
-            }
+            eng.begin(t);
             step(&mut eng, r, st, c);
-            if eng.balance_moved {
-                eng.balance_moved = false;
-                balance_f = dec_f64(eng.balance);
-            }
-            equity.push((t, balance_f + i128_f64(eng.unrealised_total) * 1e-8));
+            eng.record(t, &mut equity);
         }
-        return Ok(finish(
-            markets,
-            cfg,
-            eng,
-            &rules,
-            &mut states,
-            equity,
-            total,
-        ));
+    } else {
+        run_markets(markets, &mut eng, &rules, &mut states, &mut equity);
     }
+    Ok(finish(
+        markets,
+        cfg,
+        eng,
+        &rules,
+        &mut states,
+        equity,
+        total,
+    ))
+}
+
+/// [`run_with`]'s steps over several markets, in time order (markets in the given order
+/// within one timestamp).
+fn run_markets(
+    markets: &[Market],
+    eng: &mut Engine<'_>,
+    rules: &[Rules<'_>],
+    states: &mut [SymbolState],
+    equity: &mut Vec<(i64, f64)>,
+) {
     // Each market's next bar and its open time (i64::MAX once the data ends), side by
     // side for all markets: the markets under way are scanned at every step without
     // touching their candles. Each step takes the earliest next open and runs every market
@@ -722,10 +757,7 @@ pub fn run_with(
             let at = active.partition_point(|&s| s < w);
             active.insert(at, w);
         }
-        if t >= day_end {
-            day_end = next_day(t);
-            eng.realised_today = Decimal::ZERO;
-        }
+        eng.begin(t);
         let mut ended = false;
         soonest = i64::MAX;
         if staging {
@@ -758,14 +790,14 @@ pub fn run_with(
                 soonest = soonest.min(next_t[s]);
             }
             for &(s, at) in &due {
-                step(&mut eng, &rules[s], &mut states[s], &staged[at]);
+                step(eng, &rules[s], &mut states[s], &staged[at]);
             }
         } else {
             for &s in &active {
                 if next_t[s] == t {
                     let candles = &markets[s].series.candles;
                     let i = next[s];
-                    step(&mut eng, &rules[s], &mut states[s], &candles[i]);
+                    step(eng, &rules[s], &mut states[s], &candles[i]);
                     next[s] = i + 1;
                     next_t[s] = candles.get(i + 1).map_or(i64::MAX, |c| c.open_time_ms);
                     ended |= i + 1 == candles.len();
@@ -776,21 +808,8 @@ pub fn run_with(
         if ended {
             active.retain(|&s| next[s] < markets[s].series.candles.len());
         }
-        if eng.balance_moved {
-            eng.balance_moved = false;
-            balance_f = dec_f64(eng.balance);
-        }
-        equity.push((t, balance_f + i128_f64(eng.unrealised_total) * 1e-8));
+        eng.record(t, equity);
     }
-    Ok(finish(
-        markets,
-        cfg,
-        eng,
-        &rules,
-        &mut states,
-        equity,
-        total,
-    ))
 }
 
 /// How many bars of a market a run over many markets copies at a time. The markets then

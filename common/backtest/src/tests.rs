@@ -353,11 +353,7 @@ proptest::proptest! {
     ) {
         let mut c = cfg();
         c.fee_rate = dec!(0.00055);
-        let eng = Engine {
-            cfg: &c, balance: Decimal::ZERO, balance_moved: false, realised_today: Decimal::ZERO,
-            trades: Vec::new(), refused: std::collections::HashMap::new(), open_positions: 0,
-            margin_used: 0, unrealised_total: 0,
-        };
+        let eng = Engine::new(&c);
         let (qty, price) = (Decimal::new(q, qs), Decimal::new(p, ps));
         let want = (qty * price * c.fee_rate).round_dp(8);
         let got = eng.fee(qty, price);
