@@ -272,16 +272,13 @@ pub fn judge(
     // digits could land on the limit from above, and it is the slowest step of a
     // backtest's entry.) Products beyond `Decimal`'s range fall back to the quotient.
     let used = exposure.margin_used + margin;
-    let over =
-        exceeds_exactly(used, settings.max_margin_use_pct, equity).unwrap_or_else(|| {
-            match (
-                used.checked_mul(Decimal::ONE_HUNDRED),
-                settings.max_margin_use_pct.checked_mul(equity),
-            ) {
-                (Some(lhs), Some(rhs)) => lhs > rhs,
-                _ => used / equity * Decimal::ONE_HUNDRED > settings.max_margin_use_pct,
-            }
-        });
+    let over = match (
+        used.checked_mul(Decimal::ONE_HUNDRED),
+        settings.max_margin_use_pct.checked_mul(equity),
+    ) {
+        (Some(lhs), Some(rhs)) => lhs > rhs,
+        _ => used / equity * Decimal::ONE_HUNDRED > settings.max_margin_use_pct,
+    };
     if over {
         let after = used / equity * Decimal::ONE_HUNDRED;
         return refuse(
@@ -311,28 +308,6 @@ pub fn judge(
         leverage: settings.leverage,
         reduce_only: false,
     }
-}
-
-/// `used × 100 > limit × equity` in 128-bit integers, when both products are exact as
-/// `Decimal`s too (under 2^96, at most 28 decimals), which is when the `Decimal`
-/// comparison compares exact values and so gives the same answer; `None` otherwise. A
-/// backtest judges an entry at every signal, and two `Decimal` products and their
-/// comparison cost several times this.
-fn exceeds_exactly(used: Decimal, limit: Decimal, equity: Decimal) -> Option<bool> {
-    const U96: u128 = 1 << 96;
-    let lhs = used.mantissa().checked_mul(100)?;
-    let rhs = limit.mantissa().checked_mul(equity.mantissa())?;
-    let (ls, rs) = (used.scale(), limit.scale() + equity.scale());
-    if lhs.unsigned_abs() >= U96 || rhs.unsigned_abs() >= U96 || rs > 28 {
-        return None;
-    }
-    // On one scale: the one with fewer decimals gains the difference.
-    let widen = |x: i128, by: u32| 10i128.checked_pow(by).and_then(|p| x.checked_mul(p));
-    Some(if ls >= rs {
-        lhs > widen(rhs, ls - rs)?
-    } else {
-        widen(lhs, rs - ls)? > rhs
-    })
 }
 
 /// `d <= 0`, read off its sign (a comparison aligns the scales first).
@@ -468,42 +443,6 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Where it answers, the integer comparison agrees with the `Decimal` products'.
-        #[test]
-        fn the_exact_margin_comparison_agrees_with_decimal(
-            u in -(1i128 << 80)..(1i128 << 80), us in 0u32..=28,
-            l in 0i128..100_000, ls in 0u32..=4,
-            e in -(1i128 << 70)..(1i128 << 70), es in 0u32..=24,
-        ) {
-            let (used, limit, equity) = (
-                Decimal::from_i128_with_scale(u, us),
-                Decimal::from_i128_with_scale(l, ls),
-                Decimal::from_i128_with_scale(e, es),
-            );
-            if let Some(got) = exceeds_exactly(used, limit, equity) {
-                let want = used.checked_mul(Decimal::ONE_HUNDRED).unwrap()
-                    > limit.checked_mul(equity).unwrap();
-                proptest::prop_assert_eq!(got, want);
-            }
-        }
-
-        /// At the limit exactly, and a unit of the last decimal either side of it.
-        #[test]
-        fn the_exact_margin_comparison_at_the_limit(
-            l in 1i128..100_000, ls in 0u32..=4,
-            e in 1i128..(1i128 << 60), es in 0u32..=16,
-            nudge in -1i128..=1,
-        ) {
-            let (limit, equity) = (
-                Decimal::from_i128_with_scale(l, ls),
-                Decimal::from_i128_with_scale(e, es),
-            );
-            // used × 100 = limit × equity: used's mantissa is the product, two decimals on.
-            let used = Decimal::from_i128_with_scale(l * e + nudge, ls + es + 2);
-            let got = exceeds_exactly(used, limit, equity);
-            proptest::prop_assert_eq!(got, Some(nudge > 0));
-        }
-
         /// The truncation equals the general rounding, value and decimals alike.
         #[test]
         fn flooring_to_a_step_truncates_exactly_as_dividing(
