@@ -104,6 +104,7 @@ impl BacktestConfig {
                 max_open_positions: 1,
                 max_margin_use_pct: Decimal::ONE_HUNDRED,
                 cooldown_after_stop_min: 0,
+                fee_rate: Decimal::new(55, 5),
             },
             fee_rate: Decimal::new(55, 5),
             slippage: Slippage::Ticks(0),
@@ -258,6 +259,19 @@ struct Open {
 struct Pending {
     exit: bool,
     enter: Option<Entry>,
+    /// A reversal's entry: judged and sized at the next open once the exit before it has
+    /// filled, from the balance that fill left (see [`decide_entry`]).
+    reverse: Option<Reverse>,
+}
+
+/// A reversal's entry signal, kept until its exit has filled.
+struct Reverse {
+    side: Side,
+    stop_loss: Option<f64>,
+    take_profit: Option<f64>,
+    /// The signal bar's close (the intent's reference price) and open time.
+    close: f64,
+    signal_ms: i64,
 }
 
 /// An approved entry waiting for the next open.
@@ -906,6 +920,15 @@ fn step(eng: &mut Engine<'_>, rules: &Rules<'_>, st: &mut SymbolState, c: &Candl
             let px = rules.slip(open_px, side);
             eng.close(rules, st, px, t, ExitReason::Signal);
         }
+        if let Some(r) = pending.reverse
+            && st.open.is_none()
+        {
+            // Judged now, on the balance the exit's fill left.
+            if let Some(entry) = decide_entry(eng, rules, st, &r) {
+                let px = rules.slip(open_px, entry.side);
+                eng.open(st, entry, px, t);
+            }
+        }
         if let Some(entry) = pending.enter {
             if st.open.is_none() {
                 let px = rules.slip(open_px, entry.side);
@@ -936,13 +959,34 @@ fn step(eng: &mut Engine<'_>, rules: &Rules<'_>, st: &mut SymbolState, c: &Candl
     };
     let signals = st.strategy.on_bar(c, held);
     if !signals.is_empty() && cfg.trade_from_ms.is_none_or(|from| t >= from) {
-        // Exits first: a reversal's entry is judged with the exit done.
-        if signals.iter().any(|x| matches!(x, Signal::Exit)) && st.open.is_some() {
+        // Exits first: a reversal's entry is judged once its exit has filled.
+        let exiting = signals.iter().any(|x| matches!(x, Signal::Exit)) && st.open.is_some();
+        if exiting {
             st.pending.exit = true;
             st.has_pending = true;
         }
-        if let Some(enter) = signals.iter().find(|x| matches!(x, Signal::Enter { .. })) {
-            decide_entry(eng, rules, st, c, enter);
+        if let Some(&Signal::Enter {
+            direction,
+            stop_loss,
+            take_profit,
+        }) = signals.iter().find(|x| matches!(x, Signal::Enter { .. }))
+        {
+            let signal = Reverse {
+                side: match direction {
+                    Direction::Long => Side::Buy,
+                    Direction::Short => Side::Sell,
+                },
+                stop_loss,
+                take_profit,
+                close: c.close,
+                signal_ms: t,
+            };
+            if exiting {
+                st.pending.reverse = Some(signal);
+            } else if let Some(entry) = decide_entry(eng, rules, st, &signal) {
+                st.has_pending = true;
+                st.pending.enter = Some(entry);
+            }
         }
     }
     // 5. Mark to market.
@@ -998,64 +1042,41 @@ fn stop_or_take(
 }
 
 /// Judges an entry signal by the risk manager's rules ([`judge`], on the engine's
-/// aggregates) and sizes it; an approved entry fills at the next open.
+/// aggregates) and sizes it, as the risk manager judges the worker's intent: at the
+/// signal bar's close as the reference price, from the simulated balance after every fill
+/// before it. An entry from flat is judged at once and fills at the next open; a
+/// reversal's entry is judged at that open after its exit filled (the live risk manager
+/// holds it until the exit's fill is booked). The approval is booked (counted open, its
+/// margin held) until it fills.
 fn decide_entry(
     eng: &mut Engine<'_>,
     rules: &Rules<'_>,
-    st: &mut SymbolState,
-    c: &Candle,
-    signal: &Signal,
-) {
-    let Signal::Enter {
-        direction,
-        stop_loss,
-        take_profit,
-    } = *signal
-    else {
-        return;
-    };
-    let side = match direction {
-        Direction::Long => Side::Buy,
-        Direction::Short => Side::Sell,
-    };
-    let close = dec(c.close);
-    // A reversal's exit is done by the time its entry fills: judged without it.
-    let (held, open_positions, unrealised, margin_used) = match &st.open {
-        Some(o) if st.pending.exit => (
-            None,
-            eng.open_positions - 1,
-            eng.unrealised_total - i128::from(o.unrealised),
-            eng.margin_used - o.margin,
-        ),
-        open => (
-            open.as_ref().map(|o| Held {
-                side: o.side,
-                size: o.qty,
-                leverage: eng.cfg.settings.leverage,
-            }),
-            eng.open_positions,
-            eng.unrealised_total,
-            eng.margin_used,
-        ),
-    };
+    st: &SymbolState,
+    signal: &Reverse,
+) -> Option<Entry> {
+    let close = dec(signal.close);
+    let held = st.open.as_ref().map(|o| Held {
+        side: o.side,
+        size: o.qty,
+        leverage: eng.cfg.settings.leverage,
+    });
     let exposure = Exposure {
         held,
-        open_positions,
-        unrealised: from_units(unrealised, 8),
-        margin_used: from_units(margin_used, MARGIN_SCALE),
+        open_positions: eng.open_positions,
+        unrealised: from_units(eng.unrealised_total, 8),
+        margin_used: from_units(eng.margin_used, MARGIN_SCALE),
         simulated_balance: eng.balance,
         realised_today: eng.realised_today,
         mode: TradingMode::Normal,
         stopped_out_at: st.stopped_at,
     };
-    // Judged at the bar's close, as the risk manager judges the worker's intent.
     let verdict = judge(
         &eng.cfg.settings,
         &exposure,
         &rules.symbol,
-        IntentAction::Enter { side },
+        IntentAction::Enter { side: signal.side },
         close,
-        c.open_time_ms,
+        signal.signal_ms,
     );
     let code = match verdict {
         Verdict::Approved { qty, leverage, .. } => match round_qty(qty, close, rules.inst) {
@@ -1064,21 +1085,26 @@ fn decide_entry(
                 let margin = margin_of(qty * close, leverage);
                 eng.open_positions += 1;
                 eng.margin_used += margin;
-                st.has_pending = true;
-                st.pending.enter = Some(Entry {
-                    side,
+                return Some(Entry {
+                    side: signal.side,
                     qty: q,
-                    stop_loss: stop_loss.filter(|p| *p > 0.0).map(|p| rules.on_tick(p)),
-                    take_profit: take_profit.filter(|p| *p > 0.0).map(|p| rules.on_tick(p)),
+                    stop_loss: signal
+                        .stop_loss
+                        .filter(|p| *p > 0.0)
+                        .map(|p| rules.on_tick(p)),
+                    take_profit: signal
+                        .take_profit
+                        .filter(|p| *p > 0.0)
+                        .map(|p| rules.on_tick(p)),
                     margin,
                 });
-                return;
             }
             Err(r) => r.code,
         },
         Verdict::Refused(refusal) => refusal.code,
     };
     *eng.refused.entry(code).or_default() += 1;
+    None
 }
 
 fn summarise(

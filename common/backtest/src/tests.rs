@@ -70,8 +70,54 @@ fn scripted(script: Vec<Vec<Signal>>) -> Box<dyn Strategy> {
     Box::new(Scripted { script, bar: 0 })
 }
 
+/// All in, 0.055 % fee charged; the sizing reserves no fee, so quantities come out round
+/// (the reserve has its own test).
 fn cfg() -> BacktestConfig {
-    BacktestConfig::all_in("scripted", Params::new(), dec!(1000))
+    let mut c = BacktestConfig::all_in("scripted", Params::new(), dec!(1000));
+    c.settings.fee_rate = dec!(0);
+    c
+}
+
+#[test]
+fn an_entry_is_sized_with_its_fee_reserved() {
+    let m = market(
+        "BTCUSDT",
+        vec![
+            bar(0, 99.0, 101.0, 98.0, 100.0),
+            bar(1, 100.0, 103.0, 100.0, 102.0),
+            bar(2, 102.0, 111.0, 101.0, 109.0),
+        ],
+    );
+    let c = BacktestConfig::all_in("scripted", Params::new(), dec!(1000));
+    let r = run_with(&[m], &c, vec![scripted(vec![vec![long(None, None)]])]).unwrap();
+    // 1000 / (100 × 1.00055), to the 1e-8 step: margin + fee = 999.99999... ≤ 1000.
+    assert_eq!(r.trades[0].qty, dec!(9.99450302));
+}
+
+/// A reversal's entry is sized from the balance its exit's fill left, not from the one
+/// before it (the exit lost 200 here: 8 contracts, not 10).
+#[test]
+fn a_reversal_is_sized_from_the_balance_its_exit_left() {
+    let m = market(
+        "BTCUSDT",
+        vec![
+            bar(0, 100.0, 100.0, 100.0, 100.0),
+            bar(1, 100.0, 100.0, 80.0, 80.0),
+            bar(2, 80.0, 80.0, 80.0, 80.0),
+            bar(3, 80.0, 80.0, 80.0, 80.0),
+        ],
+    );
+    let mut c = cfg();
+    c.fee_rate = dec!(0);
+    let script = vec![vec![long(None, None)], vec![Signal::Exit, short()]];
+    let r = run_with(&[m], &c, vec![scripted(script)]).unwrap();
+    assert_eq!(r.trades.len(), 2, "{:?}", r.trades);
+    // Long 10 at 100, out at 80 (bar 2's open): −200, 800 left; the short is sized at the
+    // signal bar's close (80) from those 800: 10 contracts.
+    assert_eq!(r.trades[0].pnl, dec!(-200));
+    assert_eq!(r.trades[1].qty, dec!(10));
+    assert_eq!(r.trades[1].entry_price, dec!(80));
+    // Before the rule it was sized from 1,000: 12.5 contracts, 125 % of the equity.
 }
 
 #[test]

@@ -309,6 +309,7 @@ mod tests {
         let mut bt =
             BacktestConfig::all_in("trend_following", Params::new(), Decimal::from(10_000));
         bt.fee_rate = Decimal::ZERO;
+        bt.settings.fee_rate = Decimal::ZERO;
         let cfg = OptimizeConfig {
             backtest: bt.clone(),
             objective: Objective::TotalReturn,

@@ -288,6 +288,9 @@ pub enum RefusalCode {
     UnknownSymbol,
     RiskUnavailable,
     Exchange,
+    /// A quantity, price or balance so large (or small) that the sizing arithmetic would
+    /// leave `Decimal`'s range: refused rather than computed wrong.
+    OutOfRange,
 }
 
 /// A refusal with a human-readable reason that the journal and the dashboard show.

@@ -21,7 +21,7 @@ use shardbot_protocol::{
     Symbol, TimestampMs, TradingMode,
 };
 
-pub use settings::{SettingsError, Sizing, TradingSettings};
+pub use settings::{SettingsError, Sizing, TradingSettings, default_fee_rate};
 
 /// The account as the rules see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -231,7 +231,12 @@ pub fn judge(
             ),
         );
     }
-    let daily = exposure.realised_today + exposure.unrealised;
+    let Some(daily) = exposure.realised_today.checked_add(exposure.unrealised) else {
+        return Verdict::Refused(out_of_range(format!(
+            "today's PnL (realised {} + unrealised {})",
+            exposure.realised_today, exposure.unrealised
+        )));
+    };
     if daily <= -settings.daily_loss_limit {
         return refuse(
             RefusalCode::DailyLossLimit,
@@ -246,47 +251,65 @@ pub fn judge(
         );
     }
     if let Some(at) = exposure.stopped_out_at {
-        let until = at + i64::from(settings.cooldown_after_stop_min) * 60_000;
+        let until = at.saturating_add(i64::from(settings.cooldown_after_stop_min) * 60_000);
         if now_ms < until {
             return refuse(
                 RefusalCode::Cooldown,
                 format!(
                     "{symbol} was stopped out {} min ago; cooldown is {} min \
                      (cooldown_after_stop_min)",
-                    (now_ms - at) / 60_000,
+                    now_ms.saturating_sub(at) / 60_000,
                     settings.cooldown_after_stop_min
                 ),
             );
         }
     }
-    let margin = settings.margin_per_trade(exposure.simulated_balance);
-    let equity = exposure.simulated_balance + exposure.unrealised;
+    let (Some(margin), Some(equity)) = (
+        settings.margin_per_trade(exposure.simulated_balance),
+        exposure
+            .simulated_balance
+            .checked_add(exposure.unrealised),
+    ) else {
+        return Verdict::Refused(out_of_range(format!(
+            "the margin of an entry on a simulated balance of {} USDT (unrealised {})",
+            exposure.simulated_balance, exposure.unrealised
+        )));
+    };
     if not_positive(equity) || not_positive(margin) {
         return refuse(
             RefusalCode::MaxMarginUse,
             format!("no simulated equity left to trade with ({equity} USDT)"),
         );
     }
+    let Some(used) = exposure.margin_used.checked_add(margin) else {
+        return Verdict::Refused(out_of_range(format!(
+            "margin in use {} USDT plus this entry's {margin} USDT",
+            exposure.margin_used
+        )));
+    };
     // Compared exactly, without the division: `used / equity × 100 > limit` is
     // `used × 100 > limit × equity` for a positive equity. (A quotient rounded to 28
     // digits could land on the limit from above, and it is the slowest step of a
-    // backtest's entry.) Products beyond `Decimal`'s range fall back to the quotient.
-    let used = exposure.margin_used + margin;
+    // backtest's entry.) Products beyond `Decimal`'s range fall back to the quotient, and
+    // a quotient beyond it is over any limit.
+    let pct = || {
+        used.checked_div(equity)
+            .and_then(|q| q.checked_mul(Decimal::ONE_HUNDRED))
+    };
     let over = match (
         used.checked_mul(Decimal::ONE_HUNDRED),
         settings.max_margin_use_pct.checked_mul(equity),
     ) {
         (Some(lhs), Some(rhs)) => lhs > rhs,
-        _ => used / equity * Decimal::ONE_HUNDRED > settings.max_margin_use_pct,
+        _ => pct().is_none_or(|p| p > settings.max_margin_use_pct),
     };
     if over {
-        let after = used / equity * Decimal::ONE_HUNDRED;
+        let after = pct().map_or_else(|| "beyond range".to_string(), |p| p.round_dp(1).to_string());
         return refuse(
             RefusalCode::MaxMarginUse,
             format!(
-                "margin use would be {}% of simulated equity, the limit is {}% \
+                "margin use would be {after}% of simulated equity, the limit is {}% \
                  (max_margin_use_pct)",
-                after.round_dp(1),
                 settings.max_margin_use_pct
             ),
         );
@@ -299,14 +322,29 @@ pub fn judge(
     }
     // A leverage of exactly 1 (no leverage) multiplies to the same decimal, scale and all.
     let leveraged = if settings.leverage.scale() == 0 && settings.leverage.mantissa() == 1 {
-        margin
+        Some(margin)
     } else {
-        margin * settings.leverage
+        margin.checked_mul(settings.leverage)
     };
-    Verdict::Approved {
-        qty: leveraged / reference_price,
-        leverage: settings.leverage,
-        reduce_only: false,
+    // The sizing's margin pays the entry's fee too: notional × (1/leverage + fee) = margin.
+    let per_unit = if settings.fee_rate.is_zero() {
+        Some(reference_price)
+    } else {
+        settings
+            .fee_rate
+            .checked_mul(settings.leverage)
+            .and_then(|f| (Decimal::ONE + f).checked_mul(reference_price))
+    };
+    match leveraged.and_then(|l| per_unit.and_then(|p| l.checked_div(p))) {
+        Some(qty) => Verdict::Approved {
+            qty,
+            leverage: settings.leverage,
+            reduce_only: false,
+        },
+        None => Verdict::Refused(out_of_range(format!(
+            "{margin} USDT × leverage {} at {reference_price}",
+            settings.leverage
+        ))),
     }
 }
 
@@ -318,21 +356,47 @@ fn not_positive(d: Decimal) -> bool {
 /// `qty` rounded down to a multiple of `step` (above zero). A step of one unit of a
 /// decimal place (every real qty step: 1, 0.1, 0.001, ...) with a positive `qty` is a
 /// truncation, which costs a fraction of the division (a backtest does it at every entry).
-fn floor_to_step(qty: Decimal, step: Decimal) -> Decimal {
+/// Otherwise `qty − (qty mod step)`, one step lower for a negative remainder: the
+/// quotient `qty / step` leaves `Decimal`'s range for huge quantities on fine steps, the
+/// remainder never does. None only where even that cannot be represented.
+fn floor_to_step(qty: Decimal, step: Decimal) -> Option<Decimal> {
     let unit = step.normalize();
     if unit.mantissa() == 1 && qty.is_sign_positive() {
-        qty.trunc_with_scale(unit.scale())
+        return Some(qty.trunc_with_scale(unit.scale()));
+    }
+    let rem = qty.checked_rem(step)?;
+    let down = qty.checked_sub(rem)?;
+    let down = if rem.is_sign_negative() && !rem.is_zero() {
+        down.checked_sub(step)?
     } else {
-        (qty / step).floor() * step
+        down
+    };
+    // Beyond 28 significant digits the subtraction rounds, off the grid: not a quantity.
+    down.checked_rem(step)?.is_zero().then_some(down)
+}
+
+fn out_of_range(what: String) -> Refusal {
+    Refusal {
+        code: RefusalCode::OutOfRange,
+        reason: format!("{what}: beyond the range the sizing can compute exactly"),
     }
 }
 
 /// A quantity rounded down to the instrument's qty step, or the refusal when it falls
-/// below the minimum quantity or the minimum notional at `price`.
+/// below the minimum quantity or the minimum notional at `price`. Never panics: any qty,
+/// price or step (a user's or the exchange's) gives a quantity or a refusal with its
+/// reason (property-tested over the whole range of `Decimal`).
 pub fn round_qty(qty: Decimal, price: Decimal, inst: &Instrument) -> Result<Decimal, Refusal> {
     let step = inst.qty_step;
     let rounded = if step > Decimal::ZERO {
-        floor_to_step(qty, step).normalize()
+        floor_to_step(qty, step)
+            .ok_or_else(|| {
+                out_of_range(format!(
+                    "{} {qty} on the qty step {step}",
+                    inst.symbol
+                ))
+            })?
+            .normalize()
     } else {
         qty
     };
@@ -348,21 +412,25 @@ pub fn round_qty(qty: Decimal, price: Decimal, inst: &Instrument) -> Result<Deci
         });
     }
     // Without a minimum (a market of a bare CSV file) only a negative price falls below
-    // it: the product is not needed.
+    // it: the product is not needed. A product beyond `Decimal`'s range is far above any
+    // minimum for a positive price.
     let below = if inst.min_notional.is_zero() {
         price.is_sign_negative() && !price.is_zero()
     } else {
-        rounded * price < inst.min_notional
+        match rounded.checked_mul(price) {
+            Some(notional) => notional < inst.min_notional,
+            None => price.is_sign_negative(),
+        }
     };
     if below {
-        let notional = rounded * price;
+        let notional = rounded
+            .checked_mul(price)
+            .map_or_else(|| "beyond range".to_string(), |n| n.round_dp(4).to_string());
         return Err(Refusal {
             code: RefusalCode::BelowMinNotional,
             reason: format!(
-                "{} {rounded} at {price} is {} USDT, below the minimum order value {} USDT",
-                inst.symbol,
-                notional.round_dp(4),
-                inst.min_notional
+                "{} {rounded} at {price} is {notional} USDT, below the minimum order value {} USDT",
+                inst.symbol, inst.min_notional
             ),
         });
     }
@@ -386,6 +454,7 @@ mod tests {
             max_open_positions: 3,
             max_margin_use_pct: dec!(50),
             cooldown_after_stop_min: 30,
+            fee_rate: dec!(0),
         }
     }
 
@@ -452,9 +521,148 @@ mod tests {
         ) {
             let qty = Decimal::from_i128_with_scale(m, scale);
             let want = ((qty / step).floor() * step).normalize();
-            let got = floor_to_step(qty, step).normalize();
+            let got = floor_to_step(qty, step).unwrap().normalize();
             proptest::prop_assert_eq!((got, got.scale()), (want, want.scale()));
         }
+    }
+
+    /// Any decimal at all: every mantissa of 96 bits, sign and scale.
+    fn any_decimal() -> impl proptest::strategy::Strategy<Value = Decimal> {
+        use proptest::prelude::*;
+        (any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>(), 0u32..=28)
+            .prop_map(|(lo, mid, hi, neg, scale)| Decimal::from_parts(lo, mid, hi, neg, scale))
+    }
+
+    /// Decimals where arithmetic overflows: near the range's ends and near zero, as well
+    /// as ordinary ones.
+    fn edgy_decimal() -> impl proptest::strategy::Strategy<Value = Decimal> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any_decimal(),
+            proptest::sample::select(vec![
+                Decimal::MAX,
+                Decimal::MIN,
+                Decimal::ZERO,
+                Decimal::new(1, 28),
+                Decimal::new(-1, 28),
+                dec!(0.025),
+                dec!(0.5),
+                dec!(7),
+                dec!(1e20),
+            ]),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// round_qty never panics: a quantity on the grid within the limits, or a
+        /// refusal with a reason.
+        #[test]
+        fn round_qty_answers_every_input(
+            qty in edgy_decimal(),
+            price in edgy_decimal(),
+            step in edgy_decimal(),
+            min_qty in edgy_decimal(),
+            max_qty in edgy_decimal(),
+            min_notional in edgy_decimal(),
+        ) {
+            let inst = Instrument {
+                qty_step: step,
+                min_order_qty: min_qty,
+                max_market_order_qty: max_qty,
+                min_notional,
+                ..inst()
+            };
+            match round_qty(qty, price, &inst) {
+                Ok(q) => {
+                    proptest::prop_assert!(q > Decimal::ZERO && q >= min_qty);
+                    proptest::prop_assert!(q <= qty || q <= max_qty.max(min_qty));
+                    if step > Decimal::ZERO && q < max_qty.max(min_qty) {
+                        proptest::prop_assert!((q % step).is_zero(), "{q} off the step {step}");
+                    }
+                }
+                Err(r) => proptest::prop_assert!(r.reason.len() > 20, "{}", r.reason),
+            }
+        }
+
+        /// The rules never panic on any balance, PnL, margin, price or limit: an approval
+        /// with a positive quantity, or a refusal with a reason.
+        #[test]
+        fn judge_answers_every_input(
+            balance in edgy_decimal(),
+            unrealised in edgy_decimal(),
+            realised in edgy_decimal(),
+            margin_used in edgy_decimal(),
+            price in edgy_decimal(),
+            pct in edgy_decimal(),
+            fixed in proptest::option::of(edgy_decimal()),
+            leverage in edgy_decimal(),
+            loss_limit in edgy_decimal(),
+            stopped in proptest::option::of(proptest::prelude::any::<i64>()),
+            now in proptest::prelude::any::<i64>(),
+        ) {
+            let settings = TradingSettings {
+                sizing: match fixed {
+                    Some(f) => Sizing::Fixed(f),
+                    None => Sizing::Percent(pct.abs().min(dec!(100))),
+                },
+                leverage,
+                daily_loss_limit: loss_limit,
+                max_margin_use_pct: pct,
+                max_open_positions: 10,
+                ..settings()
+            };
+            let exposure = Exposure {
+                held: None,
+                open_positions: 0,
+                unrealised,
+                margin_used,
+                simulated_balance: balance,
+                realised_today: realised,
+                mode: TradingMode::Normal,
+                stopped_out_at: stopped,
+            };
+            match judge(&settings, &exposure, "BTCUSDT", BUY, price, now) {
+                Verdict::Approved { qty, .. } => {
+                    proptest::prop_assert!(price > Decimal::ZERO);
+                    let _ = round_qty(qty, price, &inst());
+                }
+                Verdict::Refused(r) => proptest::prop_assert!(r.reason.len() > 20, "{}", r.reason),
+            }
+        }
+    }
+
+    #[test]
+    fn huge_quantities_on_fine_steps_are_refused_not_a_panic() {
+        // Was: "Division overflowed" from (qty / step).floor() * step.
+        let coarse = Instrument {
+            qty_step: dec!(0.025),
+            max_market_order_qty: Decimal::MAX,
+            ..inst()
+        };
+        assert_eq!(round_qty(Decimal::MAX, dec!(50000), &coarse), Ok(Decimal::MAX));
+        assert_eq!(
+            round_qty(dec!(700000000000000000000000000.01), dec!(50000), &coarse),
+            Ok(dec!(700000000000000000000000000))
+        );
+        let fine = Instrument {
+            qty_step: Decimal::new(3, 28),
+            ..inst()
+        };
+        assert_eq!(
+            round_qty(dec!(7.0000000000000000000000000001), dec!(50000), &fine),
+            Ok(dec!(6.9999999999999999999999999999))
+        );
+        // 22 digits on a step of 20 digits: no multiple of the step within 28 digits.
+        let odd = Instrument {
+            qty_step: dec!(553402322211.28654848),
+            max_market_order_qty: Decimal::MAX,
+            ..inst()
+        };
+        assert_eq!(
+            round_qty(dec!(6179659264323764909885.8089677), dec!(1), &odd).map_err(|r| r.code),
+            Err(RefusalCode::OutOfRange)
+        );
     }
 
     #[test]
@@ -480,6 +688,35 @@ mod tests {
             panic!()
         };
         assert_eq!(qty, dec!(0.5));
+    }
+
+    /// The sizing's margin pays the entry's taker fee too: margin + fee = the sizing.
+    #[rstest]
+    // all in, no leverage: 1,000 / (100 × 1.00055)
+    #[case::all_in(dec!(100), dec!(1), dec!(0.00055), dec!(1000))]
+    // 10 % at 2x: 100 margin → notional 200 / 1.0011
+    #[case::leveraged(dec!(10), dec!(2), dec!(0.00055), dec!(100))]
+    #[case::no_fee(dec!(10), dec!(2), dec!(0), dec!(100))]
+    fn margin_and_fee_make_the_sizing(
+        #[case] pct: Decimal,
+        #[case] leverage: Decimal,
+        #[case] fee: Decimal,
+        #[case] budget: Decimal,
+    ) {
+        let s = TradingSettings {
+            sizing: Sizing::Percent(pct),
+            leverage,
+            fee_rate: fee,
+            max_margin_use_pct: dec!(100),
+            ..settings()
+        };
+        let RiskDecision::Approved { qty, .. } = decide(&s, &book(&[]), &intent("BTCUSDT", BUY), 0)
+        else {
+            panic!()
+        };
+        let notional = qty * dec!(100);
+        let cost = notional / leverage + notional * fee;
+        assert!((cost - budget).abs() < dec!(0.000000001), "{qty}: costs {cost}, not {budget}");
     }
 
     /// Each limit refuses the entry that would break it, and nothing else does.

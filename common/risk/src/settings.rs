@@ -13,9 +13,12 @@
 //! ```
 //!
 //! Amounts are USDT of the simulated balance; numbers may be written as JSON numbers or
-//! strings (strings keep every digit). Sizing is the margin per trade: `{"percent": p}` of
-//! the simulated balance or `{"fixed": usdt}`; the position's notional is that times
-//! `leverage`.
+//! strings (strings keep every digit). Sizing is what one entry costs: `{"percent": p}` of
+//! the simulated balance or `{"fixed": usdt}`, the position's margin plus its taker fee
+//! (`fee_rate`, optional, default 0.00055: Bybit's base taker rate). The notional is
+//! therefore `sizing × leverage / (1 + fee_rate × leverage)`: an all-in entry (100 %, no
+//! leverage) leaves exactly its fee in the wallet, as Bybit's order cost requires and as
+//! other backtesters (backtesting.py) size.
 
 use std::{path::Path, str::FromStr};
 
@@ -52,6 +55,14 @@ pub struct TradingSettings {
     pub max_margin_use_pct: Decimal,
     /// No new entry on a symbol this long after its stop-loss closed a position.
     pub cooldown_after_stop_min: u32,
+    /// The taker fee rate an entry's sizing reserves for its own fee (0.00055 = 0.055 %).
+    #[serde(default = "default_fee_rate", deserialize_with = "decimal")]
+    pub fee_rate: Decimal,
+}
+
+/// Bybit's base taker fee for USDT perpetuals (reference/bybit-v5.md), 0.055 %.
+pub fn default_fee_rate() -> Decimal {
+    Decimal::new(55, 5)
 }
 
 fn decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
@@ -147,6 +158,13 @@ impl TradingSettings {
         if self.max_open_positions == 0 {
             return bad("max_open_positions", "0".into(), "must be at least 1");
         }
+        if self.fee_rate < Decimal::ZERO || self.fee_rate >= Decimal::new(1, 1) {
+            return bad(
+                "fee_rate",
+                self.fee_rate.to_string(),
+                "must be in [0, 0.1) (0.00055 is 0.055 %)",
+            );
+        }
         if self.max_margin_use_pct <= Decimal::ZERO || self.max_margin_use_pct > hundred {
             return bad(
                 "max_margin_use_pct",
@@ -158,10 +176,11 @@ impl TradingSettings {
     }
 
     /// Margin for one new position, in USDT.
-    pub fn margin_per_trade(&self, simulated_balance: Decimal) -> Decimal {
+    /// The margin one entry puts up; None when the product leaves `Decimal`'s range.
+    pub fn margin_per_trade(&self, simulated_balance: Decimal) -> Option<Decimal> {
         match self.sizing {
-            Sizing::Percent(p) => hundredth(simulated_balance * p),
-            Sizing::Fixed(f) => f,
+            Sizing::Percent(p) => simulated_balance.checked_mul(p).map(hundredth),
+            Sizing::Fixed(f) => Some(f),
         }
     }
 }
@@ -231,7 +250,7 @@ mod tests {
         assert_eq!(s.simulated_balance, dec!(1000));
         assert_eq!(s.daily_loss_limit, dec!(50.5));
         assert_eq!(s.sizing, Sizing::Percent(dec!(10)));
-        assert_eq!(s.margin_per_trade(dec!(1234)), dec!(123.4));
+        assert_eq!(s.margin_per_trade(dec!(1234)), Some(dec!(123.4)));
     }
 
     #[rstest]

@@ -30,7 +30,8 @@ pub struct BacktestArgs {
     /// Starting balance in USDT (overrides the settings' simulated_balance).
     #[arg(long, value_name = "USDT")]
     balance: Option<Decimal>,
-    /// Taker fee rate per fill.
+    /// Taker fee rate per fill; an entry's sizing reserves it for the entry's own fee (the
+    /// margin plus the fee is the sizing), as the risk manager does with `fee_rate`.
     #[arg(long, default_value = "0.00055", value_name = "RATE")]
     fee: Decimal,
     /// Market orders and triggered stops fill this many basis points worse.
@@ -130,6 +131,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
         }
     }
     cfg.fee_rate = args.fee;
+    cfg.settings.fee_rate = args.fee;
     cfg.slippage = match args.slippage_ticks {
         Some(n) => Slippage::Ticks(n),
         None => Slippage::Bps(args.slippage_bps),

@@ -105,6 +105,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<()> {
         backtest.settings = shardbot_risk::TradingSettings::load(p)?;
     }
     backtest.fee_rate = args.fee;
+    backtest.settings.fee_rate = args.fee;
     let objective = match args.objective {
         ObjectiveArg::Sharpe => Objective::Sharpe,
         ObjectiveArg::TotalReturn => Objective::TotalReturn,
