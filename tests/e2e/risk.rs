@@ -214,17 +214,16 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
             ..
         }
     ));
-    // Stop-and-reverse: an entry against the position whose exit was just approved is
-    // judged as if the exit were done; one on the position's own side is still refused.
-    assert_eq!(
-        refused(&decision(&stack, intent(&a.symbol, buy, price))),
-        Some(RefusalCode::PositionExists)
-    );
+    // Stop-and-reverse: an entry after the exit was approved waits for that exit's fill
+    // to be booked; an exit that never fills (none is placed here) refuses it, rather
+    // than sizing it on a balance without the exit's PnL.
     let sell = IntentAction::Enter { side: Side::Sell };
-    assert_eq!(
-        refused(&decision(&stack, intent(&a.symbol, sell, price))),
-        None,
-        "the reversal's entry"
+    let asked = Instant::now();
+    let d = decision(&stack, intent(&a.symbol, sell, price));
+    assert_eq!(refused(&d), Some(RefusalCode::RiskUnavailable), "{d:?}");
+    assert!(
+        asked.elapsed() >= Duration::from_secs(3),
+        "refused only after waiting for the exit"
     );
     // Sized from the simulated balance (1,000 less the open's taker fee): 10 % of it as
     // margin, × 2 leverage, at 50.
@@ -241,8 +240,11 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
             reduce_only: false,
             ..
         } => {
+            // The margin pays the entry's taker fee too (fee_rate 0.00055 by default).
             let margin = sim * Decimal::from(10) / Decimal::ONE_HUNDRED;
-            assert_eq!(qty, margin * Decimal::from(2) / Decimal::from(50));
+            let per_unit =
+                (Decimal::ONE + Decimal::new(55, 5) * Decimal::from(2)) * Decimal::from(50);
+            assert_eq!(qty, margin * Decimal::from(2) / per_unit);
             assert_eq!(leverage, Decimal::from(2));
         }
         other => panic!("{other:?}"),
@@ -415,6 +417,138 @@ fn daily_loss_and_margin_limits_against_bybit_sim() {
             );
         }
         other => panic!("{other:?} with today's PnL {loss}"),
+    }
+    stack.assert_alive();
+}
+
+/// A reversal's entry is sized from the balance its exit's fill left (the risk manager
+/// waits for that fill to be booked), and an approved entry's provisional position ends
+/// with its exit's approval instead of counting against the limits for 15 s.
+#[test]
+fn a_reversal_is_sized_after_its_exit_and_an_exit_ends_the_provisional_entry() {
+    let settings = r#"{"simulated_balance": 1000, "sizing": {"percent": 50}, "leverage": 1,
+      "daily_loss_limit": 1000, "max_open_positions": 1, "max_margin_use_pct": 100,
+      "cooldown_after_stop_min": 0}"#;
+    let (mut stack, rt, trader, instruments) = setup(settings);
+    stack.spawn("risk-manager", "risk-manager", &[], &[]);
+    wait_for(&mut stack, "the account", |s| {
+        match ask(s, RiskRequest::Balance) {
+            RiskReply::Balance(b) => Some(b),
+            _ => None,
+        }
+    });
+    let buy = IntentAction::Enter { side: Side::Buy };
+    let sell = IntentAction::Enter { side: Side::Sell };
+
+    // A phantom: B's entry approved, then its exit approved before any sync saw B.
+    let b = &instruments[1].symbol;
+    assert_eq!(
+        refused(&decision(&stack, intent(b, buy, Decimal::from(10)))),
+        None
+    );
+    assert!(matches!(
+        decision(&stack, intent(b, IntentAction::Exit, Decimal::from(10))),
+        RiskDecision::Approved {
+            reduce_only: true,
+            ..
+        }
+    ));
+    // Within ten syncs (300 ms each) the limit of one position is free again (it stayed
+    // taken for 15 s).
+    let c = &instruments[2].symbol;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let d = decision(&stack, intent(c, buy, Decimal::from(10)));
+        if refused(&d).is_none() {
+            break;
+        }
+        assert_eq!(refused(&d), Some(RefusalCode::MaxOpenPositions), "{d:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the exited entry still counts as an open position: {d:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(matches!(
+        decision(&stack, intent(c, IntentAction::Exit, Decimal::from(10))),
+        RiskDecision::Approved { .. }
+    ));
+
+    // A position on A, opened on the exchange, then a reversal: its exit approved and
+    // filled while the entry waits.
+    let a = &instruments[0];
+    let price = rt
+        .block_on(trader.tickers())
+        .unwrap()
+        .into_iter()
+        .find(|t| t.symbol == a.symbol)
+        .unwrap()
+        .last_price;
+    let step = a.lot_size_filter.qty_step;
+    let qty =
+        (((Decimal::from(200) / price) / step).ceil() * step).max(a.lot_size_filter.min_order_qty);
+    rt.block_on(trader.place_order(&CreateOrder::market(
+        &a.symbol,
+        Side::Buy,
+        qty,
+        "e2e-rev-open",
+    )))
+    .unwrap();
+    wait_for(&mut stack, "the position", |s| {
+        match ask(s, RiskRequest::Positions) {
+            RiskReply::Positions(p)
+                if p.positions.iter().any(|p| p.symbol.as_str() == a.symbol) =>
+            {
+                Some(())
+            }
+            _ => None,
+        }
+    });
+    let before = match ask(&stack, RiskRequest::Balance) {
+        RiskReply::Balance(b) => b.simulated_balance,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        decision(&stack, intent(&a.symbol, IntentAction::Exit, price)),
+        RiskDecision::Approved {
+            reduce_only: true,
+            ..
+        }
+    ));
+    let reversal = {
+        let stack_rep = stack.ipc("risk.rep");
+        let i = intent(&a.symbol, sell, price);
+        std::thread::spawn(move || {
+            Requester::dial(&stack_rep, &BusOptions::default())
+                .unwrap()
+                .request_within::<_, RiskReply>(&RiskRequest::Approve(i), Duration::from_secs(5))
+                .unwrap()
+        })
+    };
+    // The exit, placed and filled on the exchange while the entry waits.
+    let mut close = CreateOrder::market(&a.symbol, Side::Sell, qty, "e2e-rev-close");
+    close.reduce_only = Some(true);
+    rt.block_on(trader.place_order(&close)).unwrap();
+    let d = match reversal.join().unwrap() {
+        RiskReply::Decision(d) => d,
+        other => panic!("{other:?}"),
+    };
+    let after = match ask(&stack, RiskRequest::Balance) {
+        RiskReply::Balance(b) => b.simulated_balance,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        after < before,
+        "the round trip paid two taker fees and the spread: {before} -> {after}"
+    );
+    match d {
+        RiskDecision::Approved { qty, .. } => {
+            // 50 % of the balance after the exit, its fee reserved, at the reference price.
+            let margin = after * Decimal::from(50) / Decimal::ONE_HUNDRED;
+            let want = margin / ((Decimal::ONE + Decimal::new(55, 5)) * price);
+            assert_eq!(qty, want, "sized from {after}, not from {before}");
+        }
+        other => panic!("{other:?}"),
     }
     stack.assert_alive();
 }

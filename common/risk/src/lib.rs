@@ -266,9 +266,7 @@ pub fn judge(
     }
     let (Some(margin), Some(equity)) = (
         settings.margin_per_trade(exposure.simulated_balance),
-        exposure
-            .simulated_balance
-            .checked_add(exposure.unrealised),
+        exposure.simulated_balance.checked_add(exposure.unrealised),
     ) else {
         return Verdict::Refused(out_of_range(format!(
             "the margin of an entry on a simulated balance of {} USDT (unrealised {})",
@@ -390,12 +388,7 @@ pub fn round_qty(qty: Decimal, price: Decimal, inst: &Instrument) -> Result<Deci
     let step = inst.qty_step;
     let rounded = if step > Decimal::ZERO {
         floor_to_step(qty, step)
-            .ok_or_else(|| {
-                out_of_range(format!(
-                    "{} {qty} on the qty step {step}",
-                    inst.symbol
-                ))
-            })?
+            .ok_or_else(|| out_of_range(format!("{} {qty} on the qty step {step}", inst.symbol)))?
             .normalize()
     } else {
         qty
@@ -529,7 +522,13 @@ mod tests {
     /// Any decimal at all: every mantissa of 96 bits, sign and scale.
     fn any_decimal() -> impl proptest::strategy::Strategy<Value = Decimal> {
         use proptest::prelude::*;
-        (any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>(), 0u32..=28)
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<bool>(),
+            0u32..=28,
+        )
             .prop_map(|(lo, mid, hi, neg, scale)| Decimal::from_parts(lo, mid, hi, neg, scale))
     }
 
@@ -640,7 +639,10 @@ mod tests {
             max_market_order_qty: Decimal::MAX,
             ..inst()
         };
-        assert_eq!(round_qty(Decimal::MAX, dec!(50000), &coarse), Ok(Decimal::MAX));
+        assert_eq!(
+            round_qty(Decimal::MAX, dec!(50000), &coarse),
+            Ok(Decimal::MAX)
+        );
         assert_eq!(
             round_qty(dec!(700000000000000000000000000.01), dec!(50000), &coarse),
             Ok(dec!(700000000000000000000000000))
@@ -716,7 +718,10 @@ mod tests {
         };
         let notional = qty * dec!(100);
         let cost = notional / leverage + notional * fee;
-        assert!((cost - budget).abs() < dec!(0.000000001), "{qty}: costs {cost}, not {budget}");
+        assert!(
+            (cost - budget).abs() < dec!(0.000000001),
+            "{qty}: costs {cost}, not {budget}"
+        );
     }
 
     /// Each limit refuses the entry that would break it, and nothing else does.

@@ -39,6 +39,19 @@ pub struct ManagerConfig {
 /// burst of approvals cannot exceed the limits before the next sync.
 const PROVISIONAL_FOR: Duration = Duration::from_secs(15);
 
+/// How long a reversal's entry waits for its exit's fill to be booked (a sync that no
+/// longer shows the position) before it is refused: well inside the router's request
+/// timeout (`bus.request_timeout_ms`, 5 s by default).
+const EXIT_BOOKING_WAIT: Duration = Duration::from_secs(3);
+
+/// A reversal's entry waiting for the exit before it to be booked: it is sized from the
+/// balance that exit's fill leaves, never from the one before it.
+#[derive(Debug)]
+struct Parked {
+    intent: OrderIntent,
+    reply: oneshot::Sender<RiskReply>,
+}
+
 #[derive(Debug)]
 pub struct RiskManager {
     cfg: ManagerConfig,
@@ -50,9 +63,10 @@ pub struct RiskManager {
     book: Book,
     exchange: Option<WalletAccount>,
     provisional: HashMap<Symbol, (Instant, Position, IntentId)>,
-    /// Symbols whose exit was approved (when): a reversal's entry that follows is judged
-    /// as if that exit were done, as the backtest judges it.
+    /// Symbols whose exit was approved (when): a reversal's entry that follows waits in
+    /// `parked` until a sync shows that exit filled.
     exiting: HashMap<Symbol, Instant>,
+    parked: Vec<Parked>,
     syncing: bool,
     /// A fill arrived while a sync was reading the account: read it again after.
     sync_again: bool,
@@ -118,6 +132,7 @@ impl RiskManager {
             exchange: None,
             provisional: HashMap::new(),
             exiting: HashMap::new(),
+            parked: Vec::new(),
             syncing: false,
             sync_again: false,
         }
@@ -137,8 +152,10 @@ impl RiskManager {
                 client.sync_time().await?;
                 let now = client.raw().clock().now_ms();
                 let midnight = now - now.rem_euclid(86_400_000);
-                let wallet = client.wallet().await?;
+                // Positions before the wallet: a position this read no longer shows was
+                // closed before the wallet is read, so its PnL is in the balance read.
                 let positions = client.positions().await?;
+                let wallet = client.wallet().await?;
                 let realised_today = client
                     .closed_pnl(None, midnight, now)
                     .await?
@@ -202,7 +219,51 @@ impl RiskManager {
             .as_ref()
             .map_or(exchange_balance, |s| s.simulated(exchange_balance));
         self.exchange = Some(snap.wallet);
+        self.release_parked();
         self.publish();
+    }
+
+    /// Whether `intent` is a reversal's entry whose exit is approved but not yet booked.
+    fn awaits_exit(&self, intent: &OrderIntent) -> bool {
+        matches!(intent.action, IntentAction::Enter { .. })
+            && self.exiting.contains_key(&intent.symbol)
+            && self.book.positions.contains_key(&intent.symbol)
+    }
+
+    /// Judges the parked entries whose exits the book now shows done.
+    fn release_parked(&mut self) {
+        let parked = std::mem::take(&mut self.parked);
+        for p in parked {
+            if self.book.positions.contains_key(&p.intent.symbol) {
+                self.parked.push(p);
+                continue;
+            }
+            tracing::info!(intent_id = %p.intent.intent_id, symbol = %p.intent.symbol, "the exit before this entry is booked: judging it");
+            let d = self.approve(p.intent);
+            let _ = p.reply.send(RiskReply::Decision(d));
+        }
+    }
+
+    /// A parked entry whose exit was not seen filled in time is refused.
+    fn expire_parked(&mut self, id: &IntentId) {
+        let Some(i) = self.parked.iter().position(|p| p.intent.intent_id == *id) else {
+            return;
+        };
+        let p = self.parked.swap_remove(i);
+        let refusal = Refusal {
+            code: RefusalCode::RiskUnavailable,
+            reason: format!(
+                "the exit of the {} position before this entry was not seen filled within {} s: \
+                 the entry is not sized on a balance without that exit's PnL",
+                p.intent.symbol,
+                EXIT_BOOKING_WAIT.as_secs()
+            ),
+        };
+        tracing::warn!(intent_id = %id, symbol = %p.intent.symbol, reason = refusal.reason, "intent refused");
+        let _ = p.reply.send(RiskReply::Decision(RiskDecision::Refused {
+            intent_id: p.intent.intent_id,
+            refusal,
+        }));
     }
 
     fn positions(&self) -> PositionSnapshot {
@@ -277,15 +338,7 @@ impl RiskManager {
             .provisional
             .get(&intent.symbol)
             .is_some_and(|(_, _, id)| *id == intent.intent_id);
-        // A reversal: an entry against the position whose exit was just approved (the
-        // worker sends a bar's exit before its entry) is judged with that exit done.
-        let reversal = matches!(intent.action, IntentAction::Enter { side }
-            if self.book.positions.get(&intent.symbol).is_some_and(|p| p.side != side))
-            && self
-                .exiting
-                .get(&intent.symbol)
-                .is_some_and(|t| t.elapsed() < PROVISIONAL_FOR);
-        let d = if repeat || reversal {
+        let d = if repeat {
             let mut book = self.book.clone();
             book.positions.remove(&intent.symbol);
             decide(&self.settings, &book, &intent, now)
@@ -324,6 +377,9 @@ impl RiskManager {
                 tracing::info!(intent_id = %intent.intent_id, symbol = %intent.symbol, qty = %qty, "entry approved");
             }
             RiskDecision::Approved { .. } => {
+                // The approval's provisional position ends with its exit: it no longer
+                // counts against the limits once the exit is on its way.
+                self.provisional.remove(&intent.symbol);
                 self.exiting.insert(intent.symbol.clone(), Instant::now());
                 tracing::info!(intent_id = %intent.intent_id, symbol = %intent.symbol, "exit approved");
             }
@@ -560,7 +616,20 @@ pub struct Query {
 impl Handler<Query> for RiskManager {
     type Result = ();
 
-    fn handle(&mut self, msg: Query, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Query, ctx: &mut Context<Self>) {
+        if let RiskRequest::Approve(intent) = &msg.request
+            && self.awaits_exit(intent)
+        {
+            tracing::info!(intent_id = %intent.intent_id, symbol = %intent.symbol, "a reversal's entry waits for its exit's fill to be booked");
+            let id = intent.intent_id.clone();
+            self.parked.push(Parked {
+                intent: intent.clone(),
+                reply: msg.reply,
+            });
+            self.sync(ctx);
+            ctx.run_later(EXIT_BOOKING_WAIT, move |act, _| act.expire_parked(&id));
+            return;
+        }
         let _ = msg.reply.send(self.answer(msg.request));
     }
 }

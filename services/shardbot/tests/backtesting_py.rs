@@ -105,11 +105,7 @@ const CASH: f64 = 10_000.0;
 #[case::eth_daily("bybit_linear_1d/ETHUSDT.csv", 5, 20)]
 #[case::btc_4h("bybit_linear_4h/BTCUSDT.csv", 10, 30)]
 #[case::btc_5m("bybit_linear_5m/BTCUSDT.csv", 10, 30)]
-fn trades_and_pnl_equal_backtesting_py(
-    #[case] file: &str,
-    #[case] fast: u32,
-    #[case] slow: u32,
-) {
+fn trades_and_pnl_equal_backtesting_py(#[case] file: &str, #[case] fast: u32, #[case] slow: u32) {
     let py = python();
     let ok = Command::new(&py)
         .args(["-c", "import backtesting"])
@@ -126,7 +122,13 @@ fn trades_and_pnl_equal_backtesting_py(
     let out = Command::new(&py)
         .arg(script)
         .arg(&csv)
-        .args(["0", &fast.to_string(), &slow.to_string(), "10000", "0.00055"])
+        .args([
+            "0",
+            &fast.to_string(),
+            &slow.to_string(),
+            "10000",
+            "0.00055",
+        ])
         .output()
         .unwrap();
     assert!(
