@@ -221,7 +221,8 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
                 .filter(|t| t.is_closed())
                 .collect();
             let mut ours = Vec::new();
-            shardbot_journal::write_trades_csv(&closed, &mut ours).unwrap();
+            let balances = journal.simulated_balances().unwrap();
+            shardbot_journal::write_trades_csv(&closed, &balances, &mut ours).unwrap();
             (page_csv == String::from_utf8(ours).unwrap()).then_some(page_csv)
         },
     );

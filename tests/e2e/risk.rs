@@ -474,6 +474,35 @@ fn a_reversal_is_sized_after_its_exit_and_an_exit_ends_the_provisional_entry() {
         RiskDecision::Approved { .. }
     ));
 
+    // Flat again (once a sync no longer shows the approvals): a new simulated balance.
+    // The journal keeps both, each with its offset, for the report's figures.
+    let mut j: serde_json::Value = serde_json::from_str(settings).unwrap();
+    j["simulated_balance"] = serde_json::json!(800);
+    let set = RiskRequest::SetTradingSettings {
+        json: j.to_string(),
+    };
+    wait_for(&mut stack, "a new simulated balance", |s| {
+        match ask(s, set.clone()) {
+            RiskReply::TradingSettings { .. } => Some(()),
+            RiskReply::Error(e) if e.message.contains("flatten first") => None,
+            other => panic!("{other:?}"),
+        }
+    });
+    let wallet = match ask(&stack, RiskRequest::Balance) {
+        RiskReply::Balance(b) => {
+            assert_eq!(b.simulated_balance, Decimal::from(800));
+            b.exchange_wallet_balance
+        }
+        other => panic!("{other:?}"),
+    };
+    let journal = shardbot_journal::Journal::open(&stack.path("var/journal.sqlite")).unwrap();
+    let balances = journal.simulated_balances().unwrap();
+    assert_eq!(balances.len(), 2, "{balances:?}");
+    assert_eq!(balances[0].simulated_balance, Decimal::from(1000));
+    assert_eq!(balances[1].simulated_balance, Decimal::from(800));
+    assert_eq!(balances[1].offset, wallet - Decimal::from(800));
+    assert_eq!(balances[1].simulated(wallet), Decimal::from(800));
+
     // A position on A, opened on the exchange, then a reversal: its exit approved and
     // filled while the entry waits.
     let a = &instruments[0];

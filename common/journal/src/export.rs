@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use shardbot_analytics::TradeResult;
 use shardbot_protocol::Side;
 
-use crate::TradeView;
+use crate::{SimulatedBalance, TradeView, period_at};
 
 impl TradeView {
     /// The closed trade as analytics sees it (`None` while it is open). A trade of no
@@ -35,7 +35,7 @@ impl TradeView {
 }
 
 /// The CSV columns, in order.
-pub const TRADE_CSV_HEADER: [&str; 20] = [
+pub const TRADE_CSV_HEADER: [&str; 22] = [
     "trade_key",
     "symbol",
     "side",
@@ -56,15 +56,29 @@ pub const TRADE_CSV_HEADER: [&str; 20] = [
     "exchange_pnl",
     "discrepancy",
     "flags",
+    "balance_before",
+    "return_pct",
 ];
 
 /// Writes `trades` as CSV (a header, then one row per trade). Amounts are written exactly
-/// as stored (no rounding); `verified` is `verified` or `calculated`.
-pub fn write_trades_csv<W: Write>(trades: &[TradeView], out: W) -> Result<(), csv::Error> {
+/// as stored (no rounding); `verified` is `verified` or `calculated`. `balance_before` is
+/// the simulated balance a closed trade was traded on (the balance set for its period,
+/// `balances`, plus the net of that period's trades closed before it) and `return_pct`
+/// its net in percent of that; both empty for an open trade or without a balance.
+pub fn write_trades_csv<W: Write>(
+    trades: &[TradeView],
+    balances: &[SimulatedBalance],
+    out: W,
+) -> Result<(), csv::Error> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record(TRADE_CSV_HEADER)?;
     let s = |d: Option<Decimal>| d.map(|d| d.normalize().to_string()).unwrap_or_default();
-    for t in trades {
+    let before = balances_before(trades, balances);
+    for (t, before) in trades.iter().zip(before) {
+        let ret = before
+            .zip(t.net())
+            .filter(|(b, _)| *b > Decimal::ZERO)
+            .map(|(b, n)| (n / b * Decimal::ONE_HUNDRED).round_dp(4));
         w.write_record([
             t.calc.trade_key.clone(),
             t.calc.symbol.clone(),
@@ -99,8 +113,34 @@ pub fn write_trades_csv<W: Write>(trades: &[TradeView], out: W) -> Result<(), cs
             s(t.exchange.map(|e| e.pnl)),
             t.discrepancy.clone().unwrap_or_default(),
             t.flags.clone(),
+            s(before),
+            s(ret),
         ])?;
     }
     w.flush()?;
     Ok(())
+}
+
+/// Each trade's simulated balance before it closed (see [`write_trades_csv`]).
+fn balances_before(trades: &[TradeView], balances: &[SimulatedBalance]) -> Vec<Option<Decimal>> {
+    let mut closed: Vec<(usize, i64, Decimal)> = trades
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| Some((i, t.calc.exit_time_ms?, t.net()?)))
+        .collect();
+    closed.sort_by_key(|&(i, exit, _)| (exit, i));
+    let mut out = vec![None; trades.len()];
+    let mut running: Option<(i64, Decimal)> = None;
+    for (i, exit, net) in closed {
+        let Some(b) = period_at(balances, exit) else {
+            continue;
+        };
+        let balance = match running {
+            Some((set, bal)) if set == b.set_at_ms => bal,
+            _ => b.simulated_balance,
+        };
+        out[i] = Some(balance);
+        running = Some((b.set_at_ms, balance + net));
+    }
+    out
 }

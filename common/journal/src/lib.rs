@@ -12,6 +12,7 @@
 //! | `discrepancies` | reconciler | every difference found between the journal and the exchange, both values |
 //! | `balance_snapshots` | reconciler | expected balance (baseline + trades) against the wallet, with the difference |
 //! | `reconciliation_runs` | reconciler | every sweep: what it checked, verified, imported and found |
+//! | `simulated_balances` | risk-manager | every simulated balance set, when, and its offset from the exchange's |
 //!
 //! A trade's PnL (`calc_pnl`, `ex_pnl`) is Bybit's closed PnL: gross PnL minus the opening
 //! and closing fees and the funding paid while the position was open (Bybit's help centre:
@@ -27,8 +28,10 @@ use std::{path::Path, time::Duration};
 use rusqlite::{Connection, OptionalExtension, params};
 use shardbot_protocol::{Fill, OrderEvent, OrderIntent, Refusal, TimestampMs};
 
+mod balances;
 mod export;
 mod trades;
+pub use balances::{Period, SimulatedBalance, period_at, periods};
 pub use export::{TRADE_CSV_HEADER, write_trades_csv};
 pub use trades::{
     BalanceSnapshot, Discrepancy, ExchangeNumbers, JournalFill, ReconciliationRun, TradeRecord,
@@ -149,6 +152,15 @@ const MIGRATIONS: &[&str] = &[
         oldest_unverified_exit_ms INTEGER,
         fills_watermark   INTEGER NOT NULL,
         error             TEXT
+     );",
+    // 4: the simulated balances the stack traded with (risk-manager)
+    "CREATE TABLE simulated_balances (
+        id                INTEGER PRIMARY KEY,
+        set_at_ms         INTEGER NOT NULL,
+        simulated_balance TEXT NOT NULL,
+        exchange_balance  TEXT NOT NULL,
+        offset            TEXT NOT NULL,
+        UNIQUE (set_at_ms, offset)
      );",
 ];
 

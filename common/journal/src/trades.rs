@@ -178,7 +178,7 @@ fn side_of(s: &str) -> Side {
 }
 
 impl Journal {
-    fn dec(&self, s: &str) -> Result<Decimal, JournalError> {
+    pub(crate) fn dec(&self, s: &str) -> Result<Decimal, JournalError> {
         Decimal::from_str(s).map_err(|_| JournalError::Corrupt {
             path: self.path.clone(),
             value: s.to_owned(),

@@ -486,7 +486,18 @@ impl Collector {
                 serde_json::Value::Number(n) => n.to_string().parse().ok(),
                 _ => None,
             });
-        let performance = starting.map(|start| performance(&closed, start));
+        // Measured from the simulated balance in force (the journal records each one the
+        // risk manager set), on the trades traded on it; the settings' balance until the
+        // journal has one.
+        let balances = self
+            .journal
+            .as_ref()
+            .and_then(|j| j.simulated_balances().ok())
+            .unwrap_or_default();
+        let performance = match shardbot_journal::periods(&balances, &closed).pop() {
+            Some(p) => Some(performance(&p.trades, p.balance.simulated_balance)),
+            None => starting.map(|start| performance(&closed, start)),
+        };
         let mut rows: Vec<TradeRow> = trades.iter().map(TradeRow::of).collect();
         rows.sort_by(|a, b| {
             let ka = a.exit_time_ms.unwrap_or(i64::MAX).max(a.entry_time_ms);

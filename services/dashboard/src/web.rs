@@ -350,8 +350,10 @@ async fn trades_csv(
             .into_iter()
             .filter(|t| with_open || t.is_closed())
             .collect();
+        let balances = j.simulated_balances().map_err(|e| e.to_string())?;
         let mut out = Vec::new();
-        shardbot_journal::write_trades_csv(&trades, &mut out).map_err(|e| e.to_string())?;
+        shardbot_journal::write_trades_csv(&trades, &balances, &mut out)
+            .map_err(|e| e.to_string())?;
         Ok(out)
     })
     .await;

@@ -15,6 +15,7 @@ use actix::Actor;
 use serde::Deserialize;
 use shardbot_bus::{Inbound, Publisher, Replier, Requester, Subscriber, forward_subscription};
 use shardbot_bybit::ExchangeSettings;
+use shardbot_journal::{Journal, JournalSettings};
 use shardbot_protocol::{ErrorReply, Event, OrderStatus, RiskReply, RiskRequest};
 use shardbot_risk::TradingSettings;
 use shardbot_service::ServiceContext;
@@ -43,6 +44,13 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     }
     let settings = TradingSettings::load(&rs.trading_settings_file)?;
     let state = RiskState::load(&rs.state_file, &rs.account)?;
+    // The simulated balances go into the account stack's journal, where the report, the
+    // CSV and the dashboard read the base of every balance and percentage they show.
+    let js: JournalSettings = ctx.settings.section("journal")?;
+    let journal = Journal::open(&js.file)?;
+    if let Some(s) = &state {
+        journal.record_simulated_balance(&s.simulated_balance())?;
+    }
     let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
     exchange.ip_requests_per_5s = rs.ip_requests_per_5s;
     let sim_account = ctx
@@ -84,6 +92,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         publisher,
         router,
         state,
+        journal,
     )
     .start();
     // Every fill changes positions and balance: read them again.

@@ -60,6 +60,8 @@ pub struct RiskManager {
     publisher: Publisher,
     router: Requester,
     state: Option<RiskState>,
+    /// The account stack's journal: the simulated balances set are recorded there.
+    journal: shardbot_journal::Journal,
     book: Book,
     exchange: Option<WalletAccount>,
     provisional: HashMap<Symbol, (Instant, Position, IntentId)>,
@@ -114,6 +116,7 @@ impl RiskManager {
         publisher: Publisher,
         router: Requester,
         state: Option<RiskState>,
+        journal: shardbot_journal::Journal,
     ) -> RiskManager {
         let mut book = Book::default();
         match &state {
@@ -128,6 +131,7 @@ impl RiskManager {
             publisher,
             router,
             state,
+            journal,
             book,
             exchange: None,
             provisional: HashMap::new(),
@@ -197,6 +201,7 @@ impl RiskManager {
                     tracing::error!(error = %e, "cannot persist the simulated balance offset")
                 }
             }
+            self.record_balance(&s);
             self.state = Some(s);
         }
         let mut positions: HashMap<Symbol, Position> = snap
@@ -221,6 +226,16 @@ impl RiskManager {
         self.exchange = Some(snap.wallet);
         self.release_parked();
         self.publish();
+    }
+
+    /// Records a simulated balance in the journal (the base of the figures users see).
+    fn record_balance(&self, s: &RiskState) {
+        if let Err(e) = self
+            .journal
+            .record_simulated_balance(&s.simulated_balance())
+        {
+            tracing::error!(error = %e, "cannot record the simulated balance in the journal: the report's percentages lack this base");
+        }
     }
 
     /// Whether `intent` is a reversal's entry whose exit is approved but not yet booked.
@@ -509,6 +524,7 @@ impl RiskManager {
                 .map_err(|e| format!("cannot persist the new simulated balance: {e}"))?;
             self.book.simulated_balance = s.simulated(exchange_balance);
             tracing::info!(simulated_balance = %new.simulated_balance, offset = %s.offset, "simulated balance set afresh");
+            self.record_balance(&s);
             self.state = Some(s);
         }
         tracing::info!(settings = %file, "trading settings replaced");

@@ -54,6 +54,16 @@ pub enum StateError {
 }
 
 impl RiskState {
+    /// The simulated balance this state set, as the journal records it.
+    pub fn simulated_balance(&self) -> shardbot_journal::SimulatedBalance {
+        shardbot_journal::SimulatedBalance {
+            set_at_ms: self.set_at_ms,
+            simulated_balance: self.simulated_start,
+            exchange_balance: self.simulated_start + self.offset,
+            offset: self.offset,
+        }
+    }
+
     /// The state at `path`, if any.
     pub fn load(path: &Path, account: &str) -> Result<Option<RiskState>, StateError> {
         let text = match fs::read_to_string(path) {

@@ -47,8 +47,9 @@ impl JournalArgs {
 pub struct ReportArgs {
     #[command(flatten)]
     journal: JournalArgs,
-    /// The balance returns and drawdown % are measured from; by default the reconciler's
-    /// baseline (the wallet when it first ran).
+    /// Measure every trade in the journal from this balance instead. By default the report
+    /// covers the simulated balance in force now (the journal records each one the risk
+    /// manager set): its trades, measured from it; earlier balances get a line each.
     #[arg(long, value_name = "USDT")]
     starting_balance: Option<Decimal>,
     /// Print the report as JSON instead of tables.
@@ -76,6 +77,14 @@ pub struct ReconcileArgs {
     /// Re-check every trade within the exchange's 7-day retention, verified or not.
     #[arg(long)]
     full: bool,
+}
+
+/// A time as `YYYY-MM-DD HH:MM UTC`.
+fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+    )
 }
 
 fn pf(p: Option<f64>) -> String {
@@ -109,13 +118,20 @@ fn stats_header(first: &str) {
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
     let journal = args.journal.open()?;
     let views = journal.trades()?;
-    let trades: Vec<TradeResult> = views.iter().filter_map(TradeView::result).collect();
-    let start = match args.starting_balance {
-        Some(b) => b,
-        None => journal
-            .baseline()?
-            .map(|b| b.expected)
-            .context("the journal has no balance baseline yet (the reconciler takes it on its first sweep); pass --starting-balance USDT")?,
+    let all: Vec<TradeResult> = views.iter().filter_map(TradeView::result).collect();
+    let balances = journal.simulated_balances()?;
+    let periods = shardbot_journal::periods(&balances, &all);
+    let (start, trades, since) = match (args.starting_balance, periods.last()) {
+        (Some(b), _) => (b, all.clone(), None),
+        (None, Some(p)) => (
+            p.balance.simulated_balance,
+            p.trades.clone(),
+            Some(p.balance.set_at_ms),
+        ),
+        (None, None) => bail!(
+            "the journal records no simulated balance yet (the risk manager records it when it \
+             first reads the account); pass --starting-balance USDT"
+        ),
     };
     let r = shardbot_analytics::report(&trades, start);
     if args.json {
@@ -124,7 +140,14 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
     }
     let o = &r.overall;
     println!("figures: {}", o.basis.describe(o.verified, o.trades));
-    println!("starting balance    {} USDT", start.round_dp(2));
+    match since {
+        Some(t) => println!(
+            "starting balance    {} USDT (simulated, set {})",
+            start.round_dp(2),
+            utc(t)
+        ),
+        None => println!("starting balance    {} USDT (given)", start.round_dp(2)),
+    }
     println!(
         "closed trades       {} ({} open)",
         o.trades,
@@ -156,13 +179,47 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
     );
     println!("exposure            {:.1}% of the time", r.exposure_pct);
     if let Some(s) = journal.snapshots(1)?.last() {
+        // The reconciler checks the exchange's wallet: shown as the simulated balance.
+        match shardbot_journal::period_at(&balances, s.at_ms) {
+            Some(b) => println!(
+                "balance (simulated) expected {} USDT, wallet {} USDT: {} {}",
+                b.simulated(s.expected).round_dp(4),
+                b.simulated(s.actual).round_dp(4),
+                s.status,
+                s.note
+            ),
+            None => println!(
+                "balance (exchange)  expected {} USDT, wallet {} USDT: {} {}",
+                s.expected.round_dp(4),
+                s.actual.round_dp(4),
+                s.status,
+                s.note
+            ),
+        }
+    }
+    if args.starting_balance.is_none() && periods.len() > 1 {
+        println!();
         println!(
-            "balance             expected {} USDT, wallet {} USDT: {} {}",
-            s.expected.round_dp(4),
-            s.actual.round_dp(4),
-            s.status,
-            s.note
+            "{:<22} {:<22} {:>14} {:>6} {:>14} {:>9}",
+            "simulated balance set", "until", "balance USDT", "trades", "PnL USDT", "return"
         );
+        for p in &periods {
+            let pnl: Decimal = p.trades.iter().map(|t| t.net).sum();
+            let pct = if p.balance.simulated_balance > Decimal::ZERO {
+                pnl / p.balance.simulated_balance * Decimal::ONE_HUNDRED
+            } else {
+                Decimal::ZERO
+            };
+            println!(
+                "{:<22} {:<22} {:>14} {:>6} {:>14} {:>8.2}%",
+                utc(p.balance.set_at_ms),
+                p.until_ms.map_or_else(|| "now".to_string(), utc),
+                p.balance.simulated_balance.round_dp(2),
+                p.trades.len(),
+                pnl.round_dp(4),
+                pct
+            );
+        }
     }
     let flagged = views.iter().filter(|t| t.discrepancy.is_some()).count();
     if flagged > 0 {
@@ -198,7 +255,8 @@ pub fn trades(args: TradesArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot write {}", args.csv.display()))?,
         )
     };
-    shardbot_journal::write_trades_csv(&views, out)
+    let balances = journal.simulated_balances()?;
+    shardbot_journal::write_trades_csv(&views, &balances, out)
         .with_context(|| format!("cannot write {}", args.csv.display()))?;
     if args.csv.as_os_str() != "-" {
         eprintln!("{} trades written to {}", views.len(), args.csv.display());
