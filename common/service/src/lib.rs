@@ -28,6 +28,12 @@
 //! SIGTERM or SIGINT (clean exit 0) or until the service reports a fatal error through its
 //! [`ShutdownHandle`] (exit 1, so the supervisor restarts it). The last heartbeat says
 //! `stopping`.
+//!
+//! **Crash-only.** A panic anywhere in a service process (an actor, a spawned task, a
+//! thread) ends the process: it is logged with its location, the log flushed, and the
+//! process aborted, so the supervisor restarts it. Without this, a panic in an actix task
+//! killed only that task: a reply never sent, a thread waiting forever, and a heartbeat
+//! still saying `running` over a process that no longer did its work.
 
 mod heartbeat;
 mod logging;
@@ -145,6 +151,7 @@ where
         common.log.json = true;
     }
     let log = logging::init(service, instance, &common.log)?;
+    crash_on_panic(service);
     tracing::info!(
         service,
         instance,
@@ -211,6 +218,27 @@ where
     drop(system);
     drop(log);
     result
+}
+
+/// Installs the crash-only panic hook (see the crate documentation): the panic is logged
+/// (ERROR, with its location and thread), the log file flushed, and the process aborted
+/// (SIGABRT), whatever thread panicked.
+fn crash_on_panic(service: &str) {
+    let service = service.to_owned();
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        tracing::error!(
+            service,
+            thread,
+            panic = %info,
+            "panic: the process ends so that its supervisor restarts it"
+        );
+        default(info);
+        logging::flush();
+        std::process::abort();
+    }));
 }
 
 /// Turns a service's result into its exit code, printing a failure as one line on stderr:

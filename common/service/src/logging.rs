@@ -27,11 +27,30 @@ pub enum LoggingError {
     AlreadySet,
 }
 
+/// The background log writer's guard: dropping it flushes the file. Kept here rather than
+/// in [`LogGuard`] alone so that the panic hook, which ends the process without running
+/// destructors, can flush the panic's own log line first ([`flush`]).
+static WRITER: std::sync::Mutex<Option<WorkerGuard>> = std::sync::Mutex::new(None);
+
 /// Keeps the background log writer alive; dropping it flushes the file.
 #[derive(Debug)]
 pub struct LogGuard {
-    _file: WorkerGuard,
     pub path: PathBuf,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        flush();
+    }
+}
+
+/// Flushes the log file and stops its writer (later lines go to stderr only).
+pub fn flush() {
+    let guard = match WRITER.lock() {
+        Ok(mut g) => g.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
+    drop(guard);
 }
 
 /// The log file of one process: `<dir>/<service>.log`, or `<dir>/<service>-<instance>.log`
@@ -97,5 +116,9 @@ pub fn init(
         .with(stderr_layer)
         .try_init()
         .map_err(|_| LoggingError::AlreadySet)?;
-    Ok(LogGuard { _file: guard, path })
+    match WRITER.lock() {
+        Ok(mut g) => *g = Some(guard),
+        Err(poisoned) => *poisoned.into_inner() = Some(guard),
+    }
+    Ok(LogGuard { path })
 }

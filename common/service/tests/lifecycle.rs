@@ -46,6 +46,28 @@ fn service_process_entry() {
                 });
             }
             "start-fails" => return Err("cannot reach the gateway".into()),
+            // A panic in an actix task, or in a thread of the service, once the parent has
+            // seen it running (a line on stdin).
+            "panic-in-task" => {
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                std::thread::spawn(move || {
+                    let mut line = String::new();
+                    let _ = std::io::stdin().read_line(&mut line);
+                    let _ = tx.send(());
+                });
+                actix::spawn(async move {
+                    let _ = rx.await;
+                    let v: Vec<u8> = Vec::new();
+                    let _ = v[3]; // index out of bounds: a bug in an actor
+                });
+            }
+            "panic-in-thread" => {
+                std::thread::spawn(move || {
+                    let mut line = String::new();
+                    let _ = std::io::stdin().read_line(&mut line);
+                    panic!("boom in a worker thread");
+                });
+            }
             _ => {}
         }
         Ok(())
@@ -282,5 +304,43 @@ fn a_missing_config_file_is_refused() {
     assert!(
         stderr.contains("does not exist") && stderr.contains("local.toml"),
         "{stderr}"
+    );
+}
+
+/// Crash-only: a panic in an actor's task or in any thread ends the process (SIGABRT, for
+/// the supervisor to restart it), with the panic in the log file. Before, a panicking
+/// actix task died alone and the process went on beating "running" without doing its work.
+#[rstest]
+#[case::task("panic-in-task", "index out of bounds")]
+#[case::thread("panic-in-thread", "boom in a worker thread")]
+fn a_panic_anywhere_ends_the_process(#[case] role: &str, #[case] message: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let stack = Stack::new("");
+    let sub = stack.watch();
+    let mut child = stack.spawn(role, &[]);
+    wait_for_state(&sub, &ServiceState::Running);
+    writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
+    // A process that survives its panic is the bug: it fails here instead of hanging.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("still running 20 s after a panic: a silent zombie");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = finish(child);
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "aborted (SIGABRT): {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = read(&stack.log_file());
+    assert!(
+        log.contains("panic: the process ends so that its supervisor restarts it")
+            && log.contains(message),
+        "{log}"
     );
 }
