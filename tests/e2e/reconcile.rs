@@ -111,7 +111,7 @@ fn every_closed_trade_verified_and_every_injected_discrepancy_caught() {
             price_of(symbol),
             None,
             None,
-            0,
+            shardbot_protocol::now_ms(),
         );
         for _ in 0..5 {
             match router

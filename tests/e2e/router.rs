@@ -57,7 +57,7 @@ fn intent(
         price,
         sl,
         tp,
-        0,
+        shardbot_protocol::now_ms(),
     )
 }
 

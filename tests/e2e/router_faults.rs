@@ -91,7 +91,7 @@ fn no_duplicate_order_and_no_lost_fill_under_10006_bursts_and_slow_replies() {
             price,
             None,
             None,
-            0,
+            shardbot_protocol::now_ms(),
         );
         // As a worker does: the same intent again while the answer is an error.
         let mut last = None;

@@ -122,7 +122,7 @@ fn a_stop_out_starts_the_cooldown() {
             price,
             Some(stop),
             None,
-            0,
+            shardbot_protocol::now_ms(),
         )
     };
     match submit(&stack, &enter(1)) {

@@ -197,6 +197,19 @@ pub enum JournalError {
     },
     #[error("journal {path}: a stored value `{value}` is not a decimal")]
     Corrupt { path: String, value: String },
+    /// Two different rows under one id (an exchange that reused an id, say): neither is
+    /// dropped silently.
+    #[error(
+        "journal {path}: {table} id {id} is already journalled as [{existing}], and now comes \
+         as [{new}]: a different row under the same id, not recorded"
+    )]
+    Conflict {
+        path: String,
+        table: &'static str,
+        id: String,
+        existing: String,
+        new: String,
+    },
 }
 
 /// `[journal]`: where the account stack's journal lives. The router, the reconciler and
@@ -309,9 +322,19 @@ impl Journal {
     /// Records (or updates) an order. Durable when this returns (WAL, synchronous=FULL).
     /// `strategy` is the strategy whose intent placed it, when known.
     pub fn record_order(&self, o: &OrderEvent, strategy: Option<&str>) -> Result<(), JournalError> {
-        self.conn
-            .execute(
-                "INSERT INTO orders (order_link_id, order_id, intent_id, symbol, side, qty,
+        // An order's status only moves forward (New → PartiallyFilled → a final one): a
+        // `Filled` heard on the stream is not overwritten by the place call's `New`
+        // answered after it.
+        let rank = |col: &str| {
+            format!(
+                "(CASE {col} WHEN 'Filled' THEN 2 WHEN 'Cancelled' THEN 2 WHEN 'Rejected' THEN 2 \
+                 WHEN 'PartiallyFilledCanceled' THEN 2 WHEN 'Deactivated' THEN 2 \
+                 WHEN 'PartiallyFilled' THEN 1 WHEN 'Triggered' THEN 1 ELSE 0 END)"
+            )
+        };
+        let later = format!("{} >= {}", rank("excluded.status"), rank("orders.status"));
+        let sql = format!(
+            "INSERT INTO orders (order_link_id, order_id, intent_id, symbol, side, qty,
                     reduce_only, take_profit, stop_loss, status, cum_exec_qty, avg_price, updated_ms,
                     strategy)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
@@ -319,10 +342,17 @@ impl Journal {
                     order_id = excluded.order_id,
                     intent_id = COALESCE(excluded.intent_id, orders.intent_id),
                     strategy = COALESCE(excluded.strategy, orders.strategy),
-                    status = excluded.status,
-                    cum_exec_qty = excluded.cum_exec_qty,
-                    avg_price = COALESCE(excluded.avg_price, orders.avg_price),
-                    updated_ms = MAX(orders.updated_ms, excluded.updated_ms)",
+                    status = CASE WHEN {later} THEN excluded.status ELSE orders.status END,
+                    cum_exec_qty = CASE WHEN {later}
+                        THEN excluded.cum_exec_qty ELSE orders.cum_exec_qty END,
+                    avg_price = CASE WHEN {later}
+                        THEN COALESCE(excluded.avg_price, orders.avg_price)
+                        ELSE orders.avg_price END,
+                    updated_ms = MAX(orders.updated_ms, excluded.updated_ms)"
+        );
+        self.conn
+            .execute(
+                &sql,
                 params![
                     o.order_link_id,
                     o.order_id,
@@ -344,7 +374,9 @@ impl Journal {
         Ok(())
     }
 
-    /// Records a fill once (a repeat of an exec id is ignored). Returns whether it was new.
+    /// Records a fill once. Returns whether it was new: a repeat of an exec id (the stream
+    /// and a catch-up read both bring it) is the same fill and changes nothing; a different
+    /// fill under a known exec id is [`JournalError::Conflict`], naming both.
     pub fn record_fill(&self, f: &Fill) -> Result<bool, JournalError> {
         let n = self
             .conn
@@ -371,7 +403,58 @@ impl Journal {
                 ],
             )
             .map_err(|e| self.sql(e))?;
-        Ok(n == 1)
+        if n == 1 {
+            return Ok(true);
+        }
+        let (order_id, symbol, side, qty, price, time): (
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+        ) = self
+            .conn
+            .query_row(
+                "SELECT order_id, symbol, side, exec_qty, exec_price, exec_time_ms
+                     FROM fills WHERE exec_id = ?1",
+                [&f.exec_id],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .map_err(|e| self.sql(e))?;
+        let same = order_id == f.order_id
+            && symbol == f.symbol.as_str()
+            && side == f.side.as_str()
+            && self.dec(&qty)? == f.exec_qty
+            && self.dec(&price)? == f.exec_price
+            && time == f.exec_time_ms;
+        if same {
+            return Ok(false);
+        }
+        Err(JournalError::Conflict {
+            path: self.path.clone(),
+            table: "fills",
+            id: f.exec_id.clone(),
+            existing: format!("order {order_id} {symbol} {side} {qty} @ {price} at {time}"),
+            new: format!(
+                "order {} {} {} {} @ {} at {}",
+                f.order_id,
+                f.symbol,
+                f.side.as_str(),
+                f.exec_qty,
+                f.exec_price,
+                f.exec_time_ms
+            ),
+        })
     }
 
     /// Records a refused intent with its reason.
@@ -567,6 +650,96 @@ mod tests {
         // Reopened: the data and the schema version are there; nothing is migrated twice.
         let j = Journal::open(&path).unwrap();
         assert_eq!(j.fills_since(0).unwrap().len(), 2);
+    }
+
+    /// A different fill under a known exec id (bybit-sim once restarted its ids at 1 while
+    /// the journal kept the last run's) is an error naming both rows, never dropped
+    /// silently; the same fill again is a repeat.
+    #[test]
+    fn a_different_fill_under_a_known_id_is_an_error_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("journal.sqlite")).unwrap();
+        assert!(j.record_fill(&fill("e1", 10)).unwrap());
+        let mut same = fill("e1", 10);
+        same.exec_price = dec!(97123.4500); // the same price, written with more zeros
+        assert!(!j.record_fill(&same).unwrap(), "the same fill again");
+        let mut other = fill("e1", 99);
+        other.order_id = "o9".into();
+        other.exec_price = dec!(3000);
+        let e = j.record_fill(&other).unwrap_err().to_string();
+        assert!(
+            e.contains("fills id e1")
+                && e.contains("order o1 BTCUSDT Sell 0.001 @ 97123.45 at 10")
+                && e.contains("order o9 BTCUSDT Sell 0.001 @ 3000 at 99"),
+            "{e}"
+        );
+        assert_eq!(j.fills_since(0).unwrap(), vec![fill("e1", 10)]);
+    }
+
+    /// An order's status never goes backwards: the place call's `New`, answered after the
+    /// stream's `Filled`, leaves it `Filled` with its executed quantity.
+    #[test]
+    fn an_order_status_only_moves_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite");
+        let j = Journal::open(&path).unwrap();
+        let mut o = OrderEvent {
+            order_id: "o1".into(),
+            order_link_id: "sb-1".into(),
+            intent_id: None,
+            symbol: Symbol::new("BTCUSDT").unwrap(),
+            side: Side::Buy,
+            order_type: OrderType::Market,
+            status: OrderStatus::Filled,
+            qty: dec!(0.001),
+            price: None,
+            avg_price: Some(dec!(97000)),
+            cum_exec_qty: dec!(0.001),
+            cum_exec_fee: dec!(0),
+            reduce_only: false,
+            take_profit: None,
+            stop_loss: None,
+            reject_reason: None,
+            stop_order_type: None,
+            updated_ms: 2,
+        };
+        j.record_order(&o, None).unwrap();
+        o.status = OrderStatus::New;
+        o.cum_exec_qty = dec!(0);
+        o.avg_price = None;
+        o.updated_ms = 1;
+        j.record_order(&o, Some("trend_following")).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let row: (String, String, Option<String>, Option<String>) = conn
+            .query_row(
+                "SELECT status, cum_exec_qty, avg_price, strategy FROM orders",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            (
+                "Filled".into(),
+                "0.001".into(),
+                Some("97000".into()),
+                Some("trend_following".into())
+            )
+        );
+        // Forward still moves: a partial fill becomes a final state.
+        o.order_link_id = "sb-2".into();
+        o.status = OrderStatus::PartiallyFilled;
+        j.record_order(&o, None).unwrap();
+        o.status = OrderStatus::PartiallyFilledCanceled;
+        j.record_order(&o, None).unwrap();
+        let status: String = conn
+            .query_row(
+                "SELECT status FROM orders WHERE order_link_id = 'sb-2'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(status, "PartiallyFilledCanceled");
     }
 
     #[test]

@@ -291,6 +291,9 @@ pub enum RefusalCode {
     /// A quantity, price or balance so large (or small) that the sizing arithmetic would
     /// leave `Decimal`'s range: refused rather than computed wrong.
     OutOfRange,
+    /// An entry decided longer ago than `router.max_entry_age_ms` (it waited behind other
+    /// work): the market has moved on from the bar it was decided on. Exits never are.
+    Stale,
 }
 
 /// A refusal with a human-readable reason that the journal and the dashboard show.

@@ -17,8 +17,8 @@ use std::collections::HashMap;
 
 use rust_decimal::Decimal;
 use shardbot_protocol::{
-    Instrument, IntentAction, OrderIntent, Position, Refusal, RefusalCode, RiskDecision, Side,
-    Symbol, TimestampMs, TradingMode,
+    Fill, Instrument, IntentAction, OrderIntent, Position, Refusal, RefusalCode, RiskDecision,
+    Side, Symbol, TimestampMs, TradingMode,
 };
 
 pub use settings::{SettingsError, Sizing, TradingSettings, default_fee_rate};
@@ -56,6 +56,84 @@ impl Book {
 
     pub fn simulated_equity(&self) -> Decimal {
         self.simulated_balance + self.unrealised()
+    }
+
+    /// Books a fill at once, as the exchange books it, so that what is judged between two
+    /// reads of the account (a reversal's entry waiting for its exit, above all) rests on
+    /// every fill before it:
+    /// - a fill that closes (part of) a position moves the balance by the closed part's
+    ///   gross PnL against the position's average price, less the fill's fee, and shrinks
+    ///   the position (gone once all of it is closed);
+    /// - a fill that opens or adds pays its fee and makes the position's size and average
+    ///   price those of the fills (an approval's provisional numbers give way to them);
+    /// - a funding payment moves the balance (`exec_fee`, positive when paid).
+    ///
+    /// `exact` says whether the book's position of the symbol holds the exchange's numbers
+    /// (read from the exchange or built from fills) rather than an approval's guess; a
+    /// closing fill of a guessed position is not booked (its PnL is unknown). Returns
+    /// whether the fill was booked.
+    pub fn book_fill(&mut self, fill: &Fill, exact: bool) -> bool {
+        if fill.is_funding() {
+            self.simulated_balance -= fill.exec_fee;
+            return true;
+        }
+        if !fill.exec_qty.is_sign_positive() || fill.exec_qty.is_zero() {
+            return false;
+        }
+        let closing = fill.closed_size.min(fill.exec_qty);
+        let mut opening = fill.exec_qty - closing.max(Decimal::ZERO);
+        if closing > Decimal::ZERO {
+            let Some(p) = self.positions.get_mut(&fill.symbol) else {
+                return false;
+            };
+            if !exact || p.side == fill.side || p.size.is_zero() {
+                return false;
+            }
+            let closed = closing.min(p.size);
+            let gross = match p.side {
+                Side::Buy => (fill.exec_price - p.avg_price) * closed,
+                Side::Sell => (p.avg_price - fill.exec_price) * closed,
+            };
+            self.simulated_balance += gross;
+            p.size -= closed;
+            if p.size.is_zero() {
+                self.positions.remove(&fill.symbol);
+            }
+            // Beyond the position: the rest opens the other way.
+            opening += closing - closed;
+        }
+        self.simulated_balance -= fill.exec_fee;
+        if opening > Decimal::ZERO {
+            match self.positions.get_mut(&fill.symbol) {
+                Some(p) if exact && p.side == fill.side && !p.size.is_zero() => {
+                    let size = p.size + opening;
+                    p.avg_price = (p.avg_price * p.size + fill.exec_price * opening) / size;
+                    p.size = size;
+                }
+                _ => {
+                    let leverage = self
+                        .positions
+                        .get(&fill.symbol)
+                        .map_or(Decimal::ONE, |p| p.leverage);
+                    self.positions.insert(
+                        fill.symbol.clone(),
+                        Position {
+                            symbol: fill.symbol.clone(),
+                            side: fill.side,
+                            size: opening,
+                            avg_price: fill.exec_price,
+                            mark_price: None,
+                            leverage,
+                            unrealised_pnl: Decimal::ZERO,
+                            stop_loss: None,
+                            take_profit: None,
+                            updated_ms: fill.exec_time_ms,
+                        },
+                    );
+                }
+            }
+        }
+        true
     }
 
     /// Margin use in percent of simulated equity.
@@ -665,6 +743,95 @@ mod tests {
             round_qty(dec!(6179659264323764909885.8089677), dec!(1), &odd).map_err(|r| r.code),
             Err(RefusalCode::OutOfRange)
         );
+    }
+
+    /// A fill of `closed` (or of 0.5 when it closes nothing).
+    fn close_fill(symbol: &str, side: Side, closed: Decimal, price: Decimal, fee: Decimal) -> Fill {
+        let qty = if closed.is_zero() { dec!(0.5) } else { closed };
+        Fill {
+            exec_id: "e1".into(),
+            order_id: "o1".into(),
+            order_link_id: "sb-1".into(),
+            symbol: sym(symbol),
+            side,
+            exec_qty: qty,
+            exec_price: price,
+            exec_value: qty * price,
+            exec_fee: fee,
+            fee_rate: None,
+            is_maker: false,
+            closed_size: closed,
+            exec_time_ms: 0,
+            exec_type: "Trade".into(),
+        }
+    }
+
+    /// A closing fill moves the balance as the wallet does (gross PnL at the position's
+    /// average price, 100 here, less the fill's fee) and shrinks the position.
+    #[rstest]
+    // long 1.5 @ 100 sold at 90: −15 − 0.05
+    #[case::long_closed_at_a_loss(Side::Buy, dec!(1.5), Side::Sell, dec!(1.5), dec!(90), dec!(984.95), None)]
+    // short 1.5 @ 100 bought back at 90: +15 − 0.05
+    #[case::short_closed_at_a_gain(Side::Sell, dec!(1.5), Side::Buy, dec!(1.5), dec!(90), dec!(1014.95), None)]
+    // half of it: the rest stays open
+    #[case::part_of_it(Side::Buy, dec!(1.5), Side::Sell, dec!(0.5), dec!(110), dec!(1004.95), Some(dec!(1.0)))]
+    // a fill on the position's own side (closing nothing) adds: only its fee is paid
+    #[case::an_add(Side::Buy, dec!(1.5), Side::Buy, dec!(0), dec!(110), dec!(999.95), Some(dec!(2.0)))]
+    fn a_closing_fill_is_booked_at_once(
+        #[case] held: Side,
+        #[case] size: Decimal,
+        #[case] fill_side: Side,
+        #[case] closed: Decimal,
+        #[case] price: Decimal,
+        #[case] balance: Decimal,
+        #[case] left: Option<Decimal>,
+    ) {
+        let mut b = book(&[("BTCUSDT", size, dec!(0))]);
+        b.positions.get_mut(&sym("BTCUSDT")).unwrap().side = held;
+        let booked = b.book_fill(
+            &close_fill("BTCUSDT", fill_side, closed, price, dec!(0.05)),
+            true,
+        );
+        assert!(booked);
+        assert_eq!(b.simulated_balance, balance);
+        let p = b.positions.get(&sym("BTCUSDT"));
+        assert_eq!(p.map(|p| p.size), left);
+        if fill_side == held {
+            // an add: the fee paid, the average price weighted (1.5 @ 100 + 0.5 @ 110)
+            assert_eq!(p.unwrap().avg_price, dec!(102.5));
+        }
+        // Nothing to close, or a position the book only guessed: not booked.
+        assert!(!book(&[]).book_fill(
+            &close_fill("BTCUSDT", Side::Sell, dec!(1), dec!(90), dec!(0)),
+            true
+        ));
+        let mut guessed = book(&[("BTCUSDT", dec!(1), dec!(0))]);
+        assert!(!guessed.book_fill(
+            &close_fill("BTCUSDT", Side::Sell, dec!(1), dec!(90), dec!(0)),
+            false
+        ));
+        assert_eq!(guessed.simulated_balance, dec!(1000));
+    }
+
+    /// An opening fill replaces an approval's guess with the fill's numbers and pays its fee;
+    /// a funding payment moves the balance.
+    #[test]
+    fn opening_fills_and_funding_are_booked() {
+        let mut b = book(&[("BTCUSDT", dec!(1.23456), dec!(0))]); // the approval's guess
+        let mut f = close_fill("BTCUSDT", Side::Buy, dec!(1.2), dec!(101), dec!(0.0666));
+        f.closed_size = dec!(0);
+        assert!(b.book_fill(&f, false));
+        let p = &b.positions[&sym("BTCUSDT")];
+        assert_eq!(
+            (p.size, p.avg_price, p.side),
+            (dec!(1.2), dec!(101), Side::Buy)
+        );
+        assert_eq!(b.simulated_balance, dec!(999.9334));
+        let mut funding = f.clone();
+        funding.exec_type = "Funding".into();
+        funding.exec_fee = dec!(0.0334);
+        assert!(b.book_fill(&funding, true));
+        assert_eq!(b.simulated_balance, dec!(999.9));
     }
 
     #[test]

@@ -252,15 +252,24 @@ impl Book {
     fn id(&mut self, kind: &str) -> String {
         self.next_id += 1;
         // Shaped like Bybit's UUIDs and, like Bybit's, unique across every account of the
-        // exchange (two account stacks on one sim once shared execution ids).
+        // exchange (two account stacks on one sim once shared execution ids) and across
+        // restarts of the sim: the start time (ms, 40 bits) leads, the count follows (a
+        // sim numbering from 1 at every start gave a new fill the id of the last run's,
+        // which the journal then dropped).
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let started = *STARTED.get_or_init(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        });
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         format!(
             "{kind:0>8}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-            n >> 40,
-            (n >> 28) & 0xfff,
-            (n >> 16) & 0xfff,
-            n
+            (started >> 24) & 0xffff,
+            (started >> 12) & 0xfff,
+            started & 0xfff,
+            n & 0xffff_ffff_ffff
         )
     }
 

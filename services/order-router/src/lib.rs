@@ -31,12 +31,18 @@ pub struct RouterSettings {
     pub ip_requests_per_5s: u32,
     /// How far back executions are re-read at start (Bybit allows up to 7 days).
     pub reread_hours: u32,
+    /// An entry decided longer ago than this (ms) is refused as stale; exits never are.
+    pub max_entry_age_ms: u64,
 }
 
 type StartError = Box<dyn std::error::Error + Send + Sync>;
 
 pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let rs: RouterSettings = ctx.settings.section("router")?;
+    if rs.max_entry_age_ms == 0 {
+        return Err("router.max_entry_age_ms must be greater than 0".into());
+    }
+    let max_entry_age_ms = rs.max_entry_age_ms;
     let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
     exchange.ip_requests_per_5s = rs.ip_requests_per_5s;
     let sim_account = ctx
@@ -123,7 +129,16 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
             "account read; connecting the private stream"
         );
         let clock = client.raw().clock().clone();
-        let addr = Router::new(client, risk, publisher, instruments, placed, journal).start();
+        let addr = Router::new(
+            client,
+            risk,
+            publisher,
+            instruments,
+            placed,
+            journal,
+            max_entry_age_ms,
+        )
+        .start();
         let (ws, mut rx) = spawn_private(&urls.private_ws, credentials, clock, ws_cfg);
         let events = addr.clone();
         // Intents are served only once the private stream is subscribed, so every order

@@ -47,6 +47,7 @@ pub struct Router {
     newest_exec_ms: i64,
     /// Intents whose last attempt ended with the order's existence unknown.
     unresolved: HashSet<String>,
+    max_entry_age_ms: u64,
 }
 
 fn refused(intent: &OrderIntent, code: RefusalCode, reason: String) -> RouterReply {
@@ -54,6 +55,24 @@ fn refused(intent: &OrderIntent, code: RefusalCode, reason: String) -> RouterRep
         intent_id: intent.intent_id.clone(),
         refusal: Refusal { code, reason },
     }
+}
+
+/// The refusal of an entry decided (`created_ms`, the worker's clock) more than
+/// `max_age_ms` before `now_ms`. Exits are never refused for their age: a position must
+/// be closable whatever happened before.
+pub fn stale_entry(intent: &OrderIntent, now_ms: i64, max_age_ms: u64) -> Option<Refusal> {
+    if intent.action == IntentAction::Exit {
+        return None;
+    }
+    let age = now_ms.saturating_sub(intent.created_ms);
+    (age > i64::try_from(max_age_ms).unwrap_or(i64::MAX)).then(|| Refusal {
+        code: RefusalCode::Stale,
+        reason: format!(
+            "the entry on {} was decided {age} ms ago, more than router.max_entry_age_ms = \
+             {max_age_ms}: the bar of {} it was decided on is history",
+            intent.symbol, intent.bar_open_time_ms
+        ),
+    })
 }
 
 fn side(s: &str) -> Side {
@@ -119,6 +138,7 @@ impl Router {
         instruments: HashMap<Symbol, Instrument>,
         placed: HashMap<String, String>,
         journal: Journal,
+        max_entry_age_ms: u64,
     ) -> Router {
         Router {
             client,
@@ -131,6 +151,7 @@ impl Router {
             journal,
             newest_exec_ms: 0,
             unresolved: HashSet::new(),
+            max_entry_age_ms,
         }
     }
 
@@ -200,6 +221,8 @@ struct Attempt {
     leverage_set: bool,
     /// An earlier attempt ended without knowing whether the order exists: look first.
     look_first: bool,
+    /// Entries decided longer ago than this are refused ([`stale_entry`]).
+    max_entry_age_ms: u64,
 }
 
 /// What an attempt did.
@@ -239,6 +262,9 @@ impl Attempt {
                 order_id: o.order_id,
                 duplicate: true,
             };
+        }
+        if let Some(reply) = self.refuse_if_stale(intent, &link).await {
+            return reply;
         }
         let decision = match self
             .risk
@@ -359,12 +385,38 @@ impl Attempt {
             stop_order_type: None,
             updated_ms: self.client.raw().clock().now_ms(),
         };
+        // Checked again at the last moment: approval and leverage may have taken long.
+        if let Some(reply) = self.refuse_if_stale(intent, &link).await {
+            return reply;
+        }
         let reply = self.send(intent, &order, &link, side, qty).await;
         if let RouterReply::Placed { order_id, .. } = &reply {
             record.order_id = order_id.clone();
             *journal = Some(record);
         }
         reply
+    }
+
+    /// A stale entry ([`stale_entry`]) is refused, unless its order exists already (placed
+    /// by an attempt before a restart, say): then that order is the answer, so a repeat is
+    /// never refused for an order that went out.
+    async fn refuse_if_stale(&self, intent: &OrderIntent, link: &str) -> Option<RouterReply> {
+        let refusal = stale_entry(intent, shardbot_protocol::now_ms(), self.max_entry_age_ms)?;
+        if let Ok(OrderResolution::Placed(o)) =
+            self.client.find_order(intent.symbol.as_str(), link).await
+        {
+            return Some(RouterReply::Placed {
+                intent_id: intent.intent_id.clone(),
+                order_link_id: link.to_owned(),
+                order_id: o.order_id,
+                duplicate: true,
+            });
+        }
+        tracing::warn!(intent_id = %intent.intent_id, symbol = %intent.symbol, reason = refusal.reason, "stale entry refused");
+        Some(RouterReply::Refused {
+            intent_id: intent.intent_id.clone(),
+            refusal,
+        })
     }
 
     async fn send(
@@ -488,6 +540,7 @@ impl Handler<Submit> for Router {
             instrument: self.instruments.get(&msg.intent.symbol).cloned(),
             leverage_set: self.leverage_set.contains(&msg.intent.symbol),
             look_first: self.unresolved.contains(&link),
+            max_entry_age_ms: self.max_entry_age_ms,
         };
         let addr = ctx.address();
         let intent = msg.intent;
@@ -578,6 +631,51 @@ impl Handler<Private> for Router {
             }
             Private::Execution(e) => self.publish_fill(&e),
             Private::Subscribed => self.catch_up(ctx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rstest::rstest;
+    use shardbot_protocol::Interval;
+
+    fn intent(action: IntentAction, created_ms: i64) -> OrderIntent {
+        OrderIntent::new(
+            "trend_following",
+            Symbol::new("BTCUSDT").unwrap(),
+            Interval::M5,
+            1_000_000,
+            action,
+            Decimal::from(100),
+            None,
+            None,
+            created_ms,
+        )
+    }
+
+    const BUY: IntentAction = IntentAction::Enter { side: Side::Buy };
+
+    #[rstest]
+    #[case::fresh(BUY, 10_000, 14_000, false)]
+    #[case::at_the_limit(BUY, 10_000, 15_000, false)]
+    #[case::a_ms_over(BUY, 10_000, 15_001, true)]
+    #[case::queued_for_a_minute(BUY, 10_000, 70_000, true)]
+    #[case::exit_never(IntentAction::Exit, 10_000, 1_000_000, false)]
+    #[case::clock_behind(BUY, 20_000, 10_000, false)]
+    fn entries_older_than_the_limit_are_stale(
+        #[case] action: IntentAction,
+        #[case] created: i64,
+        #[case] now: i64,
+        #[case] stale: bool,
+    ) {
+        let r = stale_entry(&intent(action, created), now, 5_000);
+        assert_eq!(r.is_some(), stale, "{r:?}");
+        if let Some(r) = r {
+            assert_eq!(r.code, RefusalCode::Stale);
+            assert!(r.reason.contains("max_entry_age_ms = 5000"), "{}", r.reason);
         }
     }
 }

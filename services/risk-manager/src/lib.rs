@@ -20,7 +20,7 @@ use shardbot_protocol::{ErrorReply, Event, OrderStatus, RiskReply, RiskRequest};
 use shardbot_risk::TradingSettings;
 use shardbot_service::ServiceContext;
 
-pub use manager::{ManagerConfig, Query, Resync, RiskManager, StoppedOut};
+pub use manager::{Filled, ManagerConfig, Query, Resync, RiskManager, StoppedOut};
 pub use state::RiskState;
 
 /// `[risk]`.
@@ -122,7 +122,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Turns fill frames into [`Resync`]s.
+/// Turns fill frames into [`Filled`]s (booked and a sync) and stop-outs into [`StoppedOut`]s.
 struct FillWatch(actix::Addr<RiskManager>);
 
 impl std::fmt::Debug for FillWatch {
@@ -140,7 +140,7 @@ impl actix::Handler<Inbound> for FillWatch {
 
     fn handle(&mut self, msg: Inbound, _ctx: &mut actix::Context<Self>) {
         match msg.0.event {
-            Event::Fill(_) => self.0.do_send(Resync),
+            Event::Fill(f) => self.0.do_send(Filled(f)),
             // A position's stop-loss closed it: the symbol's cooldown starts.
             Event::Order(o)
                 if o.stop_order_type.as_deref() == Some("StopLoss")

@@ -69,6 +69,17 @@ pub struct RiskManager {
     /// `parked` until a sync shows that exit filled.
     exiting: HashMap<Symbol, Instant>,
     parked: Vec<Parked>,
+    /// What parked entries were answered (when): the requester resends a request it has
+    /// no answer to yet (`bus.request_resend_ms`), and those copies, queued behind the
+    /// wait, get the same answer at once instead of waiting again each.
+    parked_answers: HashMap<IntentId, (Instant, RiskDecision)>,
+    /// Symbols whose book positions hold the exchange's numbers (read by a sync, or built
+    /// from their fills); the others are approvals not yet filled, whose closing fills
+    /// cannot be booked.
+    exact: std::collections::HashSet<Symbol>,
+    /// When the newest fill was booked: a sync that started before it read an account
+    /// without it and does not replace the book (the sync that fill asked for will).
+    last_booked: Option<Instant>,
     syncing: bool,
     /// A fill arrived while a sync was reading the account: read it again after.
     sync_again: bool,
@@ -77,6 +88,8 @@ pub struct RiskManager {
 /// What one REST sync read.
 #[derive(Debug)]
 struct Snapshot {
+    /// When the sync started reading.
+    started: Instant,
     wallet: WalletAccount,
     positions: Vec<PositionInfo>,
     realised_today: Decimal,
@@ -137,6 +150,9 @@ impl RiskManager {
             provisional: HashMap::new(),
             exiting: HashMap::new(),
             parked: Vec::new(),
+            parked_answers: HashMap::new(),
+            exact: std::collections::HashSet::new(),
+            last_booked: None,
             syncing: false,
             sync_again: false,
         }
@@ -151,6 +167,7 @@ impl RiskManager {
         self.sync_again = false;
         let client = self.client.clone();
         let addr = ctx.address();
+        let started = Instant::now();
         actix::spawn(async move {
             let r = async {
                 client.sync_time().await?;
@@ -167,6 +184,7 @@ impl RiskManager {
                     .map(|c| c.closed_pnl)
                     .sum();
                 Ok::<_, shardbot_bybit::BybitError>(Snapshot {
+                    started,
                     wallet,
                     positions,
                     realised_today,
@@ -204,12 +222,19 @@ impl RiskManager {
             self.record_balance(&s);
             self.state = Some(s);
         }
+        if self.last_booked.is_some_and(|t| snap.started < t) {
+            // Read before a fill the book already holds: the next sync replaces the book.
+            self.exchange = Some(snap.wallet);
+            self.publish();
+            return;
+        }
         let mut positions: HashMap<Symbol, Position> = snap
             .positions
             .iter()
             .filter_map(position)
             .map(|p| (p.symbol.clone(), p))
             .collect();
+        self.exact = positions.keys().cloned().collect();
         self.provisional
             .retain(|s, (t, _, _)| t.elapsed() < PROVISIONAL_FOR && !positions.contains_key(s));
         self.exiting
@@ -255,6 +280,7 @@ impl RiskManager {
             }
             tracing::info!(intent_id = %p.intent.intent_id, symbol = %p.intent.symbol, "the exit before this entry is booked: judging it");
             let d = self.approve(p.intent);
+            self.remember_parked_answer(&d);
             let _ = p.reply.send(RiskReply::Decision(d));
         }
     }
@@ -275,10 +301,23 @@ impl RiskManager {
             ),
         };
         tracing::warn!(intent_id = %id, symbol = %p.intent.symbol, reason = refusal.reason, "intent refused");
-        let _ = p.reply.send(RiskReply::Decision(RiskDecision::Refused {
+        let d = RiskDecision::Refused {
             intent_id: p.intent.intent_id,
             refusal,
-        }));
+        };
+        self.remember_parked_answer(&d);
+        let _ = p.reply.send(RiskReply::Decision(d));
+    }
+
+    fn remember_parked_answer(&mut self, d: &RiskDecision) {
+        let keep = EXIT_BOOKING_WAIT * 4;
+        self.parked_answers.retain(|_, (t, _)| t.elapsed() < keep);
+        let id = match d {
+            RiskDecision::Approved { intent_id, .. } | RiskDecision::Refused { intent_id, .. } => {
+                intent_id.clone()
+            }
+        };
+        self.parked_answers.insert(id, (Instant::now(), d.clone()));
     }
 
     fn positions(&self) -> PositionSnapshot {
@@ -587,6 +626,36 @@ impl Handler<Synced> for RiskManager {
     }
 }
 
+/// A fill of the account (from the router's events): booked at once (balance and position,
+/// as the exchange books it: [`shardbot_risk::Book::book_fill`]), so a reversal's entry
+/// waiting for its exit is sized from the balance that exit left; then the account is
+/// read again.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Filled(pub shardbot_protocol::Fill);
+
+impl Handler<Filled> for RiskManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: Filled, ctx: &mut Context<Self>) {
+        let f = &msg.0;
+        if self.exchange.is_some() && self.book.book_fill(f, self.exact.contains(&f.symbol)) {
+            self.last_booked = Some(Instant::now());
+            if self.book.positions.contains_key(&f.symbol) {
+                // Filled: the position is the fills' now, no longer an approval's guess.
+                self.exact.insert(f.symbol.clone());
+                self.provisional.remove(&f.symbol);
+            } else {
+                self.exact.remove(&f.symbol);
+                self.provisional.remove(&f.symbol);
+            }
+            tracing::info!(symbol = %f.symbol, exec_qty = %f.exec_qty, closed = %f.closed_size, price = %f.exec_price, simulated_balance = %self.book.simulated_balance, "fill booked");
+            self.release_parked();
+        }
+        self.sync(ctx);
+    }
+}
+
 /// A fill happened somewhere: read the account again now.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -613,8 +682,12 @@ impl Handler<StoppedOut> for RiskManager {
         tracing::info!(symbol = %msg.0, cooldown_min = self.settings.cooldown_after_stop_min, "stopped out; cooldown starts");
         // The stop closed the whole position: it is gone now, whatever the last sync (or
         // an approval not yet seen on the exchange) said.
+        // (A position read from the exchange is closed by the stop's own fill, which books
+        // its PnL; only a guessed one goes here.)
         self.provisional.remove(&msg.0);
-        self.book.positions.remove(&msg.0);
+        if !self.exact.contains(&msg.0) {
+            self.book.positions.remove(&msg.0);
+        }
         self.book.stopped_out_at.insert(msg.0, now);
         self.publish();
         self.sync(ctx);
@@ -633,6 +706,14 @@ impl Handler<Query> for RiskManager {
     type Result = ();
 
     fn handle(&mut self, msg: Query, ctx: &mut Context<Self>) {
+        if let RiskRequest::Approve(intent) = &msg.request
+            && let Some((t, d)) = self.parked_answers.get(&intent.intent_id)
+            && t.elapsed() < EXIT_BOOKING_WAIT * 4
+        {
+            // A resent copy of a request that waited: the answer it got.
+            let _ = msg.reply.send(RiskReply::Decision(d.clone()));
+            return;
+        }
         if let RiskRequest::Approve(intent) = &msg.request
             && self.awaits_exit(intent)
         {
