@@ -144,3 +144,70 @@ fn accounts_are_added_tested_edited_and_removed_without_a_secret_shown() {
     }
     assert!(logs >= 1, "the sim's log was scanned");
 }
+
+/// Typed at a terminal, the secret is not echoed: `accounts add` runs on a pseudo-terminal
+/// (util-linux `script`), the secret is typed after the prompt, and the terminal's output
+/// never shows it (the prompt said "input is shown" before).
+#[test]
+fn a_secret_typed_at_a_terminal_is_not_shown() {
+    use std::io::Read;
+    let mut stack = Stack::new(
+        "[sim]\nlisten = \"{sim_listen}\"\nsymbols = 10\nuniverse_file = \"\"\nuniverse_price_dir = \"\"\n",
+    );
+    let _ = stack.start_sim();
+    let file = stack.path("api_accounts.json");
+    let cmd = format!(
+        "{} accounts add ttydemo --environment demo --api-key sim-demo-key --config {}",
+        bin("shardbot").display(),
+        stack.config.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env("SHARDBOT__EXCHANGE__ENVIRONMENT", "demo")
+        .env("SHARDBOT__EXCHANGE__ACCOUNTS_FILE", &file)
+        .env_remove("SHARDBOT_API_SECRET")
+        .current_dir(stack.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux script (a pseudo-terminal)");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    // As a user does: type once the prompt is there.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen).contains("API secret of ttydemo") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no prompt: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        if let Ok(chunk) = rx.recv_timeout(left) {
+            seen.extend(chunk);
+        }
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{SECRET}\r").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    while let Ok(chunk) = rx.try_recv() {
+        seen.extend(chunk);
+    }
+    let shown = String::from_utf8_lossy(&seen).into_owned();
+    assert!(status.success(), "{shown}");
+    assert!(!shown.contains(SECRET), "the secret was shown: {shown}");
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(saved.contains("ttydemo") && saved.contains(SECRET), "saved");
+}

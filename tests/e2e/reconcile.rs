@@ -423,5 +423,10 @@ fn every_closed_trade_verified_and_every_injected_discrepancy_caught() {
         report.contains("trend_following") && report.contains(&by_hand.symbol),
         "{report}"
     );
-    assert!(report.contains("balance             expected"), "{report}");
+    // On the simulated balance (1,000), not the sim wallet's 100,000.
+    assert!(
+        report.contains("starting balance    1000 USDT (simulated, set "),
+        "{report}"
+    );
+    assert!(report.contains("balance (simulated) expected"), "{report}");
 }

@@ -31,6 +31,11 @@ universe_price_dir = ""
 [risk]
 state_file = "risk-state.json"
 sync_interval_ms = 500
+
+# This test is about exactly-once under faults, with each intent retried for as long as
+# the faults last (tens of seconds): none is refused for its age here.
+[router]
+max_entry_age_ms = 600000
 "#;
 
 const SETTINGS: &str = r#"{"simulated_balance": 1000, "sizing": {"percent": 4}, "leverage": 2,

@@ -44,11 +44,22 @@ fn one_fill(stack: &mut Stack, label: &str) -> (String, shardbot_protocol::Fill)
     assert!(!instruments.is_empty(), "{}", stack.output(label));
     rt.block_on(trader.sync_time()).unwrap();
     let i = &instruments[0];
+    let price = rt
+        .block_on(trader.tickers())
+        .unwrap()
+        .into_iter()
+        .find(|t| t.symbol == i.symbol)
+        .unwrap()
+        .last_price;
+    // About 20 USDT: above any minimum order value.
+    let step = i.lot_size_filter.qty_step;
+    let qty =
+        (((Decimal::from(20) / price) / step).ceil() * step).max(i.lot_size_filter.min_order_qty);
     let placed = rt
         .block_on(trader.place_order(&CreateOrder::market(
             &i.symbol,
             Side::Buy,
-            i.lot_size_filter.min_order_qty.max(Decimal::ONE),
+            qty,
             &format!("e2e-{label}"),
         )))
         .unwrap();

@@ -213,8 +213,15 @@ impl AccountsFile {
             source,
         })?;
         let tmp = path.with_extension("json.tmp");
+        // A leftover temporary file (a crash mid-save) may have any mode: it goes, and the
+        // new one is created 0600, never readable by others even for a moment.
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(write(e)),
+        }
         let mut opts = fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -250,6 +257,14 @@ mod tests {
         let file = AccountsFile {
             accounts: vec![account("mydemo")],
         };
+        // A temporary file left by a crash, readable by everyone: not reused as it is.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let tmp = path.with_extension("json.tmp");
+            fs::write(&tmp, "{}").unwrap();
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+        }
         file.save(&path).unwrap();
         #[cfg(unix)]
         {

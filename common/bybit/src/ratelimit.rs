@@ -30,6 +30,10 @@ pub const IP_LIMIT: u32 = 600;
 /// How long a 403 stops all requests.
 pub const IP_BAN: Duration = Duration::from_secs(10 * 60);
 const ENDPOINT_WINDOW: Duration = Duration::from_secs(1);
+/// The longest an exchange-given reset time blocks an endpoint. Bybit's per-endpoint
+/// windows are 1 s; a reset further out is a skewed clock or a damaged header, and taken
+/// at its word it would stop orders for as long as it says.
+pub const MAX_RESET_WAIT: Duration = Duration::from_secs(10);
 
 /// The documented per-UID limit of an endpoint (requests per second), `None` for the
 /// public market endpoints that only the IP limit governs.
@@ -104,6 +108,7 @@ impl Window {
     }
 
     fn block_until(&mut self, until: Instant) {
+        let until = until.min(Instant::now() + MAX_RESET_WAIT);
         self.blocked_until = Some(self.blocked_until.map_or(until, |u| u.max(until)));
     }
 }
@@ -312,6 +317,27 @@ mod tests {
         );
         rl.acquire("/v5/order/realtime").await.unwrap();
         assert_eq!(Instant::now() - start, Duration::from_millis(1000));
+    }
+
+    /// A reset time an hour away (a skewed clock, a damaged header) blocks the endpoint
+    /// for MAX_RESET_WAIT, not for the hour.
+    #[tokio::test(start_paused = true)]
+    async fn an_exchange_given_reset_is_capped() {
+        let rl = RateLimiter::new(IP_LIMIT);
+        let start = Instant::now();
+        rl.too_many_visits("/v5/order/create", Some(start + Duration::from_secs(3600)));
+        rl.acquire("/v5/order/create").await.unwrap();
+        assert_eq!(Instant::now() - start, MAX_RESET_WAIT);
+        rl.observe(
+            "/v5/order/create",
+            LimitHeaders {
+                limit: Some(10),
+                remaining: Some(0),
+                reset_at: Some(Instant::now() + Duration::from_secs(7200)),
+            },
+        );
+        rl.acquire("/v5/order/create").await.unwrap();
+        assert_eq!(Instant::now() - start, MAX_RESET_WAIT * 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -77,6 +77,12 @@ impl ExchangeSettings {
                 "exchange.recv_window_ms and exchange.request_timeout_ms must be > 0".into(),
             );
         }
+        if self.ws_ping_interval_ms == 0 {
+            // tokio's interval panics on a zero period: the WebSocket task would die.
+            return bad(
+                "exchange.ws_ping_interval_ms = 0: must be > 0 (Bybit recommends 20000)".into(),
+            );
+        }
         if self.ws_dead_after_ms <= self.ws_ping_interval_ms {
             return bad(format!(
                 "exchange.ws_dead_after_ms ({}) must be longer than exchange.ws_ping_interval_ms ({})",
@@ -216,6 +222,13 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.to_string().contains("ws_dead_after_ms"), "{e}");
+        let e = ExchangeSettings {
+            ws_ping_interval_ms: 0,
+            ..settings(Environment::Sim)
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("ws_ping_interval_ms = 0"), "{e}");
     }
 
     #[test]

@@ -232,6 +232,11 @@ fn kline(ex: &Exchange, q: &HashMap<String, String>) -> HttpResponse {
         }
         (s, e) => (s.and_then(Result::ok), e.and_then(Result::ok)),
     };
+    // A negative time (i64::MIN, say) is no timestamp: the walk back from it would wrap
+    // around and run for minutes.
+    if start.is_some_and(|s| s < 0) || end.is_some_and(|e| e < 0) {
+        return fail(ex, 10001, "params error: start/end must be ms timestamps");
+    }
     let now = ex.clock.now_ms();
     let end = end.unwrap_or(now).min(now);
     let mut rows = Vec::new();

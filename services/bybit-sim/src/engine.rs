@@ -391,7 +391,26 @@ impl Book {
         if req.qty <= Decimal::ZERO {
             return Err(reject(10001, "params error: qty must be positive"));
         }
-        let steps = (req.qty / inst.qty_step).floor();
+        // The maximum first: a huge qty divided by the step would overflow.
+        let cap = if req.market {
+            inst.max_mkt_qty
+        } else {
+            inst.max_qty
+        };
+        let too_big = || {
+            reject(
+                10001,
+                format!("params error: qty exceeds the maximum {cap}"),
+            )
+        };
+        if req.qty > cap {
+            return Err(too_big());
+        }
+        let steps = req
+            .qty
+            .checked_div(inst.qty_step)
+            .ok_or_else(too_big)?
+            .floor();
         if steps.is_zero() || req.qty < inst.min_qty {
             return Err(reject(
                 110017,
@@ -408,17 +427,6 @@ impl Book {
                     "params error: qty must be a multiple of the qty step {}",
                     inst.qty_step
                 ),
-            ));
-        }
-        let cap = if req.market {
-            inst.max_mkt_qty
-        } else {
-            inst.max_qty
-        };
-        if req.qty > cap {
-            return Err(reject(
-                10001,
-                format!("params error: qty exceeds the maximum {cap}"),
             ));
         }
         if let Some(p) = req.price.filter(|_| !req.market) {

@@ -293,8 +293,18 @@ async fn unknown_symbols_and_intervals_are_10001() {
     let sym = c.usdt_perpetuals().await.unwrap()[0].symbol.clone();
     let q = Query::new()
         .with("category", "linear")
-        .with("symbol", sym)
+        .with("symbol", sym.clone())
         .with("interval", "7");
+    assert_eq!(
+        c.raw().market_kline(&q).await.unwrap_err().api_code(),
+        Some(ApiCode::ParamError)
+    );
+    // A negative end (it pinned a core for minutes walking back from a wrapped time).
+    let q = Query::new()
+        .with("category", "linear")
+        .with("symbol", sym.clone())
+        .with("interval", "1")
+        .with("end", i64::MIN);
     assert_eq!(
         c.raw().market_kline(&q).await.unwrap_err().api_code(),
         Some(ApiCode::ParamError)

@@ -254,6 +254,11 @@ async fn each_order_error_comes_from_the_request_that_should_produce_it() {
         code(c.place_order(&o).await.unwrap_err()),
         Some(ApiCode::NotionalBelowMinimum)
     );
+    // A qty at the end of Decimal's range (it panicked the sim dividing by the step).
+    assert_eq!(
+        code(c.place_order(&m(Decimal::MAX, "e-huge")).await.unwrap_err()),
+        Some(ApiCode::ParamError)
+    );
     let over_max = inst.lot_size_filter.max_mkt_order_qty.unwrap() + step;
     assert_eq!(
         code(c.place_order(&m(over_max, "e4")).await.unwrap_err()),

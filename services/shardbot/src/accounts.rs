@@ -4,7 +4,7 @@
 //! line (where `ps` and the shell history would see them), and never printed.
 
 use std::{
-    io::{BufRead, IsTerminal, Write},
+    io::{BufRead, IsTerminal},
     path::{Path, PathBuf},
 };
 
@@ -75,15 +75,19 @@ fn read_secret(name: &str) -> anyhow::Result<Secret> {
         return Ok(Secret::new(s.trim()));
     }
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("API secret of {name} (input is shown; pipe it in to keep it off the screen): ");
-        std::io::stderr().flush().ok();
-    }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .context("reading the secret from standard input")?;
+    let line = if stdin.is_terminal() {
+        // Typed at a terminal: not echoed, so it never shows on the screen (or in a
+        // recording of it).
+        rpassword::prompt_password(format!("API secret of {name} (not shown as you type): "))
+            .context("reading the secret from the terminal")?
+    } else {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("reading the secret from standard input")?;
+        line
+    };
     let secret = line.trim();
     if secret.is_empty() {
         bail!("no secret: set SHARDBOT_API_SECRET or pass it on standard input");

@@ -46,6 +46,24 @@ pub struct Worker {
     bus_lag_max_us: Arc<std::sync::atomic::AtomicI64>,
     state: Option<ServiceState>,
     history_slots: Arc<Semaphore>,
+    /// When the last bar arrived (or the worker started): a worker that hears no bar for
+    /// 1.5 intervals says so in its heartbeat.
+    last_bar: Instant,
+}
+
+/// The heartbeat's complaint when no bar arrived for more than 1.5 intervals since `since`
+/// (the last bar, or the start): the gateway or the bus is silent, and the shard trades
+/// nothing while every other sign says "running".
+pub fn silence(since: Instant, now: Instant, interval_ms: Option<i64>) -> Option<String> {
+    let every = Duration::from_millis(u64::try_from(interval_ms?).ok()?);
+    let quiet = now.saturating_duration_since(since);
+    (quiet > every * 3 / 2).then(|| {
+        format!(
+            "no bar for {} s (one every {} s expected): the gateway or the bus is silent",
+            quiet.as_secs(),
+            every.as_secs()
+        )
+    })
 }
 
 /// History requests a worker has in flight at once.
@@ -73,6 +91,7 @@ impl Worker {
             bus_lag_max_us: Arc::default(),
             state: None,
             history_slots: Arc::new(Semaphore::new(HISTORY_IN_FLIGHT)),
+            last_bar: Instant::now(),
         }
     }
 
@@ -173,6 +192,12 @@ impl Worker {
             ServiceState::Degraded {
                 reason: format!("warming {cold} of {owned} symbols"),
             }
+        } else if let Some(reason) = silence(
+            self.last_bar,
+            Instant::now(),
+            self.engine.interval().duration_ms(),
+        ) {
+            ServiceState::Degraded { reason }
         } else if !self.positions_known {
             ServiceState::Degraded {
                 reason: "positions unknown (risk manager not answering); treating symbols as flat"
@@ -237,6 +262,7 @@ impl Handler<Inbound> for Worker {
                 if let SeqCheck::Gap { from, to } = check {
                     self.bus_gaps += to - from + 1;
                 }
+                self.last_bar = Instant::now();
                 let step = self.engine.on_bar(bar);
                 self.apply(step, ctx);
             }
@@ -400,5 +426,32 @@ fn failure<R>(r: Result<R, BusError>, message: impl FnOnce(R) -> Option<String>)
     match r {
         Ok(reply) => message(reply).unwrap_or_else(|| "unexpected reply".into()),
         Err(e) => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::just_heard(0, Some(300_000), false)]
+    #[case::one_interval(300, Some(300_000), false)]
+    #[case::at_one_and_a_half(450, Some(300_000), false)]
+    #[case::past_one_and_a_half(451, Some(300_000), true)]
+    #[case::an_hour_of_silence(3600, Some(300_000), true)]
+    #[case::no_fixed_interval(99_999, None, false)]
+    fn silence_after_one_and_a_half_intervals(
+        #[case] quiet_s: u64,
+        #[case] interval_ms: Option<i64>,
+        #[case] degraded: bool,
+    ) {
+        let since = Instant::now();
+        let r = silence(since, since + Duration::from_secs(quiet_s), interval_ms);
+        assert_eq!(r.is_some(), degraded, "{r:?}");
+        if let Some(r) = r {
+            assert!(r.contains("one every 300 s"), "{r}");
+        }
     }
 }
