@@ -132,3 +132,37 @@ fn wrong_keys_are_refused_by_the_exchange_before_anything_starts() {
         &["mydemo", "refused key", "10003"],
     );
 }
+
+/// The services themselves refuse a live account without the confirmation, however they
+/// are started (by hand, a systemd unit): exit status 2, nothing traded, and the message
+/// says how to confirm. (With it they go on to the exchange, unreachable here; the unit
+/// test of `check_live_confirmed` covers that side.)
+#[test]
+fn a_live_account_started_by_hand_needs_its_confirmation() {
+    let stack = ScriptStack::new("[exchange]\naccounts_file = \"{dir}/api_accounts.json\"\n");
+    accounts_file(&stack, 0o600, "some-key");
+    for service in ["order-router", "risk-manager", "reconciler"] {
+        let run = || {
+            let mut cmd = std::process::Command::new(shardbot_e2e::bin(service));
+            cmd.arg("--config")
+                .arg(stack.path("config.toml"))
+                .env("SHARDBOT__EXCHANGE__ENVIRONMENT", "live")
+                .env("SHARDBOT__EXCHANGE__ACCOUNT", "mylive")
+                .env("SHARDBOT__EXCHANGE__REST_URL", "http://127.0.0.1:9")
+                .env("SHARDBOT__LOG__DIR", stack.path("log"))
+                .env_remove("SHARDBOT__EXCHANGE__CONFIRM_LIVE")
+                .current_dir(stack.path(""));
+            let out = cmd.output().unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (code, err) = run();
+        assert_eq!(code, Some(2), "{service}: {err}");
+        assert!(
+            err.contains("LIVE (real money)") && err.contains("confirm_live = \"mylive\""),
+            "{service}: {err}"
+        );
+    }
+}

@@ -314,5 +314,46 @@ fn one_intent_one_order_through_repeats_and_a_router_crash() {
         .expect("the refusal is journalled");
     assert_eq!(r.code, "halted");
     assert!(r.reason.contains("kill switch"), "{}", r.reason);
+
+    // A leverage changed in the trading settings reaches a symbol already traded (the
+    // router set each symbol's leverage once, for its lifetime).
+    assert!(matches!(
+        risk.request_within::<_, RiskReply>(
+            &RiskRequest::Control(ControlCommand::Resume),
+            Duration::from_secs(5)
+        )
+        .unwrap(),
+        RiskReply::Control(_)
+    ));
+    let mut j: serde_json::Value = serde_json::from_str(SETTINGS).unwrap();
+    j["leverage"] = serde_json::json!(3);
+    assert!(matches!(
+        risk.request_within::<_, RiskReply>(
+            &RiskRequest::SetTradingSettings {
+                json: j.to_string()
+            },
+            Duration::from_secs(5)
+        )
+        .unwrap(),
+        RiskReply::TradingSettings { .. }
+    ));
+    let again = intent(
+        a,
+        7,
+        IntentAction::Enter { side: Side::Buy },
+        price_of(a),
+        None,
+        None,
+    );
+    match submit(&stack, &again, Duration::from_secs(20)) {
+        RouterReply::Placed { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let pos = rt.block_on(sim.positions()).unwrap();
+    let p = pos
+        .iter()
+        .find(|p| &p.symbol == a)
+        .expect("the new position");
+    assert_eq!(p.leverage, Some(Decimal::from(3)), "{p:?}");
     stack.assert_alive();
 }

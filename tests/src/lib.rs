@@ -89,6 +89,7 @@ pub fn sim_client(sim_url: &str, credentials: Option<shardbot_bybit::Credentials
         ws_dead_after_ms: 45_000,
         account: String::new(),
         accounts_file: String::new(),
+        confirm_live: String::new(),
     }
     .client(credentials)
     .unwrap()

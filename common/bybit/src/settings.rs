@@ -42,6 +42,11 @@ pub struct ExchangeSettings {
     /// The accounts file (`api_accounts.json`, owner-only).
     #[serde(default)]
     pub accounts_file: String,
+    /// Live trading (real money) starts only when this names the account traded
+    /// (`exchange.account`): the services refuse a live account without it, whoever starts
+    /// them (`scripts/stack up --confirm-live NAME` sets it).
+    #[serde(default)]
+    pub confirm_live: String,
 }
 
 fn non_empty(s: &str) -> Option<&str> {
@@ -90,6 +95,32 @@ impl ExchangeSettings {
             ));
         }
         self.urls().map(|_| ())
+    }
+
+    /// For the services that trade or watch an account (router, risk manager,
+    /// reconciler): a `live` environment needs `confirm_live` to name the account traded;
+    /// keys from the environment variables (no account name) cannot be live.
+    pub fn check_live_confirmed(&self) -> Result<(), BybitError> {
+        if self.environment != Environment::Live {
+            return Ok(());
+        }
+        let account = self.account.trim();
+        if account.is_empty() {
+            return Err(BybitError::Config(
+                "exchange.environment = \"live\" (real money) needs a named account \
+                 (exchange.account, from the accounts file) and exchange.confirm_live naming it; \
+                 keys from SHARDBOT_API_KEY are not traded live"
+                    .into(),
+            ));
+        }
+        if self.confirm_live.trim() != account {
+            return Err(BybitError::Config(format!(
+                "account {account:?} is LIVE (real money): set exchange.confirm_live = \
+                 {account:?} (SHARDBOT__EXCHANGE__CONFIRM_LIVE, or scripts/stack up \
+                 --confirm-live {account}) to trade it; nothing started"
+            )));
+        }
+        Ok(())
     }
 
     /// A REST client with its own budget owner. A process builds one and shares it.
@@ -181,7 +212,27 @@ mod tests {
             ws_dead_after_ms: 45_000,
             account: String::new(),
             accounts_file: String::new(),
+            confirm_live: String::new(),
         }
+    }
+
+    #[test]
+    fn live_needs_the_account_named_to_confirm() {
+        let live = |account: &str, confirm: &str| ExchangeSettings {
+            account: account.into(),
+            confirm_live: confirm.into(),
+            ..settings(Environment::Live)
+        };
+        let e = live("", "").check_live_confirmed().unwrap_err().to_string();
+        assert!(e.contains("needs a named account"), "{e}");
+        let e = live("mylive", "")
+            .check_live_confirmed()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("confirm_live = \"mylive\""), "{e}");
+        assert!(live("mylive", "other").check_live_confirmed().is_err());
+        live("mylive", "mylive").check_live_confirmed().unwrap();
+        settings(Environment::Demo).check_live_confirmed().unwrap();
     }
 
     #[test]

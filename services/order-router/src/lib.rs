@@ -44,6 +44,8 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     }
     let max_entry_age_ms = rs.max_entry_age_ms;
     let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
+    // Real money only when the configuration names the live account to trade.
+    exchange.check_live_confirmed()?;
     exchange.ip_requests_per_5s = rs.ip_requests_per_5s;
     let sim_account = ctx
         .settings

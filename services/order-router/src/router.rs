@@ -36,7 +36,9 @@ pub struct Router {
     risk: Requester,
     publisher: Publisher,
     instruments: HashMap<Symbol, Instrument>,
-    leverage_set: HashSet<Symbol>,
+    /// The leverage last set on each symbol: set again when the approval's differs (a
+    /// leverage changed in the trading settings reaches symbols already traded).
+    leverage_set: HashMap<Symbol, Decimal>,
     /// orderLinkId → orderId of orders known to exist.
     placed: HashMap<String, String>,
     /// orderLinkId → repliers waiting for the attempt in flight.
@@ -145,7 +147,7 @@ impl Router {
             risk,
             publisher,
             instruments,
-            leverage_set: HashSet::new(),
+            leverage_set: HashMap::new(),
             placed,
             in_flight: HashMap::new(),
             journal,
@@ -218,7 +220,8 @@ struct Attempt {
     client: BybitClient,
     risk: Requester,
     instrument: Option<Instrument>,
-    leverage_set: bool,
+    /// The leverage last set on the intent's symbol, if any.
+    leverage_set: Option<Decimal>,
     /// An earlier attempt ended without knowing whether the order exists: look first.
     look_first: bool,
     /// Entries decided longer ago than this are refused ([`stale_entry`]).
@@ -228,7 +231,7 @@ struct Attempt {
 /// What an attempt did.
 struct Outcome {
     reply: RouterReply,
-    leverage_set_for: Option<Symbol>,
+    leverage_set_for: Option<(Symbol, Decimal)>,
     /// The order as placed, to journal before the reply goes out.
     order: Option<OrderEvent>,
 }
@@ -248,7 +251,7 @@ impl Attempt {
     async fn place(
         &self,
         intent: &OrderIntent,
-        lev: &mut Option<Symbol>,
+        lev: &mut Option<(Symbol, Decimal)>,
         journal: &mut Option<OrderEvent>,
     ) -> RouterReply {
         let link = intent.intent_id.order_link_id();
@@ -330,7 +333,7 @@ impl Attempt {
                 }
             },
         };
-        if !reduce_only && !self.leverage_set {
+        if !reduce_only && self.leverage_set != Some(leverage) {
             // Setting leverage is idempotent: a rate-limited or unanswered call is simply
             // made again (the limiter waits out a 10006 first).
             let mut tries = 0;
@@ -354,7 +357,7 @@ impl Attempt {
                     }
                 }
             }
-            *lev = Some(intent.symbol.clone());
+            *lev = Some((intent.symbol.clone(), leverage));
         }
         let mut order = CreateOrder::market(intent.symbol.as_str(), side, qty, &link);
         if reduce_only {
@@ -538,7 +541,7 @@ impl Handler<Submit> for Router {
             client: self.client.clone(),
             risk: self.risk.clone(),
             instrument: self.instruments.get(&msg.intent.symbol).cloned(),
-            leverage_set: self.leverage_set.contains(&msg.intent.symbol),
+            leverage_set: self.leverage_set.get(&msg.intent.symbol).copied(),
             look_first: self.unresolved.contains(&link),
             max_entry_age_ms: self.max_entry_age_ms,
         };
@@ -569,8 +572,8 @@ impl Handler<Done> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: Done, _ctx: &mut Context<Self>) {
-        if let Some(s) = msg.outcome.leverage_set_for {
-            self.leverage_set.insert(s);
+        if let Some((s, l)) = msg.outcome.leverage_set_for {
+            self.leverage_set.insert(s, l);
         }
         if let Some(order) = &msg.outcome.order
             && let Err(e) = self.journal.record_order(order, Some(&msg.intent.strategy))

@@ -83,6 +83,8 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let js: JournalSettings = ctx.settings.section("journal")?;
     let journal = Journal::open(&js.file)?;
     let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
+    // Real money only when the configuration names the live account to trade.
+    exchange.check_live_confirmed()?;
     exchange.ip_requests_per_5s = rs.ip_requests_per_5s;
     let sim_account = ctx
         .settings

@@ -39,6 +39,11 @@ type StartError = Box<dyn std::error::Error + Send + Sync>;
 
 pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let rs: RiskSettings = ctx.settings.section("risk")?;
+    // Real money only when the configuration names the live account to trade: checked
+    // before anything else is read.
+    ctx.settings
+        .section::<ExchangeSettings>("exchange")?
+        .check_live_confirmed()?;
     if rs.sync_interval_ms == 0 {
         return Err("risk.sync_interval_ms must be greater than 0".into());
     }
