@@ -249,10 +249,11 @@ fn one_intent_one_order_through_repeats_and_a_router_crash() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last = None;
     loop {
-        // What it last answered and its log, should it fail: it did 4 times in about 150
+        // What it last answered and its log, should it fail. It did 4 times in about 150
         // runs on 2026-12-03, answering a third position, the first entry's provisional
         // one: that position opened and closed while the slow-exchange fault kept every
-        // sync from seeing it, so it stays for the risk manager's PROVISIONAL_FOR (15 s).
+        // sync from seeing it, and the provisional entry outlived its exit for 15 s. Since
+        // then an exit's approval or fill ends it (tests/e2e/risk.rs).
         assert!(
             Instant::now() < deadline,
             "the risk manager never saw both positions: last answer {last:?}\n{}",
