@@ -251,8 +251,25 @@ impl Journal {
             path: p.clone(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(dir);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir);
+        }
+        // The journal (every order, fill and PnL of the account) is the owner's only: a
+        // new file is created 0600, and SQLite creates its -wal and -shm files with the
+        // database file's mode.
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
         }
         let mut conn = Connection::open(path).map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
@@ -655,6 +672,19 @@ mod tests {
     /// A different fill under a known exec id (bybit-sim once restarted its ids at 1 while
     /// the journal kept the last run's) is an error naming both rows, never dropped
     /// silently; the same fill again is a repeat.
+    #[test]
+    fn a_new_journal_is_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/journal.sqlite");
+        let j = Journal::open(&path).unwrap();
+        j.record_fill(&fill("e1", 10)).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+        assert_eq!(mode(&dir.path().join("new/journal.sqlite-wal")), 0o600);
+    }
+
     #[test]
     fn a_different_fill_under_a_known_id_is_an_error_naming_both() {
         let dir = tempfile::tempdir().unwrap();

@@ -78,19 +78,32 @@ pub fn init(
         })
     };
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.level.clone());
-    std::fs::create_dir_all(&settings.dir).map_err(|source| LoggingError::Dir {
-        dir: settings.dir.clone(),
+    // Logs name accounts, orders and balances: the owner's only (a new folder 0700, a new
+    // file 0600).
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&settings.dir)
+            .map_err(|source| LoggingError::Dir {
+                dir: settings.dir.clone(),
+                source,
+            })?;
+    }
+    let path = log_file(&settings.dir, service, instance);
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+    }
+    .map_err(|source| LoggingError::File {
+        path: path.clone(),
         source,
     })?;
-    let path = log_file(&settings.dir, service, instance);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|source| LoggingError::File {
-            path: path.clone(),
-            source,
-        })?;
     let (writer, guard) = tracing_appender::non_blocking(file);
     let file_layer = if settings.json {
         tracing_subscriber::fmt::layer()

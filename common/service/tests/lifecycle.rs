@@ -211,6 +211,16 @@ fn heartbeats_while_running_and_stops_cleanly_on_a_signal(#[case] sig: &str, #[c
     // The final heartbeat is best effort on the wire (nng may discard a queued message when
     // the socket closes); that it was sent shows in the log.
     let log = read(&stack.log_file());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&stack.log_file()),
+            0o600,
+            "the log is the owner's only"
+        );
+        assert_eq!(mode(stack.log_file().parent().unwrap()), 0o700);
+    }
     for needle in [
         "starting",
         "probe started",

@@ -120,7 +120,22 @@ impl RiskState {
         }
         let tmp = path.with_extension("tmp");
         let text = serde_json::to_string_pretty(self).map_err(|e| io(e.into()))?;
-        let mut f = fs::File::create(&tmp).map_err(io)?;
+        // Owner-only (the account's name, offset and mode are nobody else's business), and
+        // created so from the start: a leftover temporary file of another mode goes first.
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?
+        };
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
         fs::rename(&tmp, path).map_err(io)
@@ -143,6 +158,11 @@ mod tests {
         assert_eq!(s.simulated(dec!(100523.17)), dec!(1000));
         s.mode = TradingMode::Halted;
         s.save(&path).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "the risk state is owner-only");
+        }
         let again = RiskState::load(&path, "demo").unwrap().unwrap();
         assert_eq!(again, s);
         // a winning trade of 12.5 USDT on the exchange is a winning trade here
