@@ -358,3 +358,66 @@ fn one_intent_one_order_through_repeats_and_a_router_crash() {
     assert_eq!(p.leverage, Some(Decimal::from(3)), "{p:?}");
     stack.assert_alive();
 }
+
+/// An entry the risk manager approved but the router could not place (below the
+/// instrument's minimum quantity here) stops counting against the limits at once: the
+/// router tells the risk manager, and the next entry is not refused for a position that
+/// was never opened (it was, for the provisional entry's 15 s).
+#[test]
+fn an_approved_entry_the_router_refuses_stops_counting_at_once() {
+    // 6 USDT of margin, no leverage, one position at most.
+    let settings = r#"{"simulated_balance": 1000, "sizing": {"fixed": 6}, "leverage": 1,
+      "daily_loss_limit": 50, "max_open_positions": 1, "max_margin_use_pct": 90,
+      "cooldown_after_stop_min": 30}"#;
+    let mut stack = Stack::new(CONFIG);
+    stack.write("trading_settings.json", settings);
+    let (rt, sim) = stack.start_sim();
+    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
+    let tickers = rt.block_on(sim.tickers()).unwrap();
+    let price_of = |s: &str| tickers.iter().find(|t| t.symbol == s).unwrap().last_price;
+    let min_value = |i: &shardbot_bybit::models::market::InstrumentInfo| {
+        i.lot_size_filter.min_order_qty * price_of(&i.symbol)
+    };
+    // One whose smallest order is worth more than 6 USDT, one whose is well under it.
+    let big = instruments
+        .iter()
+        .find(|i| min_value(i) > Decimal::from(7))
+        .expect("an instrument whose minimum order is worth more than 7 USDT");
+    let small = instruments
+        .iter()
+        .find(|i| {
+            min_value(i) < Decimal::from(3)
+                && i.lot_size_filter.min_notional_value.unwrap_or_default() <= Decimal::from(5)
+        })
+        .expect("an instrument whose minimum order is worth under 3 USDT");
+    stack.spawn("risk-manager", "risk-manager", &[], &[]);
+    stack.spawn("order-router", "order-router", &[], &[]);
+    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
+
+    let buy = IntentAction::Enter { side: Side::Buy };
+    let first = intent(&big.symbol, 1, buy, price_of(&big.symbol), None, None);
+    match submit(&stack, &first, Duration::from_secs(20)) {
+        RouterReply::Refused { refusal, .. } => {
+            assert_eq!(refusal.code, RefusalCode::BelowMinQty, "{}", refusal.reason)
+        }
+        other => panic!("{other:?}"),
+    }
+    // The router's word reaches the risk manager within a moment (far under 15 s).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let second = intent(&small.symbol, 1, buy, price_of(&small.symbol), None, None);
+    loop {
+        match submit(&stack, &second, Duration::from_secs(20)) {
+            RouterReply::Placed { .. } => break,
+            RouterReply::Refused { refusal, .. }
+                if refusal.code == RefusalCode::MaxOpenPositions && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => panic!(
+                "the unplaced entry still counts: {other:?}\n{}",
+                stack.output("risk-manager")
+            ),
+        }
+    }
+    stack.assert_alive();
+}

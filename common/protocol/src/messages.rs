@@ -692,6 +692,15 @@ pub enum RiskRequest {
     SetTradingSettings {
         json: String,
     },
+    /// The router did not place an entry the risk manager approved (refused after the
+    /// approval: below the minimums, stale, an exchange rejection...): the approval's
+    /// provisional position ends at once instead of counting against the limits until it
+    /// expires. Answered with the status.
+    Unplaced {
+        intent_id: IntentId,
+        symbol: Symbol,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

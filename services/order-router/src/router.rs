@@ -232,6 +232,8 @@ struct Attempt {
 struct Outcome {
     reply: RouterReply,
     leverage_set_for: Option<(Symbol, Decimal)>,
+    /// The risk manager approved this entry (it counts as open there until placed).
+    approved_entry: bool,
     /// The order as placed, to journal before the reply goes out.
     order: Option<OrderEvent>,
 }
@@ -240,10 +242,19 @@ impl Attempt {
     async fn run(self, intent: OrderIntent) -> Outcome {
         let mut leverage_set_for = None;
         let mut order = None;
-        let reply = self.place(&intent, &mut leverage_set_for, &mut order).await;
+        let mut approved_entry = false;
+        let reply = self
+            .place(
+                &intent,
+                &mut leverage_set_for,
+                &mut order,
+                &mut approved_entry,
+            )
+            .await;
         Outcome {
             reply,
             leverage_set_for,
+            approved_entry,
             order,
         }
     }
@@ -253,6 +264,7 @@ impl Attempt {
         intent: &OrderIntent,
         lev: &mut Option<(Symbol, Decimal)>,
         journal: &mut Option<OrderEvent>,
+        approved_entry: &mut bool,
     ) -> RouterReply {
         let link = intent.intent_id.order_link_id();
         if self.look_first
@@ -304,6 +316,7 @@ impl Attempt {
                 ..
             } => (qty, leverage, reduce_only),
         };
+        *approved_entry = !reduce_only;
         let Some(inst) = &self.instrument else {
             return refused(
                 intent,
@@ -587,6 +600,22 @@ impl Handler<Done> for Router {
             self.unresolved.insert(msg.link.clone());
         } else {
             self.unresolved.remove(&msg.link);
+        }
+        // An entry approved but refused here: the risk manager stops counting it now.
+        if msg.outcome.approved_entry
+            && let RouterReply::Refused { refusal, .. } = &msg.outcome.reply
+        {
+            let risk = self.risk.clone();
+            let req = RiskRequest::Unplaced {
+                intent_id: msg.intent.intent_id.clone(),
+                symbol: msg.intent.symbol.clone(),
+                reason: refusal.reason.clone(),
+            };
+            actix::spawn(async move {
+                if let Err(e) = risk.request_async::<_, RiskReply>(req).await {
+                    tracing::warn!(error = %e, "cannot tell the risk manager an approved entry was not placed");
+                }
+            });
         }
         if let RouterReply::Refused { refusal, .. } = &msg.outcome.reply
             && let Err(e) = self.journal.record_refusal(

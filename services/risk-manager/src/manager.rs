@@ -263,6 +263,23 @@ impl RiskManager {
         }
     }
 
+    /// An approved entry the router did not place: its provisional position ends (unless a
+    /// later approval or a fill replaced it).
+    fn unplaced(&mut self, intent_id: &IntentId, symbol: &Symbol, reason: &str) {
+        if self
+            .provisional
+            .get(symbol)
+            .is_some_and(|(_, _, id)| id == intent_id)
+        {
+            self.provisional.remove(symbol);
+            if !self.exact.contains(symbol) {
+                self.book.positions.remove(symbol);
+            }
+            tracing::info!(%intent_id, %symbol, reason, "approved entry not placed: no longer counted");
+            self.publish();
+        }
+    }
+
     /// Whether `intent` is a reversal's entry whose exit is approved but not yet booked.
     fn awaits_exit(&self, intent: &OrderIntent) -> bool {
         matches!(intent.action, IntentAction::Enter { .. })
@@ -588,6 +605,14 @@ impl RiskManager {
             RiskRequest::Status => RiskReply::Status(self.status()),
             RiskRequest::Control(cmd) => RiskReply::Control(self.control(cmd)),
             RiskRequest::TradingSettings => self.trading_settings(),
+            RiskRequest::Unplaced {
+                intent_id,
+                symbol,
+                reason,
+            } => {
+                self.unplaced(&intent_id, &symbol, &reason);
+                RiskReply::Status(self.status())
+            }
             RiskRequest::SetTradingSettings { json } => match self.set_trading_settings(&json) {
                 Ok(()) => self.trading_settings(),
                 Err(message) => RiskReply::Error(ErrorReply { message }),
