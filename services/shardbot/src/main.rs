@@ -74,7 +74,28 @@ enum Command {
     Reconcile(journal::ReconcileArgs),
 }
 
+/// A closed pipe on standard output (`shardbot trades --csv - | head`) ends the command
+/// quietly, as Unix tools end: Rust ignores SIGPIPE, so `println!` panics on EPIPE, and this
+/// hook turns exactly that panic into a silent exit (status 141, a shell's SIGPIPE
+/// status). Resetting SIGPIPE itself would take `unsafe`, which the workspace denies.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Backtest(args) => backtest::run(args),
@@ -95,6 +116,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`| head`): nothing to say about it.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::from(141)
+        }
         Err(e) => {
             eprintln!("shardbot: {}", shardbot_service::single_line(&one_line(&e)));
             ExitCode::FAILURE

@@ -102,3 +102,30 @@ fn bad_input_is_one_clear_line() {
     let o = run(&["--data", "/nonexistent.csv"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot open /nonexistent.csv"));
 }
+
+/// `shardbot indicators ... | head -1`: the reader goes away after one line and the
+/// command ends quietly with a shell's SIGPIPE status, as Unix tools do (it printed
+/// "Broken pipe" as an error, or panicked in `println!`).
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardbot"))
+        .args(["indicators", "--data", btc().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("open_time_ms"), "{first}");
+    // The reader is dropped: the pipe is closed.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141));
+    assert!(
+        out.stderr.is_empty(),
+        "nothing to say about a closed pipe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
