@@ -320,3 +320,65 @@ async fn a_refused_auth_is_reported_and_retried() {
     );
     handle.shutdown().await;
 }
+
+/// A login refused again and again is retried ever more slowly (20, 40, 80, 160 ms here),
+/// not at the first backoff forever (each connection was accepted, which reset it); a
+/// refused subscription is an error too, retried the same way.
+#[tokio::test]
+async fn refusals_back_off_and_a_refused_subscription_is_an_error() {
+    let (l, url) = server().await;
+    let (handle, mut rx) = spawn_private(
+        &url,
+        Credentials::new("k", "wrong"),
+        Arc::new(ServerClock::default()),
+        cfg(),
+    );
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let mut ws = accept(&l).await;
+        assert_eq!(recv(&mut ws).await["op"], "auth");
+        send(&mut ws, fixture("ws_auth_failure_params_error.json")).await;
+        loop {
+            if let PrivateEvent::Disconnected { retry_in, .. } = next_event(&mut rx).await {
+                waits.push(retry_in.as_millis());
+                break;
+            }
+        }
+    }
+    assert_eq!(waits, vec![20, 40, 80, 160]);
+    // Accepted login, refused subscription: reported, and the connection is replaced.
+    let mut ws = accept(&l).await;
+    assert_eq!(recv(&mut ws).await["op"], "auth");
+    send(
+        &mut ws,
+        json!({"success": true, "ret_msg": "", "op": "auth", "conn_id": "c1"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["op"], "subscribe");
+    send(
+        &mut ws,
+        json!({"success": false, "ret_msg": "Request not authorized", "op": "subscribe", "conn_id": "c1", "req_id": "private"}),
+    )
+    .await;
+    let mut failed = false;
+    loop {
+        match next_event(&mut rx).await {
+            PrivateEvent::SubscribeFailed { message } => {
+                assert_eq!(message, "Request not authorized");
+                failed = true;
+            }
+            PrivateEvent::Disconnected {
+                reason, retry_in, ..
+            } => {
+                assert!(
+                    failed && reason.contains("subscription refused"),
+                    "{reason}"
+                );
+                assert_eq!(retry_in.as_millis(), 200, "still backing off");
+                break;
+            }
+            _ => {}
+        }
+    }
+    handle.shutdown().await;
+}

@@ -729,7 +729,7 @@ impl Handler<Ws> for Gateway {
                 tracing::info!(conn, "public stream connected");
                 self.catch_up(0, "reconnected", ctx);
             }
-            PublicEvent::Disconnected { conn, reason } => {
+            PublicEvent::Disconnected { conn, reason, .. } => {
                 self.stats.ws_disconnects += 1;
                 tracing::warn!(conn, reason, "public stream disconnected; reconnecting");
             }

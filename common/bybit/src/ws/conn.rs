@@ -61,7 +61,8 @@ pub(crate) trait Handler: Send + 'static {
     fn on_text(&mut self, text: &str, out: &mut Vec<String>, events: &mut Vec<Self::Event>)
     -> Flow;
     fn connected(&self, conn: usize) -> Self::Event;
-    fn disconnected(&self, conn: usize, reason: String) -> Self::Event;
+    /// The connection ended for `reason`; the next attempt is in `retry_in`.
+    fn disconnected(&self, conn: usize, reason: String, retry_in: Duration) -> Self::Event;
 }
 
 pub(crate) fn ping_frame() -> String {
@@ -91,7 +92,11 @@ pub(crate) async fn run<H: Handler>(
             Err(_) => format!("connect to {url} timed out after {:?}", cfg.connect_timeout),
             Ok(Err(e)) => format!("connect to {url} failed: {e}"),
             Ok(Ok((ws, _))) => {
-                backoff = cfg.backoff_min;
+                // The backoff is reset only by a connection that lasted (10 backoffs, 1 s at
+                // least: below). One the exchange accepts and then refuses at once (a refused
+                // login, a refused subscription) is retried ever more slowly, not twice a
+                // second forever.
+                let opened = tokio::time::Instant::now();
                 if events.send(handler.connected(conn)).await.is_err() {
                     return;
                 }
@@ -104,7 +109,7 @@ pub(crate) async fn run<H: Handler>(
                 ping.tick().await; // the first tick is immediate
                 // Silence is measured from the last frame received, whatever else happens.
                 let mut last_frame = tokio::time::Instant::now();
-                'conn: loop {
+                let reason = 'conn: loop {
                     for text in out.drain(..) {
                         if let Err(e) = sink.send(Message::text(text)).await {
                             break 'conn format!("send failed: {e}");
@@ -149,13 +154,17 @@ pub(crate) async fn run<H: Handler>(
                             }
                         }
                     }
+                };
+                if opened.elapsed() >= (cfg.backoff_min * 10).max(Duration::from_secs(1)) {
+                    backoff = cfg.backoff_min;
                 }
+                reason
             }
         };
         RECONNECTS.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(conn, url = %url, reason = %reason, retry_in_ms = backoff.as_millis() as u64, "WebSocket down; reconnecting");
         if events
-            .send(handler.disconnected(conn, reason))
+            .send(handler.disconnected(conn, reason, backoff))
             .await
             .is_err()
         {

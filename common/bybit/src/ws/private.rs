@@ -43,6 +43,9 @@ pub enum PrivateEvent {
     Disconnected {
         conn: usize,
         reason: String,
+        /// When the next connection is tried (the backoff grows while connections keep
+        /// failing, and resets once one lasts).
+        retry_in: std::time::Duration,
     },
     Order(Box<Order>),
     Execution(Box<Execution>),
@@ -101,13 +104,17 @@ impl Handler for PrivateHandler {
                 }
             }
             Ok(WsFrame::Op(op)) if op.op == "subscribe" => {
-                events.push(if op.failed() {
-                    PrivateEvent::SubscribeFailed {
+                if op.failed() {
+                    // Without its subscriptions the private stream hears no order or fill:
+                    // an error, retried on a new connection (with backoff).
+                    tracing::error!(message = op.ret_msg, "private subscription refused");
+                    let why = format!("subscription refused: {}", op.ret_msg);
+                    events.push(PrivateEvent::SubscribeFailed {
                         message: op.ret_msg,
-                    }
-                } else {
-                    PrivateEvent::Subscribed
-                });
+                    });
+                    return Flow::Reconnect(why);
+                }
+                events.push(PrivateEvent::Subscribed);
             }
             Ok(WsFrame::Order(m)) => {
                 events.extend(m.data.into_iter().map(|o| PrivateEvent::Order(Box::new(o))))
@@ -141,8 +148,17 @@ impl Handler for PrivateHandler {
         PrivateEvent::Connected { conn }
     }
 
-    fn disconnected(&self, conn: usize, reason: String) -> PrivateEvent {
-        PrivateEvent::Disconnected { conn, reason }
+    fn disconnected(
+        &self,
+        conn: usize,
+        reason: String,
+        retry_in: std::time::Duration,
+    ) -> PrivateEvent {
+        PrivateEvent::Disconnected {
+            conn,
+            reason,
+            retry_in,
+        }
     }
 }
 

@@ -31,6 +31,9 @@ pub enum PublicEvent {
     Disconnected {
         conn: usize,
         reason: String,
+        /// When the next connection is tried (the backoff grows while connections keep
+        /// failing, and resets once one lasts).
+        retry_in: std::time::Duration,
     },
     SubscribeFailed {
         conn: usize,
@@ -141,8 +144,17 @@ impl Handler for PublicHandler {
         PublicEvent::Connected { conn }
     }
 
-    fn disconnected(&self, conn: usize, reason: String) -> PublicEvent {
-        PublicEvent::Disconnected { conn, reason }
+    fn disconnected(
+        &self,
+        conn: usize,
+        reason: String,
+        retry_in: std::time::Duration,
+    ) -> PublicEvent {
+        PublicEvent::Disconnected {
+            conn,
+            reason,
+            retry_in,
+        }
     }
 }
 
