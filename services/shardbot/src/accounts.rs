@@ -67,6 +67,27 @@ enum AccountsCommand {
     Test { name: String },
 }
 
+/// One line typed at the terminal, not echoed: echo is turned off *before* the prompt is
+/// shown (so nothing typed after the prompt can be echoed) and restored afterwards, even
+/// when the read fails. (rpassword shows its prompt first and turns echo off after, so a
+/// fast typist's first characters could still appear.)
+fn read_without_echo(stdin: &std::io::Stdin, name: &str) -> anyhow::Result<String> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let saved = tcgetattr(stdin).context("reading the terminal's settings")?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    tcsetattr(stdin, OptionalActions::Now, &quiet).context("turning the terminal's echo off")?;
+    eprint!("API secret of {name} (not shown as you type): ");
+    std::io::Write::flush(&mut std::io::stderr()).ok();
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    let restored = tcsetattr(stdin, OptionalActions::Now, &saved);
+    read.context("reading the secret from the terminal")?;
+    restored.context("turning the terminal's echo back on")?;
+    Ok(line)
+}
+
 /// The secret from SHARDBOT_API_SECRET, else one line of standard input.
 fn read_secret(name: &str) -> anyhow::Result<Secret> {
     if let Ok(s) = std::env::var("SHARDBOT_API_SECRET")
@@ -76,10 +97,7 @@ fn read_secret(name: &str) -> anyhow::Result<Secret> {
     }
     let stdin = std::io::stdin();
     let line = if stdin.is_terminal() {
-        // Typed at a terminal: not echoed, so it never shows on the screen (or in a
-        // recording of it).
-        rpassword::prompt_password(format!("API secret of {name} (not shown as you type): "))
-            .context("reading the secret from the terminal")?
+        read_without_echo(&stdin, name)?
     } else {
         let mut line = String::new();
         stdin
