@@ -104,9 +104,9 @@ impl BacktestConfig {
                 max_open_positions: 1,
                 max_margin_use_pct: Decimal::ONE_HUNDRED,
                 cooldown_after_stop_min: 0,
-                fee_rate: Decimal::new(55, 5),
+                fee_rate: shardbot_risk::default_fee_rate(),
             },
-            fee_rate: Decimal::new(55, 5),
+            fee_rate: shardbot_risk::default_fee_rate(),
             slippage: Slippage::Ticks(0),
             intrabar: Intrabar::StopFirst,
             funding_rate: None,
@@ -261,11 +261,12 @@ struct Pending {
     enter: Option<Entry>,
     /// A reversal's entry: judged and sized at the next open once the exit before it has
     /// filled, from the balance that fill left (see [`decide_entry`]).
-    reverse: Option<Reverse>,
+    reverse: Option<EntrySignal>,
 }
 
-/// A reversal's entry signal, kept until its exit has filled.
-struct Reverse {
+/// An entry signal as the risk rules judge it: at once for an entry from flat, or kept
+/// (a reversal's) until its exit has filled.
+struct EntrySignal {
     side: Side,
     stop_loss: Option<f64>,
     take_profit: Option<f64>,
@@ -971,7 +972,7 @@ fn step(eng: &mut Engine<'_>, rules: &Rules<'_>, st: &mut SymbolState, c: &Candl
             take_profit,
         }) = signals.iter().find(|x| matches!(x, Signal::Enter { .. }))
         {
-            let signal = Reverse {
+            let signal = EntrySignal {
                 side: match direction {
                     Direction::Long => Side::Buy,
                     Direction::Short => Side::Sell,
@@ -1052,7 +1053,7 @@ fn decide_entry(
     eng: &mut Engine<'_>,
     rules: &Rules<'_>,
     st: &SymbolState,
-    signal: &Reverse,
+    signal: &EntrySignal,
 ) -> Option<Entry> {
     let close = dec(signal.close);
     let held = st.open.as_ref().map(|o| Held {

@@ -164,6 +164,56 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
+/// An order's status rank: 0 new, 1 part way, 2 final.
+macro_rules! status_rank {
+    ($col:literal) => {
+        concat!(
+            "(CASE ",
+            $col,
+            " WHEN 'Filled' THEN 2 WHEN 'Cancelled' THEN 2 WHEN 'Rejected' THEN 2",
+            " WHEN 'PartiallyFilledCanceled' THEN 2 WHEN 'Deactivated' THEN 2",
+            " WHEN 'PartiallyFilled' THEN 1 WHEN 'Triggered' THEN 1 ELSE 0 END)"
+        )
+    };
+}
+
+/// Whether the incoming order event is not behind the stored one.
+macro_rules! not_behind {
+    () => {
+        concat!(
+            status_rank!("excluded.status"),
+            " >= ",
+            status_rank!("orders.status")
+        )
+    };
+}
+
+/// Records or updates an order. Its status only moves forward (New → PartiallyFilled → a
+/// final one): a `Filled` heard on the stream is not overwritten by the place call's `New`
+/// answered after it (nor its executed quantity and price).
+const UPSERT_ORDER: &str = concat!(
+    "INSERT INTO orders (order_link_id, order_id, intent_id, symbol, side, qty,
+        reduce_only, take_profit, stop_loss, status, cum_exec_qty, avg_price, updated_ms,
+        strategy)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+     ON CONFLICT(order_link_id) DO UPDATE SET
+        order_id = excluded.order_id,
+        intent_id = COALESCE(excluded.intent_id, orders.intent_id),
+        strategy = COALESCE(excluded.strategy, orders.strategy),
+        status = CASE WHEN ",
+    not_behind!(),
+    " THEN excluded.status ELSE orders.status END,
+        cum_exec_qty = CASE WHEN ",
+    not_behind!(),
+    "
+            THEN excluded.cum_exec_qty ELSE orders.cum_exec_qty END,
+        avg_price = CASE WHEN ",
+    not_behind!(),
+    "
+            THEN COALESCE(excluded.avg_price, orders.avg_price) ELSE orders.avg_price END,
+        updated_ms = MAX(orders.updated_ms, excluded.updated_ms)"
+);
+
 /// A refused intent as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusalRecord {
@@ -339,37 +389,9 @@ impl Journal {
     /// Records (or updates) an order. Durable when this returns (WAL, synchronous=FULL).
     /// `strategy` is the strategy whose intent placed it, when known.
     pub fn record_order(&self, o: &OrderEvent, strategy: Option<&str>) -> Result<(), JournalError> {
-        // An order's status only moves forward (New → PartiallyFilled → a final one): a
-        // `Filled` heard on the stream is not overwritten by the place call's `New`
-        // answered after it.
-        let rank = |col: &str| {
-            format!(
-                "(CASE {col} WHEN 'Filled' THEN 2 WHEN 'Cancelled' THEN 2 WHEN 'Rejected' THEN 2 \
-                 WHEN 'PartiallyFilledCanceled' THEN 2 WHEN 'Deactivated' THEN 2 \
-                 WHEN 'PartiallyFilled' THEN 1 WHEN 'Triggered' THEN 1 ELSE 0 END)"
-            )
-        };
-        let later = format!("{} >= {}", rank("excluded.status"), rank("orders.status"));
-        let sql = format!(
-            "INSERT INTO orders (order_link_id, order_id, intent_id, symbol, side, qty,
-                    reduce_only, take_profit, stop_loss, status, cum_exec_qty, avg_price, updated_ms,
-                    strategy)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                 ON CONFLICT(order_link_id) DO UPDATE SET
-                    order_id = excluded.order_id,
-                    intent_id = COALESCE(excluded.intent_id, orders.intent_id),
-                    strategy = COALESCE(excluded.strategy, orders.strategy),
-                    status = CASE WHEN {later} THEN excluded.status ELSE orders.status END,
-                    cum_exec_qty = CASE WHEN {later}
-                        THEN excluded.cum_exec_qty ELSE orders.cum_exec_qty END,
-                    avg_price = CASE WHEN {later}
-                        THEN COALESCE(excluded.avg_price, orders.avg_price)
-                        ELSE orders.avg_price END,
-                    updated_ms = MAX(orders.updated_ms, excluded.updated_ms)"
-        );
         self.conn
             .execute(
-                &sql,
+                UPSERT_ORDER,
                 params![
                     o.order_link_id,
                     o.order_id,

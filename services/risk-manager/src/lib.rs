@@ -20,7 +20,7 @@ use shardbot_protocol::{ErrorReply, Event, OrderStatus, RiskReply, RiskRequest};
 use shardbot_risk::TradingSettings;
 use shardbot_service::ServiceContext;
 
-pub use manager::{Filled, ManagerConfig, Query, Resync, RiskManager, StoppedOut};
+pub use manager::{Filled, ManagerConfig, Query, RiskManager, StoppedOut};
 pub use state::RiskState;
 
 /// `[risk]`.

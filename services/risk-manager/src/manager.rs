@@ -681,19 +681,6 @@ impl Handler<Filled> for RiskManager {
     }
 }
 
-/// A fill happened somewhere: read the account again now.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Resync;
-
-impl Handler<Resync> for RiskManager {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Resync, ctx: &mut Context<Self>) {
-        self.sync(ctx);
-    }
-}
-
 /// A position of this symbol was closed by its stop-loss (from the router's order events).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
