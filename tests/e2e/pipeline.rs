@@ -136,7 +136,10 @@ impl Router {
         let log = intents.clone();
         std::thread::spawn(move || {
             let _ = replier.serve(
-                |RouterRequest::Submit(intent)| {
+                |request: RouterRequest| {
+                    let RouterRequest::Submit(intent) = request else {
+                        panic!("a worker asked for a flatten: {request:?}");
+                    };
                     let mut log = log.lock().unwrap();
                     let duplicate = log.iter().any(|(_, i)| i.intent_id == intent.intent_id);
                     log.push((Instant::now(), intent.clone()));

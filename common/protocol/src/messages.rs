@@ -587,6 +587,89 @@ pub enum ControlCommand {
 pub struct ControlReply {
     pub mode: TradingMode,
     pub message: String,
+    /// For `FlattenAll`: the flatten started (or already running), to follow with
+    /// `RiskRequest::Flatten`.
+    #[serde(default)]
+    pub flatten: Option<FlattenReport>,
+}
+
+/// A position the exchange still showed when a flatten read the account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenPosition {
+    pub symbol: Symbol,
+    pub side: Side,
+    pub size: Decimal,
+}
+
+/// Where a flatten (the kill switch's "close everything") stands. The router closes every
+/// position the exchange shows with reduce-only market orders (split at the symbol's
+/// largest market order), reads the account again and repeats until it shows no position
+/// or the deadline passes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlattenReport {
+    pub flatten_id: String,
+    pub started_ms: TimestampMs,
+    pub deadline_ms: TimestampMs,
+    /// Set once the flatten has ended, flat or not.
+    pub finished_ms: Option<TimestampMs>,
+    /// The exchange showed no position (and no entry was being sent) at the last read.
+    pub flat: bool,
+    /// Reads of the account so far.
+    pub rounds: u32,
+    /// Reduce-only orders the exchange accepted.
+    pub orders_placed: u32,
+    /// Entries refused because they were approved before the flatten began.
+    pub entries_stopped: u32,
+    /// The positions of the last read (empty when flat).
+    pub left: Vec<OpenPosition>,
+    /// The most recent errors (orders refused, reads failed), newest last.
+    pub errors: Vec<String>,
+}
+
+impl FlattenReport {
+    pub fn done(&self) -> bool {
+        self.finished_ms.is_some()
+    }
+
+    /// One line for a log, a terminal or the dashboard.
+    pub fn summary(&self) -> String {
+        let left = self
+            .left
+            .iter()
+            .map(|p| format!("{} {} {}", p.symbol, p.side, p.size))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match (self.done(), self.flat) {
+            (true, true) => format!(
+                "flatten {}: FLAT after {} reads and {} orders",
+                self.flatten_id, self.rounds, self.orders_placed
+            ),
+            (true, false) if self.rounds == 0 => format!(
+                "flatten {}: NOT FLAT, OR NOT KNOWN: the positions could not be read before the \
+                 deadline{}",
+                self.flatten_id,
+                self.errors
+                    .last()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            ),
+            (true, false) => format!(
+                "flatten {}: NOT FLAT at the deadline; still open: {left}{}",
+                self.flatten_id,
+                self.errors
+                    .last()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            ),
+            (false, _) => format!(
+                "flatten {}: closing ({} reads, {} orders so far; open: {})",
+                self.flatten_id,
+                self.rounds,
+                self.orders_placed,
+                if left.is_empty() { "-" } else { &left }
+            ),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -655,6 +738,14 @@ pub enum GatewayReply {
 #[serde(tag = "req", rename_all = "snake_case")]
 pub enum RouterRequest {
     Submit(OrderIntent),
+    /// Start the flatten `flatten_id` (entries approved before now are no longer sent,
+    /// every position is closed until the exchange shows none or `deadline_ms` passes),
+    /// or, when it exists already, say where it stands. Answered at once with
+    /// `RouterReply::Flatten`; a router restarted meanwhile starts it again.
+    Flatten {
+        flatten_id: String,
+        deadline_ms: TimestampMs,
+    },
 }
 
 /// What became of a submitted intent.
@@ -672,6 +763,7 @@ pub enum RouterReply {
         intent_id: IntentId,
         refusal: Refusal,
     },
+    Flatten(FlattenReport),
     Error(ErrorReply),
 }
 
@@ -701,6 +793,11 @@ pub enum RiskRequest {
         symbol: Symbol,
         reason: String,
     },
+    /// Where the flatten `flatten_id` (from the `FlattenAll` reply) stands, asked of the
+    /// router; answered with `RiskReply::Flatten`.
+    Flatten {
+        flatten_id: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -712,6 +809,7 @@ pub enum RiskReply {
     Status(RiskStatus),
     Control(ControlReply),
     TradingSettings { json: String },
+    Flatten(FlattenReport),
     Error(ErrorReply),
 }
 

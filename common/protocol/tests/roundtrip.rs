@@ -271,13 +271,51 @@ fn every_request_and_reply_round_trips() {
         RiskReply::Control(ControlReply {
             mode: TradingMode::Halted,
             message: "ok".into(),
+            flatten: None,
         }),
+        RiskReply::Control(ControlReply {
+            mode: TradingMode::Halted,
+            message: "halted".into(),
+            flatten: Some(flatten_report()),
+        }),
+        RiskReply::Flatten(flatten_report()),
         RiskReply::Error(ErrorReply {
             message: "e".into(),
         }),
     ] {
         round_trip(&rep);
     }
+}
+
+fn flatten_report() -> FlattenReport {
+    FlattenReport {
+        flatten_id: "k1700000000000".into(),
+        started_ms: 1_700_000_000_000,
+        deadline_ms: 1_700_000_060_000,
+        finished_ms: Some(1_700_000_001_500),
+        flat: false,
+        rounds: 3,
+        orders_placed: 4,
+        entries_stopped: 1,
+        left: vec![OpenPosition {
+            symbol: Symbol::new("BTCUSDT").unwrap(),
+            side: Side::Sell,
+            size: Decimal::new(12_345, 3),
+        }],
+        errors: vec!["close BTCUSDT Buy 12.345: 110007".into()],
+    }
+}
+
+#[test]
+fn router_requests_and_replies_round_trip() {
+    round_trip(&RouterRequest::Flatten {
+        flatten_id: "k1".into(),
+        deadline_ms: 5,
+    });
+    round_trip(&RouterReply::Flatten(flatten_report()));
+    round_trip(&RiskRequest::Flatten {
+        flatten_id: "k1".into(),
+    });
 }
 
 fn frame_of<T: Publish>(msg: &T, seq: u64) -> Vec<u8> {

@@ -6,6 +6,7 @@
 //! twice. It owns the private stream and publishes order and fill events. At start it
 //! re-reads recent orders and executions so repeats sent across a restart are recognised.
 
+mod flatten;
 mod router;
 
 use std::collections::HashMap;
@@ -21,7 +22,8 @@ use shardbot_bybit::{
 use shardbot_protocol::{ErrorReply, Instrument, RouterReply, RouterRequest, ServiceState, Symbol};
 use shardbot_service::{ServiceContext, SetState};
 
-pub use router::{Private, Router, Submit, order_event};
+pub use flatten::{EntryGate, close_orders, split_qty};
+pub use router::{Flatten, Private, Router, Submit, order_event};
 
 /// `[router]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -179,9 +181,21 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
             .name("router-rep".into())
             .spawn(move || {
                 let served = replier.serve(
-                    |RouterRequest::Submit(intent)| {
+                    |request: RouterRequest| {
                         let (tx, rx) = tokio::sync::oneshot::channel();
-                        addr.do_send(Submit { intent, reply: tx });
+                        match request {
+                            RouterRequest::Submit(intent) => {
+                                addr.do_send(Submit { intent, reply: tx })
+                            }
+                            RouterRequest::Flatten {
+                                flatten_id,
+                                deadline_ms,
+                            } => addr.do_send(Flatten {
+                                flatten_id,
+                                deadline_ms,
+                                reply: tx,
+                            }),
+                        }
                         rx.blocking_recv().unwrap_or_else(|_| {
                             RouterReply::Error(ErrorReply {
                                 message: "the router is stopping".into(),

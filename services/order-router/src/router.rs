@@ -7,6 +7,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::Arc,
     time::Duration,
 };
 
@@ -20,11 +21,14 @@ use shardbot_bybit::{
 };
 use shardbot_journal::Journal;
 use shardbot_protocol::{
-    ErrorReply, Instrument, IntentAction, OrderEvent, OrderIntent, OrderStatus, OrderType, Refusal,
-    RefusalCode, RiskDecision, RiskReply, RiskRequest, RouterReply, Side, Symbol,
+    ErrorReply, FlattenReport, Instrument, IntentAction, OrderEvent, OrderIntent, OrderStatus,
+    OrderType, Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest, RouterReply, Side,
+    Symbol, TimestampMs,
 };
 use shardbot_risk::round_qty;
 use tokio::sync::oneshot;
+
+use crate::flatten::{self, EntryGate};
 
 /// Lookups of an order with an unknown outcome before the router says it was not placed.
 const RESOLVE_TRIES: u32 = 3;
@@ -50,6 +54,10 @@ pub struct Router {
     /// Intents whose last attempt ended with the order's existence unknown.
     unresolved: HashSet<String>,
     max_entry_age_ms: u64,
+    /// Shared with every entry attempt: a flatten stops the entries approved before it.
+    gate: Arc<EntryGate>,
+    /// The flattens of this router's lifetime, by id: running or their last report.
+    flattens: HashMap<String, FlattenReport>,
 }
 
 fn refused(intent: &OrderIntent, code: RefusalCode, reason: String) -> RouterReply {
@@ -154,6 +162,8 @@ impl Router {
             newest_exec_ms: 0,
             unresolved: HashSet::new(),
             max_entry_age_ms,
+            gate: Arc::new(EntryGate::default()),
+            flattens: HashMap::new(),
         }
     }
 
@@ -226,6 +236,7 @@ struct Attempt {
     look_first: bool,
     /// Entries decided longer ago than this are refused ([`stale_entry`]).
     max_entry_age_ms: u64,
+    gate: Arc<EntryGate>,
 }
 
 /// What an attempt did.
@@ -316,6 +327,7 @@ impl Attempt {
                 ..
             } => (qty, leverage, reduce_only),
         };
+        let approved_ms = shardbot_protocol::now_ms();
         *approved_entry = !reduce_only;
         let Some(inst) = &self.instrument else {
             return refused(
@@ -405,6 +417,25 @@ impl Attempt {
         if let Some(reply) = self.refuse_if_stale(intent, &link).await {
             return reply;
         }
+        // An entry approved before a flatten began is not sent: the kill switch ends flat.
+        // The guard counts it as being sent until the exchange has answered.
+        let _sending = if reduce_only {
+            None
+        } else {
+            match self.gate.enter(approved_ms) {
+                Ok(g) => Some(g),
+                Err(stopped_ms) => {
+                    return refused(
+                        intent,
+                        RefusalCode::Halted,
+                        format!(
+                            "approved at {approved_ms}, before the flatten of {stopped_ms} began: \
+                             the kill switch stops every entry not yet sent"
+                        ),
+                    );
+                }
+            }
+        };
         let reply = self.send(intent, &order, &link, side, qty).await;
         if let RouterReply::Placed { order_id, .. } = &reply {
             record.order_id = order_id.clone();
@@ -557,6 +588,7 @@ impl Handler<Submit> for Router {
             leverage_set: self.leverage_set.get(&msg.intent.symbol).copied(),
             look_first: self.unresolved.contains(&link),
             max_entry_age_ms: self.max_entry_age_ms,
+            gate: Arc::clone(&self.gate),
         };
         let addr = ctx.address();
         let intent = msg.intent;
@@ -618,6 +650,13 @@ impl Handler<Done> for Router {
             });
         }
         if let RouterReply::Refused { refusal, .. } = &msg.outcome.reply
+            && refusal.code == RefusalCode::Halted
+            && msg.outcome.approved_entry
+            && let Some(r) = self.flattens.values_mut().find(|r| !r.done())
+        {
+            r.entries_stopped += 1;
+        }
+        if let RouterReply::Refused { refusal, .. } = &msg.outcome.reply
             && let Err(e) = self.journal.record_refusal(
                 &msg.intent,
                 refusal,
@@ -636,6 +675,88 @@ impl Handler<Done> for Router {
             }
             let _ = tx.send(reply);
         }
+    }
+}
+
+/// A flatten to start, or to say where it stands (from the REP thread).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Flatten {
+    pub flatten_id: String,
+    pub deadline_ms: TimestampMs,
+    pub reply: oneshot::Sender<RouterReply>,
+}
+
+impl Handler<Flatten> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Flatten, ctx: &mut Context<Self>) {
+        if let Some(r) = self.flattens.get(&msg.flatten_id) {
+            let _ = msg.reply.send(RouterReply::Flatten(r.clone()));
+            return;
+        }
+        let now = shardbot_protocol::now_ms();
+        self.gate.stop_entries(now);
+        let report = FlattenReport {
+            flatten_id: msg.flatten_id.clone(),
+            started_ms: now,
+            deadline_ms: msg.deadline_ms,
+            finished_ms: None,
+            flat: false,
+            rounds: 0,
+            orders_placed: 0,
+            entries_stopped: 0,
+            left: Vec::new(),
+            errors: Vec::new(),
+        };
+        tracing::warn!(
+            flatten_id = msg.flatten_id,
+            deadline_ms = msg.deadline_ms,
+            "flatten: entries stopped; closing every position the exchange shows"
+        );
+        self.flattens.insert(msg.flatten_id, report.clone());
+        let _ = msg.reply.send(RouterReply::Flatten(report.clone()));
+        let addr = ctx.address();
+        let run = flatten::run(
+            self.client.clone(),
+            Arc::new(self.instruments.clone()),
+            Arc::clone(&self.gate),
+            report,
+            move |p| addr.do_send(FlattenProgress(p)),
+        );
+        actix::spawn(run);
+    }
+}
+
+struct FlattenProgress(flatten::Progress);
+
+impl Message for FlattenProgress {
+    type Result = ();
+}
+
+impl Handler<FlattenProgress> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: FlattenProgress, _ctx: &mut Context<Self>) {
+        let flatten::Progress { report, orders } = msg.0;
+        for o in &orders {
+            if let Err(e) = self.journal.record_order(o, Some(flatten::STRATEGY)) {
+                tracing::error!(error = %e, order_link_id = o.order_link_id, "cannot journal a flatten order");
+            }
+            self.placed
+                .insert(o.order_link_id.clone(), o.order_id.clone());
+        }
+        let stopped = self
+            .flattens
+            .get(&report.flatten_id)
+            .map_or(0, |r| r.entries_stopped);
+        self.flattens.insert(
+            report.flatten_id.clone(),
+            FlattenReport {
+                entries_stopped: stopped,
+                ..report
+            },
+        );
     }
 }
 

@@ -33,6 +33,7 @@ pub struct RiskSettings {
     pub sync_interval_ms: u64,
     pub ip_requests_per_5s: u32,
     pub start_halted: bool,
+    pub flatten_deadline_ms: u64,
 }
 
 type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -46,6 +47,13 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         .check_live_confirmed()?;
     if rs.sync_interval_ms == 0 {
         return Err("risk.sync_interval_ms must be greater than 0".into());
+    }
+    if !(1_000..=3_600_000).contains(&rs.flatten_deadline_ms) {
+        return Err(format!(
+            "risk.flatten_deadline_ms = {}: between 1000 (1 s) and 3600000 (an hour)",
+            rs.flatten_deadline_ms
+        )
+        .into());
     }
     let settings = TradingSettings::load(&rs.trading_settings_file)?;
     let state = RiskState::load(&rs.state_file, &rs.account)?;
@@ -91,6 +99,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
             settings_file: rs.trading_settings_file.clone(),
             start_halted: rs.start_halted,
             sync_every: Duration::from_millis(rs.sync_interval_ms),
+            flatten_deadline_ms: i64::try_from(rs.flatten_deadline_ms).unwrap_or(60_000),
         },
         settings,
         client,

@@ -15,9 +15,9 @@ use shardbot_bybit::{
     rest::BybitClient,
 };
 use shardbot_protocol::{
-    BalanceSnapshot, ControlCommand, ControlReply, ErrorReply, IntentAction, IntentId, Interval,
-    OrderIntent, Position, PositionSnapshot, Refusal, RefusalCode, RiskDecision, RiskReply,
-    RiskRequest, RiskStatus, RouterReply, RouterRequest, Side, Symbol, TradingMode, now_ms,
+    BalanceSnapshot, ControlCommand, ControlReply, ErrorReply, IntentAction, IntentId, OrderIntent,
+    Position, PositionSnapshot, Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest,
+    RiskStatus, RouterReply, RouterRequest, Side, Symbol, TradingMode, now_ms,
 };
 use shardbot_risk::{Book, TradingSettings, decide};
 use tokio::sync::oneshot;
@@ -33,6 +33,8 @@ pub struct ManagerConfig {
     /// With no state file yet (a new account stack), start halted.
     pub start_halted: bool,
     pub sync_every: Duration,
+    /// How long a flatten keeps closing positions before it reports what is left.
+    pub flatten_deadline_ms: i64,
 }
 
 /// An approved entry not yet visible in the exchange's positions: counted as open so a
@@ -73,6 +75,8 @@ pub struct RiskManager {
     /// no answer to yet (`bus.request_resend_ms`), and those copies, queued behind the
     /// wait, get the same answer at once instead of waiting again each.
     parked_answers: HashMap<IntentId, (Instant, RiskDecision)>,
+    /// The flattens started here, by id, with their deadlines.
+    flattens: HashMap<String, i64>,
     /// Symbols whose book positions hold the exchange's numbers (read by a sync, or built
     /// from their fills); the others are approvals not yet filled, whose closing fills
     /// cannot be booked.
@@ -151,6 +155,7 @@ impl RiskManager {
             exiting: HashMap::new(),
             parked: Vec::new(),
             parked_answers: HashMap::new(),
+            flattens: HashMap::new(),
             exact: std::collections::HashSet::new(),
             last_booked: None,
             syncing: false,
@@ -478,54 +483,63 @@ impl RiskManager {
             ControlCommand::Halt => self.set_mode(TradingMode::Halted),
             ControlCommand::ReduceOnly => self.set_mode(TradingMode::ReduceOnly),
             ControlCommand::Resume => self.set_mode(TradingMode::Normal),
-            ControlCommand::FlattenAll => {
-                self.set_mode(TradingMode::Halted);
-                let now = now_ms();
-                let intents: Vec<OrderIntent> = self
-                    .book
-                    .positions
-                    .values()
-                    .map(|p| {
-                        OrderIntent::new(
-                            "kill-switch",
-                            p.symbol.clone(),
-                            Interval::M1,
-                            now,
-                            IntentAction::Exit,
-                            p.mark_price.unwrap_or(p.avg_price),
-                            None,
-                            None,
-                            now,
-                        )
-                    })
-                    .collect();
-                let n = intents.len();
-                for intent in intents {
-                    let router = self.router.clone();
-                    actix::spawn(async move {
-                        let r = router
-                            .request_async::<_, RouterReply>(RouterRequest::Submit(intent.clone()))
-                            .await;
-                        match r {
-                            Ok(RouterReply::Placed { order_id, .. }) => {
-                                tracing::warn!(symbol = %intent.symbol, order_id, "flatten: close order placed")
-                            }
-                            other => {
-                                tracing::error!(symbol = %intent.symbol, reply = ?other, "flatten: the router did not close the position")
-                            }
-                        }
-                    });
-                }
-                return ControlReply {
-                    mode: self.book.mode,
-                    message: format!("halted; closing {n} positions through the router"),
-                };
-            }
+            // Answered in the Query handler: it asks the router (see `flatten`).
+            ControlCommand::FlattenAll => self.set_mode(TradingMode::Halted),
         }
         ControlReply {
             mode: self.book.mode,
             message: format!("trading mode is now {:?}", self.book.mode),
+            flatten: None,
         }
+    }
+
+    /// Starts the flatten `id` on the router (entries stopped, every position closed until
+    /// the exchange shows none or the deadline passes), or asks where it stands; the reply
+    /// goes out when the router answers. The trading mode is already Halted.
+    fn flatten(&mut self, id: String, control: bool, reply: oneshot::Sender<RiskReply>) {
+        let Some(&deadline_ms) = self.flattens.get(&id) else {
+            let _ = reply.send(RiskReply::Error(ErrorReply {
+                message: format!("no flatten {id} was started by this risk manager"),
+            }));
+            return;
+        };
+        let mode = self.book.mode;
+        let router = self.router.clone();
+        let secs = self.cfg.flatten_deadline_ms / 1000;
+        actix::spawn(async move {
+            let asked = router
+                .request_async::<_, RouterReply>(RouterRequest::Flatten {
+                    flatten_id: id.clone(),
+                    deadline_ms,
+                })
+                .await;
+            let answer = match asked {
+                Ok(RouterReply::Flatten(report)) if control => RiskReply::Control(ControlReply {
+                    mode,
+                    message: format!(
+                        "halted; the router closes every position the exchange shows, until \
+                         flat or for {} s ({})",
+                        secs,
+                        report.summary()
+                    ),
+                    flatten: Some(report),
+                }),
+                Ok(RouterReply::Flatten(report)) => RiskReply::Flatten(report),
+                Ok(other) => RiskReply::Error(ErrorReply {
+                    message: format!("halted, but the router answered the flatten with {other:?}"),
+                }),
+                Err(e) => {
+                    tracing::error!(flatten_id = id, error = %e, "flatten: the router does not answer; nothing is being closed");
+                    RiskReply::Error(ErrorReply {
+                        message: format!(
+                            "halted, but the router does not answer ({e}): NOTHING IS BEING \
+                             CLOSED; flatten again once the router is back"
+                        ),
+                    })
+                }
+            };
+            let _ = reply.send(answer);
+        });
     }
 
     fn trading_settings(&self) -> RiskReply {
@@ -604,6 +618,10 @@ impl RiskManager {
             },
             RiskRequest::Status => RiskReply::Status(self.status()),
             RiskRequest::Control(cmd) => RiskReply::Control(self.control(cmd)),
+            // Asked of the router, answered when it answers: see the Query handler.
+            RiskRequest::Flatten { flatten_id } => RiskReply::Error(ErrorReply {
+                message: format!("flatten {flatten_id}: ask through the risk manager's queries"),
+            }),
             RiskRequest::TradingSettings => self.trading_settings(),
             RiskRequest::Unplaced {
                 intent_id,
@@ -739,6 +757,19 @@ impl Handler<Query> for RiskManager {
             ctx.run_later(EXIT_BOOKING_WAIT, move |act, _| act.expire_parked(&id));
             return;
         }
-        let _ = msg.reply.send(self.answer(msg.request));
+        match msg.request {
+            RiskRequest::Control(ControlCommand::FlattenAll) => {
+                self.control(ControlCommand::FlattenAll);
+                let now = self.client.raw().clock().now_ms();
+                let id = format!("k{now}");
+                self.flattens
+                    .insert(id.clone(), now + self.cfg.flatten_deadline_ms);
+                self.flatten(id, true, msg.reply);
+            }
+            RiskRequest::Flatten { flatten_id } => self.flatten(flatten_id, false, msg.reply),
+            request => {
+                let _ = msg.reply.send(self.answer(request));
+            }
+        }
     }
 }

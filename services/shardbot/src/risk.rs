@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use shardbot_bus::Requester;
-use shardbot_protocol::{ControlCommand, RiskReply, RiskRequest};
+use shardbot_protocol::{ControlCommand, FlattenReport, RiskReply, RiskRequest};
 use shardbot_service::Settings;
 
 #[derive(Args, Debug)]
@@ -28,7 +28,11 @@ enum RiskCommand {
     ReduceOnly,
     /// Back to normal trading.
     Resume,
-    /// Kill switch: halt, then close every position through the order router.
+    /// Kill switch: halt, stop every entry not yet sent, then close every position the
+    /// exchange shows (reduce-only market orders through the order router), reading the
+    /// account again until it is flat or `risk.flatten_deadline_ms` (a minute by default)
+    /// has passed. Waits for the end and prints what is left; exits with status 3 when the
+    /// account is not flat (or could not be read).
     Flatten,
 }
 
@@ -40,6 +44,48 @@ fn ask(req: &Requester, r: RiskRequest) -> anyhow::Result<RiskReply> {
         bail!("the risk manager says: {}", e.message);
     }
     Ok(reply)
+}
+
+/// Polls a flatten until it ends, printing each change; not flat at the end is an error
+/// (exit status 3), so a script or an operator cannot miss it.
+fn follow_flatten(req: &Requester, mut report: FlattenReport) -> anyhow::Result<()> {
+    let mut shown = String::new();
+    while !report.done() {
+        std::thread::sleep(Duration::from_millis(500));
+        match ask(
+            req,
+            RiskRequest::Flatten {
+                flatten_id: report.flatten_id.clone(),
+            },
+        )? {
+            RiskReply::Flatten(r) => report = r,
+            other => bail!("unexpected answer about the flatten: {other:?}"),
+        }
+        let line = report.summary();
+        if line != shown {
+            println!("{line}");
+            shown = line;
+        }
+    }
+    if report.flat {
+        return Ok(());
+    }
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    if report.rounds == 0 {
+        eprintln!(
+            "NOT KNOWN TO BE FLAT: the exchange could not be read; check the positions by hand \
+             or run `shardbot risk flatten` again"
+        );
+    } else {
+        eprintln!(
+            "NOT FLAT: {} position(s) still open; close them by hand or run `shardbot risk \
+             flatten` again",
+            report.left.len()
+        );
+    }
+    std::process::exit(3);
 }
 
 pub fn run(args: RiskArgs) -> anyhow::Result<()> {
@@ -56,6 +102,9 @@ pub fn run(args: RiskArgs) -> anyhow::Result<()> {
     if let Some(c) = cmd {
         if let RiskReply::Control(r) = ask(&req, RiskRequest::Control(c))? {
             println!("{} (mode: {:?})", r.message, r.mode);
+            if let Some(report) = r.flatten {
+                return follow_flatten(&req, report);
+            }
         }
         return Ok(());
     }

@@ -377,6 +377,9 @@ async fn deliver(router: &Requester, intent: OrderIntent, attempts: u32) {
             Ok(RouterReply::Error(e)) => {
                 tracing::warn!(intent_id = %intent.intent_id, attempt, error = e.message, "router error");
             }
+            Ok(other @ RouterReply::Flatten(_)) => {
+                tracing::warn!(intent_id = %intent.intent_id, attempt, reply = ?other, "unexpected router reply");
+            }
             Err(e) => {
                 tracing::warn!(intent_id = %intent.intent_id, attempt, error = %e, "router unreachable");
             }

@@ -217,7 +217,12 @@ history_bars = {HISTORY}
         let arrivals = arrivals.clone();
         thread::spawn(move || {
             let _ = replier.serve(
-                |RouterRequest::Submit(i)| {
+                |r: RouterRequest| {
+                    let RouterRequest::Submit(i) = r else {
+                        return RouterReply::Error(ErrorReply {
+                            message: "the bench's router only takes intents".into(),
+                        });
+                    };
                     arrivals.lock().unwrap_or_else(|p| p.into_inner()).push((
                         Instant::now(),
                         i.symbol.to_string(),
