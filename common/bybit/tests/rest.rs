@@ -497,3 +497,60 @@ async fn klines_page_back_through_history_and_come_out_oldest_first() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Answers execution-list reads as Bybit does: a window wider than 7 days is refused
+/// (10001); otherwise one execution stamped with the window's start.
+struct SevenDayWindows {
+    seen: Arc<std::sync::Mutex<Vec<(i64, i64)>>>,
+}
+
+impl Respond for SevenDayWindows {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let q = |k: &str| {
+            req.url
+                .query_pairs()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.parse::<i64>().unwrap())
+                .unwrap()
+        };
+        let (start, end) = (q("startTime"), q("endTime"));
+        self.seen.lock().unwrap().push((start, end));
+        if end - start > 7 * 86_400_000 {
+            return err(
+                10001,
+                "The time range between startTime and endTime cannot exceed 7 days",
+            );
+        }
+        ok(
+            json!({"category": "linear", "nextPageCursor": "", "list": [{
+                "symbol": "BTCUSDT", "orderId": format!("o{start}"), "orderLinkId": "", "side": "Buy",
+                "orderPrice": "1", "orderQty": "1", "leavesQty": "0", "orderType": "Market",
+                "execFee": "0.01", "execId": format!("e{start}"), "execPrice": "100", "execQty": "1",
+                "execType": "Trade", "execValue": "100", "execTime": start.to_string(),
+                "isMaker": false, "feeRate": "0.00055", "closedSize": "0"
+            }]}),
+        )
+    }
+}
+
+/// A catch-up after a three-week outage reads it all, in windows Bybit accepts (it sent
+/// one 21-day window before, which Bybit refuses).
+#[tokio::test]
+async fn executions_over_three_weeks_are_read_in_seven_day_windows() {
+    let server = MockServer::start().await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    Mock::given(method("GET"))
+        .and(path("/v5/execution/list"))
+        .respond_with(SevenDayWindows { seen: seen.clone() })
+        .mount(&server)
+        .await;
+    let start = 1_700_000_000_000;
+    let end = start + 21 * 86_400_000;
+    let list = client(&server).executions(None, start, end).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen[0].0, start);
+    assert_eq!(seen.last().unwrap().1, end);
+    assert!(seen.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{seen:?}");
+    assert_eq!(list.len(), 4, "every window's executions");
+}

@@ -590,6 +590,14 @@ impl Journal {
             .map_err(|e| self.sql(e))
     }
 
+    /// Exchange time of the newest fill journalled, if any: where a catch-up of missed
+    /// fills starts after a restart.
+    pub fn newest_fill_ms(&self) -> Result<Option<TimestampMs>, JournalError> {
+        self.conn
+            .query_row("SELECT MAX(exec_time_ms) FROM fills", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))
+    }
+
     /// Every fill since `from_ms`, oldest first.
     pub fn fills_since(&self, from_ms: TimestampMs) -> Result<Vec<Fill>, JournalError> {
         Ok(self

@@ -94,6 +94,23 @@ fn page(
     Ok((items.into_iter().skip(offset).take(limit).collect(), next))
 }
 
+/// Executions and closed PnL are read at most 7 days at a time (Bybit's limit on
+/// `endTime - startTime`).
+fn seven_days_at_most(q: &HashMap<String, String>) -> Result<(), Reject> {
+    let num = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
+    if let (Some(s), Some(e)) = (num("startTime"), num("endTime")) {
+        if e < s {
+            return Err(bad("endTime must not be before startTime"));
+        }
+        if e - s > 7 * 86_400_000 {
+            return Err(bad(
+                "The time range between startTime and endTime cannot exceed 7 days",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn time_filter(q: &HashMap<String, String>, t: i64) -> bool {
     let num = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
     num("startTime").is_none_or(|s| t >= s) && num("endTime").is_none_or(|e| t <= e)
@@ -251,6 +268,7 @@ pub fn handle(
         }
         "/v5/execution/list" => {
             linear(q.get("category").map(String::as_str))?;
+            seven_days_at_most(q)?;
             let items: Vec<Value> = book
                 .executions
                 .iter()
@@ -328,6 +346,7 @@ pub fn handle(
         }
         "/v5/position/closed-pnl" => {
             linear(q.get("category").map(String::as_str))?;
+            seven_days_at_most(q)?;
             let items: Vec<Value> = book
                 .closed
                 .iter()

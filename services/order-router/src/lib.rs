@@ -19,7 +19,9 @@ use shardbot_bybit::{
     models::market::InstrumentInfo,
     ws::{PrivateEvent, spawn_private},
 };
-use shardbot_protocol::{ErrorReply, Instrument, RouterReply, RouterRequest, ServiceState, Symbol};
+use shardbot_protocol::{
+    ErrorReply, Instrument, IntentId, RouterReply, RouterRequest, ServiceState, Symbol,
+};
 use shardbot_service::{ServiceContext, SetState};
 
 pub use flatten::{EntryGate, close_orders, split_qty};
@@ -89,18 +91,13 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
                 .collect();
             let now = client.raw().clock().now_ms();
             let mut placed = HashMap::new();
-            let mut from = now - reread_ms;
-            while from < now {
-                let to = (from + 7 * 86_400_000 - 1).min(now);
-                for e in client.executions(None, from, to).await? {
-                    if e.order_link_id.starts_with("sb-") {
-                        placed.insert(e.order_link_id.clone(), e.order_id.clone());
-                    }
+            for e in client.executions(None, now - reread_ms, now).await? {
+                if e.order_link_id.starts_with(IntentId::LINK_PREFIX) {
+                    placed.insert(e.order_link_id.clone(), e.order_id.clone());
                 }
-                from = to + 1;
             }
             for o in client.open_orders().await? {
-                if o.order_link_id.starts_with("sb-") {
+                if o.order_link_id.starts_with(IntentId::LINK_PREFIX) {
                     placed.insert(o.order_link_id.clone(), o.order_id.clone());
                 }
             }

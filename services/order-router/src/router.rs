@@ -21,9 +21,9 @@ use shardbot_bybit::{
 };
 use shardbot_journal::Journal;
 use shardbot_protocol::{
-    ErrorReply, FlattenReport, Instrument, IntentAction, OrderEvent, OrderIntent, OrderStatus,
-    OrderType, Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest, RouterReply, Side,
-    Symbol, TimestampMs,
+    ErrorReply, FlattenReport, Instrument, IntentAction, IntentId, OrderEvent, OrderIntent,
+    OrderStatus, OrderType, Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest,
+    RouterReply, Side, Symbol, TimestampMs,
 };
 use shardbot_risk::round_qty;
 use tokio::sync::oneshot;
@@ -33,6 +33,9 @@ use crate::flatten::{self, EntryGate};
 /// Lookups of an order with an unknown outcome before the router says it was not placed.
 const RESOLVE_TRIES: u32 = 3;
 const RESOLVE_WAIT: Duration = Duration::from_millis(700);
+/// The furthest back a catch-up of missed fills reads (in 7-day windows): an account idle
+/// for longer does not cost a year of empty reads at every reconnect.
+const CATCH_UP_MAX_MS: i64 = 90 * 86_400_000;
 
 #[derive(Debug)]
 pub struct Router {
@@ -150,6 +153,7 @@ impl Router {
         journal: Journal,
         max_entry_age_ms: u64,
     ) -> Router {
+        let newest_fill_ms = journal.newest_fill_ms().ok().flatten().unwrap_or(0);
         Router {
             client,
             risk,
@@ -159,7 +163,9 @@ impl Router {
             placed,
             in_flight: HashMap::new(),
             journal,
-            newest_exec_ms: 0,
+            // A restarted router catches up from the newest fill it journalled, however
+            // long it was down.
+            newest_exec_ms: newest_fill_ms,
             unresolved: HashSet::new(),
             max_entry_age_ms,
             gate: Arc::new(EntryGate::default()),
@@ -176,7 +182,7 @@ impl Router {
         actix::spawn(async move {
             let now = client.raw().clock().now_ms();
             let from = if newest > 0 {
-                newest - 60_000
+                (newest - 60_000).max(now - CATCH_UP_MAX_MS)
             } else {
                 now - 3_600_000
             };
@@ -197,7 +203,7 @@ impl Router {
         let Some(ev) = order_event(o) else {
             return;
         };
-        if ev.order_link_id.starts_with("sb-")
+        if ev.order_link_id.starts_with(IntentId::LINK_PREFIX)
             && let Err(e) = self.journal.record_order(&ev, None)
         {
             tracing::error!(error = %e, order_link_id = ev.order_link_id, "cannot journal an order");
@@ -776,7 +782,7 @@ impl Handler<Private> for Router {
     fn handle(&mut self, msg: Private, ctx: &mut Context<Self>) {
         match msg {
             Private::Order(o) => {
-                if o.order_link_id.starts_with("sb-") {
+                if o.order_link_id.starts_with(IntentId::LINK_PREFIX) {
                     self.placed
                         .insert(o.order_link_id.clone(), o.order_id.clone());
                 }

@@ -38,6 +38,25 @@ const READ_ATTEMPTS: usize = 3;
 const MAX_PAGES: usize = 10_000;
 
 /// The query of a time-windowed history endpoint (executions, closed PnL): 100 a page.
+/// The widest `[startTime, endTime]` Bybit accepts for executions and closed PnL.
+pub const MAX_WINDOW_MS: i64 = 7 * 86_400_000;
+
+/// `[start_ms, end_ms]` cut into windows of at most [`MAX_WINDOW_MS`] (both ends
+/// inclusive, no millisecond read twice or skipped), oldest first; none when `end < start`.
+pub fn windows(start_ms: i64, end_ms: i64) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut from = start_ms;
+    while from <= end_ms {
+        let to = from.saturating_add(MAX_WINDOW_MS - 1).min(end_ms);
+        out.push((from, to));
+        if to == i64::MAX {
+            break;
+        }
+        from = to + 1;
+    }
+    out
+}
+
 fn time_window(symbol: Option<&str>, start_ms: i64, end_ms: i64) -> Query {
     Query::new()
         .with("category", "linear")
@@ -272,34 +291,47 @@ impl BybitClient {
         .await
     }
 
-    /// Executions in `[start_ms, end_ms]` (Bybit allows at most 7 days), all pages.
+    /// Executions in `[start_ms, end_ms]`, all pages, read in windows of at most 7 days
+    /// (Bybit's limit), so any span can be asked for.
     pub async fn executions(
         &self,
         symbol: Option<&str>,
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Execution>, BybitError> {
-        let q = time_window(symbol, start_ms, end_ms);
-        self.all_pages("execution list", |cursor| {
-            let q = q.clone().with_opt("cursor", cursor);
-            async move { self.read(|| self.raw.execution_list(&q)).await }
-        })
-        .await
+        let mut all = Vec::new();
+        for (from, to) in windows(start_ms, end_ms) {
+            let q = time_window(symbol, from, to);
+            all.extend(
+                self.all_pages("execution list", |cursor| {
+                    let q = q.clone().with_opt("cursor", cursor);
+                    async move { self.read(|| self.raw.execution_list(&q)).await }
+                })
+                .await?,
+            );
+        }
+        Ok(all)
     }
 
-    /// Closed-PnL records in `[start_ms, end_ms]` (at most 7 days), all pages.
+    /// Closed-PnL records in `[start_ms, end_ms]`, all pages, in windows of at most 7 days.
     pub async fn closed_pnl(
         &self,
         symbol: Option<&str>,
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<ClosedPnl>, BybitError> {
-        let q = time_window(symbol, start_ms, end_ms);
-        self.all_pages("closed pnl", |cursor| {
-            let q = q.clone().with_opt("cursor", cursor);
-            async move { self.read(|| self.raw.position_closed_pnl(&q)).await }
-        })
-        .await
+        let mut all = Vec::new();
+        for (from, to) in windows(start_ms, end_ms) {
+            let q = time_window(symbol, from, to);
+            all.extend(
+                self.all_pages("closed pnl", |cursor| {
+                    let q = q.clone().with_opt("cursor", cursor);
+                    async move { self.read(|| self.raw.position_closed_pnl(&q)).await }
+                })
+                .await?,
+            );
+        }
+        Ok(all)
     }
 
     /// The UNIFIED account's wallet.
@@ -310,5 +342,48 @@ impl BybitClient {
             .into_iter()
             .find(|a| a.account_type == "UNIFIED")
             .ok_or_else(|| BybitError::Config("wallet-balance returned no UNIFIED account".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    const DAY: i64 = 86_400_000;
+
+    #[rstest]
+    #[case::an_hour(0, 3_600_000, &[(0, 3_600_000)])]
+    #[case::exactly_seven_days(0, MAX_WINDOW_MS - 1, &[(0, MAX_WINDOW_MS - 1)])]
+    #[case::seven_days_and_a_ms(0, MAX_WINDOW_MS, &[(0, MAX_WINDOW_MS - 1), (MAX_WINDOW_MS, MAX_WINDOW_MS)])]
+    #[case::ten_days(5, 5 + 10 * DAY, &[(5, 4 + 7 * DAY), (5 + 7 * DAY, 5 + 10 * DAY)])]
+    #[case::one_ms(7, 7, &[(7, 7)])]
+    #[case::backwards(10, 9, &[])]
+    fn spans_are_read_in_windows_of_seven_days_at_most(
+        #[case] start: i64,
+        #[case] end: i64,
+        #[case] want: &[(i64, i64)],
+    ) {
+        let got = windows(start, end);
+        assert_eq!(got, want);
+        for (a, b) in &got {
+            assert!(b - a < MAX_WINDOW_MS);
+        }
+    }
+
+    #[test]
+    fn a_month_is_five_contiguous_windows() {
+        let got = windows(0, 30 * DAY);
+        assert_eq!(got.len(), 5);
+        assert!(got.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{got:?}");
+        assert_eq!(got.last().unwrap().1, 30 * DAY);
+    }
+
+    #[test]
+    fn the_end_of_time_does_not_overflow() {
+        assert_eq!(
+            windows(i64::MAX - 5, i64::MAX),
+            vec![(i64::MAX - 5, i64::MAX)]
+        );
     }
 }
