@@ -24,6 +24,17 @@ pub enum BusError {
         #[source]
         source: std::io::Error,
     },
+    /// The folder of an `ipc://` endpoint could be used by someone else to put a socket of
+    /// theirs in the place of a shardbot service's.
+    #[error(
+        "bus: the folder {dir} of {url} {why}; a socket there could be replaced by another \
+         user's: fix it (chown/chmod go-w) or choose another folder"
+    )]
+    IpcDirUnsafe {
+        url: String,
+        dir: String,
+        why: String,
+    },
     #[error("bus: cannot set {what}: {source}")]
     Option {
         what: &'static str,

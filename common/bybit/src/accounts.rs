@@ -122,6 +122,36 @@ pub struct AccountsFile {
     pub accounts: Vec<Account>,
 }
 
+/// An account's name and environment: what a list shows, without its key or secret.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct AccountName {
+    pub name: String,
+    pub environment: Environment,
+}
+
+#[derive(Deserialize)]
+struct NamesOnly {
+    #[serde(default)]
+    accounts: Vec<AccountName>,
+}
+
+impl AccountsFile {
+    /// The accounts' names and environments, for a list (the dashboard's): keys and
+    /// secrets are skipped by the parser, never held in a value (a missing file has none).
+    pub fn names(path: &Path) -> Result<Vec<AccountName>, AccountsError> {
+        let text = match read_private(path) {
+            Err(AccountsError::Missing { .. }) => return Ok(Vec::new()),
+            other => other?,
+        };
+        let names: NamesOnly =
+            serde_json::from_str(&text).map_err(|source| AccountsError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(names.accounts)
+    }
+}
+
 /// Refuses a file that anyone but its owner may read or write.
 #[cfg(unix)]
 fn check_private(path: &Path, meta: &fs::Metadata) -> Result<(), AccountsError> {
@@ -247,6 +277,47 @@ mod tests {
             api_key: "key-1".into(),
             api_secret: Some(Secret::new("very-secret-value")),
             secret_file: None,
+        }
+    }
+
+    #[test]
+    fn names_are_listed_without_keys_or_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api_accounts.json");
+        assert_eq!(
+            AccountsFile::names(&path).unwrap(),
+            Vec::new(),
+            "no file yet"
+        );
+        let mut live = account("mylive");
+        live.environment = Environment::Live;
+        AccountsFile {
+            accounts: vec![account("mydemo"), live],
+        }
+        .save(&path)
+        .unwrap();
+        let names = AccountsFile::names(&path).unwrap();
+        assert_eq!(
+            names
+                .iter()
+                .map(|a| (a.name.as_str(), a.environment))
+                .collect::<Vec<_>>(),
+            [("mydemo", Environment::Demo), ("mylive", Environment::Live)]
+        );
+        let shown = format!("{names:?}");
+        assert!(
+            !shown.contains("very-secret-value") && !shown.contains("key-1"),
+            "{shown}"
+        );
+        // The same owner-only rule as for reading the keys.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(matches!(
+                AccountsFile::names(&path),
+                Err(AccountsError::Permissions { .. })
+            ));
         }
     }
 

@@ -19,7 +19,7 @@ pub mod rest;
 pub mod settings;
 pub mod ws;
 
-pub use accounts::{Account, AccountsError, AccountsFile};
+pub use accounts::{Account, AccountName, AccountsError, AccountsFile};
 pub use auth::{Credentials, Secret, masked_key};
 pub use env::{Environment, Urls, resolve_urls};
 pub use error::{ApiCode, BybitError};

@@ -79,9 +79,9 @@ pub fn account_choices(
             })
             .collect()
     } else {
-        match AccountsFile::load_or_empty(std::path::Path::new(&exchange.accounts_file)) {
-            Ok(f) => f
-                .accounts
+        // Names and environments only: the dashboard never holds a key or a secret.
+        match AccountsFile::names(std::path::Path::new(&exchange.accounts_file)) {
+            Ok(names) => names
                 .iter()
                 .map(|a| AccountChoice {
                     name: a.name.clone(),
