@@ -9,6 +9,7 @@
 
 mod actors;
 mod error;
+mod handoff;
 mod options;
 pub mod pubsub;
 pub mod reqrep;
@@ -16,6 +17,7 @@ mod socket;
 
 pub use actors::{Forwarder, Inbound, PublishMsg, PublisherActor, forward_subscription};
 pub use error::BusError;
+pub use handoff::{ReplyTo, Unanswered, ask_actor};
 pub use options::{BusOptions, validate_url};
 pub use pubsub::{Publisher, Subscriber};
 pub use reqrep::{Replier, Requester};

@@ -10,6 +10,7 @@ use std::{
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
 use shardbot_bus::Publisher;
+use shardbot_bus::ReplyTo;
 use shardbot_bybit::{
     models::market::InstrumentInfo,
     rest::BybitClient,
@@ -22,7 +23,7 @@ use shardbot_protocol::{
     now_ms,
 };
 use shardbot_service::{HeartbeatActor, SetState};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 
 use crate::convert;
 
@@ -762,7 +763,7 @@ impl Handler<FillDone> for Gateway {
 #[rtype(result = "()")]
 pub struct Query {
     pub request: GatewayRequest,
-    pub reply: oneshot::Sender<GatewayReply>,
+    pub reply: ReplyTo<GatewayReply>,
 }
 
 impl Handler<Query> for Gateway {

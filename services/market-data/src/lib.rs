@@ -19,6 +19,10 @@ use shardbot_protocol::{ErrorReply, GatewayReply, GatewayRequest, Interval};
 use shardbot_service::ServiceContext;
 use shardbot_strategy::StrategySettings;
 
+/// The longest a history or universe request may take the gateway (a history request
+/// may read the store and the exchange); beyond it the gateway counts as stuck.
+const REPLY_DEADLINE: Duration = Duration::from_secs(60);
+
 pub use gateway::{Gateway, GatewayConfig, Query};
 
 /// `[market_data]`.
@@ -118,16 +122,27 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     );
     let addr = Gateway::new(cfg, client, publisher, store, ctx.heartbeat.clone()).start();
     let shutdown = ctx.shutdown.clone();
+    let fatal = ctx.shutdown.clone();
     std::thread::Builder::new()
         .name("gateway-rep".into())
         .spawn(move || {
             let served = replier.serve(
                 |request: GatewayRequest| {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    addr.do_send(Query { request, reply: tx });
-                    rx.blocking_recv().unwrap_or_else(|_| {
+                    let asked = shardbot_bus::ask_actor(REPLY_DEADLINE, |reply| {
+                        {
+                            // do_send: the mailbox's capacity is for senders that can wait.
+                            addr.do_send(Query { request, reply });
+                            addr.connected()
+                        }
+                    });
+                    asked.unwrap_or_else(|e| {
+                        if let shardbot_bus::Unanswered::Deadline(_) = e {
+                            // Alive but deaf is worse than restarted: the supervisor
+                            // restarts a service that ends.
+                            fatal.fatal(format!("the gateway actor is stuck: {e}"));
+                        }
                         GatewayReply::Error(ErrorReply {
-                            message: "the gateway is stopping".into(),
+                            message: format!("the gateway cannot answer: {e}"),
                         })
                     })
                 },

@@ -41,6 +41,10 @@ pub struct RouterSettings {
 
 type StartError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The longest one intent may take the router: risk approval, leverage (retried), the
+/// order (10 s) and its lookups when the outcome is unknown; beyond it it counts as stuck.
+const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let rs: RouterSettings = ctx.settings.section("router")?;
     if rs.max_entry_age_ms == 0 {
@@ -174,28 +178,37 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         }
         tracing::info!("router ready");
         let shutdown2 = shutdown.clone();
+        let fatal = shutdown.clone();
         let spawned = std::thread::Builder::new()
             .name("router-rep".into())
             .spawn(move || {
                 let served = replier.serve(
                     |request: RouterRequest| {
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        match request {
-                            RouterRequest::Submit(intent) => {
-                                addr.do_send(Submit { intent, reply: tx })
+                        let asked = shardbot_bus::ask_actor(REPLY_DEADLINE, |reply| {
+                            match request {
+                                // do_send: the mailbox's capacity is for senders that can wait.
+                                RouterRequest::Submit(intent) => {
+                                    addr.do_send(Submit { intent, reply })
+                                }
+                                RouterRequest::Flatten {
+                                    flatten_id,
+                                    deadline_ms,
+                                } => addr.do_send(Flatten {
+                                    flatten_id,
+                                    deadline_ms,
+                                    reply,
+                                }),
                             }
-                            RouterRequest::Flatten {
-                                flatten_id,
-                                deadline_ms,
-                            } => addr.do_send(Flatten {
-                                flatten_id,
-                                deadline_ms,
-                                reply: tx,
-                            }),
-                        }
-                        rx.blocking_recv().unwrap_or_else(|_| {
+                            addr.connected()
+                        });
+                        asked.unwrap_or_else(|e| {
+                            if let shardbot_bus::Unanswered::Deadline(_) = e {
+                                // Alive but deaf is worse than restarted: the supervisor
+                                // restarts a service that ends.
+                                fatal.fatal(format!("the router's actor is stuck: {e}"));
+                            }
                             RouterReply::Error(ErrorReply {
-                                message: "the router is stopping".into(),
+                                message: format!("the router cannot answer: {e}"),
                             })
                         })
                     },

@@ -13,6 +13,7 @@ use std::{
 
 use actix::{Actor, AsyncContext, Context, Handler, Message};
 use rust_decimal::Decimal;
+use shardbot_bus::ReplyTo;
 use shardbot_bus::{Publisher, Requester};
 use shardbot_bybit::{
     ApiCode, BybitError,
@@ -26,7 +27,6 @@ use shardbot_protocol::{
     RouterReply, Side, Symbol, TimestampMs,
 };
 use shardbot_risk::round_qty;
-use tokio::sync::oneshot;
 
 use crate::flatten::{self, EntryGate};
 
@@ -49,7 +49,7 @@ pub struct Router {
     /// orderLinkId → orderId of orders known to exist.
     placed: HashMap<String, String>,
     /// orderLinkId → repliers waiting for the attempt in flight.
-    in_flight: HashMap<String, Vec<oneshot::Sender<RouterReply>>>,
+    in_flight: HashMap<String, Vec<ReplyTo<RouterReply>>>,
     /// Orders and fills, written before they are acknowledged or published.
     journal: Journal,
     /// Exchange time of the newest execution published.
@@ -560,7 +560,7 @@ impl Actor for Router {
 #[rtype(result = "()")]
 pub struct Submit {
     pub intent: OrderIntent,
-    pub reply: oneshot::Sender<RouterReply>,
+    pub reply: ReplyTo<RouterReply>,
 }
 
 impl Handler<Submit> for Router {
@@ -690,7 +690,7 @@ impl Handler<Done> for Router {
 pub struct Flatten {
     pub flatten_id: String,
     pub deadline_ms: TimestampMs,
-    pub reply: oneshot::Sender<RouterReply>,
+    pub reply: ReplyTo<RouterReply>,
 }
 
 impl Handler<Flatten> for Router {

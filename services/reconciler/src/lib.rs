@@ -30,7 +30,7 @@ use shardbot_protocol::{
     ErrorReply, Event, ReconcileReply, ReconcileRequest, ServiceState, SweepSummary,
 };
 use shardbot_service::{HeartbeatActor, ServiceContext, SetState};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 pub use sweep::{SweepConfig, SweepOutcome, sweep};
 
@@ -67,13 +67,17 @@ impl ReconcilerSettings {
 
 type StartError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The longest a sweep asked for by `shardbot reconcile` may take (a full sweep reads the
+/// account's whole history, a week per request); beyond it the reconciler counts as stuck.
+const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 enum Trigger {
     /// A fill closed (part of) a position.
     Close,
     /// `shardbot reconcile`.
     Manual {
         full: bool,
-        reply: oneshot::Sender<ReconcileReply>,
+        reply: shardbot_bus::ReplyTo<ReconcileReply>,
     },
 }
 
@@ -129,17 +133,27 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         })?;
 
     let shutdown = ctx.shutdown.clone();
+    let fatal = ctx.shutdown.clone();
     std::thread::Builder::new()
         .name("reconciler-rep".into())
         .spawn(move || {
             let served = replier.serve(
                 |request: ReconcileRequest| {
                     let ReconcileRequest::Sweep { full } = request;
-                    let (reply, rx) = oneshot::channel();
-                    if tx.send(Trigger::Manual { full, reply }).is_err() {
-                        return stopping();
-                    }
-                    rx.blocking_recv().unwrap_or_else(|_| stopping())
+                    let asked = shardbot_bus::ask_actor(REPLY_DEADLINE, |reply| {
+                        tx.send(Trigger::Manual { full, reply }).is_ok()
+                    });
+                    asked.unwrap_or_else(|e| match e {
+                        shardbot_bus::Unanswered::Stopping => stopping(),
+                        shardbot_bus::Unanswered::Deadline(_) => {
+                            // Alive but deaf is worse than restarted: the supervisor
+                            // restarts a service that ends.
+                            fatal.fatal(format!("the reconciler's sweep is stuck: {e}"));
+                            ReconcileReply::Error(ErrorReply {
+                                message: format!("the reconciler cannot answer: {e}"),
+                            })
+                        }
+                    })
                 },
                 |message| ReconcileReply::Error(ErrorReply { message }),
             );

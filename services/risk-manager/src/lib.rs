@@ -38,6 +38,10 @@ pub struct RiskSettings {
 
 type StartError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The longest any request may take the risk manager (a reversal's entry waits 3 s for its
+/// exit's fill, a flatten's answer one router round trip); beyond it it counts as stuck.
+const REPLY_DEADLINE: Duration = Duration::from_secs(30);
+
 pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let rs: RiskSettings = ctx.settings.section("risk")?;
     // Real money only when the configuration names the live account to trade: checked
@@ -114,16 +118,27 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let fills_to = actix::Actor::start(FillWatch(resync));
     let _ = forward_subscription(fills, fills_to.recipient())?;
     let shutdown = ctx.shutdown.clone();
+    let fatal = ctx.shutdown.clone();
     std::thread::Builder::new()
         .name("risk-rep".into())
         .spawn(move || {
             let served = replier.serve(
                 |request: RiskRequest| {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    addr.do_send(Query { request, reply: tx });
-                    rx.blocking_recv().unwrap_or_else(|_| {
+                    let asked = shardbot_bus::ask_actor(REPLY_DEADLINE, |reply| {
+                        {
+                            // do_send: the mailbox's capacity is for senders that can wait.
+                            addr.do_send(Query { request, reply });
+                            addr.connected()
+                        }
+                    });
+                    asked.unwrap_or_else(|e| {
+                        if let shardbot_bus::Unanswered::Deadline(_) = e {
+                            // Alive but deaf is worse than restarted: the supervisor
+                            // restarts a service that ends.
+                            fatal.fatal(format!("the risk manager's actor is stuck: {e}"));
+                        }
                         RiskReply::Error(ErrorReply {
-                            message: "the risk manager is stopping".into(),
+                            message: format!("the risk manager cannot answer: {e}"),
                         })
                     })
                 },

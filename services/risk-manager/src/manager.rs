@@ -9,6 +9,7 @@ use std::{
 
 use actix::{Actor, AsyncContext, Context, Handler, Message};
 use rust_decimal::Decimal;
+use shardbot_bus::ReplyTo;
 use shardbot_bus::{Publisher, Requester};
 use shardbot_bybit::{
     models::{account::WalletAccount, position::PositionInfo},
@@ -20,7 +21,6 @@ use shardbot_protocol::{
     RiskStatus, RouterReply, RouterRequest, Side, Symbol, TradingMode, now_ms,
 };
 use shardbot_risk::{Book, TradingSettings, decide};
-use tokio::sync::oneshot;
 
 use crate::state::RiskState;
 
@@ -51,7 +51,7 @@ const EXIT_BOOKING_WAIT: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 struct Parked {
     intent: OrderIntent,
-    reply: oneshot::Sender<RiskReply>,
+    reply: ReplyTo<RiskReply>,
 }
 
 #[derive(Debug)]
@@ -496,7 +496,7 @@ impl RiskManager {
     /// Starts the flatten `id` on the router (entries stopped, every position closed until
     /// the exchange shows none or the deadline passes), or asks where it stands; the reply
     /// goes out when the router answers. The trading mode is already Halted.
-    fn flatten(&mut self, id: String, control: bool, reply: oneshot::Sender<RiskReply>) {
+    fn flatten(&mut self, id: String, control: bool, reply: ReplyTo<RiskReply>) {
         let Some(&deadline_ms) = self.flattens.get(&id) else {
             let _ = reply.send(RiskReply::Error(ErrorReply {
                 message: format!("no flatten {id} was started by this risk manager"),
@@ -729,7 +729,7 @@ impl Handler<StoppedOut> for RiskManager {
 #[rtype(result = "()")]
 pub struct Query {
     pub request: RiskRequest,
-    pub reply: oneshot::Sender<RiskReply>,
+    pub reply: ReplyTo<RiskReply>,
 }
 
 impl Handler<Query> for RiskManager {
