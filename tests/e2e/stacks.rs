@@ -1,6 +1,8 @@
 //! Two account stacks at once, sharing one market: `scripts/stack up` (bybit-sim's demo
 //! account) and `scripts/stack up --account second` (another bybit-sim account), both
 //! paper trading from the same gateway; `down --account second` stops only that stack.
+//! `shardbot risk show` finds the stack to talk to: `--account NAME`, or the one running;
+//! with two running and no name it says which are.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -89,8 +91,28 @@ history_bars = 300
         "the second stack trades the 50,000 USDT account:\n{risk_log}"
     );
 
+    // The command line finds the stacks scripts/stack started (no --config).
+    let (ok, out) = stack.shardbot(&["risk", "show"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("several account stacks are running (second, sim): say which with --account"),
+        "{out}"
+    );
+    let (ok, out) = stack.shardbot(&["risk", "show", "--account", "second"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("mode ") && out.contains("simulated "), "{out}");
+    let (ok, out) = stack.shardbot(&["risk", "show", "--account", "third"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("'third' is not running: running here: second, sim"),
+        "{out}"
+    );
+
     // Stopping one stack leaves the other trading.
     let (ok, out) = stack.run(&["down", "--account", "second"]);
+    assert!(ok, "{out}");
+    // ... and is the one the command line talks to.
+    let (ok, out) = stack.shardbot(&["risk", "show"]);
     assert!(ok, "{out}");
     let sup = stack.supervisor();
     assert!(!sup.keys().any(|k| k.starts_with("second-")), "{sup:?}");

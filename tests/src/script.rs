@@ -89,6 +89,24 @@ impl ScriptStack {
             .unwrap()
     }
 
+    /// Runs `shardbot ARGS` as an operator would next to this stack (its ipc folder, no
+    /// configuration file): (success, stdout + stderr).
+    pub fn shardbot(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(bin("shardbot"))
+            .args(args)
+            .envs(self.env())
+            .env_remove("SHARDBOT_CONFIG")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// Runs `scripts/stack ARGS`: (success, stdout + stderr).
     pub fn run(&self, args: &[&str]) -> (bool, String) {
         let out = self.output(args);

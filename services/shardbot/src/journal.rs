@@ -77,6 +77,8 @@ pub struct ReconcileArgs {
     /// Re-check every trade within the exchange's 7-day retention, verified or not.
     #[arg(long)]
     full: bool,
+    #[command(flatten)]
+    account: crate::stacks::AccountArg,
 }
 
 /// A time as `YYYY-MM-DD HH:MM UTC`.
@@ -267,7 +269,15 @@ pub fn trades(args: TradesArgs) -> anyhow::Result<()> {
 pub fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref())?;
     let common = settings.common()?;
-    let req = Requester::dial(&common.endpoints.reconciler_rep, &common.bus)?;
+    let ipc = crate::stacks::ipc_dir();
+    let endpoints = crate::stacks::choose(
+        args.account.account.as_deref(),
+        crate::stacks::configured(args.config.as_deref()),
+        &ipc,
+        &crate::stacks::running(&ipc),
+        &common.endpoints,
+    )?;
+    let req = Requester::dial(&endpoints.reconciler_rep, &common.bus)?;
     let reply: ReconcileReply = req
         .request_within(
             &ReconcileRequest::Sweep { full: args.full },

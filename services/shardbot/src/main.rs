@@ -13,6 +13,7 @@ mod journal;
 mod optimize;
 mod params;
 mod risk;
+mod stacks;
 
 use std::process::ExitCode;
 

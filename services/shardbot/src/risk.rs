@@ -1,5 +1,6 @@
 //! `shardbot risk show|halt|reduce-only|resume|flatten`: the running risk manager, over
-//! the bus (its REP endpoint from the configuration).
+//! the bus: the account stack named by `--account`, the one running, or the endpoints of
+//! `--config` (see `stacks`).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -14,6 +15,8 @@ pub struct RiskArgs {
     /// Local configuration file (as the services use it; SHARDBOT_CONFIG works too).
     #[arg(long, env = "SHARDBOT_CONFIG", global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    account: crate::stacks::AccountArg,
     #[command(subcommand)]
     command: RiskCommand,
 }
@@ -91,7 +94,15 @@ fn follow_flatten(req: &Requester, mut report: FlattenReport) -> anyhow::Result<
 pub fn run(args: RiskArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref())?;
     let common = settings.common()?;
-    let req = Requester::dial(&common.endpoints.risk_manager_rep, &common.bus)?;
+    let ipc = crate::stacks::ipc_dir();
+    let endpoints = crate::stacks::choose(
+        args.account.account.as_deref(),
+        crate::stacks::configured(args.config.as_deref()),
+        &ipc,
+        &crate::stacks::running(&ipc),
+        &common.endpoints,
+    )?;
+    let req = Requester::dial(&endpoints.risk_manager_rep, &common.bus)?;
     let cmd = match args.command {
         RiskCommand::Show => None,
         RiskCommand::Halt => Some(ControlCommand::Halt),

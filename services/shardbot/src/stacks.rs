@@ -1,0 +1,257 @@
+//! Finding the running account stack a command talks to (`risk`, `reconcile`), the way
+//! `scripts/stack` lays them out: each account's services listen in their own folder of
+//! the ipc folder (`$SHARDBOT_STACK_IPC`, default `/tmp/shardbot`), e.g.
+//! `ipc:///tmp/shardbot/sim/risk-manager.rep`. An account stack counts as running when its
+//! risk manager's socket has a listener (a socket file left by a killed process has not).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use clap::Args;
+use shardbot_service::Endpoints;
+
+/// The ipc folder `scripts/stack` uses (the same variable and default).
+pub fn ipc_dir() -> PathBuf {
+    std::env::var_os("SHARDBOT_STACK_IPC")
+        .map_or_else(|| PathBuf::from("/tmp/shardbot"), PathBuf::from)
+}
+
+/// `--account`, shared by the commands that talk to a running stack.
+#[derive(Args, Debug, Clone)]
+pub struct AccountArg {
+    /// The account stack to talk to, as started by `scripts/stack up --account NAME`.
+    /// Default: the one account stack running on this machine (an error names them when
+    /// there are several); with `--config`, the endpoints of that file.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub account: Option<String>,
+}
+
+/// The accounts whose stack runs under `ipc`, sorted.
+pub fn running(ipc: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(ipc) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter(|e| listening(&e.path().join("risk-manager.rep")))
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether a process listens on the unix socket `path`, read from the kernel's table of
+/// unix sockets (`/proc/net/unix`): a socket file left by a killed process has no listener.
+/// Nothing connects to the service to find out (a bare connection that closes before the
+/// bus's handshake made libnng 1.5.2's REP socket stop reading, seen in the stacks test).
+fn listening(path: &Path) -> bool {
+    match std::fs::read_to_string("/proc/net/unix") {
+        Ok(table) => listeners(&table).any(|p| Path::new(p) == path),
+        // Not Linux: the socket file is all there is to go by.
+        Err(_) => path.exists(),
+    }
+}
+
+/// The paths of the listening sockets of a `/proc/net/unix` table (flag `__SO_ACCEPTCON`,
+/// 0x10000).
+fn listeners(table: &str) -> impl Iterator<Item = &str> {
+    table.lines().skip(1).filter_map(|line| {
+        // Seven fields, then the path (which may hold spaces).
+        let mut rest = line;
+        let mut flags = None;
+        for i in 0..7 {
+            rest = rest.trim_start();
+            let end = rest.find(char::is_whitespace)?;
+            if i == 3 {
+                flags = u32::from_str_radix(&rest[..end], 16).ok();
+            }
+            rest = &rest[end..];
+        }
+        let path = rest.trim();
+        (flags? & 0x10000 != 0 && !path.is_empty()).then_some(path)
+    })
+}
+
+/// The endpoints of account `name`'s stack under `ipc`, as `scripts/stack` sets them.
+pub fn endpoints_of(ipc: &Path, name: &str, base: &Endpoints) -> Endpoints {
+    let at = |file: &str| format!("ipc://{}/{name}/{file}", ipc.display());
+    Endpoints {
+        order_router_pub: at("order-router.pub"),
+        order_router_rep: at("order-router.rep"),
+        risk_manager_pub: at("risk-manager.pub"),
+        risk_manager_rep: at("risk-manager.rep"),
+        reconciler_rep: at("reconciler.rep"),
+        heartbeat: at("hb-{service}-{instance}.pub"),
+        ..base.clone()
+    }
+}
+
+/// Which endpoints a command uses: `--account NAME`'s stack; else, with a configuration
+/// given (`--config`, `SHARDBOT_CONFIG` or `SHARDBOT__ENDPOINTS__*`), its endpoints; else
+/// the one stack running. `running` lists the stacks found.
+pub fn choose(
+    account: Option<&str>,
+    configured: bool,
+    ipc: &Path,
+    running: &[String],
+    base: &Endpoints,
+) -> anyhow::Result<Endpoints> {
+    let found = || {
+        if running.is_empty() {
+            format!(
+                "no account stack is running here (none in {})",
+                ipc.display()
+            )
+        } else {
+            format!("running here: {}", running.join(", "))
+        }
+    };
+    match account {
+        Some(name) => {
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                bail!("--account {name:?}: account names are letters, digits, '-' and '_'");
+            }
+            if !running.iter().any(|r| r == name) {
+                bail!("the account stack '{name}' is not running: {}", found());
+            }
+            Ok(endpoints_of(ipc, name, base))
+        }
+        None if configured => Ok(base.clone()),
+        None => match running {
+            [one] => Ok(endpoints_of(ipc, one, base)),
+            [] => bail!(
+                "{}: start one with `scripts/stack up`, or name the endpoints with --config",
+                found()
+            ),
+            _ => bail!(
+                "several account stacks are running ({}): say which with --account NAME",
+                running.join(", ")
+            ),
+        },
+    }
+}
+
+/// Whether the endpoints come from the user's configuration rather than the defaults.
+pub fn configured(config: Option<&Path>) -> bool {
+    config.is_some() || std::env::vars().any(|(k, _)| k.starts_with("SHARDBOT__ENDPOINTS__"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn base() -> Endpoints {
+        Endpoints {
+            market_data_pub: "ipc:///tmp/shardbot/market-data.pub".into(),
+            market_data_rep: "ipc:///tmp/shardbot/market-data.rep".into(),
+            order_router_pub: "ipc:///x/order-router.pub".into(),
+            order_router_rep: "ipc:///x/order-router.rep".into(),
+            risk_manager_pub: "ipc:///x/risk-manager.pub".into(),
+            risk_manager_rep: "ipc:///x/risk-manager.rep".into(),
+            reconciler_rep: "ipc:///x/reconciler.rep".into(),
+            heartbeat: "ipc:///x/hb-{service}-{instance}.pub".into(),
+        }
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_one_running_stack_is_the_default() {
+        let ipc = Path::new("/run/sb");
+        let e = choose(None, false, ipc, &names(&["sim"]), &base()).unwrap();
+        assert_eq!(e.risk_manager_rep, "ipc:///run/sb/sim/risk-manager.rep");
+        assert_eq!(e.reconciler_rep, "ipc:///run/sb/sim/reconciler.rep");
+        assert_eq!(
+            e.market_data_rep,
+            base().market_data_rep,
+            "the market's stay"
+        );
+    }
+
+    #[test]
+    fn an_account_is_chosen_by_name_and_a_wrong_one_names_the_running() {
+        let ipc = Path::new("/run/sb");
+        let running = names(&["demo", "sim"]);
+        let e = choose(Some("demo"), false, ipc, &running, &base()).unwrap();
+        assert_eq!(e.risk_manager_rep, "ipc:///run/sb/demo/risk-manager.rep");
+        let err = choose(Some("live1"), false, ipc, &running, &base()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("'live1' is not running: running here: demo, sim"),
+            "{err}"
+        );
+        let err = choose(Some("../etc"), false, ipc, &running, &base()).unwrap_err();
+        assert!(err.to_string().contains("letters, digits"), "{err}");
+    }
+
+    #[test]
+    fn several_running_need_a_name_and_none_says_where_it_looked() {
+        let ipc = Path::new("/run/sb");
+        let err = choose(None, false, ipc, &names(&["demo", "sim"]), &base()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("several account stacks are running (demo, sim)"),
+            "{err}"
+        );
+        let err = choose(None, false, ipc, &[], &base()).unwrap_err();
+        assert!(err.to_string().contains("none in /run/sb"), "{err}");
+    }
+
+    #[test]
+    fn a_configuration_given_keeps_its_endpoints() {
+        let e = choose(
+            None,
+            true,
+            Path::new("/run/sb"),
+            &names(&["a", "b"]),
+            &base(),
+        )
+        .unwrap();
+        assert_eq!(e, base());
+    }
+
+    #[test]
+    fn listeners_are_read_from_the_kernel_table() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path
+000000004a8c3cac: 00000003 00000000 00000000 0001 03   310
+000000001bff36d8: 00000002 00000000 00010000 0001 01 629644 /tmp/sb/sim/risk-manager.rep
+000000001bff36d9: 00000003 00000000 00000000 0001 03 629645 /tmp/sb/sim/risk-manager.rep
+000000001bff36da: 00000002 00000000 00000000 0001 01 629646 /tmp/sb/old/risk-manager.rep
+000000001bff36db: 00000002 00000000 00010000 0001 01 629647 /tmp/my stacks/demo/risk-manager.rep
+000000001bff36dc: 00000002 00000000 00010000 0001 01 629648
+";
+        assert_eq!(
+            listeners(table).collect::<Vec<_>>(),
+            [
+                "/tmp/sb/sim/risk-manager.rep",
+                "/tmp/my stacks/demo/risk-manager.rep"
+            ]
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_a_listening_socket_counts_as_running() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("live")).unwrap();
+        std::fs::create_dir(dir.path().join("stale")).unwrap();
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        let _listener =
+            std::os::unix::net::UnixListener::bind(dir.path().join("live/risk-manager.rep"))
+                .unwrap();
+        drop(
+            std::os::unix::net::UnixListener::bind(dir.path().join("stale/risk-manager.rep"))
+                .unwrap(),
+        );
+        assert_eq!(running(dir.path()), names(&["live"]));
+        assert!(running(&dir.path().join("nowhere")).is_empty());
+    }
+}
