@@ -33,7 +33,7 @@ fn tool(name: &str) -> PathBuf {
     let p = PathBuf::from("/usr/bin").join(name);
     assert!(
         p.exists(),
-        "{} is missing: sudo scripts/install-deps (Debian packages chromium, chromium-driver)",
+        "{} is missing: scripts/install-deps (Debian packages chromium, chromium-driver)",
         p.display()
     );
     p
