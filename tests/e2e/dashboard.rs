@@ -96,7 +96,13 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     let mut responses: Vec<String> = Vec::new();
 
     // Nothing without the token.
-    for path in ["/api/state", "/api/events", "/metrics", "/api/trades.csv"] {
+    for path in [
+        "/api/state",
+        "/api/events",
+        "/metrics",
+        "/api/trades.csv",
+        "/api/flatten/k1",
+    ] {
         let (status, body) = get(&format!("{base}{path}"), None, None);
         assert_eq!(status, 401, "{path} without a token: {body}");
         let (status, _) = get(&format!("{base}{path}"), None, Some("not-the-token"));
@@ -244,23 +250,28 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     );
     let sim = stack.client();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    // The page follows the flatten to its end and says FLAT only once the exchange shows
+    // no position.
     b.wait(
-        "every position closed, on the page and on the exchange",
+        "the flatten's end on the page",
         Duration::from_secs(90),
         |b| {
-            let on_exchange = rt
-                .block_on(sim.positions())
-                .unwrap()
-                .into_iter()
-                .filter(|p| !p.size.is_zero())
-                .count();
-            (count(b, "#positions tr") == 0 && on_exchange == 0).then_some(())
+            let m = text_of(b, "#control-message");
+            assert!(!m.contains("NOT FLAT"), "{m}");
+            m.contains("FLAT after").then_some(())
         },
     );
-    assert!(
-        text_of(&b, "#control-message").contains("closing"),
-        "{}",
-        text_of(&b, "#control-message")
+    let on_exchange = rt
+        .block_on(sim.positions())
+        .unwrap()
+        .into_iter()
+        .filter(|p| !p.size.is_zero())
+        .count();
+    assert_eq!(on_exchange, 0, "FLAT was shown with positions open");
+    b.wait(
+        "every position gone from the page",
+        Duration::from_secs(30),
+        |b| (count(b, "#positions tr") == 0).then_some(()),
     );
 
     // The other pages.

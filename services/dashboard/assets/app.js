@@ -279,7 +279,24 @@ async function control(command, confirmText) {
   try {
     const r = await post("/api/control", { command });
     say("control-message", r.message + " (mode: " + r.mode + ")");
+    if (r.flatten_id) followFlatten(r.flatten_id);
   } catch (e) { say("control-message", e.message, true); }
+}
+
+// The kill switch's flatten, followed until it ends: FLAT, or NOT FLAT in red with what
+// is still open.
+async function followFlatten(id) {
+  for (;;) {
+    await new Promise((done) => setTimeout(done, 500));
+    let f;
+    try {
+      const r = await fetch("/api/flatten/" + encodeURIComponent(id), { credentials: "same-origin" });
+      f = await r.json();
+      if (!r.ok) throw new Error(f.error || r.statusText);
+    } catch (e) { return say("control-message", "flatten " + id + ": " + e.message, true); }
+    say("control-message", f.summary, f.done && !f.flat);
+    if (f.done) return;
+  }
 }
 
 function settingsFromForm(base) {

@@ -9,6 +9,7 @@
 //! | `GET /api/state` | the current view as JSON |
 //! | `GET /api/events` | the view pushed as server-sent events, one per refresh |
 //! | `POST /api/control` | `{"command": "start" \| "stop" \| "reduce_only" \| "kill"}` to the risk manager |
+//! | `GET /api/flatten/{id}` | where the kill switch's flatten stands (`done`, `flat`, `summary`, `left`, `errors`) |
 //! | `POST /api/settings` | new trading settings (the risk manager validates, writes and applies them) |
 //! | `GET /api/trades.csv` | the closed trades, as `shardbot trades --csv` writes them (`?open=1`: open ones too) |
 //! | `GET /metrics` | Prometheus text format |
@@ -293,7 +294,28 @@ async fn control(
     tracing::warn!(command = body.command, "dashboard command");
     match ask_risk(&st, RiskRequest::Control(cmd)).await {
         Ok(RiskReply::Control(r)) => HttpResponse::Ok().json(serde_json::json!({
-            "mode": r.mode, "message": r.message
+            "mode": r.mode, "message": r.message,
+            "flatten_id": r.flatten.map(|f| f.flatten_id),
+        })),
+        Ok(_) => json_error(
+            actix_web::http::StatusCode::BAD_GATEWAY,
+            "unexpected reply from the risk manager",
+        ),
+        Err(e) => json_error(actix_web::http::StatusCode::BAD_GATEWAY, &e),
+    }
+}
+
+/// `GET /api/flatten/{id}`: where the kill switch's flatten stands (the page follows it
+/// until it ends, FLAT or NOT FLAT with what is still open).
+async fn flatten(req: HttpRequest, id: web::Path<String>, st: web::Data<AppState>) -> HttpResponse {
+    if !st.may_read(&req) {
+        return unauthorized();
+    }
+    let flatten_id = id.into_inner();
+    match ask_risk(&st, RiskRequest::Flatten { flatten_id }).await {
+        Ok(RiskReply::Flatten(r)) => HttpResponse::Ok().json(serde_json::json!({
+            "done": r.done(), "flat": r.flat, "summary": r.summary(),
+            "left": r.left, "errors": r.errors,
         })),
         Ok(_) => json_error(
             actix_web::http::StatusCode::BAD_GATEWAY,
@@ -393,6 +415,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/state", web::get().to(state))
         .route("/api/events", web::get().to(events))
         .route("/api/control", web::post().to(control))
+        .route("/api/flatten/{id}", web::get().to(flatten))
         .route("/api/settings", web::post().to(settings))
         .route("/api/trades.csv", web::get().to(trades_csv))
         .route("/metrics", web::get().to(metrics));

@@ -760,7 +760,9 @@ impl Handler<Query> for RiskManager {
         match msg.request {
             RiskRequest::Control(ControlCommand::FlattenAll) => {
                 self.control(ControlCommand::FlattenAll);
-                let now = self.client.raw().clock().now_ms();
+                // This machine's clock, as the router's deadline is (the exchange's may
+                // be a replay's, years behind).
+                let now = now_ms();
                 let id = format!("k{now}");
                 self.flattens
                     .insert(id.clone(), now + self.cfg.flatten_deadline_ms);
