@@ -50,13 +50,40 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1 for a service a test starts, below the kernel's ephemeral
+/// range. A port the kernel hands out for `:0` comes from that range, which is also where
+/// every outgoing connection (the tests' and the services' HTTP clients) takes its local
+/// port: between this check and the service's bind, one of them could take it, and the
+/// service would fail with "address in use" (bybit-sim ended once with status 2, a start
+/// error, in the risk tests; its output was gone with the test's folder, and this is the
+/// cause that fits). Candidates are spread by process and call so parallel tests differ.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .clamp(12_000, 65_535);
+    let span = low - 10_000;
+    let seed = std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(40_503))
+        .wrapping_add(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos()),
+        );
+    for i in 0..span {
+        let port = 10_000 + (seed.wrapping_add(i.wrapping_mul(7_919))) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 10000 and {low}");
 }
 
 /// `../shared` next to the checkout (`SHARDBOT_SHARED` overrides): the recorded data.
