@@ -11,8 +11,8 @@ use shardbot_bus::{BusOptions, Requester};
 use shardbot_bybit::rest::CreateOrder;
 use shardbot_e2e::Stack;
 use shardbot_protocol::{
-    ControlCommand, IntentAction, Interval, OrderIntent, RefusalCode, RiskDecision, RiskReply,
-    RiskRequest, Side, Symbol, TradingMode,
+    ControlCommand, IntentAction, IntentId, Interval, OrderIntent, RefusalCode, RiskDecision,
+    RiskReply, RiskRequest, Side, Symbol, TradingMode,
 };
 
 const CONFIG: &str = r#"
@@ -82,6 +82,37 @@ fn decision(stack: &Stack, i: OrderIntent) -> RiskDecision {
         RiskReply::Decision(d) => d,
         other => panic!("{other:?}"),
     }
+}
+
+/// Journals an entry order of `trend_following` as the router does when it places one (the
+/// risk manager reads a position's owner from it).
+fn journal_entry(stack: &Stack, symbol: &str, order_id: &str, link: &str, qty: Decimal) {
+    shardbot_journal::Journal::open(&stack.path("var/journal.sqlite"))
+        .unwrap()
+        .record_order(
+            &shardbot_protocol::OrderEvent {
+                order_id: order_id.to_owned(),
+                order_link_id: link.to_owned(),
+                intent_id: None,
+                symbol: Symbol::new(symbol).unwrap(),
+                side: Side::Buy,
+                order_type: shardbot_protocol::OrderType::Market,
+                status: shardbot_protocol::OrderStatus::New,
+                qty,
+                price: None,
+                avg_price: None,
+                cum_exec_qty: Decimal::ZERO,
+                cum_exec_fee: Decimal::ZERO,
+                reduce_only: false,
+                take_profit: None,
+                stop_loss: None,
+                reject_reason: None,
+                stop_order_type: None,
+                updated_ms: shardbot_protocol::now_ms(),
+            },
+            Some("trend_following"),
+        )
+        .unwrap();
 }
 
 fn refused(d: &RiskDecision) -> Option<RefusalCode> {
@@ -167,13 +198,18 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
         .last_price;
     let qty = ((Decimal::from(100) / price) / a.lot_size_filter.qty_step).ceil()
         * a.lot_size_filter.qty_step;
-    rt.block_on(trader.place_order(&CreateOrder::market(
-        &a.symbol,
-        Side::Buy,
-        qty.max(a.lot_size_filter.min_order_qty),
-        "e2e-open-a",
-    )))
-    .unwrap();
+    let qty = qty.max(a.lot_size_filter.min_order_qty);
+    let placed = rt
+        .block_on(trader.place_order(&CreateOrder::market(
+            &a.symbol,
+            Side::Buy,
+            qty,
+            "sb-e2e-open-a",
+        )))
+        .unwrap();
+    // ... by trend_following's entry: journalled as the router journals it, so the risk
+    // manager knows the position's owner, now and after a restart.
+    journal_entry(&stack, &a.symbol, &placed.order_id, "sb-e2e-open-a", qty);
     wait_for(&mut stack, "the position", |s| {
         match ask(s, RiskRequest::Positions) {
             RiskReply::Positions(p)
@@ -224,6 +260,20 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
     assert_eq!(
         refused(&decision(&stack, intent(&a.symbol, buy, price))),
         Some(RefusalCode::PositionExists)
+    );
+    // One owner per position: another strategy's exit does not close it.
+    let mut other = intent(&a.symbol, IntentAction::Exit, price);
+    other.strategy = "mean_reversion".into();
+    other.intent_id = IntentId::derive(
+        "mean_reversion",
+        &other.symbol,
+        other.interval,
+        other.bar_open_time_ms,
+        IntentAction::Exit,
+    );
+    assert_eq!(
+        refused(&decision(&stack, other.clone())),
+        Some(RefusalCode::NotOwner)
     );
     assert!(matches!(
         decision(&stack, intent(&a.symbol, IntentAction::Exit, price)),
@@ -320,6 +370,22 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
             ..
         }
     ));
+    // The owner read back from the journal after the restart.
+    assert_eq!(
+        refused(&decision(&stack, other)),
+        Some(RefusalCode::NotOwner)
+    );
+    match ask(&stack, RiskRequest::Positions) {
+        RiskReply::Positions(p) => {
+            let held = p.positions.iter().find(|p| p.symbol.as_str() == a.symbol);
+            assert_eq!(
+                held.and_then(|p| p.strategy.as_deref()),
+                Some("trend_following"),
+                "{p:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
         ask(&stack, RiskRequest::Control(ControlCommand::Resume)),
         RiskReply::Control(_)
@@ -328,6 +394,43 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
         refused(&decision(&stack, intent(c, buy, Decimal::from(50)))),
         None
     );
+
+    // A position opened by hand belongs to no strategy: no strategy's exit closes it.
+    let d = &instruments[3];
+    let d_price = rt
+        .block_on(trader.tickers())
+        .unwrap()
+        .into_iter()
+        .find(|t| t.symbol == d.symbol)
+        .unwrap()
+        .last_price;
+    let d_qty = (((Decimal::from(20) / d_price) / d.lot_size_filter.qty_step).ceil()
+        * d.lot_size_filter.qty_step)
+        .max(d.lot_size_filter.min_order_qty);
+    rt.block_on(trader.place_order(&CreateOrder::market(
+        &d.symbol,
+        Side::Sell,
+        d_qty,
+        "by-hand-d",
+    )))
+    .unwrap();
+    wait_for(&mut stack, "the hand-opened position", |s| {
+        match ask(s, RiskRequest::Positions) {
+            RiskReply::Positions(p)
+                if p.positions.iter().any(|p| p.symbol.as_str() == d.symbol) =>
+            {
+                Some(())
+            }
+            _ => None,
+        }
+    });
+    match decision(&stack, intent(&d.symbol, IntentAction::Exit, d_price)) {
+        RiskDecision::Refused { refusal, .. } => {
+            assert_eq!(refusal.code, RefusalCode::NotOwner);
+            assert!(refusal.reason.contains("by hand"), "{}", refusal.reason);
+        }
+        other => panic!("{other:?}"),
+    }
 
     // The operator's side: `shardbot risk`.
     let config = stack.config.clone();
@@ -534,13 +637,15 @@ fn a_reversal_is_sized_after_its_exit_and_an_exit_ends_the_provisional_entry() {
     let step = a.lot_size_filter.qty_step;
     let qty =
         (((Decimal::from(200) / price) / step).ceil() * step).max(a.lot_size_filter.min_order_qty);
-    rt.block_on(trader.place_order(&CreateOrder::market(
-        &a.symbol,
-        Side::Buy,
-        qty,
-        "e2e-rev-open",
-    )))
-    .unwrap();
+    let placed = rt
+        .block_on(trader.place_order(&CreateOrder::market(
+            &a.symbol,
+            Side::Buy,
+            qty,
+            "sb-e2e-rev-open",
+        )))
+        .unwrap();
+    journal_entry(&stack, &a.symbol, &placed.order_id, "sb-e2e-rev-open", qty);
     wait_for(&mut stack, "the position", |s| {
         match ask(s, RiskRequest::Positions) {
             RiskReply::Positions(p)

@@ -44,7 +44,7 @@ use shardbot_protocol::{
     Instrument, IntentAction, Side, Symbol, TickGrid, TradingMode, round_half_away,
 };
 use shardbot_risk::{Exposure, Held, TradingSettings, Verdict, judge, round_qty};
-use shardbot_strategy::{Candle, Direction, Params, Position, Signal, Strategy};
+use shardbot_strategy::{Candle, Direction, Holder, Params, Position, Signal, Strategy, acting};
 
 pub use data::{DataError, Series};
 
@@ -186,6 +186,8 @@ pub struct Trade {
     /// Closed PnL as Bybit reports it: gross − fees − funding.
     pub pnl: Decimal,
     pub exit_reason: ExitReason,
+    /// The strategy whose entry opened it (the position's owner).
+    pub strategy: &'static str,
 }
 
 /// The figures of a run (`summary.json`). Returns and drawdowns are in %, money in USDT.
@@ -253,6 +255,8 @@ struct Open {
     margin: i128,
     stop_loss: Option<Decimal>,
     take_profit: Option<Decimal>,
+    /// The index of the strategy that opened it: the only one whose signals act on it.
+    owner: usize,
 }
 
 #[derive(Default)]
@@ -267,6 +271,8 @@ struct Pending {
 /// An entry signal as the risk rules judge it: at once for an entry from flat, or kept
 /// (a reversal's) until its exit has filled.
 struct EntrySignal {
+    /// The strategy that signalled it.
+    owner: usize,
     side: Side,
     stop_loss: Option<f64>,
     take_profit: Option<f64>,
@@ -277,6 +283,7 @@ struct EntrySignal {
 
 /// An approved entry waiting for the next open.
 struct Entry {
+    owner: usize,
     side: Side,
     qty: Decimal,
     stop_loss: Option<Decimal>,
@@ -290,7 +297,11 @@ struct Entry {
 /// A market's state in a run, the per-bar fields first (see [`Open`]).
 #[repr(C)]
 struct SymbolState {
-    strategy: Box<dyn Strategy>,
+    /// The strategies on this market, in the roster's order (one position, one owner:
+    /// [`shardbot_strategy::Holder`]).
+    strategies: Vec<Box<dyn Strategy>>,
+    /// Each strategy's signals at the bar (kept to reuse its allocation).
+    signals: Vec<shardbot_strategy::Signals>,
     last_close: f64,
     /// Whether `pending` holds anything: one flag read at every bar.
     has_pending: bool,
@@ -549,6 +560,7 @@ impl<'a> Engine<'a> {
     /// Fills an approved entry (already counted open by its approval).
     fn open(&mut self, st: &mut SymbolState, entry: Entry, px: Decimal, t: i64) {
         let Entry {
+            owner,
             side,
             qty,
             stop_loss: sl,
@@ -579,6 +591,7 @@ impl<'a> Engine<'a> {
             sl_f: sl.map_or(f64::NAN, dec_f64),
             tp_f: tp.map_or(f64::NAN, dec_f64),
             unrealised: 0,
+            owner,
         });
     }
 
@@ -627,6 +640,7 @@ impl<'a> Engine<'a> {
             funding: o.funding,
             pnl,
             exit_reason: why,
+            strategy: st.strategies.get(o.owner).map_or("", |s| s.name()),
         });
     }
 }
@@ -661,14 +675,31 @@ pub fn run_with(
     cfg: &BacktestConfig,
     strategies: Vec<Box<dyn Strategy>>,
 ) -> Result<BacktestResult, BacktestError> {
+    run_roster(
+        markets,
+        cfg,
+        strategies.into_iter().map(|s| vec![s]).collect(),
+    )
+}
+
+/// [`run`] with several strategies on each market (`rosters[i]` on `markets[i]`, in the
+/// roster's order), sharing the market's one position as the workers do: its owner's
+/// signals act, the others' are dropped ([`shardbot_strategy::acting`]). Each trade names
+/// its strategy.
+pub fn run_roster(
+    markets: &[Market],
+    cfg: &BacktestConfig,
+    rosters: Vec<Vec<Box<dyn Strategy>>>,
+) -> Result<BacktestResult, BacktestError> {
     let total: usize = markets.iter().map(|m| m.series.candles.len()).sum();
-    if total == 0 || strategies.len() != markets.len() {
+    if total == 0 || rosters.len() != markets.len() || rosters.iter().any(Vec::is_empty) {
         return Err(BacktestError::NoData);
     }
-    let mut states: Vec<SymbolState> = strategies
+    let mut states: Vec<SymbolState> = rosters
         .into_iter()
-        .map(|strategy| SymbolState {
-            strategy,
+        .map(|strategies| SymbolState {
+            signals: Vec::with_capacity(strategies.len()),
+            strategies,
             open: None,
             has_pending: false,
             prev_open: None,
@@ -952,13 +983,26 @@ fn step(eng: &mut Engine<'_>, rules: &Rules<'_>, st: &mut SymbolState, c: &Candl
             stop_or_take(eng, rules, st, c, t, sl_hit, tp_hit);
         }
     }
-    // 4. The strategy on the close, told the position actually held.
+    // 4. The strategies on the close, the position's owner told the position actually
+    //    held, the others flat; the owner's signals act, or on a flat market the first
+    //    strategy's that enters (one position, one owner).
     let held = match &st.open {
         None => Position::Flat,
         Some(o) if o.side == Side::Buy => Position::Long,
         Some(_) => Position::Short,
     };
-    let signals = st.strategy.on_bar(c, held);
+    let holder = st
+        .open
+        .as_ref()
+        .map_or(Holder::Flat, |o| Holder::Strategy(o.owner));
+    let mut all = std::mem::take(&mut st.signals);
+    all.clear();
+    for (i, s) in st.strategies.iter_mut().enumerate() {
+        all.push(s.on_bar(c, holder.told(i, held)));
+    }
+    let acts = acting(holder, &all);
+    let owner = acts.unwrap_or(0);
+    let signals: &[Signal] = acts.map_or(&[], |k| &all[k]);
     if !signals.is_empty() && cfg.trade_from_ms.is_none_or(|from| t >= from) {
         // Exits first: a reversal's entry is judged once its exit has filled.
         let exiting = signals.iter().any(|x| matches!(x, Signal::Exit)) && st.open.is_some();
@@ -973,6 +1017,7 @@ fn step(eng: &mut Engine<'_>, rules: &Rules<'_>, st: &mut SymbolState, c: &Candl
         }) = signals.iter().find(|x| matches!(x, Signal::Enter { .. }))
         {
             let signal = EntrySignal {
+                owner,
                 side: match direction {
                     Direction::Long => Side::Buy,
                     Direction::Short => Side::Sell,
@@ -990,6 +1035,7 @@ fn step(eng: &mut Engine<'_>, rules: &Rules<'_>, st: &mut SymbolState, c: &Candl
             }
         }
     }
+    st.signals = all;
     // 5. Mark to market.
     st.last_close = c.close;
     if let Some(o) = st.open.as_mut() {
@@ -1087,6 +1133,7 @@ fn decide_entry(
                 eng.open_positions += 1;
                 eng.margin_used += margin;
                 return Some(Entry {
+                    owner: signal.owner,
                     side: signal.side,
                     qty: q,
                     stop_loss: signal

@@ -13,11 +13,12 @@ use shardbot_strategy::Signals;
 struct Scripted {
     script: Vec<Vec<Signal>>,
     bar: usize,
+    name: &'static str,
 }
 
 impl Strategy for Scripted {
     fn name(&self) -> &'static str {
-        "scripted"
+        self.name
     }
     fn warmup_bars(&self) -> usize {
         0
@@ -67,7 +68,96 @@ fn short() -> Signal {
 }
 
 fn scripted(script: Vec<Vec<Signal>>) -> Box<dyn Strategy> {
-    Box::new(Scripted { script, bar: 0 })
+    Box::new(Scripted {
+        script,
+        bar: 0,
+        name: "scripted",
+    })
+}
+
+/// One position, one owner, as the workers and the risk manager apply it: the owner's
+/// signals act, the other strategy's are dropped while it holds; on a flat market the
+/// first in the roster's order that enters takes it. Each trade names its strategy.
+#[test]
+fn two_strategies_share_one_position_first_come() {
+    let m = market(
+        "BTCUSDT",
+        (0..6).map(|i| bar(i, 10.0, 10.0, 10.0, 10.0)).collect(),
+    );
+    let first = Box::new(Scripted {
+        // Its entries at bars 1 and 2 are dropped: `second` holds the position.
+        script: vec![
+            vec![],
+            vec![long(None, None)],
+            vec![long(None, None)],
+            vec![long(None, None)],
+            vec![],
+        ],
+        bar: 0,
+        name: "first",
+    });
+    let second = Box::new(Scripted {
+        // Its exit at bar 4 is dropped: `first` holds the position then.
+        script: vec![
+            vec![long(None, None)],
+            vec![],
+            vec![Signal::Exit],
+            vec![long(None, None)],
+            vec![Signal::Exit],
+        ],
+        bar: 0,
+        name: "second",
+    });
+    let r = run_roster(&[m], &cfg(), vec![vec![first, second]]).unwrap();
+    let got: Vec<(&str, i64, i64, ExitReason)> = r
+        .trades
+        .iter()
+        .map(|t| (t.strategy, t.entry_time_ms, t.exit_time_ms, t.exit_reason))
+        .collect();
+    let t = |i: i64| bar(i, 0.0, 0.0, 0.0, 0.0).open_time_ms;
+    assert_eq!(
+        got,
+        vec![
+            ("second", t(1), t(3), ExitReason::Signal),
+            // At bar 3's close both enter a flat market: the first in the roster's order.
+            ("first", t(4), t(5), ExitReason::EndOfData),
+        ]
+    );
+}
+
+#[test]
+fn one_strategy_rosters_trade_as_before() {
+    let bars: Vec<Candle> = (0..40)
+        .map(|i| {
+            let p = 10.0 + (i as f64 / 3.0).sin();
+            bar(i, p, p + 0.2, p - 0.2, p)
+        })
+        .collect();
+    let script = || {
+        (0..40)
+            .map(|i| match i % 7 {
+                0 => vec![long(None, None)],
+                3 => vec![Signal::Exit, short()],
+                5 => vec![Signal::Exit],
+                _ => vec![],
+            })
+            .collect::<Vec<_>>()
+    };
+    let a = run_with(
+        &[market("ETHUSDT", bars.clone())],
+        &cfg(),
+        vec![scripted(script())],
+    )
+    .unwrap();
+    let b = run_roster(
+        &[market("ETHUSDT", bars)],
+        &cfg(),
+        vec![vec![scripted(script())]],
+    )
+    .unwrap();
+    assert!(!a.trades.is_empty());
+    assert_eq!(a.trades, b.trades);
+    assert!(a.trades.iter().all(|t| t.strategy == "scripted"));
 }
 
 /// All in, 0.055 % fee charged; the sizing reserves no fee, so quantities come out round

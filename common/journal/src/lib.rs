@@ -590,6 +590,20 @@ impl Journal {
             .map_err(|e| self.sql(e))
     }
 
+    /// The strategy of the newest entry (not reduce-only) placed on `symbol`: the owner of
+    /// its position, for a risk manager that starts with the position open.
+    pub fn entry_strategy(&self, symbol: &str) -> Result<Option<String>, JournalError> {
+        self.conn
+            .query_row(
+                "SELECT strategy FROM orders WHERE symbol = ?1 AND reduce_only = 0
+                 AND strategy IS NOT NULL ORDER BY rowid DESC LIMIT 1",
+                [symbol],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
     /// Exchange time of the newest fill journalled, if any: where a catch-up of missed
     /// fills starts after a restart.
     pub fn newest_fill_ms(&self) -> Result<Option<TimestampMs>, JournalError> {

@@ -294,6 +294,9 @@ pub enum RefusalCode {
     /// An entry decided longer ago than `router.max_entry_age_ms` (it waited behind other
     /// work): the market has moved on from the bar it was decided on. Exits never are.
     Stale,
+    /// An exit from a strategy that does not own the symbol's position (another strategy
+    /// opened it, or it was opened by hand): one strategy's exit never closes another's.
+    NotOwner,
 }
 
 /// A refusal with a human-readable reason that the journal and the dashboard show.
@@ -463,6 +466,10 @@ pub struct Position {
     #[serde(default)]
     pub take_profit: Option<Decimal>,
     pub updated_ms: TimestampMs,
+    /// The strategy whose entry opened it: its owner, the only one whose signals act on it
+    /// (`shardbot_strategy::Holder`). `None`: opened by hand or by no strategy known here.
+    #[serde(default)]
+    pub strategy: Option<String>,
 }
 
 /// Every open position of the account.

@@ -113,6 +113,7 @@ fn positions() -> PositionSnapshot {
             stop_loss: Some(dec!(205)),
             take_profit: None,
             updated_ms: 1,
+            strategy: Some("mean_reversion".into()),
         }],
         as_of_ms: 2,
     }

@@ -111,10 +111,10 @@ impl Book {
                     p.size = size;
                 }
                 _ => {
-                    let leverage = self
-                        .positions
-                        .get(&fill.symbol)
-                        .map_or(Decimal::ONE, |p| p.leverage);
+                    let before = self.positions.get(&fill.symbol);
+                    let leverage = before.map_or(Decimal::ONE, |p| p.leverage);
+                    // An approval's guess names the strategy whose entry this fills.
+                    let strategy = before.and_then(|p| p.strategy.clone());
                     self.positions.insert(
                         fill.symbol.clone(),
                         Position {
@@ -128,6 +128,7 @@ impl Book {
                             stop_loss: None,
                             take_profit: None,
                             updated_ms: fill.exec_time_ms,
+                            strategy,
                         },
                     );
                 }
@@ -211,7 +212,9 @@ pub enum Verdict {
 }
 
 /// Judges an intent. Exits are approved whenever there is a position to close (the kill
-/// switch never blocks a reduction); entries must pass every limit, checked in a fixed
+/// switch never blocks a reduction) and the intent's strategy owns it (the one-owner rule,
+/// `shardbot_strategy::Holder`: another strategy's exit, or any strategy's exit of a
+/// position opened by hand, is refused); entries must pass every limit, checked in a fixed
 /// order so the reason names the first one broken.
 pub fn decide(
     settings: &TradingSettings,
@@ -221,6 +224,29 @@ pub fn decide(
 ) -> RiskDecision {
     let exposure = book.exposure(&intent.symbol);
     let intent_id = intent.intent_id.clone();
+    if intent.action == IntentAction::Exit
+        && let Some(p) = book
+            .positions
+            .get(&intent.symbol)
+            .filter(|p| p.size > Decimal::ZERO)
+        && p.strategy.as_deref() != Some(intent.strategy.as_str())
+    {
+        let owner = p
+            .strategy
+            .as_deref()
+            .map_or_else(|| "no strategy (by hand)".to_owned(), |s| format!("{s:?}"));
+        return RiskDecision::Refused {
+            intent_id,
+            refusal: Refusal {
+                code: RefusalCode::NotOwner,
+                reason: format!(
+                    "{}'s {} position was opened by {owner}: {:?}'s exit does not close it \
+                     (one owner per position)",
+                    intent.symbol, p.side, intent.strategy
+                ),
+            },
+        };
+    }
     match judge(
         settings,
         &exposure,
@@ -559,6 +585,40 @@ mod tests {
             stop_loss: None,
             take_profit: None,
             updated_ms: 0,
+            strategy: Some("trend_following".into()),
+        }
+    }
+
+    #[rstest]
+    #[case::its_owner(Some("trend_following"), "trend_following", None)]
+    #[case::another_strategy(
+        Some("mean_reversion"),
+        "trend_following",
+        Some(RefusalCode::NotOwner)
+    )]
+    #[case::opened_by_hand(None, "trend_following", Some(RefusalCode::NotOwner))]
+    fn only_the_owner_exits_a_position(
+        #[case] owner: Option<&str>,
+        #[case] exiting: &str,
+        #[case] want: Option<RefusalCode>,
+    ) {
+        let mut b = book(&[("BTCUSDT", dec!(2), dec!(0))]);
+        if let Some(p) = b.positions.get_mut(&sym("BTCUSDT")) {
+            p.strategy = owner.map(str::to_owned);
+        }
+        let mut exit = intent("BTCUSDT", IntentAction::Exit);
+        exit.strategy = exiting.to_owned();
+        match (decide(&settings(), &b, &exit, 0), want) {
+            (RiskDecision::Approved { qty, .. }, None) => assert_eq!(qty, dec!(2)),
+            (RiskDecision::Refused { refusal, .. }, Some(code)) => {
+                assert_eq!(refusal.code, code);
+                assert!(
+                    refusal.reason.contains("one owner per position"),
+                    "{}",
+                    refusal.reason
+                );
+            }
+            (got, _) => panic!("{got:?}"),
         }
     }
 

@@ -8,12 +8,14 @@
 
 mod mean_reversion;
 mod optimized;
+mod owner;
 pub mod params;
 mod settings;
 mod trend_following;
 
 pub use mean_reversion::MeanReversion;
 pub use optimized::{OptimizedFile, OptimizedStrategy, ParamStatus, ParamsError};
+pub use owner::{Holder, acting};
 pub use params::{Kind, ParamError, Params, Spec, Value};
 pub use settings::{Roster, StrategySettings, StrategySettingsError};
 pub use trend_following::TrendFollowing;

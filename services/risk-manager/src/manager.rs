@@ -77,6 +77,11 @@ pub struct RiskManager {
     parked_answers: HashMap<IntentId, (Instant, RiskDecision)>,
     /// The flattens started here, by id, with their deadlines.
     flattens: HashMap<String, i64>,
+    /// Each open position's owner: the strategy whose entry opened it. Set at the entry's
+    /// approval, read from the journal for a position found open (again at every sync
+    /// while unknown: the router journals an order just after placing it), dropped when
+    /// the position is gone.
+    owners: HashMap<Symbol, String>,
     /// Symbols whose book positions hold the exchange's numbers (read by a sync, or built
     /// from their fills); the others are approvals not yet filled, whose closing fills
     /// cannot be booked.
@@ -115,6 +120,8 @@ fn position(p: &PositionInfo) -> Option<Position> {
         stop_loss: p.stop_loss.filter(|d| !d.is_zero()),
         take_profit: p.take_profit.filter(|d| !d.is_zero()),
         updated_ms: now_ms(),
+        // Stamped from the owners the risk manager keeps (`stamp_owners`).
+        strategy: None,
     })
 }
 
@@ -156,6 +163,7 @@ impl RiskManager {
             parked: Vec::new(),
             parked_answers: HashMap::new(),
             flattens: HashMap::new(),
+            owners: HashMap::new(),
             exact: std::collections::HashSet::new(),
             last_booked: None,
             syncing: false,
@@ -248,6 +256,7 @@ impl RiskManager {
             positions.insert(s.clone(), p.clone());
         }
         self.book.positions = positions;
+        self.stamp_owners();
         self.book.realised_today = snap.realised_today;
         self.book.simulated_balance = self
             .state
@@ -279,6 +288,7 @@ impl RiskManager {
             self.provisional.remove(symbol);
             if !self.exact.contains(symbol) {
                 self.book.positions.remove(symbol);
+                self.owners.remove(symbol);
             }
             tracing::info!(%intent_id, %symbol, reason, "approved entry not placed: no longer counted");
             self.publish();
@@ -286,10 +296,16 @@ impl RiskManager {
     }
 
     /// Whether `intent` is a reversal's entry whose exit is approved but not yet booked.
+    /// Only the owner's: another strategy's entry is refused at once (one owner per
+    /// position), not sized after someone else's exit.
     fn awaits_exit(&self, intent: &OrderIntent) -> bool {
         matches!(intent.action, IntentAction::Enter { .. })
             && self.exiting.contains_key(&intent.symbol)
-            && self.book.positions.contains_key(&intent.symbol)
+            && self
+                .book
+                .positions
+                .get(&intent.symbol)
+                .is_some_and(|p| p.strategy.as_deref() == Some(intent.strategy.as_str()))
     }
 
     /// Judges the parked entries whose exits the book now shows done.
@@ -340,6 +356,28 @@ impl RiskManager {
             }
         };
         self.parked_answers.insert(id, (Instant::now(), d.clone()));
+    }
+
+    /// Names each position's owner (the one-owner rule: `shardbot_strategy::Holder`): the
+    /// owner known here, else the strategy of the newest entry the journal has for the
+    /// symbol. Owners of positions gone are forgotten.
+    fn stamp_owners(&mut self) {
+        self.owners
+            .retain(|s, _| self.book.positions.contains_key(s));
+        for (symbol, p) in &mut self.book.positions {
+            if !self.owners.contains_key(symbol) {
+                match self.journal.entry_strategy(symbol.as_str()) {
+                    Ok(Some(s)) => {
+                        self.owners.insert(symbol.clone(), s);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(%symbol, error = %e, "cannot read the position's owner from the journal")
+                    }
+                }
+            }
+            p.strategy = self.owners.get(symbol).cloned();
+        }
     }
 
     fn positions(&self) -> PositionSnapshot {
@@ -407,6 +445,10 @@ impl RiskManager {
                 },
             };
         }
+        if intent.action == IntentAction::Exit {
+            // The owner as of now: an entry the router journalled since the last sync.
+            self.stamp_owners();
+        }
         let now = self.client.raw().clock().now_ms();
         // The same intent again (the router retries one whose order did not go through):
         // judged as the first time, not refused for the position its own approval holds.
@@ -443,7 +485,10 @@ impl RiskManager {
                     stop_loss: intent.stop_loss,
                     take_profit: intent.take_profit,
                     updated_ms: now,
+                    strategy: Some(intent.strategy.clone()),
                 };
+                self.owners
+                    .insert(intent.symbol.clone(), intent.strategy.clone());
                 self.exiting.remove(&intent.symbol);
                 self.book.positions.insert(intent.symbol.clone(), p.clone());
                 self.provisional.insert(
@@ -684,6 +729,7 @@ impl Handler<Filled> for RiskManager {
         let f = &msg.0;
         if self.exchange.is_some() && self.book.book_fill(f, self.exact.contains(&f.symbol)) {
             self.last_booked = Some(Instant::now());
+            self.stamp_owners();
             if self.book.positions.contains_key(&f.symbol) {
                 // Filled: the position is the fills' now, no longer an approval's guess.
                 self.exact.insert(f.symbol.clone());

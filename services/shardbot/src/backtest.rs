@@ -1,5 +1,6 @@
-//! `shardbot backtest`: one strategy over kline CSV files, through `common/backtest` (the
-//! workers' strategies, the risk manager's rules, bybit-sim's fill model).
+//! `shardbot backtest`: one strategy, or several sharing each symbol's position as the
+//! workers run them, over kline CSV files, through `common/backtest` (the workers'
+//! strategies, the risk manager's rules, bybit-sim's fill model).
 
 use std::{fmt::Write as _, path::PathBuf};
 
@@ -7,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use rust_decimal::Decimal;
 use shardbot_backtest::{
-    BacktestConfig, BacktestResult, Intrabar, Market, Slippage, data::load_path, run_with,
+    BacktestConfig, BacktestResult, Intrabar, Market, Slippage, data::load_path, run_roster,
 };
 use shardbot_risk::TradingSettings;
 use shardbot_strategy::{OptimizedFile, Params, schema};
@@ -59,7 +60,10 @@ pub struct BacktestArgs {
 /// What to run on: the strategy and the market data (shared by `backtest` and `optimize`).
 #[derive(Args, Debug)]
 pub struct DataArgs {
-    /// The strategy (built in: trend_following, mean_reversion).
+    /// The strategy (built in: trend_following, mean_reversion). `backtest` takes several,
+    /// comma-separated (`trend_following,mean_reversion`): they share each symbol's one
+    /// position as the workers run them (its opener owns it; on a flat symbol the first
+    /// listed to enter takes it), and trades.csv names each trade's strategy.
     #[arg(long)]
     pub strategy: String,
     /// A kline CSV file (open_time_ms,open,high,low,close,volume; the symbol is the file
@@ -89,38 +93,55 @@ enum IntrabarArg {
 }
 
 pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
-    let Some(spec) = schema(&args.input.strategy) else {
+    // Several strategies (`a,b`) share each symbol's one position as the workers run them:
+    // its owner's signals act, on a flat symbol the first (in this order) to enter.
+    let names: Vec<&str> = args.input.strategy.split(',').map(str::trim).collect();
+    let mut specs = Vec::new();
+    for n in &names {
+        let Some(spec) = schema(n) else {
+            bail!(
+                "unknown strategy `{n}` (built in: {})",
+                shardbot_strategy::BUILT_IN.join(", ")
+            );
+        };
+        specs.push(spec);
+    }
+    if names.len() > 1 && !args.params.is_empty() {
         bail!(
-            "unknown strategy `{}` (built in: {})",
-            args.input.strategy,
-            shardbot_strategy::BUILT_IN.join(", ")
+            "--param sets one strategy's parameter: with several strategies ({}), put them in \
+             --params-file",
+            names.join(", ")
         );
-    };
+    }
     let mut overrides = Params::new();
     for p in &args.params {
         let name = shardbot_strategy::BUILT_IN
             .into_iter()
-            .find(|n| *n == args.input.strategy)
+            .find(|n| *n == names[0])
             .unwrap_or("strategy");
-        let (k, v) = Params::parse_assignment(name, spec, p)?;
+        let (k, v) = Params::parse_assignment(name, specs[0], p)?;
         overrides.0.insert(k, v);
     }
     let file = OptimizedFile::load(&args.params_file)?;
     let markets = args.input.markets()?;
     let mut status = String::new();
-    let mut strategies = Vec::new();
+    let mut rosters = Vec::new();
     for m in &markets {
-        let (mut params, st) = file.params_for(&args.input.strategy, &m.series.symbol);
-        params
-            .0
-            .extend(overrides.0.iter().map(|(k, v)| (k.clone(), *v)));
-        if status.is_empty() {
-            status = st.to_string();
+        let mut roster = Vec::new();
+        for n in &names {
+            let (mut params, st) = file.params_for(n, &m.series.symbol);
+            params
+                .0
+                .extend(overrides.0.iter().map(|(k, v)| (k.clone(), *v)));
+            if status.is_empty() {
+                status = st.to_string();
+            }
+            roster.push(
+                shardbot_strategy::build(n, &params)
+                    .with_context(|| format!("{n}'s parameters for {}", m.series.symbol))?,
+            );
         }
-        strategies.push(
-            shardbot_strategy::build(&args.input.strategy, &params)
-                .with_context(|| format!("parameters for {}", m.series.symbol))?,
-        );
+        rosters.push(roster);
     }
     let balance = args.balance.unwrap_or(Decimal::from(10_000));
     let mut cfg = BacktestConfig::all_in(&args.input.strategy, overrides.clone(), balance);
@@ -154,7 +175,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
         }
     );
     let started = std::time::Instant::now();
-    let r = run_with(&markets, &cfg, strategies)?;
+    let r = run_roster(&markets, &cfg, rosters)?;
     let took = started.elapsed();
     write_out(&args.out, &r)?;
     print_summary(&r, took);
@@ -197,6 +218,7 @@ fn write_out(dir: &std::path::Path, r: &BacktestResult) -> anyhow::Result<()> {
         "funding",
         "pnl",
         "exit_reason",
+        "strategy",
     ])?;
     for t in &r.trades {
         w.write_record([
@@ -216,6 +238,7 @@ fn write_out(dir: &std::path::Path, r: &BacktestResult) -> anyhow::Result<()> {
             t.funding.normalize().to_string(),
             t.pnl.normalize().to_string(),
             format!("{:?}", t.exit_reason),
+            t.strategy.to_owned(),
         ])?;
     }
     w.flush()?;

@@ -15,7 +15,7 @@ use shardbot_protocol::{
     Bar, BarSequencer, Filled, Instrument, IntentAction, Interval, Offer, OrderIntent,
     PositionSnapshot, Shard, Side, Symbol, TimestampMs, now_ms,
 };
-use shardbot_strategy::{Candle, Direction, Position, Roster, Signal, Strategy};
+use shardbot_strategy::{Candle, Direction, Holder, Position, Roster, Signal, Strategy, acting};
 
 /// What the worker has to do after an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +75,8 @@ pub struct Engine {
     late_bars: i64,
     symbols: HashMap<Symbol, SymbolState>,
     instruments: HashMap<Symbol, Instrument>,
-    positions: HashMap<Symbol, Position>,
+    /// The risk manager's positions with their owners (the strategy that opened each).
+    positions: HashMap<Symbol, (Position, Option<String>)>,
     stats: EngineStats,
     /// Fetches to repeat (a reply that left a hole), taken by [`Engine::take_refetches`].
     refetch: Vec<Step>,
@@ -176,7 +177,7 @@ impl Engine {
                     Side::Buy => Position::Long,
                     Side::Sell => Position::Short,
                 };
-                (p.symbol.clone(), pos)
+                (p.symbol.clone(), (pos, p.strategy.clone()))
             })
             .collect();
     }
@@ -325,29 +326,40 @@ impl Engine {
         })
     }
 
-    /// Feeds bars to the symbol's strategies; for those marked to act, turns their signals
-    /// into intents.
+    /// Feeds bars to the symbol's strategies; for those marked to act, turns the signals of
+    /// the strategy that may act on the symbol ([`shardbot_strategy::acting`]: its
+    /// position's owner, or on a flat symbol the first to enter) into intents.
     fn run(&mut self, symbol: &Symbol, bars: Vec<(bool, Bar)>) -> Vec<OrderIntent> {
         let Some(state) = self.symbols.get_mut(symbol) else {
             return Vec::new();
         };
         let tick = self.instruments.get(symbol).map(|i| i.tick_size);
-        let position = self
+        let (position, owner) = self
             .positions
             .get(symbol)
-            .copied()
-            .unwrap_or(Position::Flat);
+            .map_or((Position::Flat, None), |(p, o)| (*p, o.as_deref()));
+        let names: Vec<&'static str> = state.strategies.iter().map(|s| s.name()).collect();
+        let holder = Holder::of(position != Position::Flat, owner, &names);
         let mut out = Vec::new();
+        let mut signals = Vec::with_capacity(state.strategies.len());
         for (act, bar) in bars {
             self.stats.bars += 1;
             let candle = candle(&bar);
-            for strategy in &mut state.strategies {
-                let signals = strategy.on_bar(&candle, if act { position } else { Position::Flat });
-                if !act {
-                    continue;
-                }
-                for signal in &signals {
-                    out.push(intent(strategy.name(), &bar, signal, tick));
+            signals.clear();
+            for (i, strategy) in state.strategies.iter_mut().enumerate() {
+                let told = if act {
+                    holder.told(i, position)
+                } else {
+                    Position::Flat
+                };
+                signals.push(strategy.on_bar(&candle, told));
+            }
+            if !act {
+                continue;
+            }
+            if let Some(i) = acting(holder, &signals) {
+                for signal in &signals[i] {
+                    out.push(intent(names[i], &bar, signal, tick));
                 }
             }
         }
@@ -576,6 +588,7 @@ mod tests {
                 stop_loss: None,
                 take_profit: None,
                 updated_ms: 0,
+                strategy: Some("trend_following".into()),
             }],
             as_of_ms: 0,
         });
@@ -599,6 +612,80 @@ mod tests {
         });
         let after: Vec<_> = feed(&mut e, 300, 500);
         assert!(after.iter().all(|i| i.action != IntentAction::Exit));
+    }
+
+    fn held_by(owner: Option<&str>) -> PositionSnapshot {
+        PositionSnapshot {
+            positions: vec![shardbot_protocol::Position {
+                symbol: Symbol::new("BTCUSDT").unwrap(),
+                side: Side::Buy,
+                size: dec!(0.5),
+                avg_price: dec!(100),
+                mark_price: None,
+                leverage: dec!(1),
+                unrealised_pnl: dec!(0),
+                stop_loss: None,
+                take_profit: None,
+                updated_ms: 0,
+                strategy: owner.map(str::to_owned),
+            }],
+            as_of_ms: 0,
+        }
+    }
+
+    fn engine_with(enabled: &[&str]) -> Engine {
+        let roster = StrategySettings {
+            enabled: enabled.iter().map(|s| (*s).to_owned()).collect(),
+            interval: "1".into(),
+            parameters_file: "/nonexistent/optimized_parameters.json".into(),
+            history_bars: 100,
+        }
+        .load()
+        .unwrap();
+        let mut e = Engine::new(Shard::whole(), Interval::M1, roster, 1);
+        e.set_universe(vec![instrument("BTCUSDT")]);
+        let btc = Symbol::new("BTCUSDT").unwrap();
+        e.on_history(&btc, (0..100).map(|i| bar("BTCUSDT", i)).collect());
+        e
+    }
+
+    /// One position, one owner: another strategy's (or a hand-opened) position is left
+    /// alone; on a flat symbol only one strategy's entry goes out per bar.
+    #[rstest::rstest]
+    #[case::owned_by_the_other(Some("mean_reversion"), false)]
+    #[case::opened_by_hand(None, false)]
+    #[case::owned_by_trend(Some("trend_following"), true)]
+    fn only_the_owner_acts_on_a_position(#[case] owner: Option<&str>, #[case] acts: bool) {
+        let mut e = engine_with(&["trend_following"]);
+        e.set_positions(&held_by(owner));
+        let got = feed(&mut e, 100, 300);
+        assert_eq!(!got.is_empty(), acts, "{got:?}");
+        assert!(got.iter().all(|i| i.strategy == "trend_following"));
+    }
+
+    #[test]
+    fn two_strategies_never_both_enter_a_flat_symbol_at_one_bar() {
+        let mut both = engine_with(&["trend_following", "mean_reversion"]);
+        let got = feed(&mut both, 100, 600);
+        let mut bars: HashMap<i64, HashSet<&str>> = HashMap::new();
+        for i in &got {
+            bars.entry(i.bar_open_time_ms)
+                .or_default()
+                .insert(&i.strategy);
+        }
+        assert!(bars.values().all(|s| s.len() == 1), "{bars:?}");
+        // The first in the roster's order wins a tie: every bar where trend_following
+        // alone would enter from flat has its entry (the symbol is flat throughout: no
+        // position snapshot says otherwise).
+        let mut trend = engine_with(&["trend_following"]);
+        let alone = feed(&mut trend, 100, 600);
+        for i in alone.iter().filter(|i| i.action != IntentAction::Exit) {
+            assert!(got.iter().any(|g| g.intent_id == i.intent_id), "{i:?}");
+        }
+        assert!(
+            got.iter().any(|i| i.strategy == "mean_reversion"),
+            "the second strategy enters where the first does not"
+        );
     }
 
     #[test]
