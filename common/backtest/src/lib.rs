@@ -991,18 +991,30 @@ fn step(eng: &mut Engine<'_>, rules: &Rules<'_>, st: &mut SymbolState, c: &Candl
         Some(o) if o.side == Side::Buy => Position::Long,
         Some(_) => Position::Short,
     };
-    let holder = st
-        .open
-        .as_ref()
-        .map_or(Holder::Flat, |o| Holder::Strategy(o.owner));
-    let mut all = std::mem::take(&mut st.signals);
-    all.clear();
-    for (i, s) in st.strategies.iter_mut().enumerate() {
-        all.push(s.on_bar(c, holder.told(i, held)));
-    }
-    let acts = acting(holder, &all);
-    let owner = acts.unwrap_or(0);
-    let signals: &[Signal] = acts.map_or(&[], |k| &all[k]);
+    let mut owner = 0;
+    let signals = if let [only] = st.strategies.as_mut_slice() {
+        // One strategy owns whatever is held: the path of every single-strategy run, with
+        // no arbitration to pay for (its signals while flat without an entry change
+        // nothing below).
+        only.on_bar(c, held)
+    } else {
+        let holder = st
+            .open
+            .as_ref()
+            .map_or(Holder::Flat, |o| Holder::Strategy(o.owner));
+        let mut all = std::mem::take(&mut st.signals);
+        all.clear();
+        for (i, s) in st.strategies.iter_mut().enumerate() {
+            all.push(s.on_bar(c, holder.told(i, held)));
+        }
+        let acts = acting(holder, &all);
+        owner = acts.unwrap_or(0);
+        let signals = acts
+            .map(|k| std::mem::take(&mut all[k]))
+            .unwrap_or_default();
+        st.signals = all;
+        signals
+    };
     if !signals.is_empty() && cfg.trade_from_ms.is_none_or(|from| t >= from) {
         // Exits first: a reversal's entry is judged once its exit has filled.
         let exiting = signals.iter().any(|x| matches!(x, Signal::Exit)) && st.open.is_some();
@@ -1035,7 +1047,6 @@ fn step(eng: &mut Engine<'_>, rules: &Rules<'_>, st: &mut SymbolState, c: &Candl
             }
         }
     }
-    st.signals = all;
     // 5. Mark to market.
     st.last_close = c.close;
     if let Some(o) = st.open.as_mut() {

@@ -26,13 +26,18 @@ pub enum Holder {
 }
 
 impl Holder {
-    /// The holder of a position opened by `owner` (`None`: unknown), among `names`.
-    pub fn of(held: bool, owner: Option<&str>, names: &[impl AsRef<str>]) -> Holder {
+    /// The holder of a position opened by `owner` (`None`: unknown), among the roster's
+    /// `names`, in order.
+    pub fn of<'a>(
+        held: bool,
+        owner: Option<&str>,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Holder {
         if !held {
             return Holder::Flat;
         }
         owner
-            .and_then(|o| names.iter().position(|n| n.as_ref() == o))
+            .and_then(|o| names.into_iter().position(|n| n == o))
             .map_or(Holder::Other, Holder::Strategy)
     }
 
@@ -100,7 +105,7 @@ mod tests {
         #[case] owner: Option<&str>,
         #[case] want: Holder,
     ) {
-        assert_eq!(Holder::of(held, owner, &["a", "b"]), want);
+        assert_eq!(Holder::of(held, owner, ["a", "b"]), want);
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub struct Engine {
     instruments: HashMap<Symbol, Instrument>,
     /// The risk manager's positions with their owners (the strategy that opened each).
     positions: HashMap<Symbol, (Position, Option<String>)>,
+    /// Each strategy's signals at a bar (kept to reuse its allocation).
+    signals: Vec<shardbot_strategy::Signals>,
     stats: EngineStats,
     /// Fetches to repeat (a reply that left a hole), taken by [`Engine::take_refetches`].
     refetch: Vec<Step>,
@@ -92,6 +94,7 @@ impl Engine {
             symbols: HashMap::new(),
             instruments: HashMap::new(),
             positions: HashMap::new(),
+            signals: Vec::new(),
             stats: EngineStats::default(),
             refetch: Vec::new(),
         }
@@ -338,10 +341,13 @@ impl Engine {
             .positions
             .get(symbol)
             .map_or((Position::Flat, None), |(p, o)| (*p, o.as_deref()));
-        let names: Vec<&'static str> = state.strategies.iter().map(|s| s.name()).collect();
-        let holder = Holder::of(position != Position::Flat, owner, &names);
+        let holder = Holder::of(
+            position != Position::Flat,
+            owner,
+            state.strategies.iter().map(|s| s.name()),
+        );
         let mut out = Vec::new();
-        let mut signals = Vec::with_capacity(state.strategies.len());
+        let signals = &mut self.signals;
         for (act, bar) in bars {
             self.stats.bars += 1;
             let candle = candle(&bar);
@@ -357,9 +363,10 @@ impl Engine {
             if !act {
                 continue;
             }
-            if let Some(i) = acting(holder, &signals) {
+            if let Some(i) = acting(holder, signals) {
+                let name = state.strategies[i].name();
                 for signal in &signals[i] {
-                    out.push(intent(names[i], &bar, signal, tick));
+                    out.push(intent(name, &bar, signal, tick));
                 }
             }
         }
