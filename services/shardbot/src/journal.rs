@@ -269,14 +269,8 @@ pub fn trades(args: TradesArgs) -> anyhow::Result<()> {
 pub fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref())?;
     let common = settings.common()?;
-    let ipc = crate::stacks::ipc_dir();
-    let endpoints = crate::stacks::choose(
-        args.account.account.as_deref(),
-        crate::stacks::configured(args.config.as_deref()),
-        &ipc,
-        &crate::stacks::running(&ipc),
-        &common.endpoints,
-    )?;
+    let endpoints =
+        crate::stacks::resolve(&args.account, args.config.as_deref(), &common.endpoints)?;
     let req = Requester::dial(&endpoints.reconciler_rep, &common.bus)?;
     let reply: ReconcileReply = req
         .request_within(

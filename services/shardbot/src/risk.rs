@@ -94,14 +94,8 @@ fn follow_flatten(req: &Requester, mut report: FlattenReport) -> anyhow::Result<
 pub fn run(args: RiskArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref())?;
     let common = settings.common()?;
-    let ipc = crate::stacks::ipc_dir();
-    let endpoints = crate::stacks::choose(
-        args.account.account.as_deref(),
-        crate::stacks::configured(args.config.as_deref()),
-        &ipc,
-        &crate::stacks::running(&ipc),
-        &common.endpoints,
-    )?;
+    let endpoints =
+        crate::stacks::resolve(&args.account, args.config.as_deref(), &common.endpoints)?;
     let req = Requester::dial(&endpoints.risk_manager_rep, &common.bus)?;
     let cmd = match args.command {
         RiskCommand::Show => None,

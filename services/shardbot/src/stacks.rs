@@ -136,6 +136,23 @@ pub fn choose(
     }
 }
 
+/// The endpoints a command that talks to a running stack uses ([`choose`], with the
+/// running stacks found under the ipc folder).
+pub fn resolve(
+    account: &AccountArg,
+    config: Option<&Path>,
+    base: &Endpoints,
+) -> anyhow::Result<Endpoints> {
+    let ipc = ipc_dir();
+    choose(
+        account.account.as_deref(),
+        configured(config),
+        &ipc,
+        &running(&ipc),
+        base,
+    )
+}
+
 /// Whether the endpoints come from the user's configuration rather than the defaults.
 pub fn configured(config: Option<&Path>) -> bool {
     config.is_some() || std::env::vars().any(|(k, _)| k.starts_with("SHARDBOT__ENDPOINTS__"))

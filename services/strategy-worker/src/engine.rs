@@ -570,7 +570,6 @@ mod tests {
 
     #[test]
     fn positions_from_the_risk_manager_shape_the_intents() {
-        use shardbot_protocol::Position as Held;
         let btc = Symbol::new("BTCUSDT").unwrap();
         let flat = |e: &mut Engine| {
             e.on_history(&btc, (0..100).map(|i| bar("BTCUSDT", i)).collect());
@@ -583,22 +582,7 @@ mod tests {
         // Long on the exchange: a downward cross is an exit and a short entry
         // (stop-and-reverse), and an upward cross asks for nothing.
         let mut e = engine();
-        e.set_positions(&PositionSnapshot {
-            positions: vec![Held {
-                symbol: btc.clone(),
-                side: Side::Buy,
-                size: dec!(0.5),
-                avg_price: dec!(100),
-                mark_price: None,
-                leverage: dec!(1),
-                unrealised_pnl: dec!(0),
-                stop_loss: None,
-                take_profit: None,
-                updated_ms: 0,
-                strategy: Some("trend_following".into()),
-            }],
-            as_of_ms: 0,
-        });
+        e.set_positions(&held_by(Some("trend_following")));
         let long = flat(&mut e);
         assert!(long.iter().any(|i| i.action == IntentAction::Exit));
         assert!(
