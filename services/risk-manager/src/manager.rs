@@ -544,7 +544,10 @@ impl RiskManager {
     fn flatten(&mut self, id: String, control: bool, reply: ReplyTo<RiskReply>) {
         let Some(&deadline_ms) = self.flattens.get(&id) else {
             let _ = reply.send(RiskReply::Error(ErrorReply {
-                message: format!("no flatten {id} was started by this risk manager"),
+                message: format!(
+                    "no flatten {id} was started by this risk manager (restarted since?): \
+                     run `shardbot risk flatten` again; it starts from what the exchange shows"
+                ),
             }));
             return;
         };
