@@ -1,12 +1,14 @@
 //! The kill switch's "close everything", owned by the router because every order goes
-//! through it. A flatten stops the entries approved before it began (they are refused at
-//! the last moment before sending, see [`EntryGate`]), then reads the positions from the
-//! exchange and closes every one with reduce-only market orders, as many per position as
-//! the symbol's largest market order needs ([`close_orders`]), reads again and repeats until
-//! the exchange shows no position (and no entry is being sent) or the deadline passes.
-//! Reduce-only orders can never open or flip a position (the exchange cuts them to the
-//! position and cancels them once it is gone), so a repeated or doubled close is harmless:
-//! each read of the account is the truth the next round acts on.
+//! through it. A flatten stops the entries whose approval was asked for before it began
+//! (the risk manager halts before it starts a flatten, so any later request is refused
+//! there; these are refused at the last moment before sending, see [`EntryGate`]), then
+//! reads the positions from the exchange and closes every one with reduce-only market
+//! orders, as many per position as the symbol's largest market order needs
+//! ([`close_orders`]), reads again and repeats until the exchange shows no position (and no
+//! entry is being sent) or the deadline passes. Reduce-only orders can never open or flip a
+//! position (the exchange cuts them to the position and cancels them once it is gone), so a
+//! repeated or doubled close is harmless: each read of the account is the truth the next
+//! round acts on.
 
 use std::{
     sync::{
@@ -69,16 +71,16 @@ impl EntryGate {
         self.stopped_at_ms.fetch_max(now_ms, Ordering::SeqCst);
     }
 
-    /// The last check before an entry approved at `approved_ms` is sent: `Err` with the
-    /// flatten's start when it began at or after the approval, else a guard that counts the
-    /// entry as being sent until it is dropped (after the exchange answered). The count is
-    /// raised before the check, so a flatten that reads no entry being sent knows that any
-    /// later one sees its stop.
-    pub fn enter(self: &Arc<Self>, approved_ms: i64) -> Result<Sending, i64> {
+    /// The last check before an entry whose approval was asked for at `asked_ms` is sent:
+    /// `Err` with the flatten's start when it began at or after that, else a guard that
+    /// counts the entry as being sent until it is dropped (after the exchange answered).
+    /// The count is raised before the check, so a flatten that reads no entry being sent
+    /// knows that any later one sees its stop.
+    pub fn enter(self: &Arc<Self>, asked_ms: i64) -> Result<Sending, i64> {
         self.sending.fetch_add(1, Ordering::SeqCst);
         let guard = Sending(Arc::clone(self));
         let stopped = self.stopped_at_ms.load(Ordering::SeqCst);
-        if stopped > 0 && approved_ms <= stopped {
+        if stopped > 0 && asked_ms <= stopped {
             return Err(stopped);
         }
         Ok(guard)

@@ -298,6 +298,10 @@ impl Attempt {
         if let Some(reply) = self.refuse_if_stale(intent, &link).await {
             return reply;
         }
+        // When the approval was asked for: one asked before a flatten began may have been
+        // given before the risk manager halted (it halts, then starts the flatten here), so
+        // it is stopped below; one asked after meets the halt.
+        let asked_ms = shardbot_protocol::now_ms();
         let decision = match self
             .risk
             .request_async::<_, RiskReply>(RiskRequest::Approve(intent.clone()))
@@ -333,7 +337,6 @@ impl Attempt {
                 ..
             } => (qty, leverage, reduce_only),
         };
-        let approved_ms = shardbot_protocol::now_ms();
         *approved_entry = !reduce_only;
         let Some(inst) = &self.instrument else {
             return refused(
@@ -428,15 +431,15 @@ impl Attempt {
         let _sending = if reduce_only {
             None
         } else {
-            match self.gate.enter(approved_ms) {
+            match self.gate.enter(asked_ms) {
                 Ok(g) => Some(g),
                 Err(stopped_ms) => {
                     return refused(
                         intent,
                         RefusalCode::Halted,
                         format!(
-                            "approved at {approved_ms}, before the flatten of {stopped_ms} began: \
-                             the kill switch stops every entry not yet sent"
+                            "approval asked at {asked_ms}, before the flatten of {stopped_ms} \
+                             began: the kill switch stops every entry not yet sent"
                         ),
                     );
                 }
