@@ -110,6 +110,23 @@ pub enum ServiceError {
 pub struct ShutdownHandle(mpsc::UnboundedSender<String>);
 
 impl ShutdownHandle {
+    /// Hands a request to the service's actor ([`shardbot_bus::ask_actor`]) and waits at
+    /// most `deadline` for its answer. No answer by then means the actor is stuck: the
+    /// service ends fatally (alive but deaf is worse than restarted by the supervisor),
+    /// and the requester gets the error.
+    pub fn ask_actor<R>(
+        &self,
+        service: &str,
+        deadline: std::time::Duration,
+        hand: impl FnOnce(shardbot_bus::ReplyTo<R>) -> bool,
+    ) -> Result<R, shardbot_bus::Unanswered> {
+        let asked = shardbot_bus::ask_actor(deadline, hand);
+        if let Err(e @ shardbot_bus::Unanswered::Deadline(_)) = &asked {
+            self.fatal(format!("the {service}'s actor is stuck: {e}"));
+        }
+        asked
+    }
+
     /// Stops the process with exit code 1 after the final heartbeat; the supervisor
     /// restarts it.
     pub fn fatal(&self, reason: impl Into<String>) {

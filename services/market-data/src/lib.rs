@@ -122,29 +122,22 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     );
     let addr = Gateway::new(cfg, client, publisher, store, ctx.heartbeat.clone()).start();
     let shutdown = ctx.shutdown.clone();
-    let fatal = ctx.shutdown.clone();
     std::thread::Builder::new()
         .name("gateway-rep".into())
         .spawn(move || {
             let served = replier.serve(
                 |request: GatewayRequest| {
-                    let asked = shardbot_bus::ask_actor(REPLY_DEADLINE, |reply| {
-                        {
+                    shutdown
+                        .ask_actor("gateway", REPLY_DEADLINE, |reply| {
                             // do_send: the mailbox's capacity is for senders that can wait.
                             addr.do_send(Query { request, reply });
                             addr.connected()
-                        }
-                    });
-                    asked.unwrap_or_else(|e| {
-                        if let shardbot_bus::Unanswered::Deadline(_) = e {
-                            // Alive but deaf is worse than restarted: the supervisor
-                            // restarts a service that ends.
-                            fatal.fatal(format!("the gateway actor is stuck: {e}"));
-                        }
-                        GatewayReply::Error(ErrorReply {
-                            message: format!("the gateway cannot answer: {e}"),
                         })
-                    })
+                        .unwrap_or_else(|e| {
+                            GatewayReply::Error(ErrorReply {
+                                message: format!("the gateway cannot answer: {e}"),
+                            })
+                        })
                 },
                 |message| GatewayReply::Error(ErrorReply { message }),
             );

@@ -178,13 +178,12 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         }
         tracing::info!("router ready");
         let shutdown2 = shutdown.clone();
-        let fatal = shutdown.clone();
         let spawned = std::thread::Builder::new()
             .name("router-rep".into())
             .spawn(move || {
                 let served = replier.serve(
                     |request: RouterRequest| {
-                        let asked = shardbot_bus::ask_actor(REPLY_DEADLINE, |reply| {
+                        let asked = shutdown2.ask_actor("router", REPLY_DEADLINE, |reply| {
                             match request {
                                 // do_send: the mailbox's capacity is for senders that can wait.
                                 RouterRequest::Submit(intent) => {
@@ -202,11 +201,6 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
                             addr.connected()
                         });
                         asked.unwrap_or_else(|e| {
-                            if let shardbot_bus::Unanswered::Deadline(_) = e {
-                                // Alive but deaf is worse than restarted: the supervisor
-                                // restarts a service that ends.
-                                fatal.fatal(format!("the router's actor is stuck: {e}"));
-                            }
                             RouterReply::Error(ErrorReply {
                                 message: format!("the router cannot answer: {e}"),
                             })

@@ -133,22 +133,18 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         })?;
 
     let shutdown = ctx.shutdown.clone();
-    let fatal = ctx.shutdown.clone();
     std::thread::Builder::new()
         .name("reconciler-rep".into())
         .spawn(move || {
             let served = replier.serve(
                 |request: ReconcileRequest| {
                     let ReconcileRequest::Sweep { full } = request;
-                    let asked = shardbot_bus::ask_actor(REPLY_DEADLINE, |reply| {
+                    let asked = shutdown.ask_actor("reconciler", REPLY_DEADLINE, |reply| {
                         tx.send(Trigger::Manual { full, reply }).is_ok()
                     });
                     asked.unwrap_or_else(|e| match e {
                         shardbot_bus::Unanswered::Stopping => stopping(),
                         shardbot_bus::Unanswered::Deadline(_) => {
-                            // Alive but deaf is worse than restarted: the supervisor
-                            // restarts a service that ends.
-                            fatal.fatal(format!("the reconciler's sweep is stuck: {e}"));
                             ReconcileReply::Error(ErrorReply {
                                 message: format!("the reconciler cannot answer: {e}"),
                             })

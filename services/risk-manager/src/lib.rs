@@ -118,29 +118,22 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let fills_to = actix::Actor::start(FillWatch(resync));
     let _ = forward_subscription(fills, fills_to.recipient())?;
     let shutdown = ctx.shutdown.clone();
-    let fatal = ctx.shutdown.clone();
     std::thread::Builder::new()
         .name("risk-rep".into())
         .spawn(move || {
             let served = replier.serve(
                 |request: RiskRequest| {
-                    let asked = shardbot_bus::ask_actor(REPLY_DEADLINE, |reply| {
-                        {
+                    shutdown
+                        .ask_actor("risk manager", REPLY_DEADLINE, |reply| {
                             // do_send: the mailbox's capacity is for senders that can wait.
                             addr.do_send(Query { request, reply });
                             addr.connected()
-                        }
-                    });
-                    asked.unwrap_or_else(|e| {
-                        if let shardbot_bus::Unanswered::Deadline(_) = e {
-                            // Alive but deaf is worse than restarted: the supervisor
-                            // restarts a service that ends.
-                            fatal.fatal(format!("the risk manager's actor is stuck: {e}"));
-                        }
-                        RiskReply::Error(ErrorReply {
-                            message: format!("the risk manager cannot answer: {e}"),
                         })
-                    })
+                        .unwrap_or_else(|e| {
+                            RiskReply::Error(ErrorReply {
+                                message: format!("the risk manager cannot answer: {e}"),
+                            })
+                        })
                 },
                 |message| RiskReply::Error(ErrorReply { message }),
             );

@@ -31,10 +31,12 @@ pub fn running(ipc: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(ipc) else {
         return Vec::new();
     };
+    // The kernel's table, read once for every folder.
+    let table = std::fs::read_to_string("/proc/net/unix").ok();
     let mut names: Vec<String> = entries
         .flatten()
         .filter(|e| e.path().is_dir())
-        .filter(|e| listening(&e.path().join("risk-manager.rep")))
+        .filter(|e| listening(table.as_deref(), &e.path().join("risk-manager.rep")))
         .filter_map(|e| e.file_name().to_str().map(str::to_owned))
         .collect();
     names.sort();
@@ -45,11 +47,11 @@ pub fn running(ipc: &Path) -> Vec<String> {
 /// unix sockets (`/proc/net/unix`): a socket file left by a killed process has no listener.
 /// Nothing connects to the service to find out (a bare connection that closes before the
 /// bus's handshake made libnng 1.5.2's REP socket stop reading, seen in the stacks test).
-fn listening(path: &Path) -> bool {
-    match std::fs::read_to_string("/proc/net/unix") {
-        Ok(table) => listeners(&table).any(|p| Path::new(p) == path),
+fn listening(table: Option<&str>, path: &Path) -> bool {
+    match table {
+        Some(table) => listeners(table).any(|p| Path::new(p) == path),
         // Not Linux: the socket file is all there is to go by.
-        Err(_) => path.exists(),
+        None => path.exists(),
     }
 }
 

@@ -37,7 +37,6 @@ const READ_ATTEMPTS: usize = 3;
 /// A safety stop against a server that keeps returning the same cursor.
 const MAX_PAGES: usize = 10_000;
 
-/// The query of a time-windowed history endpoint (executions, closed PnL): 100 a page.
 /// The widest `[startTime, endTime]` Bybit accepts for executions and closed PnL.
 pub const MAX_WINDOW_MS: i64 = 7 * 86_400_000;
 
@@ -57,6 +56,7 @@ pub fn windows(start_ms: i64, end_ms: i64) -> Vec<(i64, i64)> {
     out
 }
 
+/// The query of a time-windowed history endpoint (executions, closed PnL): 100 a page.
 fn time_window(symbol: Option<&str>, start_ms: i64, end_ms: i64) -> Query {
     Query::new()
         .with("category", "linear")
