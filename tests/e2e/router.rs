@@ -415,3 +415,86 @@ fn an_approved_entry_the_router_refuses_stops_counting_at_once() {
     }
     stack.assert_alive();
 }
+
+#[test]
+fn a_panic_in_an_order_attempt_ends_the_router_and_its_restart_places_the_next_intent() {
+    let mut stack = Stack::new(CONFIG);
+    stack.write("trading_settings.json", SETTINGS);
+    let (rt, sim) = stack.start_sim();
+    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
+    let tickers = rt.block_on(sim.tickers()).unwrap();
+    let price_of = |s: &str| tickers.iter().find(|t| t.symbol == s).unwrap().last_price;
+    let (poison, next) = (&instruments[0].symbol, &instruments[1].symbol);
+    // The fault is in the configuration, so the restarted router has it too (as under a
+    // supervisor): only intents for `poison` meet it.
+    let fault = [("SHARDBOT__ROUTER__INJECT_PANIC_ON_SYMBOL", poison.as_str())];
+    stack.spawn("risk-manager", "risk-manager", &[], &[]);
+    stack.spawn("order-router", "order-router", &[], &fault);
+    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
+
+    let buy = IntentAction::Enter { side: Side::Buy };
+    let doomed = intent(poison, 1, buy, price_of(poison), None, None);
+    // The attempt panics inside the router's actor task: before the crash-only hook the
+    // task died silently and this request waited forever while heartbeats said "running".
+    let answer = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default())
+        .unwrap()
+        .request_within::<_, RouterReply>(
+            &RouterRequest::Submit(doomed.clone()),
+            Duration::from_secs(5),
+        );
+    assert!(answer.is_err(), "{answer:?}");
+    let status = stack.wait_exit("order-router", Duration::from_secs(10));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(6),
+        "the router ends by SIGABRT: {status}"
+    );
+    let log = stack.output("order-router");
+    assert!(
+        log.contains("panic: the process ends so that its supervisor restarts it")
+            && log.contains("injected fault: router.inject_panic_on_symbol"),
+        "{log}"
+    );
+
+    // Restarted (as its supervisor would), it places the next intent.
+    stack.spawn("order-router-2", "order-router", &[], &fault);
+    stack.wait_output("order-router-2", "router ready", Duration::from_secs(30));
+    let placed = intent(next, 1, buy, price_of(next), None, None);
+    match submit(&stack, &placed, Duration::from_secs(20)) {
+        RouterReply::Placed {
+            duplicate: false, ..
+        } => {}
+        other => panic!("{other:?}\n{}", stack.output("order-router-2")),
+    }
+    let link = placed.intent_id.order_link_id();
+    assert_eq!(orders_with(&rt, &sim, next.as_str(), &link), 1);
+    // The intent whose attempt panicked never reached the exchange.
+    let doomed_link = doomed.intent_id.order_link_id();
+    assert_eq!(orders_with(&rt, &sim, poison.as_str(), &doomed_link), 0);
+    stack.assert_alive();
+}
+
+#[test]
+fn the_panic_fault_injection_is_refused_outside_the_sim() {
+    let mut stack = Stack::new(CONFIG);
+    stack.spawn(
+        "order-router",
+        "order-router",
+        &[],
+        &[
+            ("SHARDBOT__EXCHANGE__ENVIRONMENT", "demo"),
+            ("SHARDBOT__ROUTER__INJECT_PANIC_ON_SYMBOL", "BTCUSDT"),
+            ("SHARDBOT_API_KEY", "k"),
+            ("SHARDBOT_API_SECRET", "s"),
+        ],
+    );
+    let status = stack.wait_exit("order-router", Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{}", stack.output("order-router"));
+    assert!(
+        stack
+            .output("order-router")
+            .contains("refused outside exchange.environment = \"sim\""),
+        "{}",
+        stack.output("order-router")
+    );
+}

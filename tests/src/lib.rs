@@ -297,6 +297,29 @@ sim_base_url = "{sim_url}"
         child.wait().unwrap();
     }
 
+    /// Waits (up to `within`) for a process started with [`spawn`](Self::spawn) to end on
+    /// its own, and gives its exit status (it is no longer tracked).
+    pub fn wait_exit(&mut self, label: &str, within: Duration) -> std::process::ExitStatus {
+        let i = self
+            .children
+            .iter()
+            .position(|(l, _)| l == label)
+            .unwrap_or_else(|| panic!("no process {label}"));
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.children[i].1.try_wait().unwrap() {
+                self.children.remove(i);
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{label} still runs after {within:?}:\n{}",
+                self.output(label)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The output of a process so far (for failure messages).
     pub fn output(&self, label: &str) -> String {
         fs::read_to_string(self.path(&format!("{label}.out"))).unwrap_or_default()

@@ -15,7 +15,7 @@ use actix::Actor;
 use serde::Deserialize;
 use shardbot_bus::{Publisher, Replier, Requester};
 use shardbot_bybit::{
-    ExchangeSettings,
+    Environment, ExchangeSettings,
     models::market::InstrumentInfo,
     ws::{PrivateEvent, spawn_private},
 };
@@ -37,6 +37,13 @@ pub struct RouterSettings {
     pub reread_hours: u32,
     /// An entry decided longer ago than this (ms) is refused as stale; exits never are.
     pub max_entry_age_ms: u64,
+    /// Fault injection, `sim` only (refused in demo and live): an order attempt for this
+    /// symbol panics after its approval, to test that a panic ends the router (crash-only)
+    /// and that the restarted one goes on placing. "" = never. A plain setting rather than a
+    /// failpoint crate: it needs to be refused outside the sim like any bad setting, and it
+    /// is one comparison.
+    #[serde(default)]
+    pub inject_panic_on_symbol: String,
 }
 
 type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -52,6 +59,23 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     }
     let max_entry_age_ms = rs.max_entry_age_ms;
     let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
+    let inject_panic_on =
+        match rs.inject_panic_on_symbol.trim() {
+            "" => None,
+            s if exchange.environment == Environment::Sim => Some(Symbol::new(s).map_err(|e| {
+                format!("router.inject_panic_on_symbol = {s:?} is not a symbol: {e}")
+            })?),
+            _ => {
+                return Err(
+                    "router.inject_panic_on_symbol is a fault injection for tests: it is refused \
+                 outside exchange.environment = \"sim\""
+                        .into(),
+                );
+            }
+        };
+    if let Some(s) = &inject_panic_on {
+        tracing::warn!(symbol = %s, "fault injection: an order attempt for this symbol panics");
+    }
     // Real money only when the configuration names the live account to trade.
     exchange.check_live_confirmed()?;
     exchange.ip_requests_per_5s = rs.ip_requests_per_5s;
@@ -143,6 +167,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
             journal,
             max_entry_age_ms,
         )
+        .inject_panic_on(inject_panic_on)
         .start();
         let (ws, mut rx) = spawn_private(&urls.private_ws, credentials, clock, ws_cfg);
         let events = addr.clone();

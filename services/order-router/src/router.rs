@@ -61,6 +61,8 @@ pub struct Router {
     gate: Arc<EntryGate>,
     /// The flattens of this router's lifetime, by id: running or their last report.
     flattens: HashMap<String, FlattenReport>,
+    /// `router.inject_panic_on_symbol` (sim only).
+    inject_panic_on: Option<Symbol>,
 }
 
 fn refused(intent: &OrderIntent, code: RefusalCode, reason: String) -> RouterReply {
@@ -170,7 +172,15 @@ impl Router {
             max_entry_age_ms,
             gate: Arc::new(EntryGate::default()),
             flattens: HashMap::new(),
+            inject_panic_on: None,
         }
+    }
+
+    /// Fault injection for tests (`router.inject_panic_on_symbol`, sim only): an attempt
+    /// for this symbol panics once approved, where an overflow in rounding once did.
+    pub fn inject_panic_on(mut self, symbol: Option<Symbol>) -> Router {
+        self.inject_panic_on = symbol;
+        self
     }
 
     /// After the private stream (re)subscribes: executions it may have missed meanwhile
@@ -243,6 +253,8 @@ struct Attempt {
     /// Entries decided longer ago than this are refused ([`stale_entry`]).
     max_entry_age_ms: u64,
     gate: Arc<EntryGate>,
+    /// Panic once approved (fault injection, [`Router::inject_panic_on`]).
+    panic_after_approval: bool,
 }
 
 /// What an attempt did.
@@ -338,6 +350,11 @@ impl Attempt {
             } => (qty, leverage, reduce_only),
         };
         *approved_entry = !reduce_only;
+        assert!(
+            !self.panic_after_approval,
+            "injected fault: router.inject_panic_on_symbol = {}",
+            intent.symbol
+        );
         let Some(inst) = &self.instrument else {
             return refused(
                 intent,
@@ -598,6 +615,7 @@ impl Handler<Submit> for Router {
             look_first: self.unresolved.contains(&link),
             max_entry_age_ms: self.max_entry_age_ms,
             gate: Arc::clone(&self.gate),
+            panic_after_approval: self.inject_panic_on.as_ref() == Some(&msg.intent.symbol),
         };
         let addr = ctx.address();
         let intent = msg.intent;
