@@ -3,11 +3,18 @@
 //! as many reduce-only orders as that needs) and a short, waits until the exchange shows
 //! none, and only then says FLAT; with the exchange failing every request it says, loudly
 //! and with exit status 3, that the account is not known to be flat. After a flatten the
-//! account is halted: an entry is refused.
+//! account is halted: an entry is refused. Each flatten's end is POSTed to the
+//! configured webhook, whose token never reaches the log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{process::Command, time::Duration};
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpListener,
+    process::Command,
+    sync::mpsc,
+    time::Duration,
+};
 
 use rust_decimal::Decimal;
 use shardbot_bus::{BusOptions, Requester};
@@ -56,14 +63,56 @@ fn market(rt: &tokio::runtime::Runtime, sim: &BybitClient, symbol: &str, side: S
         .unwrap();
 }
 
+/// A webhook receiver: every POST's JSON body, answered 200.
+fn webhook() -> (String, mpsc::Receiver<serde_json::Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/hooks/T0KEN-SECRET",
+        listener.local_addr().unwrap()
+    );
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            if tx.send(serde_json::from_slice(&body).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
 #[test]
 fn flatten_closes_everything_the_exchange_shows_and_says_so() {
     let mut stack = Stack::new(CONFIG);
     stack.write("trading_settings.json", SETTINGS);
     let (rt, sim) = stack.start_sim();
     let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
+    let (hook, alerts) = webhook();
     stack.spawn("risk-manager", "risk-manager", &[], &[]);
-    stack.spawn("order-router", "order-router", &[], &[]);
+    stack.spawn(
+        "order-router",
+        "order-router",
+        &[],
+        &[("SHARDBOT__ALERTS__WEBHOOK_URL", &hook)],
+    );
     stack.wait_output("order-router", "router ready", Duration::from_secs(30));
 
     // Opened by hand, as the flatten must close whatever the exchange shows: a long of
@@ -119,6 +168,13 @@ fn flatten_closes_everything_the_exchange_shows_and_says_so() {
     // FLAT means the exchange shows nothing, now, not in a while.
     let left = rt.block_on(sim.positions()).unwrap();
     assert!(left.is_empty(), "FLAT was said with {left:?} open");
+    let alert = alerts.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(alert["event"], "flatten_flat", "{alert}");
+    assert_eq!(alert["account"], "sim", "{alert}");
+    assert!(
+        alert["text"].as_str().unwrap().contains("FLAT after"),
+        "{alert}"
+    );
 
     // Halted: an entry is refused.
     let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
@@ -160,6 +216,20 @@ fn flatten_closes_everything_the_exchange_shows_and_says_so() {
     assert!(
         stack.output("order-router").contains("NOT FLAT"),
         "the router's log says it too"
+    );
+    // And the webhook, with what is left.
+    let alert = alerts.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(alert["event"], "flatten_not_flat", "{alert}");
+    assert_eq!(alert["details"]["flat"], false, "{alert}");
+    assert!(
+        alert["text"].as_str().unwrap().contains("NOT FLAT"),
+        "{alert}"
+    );
+    let log = stack.output("order-router");
+    assert!(log.contains("alert delivered"), "{log}");
+    assert!(
+        !log.contains("T0KEN-SECRET"),
+        "the webhook's token is in the log"
     );
 
     // Back to normal, a flatten again closes it.

@@ -35,6 +35,7 @@
 //! killed only that task: a reply never sent, a thread waiting forever, and a heartbeat
 //! still saying `running` over a process that no longer did its work.
 
+pub mod alert;
 mod heartbeat;
 mod logging;
 mod metrics;
@@ -148,6 +149,8 @@ pub struct ServiceContext {
     pub metrics: Metrics,
     pub shutdown: ShutdownHandle,
     pub log_file: PathBuf,
+    /// The webhook of `[alerts]` (a no-op without one).
+    pub alerts: alert::Alerts,
 }
 
 /// Runs a service process from start-up to shutdown. See the crate documentation.
@@ -169,6 +172,8 @@ where
     }
     let log = logging::init(service, instance, &common.log)?;
     crash_on_panic(service);
+    let alerts = alert::Alerts::new(&common.alerts, service, &settings.account_label())
+        .map_err(SettingsError::Invalid)?;
     tracing::info!(
         service,
         instance,
@@ -202,6 +207,7 @@ where
             metrics,
             shutdown: ShutdownHandle(tx),
             log_file: log.path.clone(),
+            alerts: alerts.clone(),
         };
         if let Err(e) = start(&ctx) {
             // The heartbeat actor must run once inside the runtime: dropped unstarted at

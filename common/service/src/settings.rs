@@ -115,6 +115,20 @@ impl Settings {
             .map(|a| (a.name, a.api_key, a.api_secret))
     }
 
+    /// The account stack these settings run, as alerts name it: `exchange.account`, else
+    /// the environment (`sim`, `demo`, `live`).
+    pub fn account_label(&self) -> String {
+        let get = |k: &str| {
+            self.config
+                .get_string(k)
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        };
+        get("exchange.account")
+            .or_else(|| get("exchange.environment"))
+            .unwrap_or_default()
+    }
+
     /// The names of bybit-sim's accounts (`[[sim.accounts]]`), in order.
     pub fn sim_account_names(&self) -> Vec<String> {
         #[derive(serde::Deserialize)]
@@ -243,6 +257,7 @@ pub struct CommonSettings {
     pub log: LogSettings,
     pub heartbeat: HeartbeatSettings,
     pub bus: BusOptions,
+    pub alerts: crate::alert::AlertSettings,
     pub endpoints: Endpoints,
 }
 
@@ -256,6 +271,7 @@ impl CommonSettings {
             return invalid("heartbeat.interval_ms must be greater than 0".into());
         }
         self.bus.validate().map_err(SettingsError::Invalid)?;
+        self.alerts.validate().map_err(SettingsError::Invalid)?;
         for (name, url) in self.endpoints.all() {
             validate_url(url)
                 .map_err(|e| SettingsError::Invalid(format!("endpoints.{name}: {e}")))?;

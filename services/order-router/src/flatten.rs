@@ -27,6 +27,7 @@ use shardbot_protocol::{
     FlattenReport, Instrument, IntentAction, IntentId, Interval, OpenPosition, OrderEvent,
     OrderStatus, OrderType, Side, Symbol, now_ms,
 };
+use shardbot_service::alert::Alerts;
 
 /// Pause between a round's orders and the next read of the account: the fills of market
 /// orders reach the position list within it (a retry interval, not a race cover: a position
@@ -206,6 +207,7 @@ pub async fn run(
     instruments: Arc<std::collections::HashMap<Symbol, Instrument>>,
     gate: Arc<EntryGate>,
     mut report: FlattenReport,
+    alerts: Alerts,
     progress: impl Fn(Progress),
 ) {
     loop {
@@ -299,6 +301,15 @@ pub async fn run(
             report.summary()
         );
     }
+    alerts.send(
+        if report.flat {
+            "flatten_flat"
+        } else {
+            "flatten_not_flat"
+        },
+        &report.summary(),
+        serde_json::to_value(&report).unwrap_or_default(),
+    );
     progress(Progress {
         report,
         orders: Vec::new(),

@@ -103,6 +103,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let journal = shardbot_journal::Journal::open(&js.file)?;
     let shutdown = ctx.shutdown.clone();
     let heartbeat = ctx.heartbeat.clone();
+    let alerts = ctx.alerts.clone();
     let ws_cfg = exchange.ws_config();
     let reread_ms = i64::from(rs.reread_hours.clamp(1, 168)) * 3_600_000;
     // Start-up reads happen before the replier serves: an intent is never judged on a
@@ -168,6 +169,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
             max_entry_age_ms,
         )
         .inject_panic_on(inject_panic_on)
+        .with_alerts(alerts)
         .start();
         let (ws, mut rx) = spawn_private(&urls.private_ws, credentials, clock, ws_cfg);
         let events = addr.clone();

@@ -27,6 +27,7 @@ use shardbot_protocol::{
     RouterReply, Side, Symbol, TimestampMs,
 };
 use shardbot_risk::round_qty;
+use shardbot_service::alert::Alerts;
 
 use crate::flatten::{self, EntryGate};
 
@@ -63,6 +64,8 @@ pub struct Router {
     flattens: HashMap<String, FlattenReport>,
     /// `router.inject_panic_on_symbol` (sim only).
     inject_panic_on: Option<Symbol>,
+    /// `[alerts]`: every flatten's end is sent to the webhook.
+    alerts: Alerts,
 }
 
 fn refused(intent: &OrderIntent, code: RefusalCode, reason: String) -> RouterReply {
@@ -173,7 +176,14 @@ impl Router {
             gate: Arc::new(EntryGate::default()),
             flattens: HashMap::new(),
             inject_panic_on: None,
+            alerts: Alerts::none(),
         }
+    }
+
+    /// Sends every flatten's end to `[alerts]`' webhook.
+    pub fn with_alerts(mut self, alerts: Alerts) -> Router {
+        self.alerts = alerts;
+        self
     }
 
     /// Fault injection for tests (`router.inject_panic_on_symbol`, sim only): an attempt
@@ -749,6 +759,7 @@ impl Handler<Flatten> for Router {
             Arc::new(self.instruments.clone()),
             Arc::clone(&self.gate),
             report,
+            self.alerts.clone(),
             move |p| addr.do_send(FlattenProgress(p)),
         );
         actix::spawn(run);
