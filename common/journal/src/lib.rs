@@ -26,6 +26,7 @@
 use std::{path::Path, time::Duration};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use rust_decimal::Decimal;
 use shardbot_protocol::{Fill, OrderEvent, OrderIntent, Refusal, TimestampMs};
 
 mod balances;
@@ -590,18 +591,61 @@ impl Journal {
             .map_err(|e| self.sql(e))
     }
 
-    /// The strategy of the newest entry (not reduce-only) placed on `symbol`: the owner of
-    /// its position, for a risk manager that starts with the position open.
-    pub fn entry_strategy(&self, symbol: &str) -> Result<Option<String>, JournalError> {
-        self.conn
+    /// The strategy that owns `symbol`'s open position as the journal tells it, for a risk
+    /// manager that starts with the position open: the strategy of the newest entry (not
+    /// reduce-only) placed on the symbol, unless the fills journalled since that entry's
+    /// first fill brought the position back to flat (or beyond): then the position open now
+    /// was opened after it, by hand or by a strategy since disabled, and belongs to none.
+    /// An entry with no fill journalled yet still owns (its fill may be on its way).
+    pub fn position_owner(&self, symbol: &str) -> Result<Option<String>, JournalError> {
+        let entry: Option<(String, String, String)> = self
+            .conn
             .query_row(
-                "SELECT strategy FROM orders WHERE symbol = ?1 AND reduce_only = 0
-                 AND strategy IS NOT NULL ORDER BY rowid DESC LIMIT 1",
+                "SELECT strategy, order_link_id, side FROM orders WHERE symbol = ?1
+                 AND reduce_only = 0 AND strategy IS NOT NULL ORDER BY rowid DESC LIMIT 1",
                 [symbol],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
-            .map_err(|e| self.sql(e))
+            .map_err(|e| self.sql(e))?;
+        let Some((strategy, link, side)) = entry else {
+            return Ok(None);
+        };
+        let first: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT MIN(exec_time_ms) FROM fills WHERE order_link_id = ?1
+                 AND exec_type = 'Trade'",
+                [&link],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        let Some(first) = first else {
+            return Ok(Some(strategy));
+        };
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT side, exec_qty FROM fills WHERE symbol = ?1 AND exec_type = 'Trade'
+                 AND exec_time_ms >= ?2 ORDER BY exec_time_ms, rowid",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![symbol, first], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.sql(e))?;
+        // The position the entry opened, in its own direction.
+        let mut net = Decimal::ZERO;
+        for row in rows {
+            let (fill_side, qty) = row.map_err(|e| self.sql(e))?;
+            let qty = self.dec(&qty)?;
+            net += if fill_side == side { qty } else { -qty };
+            if net <= Decimal::ZERO {
+                return Ok(None);
+            }
+        }
+        Ok(Some(strategy))
     }
 
     /// Exchange time of the newest fill journalled, if any: where a catch-up of missed
@@ -962,5 +1006,111 @@ mod tests {
             e.contains("schema version 99") && e.contains("upgrade"),
             "{e}"
         );
+    }
+
+    /// An order on ETHUSDT as the router journals it.
+    fn order_on(
+        link: &str,
+        side: Side,
+        reduce_only: bool,
+        strategy: Option<&str>,
+    ) -> (OrderEvent, Option<String>) {
+        let o = OrderEvent {
+            order_id: format!("id-{link}"),
+            order_link_id: link.into(),
+            intent_id: None,
+            symbol: Symbol::new("ETHUSDT").unwrap(),
+            side,
+            order_type: OrderType::Market,
+            status: OrderStatus::Filled,
+            qty: dec!(1),
+            price: None,
+            avg_price: None,
+            cum_exec_qty: dec!(1),
+            cum_exec_fee: dec!(0),
+            reduce_only,
+            take_profit: None,
+            stop_loss: None,
+            reject_reason: None,
+            stop_order_type: None,
+            updated_ms: 1,
+        };
+        (o, strategy.map(str::to_owned))
+    }
+
+    fn fill_of(link: &str, side: Side, qty: Decimal, t: i64) -> Fill {
+        Fill {
+            exec_id: format!("x-{link}-{t}"),
+            order_id: format!("id-{link}"),
+            order_link_id: link.into(),
+            symbol: Symbol::new("ETHUSDT").unwrap(),
+            side,
+            exec_qty: qty,
+            exec_price: dec!(3000),
+            exec_value: qty * dec!(3000),
+            exec_fee: dec!(0),
+            fee_rate: None,
+            is_maker: false,
+            closed_size: dec!(0),
+            exec_time_ms: t,
+            exec_type: "Trade".into(),
+        }
+    }
+
+    /// Who owns ETHUSDT's open position after a restart, from the orders and fills the
+    /// router journalled. `B`/`S` = buy/sell; a link starting `sb-` is a strategy's.
+    #[rstest::rstest]
+    #[case::no_entry_no_owner(vec![], vec![("hand-1", Side::Buy, "1", 10)], None)]
+    #[case::the_entry_still_open(
+        vec![("sb-a", Side::Buy, false, Some("trend_following"))],
+        vec![("sb-a", Side::Buy, "1", 10)],
+        Some("trend_following"))]
+    #[case::entered_not_filled_yet(
+        vec![("sb-a", Side::Sell, false, Some("mean_reversion"))],
+        vec![],
+        Some("mean_reversion"))]
+    #[case::partly_closed_by_hand_still_its(
+        vec![("sb-a", Side::Buy, false, Some("trend_following"))],
+        vec![("sb-a", Side::Buy, "2", 10), ("hand-1", Side::Sell, "1", 20)],
+        Some("trend_following"))]
+    #[case::closed_then_opened_by_hand(
+        vec![("sb-a", Side::Buy, false, Some("trend_following")),
+             ("sb-x", Side::Sell, true, Some("trend_following"))],
+        vec![("sb-a", Side::Buy, "1", 10), ("sb-x", Side::Sell, "1", 20),
+             ("hand-1", Side::Buy, "3", 30)],
+        None)]
+    #[case::stopped_out_then_a_hand_short(
+        vec![("sb-a", Side::Buy, false, Some("trend_following"))],
+        vec![("sb-a", Side::Buy, "0.5", 10), ("sb-a", Side::Buy, "0.5", 11),
+             ("stop-1", Side::Sell, "1", 20), ("hand-1", Side::Sell, "1", 30)],
+        None)]
+    #[case::reversed_by_hand_in_one_order(
+        vec![("sb-a", Side::Sell, false, Some("mean_reversion"))],
+        vec![("sb-a", Side::Sell, "1", 10), ("hand-1", Side::Buy, "2", 20)],
+        None)]
+    #[case::the_newest_entry_decides(
+        vec![("sb-a", Side::Buy, false, Some("trend_following")),
+             ("sb-x", Side::Sell, true, Some("trend_following")),
+             ("sb-b", Side::Sell, false, Some("mean_reversion"))],
+        vec![("sb-a", Side::Buy, "1", 10), ("sb-x", Side::Sell, "1", 20),
+             ("sb-b", Side::Sell, "1", 30)],
+        Some("mean_reversion"))]
+    fn the_owner_after_a_restart(
+        #[case] orders: Vec<(&str, Side, bool, Option<&str>)>,
+        #[case] fills: Vec<(&str, Side, &str, i64)>,
+        #[case] owner: Option<&str>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("journal.sqlite")).unwrap();
+        for (link, side, reduce_only, strategy) in orders {
+            let (o, s) = order_on(link, side, reduce_only, strategy);
+            j.record_order(&o, s.as_deref()).unwrap();
+        }
+        for (link, side, qty, t) in fills {
+            j.record_fill(&fill_of(link, side, qty.parse().unwrap(), t))
+                .unwrap();
+        }
+        assert_eq!(j.position_owner("ETHUSDT").unwrap().as_deref(), owner);
+        assert_eq!(j.position_owner("BTCUSDT").unwrap(), None);
     }
 }

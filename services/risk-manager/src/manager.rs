@@ -366,7 +366,7 @@ impl RiskManager {
             .retain(|s, _| self.book.positions.contains_key(s));
         for (symbol, p) in &mut self.book.positions {
             if !self.owners.contains_key(symbol) {
-                match self.journal.entry_strategy(symbol.as_str()) {
+                match self.journal.position_owner(symbol.as_str()) {
                     Ok(Some(s)) => {
                         self.owners.insert(symbol.clone(), s);
                     }
