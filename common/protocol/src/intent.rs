@@ -1,4 +1,5 @@
-//! Deterministic intent ids.
+//! Intents: what a strategy decided on a closed bar ([`OrderIntent`], [`IntentAction`]),
+//! and their deterministic ids.
 //!
 //! The same bar, strategy, symbol and action always produce the same id, in every process
 //! and build, so a resent or replayed intent is recognised by the router instead of opening
@@ -6,13 +7,82 @@
 
 use std::fmt;
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{
-    messages::IntentAction,
-    types::{Interval, Symbol, TimestampMs},
-};
+use crate::types::{Interval, Side, Symbol, TimestampMs};
+
+/// What a strategy wants done with a symbol's position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum IntentAction {
+    /// Open (or add to nothing: one position per symbol) a position on `side`.
+    Enter { side: Side },
+    /// Close the whole position, reduce-only.
+    Exit,
+}
+
+impl IntentAction {
+    /// Stable spelling used in intent-id derivation. Never change it.
+    pub fn id_tag(self) -> &'static str {
+        match self {
+            IntentAction::Enter { side: Side::Buy } => "enter-buy",
+            IntentAction::Enter { side: Side::Sell } => "enter-sell",
+            IntentAction::Exit => "exit",
+        }
+    }
+}
+
+/// A strategy's decision on a closed bar, sent from a worker to the router.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderIntent {
+    pub intent_id: IntentId,
+    pub strategy: String,
+    pub symbol: Symbol,
+    pub interval: Interval,
+    /// Open time of the bar whose close produced the intent.
+    pub bar_open_time_ms: TimestampMs,
+    pub action: IntentAction,
+    /// The bar's close: the price sizing and SL/TP distances refer to.
+    pub reference_price: Decimal,
+    #[serde(default)]
+    pub stop_loss: Option<Decimal>,
+    #[serde(default)]
+    pub take_profit: Option<Decimal>,
+    pub created_ms: TimestampMs,
+}
+
+impl OrderIntent {
+    /// Builds an intent whose id is derived from its identity fields.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        strategy: impl Into<String>,
+        symbol: Symbol,
+        interval: Interval,
+        bar_open_time_ms: TimestampMs,
+        action: IntentAction,
+        reference_price: Decimal,
+        stop_loss: Option<Decimal>,
+        take_profit: Option<Decimal>,
+        created_ms: TimestampMs,
+    ) -> OrderIntent {
+        let strategy = strategy.into();
+        let intent_id = IntentId::derive(&strategy, &symbol, interval, bar_open_time_ms, action);
+        OrderIntent {
+            intent_id,
+            strategy,
+            symbol,
+            interval,
+            bar_open_time_ms,
+            action,
+            reference_price,
+            stop_loss,
+            take_profit,
+            created_ms,
+        }
+    }
+}
 
 /// 128 bits of SHA-256 over the intent's identity, as 32 lowercase hex characters.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -68,7 +138,6 @@ impl fmt::Display for IntentId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Side;
 
     fn sym(s: &str) -> Symbol {
         Symbol::new(s).unwrap()

@@ -6,6 +6,7 @@ mod bars;
 mod frame;
 mod intent;
 mod messages;
+mod number;
 mod seq;
 mod shard;
 mod slot;
@@ -16,8 +17,9 @@ pub use bars::{BarSequencer, Filled, Offer};
 pub use frame::{
     Envelope, Event, FrameError, Received, decode, decode_frame, encode, encode_frame, split_frame,
 };
-pub use intent::IntentId;
+pub use intent::{IntentAction, IntentId, OrderIntent};
 pub use messages::*;
+pub use number::{TickGrid, price_on_tick, round_half_away, scaled_decimal};
 pub use seq::{GapDetector, SeqCheck, SeqStamper};
 pub use shard::{Shard, ShardError};
 pub use slot::{SLOT_COUNT, Slot, fnv1a64};
