@@ -101,7 +101,7 @@ pub enum ServiceError {
     #[error("cannot install the signal handlers: {0}")]
     Signals(#[source] std::io::Error),
     #[error("start-up failed: {0}")]
-    Start(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Start(#[source] StartError),
     #[error("stopped on a fatal error: {0}")]
     Fatal(String),
 }
@@ -153,6 +153,10 @@ pub struct ServiceContext {
     pub alerts: alert::Alerts,
 }
 
+/// Why a service's start function failed (bad configuration, an endpoint that cannot be
+/// bound, ...): any error, named in one line and exit status 2.
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Runs a service process from start-up to shutdown. See the crate documentation.
 pub fn run<F>(
     service: &str,
@@ -161,7 +165,7 @@ pub fn run<F>(
     start: F,
 ) -> Result<(), ServiceError>
 where
-    F: FnOnce(&ServiceContext) -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    F: FnOnce(&ServiceContext) -> Result<(), StartError>,
 {
     check_name("service name", service)?;
     check_name("instance name", instance)?;

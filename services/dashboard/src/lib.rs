@@ -53,7 +53,7 @@ impl DashboardSettings {
     }
 }
 
-type StartError = Box<dyn std::error::Error + Send + Sync>;
+use shardbot_service::StartError;
 
 pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
     let ds: DashboardSettings = ctx.settings.section("dashboard")?;

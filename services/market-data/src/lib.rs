@@ -38,7 +38,7 @@ pub struct MarketDataSettings {
     pub stale_after_ms: u64,
 }
 
-type StartError = Box<dyn std::error::Error + Send + Sync>;
+use shardbot_service::StartError;
 
 fn interval(key: &str, s: &str) -> Result<Interval, StartError> {
     let i: Interval = s.parse().map_err(|e| format!("{key}: {e}"))?;

@@ -46,7 +46,7 @@ pub struct RouterSettings {
     pub inject_panic_on_symbol: String,
 }
 
-type StartError = Box<dyn std::error::Error + Send + Sync>;
+use shardbot_service::StartError;
 
 /// The longest one intent may take the router: risk approval, leverage (retried), the
 /// order (10 s) and its lookups when the outcome is unknown; beyond it it counts as stuck.

@@ -65,7 +65,7 @@ impl ReconcilerSettings {
     }
 }
 
-type StartError = Box<dyn std::error::Error + Send + Sync>;
+use shardbot_service::StartError;
 
 /// The longest a sweep asked for by `shardbot reconcile` may take (a full sweep reads the
 /// account's whole history, a week per request); beyond it the reconciler counts as stuck.

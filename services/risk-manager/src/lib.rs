@@ -36,7 +36,7 @@ pub struct RiskSettings {
     pub flatten_deadline_ms: u64,
 }
 
-type StartError = Box<dyn std::error::Error + Send + Sync>;
+use shardbot_service::StartError;
 
 /// The longest any request may take the risk manager (a reversal's entry waits 3 s for its
 /// exit's fill, a flatten's answer one router round trip); beyond it it counts as stuck.

@@ -28,7 +28,7 @@ pub struct WorkerSettings {
     pub universe_refresh_s: u64,
 }
 
-type StartError = Box<dyn std::error::Error + Send + Sync>;
+use shardbot_service::StartError;
 
 /// Starts the worker of `shard`.
 pub fn start(ctx: &ServiceContext, shard: Shard) -> Result<(), StartError> {
