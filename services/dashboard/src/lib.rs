@@ -23,6 +23,7 @@ use serde::Deserialize;
 use shardbot_bus::Requester;
 use shardbot_bybit::ExchangeSettings;
 use shardbot_journal::JournalSettings;
+use shardbot_service::StartError;
 use shardbot_strategy::StrategySettings;
 
 /// `[dashboard]`.
@@ -52,8 +53,6 @@ impl DashboardSettings {
         Ok(())
     }
 }
-
-use shardbot_service::StartError;
 
 pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
     let ds: DashboardSettings = ctx.settings.section("dashboard")?;

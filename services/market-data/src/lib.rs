@@ -16,7 +16,7 @@ use shardbot_bus::{Publisher, Replier};
 use shardbot_bybit::ExchangeSettings;
 use shardbot_history::HistoryStore;
 use shardbot_protocol::{ErrorReply, GatewayReply, GatewayRequest, Interval};
-use shardbot_service::ServiceContext;
+use shardbot_service::{ServiceContext, StartError};
 use shardbot_strategy::StrategySettings;
 
 /// The longest a history or universe request may take the gateway (a history request
@@ -37,8 +37,6 @@ pub struct MarketDataSettings {
     pub fill_concurrency: usize,
     pub stale_after_ms: u64,
 }
-
-use shardbot_service::StartError;
 
 fn interval(key: &str, s: &str) -> Result<Interval, StartError> {
     let i: Interval = s.parse().map_err(|e| format!("{key}: {e}"))?;

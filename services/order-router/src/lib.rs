@@ -22,7 +22,7 @@ use shardbot_bybit::{
 use shardbot_protocol::{
     ErrorReply, Instrument, IntentId, RouterReply, RouterRequest, ServiceState, Symbol,
 };
-use shardbot_service::{ServiceContext, SetState};
+use shardbot_service::{ServiceContext, SetState, StartError};
 
 pub use flatten::{EntryGate, close_orders, split_qty};
 pub use router::{Flatten, Private, Router, Submit, order_event};
@@ -45,8 +45,6 @@ pub struct RouterSettings {
     #[serde(default)]
     pub inject_panic_on_symbol: String,
 }
-
-use shardbot_service::StartError;
 
 /// The longest one intent may take the router: risk approval, leverage (retried), the
 /// order (10 s) and its lookups when the outcome is unknown; beyond it it counts as stuck.

@@ -29,7 +29,7 @@ use shardbot_journal::{Journal, JournalSettings};
 use shardbot_protocol::{
     ErrorReply, Event, ReconcileReply, ReconcileRequest, ServiceState, SweepSummary,
 };
-use shardbot_service::{HeartbeatActor, ServiceContext, SetState};
+use shardbot_service::{HeartbeatActor, ServiceContext, SetState, StartError};
 use tokio::sync::mpsc;
 
 pub use sweep::{SweepConfig, SweepOutcome, sweep};
@@ -64,8 +64,6 @@ impl ReconcilerSettings {
         Ok(())
     }
 }
-
-use shardbot_service::StartError;
 
 /// The longest a sweep asked for by `shardbot reconcile` may take (a full sweep reads the
 /// account's whole history, a week per request); beyond it the reconciler counts as stuck.

@@ -18,7 +18,7 @@ use shardbot_bybit::ExchangeSettings;
 use shardbot_journal::{Journal, JournalSettings};
 use shardbot_protocol::{ErrorReply, Event, OrderStatus, RiskReply, RiskRequest};
 use shardbot_risk::TradingSettings;
-use shardbot_service::ServiceContext;
+use shardbot_service::{ServiceContext, StartError};
 
 pub use manager::{Filled, ManagerConfig, Query, RiskManager, StoppedOut};
 pub use state::RiskState;
@@ -35,8 +35,6 @@ pub struct RiskSettings {
     pub start_halted: bool,
     pub flatten_deadline_ms: u64,
 }
-
-use shardbot_service::StartError;
 
 /// The longest any request may take the risk manager (a reversal's entry waits 3 s for its
 /// exit's fill, a flatten's answer one router round trip); beyond it it counts as stuck.

@@ -12,7 +12,7 @@ use actix::Actor;
 use serde::Deserialize;
 use shardbot_bus::{Requester, Subscriber, forward_subscription};
 use shardbot_protocol::{Interval, Shard, Topic};
-use shardbot_service::ServiceContext;
+use shardbot_service::{ServiceContext, StartError};
 use shardbot_strategy::StrategySettings;
 
 pub use engine::{Engine, Step};
@@ -27,8 +27,6 @@ pub struct WorkerSettings {
     pub late_bars: u32,
     pub universe_refresh_s: u64,
 }
-
-use shardbot_service::StartError;
 
 /// Starts the worker of `shard`.
 pub fn start(ctx: &ServiceContext, shard: Shard) -> Result<(), StartError> {
