@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod convert;
 mod de;
 pub mod env;
 pub mod error;

@@ -173,11 +173,14 @@ fn split_ids(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
 }
 
-fn side_of(s: &str) -> Side {
-    if s == "Sell" { Side::Sell } else { Side::Buy }
-}
-
 impl Journal {
+    fn side(&self, s: &str) -> Result<Side, JournalError> {
+        s.parse().map_err(|_| JournalError::Corrupt {
+            path: self.path.clone(),
+            value: s.to_owned(),
+        })
+    }
+
     pub(crate) fn dec(&self, s: &str) -> Result<Decimal, JournalError> {
         Decimal::from_str(s).map_err(|_| JournalError::Corrupt {
             path: self.path.clone(),
@@ -239,7 +242,7 @@ impl Journal {
                                 path: self.path.clone(),
                                 value: sym.clone(),
                             })?,
-                            side: side_of(&side),
+                            side: self.side(&side)?,
                             exec_qty: self.dec(&m[0])?,
                             exec_price: self.dec(&m[1])?,
                             exec_value: self.dec(&m[2])?,
@@ -340,7 +343,7 @@ impl Journal {
             calc: TradeRecord {
                 trade_key: key,
                 symbol,
-                side: side_of(&side),
+                side: self.side(&side)?,
                 strategy: t.strategy,
                 source,
                 entry_time_ms: t.entry_time_ms,

@@ -203,6 +203,19 @@ impl Side {
     }
 }
 
+/// The spelling of [`Side::as_str`] ("Buy", "Sell"; Bybit's too), for stores that keep it.
+impl std::str::FromStr for Side {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Side, String> {
+        match s {
+            "Buy" => Ok(Side::Buy),
+            "Sell" => Ok(Side::Sell),
+            _ => Err(format!("{s:?} is not a side (Buy or Sell)")),
+        }
+    }
+}
+
 impl fmt::Display for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -250,5 +263,17 @@ mod tests {
         // MessagePack of a unit variant is its name as a string: check the renamed spelling.
         let bytes = rmp_serde::to_vec(&i).unwrap();
         rmp_serde::from_slice::<String>(&bytes).unwrap()
+    }
+
+    #[rstest]
+    #[case("Buy", Some(Side::Buy))]
+    #[case("Sell", Some(Side::Sell))]
+    #[case("sell", None)]
+    #[case("", None)]
+    fn a_side_reads_back_its_own_spelling(#[case] s: &str, #[case] want: Option<Side>) {
+        assert_eq!(s.parse::<Side>().ok(), want);
+        if let Some(side) = want {
+            assert_eq!(side.as_str(), s);
+        }
     }
 }

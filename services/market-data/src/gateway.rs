@@ -357,7 +357,7 @@ impl Gateway {
                 missing = filled.skipped.len(),
                 first_missing_ms = filled.skipped[0],
                 delivered = filled.bars.len(),
-                clock_ms = self.client.raw().clock().now_ms(),
+                clock_ms = self.client.clock().now_ms(),
                 "the exchange has no such bars; continuing after them"
             );
         }
@@ -416,7 +416,7 @@ impl Gateway {
         {
             tracing::warn!(symbol = %key.0, error = %e, "cannot persist bars to the history store");
         }
-        let now = self.client.raw().clock().now_ms();
+        let now = self.client.clock().now_ms();
         let Some(series) = self.series.get_mut(key) else {
             return;
         };
@@ -453,7 +453,7 @@ impl Gateway {
     /// Refills every series whose next bar should have been delivered by now (after a
     /// reconnect: the bars that closed while the stream was down).
     fn catch_up(&mut self, grace_ms: i64, why: &str, ctx: &mut Context<Self>) {
-        let now = self.client.raw().clock().now_ms();
+        let now = self.client.clock().now_ms();
         let stale: Vec<(Key, Option<i64>)> = self
             .series
             .iter_mut()
@@ -597,7 +597,7 @@ async fn fetch_closed(
     history: usize,
 ) -> Result<Vec<Bar>, String> {
     let step = step_ms(interval);
-    let now = client.raw().clock().now_ms();
+    let now = client.clock().now_ms();
     let last_closed_open = ((now / step) * step - step).max(until.unwrap_or(i64::MIN));
     let earliest = last_closed_open - (history as i64 - 1) * step;
     let start = from.map_or(earliest, |f| f.max(earliest));
@@ -626,7 +626,7 @@ impl Actor for Gateway {
         );
         ctx.run_interval(self.cfg.universe_refresh, |act, ctx| act.discover(ctx));
         ctx.run_interval(SWEEP, |act, ctx| {
-            let grace = act.cfg.stale_after.as_millis() as f64 * act.client.raw().clock().rate();
+            let grace = act.cfg.stale_after.as_millis() as f64 * act.client.clock().rate();
             act.catch_up(grace as i64, "late bar", ctx);
             // A connection can stay alive (pongs) while its subscriptions are gone, e.g.
             // a subscribe sent into a stalled session: klines stop although nothing

@@ -98,7 +98,7 @@ pub fn config(
 pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let (cfg, exchange, md) = config(ctx)?;
     let client = exchange.client(None)?;
-    let limiter = client.raw().limiter().clone();
+    let limiter = client.limiter().clone();
     ctx.metrics.gauge("ratelimit_ip_headroom", move || {
         i64::from(limiter.ip_headroom())
     });

@@ -107,19 +107,7 @@ pub struct CloseOrder {
 /// The open positions of an exchange read.
 pub fn open_positions(list: &[PositionInfo]) -> Vec<OpenPosition> {
     list.iter()
-        .filter(|p| p.size > Decimal::ZERO)
-        .filter_map(|p| {
-            let side = match p.side.as_str() {
-                "Buy" => Side::Buy,
-                "Sell" => Side::Sell,
-                _ => return None,
-            };
-            Some(OpenPosition {
-                symbol: Symbol::new(&p.symbol).ok()?,
-                side,
-                size: p.size,
-            })
-        })
+        .filter_map(PositionInfo::to_open_position)
         .collect()
 }
 

@@ -25,7 +25,7 @@ use shardbot_protocol::{
 use shardbot_service::{ServiceContext, SetState, StartError};
 
 pub use flatten::{EntryGate, close_orders, split_qty};
-pub use router::{Flatten, Private, Router, Submit, order_event};
+pub use router::{Flatten, Private, Router, Submit};
 
 /// `[router]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -85,7 +85,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let client = exchange
         .client(Some(credentials.clone()))
         .map_err(|e| format!("router.ip_requests_per_5s / [exchange]: {e}"))?;
-    let limiter = client.raw().limiter().clone();
+    let limiter = client.limiter().clone();
     ctx.metrics.gauge("ratelimit_ip_headroom", move || {
         i64::from(limiter.ip_headroom())
     });
@@ -116,7 +116,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
                 .filter_map(InstrumentInfo::to_instrument)
                 .map(|i| (i.symbol.clone(), i))
                 .collect();
-            let now = client.raw().clock().now_ms();
+            let now = client.clock().now_ms();
             let mut placed = HashMap::new();
             for e in client.executions(None, now - reread_ms, now).await? {
                 if e.order_link_id.starts_with(IntentId::LINK_PREFIX) {
@@ -156,7 +156,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
             known_orders = placed.len(),
             "account read; connecting the private stream"
         );
-        let clock = client.raw().clock().clone();
+        let clock = client.clock().clone();
         let addr = Router::new(
             client,
             risk,

@@ -93,51 +93,6 @@ pub fn stale_entry(intent: &OrderIntent, now_ms: i64, max_age_ms: u64) -> Option
     })
 }
 
-fn side(s: &str) -> Side {
-    if s == "Sell" { Side::Sell } else { Side::Buy }
-}
-
-/// The order event of an exchange order.
-pub fn order_event(o: &Order) -> Option<OrderEvent> {
-    let status = match o.order_status.as_str() {
-        "New" => OrderStatus::New,
-        "PartiallyFilled" => OrderStatus::PartiallyFilled,
-        "Untriggered" => OrderStatus::Untriggered,
-        "Rejected" => OrderStatus::Rejected,
-        "PartiallyFilledCanceled" => OrderStatus::PartiallyFilledCanceled,
-        "Filled" => OrderStatus::Filled,
-        "Cancelled" => OrderStatus::Cancelled,
-        "Triggered" => OrderStatus::Triggered,
-        "Deactivated" => OrderStatus::Deactivated,
-        _ => return None,
-    };
-    Some(OrderEvent {
-        order_id: o.order_id.clone(),
-        order_link_id: o.order_link_id.clone(),
-        intent_id: None,
-        symbol: Symbol::new(&o.symbol).ok()?,
-        side: side(&o.side),
-        order_type: if o.order_type == "Limit" {
-            OrderType::Limit
-        } else {
-            OrderType::Market
-        },
-        status,
-        qty: o.qty,
-        price: o.price.filter(|p| !p.is_zero()),
-        avg_price: o.avg_price.filter(|p| !p.is_zero()),
-        cum_exec_qty: o.cum_exec_qty,
-        cum_exec_fee: o.cum_exec_fee.unwrap_or_default(),
-        reduce_only: o.reduce_only,
-        take_profit: o.take_profit.filter(|p| !p.is_zero()),
-        stop_loss: o.stop_loss.filter(|p| !p.is_zero()),
-        reject_reason: Some(o.reject_reason.clone()).filter(|r| !r.is_empty() && r != "EC_NoError"),
-        stop_order_type: Some(o.stop_order_type.clone())
-            .filter(|t| !t.is_empty() && t != "UNKNOWN"),
-        updated_ms: o.created_time,
-    })
-}
-
 fn on_tick(p: Option<Decimal>, tick: Decimal) -> Option<Decimal> {
     p.filter(|p| *p > Decimal::ZERO).map(|p| {
         if tick > Decimal::ZERO {
@@ -200,7 +155,7 @@ impl Router {
         let addr = ctx.address();
         let newest = self.newest_exec_ms;
         actix::spawn(async move {
-            let now = client.raw().clock().now_ms();
+            let now = client.clock().now_ms();
             let from = if newest > 0 {
                 (newest - 60_000).max(now - CATCH_UP_MAX_MS)
             } else {
@@ -220,7 +175,7 @@ impl Router {
     }
 
     fn publish_order(&mut self, o: &Order) {
-        let Some(ev) = order_event(o) else {
+        let Some(ev) = o.to_order_event() else {
             return;
         };
         if ev.order_link_id.starts_with(IntentId::LINK_PREFIX)
@@ -447,7 +402,7 @@ impl Attempt {
             stop_loss: order.stop_loss,
             reject_reason: None,
             stop_order_type: None,
-            updated_ms: self.client.raw().clock().now_ms(),
+            updated_ms: self.client.clock().now_ms(),
         };
         // Checked again at the last moment: approval and leverage may have taken long.
         if let Some(reply) = self.refuse_if_stale(intent, &link).await {
@@ -694,11 +649,9 @@ impl Handler<Done> for Router {
             r.entries_stopped += 1;
         }
         if let RouterReply::Refused { refusal, .. } = &msg.outcome.reply
-            && let Err(e) = self.journal.record_refusal(
-                &msg.intent,
-                refusal,
-                self.client.raw().clock().now_ms(),
-            )
+            && let Err(e) =
+                self.journal
+                    .record_refusal(&msg.intent, refusal, self.client.clock().now_ms())
         {
             tracing::error!(error = %e, order_link_id = msg.link, "cannot journal a refusal");
         }

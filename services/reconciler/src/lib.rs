@@ -95,7 +95,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let client = exchange
         .client(Some(exchange.credentials(sim_account)?))
         .map_err(|e| format!("reconciler.ip_requests_per_5s / [exchange]: {e}"))?;
-    let limiter = client.raw().limiter().clone();
+    let limiter = client.limiter().clone();
     ctx.metrics.gauge("ratelimit_ip_headroom", move || {
         i64::from(limiter.ip_headroom())
     });
@@ -366,7 +366,7 @@ fn report(
         }
         Err(e) => {
             tracing::warn!(kind, error = %e, "sweep failed; the next one tries again");
-            let now = client.raw().clock().now_ms();
+            let now = client.clock().now_ms();
             let _ = journal.record_run(&shardbot_journal::ReconciliationRun {
                 kind: kind.into(),
                 started_ms: now,

@@ -69,7 +69,7 @@ pub async fn sweep(
     full: bool,
     cfg: &SweepConfig,
 ) -> Result<SweepOutcome, SweepError> {
-    let started = client.raw().clock().now_ms();
+    let started = client.clock().now_ms();
     let mut run = ReconciliationRun {
         kind: kind.into(),
         started_ms: started,
@@ -323,7 +323,7 @@ pub async fn sweep(
 
     // 6. Expected balance against the wallet.
     let snapshot = balance(client, journal, started, cfg).await?;
-    run.finished_ms = client.raw().clock().now_ms();
+    run.finished_ms = client.clock().now_ms();
     journal.record_run(&run)?;
     Ok(SweepOutcome {
         run,
@@ -499,12 +499,8 @@ fn from_closed_pnl(c: &ClosedPnl) -> TradeRecord {
     TradeRecord {
         trade_key: c.order_id.clone(),
         symbol: c.symbol.clone(),
-        // The record's side is the closing order's: the position was the other.
-        side: if c.side == "Sell" {
-            Side::Buy
-        } else {
-            Side::Sell
-        },
+        // Bybit documents `Buy` or `Sell` only; a closing buy (the other) closed a short.
+        side: c.position_side().unwrap_or(Side::Sell),
         strategy: None,
         source: "exchange".into(),
         entry_time_ms: c.created_time,
@@ -538,14 +534,14 @@ async fn balance(
         .unwrap_or_default();
     // The exchange's time as the wallet was read (its clock may have been measured again
     // by that very call): the baseline and the window of fills are placed on it.
-    let now = client.raw().clock().now_ms().max(now);
+    let now = client.clock().now_ms().max(now);
     let last_hour = journal.fills_from(now - HOUR_MS)?;
     let newest_fill = last_hour
         .iter()
         .map(|f| f.fill.exec_time_ms)
         .max()
         .unwrap_or(now - HOUR_MS);
-    let after_wallet = client.raw().clock().now_ms();
+    let after_wallet = client.clock().now_ms();
     let recent = client
         .executions(None, newest_fill, after_wallet + 60_000)
         .await?;

@@ -75,7 +75,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let client = exchange
         .client(Some(exchange.credentials(sim_account)?))
         .map_err(|e| format!("risk.ip_requests_per_5s / [exchange]: {e}"))?;
-    let limiter = client.raw().limiter().clone();
+    let limiter = client.limiter().clone();
     ctx.metrics.gauge("ratelimit_ip_headroom", move || {
         i64::from(limiter.ip_headroom())
     });

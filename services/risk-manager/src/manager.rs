@@ -104,27 +104,6 @@ struct Snapshot {
     realised_today: Decimal,
 }
 
-fn position(p: &PositionInfo) -> Option<Position> {
-    Some(Position {
-        symbol: Symbol::new(&p.symbol).ok()?,
-        side: if p.side == "Sell" {
-            Side::Sell
-        } else {
-            Side::Buy
-        },
-        size: p.size,
-        avg_price: p.avg_price.unwrap_or_default(),
-        mark_price: p.mark_price,
-        leverage: p.leverage.unwrap_or(Decimal::ONE),
-        unrealised_pnl: p.unrealised_pnl.unwrap_or_default(),
-        stop_loss: p.stop_loss.filter(|d| !d.is_zero()),
-        take_profit: p.take_profit.filter(|d| !d.is_zero()),
-        updated_ms: now_ms(),
-        // Stamped from the owners the risk manager keeps (`stamp_owners`).
-        strategy: None,
-    })
-}
-
 fn usdt_balance(w: &WalletAccount) -> Decimal {
     w.coin("USDT")
         .map(|c| c.wallet_balance)
@@ -184,7 +163,7 @@ impl RiskManager {
         actix::spawn(async move {
             let r = async {
                 client.sync_time().await?;
-                let now = client.raw().clock().now_ms();
+                let now = client.clock().now_ms();
                 let midnight = now - now.rem_euclid(86_400_000);
                 // Positions before the wallet: a position this read no longer shows was
                 // closed before the wallet is read, so its PnL is in the balance read.
@@ -216,7 +195,7 @@ impl RiskManager {
                 &self.cfg.account,
                 exchange_balance,
                 self.settings.simulated_balance,
-                self.client.raw().clock().now_ms(),
+                self.client.clock().now_ms(),
             );
             // A mode set before the first sync (start_halted, a command) is kept.
             s.mode = self.book.mode;
@@ -244,7 +223,7 @@ impl RiskManager {
         let mut positions: HashMap<Symbol, Position> = snap
             .positions
             .iter()
-            .filter_map(position)
+            .filter_map(|p| p.to_position(now_ms()))
             .map(|p| (p.symbol.clone(), p))
             .collect();
         self.exact = positions.keys().cloned().collect();
@@ -449,7 +428,7 @@ impl RiskManager {
             // The owner as of now: an entry the router journalled since the last sync.
             self.stamp_owners();
         }
-        let now = self.client.raw().clock().now_ms();
+        let now = self.client.clock().now_ms();
         // The same intent again (the router retries one whose order did not go through):
         // judged as the first time, not refused for the position its own approval holds.
         let repeat = self
@@ -635,7 +614,7 @@ impl RiskManager {
                 &self.cfg.account,
                 exchange_balance,
                 new.simulated_balance,
-                self.client.raw().clock().now_ms(),
+                self.client.clock().now_ms(),
             );
             s.mode = mode;
             s.save(&self.cfg.state_file)
@@ -757,7 +736,7 @@ impl Handler<StoppedOut> for RiskManager {
     type Result = ();
 
     fn handle(&mut self, msg: StoppedOut, ctx: &mut Context<Self>) {
-        let now = self.client.raw().clock().now_ms();
+        let now = self.client.clock().now_ms();
         tracing::info!(symbol = %msg.0, cooldown_min = self.settings.cooldown_after_stop_min, "stopped out; cooldown starts");
         // The stop closed the whole position: it is gone now, whatever the last sync (or
         // an approval not yet seen on the exchange) said.

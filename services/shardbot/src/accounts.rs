@@ -286,7 +286,7 @@ fn test(path: &Path, mut exchange: ExchangeSettings, name: &str) -> anyhow::Resu
             .sync_time()
             .await
             .with_context(|| format!("{} is unreachable", urls.rest))?;
-        let info = client.raw().account_info().await.with_context(|| {
+        let info = client.account_info().await.with_context(|| {
             format!(
                 "{name}: the {} exchange refused key {}",
                 account.environment.as_str(),

@@ -104,7 +104,7 @@ pub fn download(args: DownloadArgs) -> anyhow::Result<()> {
             .sync_time()
             .await
             .context("cannot reach the exchange")?;
-        let now = client.raw().clock().now_ms();
+        let now = client.clock().now_ms();
         let to = args
             .to
             .as_deref()

@@ -74,7 +74,7 @@ fn credentials() -> anyhow::Result<Option<Credentials>> {
 }
 
 fn need_keys(client: &BybitClient) -> anyhow::Result<()> {
-    if !client.raw().has_credentials() {
+    if !client.has_credentials() {
         bail!("this command needs API keys: set {KEY_VAR} and {SECRET_VAR}");
     }
     Ok(())
@@ -109,7 +109,7 @@ pub fn run(args: ExchangeArgs) -> anyhow::Result<()> {
                     println!("keys:        none set ({KEY_VAR} / {SECRET_VAR}): public checks only");
                     return Ok(());
                 };
-                let info = client.raw().account_info().await?;
+                let info = client.account_info().await?;
                 println!("account:     key {key} accepted; margin mode {}, unified status {}", info.margin_mode, info.unified_margin_status);
                 print_wallet(&client).await?;
                 let positions = client.positions().await?;
@@ -120,7 +120,7 @@ pub fn run(args: ExchangeArgs) -> anyhow::Result<()> {
             }
             ExchangeCommand::Time => {
                 let offset = client.sync_time().await?;
-                println!("Bybit time {} ms; this machine is {:+} ms off", client.raw().clock().now_ms(), -offset);
+                println!("Bybit time {} ms; this machine is {:+} ms off", client.clock().now_ms(), -offset);
                 Ok(())
             }
             ExchangeCommand::Instruments { list } => {
@@ -153,7 +153,7 @@ pub fn run(args: ExchangeArgs) -> anyhow::Result<()> {
             }
             ExchangeCommand::Klines { symbol, interval, limit } => {
                 let Some(len) = interval.duration_ms() else { bail!("monthly klines are not supported here") };
-                let end = client.raw().clock().now_ms();
+                let end = client.clock().now_ms();
                 let bars = client.klines(&symbol, interval, end - len * limit, end).await?;
                 println!("{:>14} {:>14} {:>14} {:>14} {:>14} {:>16}", "open_time_ms", "open", "high", "low", "close", "volume");
                 for k in bars {

@@ -87,24 +87,6 @@ pub struct InstrumentInfo {
 }
 
 impl InstrumentInfo {
-    /// The trading rules as the bus carries them; `None` for a symbol shardbot cannot
-    /// carry (see `shardbot_protocol::Symbol`).
-    pub fn to_instrument(&self) -> Option<shardbot_protocol::Instrument> {
-        Some(shardbot_protocol::Instrument {
-            symbol: shardbot_protocol::Symbol::new(&self.symbol).ok()?,
-            tick_size: self.price_filter.tick_size,
-            qty_step: self.lot_size_filter.qty_step,
-            min_order_qty: self.lot_size_filter.min_order_qty,
-            max_market_order_qty: self
-                .lot_size_filter
-                .max_mkt_order_qty
-                .unwrap_or(self.lot_size_filter.max_order_qty),
-            min_notional: self.lot_size_filter.min_notional_value.unwrap_or_default(),
-            max_leverage: self.leverage_filter.max_leverage,
-            funding_interval_min: self.funding_interval.unwrap_or(480),
-        })
-    }
-
     /// A trading USDT-settled linear perpetual: what shardbot trades.
     pub fn is_trading_usdt_perpetual(&self) -> bool {
         self.contract_type == "LinearPerpetual"
@@ -191,26 +173,4 @@ pub struct TickerList {
     #[serde(default)]
     pub category: Option<String>,
     pub list: Vec<Ticker>,
-}
-
-impl Kline {
-    /// The bus's bar of this REST kline row (history: never published live).
-    pub fn to_bar(
-        &self,
-        symbol: &shardbot_protocol::Symbol,
-        interval: shardbot_protocol::Interval,
-    ) -> shardbot_protocol::Bar {
-        shardbot_protocol::Bar {
-            symbol: symbol.clone(),
-            interval,
-            open_time_ms: self.start_ms,
-            open: self.open,
-            high: self.high,
-            low: self.low,
-            close: self.close,
-            volume: self.volume,
-            turnover: self.turnover,
-            published_ms: None,
-        }
-    }
 }

@@ -100,30 +100,3 @@ pub struct Execution {
     #[serde(deserialize_with = "de::int")]
     pub exec_time: i64,
 }
-
-impl Execution {
-    /// The bus's fill of this execution; `None` for a symbol shardbot cannot carry (see
-    /// `shardbot_protocol::Symbol`).
-    pub fn to_fill(&self) -> Option<shardbot_protocol::Fill> {
-        Some(shardbot_protocol::Fill {
-            exec_id: self.exec_id.clone(),
-            order_id: self.order_id.clone(),
-            order_link_id: self.order_link_id.clone(),
-            symbol: shardbot_protocol::Symbol::new(&self.symbol).ok()?,
-            side: if self.side == "Sell" {
-                shardbot_protocol::Side::Sell
-            } else {
-                shardbot_protocol::Side::Buy
-            },
-            exec_qty: self.exec_qty,
-            exec_price: self.exec_price,
-            exec_value: self.exec_value,
-            exec_fee: self.exec_fee,
-            fee_rate: self.fee_rate,
-            is_maker: self.is_maker,
-            closed_size: self.closed_size.unwrap_or_default(),
-            exec_time_ms: self.exec_time,
-            exec_type: self.exec_type.clone(),
-        })
-    }
-}

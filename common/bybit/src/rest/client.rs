@@ -2,24 +2,27 @@
 //! Pagination, kline paging, read retries after 10006, and the unknown-outcome rule for
 //! orders live here.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
+#[cfg(feature = "trade")]
 use rust_decimal::Decimal;
 use shardbot_protocol::Interval;
 
-use super::{
-    RawClient,
-    requests::{CreateOrder, Query, SetLeverage},
-};
+#[cfg(feature = "trade")]
+use super::requests::{CreateOrder, SetLeverage};
+use super::{RawClient, ServerClock, requests::Query};
+#[cfg(feature = "trade")]
+use crate::models::order::OrderId;
 use crate::{
     error::{ApiCode, BybitError},
     models::{
         Page,
-        account::WalletAccount,
+        account::{AccountInfo, WalletAccount},
         market::{InstrumentInfo, Kline, Ticker},
-        order::{Execution, Order, OrderId},
+        order::{Execution, Order},
         position::{ClosedPnl, PositionInfo},
     },
+    ratelimit::RateLimiter,
 };
 
 /// What the exchange knows of an order whose placement had an unknown outcome.
@@ -78,6 +81,26 @@ impl BybitClient {
 
     pub fn raw(&self) -> &RawClient {
         &self.raw
+    }
+
+    /// The exchange's clock (set by [`sync_time`](Self::sync_time), replay-aware): the time
+    /// a service judges by.
+    pub fn clock(&self) -> &Arc<ServerClock> {
+        self.raw.clock()
+    }
+
+    /// The budget owner of this client's requests (for headroom gauges).
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        self.raw.limiter()
+    }
+
+    pub fn has_credentials(&self) -> bool {
+        self.raw.has_credentials()
+    }
+
+    /// The account's settings (`/v5/account/info`): its margin mode, unified or not.
+    pub async fn account_info(&self) -> Result<AccountInfo, BybitError> {
+        self.read(|| self.raw.account_info()).await
     }
 
     /// Reads are idempotent: after `10006` the limiter has blocked the endpoint until its
@@ -204,6 +227,7 @@ impl BybitClient {
     /// Places an order. It is never re-sent here: if the outcome is unknown (timeout, broken
     /// connection, 5xx, rate-limited), the error is [`BybitError::UnknownOutcome`] and the
     /// caller resolves it with [`find_order`](Self::find_order) before deciding anything.
+    #[cfg(feature = "trade")]
     pub async fn place_order(&self, order: &CreateOrder) -> Result<OrderId, BybitError> {
         match self.raw.order_create(order).await {
             Ok(id) => Ok(id),
@@ -249,6 +273,7 @@ impl BybitClient {
 
     /// Sets the leverage of a symbol; "not modified" (110043) means it already is, which
     /// is success.
+    #[cfg(feature = "trade")]
     pub async fn set_leverage(&self, symbol: &str, leverage: Decimal) -> Result<(), BybitError> {
         let r = SetLeverage {
             category: "linear",

@@ -8,21 +8,24 @@ use reqwest::{Method, header::HeaderMap};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
+#[cfg(feature = "trade")]
+use super::requests::{
+    AmendOrder, CancelAll, CancelOrder, CreateOrder, SetLeverage, SwitchMode, TradingStop,
+};
 use super::{
     parse_envelope,
-    requests::{
-        AmendOrder, CancelAll, CancelOrder, CreateOrder, DemoApplyMoney, Query, SetLeverage,
-        SwitchMode, TradingStop,
-    },
+    requests::{DemoApplyMoney, Query},
 };
+#[cfg(feature = "trade")]
+use crate::models::{Empty, order::OrderId};
 use crate::{
     auth::Credentials,
     error::{ApiCode, BybitError},
     models::{
-        Empty, Page,
+        Page,
         account::{AccountInfo, FeeRate, WalletBalance},
         market::{InstrumentInfo, KlinePage, ServerTime, TickerList},
-        order::{Execution, Order, OrderId},
+        order::{Execution, Order},
         position::{ClosedPnl, PositionInfo},
     },
     ratelimit::{LimitHeaders, RateLimiter},
@@ -391,18 +394,26 @@ impl RawClient {
 
     // --- orders -------------------------------------------------------------------
 
+    /// Trading (feature `trade`: only the order router enables it).
+    #[cfg(feature = "trade")]
     pub async fn order_create(&self, o: &CreateOrder) -> Result<OrderId, BybitError> {
         self.post_signed("/v5/order/create", o).await
     }
 
+    /// Trading (feature `trade`: only the order router enables it).
+    #[cfg(feature = "trade")]
     pub async fn order_amend(&self, o: &AmendOrder) -> Result<OrderId, BybitError> {
         self.post_signed("/v5/order/amend", o).await
     }
 
+    /// Trading (feature `trade`: only the order router enables it).
+    #[cfg(feature = "trade")]
     pub async fn order_cancel(&self, o: &CancelOrder) -> Result<OrderId, BybitError> {
         self.post_signed("/v5/order/cancel", o).await
     }
 
+    /// Trading (feature `trade`: only the order router enables it).
+    #[cfg(feature = "trade")]
     pub async fn order_cancel_all(&self, o: &CancelAll) -> Result<serde_json::Value, BybitError> {
         self.post_signed("/v5/order/cancel-all", o).await
     }
@@ -425,14 +436,20 @@ impl RawClient {
         self.get_signed("/v5/position/list", q).await
     }
 
+    /// Trading (feature `trade`: only the order router enables it).
+    #[cfg(feature = "trade")]
     pub async fn position_set_leverage(&self, r: &SetLeverage) -> Result<Empty, BybitError> {
         self.post_signed("/v5/position/set-leverage", r).await
     }
 
+    /// Trading (feature `trade`: only the order router enables it).
+    #[cfg(feature = "trade")]
     pub async fn position_switch_mode(&self, r: &SwitchMode) -> Result<Empty, BybitError> {
         self.post_signed("/v5/position/switch-mode", r).await
     }
 
+    /// Trading (feature `trade`: only the order router enables it).
+    #[cfg(feature = "trade")]
     pub async fn position_trading_stop(&self, r: &TradingStop) -> Result<Empty, BybitError> {
         self.post_signed("/v5/position/trading-stop", r).await
     }
