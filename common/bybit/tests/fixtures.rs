@@ -1,4 +1,5 @@
-//! Every captured Bybit message in ../shared/fixtures/bybit is parsed by the model it
+//! Every captured Bybit message in `test_data/` (copied from the shared fixtures with
+//! their provenance, `test_data/SOURCES.md`) is parsed by the model it
 //! belongs to, through the client's own parsing functions. Table-driven over the folder: a
 //! new fixture is tested by adding the file, and a file no rule claims fails the test.
 
@@ -21,15 +22,8 @@ use shardbot_bybit::{
 };
 
 fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("fixtures/bybit");
-    assert!(
-        dir.is_dir(),
-        "fixtures not found at {} (set SHARDBOT_SHARED)",
-        dir.display()
-    );
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_data");
+    assert!(dir.is_dir(), "fixtures not found at {}", dir.display());
     dir
 }
 

@@ -90,13 +90,8 @@ async fn next_event<T: std::fmt::Debug>(rx: &mut mpsc::Receiver<T>) -> T {
 }
 
 fn fixture(name: &str) -> Value {
-    let dir = std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    serde_json::from_str(
-        &std::fs::read_to_string(dir.join("fixtures/bybit/ws").join(name)).unwrap(),
-    )
-    .unwrap()
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_data/ws");
+    serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
 }
 
 fn kline_frame(symbol: &str, start: i64, confirm: bool) -> Value {

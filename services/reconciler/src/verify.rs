@@ -316,7 +316,7 @@ mod tests {
     fn a_real_record_without_fee_fields_takes_the_executions_fees() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/fixtures/bybit/rest/v5_position_closed_pnl.json"
+            "/../../common/bybit/test_data/rest/v5_position_closed_pnl.json"
         ))
         .unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
