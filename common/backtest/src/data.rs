@@ -1,9 +1,14 @@
 //! Kline CSV files (`open_time_ms,open,high,low,close,volume`, a header line, oldest
-//! first), as `../shared/data/klines` holds them and `shardbot download` writes them.
+//! first), as `../shared/data/klines` holds them and `shardbot download` writes them; and
+//! a [`Market`], a series with its instrument's trading rules, which a backtest runs over.
 
 use std::path::{Path, PathBuf};
 
+use rust_decimal::Decimal;
+use shardbot_protocol::{Instrument, Symbol};
 use shardbot_strategy::Candle;
+
+use crate::BacktestError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -206,5 +211,37 @@ mod tests {
         let (_d, p) = write(text);
         let e = load_csv(&p).unwrap_err().to_string();
         assert!(e.contains("BTCUSDT.csv") && e.contains(says), "{e}");
+    }
+}
+
+/// One symbol's data and trading rules. Without known rules (a bare CSV) use
+/// [`Market::unrestricted`]: the tick its prices were written with, quantities to 8
+/// decimals, no minimums.
+#[derive(Debug, Clone)]
+pub struct Market {
+    pub series: Series,
+    pub instrument: Instrument,
+}
+
+impl Market {
+    pub fn unrestricted(series: Series) -> Result<Market, BacktestError> {
+        let price_decimals = series.price_decimals;
+        let symbol = Symbol::new(&series.symbol)
+            .map_err(|e| BacktestError::Symbol(series.symbol.clone(), e.to_string()))?;
+        Ok(Market {
+            series,
+            instrument: Instrument {
+                symbol,
+                tick_size: Decimal::new(1, price_decimals),
+                // Fractional sizes, as other backtesters trade them; 8 decimals keep every
+                // product of money exact without 28-digit arithmetic.
+                qty_step: Decimal::new(1, 8),
+                min_order_qty: Decimal::ZERO,
+                max_market_order_qty: Decimal::MAX,
+                min_notional: Decimal::ZERO,
+                max_leverage: Decimal::ONE_HUNDRED,
+                funding_interval_min: 480,
+            },
+        })
     }
 }

@@ -5,9 +5,19 @@
 use rstest::rstest;
 use rust_decimal_macros::dec;
 
-use super::*;
+use std::str::FromStr;
+
 use proptest::strategy::Strategy as _;
-use shardbot_strategy::Signals;
+use rust_decimal::{Decimal, prelude::ToPrimitive};
+use shardbot_protocol::Side;
+use shardbot_strategy::{Candle, Direction, Params, Position, Signal, Signals, Strategy};
+
+use super::*;
+use crate::{
+    account::Account,
+    fixed::{MARGIN_SCALE, dec, margin_units, units},
+    run_loop::STAGE_ABOVE_MARKETS,
+};
 
 /// Plays back fixed signals: `script[i]` after bar `i`.
 struct Scripted {
@@ -489,7 +499,7 @@ proptest::proptest! {
     ) {
         let mut c = cfg();
         c.fee_rate = dec!(0.00055);
-        let eng = Engine::new(&c);
+        let eng = Account::new(&c);
         let (qty, price) = (Decimal::new(q, qs), Decimal::new(p, ps));
         let want = (qty * price * c.fee_rate).round_dp(8);
         let got = eng.fee(qty, price);
