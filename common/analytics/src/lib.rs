@@ -1,7 +1,7 @@
 //! Performance analytics of closed trades, shared by `shardbot report` (from the journal)
 //! and the backtester.
 //!
-//! Definitions (the README's "Performance figures" repeats them):
+//! Definitions (`docs/architecture.md`, "The reconciler and the journal", repeats them):
 //! - a trade's **net** is what it did to the balance: its closed PnL, fees and funding
 //!   deducted (Bybit's definition of closed PnL);
 //!   a win is a trade with net > 0;

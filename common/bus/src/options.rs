@@ -7,7 +7,7 @@ use serde::Deserialize;
 /// Socket options. The defaults here are the ones `deploy/config/default.toml` documents
 /// (a test in `shardbot-service` keeps the two equal).
 ///
-/// Why these values (measured on the project's 2-core VM, see the README):
+/// Why these values (measured on the project's 2-core VM, see docs/performance.md):
 /// - `pub_send_buffer`: nng's PUB keeps one queue per subscriber pipe and drops the
 ///   *oldest* message when it is full, silently. At the default of 16, 84-89 % of a burst is
 ///   lost; at 1024 a subscriber keeps up with 20-50k msg/s without loss. 1024 messages of a

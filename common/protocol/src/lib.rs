@@ -1,6 +1,6 @@
 //! Everything that crosses a shardbot process boundary: the typed messages, the topic
 //! scheme, the stable symbol → slot hash, shard ownership, frames, and sequence-gap
-//! detection. See `DESIGN.md` §2 and the README's "Wire format" section.
+//! detection. See `DESIGN.md` §2 and `docs/architecture.md`, "Wire format".
 
 mod bars;
 mod frame;

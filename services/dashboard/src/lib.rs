@@ -1,4 +1,4 @@
-//! The dashboard of one account stack (see the README's "Dashboard").
+//! The dashboard of one account stack (see `docs/dashboard.md`).
 //!
 //! It holds no exchange keys and places nothing itself: it reads the stack's journal (the
 //! trades and their verified marks), asks the risk manager over the bus for positions,
