@@ -7,6 +7,7 @@
 //! re-reads recent orders and executions so repeats sent across a restart are recognised.
 
 mod flatten;
+mod plan;
 mod router;
 
 use std::collections::HashMap;

@@ -3,33 +3,30 @@
 //! answered from what the first attempt did, an order whose outcome is unknown (timeout,
 //! 10006, 5xx) is looked up by its orderLinkId before anything else happens, and the
 //! exchange's own uniqueness of orderLinkIds (110072) covers a router restarted between
-//! sending an order and hearing back.
+//! sending an order and hearing back. The decisions are `plan.rs`'s (pure, table-tested);
+//! this actor carries them out: the REST calls, the journal, the bus.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use actix::{Actor, AsyncContext, Context, Handler, Message};
 use rust_decimal::Decimal;
 use shardbot_bus::ReplyTo;
 use shardbot_bus::{Publisher, Requester};
 use shardbot_bybit::{
-    ApiCode, BybitError,
     models::order::{Execution, Order},
     rest::{BybitClient, CreateOrder, OrderResolution},
 };
 use shardbot_journal::Journal;
 use shardbot_protocol::{
     ErrorReply, FlattenReport, Instrument, IntentAction, IntentId, OrderEvent, OrderIntent,
-    OrderStatus, OrderType, Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest,
-    RouterReply, Side, Symbol, TimestampMs,
+    RefusalCode, RiskReply, RiskRequest, RouterReply, Side, Symbol, TimestampMs,
 };
-use shardbot_risk::round_qty;
 use shardbot_service::alert::Alerts;
 
-use crate::flatten::{self, EntryGate};
+use crate::{
+    flatten::{self, EntryGate},
+    plan::{self, Admission, Ledger, Outcome, PlannedOrder, Sent, placed, refused, stale_entry},
+};
 
 /// Lookups of an order with an unknown outcome before the router says it was not placed.
 const RESOLVE_TRIES: u32 = 3;
@@ -44,19 +41,12 @@ pub struct Router {
     risk: Requester,
     publisher: Publisher,
     instruments: HashMap<Symbol, Instrument>,
-    /// The leverage last set on each symbol: set again when the approval's differs (a
-    /// leverage changed in the trading settings reaches symbols already traded).
-    leverage_set: HashMap<Symbol, Decimal>,
-    /// orderLinkId → orderId of orders known to exist.
-    placed: HashMap<String, String>,
-    /// orderLinkId → repliers waiting for the attempt in flight.
-    in_flight: HashMap<String, Vec<ReplyTo<RouterReply>>>,
+    /// Orders known, attempts in flight and who waits for them, leverage set per symbol.
+    ledger: Ledger<ReplyTo<RouterReply>>,
     /// Orders and fills, written before they are acknowledged or published.
     journal: Journal,
     /// Exchange time of the newest execution published.
     newest_exec_ms: i64,
-    /// Intents whose last attempt ended with the order's existence unknown.
-    unresolved: HashSet<String>,
     max_entry_age_ms: u64,
     /// Shared with every entry attempt: a flatten stops the entries approved before it.
     gate: Arc<EntryGate>,
@@ -66,41 +56,6 @@ pub struct Router {
     inject_panic_on: Option<Symbol>,
     /// `[alerts]`: every flatten's end is sent to the webhook.
     alerts: Alerts,
-}
-
-fn refused(intent: &OrderIntent, code: RefusalCode, reason: String) -> RouterReply {
-    RouterReply::Refused {
-        intent_id: intent.intent_id.clone(),
-        refusal: Refusal { code, reason },
-    }
-}
-
-/// The refusal of an entry decided (`created_ms`, the worker's clock) more than
-/// `max_age_ms` before `now_ms`. Exits are never refused for their age: a position must
-/// be closable whatever happened before.
-pub fn stale_entry(intent: &OrderIntent, now_ms: i64, max_age_ms: u64) -> Option<Refusal> {
-    if intent.action == IntentAction::Exit {
-        return None;
-    }
-    let age = now_ms.saturating_sub(intent.created_ms);
-    (age > i64::try_from(max_age_ms).unwrap_or(i64::MAX)).then(|| Refusal {
-        code: RefusalCode::Stale,
-        reason: format!(
-            "the entry on {} was decided {age} ms ago, more than router.max_entry_age_ms = \
-             {max_age_ms}: the bar of {} it was decided on is history",
-            intent.symbol, intent.bar_open_time_ms
-        ),
-    })
-}
-
-fn on_tick(p: Option<Decimal>, tick: Decimal) -> Option<Decimal> {
-    p.filter(|p| *p > Decimal::ZERO).map(|p| {
-        if tick > Decimal::ZERO {
-            ((p / tick).round() * tick).normalize()
-        } else {
-            p
-        }
-    })
 }
 
 impl Router {
@@ -119,14 +74,11 @@ impl Router {
             risk,
             publisher,
             instruments,
-            leverage_set: HashMap::new(),
-            placed,
-            in_flight: HashMap::new(),
+            ledger: Ledger::new(placed),
             journal,
             // A restarted router catches up from the newest fill it journalled, however
             // long it was down.
             newest_exec_ms: newest_fill_ms,
-            unresolved: HashSet::new(),
             max_entry_age_ms,
             gate: Arc::new(EntryGate::default()),
             flattens: HashMap::new(),
@@ -222,16 +174,6 @@ struct Attempt {
     panic_after_approval: bool,
 }
 
-/// What an attempt did.
-struct Outcome {
-    reply: RouterReply,
-    leverage_set_for: Option<(Symbol, Decimal)>,
-    /// The risk manager approved this entry (it counts as open there until placed).
-    approved_entry: bool,
-    /// The order as placed, to journal before the reply goes out.
-    order: Option<OrderEvent>,
-}
-
 impl Attempt {
     async fn run(self, intent: OrderIntent) -> Outcome {
         let mut leverage_set_for = None;
@@ -265,12 +207,7 @@ impl Attempt {
             && let Ok(OrderResolution::Placed(o)) =
                 self.client.find_order(intent.symbol.as_str(), &link).await
         {
-            return RouterReply::Placed {
-                intent_id: intent.intent_id.clone(),
-                order_link_id: link,
-                order_id: o.order_id,
-                duplicate: true,
-            };
+            return placed(intent, &link, o.order_id, true);
         }
         if let Some(reply) = self.refuse_if_stale(intent, &link).await {
             return reply;
@@ -300,56 +237,30 @@ impl Attempt {
                 );
             }
         };
-        let (qty, leverage, reduce_only) = match decision {
-            RiskDecision::Refused { refusal, .. } => {
-                return RouterReply::Refused {
-                    intent_id: intent.intent_id.clone(),
-                    refusal,
-                };
-            }
-            RiskDecision::Approved {
-                qty,
-                leverage,
-                reduce_only,
-                ..
-            } => (qty, leverage, reduce_only),
+        let approval = match plan::approval(intent, decision) {
+            Ok(a) => a,
+            Err(reply) => return reply,
         };
-        *approved_entry = !reduce_only;
+        *approved_entry = !approval.reduce_only;
         assert!(
             !self.panic_after_approval,
             "injected fault: router.inject_panic_on_symbol = {}",
             intent.symbol
         );
-        let Some(inst) = &self.instrument else {
-            return refused(
-                intent,
-                RefusalCode::UnknownSymbol,
-                format!("{} is not a listed USDT perpetual", intent.symbol),
-            );
-        };
-        let qty = match round_qty(qty, intent.reference_price, inst) {
+        let qty = match plan::sized(intent, approval.qty, self.instrument.as_ref()) {
             Ok(q) => q,
-            Err(refusal) => {
-                return RouterReply::Refused {
-                    intent_id: intent.intent_id.clone(),
-                    refusal,
-                };
-            }
+            Err(reply) => return reply,
         };
-        let side = match intent.action {
-            IntentAction::Enter { side } => side,
-            IntentAction::Exit => match self.position_side(&intent.symbol).await {
-                Some(s) => s.opposite(),
-                None => {
-                    return refused(
-                        intent,
-                        RefusalCode::NoPosition,
-                        format!("no open {} position to exit", intent.symbol),
-                    );
-                }
-            },
+        let held = match intent.action {
+            IntentAction::Exit => self.position_side(&intent.symbol).await,
+            IntentAction::Enter { .. } => None,
         };
-        if !reduce_only && self.leverage_set != Some(leverage) {
+        let side = match plan::order_side(intent, held) {
+            Ok(s) => s,
+            Err(reply) => return reply,
+        };
+        if plan::needs_leverage(&approval, self.leverage_set) {
+            let leverage = approval.leverage;
             // Setting leverage is idempotent: a rate-limited or unanswered call is simply
             // made again (the limiter waits out a 10006 first).
             let mut tries = 0;
@@ -375,42 +286,25 @@ impl Attempt {
             }
             *lev = Some((intent.symbol.clone(), leverage));
         }
-        let mut order = CreateOrder::market(intent.symbol.as_str(), side, qty, &link);
-        if reduce_only {
-            order.reduce_only = Some(true);
-        } else {
-            order = order.with_tp_sl(
-                on_tick(intent.take_profit, inst.tick_size),
-                on_tick(intent.stop_loss, inst.tick_size),
-            );
-        }
-        let mut record = OrderEvent {
-            order_id: String::new(),
-            order_link_id: link.clone(),
-            intent_id: Some(intent.intent_id.clone()),
-            symbol: intent.symbol.clone(),
+        let tick = self
+            .instrument
+            .as_ref()
+            .map_or(Decimal::ZERO, |i| i.tick_size);
+        let PlannedOrder { create, mut record } = plan::order(
+            intent,
             side,
-            order_type: OrderType::Market,
-            status: OrderStatus::New,
             qty,
-            price: None,
-            avg_price: None,
-            cum_exec_qty: Decimal::ZERO,
-            cum_exec_fee: Decimal::ZERO,
-            reduce_only,
-            take_profit: order.take_profit,
-            stop_loss: order.stop_loss,
-            reject_reason: None,
-            stop_order_type: None,
-            updated_ms: self.client.clock().now_ms(),
-        };
+            approval.reduce_only,
+            tick,
+            self.client.clock().now_ms(),
+        );
         // Checked again at the last moment: approval and leverage may have taken long.
         if let Some(reply) = self.refuse_if_stale(intent, &link).await {
             return reply;
         }
         // An entry approved before a flatten began is not sent: the kill switch ends flat.
         // The guard counts it as being sent until the exchange has answered.
-        let _sending = if reduce_only {
+        let _sending = if approval.reduce_only {
             None
         } else {
             match self.gate.enter(asked_ms) {
@@ -427,7 +321,7 @@ impl Attempt {
                 }
             }
         };
-        let reply = self.send(intent, &order, &link, side, qty).await;
+        let reply = self.send(intent, &create, &link, side, qty).await;
         if let RouterReply::Placed { order_id, .. } = &reply {
             record.order_id = order_id.clone();
             *journal = Some(record);
@@ -443,12 +337,7 @@ impl Attempt {
         if let Ok(OrderResolution::Placed(o)) =
             self.client.find_order(intent.symbol.as_str(), link).await
         {
-            return Some(RouterReply::Placed {
-                intent_id: intent.intent_id.clone(),
-                order_link_id: link.to_owned(),
-                order_id: o.order_id,
-                duplicate: true,
-            });
+            return Some(placed(intent, link, o.order_id, true));
         }
         tracing::warn!(intent_id = %intent.intent_id, symbol = %intent.symbol, reason = refusal.reason, "stale entry refused");
         Some(RouterReply::Refused {
@@ -465,30 +354,19 @@ impl Attempt {
         side: Side,
         qty: Decimal,
     ) -> RouterReply {
-        let link = link.to_owned();
-        match self.client.place_order(order).await {
-            Ok(id) => {
-                tracing::info!(intent_id = %intent.intent_id, order_link_id = link, order_id = id.order_id, symbol = %intent.symbol, %side, %qty, "order placed");
-                RouterReply::Placed {
-                    intent_id: intent.intent_id.clone(),
-                    order_link_id: link,
-                    order_id: id.order_id,
-                    duplicate: false,
+        let result = self.client.place_order(order).await;
+        match plan::classify(result.as_ref().map(|id| id.order_id.clone())) {
+            Sent::Placed(order_id) => {
+                tracing::info!(intent_id = %intent.intent_id, order_link_id = link, order_id, symbol = %intent.symbol, %side, %qty, "order placed");
+                placed(intent, link, order_id, false)
+            }
+            Sent::LookUp => {
+                if let Err(e) = &result {
+                    tracing::warn!(order_link_id = link, error = %e, "order outcome unknown or link id taken; looking it up");
                 }
+                self.resolve(intent, link).await
             }
-            Err(e) if e.api_code() == Some(ApiCode::DuplicateOrderLinkId) => {
-                tracing::info!(order_link_id = link, "the exchange already has this order");
-                self.resolve(intent, &link).await
-            }
-            Err(e @ BybitError::UnknownOutcome { .. }) => {
-                tracing::warn!(order_link_id = link, error = %e, "order outcome unknown; looking it up");
-                self.resolve(intent, &link).await
-            }
-            Err(e) => refused(
-                intent,
-                RefusalCode::Exchange,
-                format!("the exchange refused the order: {e}"),
-            ),
+            Sent::Refused(reason) => refused(intent, RefusalCode::Exchange, reason),
         }
     }
 
@@ -497,14 +375,7 @@ impl Attempt {
     async fn resolve(&self, intent: &OrderIntent, link: &str) -> RouterReply {
         for attempt in 1..=RESOLVE_TRIES {
             match self.client.find_order(intent.symbol.as_str(), link).await {
-                Ok(OrderResolution::Placed(o)) => {
-                    return RouterReply::Placed {
-                        intent_id: intent.intent_id.clone(),
-                        order_link_id: link.to_owned(),
-                        order_id: o.order_id,
-                        duplicate: true,
-                    };
-                }
+                Ok(OrderResolution::Placed(o)) => return placed(intent, link, o.order_id, true),
                 Ok(OrderResolution::NotFound) => {}
                 Err(e) => {
                     tracing::warn!(order_link_id = link, attempt, error = %e, "order lookup failed")
@@ -553,31 +424,25 @@ impl Handler<Submit> for Router {
 
     fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) {
         let link = msg.intent.intent_id.order_link_id();
-        if !self.placed.contains_key(&link)
-            && let Ok(Some(order_id)) = self.journal.order_id(&link)
-        {
-            self.placed.insert(link.clone(), order_id);
-        }
-        if let Some(order_id) = self.placed.get(&link) {
-            let _ = msg.reply.send(RouterReply::Placed {
-                intent_id: msg.intent.intent_id,
-                order_link_id: link,
-                order_id: order_id.clone(),
-                duplicate: true,
-            });
-            return;
-        }
-        if let Some(waiting) = self.in_flight.get_mut(&link) {
-            waiting.push(msg.reply);
-            return;
-        }
-        self.in_flight.insert(link.clone(), vec![msg.reply]);
+        let journalled = if self.ledger.is_placed(&link) {
+            None
+        } else {
+            self.journal.order_id(&link).ok().flatten()
+        };
+        let look_first = match self.ledger.admit(&msg.intent, msg.reply, journalled) {
+            Admission::Answer(reply, answer) => {
+                let _ = reply.send(answer);
+                return;
+            }
+            Admission::Joined => return,
+            Admission::Start { look_first } => look_first,
+        };
         let attempt = Attempt {
             client: self.client.clone(),
             risk: self.risk.clone(),
             instrument: self.instruments.get(&msg.intent.symbol).cloned(),
-            leverage_set: self.leverage_set.get(&msg.intent.symbol).copied(),
-            look_first: self.unresolved.contains(&link),
+            leverage_set: self.ledger.leverage_set(&msg.intent.symbol),
+            look_first,
             max_entry_age_ms: self.max_entry_age_ms,
             gate: Arc::clone(&self.gate),
             panic_after_approval: self.inject_panic_on.as_ref() == Some(&msg.intent.symbol),
@@ -609,60 +474,33 @@ impl Handler<Done> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: Done, _ctx: &mut Context<Self>) {
-        if let Some((s, l)) = msg.outcome.leverage_set_for {
-            self.leverage_set.insert(s, l);
-        }
-        if let Some(order) = &msg.outcome.order
+        let finish = self.ledger.finish(&msg.link, &msg.intent, msg.outcome);
+        if let Some(order) = &finish.journal_order
             && let Err(e) = self.journal.record_order(order, Some(&msg.intent.strategy))
         {
             tracing::error!(error = %e, order_link_id = msg.link, "cannot journal an order");
         }
-        if let RouterReply::Placed { order_id, .. } = &msg.outcome.reply {
-            self.placed.insert(msg.link.clone(), order_id.clone());
-        }
-        if matches!(msg.outcome.reply, RouterReply::Error(_)) {
-            self.unresolved.insert(msg.link.clone());
-        } else {
-            self.unresolved.remove(&msg.link);
-        }
-        // An entry approved but refused here: the risk manager stops counting it now.
-        if msg.outcome.approved_entry
-            && let RouterReply::Refused { refusal, .. } = &msg.outcome.reply
-        {
+        if let Some(req) = finish.tell_risk {
             let risk = self.risk.clone();
-            let req = RiskRequest::Unplaced {
-                intent_id: msg.intent.intent_id.clone(),
-                symbol: msg.intent.symbol.clone(),
-                reason: refusal.reason.clone(),
-            };
             actix::spawn(async move {
                 if let Err(e) = risk.request_async::<_, RiskReply>(req).await {
                     tracing::warn!(error = %e, "cannot tell the risk manager an approved entry was not placed");
                 }
             });
         }
-        if let RouterReply::Refused { refusal, .. } = &msg.outcome.reply
-            && refusal.code == RefusalCode::Halted
-            && msg.outcome.approved_entry
+        if finish.stopped_by_flatten
             && let Some(r) = self.flattens.values_mut().find(|r| !r.done())
         {
             r.entries_stopped += 1;
         }
-        if let RouterReply::Refused { refusal, .. } = &msg.outcome.reply
+        if let Some(refusal) = &finish.journal_refusal
             && let Err(e) =
                 self.journal
                     .record_refusal(&msg.intent, refusal, self.client.clock().now_ms())
         {
             tracing::error!(error = %e, order_link_id = msg.link, "cannot journal a refusal");
         }
-        let waiting = self.in_flight.remove(&msg.link).unwrap_or_default();
-        for (i, tx) in waiting.into_iter().enumerate() {
-            let mut reply = msg.outcome.reply.clone();
-            if i > 0
-                && let RouterReply::Placed { duplicate, .. } = &mut reply
-            {
-                *duplicate = true;
-            }
+        for (tx, reply) in finish.replies {
             let _ = tx.send(reply);
         }
     }
@@ -734,8 +572,8 @@ impl Handler<FlattenProgress> for Router {
             if let Err(e) = self.journal.record_order(o, Some(flatten::STRATEGY)) {
                 tracing::error!(error = %e, order_link_id = o.order_link_id, "cannot journal a flatten order");
             }
-            self.placed
-                .insert(o.order_link_id.clone(), o.order_id.clone());
+            self.ledger
+                .note_placed(o.order_link_id.clone(), o.order_id.clone());
         }
         let stopped = self
             .flattens
@@ -768,58 +606,13 @@ impl Handler<Private> for Router {
         match msg {
             Private::Order(o) => {
                 if o.order_link_id.starts_with(IntentId::LINK_PREFIX) {
-                    self.placed
-                        .insert(o.order_link_id.clone(), o.order_id.clone());
+                    self.ledger
+                        .note_placed(o.order_link_id.clone(), o.order_id.clone());
                 }
                 self.publish_order(&o);
             }
             Private::Execution(e) => self.publish_fill(&e),
             Private::Subscribed => self.catch_up(ctx),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use rstest::rstest;
-    use shardbot_protocol::Interval;
-
-    fn intent(action: IntentAction, created_ms: i64) -> OrderIntent {
-        OrderIntent::new(
-            "trend_following",
-            Symbol::new("BTCUSDT").unwrap(),
-            Interval::M5,
-            1_000_000,
-            action,
-            Decimal::from(100),
-            None,
-            None,
-            created_ms,
-        )
-    }
-
-    const BUY: IntentAction = IntentAction::Enter { side: Side::Buy };
-
-    #[rstest]
-    #[case::fresh(BUY, 10_000, 14_000, false)]
-    #[case::at_the_limit(BUY, 10_000, 15_000, false)]
-    #[case::a_ms_over(BUY, 10_000, 15_001, true)]
-    #[case::queued_for_a_minute(BUY, 10_000, 70_000, true)]
-    #[case::exit_never(IntentAction::Exit, 10_000, 1_000_000, false)]
-    #[case::clock_behind(BUY, 20_000, 10_000, false)]
-    fn entries_older_than_the_limit_are_stale(
-        #[case] action: IntentAction,
-        #[case] created: i64,
-        #[case] now: i64,
-        #[case] stale: bool,
-    ) {
-        let r = stale_entry(&intent(action, created), now, 5_000);
-        assert_eq!(r.is_some(), stale, "{r:?}");
-        if let Some(r) = r {
-            assert_eq!(r.code, RefusalCode::Stale);
-            assert!(r.reason.contains("max_entry_age_ms = 5000"), "{}", r.reason);
         }
     }
 }
