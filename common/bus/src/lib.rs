@@ -10,6 +10,7 @@
 mod actors;
 mod error;
 mod handoff;
+pub mod ipc;
 mod options;
 pub mod pubsub;
 pub mod reqrep;

@@ -97,6 +97,8 @@ impl Publisher {
 #[derive(Debug)]
 pub struct Subscriber {
     socket: Socket,
+    /// The dialers of [`Subscriber::dial_also`], by URL, so that they can hang up.
+    extra: std::sync::Mutex<std::collections::HashMap<String, nng::Dialer>>,
 }
 
 impl Subscriber {
@@ -112,7 +114,35 @@ impl Subscriber {
         for url in urls {
             socket::dial(&s, url.as_ref(), opts)?;
         }
-        Ok(Subscriber { socket: s })
+        Ok(Subscriber {
+            socket: s,
+            extra: Default::default(),
+        })
+    }
+
+    /// Dials one more publisher (nothing if it is dialled already by this method), for a
+    /// subscriber whose publishers come and go: see [`Subscriber::hang_up`].
+    pub fn dial_also(&self, url: &str, opts: &BusOptions) -> Result<(), BusError> {
+        let mut extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+        if !extra.contains_key(url) {
+            extra.insert(url.to_owned(), socket::dialer(&self.socket, url, opts)?);
+        }
+        Ok(())
+    }
+
+    /// Stops dialling a publisher of [`Subscriber::dial_also`] (one that went away: its
+    /// dialer would otherwise redial for ever).
+    pub fn hang_up(&self, url: &str) {
+        let mut extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = extra.remove(url) {
+            d.close();
+        }
+    }
+
+    /// The URLs dialled with [`Subscriber::dial_also`].
+    pub fn dialled(&self) -> Vec<String> {
+        let extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+        extra.keys().cloned().collect()
     }
 
     /// Subscribes to every topic starting with `prefix` (`b""` subscribes to everything).

@@ -123,6 +123,15 @@ pub(crate) fn listen(socket: &Socket, url: &str) -> Result<(), BusError> {
 /// Dials `url` in the background: succeeds even if nobody listens yet, and keeps redialling
 /// with backoff (`reconnect_min_ms`..`reconnect_max_ms`) whenever the connection is lost.
 pub(crate) fn dial(socket: &Socket, url: &str, opts: &BusOptions) -> Result<(), BusError> {
+    dialer(socket, url, opts).map(drop)
+}
+
+/// [`dial`], keeping the dialer so that it can be closed.
+pub(crate) fn dialer(
+    socket: &Socket,
+    url: &str,
+    opts: &BusOptions,
+) -> Result<nng::Dialer, BusError> {
     validate_url(url).map_err(BusError::Endpoint)?;
     check_existing_ipc_dir(url)?;
     set_opt!(
@@ -137,7 +146,7 @@ pub(crate) fn dial(socket: &Socket, url: &str, opts: &BusOptions) -> Result<(), 
         "reconnect max time",
         Some(Duration::from_millis(opts.reconnect_max_ms))
     )?;
-    socket.dial_async(url).map_err(|source| BusError::Dial {
+    nng::Dialer::new(socket, url, true).map_err(|source| BusError::Dial {
         url: url.to_owned(),
         source,
     })

@@ -1,4 +1,6 @@
-//! What the dashboard shows, gathered once per `dashboard.refresh_ms` on its own thread:
+//! What the dashboard shows, gathered on its own thread once per `dashboard.refresh_ms`
+//! while a page is open, and otherwise only when a request asks ([`Demand`]): a dashboard
+//! nobody looks at costs nothing but its heartbeat listener. It gathers
 //! the risk manager's positions, balance, limits and settings (over the bus), every
 //! process's heartbeat, the journal's trades with their verified marks and the performance
 //! figures of the closed ones, and the strategies' parameter status.
@@ -296,6 +298,8 @@ pub struct Published {
     pub json: String,
     pub view: Option<View>,
     pub counts: JournalCounts,
+    /// When it was gathered (`None`: nothing yet).
+    pub built: Option<Instant>,
 }
 
 impl Published {
@@ -304,7 +308,30 @@ impl Published {
             json: "null".into(),
             view: None,
             counts: JournalCounts::default(),
+            built: None,
         }
+    }
+
+    /// Gathered less than `max_age` ago.
+    pub fn fresh(&self, max_age: Duration) -> bool {
+        self.built.is_some_and(|t| t.elapsed() < max_age)
+    }
+}
+
+/// A request's call for a fresh view, to a collector that gathers nothing while no page
+/// is open. Asking twice before the collector wakes counts once.
+#[derive(Debug, Clone)]
+pub struct Demand(std::sync::mpsc::SyncSender<()>);
+
+impl Demand {
+    /// The caller's end and the collector's.
+    pub fn channel() -> (Demand, std::sync::mpsc::Receiver<()>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        (Demand(tx), rx)
+    }
+
+    pub fn ask(&self) {
+        let _ = self.0.try_send(());
     }
 }
 
@@ -341,10 +368,40 @@ pub struct Collector {
     journal: Option<Journal>,
 }
 
-/// Receives every heartbeat into `seen`, for the life of the process.
-fn listen(sub: Subscriber, seen: SeenMap) {
+/// How often the heartbeat endpoints that exist are looked for (a worker scaled up shows
+/// within this time).
+const DIAL_SCAN: Duration = Duration::from_secs(2);
+
+/// Dials the heartbeat endpoints that have a listener and hangs up on those that lost it
+/// ([`shardbot_bus::ipc`]): of the dozens of possible workers' endpoints only those that
+/// run are dialled, since a dialer of an endpoint nobody listens on redials several times
+/// a second, for ever (it cost the idle dashboard 15 % of a core).
+fn redial(sub: &Subscriber, urls: &[String], bus: &BusOptions) {
+    let listening = shardbot_bus::ipc::listening();
+    let dialled = sub.dialled();
+    for url in urls {
+        let may = shardbot_bus::ipc::may_listen(url, listening.as_ref());
+        let is = dialled.contains(url);
+        if may && !is {
+            if let Err(e) = sub.dial_also(url, bus) {
+                tracing::warn!(url, error = %e, "cannot dial a heartbeat endpoint");
+            }
+        } else if !may && is {
+            sub.hang_up(url);
+        }
+    }
+}
+
+/// Receives every heartbeat into `seen`, for the life of the process, dialling the
+/// endpoints of `urls` that exist ([`redial`]).
+fn listen(sub: Subscriber, urls: Vec<String>, bus: BusOptions, seen: SeenMap) {
+    let mut scanned: Option<Instant> = None;
     loop {
-        match sub.recv_frame(None) {
+        if scanned.is_none_or(|t| t.elapsed() >= DIAL_SCAN) {
+            redial(&sub, &urls, &bus);
+            scanned = Some(Instant::now());
+        }
+        match sub.recv_frame(Some(DIAL_SCAN)) {
             Ok(Some(frame)) => match shardbot_protocol::decode_frame(&frame) {
                 Ok(r) => {
                     let mut map = seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -363,7 +420,10 @@ fn listen(sub: Subscriber, seen: SeenMap) {
 
 impl Collector {
     pub fn new(cfg: CollectorConfig) -> Result<Collector, shardbot_bus::BusError> {
-        let heartbeats = Subscriber::dial(&cfg.heartbeat_urls, &cfg.bus)?;
+        for url in &cfg.heartbeat_urls {
+            shardbot_bus::validate_url(url).map_err(shardbot_bus::BusError::Endpoint)?;
+        }
+        let heartbeats = Subscriber::dial::<&str>(&[], &cfg.bus)?;
         heartbeats.subscribe("hb.")?;
         Ok(Collector {
             cfg,
@@ -375,25 +435,44 @@ impl Collector {
 
     fn listening(self, sub: Subscriber) -> Collector {
         let seen = self.seen.clone();
+        let urls = self.cfg.heartbeat_urls.clone();
+        let bus = self.cfg.bus.clone();
         let spawned = std::thread::Builder::new()
             .name("heartbeats".into())
-            .spawn(move || listen(sub, seen));
+            .spawn(move || listen(sub, urls, bus, seen));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the heartbeat thread: the health view stays empty");
         }
         self
     }
 
-    /// Builds a view every `refresh` until every receiver is gone.
-    pub fn run(mut self, tx: tokio::sync::watch::Sender<Arc<Published>>) {
+    /// Builds a view every `refresh` while a page is open (a receiver beyond the web
+    /// server's own), and otherwise once per request that asks (`demand`), until the web
+    /// server is gone.
+    pub fn run(
+        mut self,
+        tx: tokio::sync::watch::Sender<Arc<Published>>,
+        demand: std::sync::mpsc::Receiver<()>,
+    ) {
+        let watched = |tx: &tokio::sync::watch::Sender<Arc<Published>>| tx.receiver_count() > 1;
         loop {
+            if !watched(&tx) {
+                // Nobody is looking: wait for a page or a request (a page that opens asks).
+                if demand.recv().is_err() {
+                    return;
+                }
+            }
             let started = Instant::now();
             let published = self.collect();
             if tx.send(Arc::new(published)).is_err() {
                 return;
             }
-            // A fixed-rate loop: the next round starts one refresh after this one did.
-            if let Some(left) = self.cfg.refresh.checked_sub(started.elapsed()) {
+            // Asked while gathering: this view answers it.
+            while demand.try_recv().is_ok() {}
+            // While watched, a fixed rate: the next round starts one refresh after this one.
+            if watched(&tx)
+                && let Some(left) = self.cfg.refresh.checked_sub(started.elapsed())
+            {
                 std::thread::sleep(left);
             }
         }
@@ -532,6 +611,7 @@ impl Collector {
             json,
             view: Some(view),
             counts,
+            built: Some(Instant::now()),
         }
     }
 

@@ -5,7 +5,8 @@
 //! balance, limits and trading settings, listens to every process's heartbeat, and sends
 //! the risk manager the commands a user gives (start = resume, stop = halt, kill switch =
 //! flatten everything, new trading settings). A [`collect::Collector`] thread builds one
-//! [`collect::View`] per `dashboard.refresh_ms`; the web server serves it as JSON, pushes
+//! [`collect::View`] per `dashboard.refresh_ms` while a page is open, and on request
+//! otherwise; the web server serves it as JSON, pushes
 //! it to every open page as server-sent events, and renders it as Prometheus metrics.
 //!
 //! Access: the server binds 127.0.0.1 by default; every page and API needs the token of
@@ -74,6 +75,7 @@ pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
     let account = collect::AccountView::of(&exchange, &risk_account);
     let accounts = collect::account_choices(&ctx.settings, &exchange, &account);
     let (view_tx, view_rx) = tokio::sync::watch::channel(Arc::new(collect::Published::empty()));
+    let (demand, demand_rx) = collect::Demand::channel();
     let collector = collect::Collector::new(collect::CollectorConfig {
         journal_file: journal_file.clone(),
         strategy,
@@ -94,10 +96,17 @@ pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
     let shutdown = ctx.shutdown.clone();
     std::thread::Builder::new()
         .name("collector".into())
-        .spawn(move || collector.run(view_tx))?;
+        .spawn(move || collector.run(view_tx, demand_rx))?;
     let server = web::server(
         &ds.bind,
-        web::AppState::new(token, view_rx, risk, journal_file),
+        web::AppState::new(
+            token,
+            view_rx,
+            demand,
+            Duration::from_millis(ds.refresh_ms),
+            risk,
+            journal_file,
+        ),
     )
     .map_err(|e| format!("dashboard.bind = {:?}: cannot listen: {e}", ds.bind))?;
     tracing::info!(

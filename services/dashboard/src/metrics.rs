@@ -234,6 +234,7 @@ mod tests {
                 fills: 9,
                 refusals_by_code: vec![("max_\"positions\"".into(), 2)],
             },
+            built: None,
         };
         let text = render(&p);
         assert!(

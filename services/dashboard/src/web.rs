@@ -36,9 +36,15 @@ use serde::Deserialize;
 use shardbot_bus::Requester;
 use shardbot_protocol::{ControlCommand, RiskReply, RiskRequest};
 
-use crate::{collect::Published, token::Token};
+use crate::{
+    collect::{Demand, Published},
+    token::Token,
+};
 
 const SESSION_COOKIE: &str = "shardbot_session";
+/// The longest a request waits for a fresh view (the risk manager's answers bound one
+/// gathering to a few seconds).
+const FRESH_WAIT: Duration = Duration::from_secs(5);
 const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 const MAX_SESSIONS: usize = 256;
 
@@ -48,6 +54,10 @@ pub struct AppState {
     token: Token,
     sessions: Arc<Mutex<HashMap<String, Instant>>>,
     view: tokio::sync::watch::Receiver<Arc<Published>>,
+    /// Wakes the collector, which gathers nothing while no page is open.
+    demand: Demand,
+    /// How old a view may be and still answer a request (`dashboard.refresh_ms`).
+    refresh: Duration,
     risk: Arc<Requester>,
     journal_file: PathBuf,
 }
@@ -56,6 +66,8 @@ impl AppState {
     pub fn new(
         token: Token,
         view: tokio::sync::watch::Receiver<Arc<Published>>,
+        demand: Demand,
+        refresh: Duration,
         risk: Arc<Requester>,
         journal_file: PathBuf,
     ) -> AppState {
@@ -63,8 +75,25 @@ impl AppState {
             token,
             sessions: Arc::new(Mutex::new(HashMap::new())),
             view,
+            demand,
+            refresh,
             risk,
             journal_file,
+        }
+    }
+
+    /// The view, gathered within the last refresh: the latest if it is, else a new one
+    /// (waited for up to [`FRESH_WAIT`]; the latest if the collector is slower).
+    async fn fresh_view(&self) -> Arc<Published> {
+        let mut rx = self.view.clone();
+        let latest = rx.borrow_and_update().clone();
+        if latest.fresh(self.refresh) {
+            return latest;
+        }
+        self.demand.ask();
+        match tokio::time::timeout(FRESH_WAIT, rx.changed()).await {
+            Ok(Ok(())) => rx.borrow().clone(),
+            _ => latest,
         }
     }
 
@@ -226,7 +255,7 @@ async fn state(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
     if !st.may_read(&req) {
         return unauthorized();
     }
-    let json = st.view.borrow().json.clone();
+    let json = st.fresh_view().await.json.clone();
     HttpResponse::Ok()
         .content_type("application/json")
         .body(json)
@@ -236,9 +265,18 @@ async fn events(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
     if !st.may_read(&req) {
         return unauthorized();
     }
+    // An open page is a watcher (its receiver): woken, the collector gathers every
+    // refresh until the page closes.
     let rx = st.view.clone();
-    let stream = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
-        if !first && rx.changed().await.is_err() {
+    st.demand.ask();
+    let refresh = st.refresh;
+    let stream = futures_util::stream::unfold((rx, true), move |(mut rx, first)| async move {
+        if first {
+            // The first frame is a fresh view, not whatever was gathered last.
+            if !rx.borrow().fresh(refresh) {
+                let _ = tokio::time::timeout(FRESH_WAIT, rx.changed()).await;
+            }
+        } else if rx.changed().await.is_err() {
             return None;
         }
         let json = rx.borrow_and_update().json.clone();
@@ -399,7 +437,7 @@ async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
     if !st.may_read(&req) {
         return unauthorized();
     }
-    let published = st.view.borrow().clone();
+    let published = st.fresh_view().await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::metrics::render(&published))

@@ -26,53 +26,25 @@ pub struct AccountArg {
     pub account: Option<String>,
 }
 
-/// The accounts whose stack runs under `ipc`, sorted.
+/// The accounts whose stack runs under `ipc`, sorted: those whose risk manager listens
+/// ([`shardbot_bus::ipc`]: a socket file left by a killed process does not count).
 pub fn running(ipc: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(ipc) else {
         return Vec::new();
     };
     // The kernel's table, read once for every folder.
-    let table = std::fs::read_to_string("/proc/net/unix").ok();
+    let listening = shardbot_bus::ipc::listening();
     let mut names: Vec<String> = entries
         .flatten()
         .filter(|e| e.path().is_dir())
-        .filter(|e| listening(table.as_deref(), &e.path().join("risk-manager.rep")))
+        .filter(|e| {
+            let url = format!("ipc://{}", e.path().join("risk-manager.rep").display());
+            shardbot_bus::ipc::may_listen(&url, listening.as_ref())
+        })
         .filter_map(|e| e.file_name().to_str().map(str::to_owned))
         .collect();
     names.sort();
     names
-}
-
-/// Whether a process listens on the unix socket `path`, read from the kernel's table of
-/// unix sockets (`/proc/net/unix`): a socket file left by a killed process has no listener.
-/// Nothing connects to the service to find out (a bare connection that closes before the
-/// bus's handshake made libnng 1.5.2's REP socket stop reading, seen in the stacks test).
-fn listening(table: Option<&str>, path: &Path) -> bool {
-    match table {
-        Some(table) => listeners(table).any(|p| Path::new(p) == path),
-        // Not Linux: the socket file is all there is to go by.
-        None => path.exists(),
-    }
-}
-
-/// The paths of the listening sockets of a `/proc/net/unix` table (flag `__SO_ACCEPTCON`,
-/// 0x10000).
-fn listeners(table: &str) -> impl Iterator<Item = &str> {
-    table.lines().skip(1).filter_map(|line| {
-        // Seven fields, then the path (which may hold spaces).
-        let mut rest = line;
-        let mut flags = None;
-        for i in 0..7 {
-            rest = rest.trim_start();
-            let end = rest.find(char::is_whitespace)?;
-            if i == 3 {
-                flags = u32::from_str_radix(&rest[..end], 16).ok();
-            }
-            rest = &rest[end..];
-        }
-        let path = rest.trim();
-        (flags? & 0x10000 != 0 && !path.is_empty()).then_some(path)
-    })
 }
 
 /// The endpoints of account `name`'s stack under `ipc`, as `scripts/stack` sets them.
@@ -235,25 +207,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e, base());
-    }
-
-    #[test]
-    fn listeners_are_read_from_the_kernel_table() {
-        let table = "Num       RefCount Protocol Flags    Type St Inode Path
-000000004a8c3cac: 00000003 00000000 00000000 0001 03   310
-000000001bff36d8: 00000002 00000000 00010000 0001 01 629644 /tmp/sb/sim/risk-manager.rep
-000000001bff36d9: 00000003 00000000 00000000 0001 03 629645 /tmp/sb/sim/risk-manager.rep
-000000001bff36da: 00000002 00000000 00000000 0001 01 629646 /tmp/sb/old/risk-manager.rep
-000000001bff36db: 00000002 00000000 00010000 0001 01 629647 /tmp/my stacks/demo/risk-manager.rep
-000000001bff36dc: 00000002 00000000 00010000 0001 01 629648
-";
-        assert_eq!(
-            listeners(table).collect::<Vec<_>>(),
-            [
-                "/tmp/sb/sim/risk-manager.rep",
-                "/tmp/my stacks/demo/risk-manager.rep"
-            ]
-        );
     }
 
     #[cfg(target_os = "linux")]
