@@ -34,7 +34,9 @@ pub struct GatewayConfig {
     pub intervals: Vec<Interval>,
     /// Bars backfilled and kept per symbol and interval.
     pub history_bars: usize,
-    pub ticker_publish: Duration,
+    /// How often each symbol's latest ticker is published; `None`: tickers are neither
+    /// subscribed nor published (no service of the stack reads them).
+    pub ticker_publish: Option<Duration>,
     pub universe_refresh: Duration,
     pub fill_concurrency: usize,
     /// Real time after a bar's expected close before it is refilled over REST.
@@ -235,6 +237,7 @@ impl Gateway {
     /// (Re)subscribes every symbol over as few connections as the limits allow. Bars that
     /// close while the old stream is replaced are refilled by the catch-up on connect.
     fn restart_ws(&mut self, ctx: &mut Context<Self>) {
+        let tickers = self.cfg.ticker_publish.is_some();
         let topics: Vec<String> = self
             .universe
             .keys()
@@ -243,7 +246,7 @@ impl Gateway {
                     .intervals
                     .iter()
                     .map(|i| kline_topic(*i, s.as_str()))
-                    .chain(std::iter::once(ticker_topic(s.as_str())))
+                    .chain(tickers.then(|| ticker_topic(s.as_str())))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -620,10 +623,11 @@ impl Actor for Gateway {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.discover(ctx);
-        ctx.run_interval(
-            self.cfg.ticker_publish / u32::from(TICKER_PHASES),
-            |act, _| act.flush_tickers(),
-        );
+        if let Some(every) = self.cfg.ticker_publish {
+            ctx.run_interval(every / u32::from(TICKER_PHASES), |act, _| {
+                act.flush_tickers()
+            });
+        }
         ctx.run_interval(self.cfg.universe_refresh, |act, ctx| act.discover(ctx));
         ctx.run_interval(SWEEP, |act, ctx| {
             let grace = act.cfg.stale_after.as_millis() as f64 * act.client.clock().rate();

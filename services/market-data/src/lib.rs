@@ -61,7 +61,6 @@ pub fn config(
         }
     }
     for (name, v) in [
-        ("market_data.ticker_publish_ms", md.ticker_publish_ms),
         ("market_data.universe_refresh_s", md.universe_refresh_s),
         ("market_data.stale_after_ms", md.stale_after_ms),
         ("market_data.fill_concurrency", md.fill_concurrency as u64),
@@ -84,7 +83,8 @@ pub fn config(
     let cfg = GatewayConfig {
         intervals,
         history_bars: strategy.history_bars,
-        ticker_publish: Duration::from_millis(md.ticker_publish_ms),
+        ticker_publish: (md.ticker_publish_ms > 0)
+            .then(|| Duration::from_millis(md.ticker_publish_ms)),
         universe_refresh: Duration::from_secs(md.universe_refresh_s),
         fill_concurrency: md.fill_concurrency,
         stale_after: Duration::from_millis(md.stale_after_ms),
