@@ -1,6 +1,7 @@
 //! `shardbot bench ...`: benchmarks that print their figures.
 
 mod bus;
+mod idle;
 mod pipeline;
 
 use clap::Subcommand;
@@ -15,6 +16,11 @@ pub enum BenchCommand {
     /// strategy-worker processes on a 600-symbol synthetic universe (needs the release
     /// strategy-worker binary next to this one).
     Pipeline(pipeline::PipelineBenchArgs),
+    /// What a running stack costs between bar closes: CPU time (% of a core) and RSS of
+    /// every service process on this machine over a window that starts 15 s after a
+    /// 5-minute close, against the targets (account services < 5 % of a core together,
+    /// the dashboard < 1 % with no page open, < 150 MB of RSS in all).
+    Idle(idle::IdleBenchArgs),
     /// (internal) One subscriber process of `bench bus`.
     #[command(hide = true)]
     BusSub {
@@ -33,6 +39,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Bus(args) => bus::run(&args),
         BenchCommand::Pipeline(args) => pipeline::run(&args),
+        BenchCommand::Idle(args) => idle::run(&args),
         BenchCommand::BusSub { url } => bus::subscriber_process(&url),
         BenchCommand::BusRep { url } => bus::replier_process(&url),
     }
