@@ -101,6 +101,23 @@ history_bars = 300
     let (ok, out) = stack.shardbot(&["risk", "show", "--account", "second"]);
     assert!(ok, "{out}");
     assert!(out.contains("mode ") && out.contains("simulated "), "{out}");
+    // Health of an account's services and of the market group they share.
+    let (ok, out) = stack.shardbot(&[
+        "health",
+        "--account",
+        "second",
+        "order-router/main",
+        "market-data/main",
+        "--tsv",
+    ]);
+    assert!(ok, "{out}");
+    for service in ["order-router", "market-data"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{service}\t")))
+            .unwrap_or("");
+        assert!(line.contains("\trunning\t"), "{service} in:\n{out}");
+    }
     let (ok, out) = stack.shardbot(&["risk", "show", "--account", "third"]);
     assert!(!ok, "{out}");
     assert!(

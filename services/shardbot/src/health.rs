@@ -27,6 +27,8 @@ pub struct HealthArgs {
     /// Tab-separated lines (service, instance, state, detail, age ms, pid), for scripts.
     #[arg(long)]
     tsv: bool,
+    #[command(flatten)]
+    account: crate::stacks::AccountArg,
     /// Processes as SERVICE/INSTANCE, e.g. order-router/main strategy-worker/0-2.
     #[arg(required = true, value_name = "SERVICE/INSTANCE")]
     processes: Vec<String>,
@@ -57,9 +59,25 @@ pub fn run(args: HealthArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| parse(p))
         .collect::<anyhow::Result<_>>()?;
+    // The stack as `scripts/stack` laid it out (`--account`, or the one running), unless
+    // a configuration names the endpoints: its account services' heartbeats, and the
+    // market group's (shared by every account stack).
+    let ep = crate::stacks::resolve(&args.account, args.config.as_deref(), &common.endpoints)?;
+    let market = if ep == common.endpoints {
+        ep.heartbeat.clone()
+    } else {
+        crate::stacks::market_heartbeat(&crate::stacks::ipc_dir())
+    };
     let urls: Vec<String> = wanted
         .iter()
-        .map(|(s, i)| common.endpoints.heartbeat_of(s, i))
+        .map(|(s, i)| {
+            let template = if ["market-data", "bybit-sim"].contains(&s.as_str()) {
+                &market
+            } else {
+                &ep.heartbeat
+            };
+            template.replace("{service}", s).replace("{instance}", i)
+        })
         .collect();
     let sub = Subscriber::dial(&urls, &common.bus)
         .with_context(|| format!("dialing the heartbeat endpoints ({})", urls.join(", ")))?;

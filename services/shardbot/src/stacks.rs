@@ -63,12 +63,14 @@ pub fn endpoints_of(ipc: &Path, name: &str, base: &Endpoints) -> Endpoints {
 
 /// Which endpoints a command uses: `--account NAME`'s stack; else, with a configuration
 /// given (`--config`, `SHARDBOT_CONFIG` or `SHARDBOT__ENDPOINTS__*`), its endpoints; else
-/// the one stack running. `running` lists the stacks found.
+/// the one stack running; else the default endpoints if services started by hand listen
+/// there (`by_hand`). `running` lists the stacks found.
 pub fn choose(
     account: Option<&str>,
     configured: bool,
     ipc: &Path,
     running: &[String],
+    by_hand: bool,
     base: &Endpoints,
 ) -> anyhow::Result<Endpoints> {
     let found = || {
@@ -98,6 +100,7 @@ pub fn choose(
         None if configured => Ok(base.clone()),
         None => match running {
             [one] => Ok(endpoints_of(ipc, one, base)),
+            [] if by_hand => Ok(base.clone()),
             [] => bail!(
                 "{}: start one with `scripts/stack up`, or name the endpoints with --config",
                 found()
@@ -118,13 +121,22 @@ pub fn resolve(
     base: &Endpoints,
 ) -> anyhow::Result<Endpoints> {
     let ipc = ipc_dir();
+    let by_hand =
+        shardbot_bus::ipc::may_listen(&base.risk_manager_rep, shardbot_bus::ipc::listening().as_ref());
     choose(
         account.account.as_deref(),
         configured(config),
         &ipc,
         &running(&ipc),
+        by_hand,
         base,
     )
+}
+
+/// The heartbeat template of the market group (market-data, bybit-sim) of the stacks
+/// under `ipc`, shared by every account stack.
+pub fn market_heartbeat(ipc: &Path) -> String {
+    format!("ipc://{}/hb-{{service}}-{{instance}}.pub", ipc.display())
 }
 
 /// Whether the endpoints come from the user's configuration rather than the defaults.
@@ -157,7 +169,7 @@ mod tests {
     #[test]
     fn the_one_running_stack_is_the_default() {
         let ipc = Path::new("/run/sb");
-        let e = choose(None, false, ipc, &names(&["sim"]), &base()).unwrap();
+        let e = choose(None, false, ipc, &names(&["sim"]), false, &base()).unwrap();
         assert_eq!(e.risk_manager_rep, "ipc:///run/sb/sim/risk-manager.rep");
         assert_eq!(e.reconciler_rep, "ipc:///run/sb/sim/reconciler.rep");
         assert_eq!(
@@ -171,28 +183,28 @@ mod tests {
     fn an_account_is_chosen_by_name_and_a_wrong_one_names_the_running() {
         let ipc = Path::new("/run/sb");
         let running = names(&["demo", "sim"]);
-        let e = choose(Some("demo"), false, ipc, &running, &base()).unwrap();
+        let e = choose(Some("demo"), false, ipc, &running, false, &base()).unwrap();
         assert_eq!(e.risk_manager_rep, "ipc:///run/sb/demo/risk-manager.rep");
-        let err = choose(Some("live1"), false, ipc, &running, &base()).unwrap_err();
+        let err = choose(Some("live1"), false, ipc, &running, false, &base()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("'live1' is not running: running here: demo, sim"),
             "{err}"
         );
-        let err = choose(Some("../etc"), false, ipc, &running, &base()).unwrap_err();
+        let err = choose(Some("../etc"), false, ipc, &running, false, &base()).unwrap_err();
         assert!(err.to_string().contains("letters, digits"), "{err}");
     }
 
     #[test]
     fn several_running_need_a_name_and_none_says_where_it_looked() {
         let ipc = Path::new("/run/sb");
-        let err = choose(None, false, ipc, &names(&["demo", "sim"]), &base()).unwrap_err();
+        let err = choose(None, false, ipc, &names(&["demo", "sim"]), false, &base()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("several account stacks are running (demo, sim)"),
             "{err}"
         );
-        let err = choose(None, false, ipc, &[], &base()).unwrap_err();
+        let err = choose(None, false, ipc, &[], false, &base()).unwrap_err();
         assert!(err.to_string().contains("none in /run/sb"), "{err}");
     }
 
@@ -203,10 +215,20 @@ mod tests {
             true,
             Path::new("/run/sb"),
             &names(&["a", "b"]),
+            false,
             &base(),
         )
         .unwrap();
         assert_eq!(e, base());
+    }
+
+    /// Services started by hand on the default endpoints, no stack folder: those.
+    #[test]
+    fn services_started_by_hand_are_found_on_the_default_endpoints() {
+        let ipc = Path::new("/run/sb");
+        assert_eq!(choose(None, false, ipc, &[], true, &base()).unwrap(), base());
+        let e = choose(None, false, ipc, &names(&["sim"]), true, &base()).unwrap();
+        assert_eq!(e.risk_manager_rep, "ipc:///run/sb/sim/risk-manager.rep");
     }
 
     #[cfg(target_os = "linux")]
