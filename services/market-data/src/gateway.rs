@@ -54,6 +54,12 @@ const STATS_EVERY: Duration = Duration::from_secs(60);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The least time without any kline after which the stream is resubscribed.
 const KLINE_SILENCE_MIN: Duration = Duration::from_secs(10);
+/// Closed bars per series kept in memory when a history store holds them all: the newest,
+/// with their publication stamps (a worker's refill after a bus drop asks for those);
+/// a warm-up's older bars are read from the store. 600 series x 1,000 bars in memory held
+/// ~110 MB.
+const RING_WITH_STORE: usize = 64;
+
 /// Ticker flushes are spread over this many phases of `ticker_publish`.
 const TICKER_PHASES: u16 = 10;
 
@@ -423,6 +429,13 @@ impl Gateway {
         let Some(series) = self.series.get_mut(key) else {
             return;
         };
+        // With a store, only the newest bars stay in memory (their publication stamps are
+        // what a worker's refill needs); older ones are read back from the store.
+        let keep = if self.store.is_some() {
+            RING_WITH_STORE.min(self.cfg.history_bars)
+        } else {
+            self.cfg.history_bars
+        };
         for mut bar in bars {
             if publish_after.is_none_or(|t| bar.open_time_ms > t) {
                 bar.published_ms = Some(now);
@@ -432,7 +445,7 @@ impl Gateway {
                 }
             }
             series.ring.push_back(bar);
-            while series.ring.len() > self.cfg.history_bars {
+            while series.ring.len() > keep {
                 series.ring.pop_front();
             }
         }
@@ -544,15 +557,15 @@ impl Gateway {
         };
         let mut bars: Vec<Bar> = Vec::new();
         let ring_start = series.ring.front().map(|b| b.open_time_ms);
-        if let (Some(store), Some(start), Some(front)) = (&self.store, req.start_ms, ring_start)
-            && start < front
-        {
+        let in_ring = series.ring.iter().filter(|b| in_range(b)).count();
+        let older = store_part(&req, ring_start, in_ring, self.cfg.history_bars);
+        if let (Some(store), Some(part)) = (&self.store, older) {
             match store.read(
                 &req.symbol,
                 req.interval,
-                Some(start),
-                Some(front - 1),
-                None,
+                part.start_ms,
+                Some(part.end_ms),
+                part.limit,
             ) {
                 Ok(older) => bars.extend(older.into_iter().filter(|b| in_range(b))),
                 Err(e) => {
@@ -577,6 +590,41 @@ impl Gateway {
             last_seq: self.publisher.last_seq(&topic),
         })
     }
+}
+
+/// The part of a history reply read from the store: the bars before the ring's first.
+#[derive(Debug, PartialEq, Eq)]
+struct StorePart {
+    start_ms: Option<i64>,
+    end_ms: i64,
+    /// The newest this many only.
+    limit: Option<usize>,
+}
+
+/// What a history request needs from the store, given the ring's first bar and how many
+/// of the ring's bars it takes: a range that starts before the ring, or a count of newest
+/// bars larger than the ring holds (no bound at all: `history_bars`, what the gateway
+/// keeps). `None`: the ring answers alone.
+fn store_part(
+    req: &HistoryRequest,
+    ring_front: Option<i64>,
+    in_ring: usize,
+    history_bars: usize,
+) -> Option<StorePart> {
+    let front = ring_front?;
+    let end_ms = req.end_ms.map_or(front - 1, |e| e.min(front - 1));
+    let limit = match (req.start_ms, req.limit as usize) {
+        (Some(start), _) if start < front => None,
+        (Some(_), _) => return None,
+        (None, 0) => Some(history_bars.saturating_sub(in_ring)),
+        (None, limit) if limit > in_ring => Some(limit - in_ring),
+        (None, _) => return None,
+    };
+    Some(StorePart {
+        start_ms: req.start_ms,
+        end_ms,
+        limit,
+    })
 }
 
 fn error(message: &str) -> GatewayReply {
@@ -775,5 +823,50 @@ impl Handler<Query> for Gateway {
 
     fn handle(&mut self, msg: Query, _ctx: &mut Context<Self>) {
         let _ = msg.reply.send(self.answer(msg.request));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn req(start_ms: Option<i64>, end_ms: Option<i64>, limit: u32) -> HistoryRequest {
+        HistoryRequest {
+            symbol: Symbol::new("BTCUSDT").unwrap(),
+            interval: Interval::M5,
+            start_ms,
+            end_ms,
+            limit,
+        }
+    }
+
+    /// The ring holds bars from 1,000 on; 64 of them match the request unless said.
+    #[rstest]
+    #[case::warm_up_of_1000(req(None, None, 1000), 64, Some((None, 999, Some(936))))]
+    #[case::a_refill_inside_the_ring(req(Some(1200), None, 0), 10, None)]
+    #[case::a_range_reaching_back(req(Some(500), Some(2000), 0), 64, Some((Some(500), 999, None)))]
+    #[case::a_range_ending_before_the_ring(req(Some(100), Some(400), 0), 0, Some((Some(100), 400, None)))]
+    #[case::few_newest(req(None, None, 20), 20, None)]
+    #[case::no_bound(req(None, None, 0), 64, Some((None, 999, Some(936))))]
+    fn what_comes_from_the_store(
+        #[case] r: HistoryRequest,
+        #[case] in_ring: usize,
+        #[case] want: Option<(Option<i64>, i64, Option<usize>)>,
+    ) {
+        let got = store_part(&r, Some(1000), in_ring, 1000);
+        assert_eq!(
+            got,
+            want.map(|(start_ms, end_ms, limit)| StorePart {
+                start_ms,
+                end_ms,
+                limit
+            })
+        );
+    }
+
+    #[test]
+    fn an_empty_ring_needs_nothing_from_the_store() {
+        assert_eq!(store_part(&req(None, None, 1000), None, 0, 1000), None);
     }
 }

@@ -121,8 +121,10 @@ pub fn resolve(
     base: &Endpoints,
 ) -> anyhow::Result<Endpoints> {
     let ipc = ipc_dir();
-    let by_hand =
-        shardbot_bus::ipc::may_listen(&base.risk_manager_rep, shardbot_bus::ipc::listening().as_ref());
+    let by_hand = shardbot_bus::ipc::may_listen(
+        &base.risk_manager_rep,
+        shardbot_bus::ipc::listening().as_ref(),
+    );
     choose(
         account.account.as_deref(),
         configured(config),
@@ -226,7 +228,10 @@ mod tests {
     #[test]
     fn services_started_by_hand_are_found_on_the_default_endpoints() {
         let ipc = Path::new("/run/sb");
-        assert_eq!(choose(None, false, ipc, &[], true, &base()).unwrap(), base());
+        assert_eq!(
+            choose(None, false, ipc, &[], true, &base()).unwrap(),
+            base()
+        );
         let e = choose(None, false, ipc, &names(&["sim"]), true, &base()).unwrap();
         assert_eq!(e.risk_manager_rep, "ipc:///run/sb/sim/risk-manager.rep");
     }
