@@ -81,8 +81,18 @@ impl HistoryStore {
     /// Appends the bars newer than the newest stored one (in open-time order; bars of
     /// other series are refused). Returns how many were written.
     pub fn append(&self, bars: &[Bar]) -> Result<usize, HistoryError> {
+        self.append_newest(bars).map(|(written, _)| written)
+    }
+
+    /// [`append`](Self::append), also giving the open time of the newest bar stored after
+    /// it: the caller's newest bar's when the series holds everything up to it, a later one
+    /// when the store is ahead of the caller (written by a run whose clock was ahead).
+    pub fn append_newest(
+        &self,
+        bars: &[Bar],
+    ) -> Result<(usize, Option<TimestampMs>), HistoryError> {
         let Some(first) = bars.first() else {
-            return Ok(0);
+            return Ok((0, None));
         };
         if let Some(b) = bars
             .iter()
@@ -139,7 +149,7 @@ impl HistoryStore {
             file.seek(SeekFrom::Start(end)).map_err(io(&path))?;
             file.write_all(&buf).map_err(io(&path))?;
         }
-        Ok(written)
+        Ok((written, last))
     }
 
     /// Writes bars of one series wherever they belong, older ones too: bars newer than the
@@ -337,6 +347,26 @@ mod tests {
             turnover: Decimal::from_str("0.000000001").unwrap(),
             published_ms: None,
         }
+    }
+
+    /// The newest stored bar after an append: the caller's own when the store holds the
+    /// series up to it; a later one when the store is ahead of the caller.
+    #[test]
+    fn an_append_says_whether_the_store_holds_the_series_up_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HistoryStore::open(dir.path()).unwrap();
+        let bars =
+            |ts: &[i64]| -> Vec<Bar> { ts.iter().map(|t| bar("BTCUSDT", *t, "1")).collect() };
+        assert_eq!(
+            store.append_newest(&bars(&[1, 2, 3])).unwrap(),
+            (3, Some(3))
+        );
+        assert_eq!(
+            store.append_newest(&bars(&[2, 3, 4, 5])).unwrap(),
+            (2, Some(5))
+        );
+        assert_eq!(store.append_newest(&bars(&[3, 4])).unwrap(), (0, Some(5)));
+        assert_eq!(store.append_newest(&[]).unwrap(), (0, None));
     }
 
     #[test]

@@ -71,6 +71,9 @@ struct Series {
     ring: VecDeque<Bar>,
     /// The first fill (history backfill) has completed.
     ready: bool,
+    /// The history store holds every bar delivered so far (each write succeeded and
+    /// ended at the delivered bar): the ring may then forget older bars.
+    store_holds: bool,
 }
 
 #[derive(Debug, Default)]
@@ -229,6 +232,7 @@ impl Gateway {
                             seq,
                             ring: VecDeque::new(),
                             ready: false,
+                            store_holds: true,
                         },
                     );
                     self.spawn_fill(s.clone(), i, None, None, ctx);
@@ -420,18 +424,33 @@ impl Gateway {
         if bars.is_empty() {
             return;
         }
-        if let Some(store) = &self.store
-            && let Err(e) = store.append(&bars)
-        {
-            tracing::warn!(symbol = %key.0, error = %e, "cannot persist bars to the history store");
-        }
+        // Whether the store holds this series up to these bars, so that the ring may
+        // forget older ones: not when a write failed, nor when the store is ahead (a
+        // run whose sim clock was faster wrote bars of a later time).
+        let stored = match &self.store {
+            Some(store) => match store.append_newest(&bars) {
+                Ok((_, newest)) => newest == bars.last().map(|b| b.open_time_ms),
+                Err(e) => {
+                    tracing::warn!(symbol = %key.0, error = %e, "cannot persist bars to the history store");
+                    false
+                }
+            },
+            None => false,
+        };
         let now = self.client.clock().now_ms();
         let Some(series) = self.series.get_mut(key) else {
             return;
         };
-        // With a store, only the newest bars stay in memory (their publication stamps are
-        // what a worker's refill needs); older ones are read back from the store.
-        let keep = if self.store.is_some() {
+        if !stored && series.store_holds {
+            series.store_holds = false;
+            if self.store.is_some() {
+                tracing::warn!(symbol = %key.0, "the history store does not hold this series' bars: its whole history stays in memory");
+            }
+        }
+        // With a store that holds the series, only the newest bars stay in memory (their
+        // publication stamps are what a worker's refill needs); older ones are read back
+        // from the store.
+        let keep = if series.store_holds {
             RING_WITH_STORE.min(self.cfg.history_bars)
         } else {
             self.cfg.history_bars
@@ -558,7 +577,12 @@ impl Gateway {
         let mut bars: Vec<Bar> = Vec::new();
         let ring_start = series.ring.front().map(|b| b.open_time_ms);
         let in_ring = series.ring.iter().filter(|b| in_range(b)).count();
-        let older = store_part(&req, ring_start, in_ring, self.cfg.history_bars);
+        let older = store_part(
+            &req,
+            ring_start,
+            in_ring,
+            series.store_holds.then_some(self.cfg.history_bars),
+        );
         if let (Some(store), Some(part)) = (&self.store, older) {
             match store.read(
                 &req.symbol,
@@ -602,23 +626,24 @@ struct StorePart {
 }
 
 /// What a history request needs from the store, given the ring's first bar and how many
-/// of the ring's bars it takes: a range that starts before the ring, or a count of newest
-/// bars larger than the ring holds (no bound at all: `history_bars`, what the gateway
-/// keeps). `None`: the ring answers alone.
+/// of the ring's bars it takes: a range that starts before the ring; or, when the store
+/// holds the series up to the ring (`holds`: `Some(history_bars)`), a count of newest bars
+/// larger than the ring holds (no bound at all: `history_bars`, what the gateway keeps).
+/// `None`: the ring answers alone.
 fn store_part(
     req: &HistoryRequest,
     ring_front: Option<i64>,
     in_ring: usize,
-    history_bars: usize,
+    holds: Option<usize>,
 ) -> Option<StorePart> {
     let front = ring_front?;
     let end_ms = req.end_ms.map_or(front - 1, |e| e.min(front - 1));
-    let limit = match (req.start_ms, req.limit as usize) {
-        (Some(start), _) if start < front => None,
-        (Some(_), _) => return None,
-        (None, 0) => Some(history_bars.saturating_sub(in_ring)),
-        (None, limit) if limit > in_ring => Some(limit - in_ring),
-        (None, _) => return None,
+    let limit = match (req.start_ms, req.limit as usize, holds) {
+        (Some(start), _, _) if start < front => None,
+        (Some(_), _, _) | (None, _, None) => return None,
+        (None, 0, Some(history_bars)) => Some(history_bars.saturating_sub(in_ring)),
+        (None, limit, Some(_)) if limit > in_ring => Some(limit - in_ring),
+        (None, _, Some(_)) => return None,
     };
     Some(StorePart {
         start_ms: req.start_ms,
@@ -854,7 +879,7 @@ mod tests {
         #[case] in_ring: usize,
         #[case] want: Option<(Option<i64>, i64, Option<usize>)>,
     ) {
-        let got = store_part(&r, Some(1000), in_ring, 1000);
+        let got = store_part(&r, Some(1000), in_ring, Some(1000));
         assert_eq!(
             got,
             want.map(|(start_ms, end_ms, limit)| StorePart {
@@ -867,6 +892,27 @@ mod tests {
 
     #[test]
     fn an_empty_ring_needs_nothing_from_the_store() {
-        assert_eq!(store_part(&req(None, None, 1000), None, 0, 1000), None);
+        assert_eq!(
+            store_part(&req(None, None, 1000), None, 0, Some(1000)),
+            None
+        );
+    }
+
+    /// A store that does not hold the series (a failed write, bars of a faster run's
+    /// later time): the ring, which then keeps `history_bars`, answers counts alone.
+    #[test]
+    fn a_store_that_does_not_hold_the_series_serves_ranges_only() {
+        assert_eq!(
+            store_part(&req(None, None, 1000), Some(1000), 64, None),
+            None
+        );
+        assert_eq!(
+            store_part(&req(Some(10), None, 0), Some(1000), 64, None),
+            Some(StorePart {
+                start_ms: Some(10),
+                end_ms: 999,
+                limit: None
+            })
+        );
     }
 }
