@@ -104,6 +104,23 @@ fn an_account_that_is_not_there_lists_those_that_are() {
 }
 
 #[test]
+fn a_sim_speed_must_be_positive_and_is_for_the_sim_only() {
+    let stack = ScriptStack::new("[exchange]\naccounts_file = \"{dir}/api_accounts.json\"\n");
+    refused(
+        &stack,
+        &["--sim-speed", "0"],
+        &["--sim-speed must be a number above 0"],
+    );
+    refused(&stack, &["--sim-speed", "fast"], &["not 'fast'"]);
+    accounts_file(&stack, 0o600, "some-key");
+    refused(
+        &stack,
+        &["--account", "mydemo", "--sim-speed", "60"],
+        &["--sim-speed sets bybit-sim's clock", "Bybit demo"],
+    );
+}
+
+#[test]
 fn live_needs_the_account_named_to_confirm() {
     let stack = ScriptStack::new("[exchange]\naccounts_file = \"{dir}/api_accounts.json\"\n");
     accounts_file(&stack, 0o600, "some-key");
