@@ -270,6 +270,20 @@ fn the_whole_stack_trades_and_survives_every_fault() {
         || (run.verified() >= 3).then_some(()),
     );
 
+    // A running worker's status says when the next bar closes and what the last gave.
+    let (ok, status) = run.stack.run(&["status"]);
+    assert!(ok, "{status}");
+    let worker = status
+        .lines()
+        .find(|l| l.starts_with("sim-workers-2:sim-workers-2-0"))
+        .unwrap_or("");
+    assert!(
+        worker.contains("next close ")
+            && worker.contains(" signals, ")
+            && worker.contains(" refused"),
+        "{status}"
+    );
+
     // --- kill -9 every service in turn; the supervisor restarts it, trading resumes -----
     for program in [
         "sim-workers-2:sim-workers-2-0",

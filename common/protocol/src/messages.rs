@@ -408,6 +408,32 @@ pub struct Heartbeat {
     pub metrics: std::collections::BTreeMap<String, i64>,
 }
 
+impl Heartbeat {
+    /// A worker's newest bar close in a line, from its gauges (`last_close_ms`,
+    /// `next_close_ms`, `last_close_signals`, `last_close_placed`, `last_close_refused`),
+    /// e.g. `next close 10:15:00Z; last close 10:10:00Z: 4 signals, 3 placed, 1 refused`;
+    /// `None` for a process without them. Times are the exchange's (bybit-sim's clock in
+    /// sim mode), UTC.
+    pub fn close_summary(&self) -> Option<String> {
+        let m = |k: &str| self.metrics.get(k).copied();
+        let hms = |ms: i64| {
+            let s = ms.div_euclid(1000).rem_euclid(86_400);
+            format!("{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+        };
+        // 0: the worker has seen no bar yet.
+        let last = m("last_close_ms").filter(|v| *v > 0)?;
+        let next = m("next_close_ms")?;
+        Some(format!(
+            "next close {}; last close {}: {} signals, {} placed, {} refused",
+            hms(next),
+            hms(last),
+            m("last_close_signals").unwrap_or(0),
+            m("last_close_placed").unwrap_or(0),
+            m("last_close_refused").unwrap_or(0),
+        ))
+    }
+}
+
 impl Publish for Heartbeat {
     fn topic(&self) -> Topic {
         Topic::Heartbeat {
@@ -692,4 +718,42 @@ pub struct SweepSummary {
     pub balance_difference: Option<Decimal>,
     #[serde(default)]
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(metrics: &[(&str, i64)]) -> Heartbeat {
+        Heartbeat {
+            service: "strategy-worker".into(),
+            instance: "0-2".into(),
+            pid: 1,
+            version: "0".into(),
+            started_ms: 0,
+            now_ms: 0,
+            state: ServiceState::Running,
+            metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_workers_close_in_a_line() {
+        let h = beat(&[
+            ("last_close_ms", 1_764_842_700_000),
+            ("next_close_ms", 1_764_843_000_000),
+            ("last_close_signals", 4),
+            ("last_close_placed", 3),
+            ("last_close_refused", 1),
+        ]);
+        assert_eq!(
+            h.close_summary().as_deref(),
+            Some("next close 10:10:00Z; last close 10:05:00Z: 4 signals, 3 placed, 1 refused")
+        );
+        assert_eq!(
+            beat(&[("last_close_ms", 0), ("next_close_ms", 0)]).close_summary(),
+            None
+        );
+        assert_eq!(beat(&[("bus_lag_max_us", 5)]).close_summary(), None);
+    }
 }

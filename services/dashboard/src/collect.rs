@@ -697,7 +697,10 @@ impl Collector {
                         format!("no heartbeat for {} s", age / 1000),
                     ),
                     ServiceState::Starting => ("starting".into(), String::new()),
-                    ServiceState::Running => ("running".into(), String::new()),
+                    // A running worker says when the next close is and what the last gave.
+                    ServiceState::Running => {
+                        ("running".into(), h.close_summary().unwrap_or_default())
+                    }
                     ServiceState::Degraded { reason } => ("degraded".into(), reason.clone()),
                     ServiceState::Stopping => ("stopping".into(), String::new()),
                 };

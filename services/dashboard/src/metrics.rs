@@ -49,6 +49,23 @@ fn describe(name: &str) -> (&'static str, &'static str) {
             "gauge",
             "Largest publish-to-receive lag of a bar on the bus since the previous heartbeat, in µs.",
         ),
+        "last_close_ms" => (
+            "gauge",
+            "Close time of the newest bar the worker has seen (exchange clock), Unix ms.",
+        ),
+        "next_close_ms" => (
+            "gauge",
+            "When the worker's next bar closes (exchange clock), Unix ms.",
+        ),
+        "last_close_signals" => ("gauge", "Intents the worker sent at the newest bar close."),
+        "last_close_placed" => (
+            "gauge",
+            "Intents of the newest bar close the router placed.",
+        ),
+        "last_close_refused" => (
+            "gauge",
+            "Intents of the newest bar close refused (by the risk manager or the router) or not delivered.",
+        ),
         _ if name.ends_with("_total") => ("counter", "A count the process publishes."),
         _ => ("gauge", "A figure the process publishes."),
     }

@@ -113,6 +113,12 @@ pub fn run(args: HealthArgs) -> anyhow::Result<()> {
         let (state, detail, age, pid) = match heard.get(key) {
             Some(h) => {
                 let (s, d) = describe(&h.state);
+                // A running worker says when the next close is and what the last gave.
+                let d = if d.is_empty() {
+                    h.close_summary().unwrap_or_default()
+                } else {
+                    d
+                };
                 let age = now.saturating_sub(h.now_ms).max(0);
                 (s, d, age.to_string(), h.pid.to_string())
             }

@@ -4,6 +4,7 @@
 //! intents to the router. It never calls the exchange.
 
 pub mod engine;
+pub mod tally;
 mod worker;
 
 use std::time::Duration;
@@ -83,6 +84,12 @@ pub fn start(ctx: &ServiceContext, shard: Shard) -> Result<(), StartError> {
     };
     let worker = Worker::new(cfg, engine, gateway, router, risk, ctx.heartbeat.clone());
     ctx.metrics.gauge("bus_lag_max_us", worker.bus_lag_gauge());
+    for name in tally::CloseTally::NAMES {
+        let t = worker.tally();
+        ctx.metrics.gauge(name, move || {
+            t.lock().unwrap_or_else(|p| p.into_inner()).gauge(name)
+        });
+    }
     let addr = worker.start();
     let _forwarder = forward_subscription(subscriber, addr.recipient())?;
     Ok(())

@@ -2,7 +2,7 @@
 //! intents over REQ/REP).
 
 use std::{
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -15,7 +15,10 @@ use shardbot_protocol::{
 use shardbot_service::{HeartbeatActor, SetState};
 use tokio::sync::Semaphore;
 
-use crate::engine::{Engine, Step};
+use crate::{
+    engine::{Engine, Step},
+    tally::CloseTally,
+};
 
 /// The worker's I/O settings.
 #[derive(Debug, Clone)]
@@ -49,6 +52,12 @@ pub struct Worker {
     /// When the last bar arrived (or the worker started): a worker that hears no bar for
     /// 1.5 intervals says so in its heartbeat.
     last_bar: Instant,
+    /// The newest close's signals and outcomes, for the heartbeat.
+    tally: Arc<Mutex<CloseTally>>,
+}
+
+fn locked(t: &Mutex<CloseTally>) -> std::sync::MutexGuard<'_, CloseTally> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The heartbeat's complaint when no bar arrived for more than 1.5 intervals since `since`
@@ -78,6 +87,7 @@ impl Worker {
         risk: Requester,
         heartbeat: Addr<HeartbeatActor>,
     ) -> Worker {
+        let engine_interval_ms = engine.interval().duration_ms().unwrap_or(0);
         Worker {
             cfg,
             engine,
@@ -92,7 +102,13 @@ impl Worker {
             state: None,
             history_slots: Arc::new(Semaphore::new(HISTORY_IN_FLIGHT)),
             last_bar: Instant::now(),
+            tally: Arc::new(Mutex::new(CloseTally::new(engine_interval_ms))),
         }
+    }
+
+    /// The newest close's tally, shared with the heartbeat's gauges.
+    pub fn tally(&self) -> Arc<Mutex<CloseTally>> {
+        self.tally.clone()
     }
 
     /// The bus-lag gauge: the largest lag of a bar since the last read (which resets it).
@@ -173,11 +189,20 @@ impl Worker {
         if intents.is_empty() {
             return;
         }
+        {
+            let mut t = locked(&self.tally);
+            for intent in &intents {
+                t.signals(intent.bar_open_time_ms, 1);
+            }
+        }
         let router = self.router.clone();
         let attempts = self.cfg.intent_attempts.max(1);
+        let tally = self.tally.clone();
         actix::spawn(async move {
             for intent in intents {
-                deliver(&router, intent, attempts).await;
+                let bar = intent.bar_open_time_ms;
+                let placed = deliver(&router, intent, attempts).await;
+                locked(&tally).outcome(bar, placed);
             }
         });
     }
@@ -253,6 +278,9 @@ impl Handler<Inbound> for Worker {
         let r = msg.0;
         match r.event {
             Event::Bar(bar) => {
+                if bar.interval == self.engine.interval() {
+                    locked(&self.tally).bar(bar.open_time_ms);
+                }
                 let lag_us = shardbot_protocol::now_ns().saturating_sub(r.sent_ns) / 1000;
                 self.bus_lag_max_us.fetch_max(
                     i64::try_from(lag_us).unwrap_or(i64::MAX),
@@ -355,8 +383,9 @@ impl Handler<HistoryDone> for Worker {
     }
 }
 
-/// Submits one intent to the router, retrying up to `attempts` times on errors.
-async fn deliver(router: &Requester, intent: OrderIntent, attempts: u32) {
+/// Submits one intent to the router, retrying up to `attempts` times on errors; whether
+/// it was placed.
+async fn deliver(router: &Requester, intent: OrderIntent, attempts: u32) -> bool {
     for attempt in 1..=attempts {
         let r = router
             .request_async::<_, RouterReply>(RouterRequest::Submit(intent.clone()))
@@ -368,11 +397,11 @@ async fn deliver(router: &Requester, intent: OrderIntent, attempts: u32) {
                 ..
             }) => {
                 tracing::info!(intent_id = %intent.intent_id, order_id, duplicate, "intent placed");
-                return;
+                return true;
             }
             Ok(RouterReply::Refused { refusal, .. }) => {
                 tracing::info!(intent_id = %intent.intent_id, code = ?refusal.code, reason = refusal.reason, "intent refused");
-                return;
+                return false;
             }
             Ok(RouterReply::Error(e)) => {
                 tracing::warn!(intent_id = %intent.intent_id, attempt, error = e.message, "router error");
@@ -386,6 +415,7 @@ async fn deliver(router: &Requester, intent: OrderIntent, attempts: u32) {
         }
     }
     tracing::error!(intent_id = %intent.intent_id, symbol = %intent.symbol, attempts, "intent not delivered to the router");
+    false
 }
 
 #[derive(Message)]
