@@ -236,7 +236,9 @@ function renderHealth(v) {
   fill("health", v.health.map((h) => {
     const tr = row([h.service, h.instance, el("span", h.state, "state-" + h.state), dur(h.heartbeat_age_ms) + " ago",
       dur(h.uptime_ms), h.restarts, h.pid,
-      Object.entries(h.metrics || {}).map(([k, x]) => k + " " + x).join(", "), h.detail]);
+      // A worker's close figures are in its detail, in words.
+      Object.entries(h.metrics || {}).filter(([k]) => !/^(last|next)_close_/.test(k))
+        .map(([k, x]) => k + " " + x).join(", "), h.detail]);
     tr.dataset.process = h.service + "/" + h.instance;
     return tr;
   }));
