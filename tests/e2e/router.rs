@@ -5,11 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use rust_decimal::Decimal;
 use shardbot_bus::{BusOptions, Requester, Subscriber};
-use shardbot_bybit::rest::BybitClient;
+use shardbot_bybit::{models::market::InstrumentInfo, rest::BybitClient};
 use shardbot_e2e::Stack;
 use shardbot_protocol::{
     ControlCommand, Event, IntentAction, Interval, OrderIntent, RefusalCode, RiskReply,
@@ -32,6 +35,30 @@ sync_interval_ms = 300
 const SETTINGS: &str = r#"{"simulated_balance": 1000, "sizing": {"percent": 10}, "leverage": 2,
   "daily_loss_limit": 50, "max_open_positions": 5, "max_margin_use_pct": 90,
   "cooldown_after_stop_min": 30}"#;
+
+/// A stack of bybit-sim with these trading settings, and what the tests read from the
+/// sim: its instruments and each symbol's last price.
+fn sim_stack(
+    settings: &str,
+) -> (
+    Stack,
+    tokio::runtime::Runtime,
+    BybitClient,
+    Vec<InstrumentInfo>,
+    HashMap<String, Decimal>,
+) {
+    let mut stack = Stack::new(CONFIG);
+    stack.write("trading_settings.json", settings);
+    let (rt, sim) = stack.start_sim();
+    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
+    let prices = rt
+        .block_on(sim.tickers())
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.symbol, t.last_price))
+        .collect();
+    (stack, rt, sim, instruments, prices)
+}
 
 fn submit(stack: &Stack, intent: &OrderIntent, within: Duration) -> RouterReply {
     Requester::dial(&stack.ipc("router.rep"), &BusOptions::default())
@@ -73,12 +100,8 @@ fn orders_with(rt: &tokio::runtime::Runtime, c: &BybitClient, symbol: &str, link
 
 #[test]
 fn one_intent_one_order_through_repeats_and_a_router_crash() {
-    let mut stack = Stack::new(CONFIG);
-    stack.write("trading_settings.json", SETTINGS);
-    let (rt, sim) = stack.start_sim();
-    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
-    let tickers = rt.block_on(sim.tickers()).unwrap();
-    let price_of = |s: &str| tickers.iter().find(|t| t.symbol == s).unwrap().last_price;
+    let (mut stack, rt, sim, instruments, prices) = sim_stack(SETTINGS);
+    let price_of = |s: &str| prices[s];
 
     // Dialled before the router listens, redialling every 10 ms: connected well before
     // the router is ready (PUB/SUB sends nothing to a subscriber not yet connected).
@@ -363,15 +386,9 @@ fn an_approved_entry_the_router_refuses_stops_counting_at_once() {
     let settings = r#"{"simulated_balance": 1000, "sizing": {"fixed": 6}, "leverage": 1,
       "daily_loss_limit": 50, "max_open_positions": 1, "max_margin_use_pct": 90,
       "cooldown_after_stop_min": 30}"#;
-    let mut stack = Stack::new(CONFIG);
-    stack.write("trading_settings.json", settings);
-    let (rt, sim) = stack.start_sim();
-    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
-    let tickers = rt.block_on(sim.tickers()).unwrap();
-    let price_of = |s: &str| tickers.iter().find(|t| t.symbol == s).unwrap().last_price;
-    let min_value = |i: &shardbot_bybit::models::market::InstrumentInfo| {
-        i.lot_size_filter.min_order_qty * price_of(&i.symbol)
-    };
+    let (mut stack, _rt, _sim, instruments, prices) = sim_stack(settings);
+    let price_of = |s: &str| prices[s];
+    let min_value = |i: &InstrumentInfo| i.lot_size_filter.min_order_qty * price_of(&i.symbol);
     // One whose smallest order is worth more than 6 USDT, one whose is well under it.
     let big = instruments
         .iter()
@@ -418,12 +435,8 @@ fn an_approved_entry_the_router_refuses_stops_counting_at_once() {
 
 #[test]
 fn a_panic_in_an_order_attempt_ends_the_router_and_its_restart_places_the_next_intent() {
-    let mut stack = Stack::new(CONFIG);
-    stack.write("trading_settings.json", SETTINGS);
-    let (rt, sim) = stack.start_sim();
-    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
-    let tickers = rt.block_on(sim.tickers()).unwrap();
-    let price_of = |s: &str| tickers.iter().find(|t| t.symbol == s).unwrap().last_price;
+    let (mut stack, rt, sim, instruments, prices) = sim_stack(SETTINGS);
+    let price_of = |s: &str| prices[s];
     let (poison, next) = (&instruments[0].symbol, &instruments[1].symbol);
     // The fault is in the configuration, so the restarted router has it too (as under a
     // supervisor): only intents for `poison` meet it.
