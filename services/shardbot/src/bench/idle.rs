@@ -121,11 +121,11 @@ fn wait_for_quiet(now_ms: i64, seconds: u64) -> Duration {
     if into >= AFTER_CLOSE && into + window < FIVE_MIN {
         return Duration::ZERO;
     }
-    let to_next = (FIVE_MIN - into + AFTER_CLOSE) % FIVE_MIN;
+    // 15 s after this close if it is not that late yet, else after the next one.
     let to_next = if into < AFTER_CLOSE {
         AFTER_CLOSE - into
     } else {
-        to_next
+        FIVE_MIN - into + AFTER_CLOSE
     };
     Duration::from_millis(u64::try_from(to_next).unwrap_or(0))
 }
