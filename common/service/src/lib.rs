@@ -153,6 +153,10 @@ pub struct ServiceContext {
     pub alerts: alert::Alerts,
 }
 
+/// The services of the market group, shared by every account stack (bybit-sim only in
+/// sim mode); they publish their heartbeats where the stacks share them.
+pub const MARKET_GROUP: [&str; 2] = ["market-data", "bybit-sim"];
+
 /// Why a service's start function failed (bad configuration, an endpoint that cannot be
 /// bound, ...): any error, named in one line and exit status 2.
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;

@@ -28,7 +28,7 @@ use shardbot_strategy::{OptimizedFile, ParamStatus, StrategySettings};
 /// The services of an account stack with one process each.
 const SINGLE: [&str; 3] = ["order-router", "risk-manager", "reconciler"];
 /// The market group's (shared by the account stacks; bybit-sim only in sim mode).
-const MARKET: [&str; 2] = ["market-data", "bybit-sim"];
+const MARKET: [&str; 2] = shardbot_service::MARKET_GROUP;
 
 /// The account this stack trades.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

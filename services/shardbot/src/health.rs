@@ -71,7 +71,7 @@ pub fn run(args: HealthArgs) -> anyhow::Result<()> {
     let urls: Vec<String> = wanted
         .iter()
         .map(|(s, i)| {
-            let template = if ["market-data", "bybit-sim"].contains(&s.as_str()) {
+            let template = if shardbot_service::MARKET_GROUP.contains(&s.as_str()) {
                 &market
             } else {
                 &ep.heartbeat
