@@ -433,6 +433,51 @@ fn an_approved_entry_the_router_refuses_stops_counting_at_once() {
     stack.assert_alive();
 }
 
+/// A stale entry costs the router no exchange call: while every REST call of the sim
+/// takes 12 s (past the client's 10 s timeout), an entry decided a minute ago is refused as
+/// stale at once, each of its repeats alike, and the journal holds one refusal. (A lookup
+/// per stale copy once held the router's one REP thread for seconds each, behind a backlog
+/// of the workers' resends, and the whole-stack test stopped trading in CI.)
+#[test]
+fn a_stale_entry_is_refused_at_once_and_journalled_once_while_the_exchange_is_slow() {
+    let (mut stack, _rt, _sim, instruments, prices) = sim_stack(SETTINGS);
+    stack.spawn("risk-manager", "risk-manager", &[], &[]);
+    stack.spawn("order-router", "order-router", &[], &[]);
+    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
+    stack.admin("/admin/faults", r#"{"slow": 1.0, "slow_ms": 12000}"#);
+
+    let symbol = &instruments[0].symbol;
+    let buy = IntentAction::Enter { side: Side::Buy };
+    let mut old = intent(symbol, 1, buy, prices[symbol.as_str()], None, None);
+    old.created_ms -= 60_000;
+    let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
+    for repeat in 0..5 {
+        let reply = router
+            .request_within::<_, RouterReply>(
+                &RouterRequest::Submit(old.clone()),
+                Duration::from_secs(2),
+            )
+            .unwrap_or_else(|e| panic!("repeat {repeat}: {e}\n{}", stack.output("order-router")));
+        match reply {
+            RouterReply::Refused { refusal, .. } => {
+                assert_eq!(refusal.code, RefusalCode::Stale, "{}", refusal.reason)
+            }
+            other => panic!("repeat {repeat}: {other:?}"),
+        }
+    }
+    stack.admin("/admin/faults", "{}");
+    let journal = shardbot_journal::Journal::open(&stack.path("var/journal.sqlite")).unwrap();
+    let refusals: Vec<_> = journal
+        .refusals(100)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.intent_id == old.intent_id.as_str())
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].code, "stale");
+    stack.assert_alive();
+}
+
 #[test]
 fn a_panic_in_an_order_attempt_ends_the_router_and_its_restart_places_the_next_intent() {
     let (mut stack, rt, sim, instruments, prices) = sim_stack(SETTINGS);

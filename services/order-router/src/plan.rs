@@ -1,12 +1,12 @@
 //! The router's decisions, pure (no REST, no journal, no bus), as the strategy worker's
-//! `engine.rs` is: which intent starts an attempt, joins one in flight or is answered
-//! from what is known ([`Ledger::admit`]); whether an entry is stale ([`stale_entry`]);
+//! `engine.rs` is: which intent starts an attempt, joins one in flight, is answered from
+//! what is known or refused as stale ([`Ledger::admit`], [`stale_entry`]);
 //! how an approval becomes an order on the instrument's grid ([`sized`], [`order`]); what
 //! an exchange answer to an order means ([`classify`]); and what an attempt's end
 //! changes and who hears what ([`Ledger::finish`]). The actor (`router.rs`) carries the
 //! steps out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use rust_decimal::Decimal;
 use shardbot_bybit::{ApiCode, BybitError, rest::CreateOrder};
@@ -221,6 +221,16 @@ pub struct Outcome {
 pub enum Admission<R> {
     /// Its order is known: answer at once (a repeat).
     Answer(R, RouterReply),
+    /// A stale entry ([`stale_entry`]), refused at once with no exchange call: no earlier
+    /// attempt of it left an order whose existence is unknown, so none can exist (orders
+    /// placed before a restart are read from the exchange at start). `journal`: the
+    /// refusal to journal, the first time only (a repeat is answered alike, not journalled
+    /// again).
+    Stale {
+        reply: R,
+        answer: RouterReply,
+        journal: Option<Refusal>,
+    },
     /// An attempt for it is under way: the replier waits for that attempt's answer.
     Joined,
     /// Start an attempt. `look_first`: an earlier attempt ended without knowing whether
@@ -254,16 +264,29 @@ pub struct Ledger<R> {
     unresolved: HashSet<String>,
     /// The leverage last set on each symbol.
     leverage_set: HashMap<Symbol, Decimal>,
+    /// `router.max_entry_age_ms`.
+    max_entry_age_ms: u64,
+    /// Stale entries already refused (and journalled), the newest [`STALE_REMEMBERED`].
+    stale_refused: HashSet<String>,
+    stale_order: VecDeque<String>,
 }
 
+/// How many stale refusals the ledger remembers so that repeats are not journalled again.
+/// Repeats come within a worker's retries (seconds); this covers thousands of intents.
+pub const STALE_REMEMBERED: usize = 4096;
+
 impl<R> Ledger<R> {
-    /// `placed`: the orders read from the exchange at start (orderLinkId → orderId).
-    pub fn new(placed: HashMap<String, String>) -> Ledger<R> {
+    /// `placed`: the orders read from the exchange at start (orderLinkId → orderId);
+    /// `max_entry_age_ms`: entries older than this are stale ([`stale_entry`]).
+    pub fn new(placed: HashMap<String, String>, max_entry_age_ms: u64) -> Ledger<R> {
         Ledger {
             placed,
             in_flight: HashMap::new(),
             unresolved: HashSet::new(),
             leverage_set: HashMap::new(),
+            max_entry_age_ms,
+            stale_refused: HashSet::new(),
+            stale_order: VecDeque::new(),
         }
     }
 
@@ -280,13 +303,15 @@ impl<R> Ledger<R> {
         self.leverage_set.get(symbol).copied()
     }
 
-    /// An intent arrives with its replier. `journalled`: the order id the journal holds
-    /// for its link id, when the ledger does not know it (a router restarted since).
+    /// An intent arrives with its replier at `now_ms`. `journalled`: the order id the
+    /// journal holds for its link id, when the ledger does not know it (a router restarted
+    /// since).
     pub fn admit(
         &mut self,
         intent: &OrderIntent,
         reply: R,
         journalled: Option<String>,
+        now_ms: TimestampMs,
     ) -> Admission<R> {
         let link = intent.intent_id.order_link_id();
         if let Some(order_id) = journalled {
@@ -301,6 +326,26 @@ impl<R> Ledger<R> {
             return Admission::Joined;
         }
         let look_first = self.unresolved.contains(&link);
+        if !look_first && let Some(refusal) = stale_entry(intent, now_ms, self.max_entry_age_ms) {
+            let answer = RouterReply::Refused {
+                intent_id: intent.intent_id.clone(),
+                refusal: refusal.clone(),
+            };
+            let first = self.stale_refused.insert(link.clone());
+            if first {
+                self.stale_order.push_back(link);
+                if self.stale_order.len() > STALE_REMEMBERED
+                    && let Some(old) = self.stale_order.pop_front()
+                {
+                    self.stale_refused.remove(&old);
+                }
+            }
+            return Admission::Stale {
+                reply,
+                answer,
+                journal: first.then_some(refusal),
+            };
+        }
         self.in_flight.insert(link, vec![reply]);
         Admission::Start { look_first }
     }
@@ -544,12 +589,15 @@ mod tests {
     /// that it is a repeat; an intent sent again later is answered from memory.
     #[test]
     fn one_attempt_per_intent_and_its_answer_to_every_replier() {
-        let mut l: Ledger<u32> = Ledger::new(HashMap::new());
+        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
         let i = intent(BUY, 0);
         let link = i.intent_id.order_link_id();
-        assert_eq!(l.admit(&i, 1, None), Admission::Start { look_first: false });
-        assert_eq!(l.admit(&i, 2, None), Admission::Joined);
-        assert_eq!(l.admit(&i, 3, None), Admission::Joined);
+        assert_eq!(
+            l.admit(&i, 1, None, 0),
+            Admission::Start { look_first: false }
+        );
+        assert_eq!(l.admit(&i, 2, None, 0), Admission::Joined);
+        assert_eq!(l.admit(&i, 3, None, 0), Admission::Joined);
         let f = l.finish(
             &link,
             &i,
@@ -573,7 +621,7 @@ mod tests {
             .collect();
         assert_eq!(dup, vec![(1, false), (2, true), (3, true)]);
         assert_eq!(f.tell_risk, None);
-        match l.admit(&i, 4, None) {
+        match l.admit(&i, 4, None, 0) {
             Admission::Answer(
                 4,
                 RouterReply::Placed {
@@ -588,13 +636,79 @@ mod tests {
         }
     }
 
+    /// A stale entry is refused at admission, without an attempt (so without an exchange
+    /// call): journalled once, its repeats answered alike. One whose earlier attempt ended
+    /// unknown is not: its order may exist, so an attempt looks first. Exits never.
+    #[test]
+    fn a_stale_entry_is_refused_at_admission_and_journalled_once() {
+        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
+        let old = intent(BUY, 0);
+        for (reply, journalled) in [(1, true), (2, false), (3, false)] {
+            match l.admit(&old, reply, None, 60_000) {
+                Admission::Stale {
+                    reply: r,
+                    answer,
+                    journal,
+                } => {
+                    assert_eq!(r, reply);
+                    assert_eq!(code(&answer), Some(RefusalCode::Stale));
+                    assert_eq!(journal.is_some(), journalled, "reply {reply}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let exit = intent(IntentAction::Exit, 0);
+        assert_eq!(
+            l.admit(&exit, 4, None, 60_000),
+            Admission::Start { look_first: false }
+        );
+
+        let unknown = intent(SELL, 0);
+        let link = unknown.intent_id.order_link_id();
+        assert_eq!(
+            l.admit(&unknown, 5, None, 1_000),
+            Admission::Start { look_first: false }
+        );
+        let error = RouterReply::Error(ErrorReply {
+            message: "outcome unknown".into(),
+        });
+        l.finish(&link, &unknown, outcome(error, true));
+        assert_eq!(
+            l.admit(&unknown, 6, None, 60_000),
+            Admission::Start { look_first: true }
+        );
+    }
+
+    /// The memory of stale refusals is bounded: the oldest is forgotten first.
+    #[test]
+    fn the_memory_of_stale_refusals_is_bounded() {
+        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
+        let journalled = |l: &mut Ledger<u32>, i: &OrderIntent| match l.admit(i, 0, None, 60_000) {
+            Admission::Stale { journal, .. } => journal.is_some(),
+            other => panic!("{other:?}"),
+        };
+        let intents: Vec<OrderIntent> = (0..=STALE_REMEMBERED as i64)
+            .map(|n| {
+                let bar = n * 300_000;
+                let btc = Symbol::new("BTCUSDT").unwrap();
+                OrderIntent::new("t", btc, Interval::M5, bar, BUY, d("1"), None, None, 0)
+            })
+            .collect();
+        for i in &intents {
+            assert!(journalled(&mut l, i));
+        }
+        assert!(!journalled(&mut l, &intents[STALE_REMEMBERED]));
+        assert!(journalled(&mut l, &intents[0]), "the oldest was forgotten");
+        assert_eq!(l.stale_refused.len(), STALE_REMEMBERED);
+    }
+
     /// The journal knows an order the ledger does not (a router restarted since).
     #[test]
     fn an_order_in_the_journal_answers_a_repeat() {
-        let mut l: Ledger<u32> = Ledger::new(HashMap::new());
+        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
         let i = intent(BUY, 0);
         assert!(matches!(
-            l.admit(&i, 1, Some("o9".into())),
+            l.admit(&i, 1, Some("o9".into()), 0),
             Admission::Answer(
                 1,
                 RouterReply::Placed {
@@ -609,10 +723,10 @@ mod tests {
     /// first; once resolved, no more.
     #[test]
     fn an_unknown_outcome_is_looked_up_by_the_next_attempt() {
-        let mut l: Ledger<u32> = Ledger::new(HashMap::new());
+        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
         let i = intent(BUY, 0);
         let link = i.intent_id.order_link_id();
-        l.admit(&i, 1, None);
+        l.admit(&i, 1, None, 0);
         let unknown = RouterReply::Error(ErrorReply {
             message: "outcome unknown".into(),
         });
@@ -621,14 +735,20 @@ mod tests {
             f.tell_risk, None,
             "an unknown order may exist: still counted"
         );
-        assert_eq!(l.admit(&i, 2, None), Admission::Start { look_first: true });
+        assert_eq!(
+            l.admit(&i, 2, None, 0),
+            Admission::Start { look_first: true }
+        );
         let f = l.finish(
             &link,
             &i,
             outcome(refused(&i, RefusalCode::Exchange, "no".into()), true),
         );
         assert!(matches!(f.tell_risk, Some(RiskRequest::Unplaced { .. })));
-        assert_eq!(l.admit(&i, 3, None), Admission::Start { look_first: false });
+        assert_eq!(
+            l.admit(&i, 3, None, 0),
+            Admission::Start { look_first: false }
+        );
     }
 
     /// What an attempt's end sets off: the refusal journalled; the risk manager told only
@@ -644,10 +764,10 @@ mod tests {
         #[case] tell_risk: bool,
         #[case] stopped: bool,
     ) {
-        let mut l: Ledger<u32> = Ledger::new(HashMap::new());
+        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
         let i = intent(BUY, 0);
         let link = i.intent_id.order_link_id();
-        l.admit(&i, 1, None);
+        l.admit(&i, 1, None, 0);
         let f = l.finish(
             &link,
             &i,
@@ -661,10 +781,10 @@ mod tests {
 
     #[test]
     fn the_leverage_set_is_remembered_per_symbol() {
-        let mut l: Ledger<u32> = Ledger::new(HashMap::new());
+        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
         let i = intent_on("ETHUSDT", BUY, 0);
         let link = i.intent_id.order_link_id();
-        l.admit(&i, 1, None);
+        l.admit(&i, 1, None, 0);
         let mut o = outcome(placed(&i, &link, "o1".into(), false), true);
         o.leverage_set_for = Some((i.symbol.clone(), d("3")));
         l.finish(&link, &i, o);

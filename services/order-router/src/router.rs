@@ -19,7 +19,7 @@ use shardbot_bybit::{
 use shardbot_journal::Journal;
 use shardbot_protocol::{
     ErrorReply, FlattenReport, Instrument, IntentAction, IntentId, OrderEvent, OrderIntent,
-    RefusalCode, RiskReply, RiskRequest, RouterReply, Side, Symbol, TimestampMs,
+    Refusal, RefusalCode, RiskReply, RiskRequest, RouterReply, Side, Symbol, TimestampMs,
 };
 use shardbot_service::alert::Alerts;
 
@@ -74,7 +74,7 @@ impl Router {
             risk,
             publisher,
             instruments,
-            ledger: Ledger::new(placed),
+            ledger: Ledger::new(placed, max_entry_age_ms),
             journal,
             // A restarted router catches up from the newest fill it journalled, however
             // long it was down.
@@ -203,13 +203,26 @@ impl Attempt {
         approved_entry: &mut bool,
     ) -> RouterReply {
         let link = intent.intent_id.order_link_id();
-        if self.look_first
-            && let Ok(OrderResolution::Placed(o)) =
-                self.client.find_order(intent.symbol.as_str(), &link).await
-        {
-            return placed(intent, &link, o.order_id, true);
+        if self.look_first {
+            match self.client.find_order(intent.symbol.as_str(), &link).await {
+                Ok(OrderResolution::Placed(o)) => return placed(intent, &link, o.order_id, true),
+                Ok(OrderResolution::NotFound) => {}
+                // Its order may exist: a stale entry is not refused while that is unknown
+                // (the reply says so and the next repeat looks again).
+                Err(e) if self.stale(intent).is_some() => {
+                    return RouterReply::Error(ErrorReply {
+                        message: format!(
+                            "order {link}: outcome still unknown, the lookup failed ({e}); \
+                             send the intent again"
+                        ),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(order_link_id = link, error = %e, "order lookup failed; placing again (the same orderLinkId cannot be placed twice)");
+                }
+            }
         }
-        if let Some(reply) = self.refuse_if_stale(intent, &link).await {
+        if let Some(reply) = self.refuse_if_stale(intent) {
             return reply;
         }
         // When the approval was asked for: one asked before a flatten began may have been
@@ -299,7 +312,7 @@ impl Attempt {
             self.client.clock().now_ms(),
         );
         // Checked again at the last moment: approval and leverage may have taken long.
-        if let Some(reply) = self.refuse_if_stale(intent, &link).await {
+        if let Some(reply) = self.refuse_if_stale(intent) {
             return reply;
         }
         // An entry approved before a flatten began is not sent: the kill switch ends flat.
@@ -329,16 +342,15 @@ impl Attempt {
         reply
     }
 
-    /// A stale entry ([`stale_entry`]) is refused, unless its order exists already (placed
-    /// by an attempt before a restart, say): then that order is the answer, so a repeat is
-    /// never refused for an order that went out.
-    async fn refuse_if_stale(&self, intent: &OrderIntent, link: &str) -> Option<RouterReply> {
-        let refusal = stale_entry(intent, shardbot_protocol::now_ms(), self.max_entry_age_ms)?;
-        if let Ok(OrderResolution::Placed(o)) =
-            self.client.find_order(intent.symbol.as_str(), link).await
-        {
-            return Some(placed(intent, link, o.order_id, true));
-        }
+    fn stale(&self, intent: &OrderIntent) -> Option<Refusal> {
+        stale_entry(intent, shardbot_protocol::now_ms(), self.max_entry_age_ms)
+    }
+
+    /// A stale entry ([`stale_entry`]) is refused. No lookup is needed: this attempt has
+    /// sent nothing yet, and an earlier attempt that may have was looked up first
+    /// (`look_first`), as orders placed before a restart were read at start.
+    fn refuse_if_stale(&self, intent: &OrderIntent) -> Option<RouterReply> {
+        let refusal = self.stale(intent)?;
         tracing::warn!(intent_id = %intent.intent_id, symbol = %intent.symbol, reason = refusal.reason, "stale entry refused");
         Some(RouterReply::Refused {
             intent_id: intent.intent_id.clone(),
@@ -429,8 +441,30 @@ impl Handler<Submit> for Router {
         } else {
             self.journal.order_id(&link).ok().flatten()
         };
-        let look_first = match self.ledger.admit(&msg.intent, msg.reply, journalled) {
+        let now_ms = shardbot_protocol::now_ms();
+        let look_first = match self
+            .ledger
+            .admit(&msg.intent, msg.reply, journalled, now_ms)
+        {
             Admission::Answer(reply, answer) => {
+                let _ = reply.send(answer);
+                return;
+            }
+            Admission::Stale {
+                reply,
+                answer,
+                journal,
+            } => {
+                if let Some(refusal) = journal {
+                    tracing::warn!(intent_id = %msg.intent.intent_id, symbol = %msg.intent.symbol, reason = refusal.reason, "stale entry refused");
+                    if let Err(e) = self.journal.record_refusal(
+                        &msg.intent,
+                        &refusal,
+                        self.client.clock().now_ms(),
+                    ) {
+                        tracing::error!(error = %e, order_link_id = link, "cannot journal a refusal");
+                    }
+                }
                 let _ = reply.send(answer);
                 return;
             }
