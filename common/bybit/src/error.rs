@@ -154,6 +154,16 @@ pub enum BybitError {
         order_link_id: String,
         cause: Box<BybitError>,
     },
+    #[error(
+        "{endpoint}: the reply lists {listed} orders and {codes} codes for the {sent} sent; \
+         the outcome of each is unknown"
+    )]
+    BatchMismatch {
+        endpoint: String,
+        sent: usize,
+        listed: usize,
+        codes: usize,
+    },
     #[error("Bybit client: {0}")]
     Config(String),
 }
@@ -177,7 +187,7 @@ impl BybitError {
             BybitError::Api { code, .. } => {
                 matches!(code, ApiCode::TooManyVisits | ApiCode::ServerError)
             }
-            BybitError::TooManyRequests { .. } => true,
+            BybitError::TooManyRequests { .. } | BybitError::BatchMismatch { .. } => true,
             _ => false,
         }
     }

@@ -40,6 +40,9 @@ pub const MAX_RESET_WAIT: Duration = Duration::from_secs(10);
 pub fn documented_limit(path: &str) -> Option<u32> {
     Some(match path {
         "/v5/order/create" | "/v5/order/amend" | "/v5/order/cancel" | "/v5/order/cancel-all" => 10,
+        // Orders per second, consumed per order of a batch (1-10 per request), a budget
+        // of their own beside the single-order endpoints' (reference §4).
+        "/v5/order/create-batch" | "/v5/order/amend-batch" | "/v5/order/cancel-batch" => 10,
         "/v5/order/realtime" | "/v5/order/history" | "/v5/execution/list" => 50,
         "/v5/position/list" | "/v5/position/closed-pnl" => 50,
         "/v5/position/set-leverage" | "/v5/position/switch-mode" | "/v5/position/trading-stop" => {
@@ -74,6 +77,12 @@ impl Window {
 
     /// How long until one more request may start (zero if now).
     fn wait(&mut self, now: Instant) -> Duration {
+        self.wait_n(now, 1)
+    }
+
+    /// How long until `n` more may start at once (zero if now); `n` is at most the limit.
+    fn wait_n(&mut self, now: Instant, n: u32) -> Duration {
+        let n = n.clamp(1, self.limit);
         while self
             .starts
             .front()
@@ -84,18 +93,23 @@ impl Window {
         let blocked = self
             .blocked_until
             .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
-        let full = if self.starts.len() as u32 >= self.limit {
-            self.starts.front().map_or(Duration::ZERO, |&t| {
-                (t + self.window).saturating_duration_since(now)
-            })
-        } else {
-            Duration::ZERO
+        // Room for n once the oldest (len + n - limit) starts have left the window.
+        let over = (self.starts.len() as u32 + n).saturating_sub(self.limit) as usize;
+        let full = match over.checked_sub(1).and_then(|i| self.starts.get(i)) {
+            Some(&t) => (t + self.window).saturating_duration_since(now),
+            None => Duration::ZERO,
         };
         blocked.max(full)
     }
 
     fn record(&mut self, now: Instant) {
-        self.starts.push_back(now);
+        self.record_n(now, 1);
+    }
+
+    fn record_n(&mut self, now: Instant, n: u32) {
+        for _ in 0..n {
+            self.starts.push_back(now);
+        }
     }
 
     /// Requests that may still start within the current window.
@@ -156,6 +170,14 @@ impl RateLimiter {
     /// Waits until both the IP budget and `endpoint`'s budget allow one request, then
     /// takes it. Fails at once while the IP is banned.
     pub async fn acquire(&self, endpoint: &str) -> Result<(), BybitError> {
+        self.acquire_n(endpoint, 1).await
+    }
+
+    /// Waits until one request that consumes `cost` of `endpoint`'s budget may start (a
+    /// batch of `cost` orders: Bybit counts batch endpoints per order), then records it:
+    /// `cost` against the endpoint, one request against the IP share. A cost above the
+    /// endpoint's limit waits for a whole window and counts as the limit.
+    pub async fn acquire_n(&self, endpoint: &str, cost: u32) -> Result<(), BybitError> {
         loop {
             let wait = {
                 let mut s = self.lock();
@@ -173,9 +195,10 @@ impl RateLimiter {
                         ENDPOINT_WINDOW,
                     )
                 });
-                let wait = ip_wait.max(ep.wait(now));
+                let cost = cost.clamp(1, ep.limit);
+                let wait = ip_wait.max(ep.wait_n(now, cost));
                 if wait.is_zero() {
-                    ep.record(now);
+                    ep.record_n(now, cost);
                     s.ip.record(now);
                     return Ok(());
                 }
@@ -279,6 +302,28 @@ mod tests {
             IP_WINDOW,
             "the eleventh waits for the window"
         );
+    }
+
+    /// create-batch: 10 orders a second counted per order, a budget apart from
+    /// create's. A full create budget does not hold a batch back; 7 + 3 orders fit in a
+    /// second, a further batch of 2 waits for the window.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_costs_its_orders_from_a_budget_of_its_own() {
+        let rl = RateLimiter::new(IP_LIMIT);
+        let start = Instant::now();
+        for _ in 0..10 {
+            rl.acquire("/v5/order/create").await.unwrap();
+        }
+        rl.acquire_n("/v5/order/create-batch", 7).await.unwrap();
+        rl.acquire_n("/v5/order/create-batch", 3).await.unwrap();
+        assert_eq!(Instant::now(), start, "create's budget is not the batch's");
+        rl.acquire_n("/v5/order/create-batch", 2).await.unwrap();
+        assert_eq!(Instant::now() - start, ENDPOINT_WINDOW);
+        // After that window, 8 of the 10 are free again (the 2 just sent are not).
+        rl.acquire_n("/v5/order/create-batch", 8).await.unwrap();
+        assert_eq!(Instant::now() - start, ENDPOINT_WINDOW);
+        rl.acquire_n("/v5/order/create-batch", 1).await.unwrap();
+        assert_eq!(Instant::now() - start, ENDPOINT_WINDOW * 2);
     }
 
     #[tokio::test(start_paused = true)]

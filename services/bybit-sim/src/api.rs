@@ -87,6 +87,7 @@ fn route(ex: &Exchange, req: &HttpRequest, body: &[u8], path: &str, get: bool) -
         | (true, "/v5/position/list")
         | (true, "/v5/position/closed-pnl")
         | (false, "/v5/order/create")
+        | (false, "/v5/order/create-batch")
         | (false, "/v5/order/amend")
         | (false, "/v5/order/cancel")
         | (false, "/v5/order/cancel-all")
@@ -402,11 +403,28 @@ fn signed(ex: &Exchange, req: &HttpRequest, body: &[u8], path: &str) -> HttpResp
         Ok(a) => a,
         Err((code, msg)) => return fail(ex, code, &msg),
     };
-    let verdict = ex.limits().uid_request(account.uid, path);
+    // A batch consumes its endpoint's budget per order.
+    let cost = if path == "/v5/order/create-batch" {
+        crate::trade::batch_len(body).unwrap_or(1)
+    } else {
+        1
+    };
+    let verdict = ex.limits().uid_request_n(account.uid, path, cost);
     if verdict.is_some_and(|v| !v.allowed) {
         return with_limit_headers(fail(ex, 10006, "Too many visits!"), ex, verdict);
     }
     let resp = match path {
+        "/v5/order/create-batch" => match crate::trade::create_batch(ex, account, body) {
+            // The two lists, index for index: each order's ids, and its own code.
+            Ok((list, codes)) => HttpResponse::Ok().json(json!({
+                "retCode": 0,
+                "retMsg": "OK",
+                "result": {"list": list},
+                "retExtInfo": {"list": codes},
+                "time": ex.clock.now_ms()
+            })),
+            Err(r) => fail(ex, r.code, &r.msg),
+        },
         "/v5/account/info" => ok(
             ex,
             json!({"unifiedMarginStatus": 5, "marginMode": "REGULAR_MARGIN", "isMasterTrader": false, "spotHedgingStatus": "OFF", "updatedTime": ex.clock.now_ms().to_string()}),

@@ -12,6 +12,9 @@ use std::{
 pub fn endpoint_limit(path: &str) -> Option<u32> {
     Some(match path {
         "/v5/order/create" | "/v5/order/amend" | "/v5/order/cancel" | "/v5/order/cancel-all" => 10,
+        // Orders per second, consumed per order of a batch; a budget apart from the
+        // single-order endpoints'.
+        "/v5/order/create-batch" | "/v5/order/amend-batch" | "/v5/order/cancel-batch" => 10,
         "/v5/order/realtime" | "/v5/order/history" | "/v5/execution/list" => 50,
         "/v5/position/list" | "/v5/position/closed-pnl" => 50,
         "/v5/position/set-leverage" | "/v5/position/switch-mode" | "/v5/position/trading-stop" => {
@@ -88,6 +91,14 @@ impl Limits {
 
     /// Counts one signed request of `uid` on `path`.
     pub fn uid_request(&mut self, uid: u64, path: &str) -> Option<Verdict> {
+        self.uid_request_n(uid, path, 1)
+    }
+
+    /// Counts a signed request of `uid` on `path` that consumes `cost` of the window (a
+    /// batch of `cost` orders). A batch the window has no room for as a whole is refused
+    /// as a whole (the reference says batches count per order, not that a batch is ever
+    /// cut: refusing it whole keeps every order's fate in one answer).
+    pub fn uid_request_n(&mut self, uid: u64, path: &str, cost: u32) -> Option<Verdict> {
         let limit = (f64::from(endpoint_limit(path)?) * self.uid_scale) as u32;
         let now = Instant::now();
         let w = self.per_uid.entry((uid, path.to_owned())).or_default();
@@ -95,7 +106,8 @@ impl Limits {
             w.pop_front();
         }
         let used = w.len() as u32;
-        if used >= limit {
+        let cost = cost.max(1);
+        if used + cost > limit {
             let reset_in = w.front().map_or(Duration::ZERO, |&t| {
                 (t + UID_WINDOW).saturating_duration_since(now)
             });
@@ -106,14 +118,16 @@ impl Limits {
                 reset_in,
             });
         }
-        w.push_back(now);
+        for _ in 0..cost {
+            w.push_back(now);
+        }
         let reset_in = w.front().map_or(Duration::ZERO, |&t| {
             (t + UID_WINDOW).saturating_duration_since(now)
         });
         Some(Verdict {
             allowed: true,
             limit,
-            remaining: limit - used - 1,
+            remaining: limit - used - cost,
             reset_in,
         })
     }
@@ -128,5 +142,36 @@ impl Limits {
                 true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A batch consumes one unit per order from its own 10-a-second window: create's
+    /// budget spent leaves it whole; 7 + 3 orders fit, 2 more are refused as a whole
+    /// (nothing consumed), and the headers' remaining count follows.
+    #[test]
+    fn a_batch_consumes_its_own_budget_per_order() {
+        let mut l = Limits::new(600, Duration::from_secs(600), 1.0);
+        for _ in 0..10 {
+            assert!(l.uid_request(1, "/v5/order/create").unwrap().allowed);
+        }
+        assert!(!l.uid_request(1, "/v5/order/create").unwrap().allowed);
+        let v = l.uid_request_n(1, "/v5/order/create-batch", 7).unwrap();
+        assert!(v.allowed);
+        assert_eq!((v.limit, v.remaining), (10, 3));
+        let v = l.uid_request_n(1, "/v5/order/create-batch", 3).unwrap();
+        assert_eq!((v.allowed, v.remaining), (true, 0));
+        let v = l.uid_request_n(1, "/v5/order/create-batch", 2).unwrap();
+        assert_eq!((v.allowed, v.remaining), (false, 0));
+        // Another UID's window is its own.
+        assert!(
+            l.uid_request_n(2, "/v5/order/create-batch", 10)
+                .unwrap()
+                .allowed
+        );
     }
 }

@@ -415,6 +415,73 @@ fn create(ex: &Exchange, book: &mut Book, body: &Value, now: i64) -> Answer {
     Ok(json!({"orderId": o.order_id, "orderLinkId": o.order_link_id}))
 }
 
+/// The most orders a linear batch may carry (reference §4: 1-10 per request).
+pub const MAX_BATCH_ORDERS: usize = 10;
+
+/// How many orders a create-batch body carries (for its budget), if it can be read.
+pub fn batch_len(body: &[u8]) -> Option<u32> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let n = v.get("request")?.as_array()?.len();
+    u32::try_from(n.clamp(1, MAX_BATCH_ORDERS)).ok()
+}
+
+/// `/v5/order/create-batch`: each order of `request` as `/v5/order/create` would place
+/// it, in order, one failing without the others; the reply's `result.list` and
+/// `retExtInfo.list`, index for index (a refused order: empty ids, its own code).
+pub fn create_batch(
+    ex: &Exchange,
+    account: &Account,
+    body: &[u8],
+) -> Result<(Vec<Value>, Vec<Value>), Reject> {
+    let body: Value = serde_json::from_slice(body).map_err(|_| bad("body is not JSON"))?;
+    linear(str_field(&body, "category"))?;
+    let request = body
+        .get("request")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("request is required"))?;
+    if request.is_empty() || request.len() > MAX_BATCH_ORDERS {
+        return Err(bad(format!(
+            "request holds {} orders; a linear batch holds 1 to {MAX_BATCH_ORDERS}",
+            request.len()
+        )));
+    }
+    let now = ex.clock.now_ms();
+    let mut book = account.book();
+    book.advance(&ex.market, now, ex.spread_ticks);
+    let (mut list, mut codes) = (Vec::new(), Vec::new());
+    for item in request {
+        let mut order = item.clone();
+        if let Some(o) = order.as_object_mut() {
+            o.insert("category".into(), json!("linear"));
+        }
+        let symbol = str_field(item, "symbol").unwrap_or_default().to_owned();
+        match create(ex, &mut book, &order, now) {
+            Ok(placed) => {
+                list.push(json!({
+                    "category": "linear",
+                    "symbol": symbol,
+                    "orderId": placed["orderId"],
+                    "orderLinkId": placed["orderLinkId"],
+                    "createAt": now.to_string()
+                }));
+                codes.push(json!({"code": 0, "msg": "OK"}));
+            }
+            Err(r) => {
+                list.push(json!({
+                    "category": "linear",
+                    "symbol": symbol,
+                    "orderId": "",
+                    "orderLinkId": "",
+                    "createAt": ""
+                }));
+                codes.push(json!({"code": r.code, "msg": r.msg}));
+            }
+        }
+    }
+    account.publish(&mut book);
+    Ok((list, codes))
+}
+
 fn orders(book: &Book, q: &HashMap<String, String>, realtime: bool) -> Answer {
     linear(q.get("category").map(String::as_str))?;
     let by_id = q.contains_key("orderId") || q.contains_key("orderLinkId");

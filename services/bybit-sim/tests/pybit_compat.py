@@ -73,6 +73,23 @@ check(len(pnl) == 1, f"closed pnl: {pnl}")
 w1 = Decimal(session.get_wallet_balance(accountType="UNIFIED")["result"]["list"][0]["coin"][0]["walletBalance"])
 check(w1 - w0 == Decimal(pnl[0]["closedPnl"]), f"wallet moved {w1 - w0}, closed pnl {pnl[0]['closedPnl']}")
 
+# A batch as pybit builds it: each order's result and code at its index, one refused
+# (its orderLinkId is taken) while the other is placed.
+progress("batch")
+b = session.place_batch_order(category="linear", request=[
+    {"symbol": sym, "side": "Buy", "orderType": "Market", "qty": str(qty), "orderLinkId": "pybit-b1"},
+    {"symbol": sym, "side": "Buy", "orderType": "Market", "qty": str(qty), "orderLinkId": "pybit-1"},
+])
+check(b["retCode"] == 0, f"batch: {b}")
+lst, ext = b["result"]["list"], b["retExtInfo"]["list"]
+check(len(lst) == 2 and len(ext) == 2, f"batch lists: {b}")
+check(ext[0]["code"] == 0 and lst[0]["orderLinkId"] == "pybit-b1" and lst[0]["orderId"], f"batch order 1: {b}")
+check(ext[1]["code"] == 110072 and lst[1]["orderId"] == "", f"batch order 2: {b}")
+p = session.get_positions(category="linear", symbol=sym)["result"]["list"][0]
+check(p["side"] == "Buy" and Decimal(p["size"]) == qty, f"position after the batch: {p}")
+c = session.place_order(category="linear", symbol=sym, side="Sell", orderType="Market", qty=str(qty), reduceOnly=True)
+check(c["retCode"] == 0, f"close after the batch: {c}")
+
 # WebSocket: tickers and klines on the public stream.
 ut.PUBLIC_WSS = base.replace("http", "ws", 1) + "/v5/public/{CHANNEL_TYPE}"
 got = {"ticker": threading.Event(), "kline": threading.Event()}

@@ -209,6 +209,74 @@ async fn limit_orders_rest_and_can_be_amended_and_cancelled() {
     );
 }
 
+/// create-batch places each order as create would, in order: one refused (its
+/// orderLinkId is taken) while the others go through, each result at its index, found
+/// afterwards by its link id. Its budget is its own: with create's ten of this second
+/// spent, a batch still goes out at once.
+#[tokio::test]
+async fn a_batch_places_each_order_and_refuses_one_at_its_index() {
+    let (c, universe) = setup().await;
+    let mut orders = Vec::new();
+    for (k, inst) in universe[10..13].iter().enumerate() {
+        let price = last_price(&c, &inst.symbol).await;
+        orders.push(CreateOrder::market(
+            &inst.symbol,
+            Side::Buy,
+            qty(inst, price, dec!(100)),
+            &format!("sb-batch-{k}"),
+        ));
+    }
+    c.place_order(&orders[1]).await.unwrap();
+    let filler = &universe[20];
+    let filler_price = last_price(&c, &filler.symbol).await;
+    for n in 0..9 {
+        let o = CreateOrder::market(
+            &filler.symbol,
+            Side::Buy,
+            qty(filler, filler_price, dec!(10)),
+            &format!("sb-fill-{n}"),
+        );
+        c.place_order(&o).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let results = c.place_orders(&orders).await.unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "the batch waited for create's budget: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].as_ref().unwrap().order_link_id, "sb-batch-0");
+    assert!(!results[0].as_ref().unwrap().order_id.is_empty());
+    assert_eq!(
+        results[1].as_ref().unwrap_err().api_code(),
+        Some(ApiCode::DuplicateOrderLinkId)
+    );
+    assert_eq!(results[2].as_ref().unwrap().order_link_id, "sb-batch-2");
+    for (k, o) in orders.iter().enumerate() {
+        match c
+            .find_order(&o.symbol, &format!("sb-batch-{k}"))
+            .await
+            .unwrap()
+        {
+            OrderResolution::Placed(found) => assert_eq!(found.symbol, o.symbol),
+            OrderResolution::NotFound => panic!("sb-batch-{k} not found"),
+        }
+    }
+    assert_eq!(
+        c.positions().await.unwrap().len(),
+        4,
+        "three symbols and the filler"
+    );
+
+    // Eleven orders are not a batch; nothing is sent.
+    let eleven = vec![orders[0].clone(); 11];
+    assert!(matches!(
+        c.place_orders(&eleven).await,
+        Err(shardbot_bybit::BybitError::Config(_))
+    ));
+}
+
 #[tokio::test]
 async fn each_order_error_comes_from_the_request_that_should_produce_it() {
     let (c, universe) = setup().await;

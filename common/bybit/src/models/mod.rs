@@ -21,6 +21,9 @@ pub struct Envelope<'a> {
     pub ret_msg: String,
     #[serde(borrow, default)]
     pub result: Option<&'a RawValue>,
+    /// Per-item codes of batch endpoints (`{"list": [{code, msg}, ...]}`), else `{}`.
+    #[serde(borrow, default)]
+    pub ret_ext_info: Option<&'a RawValue>,
     #[serde(default)]
     pub time: Option<i64>,
 }

@@ -14,6 +14,36 @@ pub struct OrderId {
     pub order_link_id: String,
 }
 
+/// One order of a `/v5/order/create-batch` reply's `result.list`, in the request's
+/// order. An order the exchange refused has empty ids here; its code is in
+/// [`BatchItemCode`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchCreated {
+    #[serde(default)]
+    pub symbol: String,
+    #[serde(default)]
+    pub order_id: String,
+    #[serde(default)]
+    pub order_link_id: String,
+}
+
+/// One entry of a batch reply's `retExtInfo.list`: that order's own retCode and message
+/// (0 and "OK" when it was placed).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BatchItemCode {
+    pub code: i64,
+    #[serde(default)]
+    pub msg: String,
+}
+
+/// A batch reply: `result.list` and `retExtInfo.list`, index for index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchReply {
+    pub created: Vec<BatchCreated>,
+    pub codes: Vec<BatchItemCode>,
+}
+
 /// One order of `/v5/order/realtime` or `/v5/order/history` (and the WS `order` topic).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use shardbot_protocol::Interval;
 
 #[cfg(feature = "trade")]
-use super::requests::{CreateOrder, SetLeverage};
+use super::requests::{CreateBatch, CreateOrder, MAX_BATCH_ORDERS, SetLeverage};
 use super::{RawClient, ServerClock, requests::Query};
 #[cfg(feature = "trade")]
 use crate::models::order::OrderId;
@@ -238,6 +238,68 @@ impl BybitClient {
             }),
             Err(e) => Err(e),
         }
+    }
+
+    /// Places up to [`MAX_BATCH_ORDERS`] orders in one `/v5/order/create-batch` request
+    /// (its own budget of orders per second, beside `/v5/order/create`'s). Returns each
+    /// order's own result in `orders`' order: its ids, or its error, one order failing
+    /// while the others are placed; an order whose outcome is unknown (its own 10006,
+    /// say) is [`BybitError::UnknownOutcome`], as in [`place_order`](Self::place_order).
+    /// An `Err` for the whole call concerns every order: with `outcome_unknown()`
+    /// (timeout, 5xx, 10006, a reply that does not list each order) any of them may have
+    /// been placed, so each is looked up by its orderLinkId; otherwise none was.
+    #[cfg(feature = "trade")]
+    pub async fn place_orders(
+        &self,
+        orders: &[CreateOrder],
+    ) -> Result<Vec<Result<OrderId, BybitError>>, BybitError> {
+        const PATH: &str = "/v5/order/create-batch";
+        if orders.is_empty() || orders.len() > MAX_BATCH_ORDERS {
+            return Err(BybitError::Config(format!(
+                "{PATH}: {} orders; a batch holds 1 to {MAX_BATCH_ORDERS}",
+                orders.len()
+            )));
+        }
+        let reply = self
+            .raw
+            .order_create_batch(&CreateBatch::new(orders))
+            .await?;
+        if reply.created.len() != orders.len() || reply.codes.len() != orders.len() {
+            return Err(BybitError::BatchMismatch {
+                endpoint: PATH.into(),
+                sent: orders.len(),
+                listed: reply.created.len(),
+                codes: reply.codes.len(),
+            });
+        }
+        Ok(orders
+            .iter()
+            .zip(reply.created)
+            .zip(reply.codes)
+            .map(|((order, created), code)| {
+                if code.code == 0 {
+                    return Ok(OrderId {
+                        order_id: created.order_id,
+                        order_link_id: order.order_link_id.clone(),
+                    });
+                }
+                let e = BybitError::Api {
+                    endpoint: PATH.into(),
+                    ret_code: code.code,
+                    code: ApiCode::from_ret_code(code.code),
+                    message: code.msg,
+                };
+                Err(if e.outcome_unknown() {
+                    BybitError::UnknownOutcome {
+                        endpoint: PATH.into(),
+                        order_link_id: order.order_link_id.clone(),
+                        cause: Box::new(e),
+                    }
+                } else {
+                    e
+                })
+            })
+            .collect())
     }
 
     /// Looks an order up by its link id: open orders first, then history.

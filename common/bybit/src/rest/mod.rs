@@ -9,7 +9,7 @@ mod response;
 pub use client::{BybitClient, OrderResolution};
 pub use raw::{RawClient, RestConfig, ServerClock};
 pub use requests::{
-    AmendOrder, CancelAll, CancelOrder, CreateOrder, DemoApplyMoney, DemoCoin, Query, SetLeverage,
-    SwitchMode, TradingStop,
+    AmendOrder, CancelAll, CancelOrder, CreateBatch, CreateOrder, DemoApplyMoney, DemoCoin,
+    MAX_BATCH_ORDERS, Query, SetLeverage, SwitchMode, TradingStop,
 };
-pub use response::{parse_envelope, parse_result};
+pub use response::{parse_batch_envelope, parse_envelope, parse_result};

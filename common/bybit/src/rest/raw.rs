@@ -9,15 +9,21 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
 #[cfg(feature = "trade")]
+use super::parse_batch_envelope;
+#[cfg(feature = "trade")]
 use super::requests::{
-    AmendOrder, CancelAll, CancelOrder, CreateOrder, SetLeverage, SwitchMode, TradingStop,
+    AmendOrder, CancelAll, CancelOrder, CreateBatch, CreateOrder, SetLeverage, SwitchMode,
+    TradingStop,
 };
 use super::{
     parse_envelope,
     requests::{DemoApplyMoney, Query},
 };
 #[cfg(feature = "trade")]
-use crate::models::{Empty, order::OrderId};
+use crate::models::{
+    Empty,
+    order::{BatchReply, OrderId},
+};
 use crate::{
     auth::Credentials,
     error::{ApiCode, BybitError},
@@ -30,6 +36,29 @@ use crate::{
     },
     ratelimit::{LimitHeaders, RateLimiter},
 };
+
+/// How a call's reply is read, and how much of its endpoint's budget the call takes
+/// (batch endpoints count per order).
+struct Reading<T> {
+    cost: u32,
+    parse: fn(&str, &str) -> Result<T, BybitError>,
+}
+
+impl<T> Clone for Reading<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Reading<T> {}
+
+impl<T: DeserializeOwned> Reading<T> {
+    /// One request, its envelope's `result` read as `T`.
+    const ONE: Reading<T> = Reading {
+        cost: 1,
+        parse: parse_envelope::<T>,
+    };
+}
 
 /// Settings of a REST client.
 #[derive(Debug, Clone)]
@@ -176,7 +205,14 @@ impl RawClient {
     pub async fn sync_clock(&self) -> Result<i64, BybitError> {
         let before = shardbot_protocol::now_ms();
         let t: ServerTime = self
-            .call_once(Method::GET, "/v5/market/time", &Query::new(), None, false)
+            .call_once(
+                Method::GET,
+                "/v5/market/time",
+                &Query::new(),
+                None,
+                false,
+                Reading::ONE,
+            )
             .await?;
         let after = shardbot_protocol::now_ms();
         let mid = (before + after) / 2;
@@ -216,8 +252,22 @@ impl RawClient {
         body: Option<String>,
         signed: bool,
     ) -> Result<T, BybitError> {
+        self.call_parsed(method, path, query, body, signed, Reading::ONE)
+            .await
+    }
+
+    /// [`call`](Self::call) with the reply read and the budget taken as `reading` says.
+    async fn call_parsed<T>(
+        &self,
+        method: Method,
+        path: &'static str,
+        query: &Query,
+        body: Option<String>,
+        signed: bool,
+        reading: Reading<T>,
+    ) -> Result<T, BybitError> {
         let first = self
-            .call_once(method.clone(), path, query, body.clone(), signed)
+            .call_once(method.clone(), path, query, body.clone(), signed, reading)
             .await;
         if signed
             && let Err(BybitError::Api {
@@ -233,20 +283,23 @@ impl RawClient {
                 tracing::warn!(error = %e, "cannot read the exchange's clock");
                 return first;
             }
-            return self.call_once(method, path, query, body, signed).await;
+            return self
+                .call_once(method, path, query, body, signed, reading)
+                .await;
         }
         first
     }
 
-    async fn call_once<T: DeserializeOwned>(
+    async fn call_once<T>(
         &self,
         method: Method,
         path: &'static str,
         query: &Query,
         body: Option<String>,
         signed: bool,
+        reading: Reading<T>,
     ) -> Result<T, BybitError> {
-        self.limiter.acquire(path).await?;
+        self.limiter.acquire_n(path, reading.cost).await?;
         let qs = query.encode();
         let url = if qs.is_empty() {
             format!("{}{path}", self.config.base_url)
@@ -313,7 +366,7 @@ impl RawClient {
                 });
             }
         }
-        let result = parse_envelope(path, &text);
+        let result = (reading.parse)(path, &text);
         if let Err(BybitError::Api {
             code: ApiCode::TooManyVisits,
             ..
@@ -398,6 +451,21 @@ impl RawClient {
     #[cfg(feature = "trade")]
     pub async fn order_create(&self, o: &CreateOrder) -> Result<OrderId, BybitError> {
         self.post_signed("/v5/order/create", o).await
+    }
+
+    /// Several orders in one request, each consuming the batch budget (trading: feature
+    /// `trade`). Each order's outcome is in the reply's lists, index for index.
+    #[cfg(feature = "trade")]
+    pub async fn order_create_batch(&self, b: &CreateBatch) -> Result<BatchReply, BybitError> {
+        let path = "/v5/order/create-batch";
+        let body = serde_json::to_string(b)
+            .map_err(|e| BybitError::Config(format!("{path}: cannot encode the request: {e}")))?;
+        let reading = Reading {
+            cost: u32::try_from(b.request.len()).unwrap_or(u32::MAX),
+            parse: parse_batch_envelope,
+        };
+        self.call_parsed(Method::POST, path, &Query::new(), Some(body), true, reading)
+            .await
     }
 
     /// Trading (feature `trade`: only the order router enables it).
