@@ -158,6 +158,9 @@ pub enum RiskDecision {
         leverage: Decimal,
         /// Exit intents are sent reduce-only.
         reduce_only: bool,
+        /// The order's side: an entry's own; an exit's the opposite of the position the
+        /// risk manager holds (so the router needs no second question to learn it).
+        side: Side,
     },
     Refused {
         intent_id: IntentId,

@@ -258,6 +258,7 @@ fn every_request_and_reply_round_trips() {
             qty: dec!(0.0123),
             leverage: dec!(5),
             reduce_only: false,
+            side: Side::Sell,
         }),
         RiskReply::Decision(RiskDecision::Refused {
             intent_id: intent().intent_id,

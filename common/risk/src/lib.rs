@@ -207,6 +207,8 @@ pub enum Verdict {
         qty: Decimal,
         leverage: Decimal,
         reduce_only: bool,
+        /// The order's side: an entry's own, an exit's the opposite of the position held.
+        side: Side,
     },
     Refused(Refusal),
 }
@@ -259,11 +261,13 @@ pub fn decide(
             qty,
             leverage,
             reduce_only,
+            side,
         } => RiskDecision::Approved {
             intent_id,
             qty,
             leverage,
             reduce_only,
+            side,
         },
         Verdict::Refused(refusal) => RiskDecision::Refused { intent_id, refusal },
     }
@@ -285,13 +289,14 @@ pub fn judge(
 ) -> Verdict {
     let held = exposure.held;
     // One-way positions: an entry is sized the same whichever its side.
-    match action {
+    let side = match action {
         IntentAction::Exit => {
             return match held {
                 Some(p) => Verdict::Approved {
                     qty: p.size,
                     leverage: p.leverage,
                     reduce_only: true,
+                    side: p.side.opposite(),
                 },
                 None => refuse(
                     RefusalCode::NoPosition,
@@ -299,8 +304,8 @@ pub fn judge(
                 ),
             };
         }
-        IntentAction::Enter { .. } => {}
-    }
+        IntentAction::Enter { side } => side,
+    };
     match exposure.mode {
         TradingMode::Normal => {}
         TradingMode::Halted => {
@@ -442,6 +447,7 @@ pub fn judge(
             qty,
             leverage: settings.leverage,
             reduce_only: false,
+            side,
         },
         None => Verdict::Refused(out_of_range(format!(
             "{margin} USDT × leverage {} at {reference_price}",
@@ -904,7 +910,8 @@ mod tests {
                 intent_id: intent("BTCUSDT", BUY).intent_id,
                 qty: dec!(2),
                 leverage: dec!(2),
-                reduce_only: false
+                reduce_only: false,
+                side: Side::Buy,
             }
         );
         let fixed = TradingSettings {
@@ -1036,7 +1043,28 @@ mod tests {
         b.realised_today = dec!(-1000);
         let d = decide(&settings(), &b, &intent("BTCUSDT", IntentAction::Exit), 0);
         assert!(
-            matches!(d, RiskDecision::Approved { qty, reduce_only: true, .. } if qty == dec!(1.5))
+            matches!(d, RiskDecision::Approved { qty, reduce_only: true, side: Side::Sell, .. } if qty == dec!(1.5)),
+            "the whole long closed by a sell: {d:?}"
+        );
+        let mut short = b.clone();
+        if let Some(p) = short.positions.get_mut(&sym("BTCUSDT")) {
+            p.side = Side::Sell;
+        }
+        let d = decide(
+            &settings(),
+            &short,
+            &intent("BTCUSDT", IntentAction::Exit),
+            0,
+        );
+        assert!(
+            matches!(
+                d,
+                RiskDecision::Approved {
+                    side: Side::Buy,
+                    ..
+                }
+            ),
+            "a short is closed by a buy: {d:?}"
         );
         let none = decide(
             &settings(),

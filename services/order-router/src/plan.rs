@@ -58,9 +58,13 @@ pub struct Approval {
     pub qty: Decimal,
     pub leverage: Decimal,
     pub reduce_only: bool,
+    /// The order's side (an exit's is the opposite of the position the risk manager holds).
+    pub side: Side,
 }
 
-/// The approval in a decision, or the refusal to answer with.
+/// The approval in a decision, or the refusal to answer with. An entry approved on the
+/// other side than its own is refused (a risk manager out of step with this router's
+/// protocol: nothing is sent on a side nobody decided).
 pub fn approval(intent: &OrderIntent, decision: RiskDecision) -> Result<Approval, RouterReply> {
     match decision {
         RiskDecision::Refused { refusal, .. } => Err(RouterReply::Refused {
@@ -71,12 +75,21 @@ pub fn approval(intent: &OrderIntent, decision: RiskDecision) -> Result<Approval
             qty,
             leverage,
             reduce_only,
+            side,
             ..
-        } => Ok(Approval {
-            qty,
-            leverage,
-            reduce_only,
-        }),
+        } => match intent.action {
+            IntentAction::Enter { side: own } if own != side => Err(refused(
+                intent,
+                RefusalCode::RiskUnavailable,
+                format!("the risk manager approved a {side} order for a {own} entry"),
+            )),
+            _ => Ok(Approval {
+                qty,
+                leverage,
+                reduce_only,
+                side,
+            }),
+        },
     }
 }
 
@@ -98,21 +111,6 @@ pub fn sized(
         intent_id: intent.intent_id.clone(),
         refusal,
     })
-}
-
-/// The side of the order: an entry's own; an exit's is the opposite of the position held
-/// (`held`, the risk manager's), and an exit with nothing held is refused.
-pub fn order_side(intent: &OrderIntent, held: Option<Side>) -> Result<Side, RouterReply> {
-    match intent.action {
-        IntentAction::Enter { side } => Ok(side),
-        IntentAction::Exit => held.map(Side::opposite).ok_or_else(|| {
-            refused(
-                intent,
-                RefusalCode::NoPosition,
-                format!("no open {} position to exit", intent.symbol),
-            )
-        }),
-    }
 }
 
 /// Whether the symbol's leverage must be set before this order: an entry whose approved
@@ -492,17 +490,27 @@ mod tests {
         assert_eq!(got.map_err(|r| code(&r).unwrap()), want);
     }
 
+    /// The order's side is the approval's: an exit's the opposite of the position held,
+    /// as the risk manager says; an entry approved on the wrong side is not sent.
     #[rstest]
-    #[case::an_entry_its_own_side(SELL, None, Ok(Side::Sell))]
-    #[case::an_exit_of_a_long_sells(IntentAction::Exit, Some(Side::Buy), Ok(Side::Sell))]
-    #[case::an_exit_of_a_short_buys(IntentAction::Exit, Some(Side::Sell), Ok(Side::Buy))]
-    #[case::an_exit_of_nothing(IntentAction::Exit, None, Err(RefusalCode::NoPosition))]
+    #[case::an_entry_its_own_side(SELL, Side::Sell, Ok(Side::Sell))]
+    #[case::an_exit_of_a_long_sells(IntentAction::Exit, Side::Sell, Ok(Side::Sell))]
+    #[case::an_exit_of_a_short_buys(IntentAction::Exit, Side::Buy, Ok(Side::Buy))]
+    #[case::an_entry_approved_on_the_other_side(BUY, Side::Sell, Err(RefusalCode::RiskUnavailable))]
     fn the_side_of_the_order(
         #[case] action: IntentAction,
-        #[case] held: Option<Side>,
+        #[case] approved: Side,
         #[case] want: Result<Side, RefusalCode>,
     ) {
-        let got = order_side(&intent(action, 0), held);
+        let i = intent(action, 0);
+        let decision = RiskDecision::Approved {
+            intent_id: i.intent_id.clone(),
+            qty: d("1"),
+            leverage: d("2"),
+            reduce_only: action == IntentAction::Exit,
+            side: approved,
+        };
+        let got = approval(&i, decision).map(|a| a.side);
         assert_eq!(got.map_err(|r| code(&r).unwrap()), want);
     }
 
@@ -521,6 +529,7 @@ mod tests {
             qty: d("1"),
             leverage: d(leverage),
             reduce_only,
+            side: Side::Buy,
         };
         assert_eq!(needs_leverage(&a, last.map(d)), want);
     }

@@ -18,8 +18,8 @@ use shardbot_bybit::{
 };
 use shardbot_journal::Journal;
 use shardbot_protocol::{
-    ErrorReply, FlattenReport, Instrument, IntentAction, IntentId, OrderEvent, OrderIntent,
-    Refusal, RefusalCode, RiskReply, RiskRequest, RouterReply, Side, Symbol, TimestampMs,
+    ErrorReply, FlattenReport, Instrument, IntentId, OrderEvent, OrderIntent, Refusal, RefusalCode,
+    RiskReply, RiskRequest, RouterReply, Side, Symbol, TimestampMs,
 };
 use shardbot_service::alert::Alerts;
 
@@ -264,14 +264,7 @@ impl Attempt {
             Ok(q) => q,
             Err(reply) => return reply,
         };
-        let held = match intent.action {
-            IntentAction::Exit => self.position_side(&intent.symbol).await,
-            IntentAction::Enter { .. } => None,
-        };
-        let side = match plan::order_side(intent, held) {
-            Ok(s) => s,
-            Err(reply) => return reply,
-        };
+        let side = approval.side;
         if plan::needs_leverage(&approval, self.leverage_set) {
             let leverage = approval.leverage;
             // Setting leverage is idempotent: a rate-limited or unanswered call is simply
@@ -401,21 +394,6 @@ impl Attempt {
                  again (the same orderLinkId cannot be placed twice)"
             ),
         })
-    }
-
-    async fn position_side(&self, symbol: &Symbol) -> Option<Side> {
-        match self
-            .risk
-            .request_async::<_, RiskReply>(RiskRequest::Positions)
-            .await
-        {
-            Ok(RiskReply::Positions(p)) => p
-                .positions
-                .iter()
-                .find(|p| &p.symbol == symbol && p.size > Decimal::ZERO)
-                .map(|p| p.side),
-            _ => None,
-        }
     }
 }
 

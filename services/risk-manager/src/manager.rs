@@ -18,7 +18,7 @@ use shardbot_bybit::{
 use shardbot_protocol::{
     BalanceSnapshot, ControlCommand, ControlReply, ErrorReply, IntentAction, IntentId, OrderIntent,
     Position, PositionSnapshot, Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest,
-    RiskStatus, RouterReply, RouterRequest, Side, Symbol, TradingMode, now_ms,
+    RiskStatus, RouterReply, RouterRequest, Symbol, TradingMode, now_ms,
 };
 use shardbot_risk::{Book, TradingSettings, decide};
 
@@ -447,15 +447,12 @@ impl RiskManager {
                 qty,
                 leverage,
                 reduce_only: false,
+                side,
                 ..
             } => {
-                let side = match intent.action {
-                    IntentAction::Enter { side } => side,
-                    IntentAction::Exit => Side::Buy,
-                };
                 let p = Position {
                     symbol: intent.symbol.clone(),
-                    side,
+                    side: *side,
                     size: *qty,
                     avg_price: intent.reference_price,
                     mark_price: None,
