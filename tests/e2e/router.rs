@@ -433,6 +433,68 @@ fn an_approved_entry_the_router_refuses_stops_counting_at_once() {
     stack.assert_alive();
 }
 
+/// An order waiting on a slow exchange holds only its own intent: while the sim holds
+/// the answer to intent A's order for 5 s (carried out at once, answered late), intent B
+/// is approved, placed and answered, and A's answer comes after. (The router once served
+/// one intent at a time: B waited behind A, and a bar close's burst behind its slowest
+/// order.)
+#[test]
+fn an_order_waiting_on_a_slow_exchange_holds_only_its_own_intent() {
+    let (mut stack, _rt, _sim, instruments, prices) = sim_stack(SETTINGS);
+    stack.spawn("risk-manager", "risk-manager", &[], &[]);
+    stack.spawn("order-router", "order-router", &[], &[]);
+    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
+    let buy = IntentAction::Enter { side: Side::Buy };
+    let of = |k: usize| {
+        let s = instruments[k].symbol.as_str();
+        intent(s, 1, buy, prices[s], None, None)
+    };
+    let (a, b) = (of(2), of(3));
+
+    stack.admin(
+        "/admin/faults",
+        r#"{"slow": 1.0, "slow_ms": 5000, "only_path": "/v5/order/create"}"#,
+    );
+    let slow_before = stack.admin_get("/admin/faults/served")["slow"]
+        .as_u64()
+        .unwrap();
+    let url = stack.ipc("router.rep");
+    let first = std::thread::spawn(move || {
+        Requester::dial(&url, &BusOptions::default())
+            .unwrap()
+            .request_within::<_, RouterReply>(&RouterRequest::Submit(a), Duration::from_secs(20))
+            .unwrap()
+    });
+    // A's order has reached the sim (carried out; its answer held back): then B.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stack.admin_get("/admin/faults/served")["slow"]
+        .as_u64()
+        .unwrap()
+        == slow_before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            stack.output("order-router")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stack.admin("/admin/faults", "{}");
+    match submit(&stack, &b, Duration::from_secs(4)) {
+        RouterReply::Placed { .. } => {}
+        other => panic!("B: {other:?}"),
+    }
+    assert!(
+        !first.is_finished(),
+        "B was answered after A: it waited behind A's slow order"
+    );
+    match first.join().unwrap() {
+        RouterReply::Placed { .. } => {}
+        other => panic!("A: {other:?}"),
+    }
+    stack.assert_alive();
+}
+
 /// A stale entry costs the router no exchange call: while every REST call of the sim
 /// takes 12 s (past the client's 10 s timeout), an entry decided a minute ago is refused as
 /// stale at once, each of its repeats alike, and the journal holds one refusal. (A lookup

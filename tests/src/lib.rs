@@ -355,6 +355,11 @@ sim_base_url = "{sim_url}"
         sim_admin_post(&self.sim_url, path, body);
     }
 
+    /// GETs one of bybit-sim's admin paths, as JSON.
+    pub fn admin_get(&self, path: &str) -> serde_json::Value {
+        sim_admin_get(&self.sim_url, path)
+    }
+
     /// Waits until the gateway answers a universe request; returns the symbols.
     pub fn wait_for_universe(&mut self, within: Duration) -> Vec<String> {
         let req = Requester::dial(&self.ipc("md.rep"), &BusOptions::default()).unwrap();

@@ -10,7 +10,7 @@
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc,
     },
     time::Duration,
@@ -153,8 +153,11 @@ const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the serving thread waits for a request before looking at the watchdog.
 const RECV_POLL: Duration = Duration::from_millis(500);
+/// How long a concurrent worker waits for its reply to leave (a requester gone: dropped).
+const REPLY_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The replying end. Answers one request at a time, in arrival order.
+/// The replying end. [`serve`](Replier::serve) answers one request at a time, in arrival
+/// order; [`serve_concurrent`](Replier::serve_concurrent) several at once.
 ///
 /// A watchdog keeps it alive: with Debian's nng 1.5.2 a REP socket can stop serving new
 /// connections for good when requesters are killed while connecting or mid-exchange
@@ -217,34 +220,14 @@ impl Replier {
         F: FnMut(Q) -> R,
         B: Fn(String) -> R,
     {
-        let watchdog = Watchdog::start(&self.url, self.closed.clone());
+        let watchdog = Watchdog::start(&self.url, self.closed.clone(), 1);
         let mut sock = self.current();
         loop {
             if self.closed.load(Ordering::Relaxed) {
                 return Ok(());
             }
             if watchdog.stalled.swap(false, Ordering::Relaxed) {
-                tracing::warn!(url = %self.url, "the replier stopped receiving (nng); listening afresh");
-                // The stalled socket is not closed: nng 1.5.2's nng_close can hang on it
-                // (seen in CI). It is left open (one socket per stall) and an ipc path is
-                // freed for the new listener; a tcp port cannot be, so there it stays.
-                if let Some(path) = self.url.strip_prefix("ipc://") {
-                    let _ = std::fs::remove_file(path);
-                }
-                match Self::listen(&self.url) {
-                    Ok(fresh) => {
-                        let stalled = std::mem::replace(&mut sock, fresh);
-                        *self
-                            .socket
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = sock.clone();
-                        std::mem::forget(stalled);
-                        self.restarts.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        tracing::error!(url = %self.url, error = %e, "cannot listen afresh; the replier may not take new connections");
-                    }
-                }
+                sock = self.listen_afresh(sock);
                 if self.closed.load(Ordering::Relaxed) {
                     return Ok(());
                 }
@@ -256,7 +239,7 @@ impl Replier {
                 Err(nng::Error::Closed) => continue,
                 Err(e) => return Err(io("receive request")(e)),
             };
-            watchdog.busy.store(true, Ordering::Relaxed);
+            watchdog.busy.fetch_add(1, Ordering::Relaxed);
             let bytes = if msg.as_slice() == PROBE {
                 PROBE.to_vec()
             } else {
@@ -270,7 +253,7 @@ impl Replier {
                 encode("reply", &reply)?
             };
             let sent = sock.send(bytes.as_slice());
-            watchdog.busy.store(false, Ordering::Relaxed);
+            watchdog.busy.fetch_sub(1, Ordering::Relaxed);
             match sent {
                 Ok(()) => {}
                 Err((_, nng::Error::Closed)) if self.closed.load(Ordering::Relaxed) => {
@@ -278,6 +261,173 @@ impl Replier {
                 }
                 // The requester went away; it will resend if it still cares.
                 Err((_, e)) => tracing::debug!(url = %self.url, error = %e, "reply not sent"),
+            }
+        }
+    }
+
+    /// Serves like [`serve`](Self::serve), but up to `workers` requests at once, each on
+    /// its own nng context and thread: a slow answer holds only its own worker, and the
+    /// requests of a burst are handled side by side. `handler` must be callable from
+    /// several threads at once. Blocking: run it on its own thread.
+    pub fn serve_concurrent<Q, R, F, B>(
+        &self,
+        workers: usize,
+        handler: F,
+        on_bad_request: B,
+    ) -> Result<(), BusError>
+    where
+        Q: DeserializeOwned,
+        R: Serialize,
+        F: Fn(Q) -> R + Send + Sync,
+        B: Fn(String) -> R + Send + Sync,
+    {
+        let workers = workers.max(1);
+        let watchdog = Watchdog::start(&self.url, self.closed.clone(), workers);
+        let failed: Mutex<Option<BusError>> = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for n in 0..workers {
+                let spawned = std::thread::Builder::new()
+                    .name(format!("bus-rep-{n}"))
+                    .spawn_scoped(scope, || {
+                        if let Err(e) = self.context_worker(&watchdog, &handler, &on_bad_request) {
+                            *failed
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                            self.closed.store(true, Ordering::Relaxed);
+                        }
+                    });
+                if let Err(e) = spawned {
+                    *failed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(io("start a replier thread")(nng::Error::Internal));
+                    tracing::error!(url = %self.url, error = %e, "cannot start a replier thread");
+                    self.closed.store(true, Ordering::Relaxed);
+                }
+            }
+            // This thread listens afresh when the watchdog finds the socket stalled; the
+            // workers move to the new socket within RECV_POLL.
+            while !self.closed.load(Ordering::Relaxed) {
+                if watchdog.stalled.swap(false, Ordering::Relaxed) {
+                    let _ = self.listen_afresh(self.current());
+                }
+                std::thread::sleep(RECV_POLL); // a poll period, as the workers' receive timeout
+            }
+        });
+        match failed
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// One worker of [`serve_concurrent`](Self::serve_concurrent): a context on the
+    /// current socket (a new one after a re-listen), receiving and answering in turn.
+    fn context_worker<Q, R, F, B>(
+        &self,
+        watchdog: &Watchdog,
+        handler: &F,
+        on_bad_request: &B,
+    ) -> Result<(), BusError>
+    where
+        Q: DeserializeOwned,
+        R: Serialize,
+        F: Fn(Q) -> R,
+        B: Fn(String) -> R,
+    {
+        let (tx, rx) = mpsc::sync_channel::<AioResult>(2);
+        let aio = Aio::new(move |_aio, res| {
+            let _ = tx.send(res);
+        })
+        .map_err(io("allocate reply aio"))?;
+        while !self.closed.load(Ordering::Relaxed) {
+            let generation = self.restarts.load(Ordering::Relaxed);
+            let ctx = Context::new(&self.current()).map_err(io("open reply context"))?;
+            while !self.closed.load(Ordering::Relaxed)
+                && self.restarts.load(Ordering::Relaxed) == generation
+            {
+                aio.set_timeout(Some(RECV_POLL))
+                    .map_err(io("set reply receive timeout"))?;
+                ctx.recv(&aio).map_err(io("receive request"))?;
+                let msg = match completion(&aio, &rx) {
+                    Ok(AioResult::Recv(Ok(m))) => m,
+                    Ok(AioResult::Recv(Err(nng::Error::TimedOut))) => continue,
+                    Ok(AioResult::Recv(Err(e))) if e != nng::Error::Closed => {
+                        return Err(io("receive request")(e));
+                    }
+                    _ => {
+                        if self.closed.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        break; // the socket was replaced: a context on the new one
+                    }
+                };
+                watchdog.busy.fetch_add(1, Ordering::Relaxed);
+                let bytes = if msg.as_slice() == PROBE {
+                    Ok(PROBE.to_vec())
+                } else {
+                    let reply = match decode::<Q>("request", msg.as_slice()) {
+                        Ok(req) => handler(req),
+                        Err(e) => {
+                            tracing::warn!(url = %self.url, error = %e, "undecodable request");
+                            on_bad_request(e.to_string())
+                        }
+                    };
+                    encode("reply", &reply)
+                };
+                let sent = match bytes {
+                    Ok(b) => {
+                        aio.set_timeout(Some(REPLY_SEND_TIMEOUT))
+                            .map_err(io("set reply send timeout"))?;
+                        match ctx.send(&aio, b.as_slice()) {
+                            Ok(()) => match completion(&aio, &rx) {
+                                Ok(AioResult::Send(Ok(()))) => Ok(()),
+                                Ok(AioResult::Send(Err((_, e)))) => Err(e),
+                                _ => Err(nng::Error::Closed),
+                            },
+                            Err((_, e)) => Err(e),
+                        }
+                    }
+                    Err(e) => {
+                        watchdog.busy.fetch_sub(1, Ordering::Relaxed);
+                        return Err(e.into());
+                    }
+                };
+                watchdog.busy.fetch_sub(1, Ordering::Relaxed);
+                if let Err(e) = sent {
+                    // The requester went away; it will resend if it still cares.
+                    tracing::debug!(url = %self.url, error = %e, "reply not sent");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a socket the watchdog found stalled by a new listener; returns the socket
+    /// to serve from now on.
+    fn listen_afresh(&self, stalled: Socket) -> Socket {
+        tracing::warn!(url = %self.url, "the replier stopped receiving (nng); listening afresh");
+        // The stalled socket is not closed: nng 1.5.2's nng_close can hang on it (seen in
+        // CI). It is left open (one socket per stall) and an ipc path is freed for the new
+        // listener; a tcp port cannot be, so there it stays.
+        if let Some(path) = self.url.strip_prefix("ipc://") {
+            let _ = std::fs::remove_file(path);
+        }
+        match Self::listen(&self.url) {
+            Ok(fresh) => {
+                *self
+                    .socket
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh.clone();
+                std::mem::forget(stalled);
+                self.restarts.fetch_add(1, Ordering::Relaxed);
+                fresh
+            }
+            Err(e) => {
+                tracing::error!(url = %self.url, error = %e, "cannot listen afresh; the replier may not take new connections");
+                stalled
             }
         }
     }
@@ -293,15 +443,16 @@ impl Replier {
 struct Watchdog {
     /// Set by the probe when the replier did not answer; cleared by the serving thread.
     stalled: Arc<AtomicBool>,
-    /// The handler is running: a slow handler is not a stalled socket.
-    busy: Arc<AtomicBool>,
+    /// Handlers running: with every worker busy, a slow handler is not a stalled socket.
+    busy: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
 impl Watchdog {
-    fn start(url: &str, closed: Arc<AtomicBool>) -> Watchdog {
+    /// `workers`: how many requests the replier serves at once.
+    fn start(url: &str, closed: Arc<AtomicBool>, workers: usize) -> Watchdog {
         let stalled = Arc::new(AtomicBool::new(false));
-        let busy = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (url, st, bz, sp) = (url.to_owned(), stalled.clone(), busy.clone(), stop.clone());
         let spawned = std::thread::Builder::new()
@@ -310,7 +461,7 @@ impl Watchdog {
                 let opts = BusOptions::default();
                 while !sp.load(Ordering::Relaxed) && !closed.load(Ordering::Relaxed) {
                     std::thread::sleep(PROBE_EVERY); // the probe's period, not a wait for a result
-                    if bz.load(Ordering::Relaxed) || st.load(Ordering::Relaxed) {
+                    if bz.load(Ordering::Relaxed) >= workers || st.load(Ordering::Relaxed) {
                         continue;
                     }
                     // A new connection each time: the stall seen stops the listener from
@@ -319,7 +470,7 @@ impl Watchdog {
                         continue;
                     };
                     match probe.request_bytes(PROBE, PROBE_TIMEOUT) {
-                        Err(BusError::Timeout { .. }) if !bz.load(Ordering::Relaxed) => {
+                        Err(BusError::Timeout { .. }) if bz.load(Ordering::Relaxed) < workers => {
                             st.store(true, Ordering::Relaxed);
                             // closing a socket connected to the stalled listener can hang
                             // in nng 1.5.2: left open

@@ -54,7 +54,7 @@ pub async fn v5(req: HttpRequest, body: web::Bytes, state: State) -> HttpRespons
     }
     let path = req.path().to_owned();
     let get = req.method() == Method::GET;
-    let slow = match ex.faults.roll() {
+    let slow = match ex.faults.roll(&path) {
         crate::faults::Verdict::Normal => None,
         crate::faults::Verdict::TooManyVisits => return fail(ex, 10006, "Too many visits!"),
         crate::faults::Verdict::ServerError => {

@@ -25,6 +25,8 @@ pub struct FaultConfig {
     pub slow_ms: u64,
     /// Public WebSocket sessions send nothing, not even pongs.
     pub pause_public: bool,
+    /// Only requests on this `/v5` path meet the REST faults above; "" = every path.
+    pub only_path: String,
 }
 
 impl FaultConfig {
@@ -81,9 +83,12 @@ impl Faults {
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = c;
     }
 
-    /// Draws the fate of one REST request.
-    pub fn roll(&self) -> Verdict {
+    /// Draws the fate of one REST request on `path`.
+    pub fn roll(&self, path: &str) -> Verdict {
         let c = self.config();
+        if !c.only_path.is_empty() && c.only_path != path {
+            return Verdict::Normal;
+        }
         let u = uniform(mix(self.counter.fetch_add(1, Ordering::Relaxed)) ^ 0xFA17);
         let (verdict, kind) = if u < c.rest_10006 {
             (Verdict::TooManyVisits, Some(0))

@@ -50,6 +50,10 @@ pub struct RouterSettings {
 /// The longest one intent may take the router: risk approval, leverage (retried), the
 /// order (10 s) and its lookups when the outcome is unknown; beyond it it counts as stuck.
 const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+/// Requests served at once: a bar close's burst of intents is judged and placed side by
+/// side (the exchange's budgets, owned by the client's limiter, pace the orders), and an
+/// order waiting on a slow exchange holds only its own request.
+const INTENTS_AT_ONCE: usize = 64;
 
 pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let rs: RouterSettings = ctx.settings.section("router")?;
@@ -207,7 +211,8 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         let spawned = std::thread::Builder::new()
             .name("router-rep".into())
             .spawn(move || {
-                let served = replier.serve(
+                let served = replier.serve_concurrent(
+                    INTENTS_AT_ONCE,
                     |request: RouterRequest| {
                         let asked = shutdown2.ask_actor("router", REPLY_DEADLINE, |reply| {
                             match request {
