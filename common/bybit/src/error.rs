@@ -164,6 +164,14 @@ pub enum BybitError {
         listed: usize,
         codes: usize,
     },
+    /// One order's share of a batch call that failed as a whole (`message` says how);
+    /// `unknown`: the call's outcome is unknown, so the order may exist.
+    #[error("{endpoint}: the batch call failed: {message}")]
+    BatchFailed {
+        endpoint: String,
+        message: String,
+        unknown: bool,
+    },
     #[error("Bybit client: {0}")]
     Config(String),
 }
@@ -188,6 +196,7 @@ impl BybitError {
                 matches!(code, ApiCode::TooManyVisits | ApiCode::ServerError)
             }
             BybitError::TooManyRequests { .. } | BybitError::BatchMismatch { .. } => true,
+            BybitError::BatchFailed { unknown, .. } => *unknown,
             _ => false,
         }
     }

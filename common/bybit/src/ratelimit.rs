@@ -140,6 +140,26 @@ pub struct RateLimiter {
     state: Mutex<State>,
 }
 
+/// Budget taken for one call ([`RateLimiter::reserve`]): the call made with it takes
+/// nothing more. Only the limiter makes one.
+#[derive(Debug)]
+#[must_use = "budget reserved for a call that is not made is wasted"]
+pub struct Reservation {
+    endpoint: &'static str,
+    cost: u32,
+}
+
+impl Reservation {
+    pub fn endpoint(&self) -> &'static str {
+        self.endpoint
+    }
+
+    /// How much of the endpoint's budget it holds (orders, for a batch).
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+}
+
 /// What the exchange said about an endpoint's budget in its reply headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitHeaders {
@@ -179,31 +199,10 @@ impl RateLimiter {
     /// endpoint's limit waits for a whole window and counts as the limit.
     pub async fn acquire_n(&self, endpoint: &str, cost: u32) -> Result<(), BybitError> {
         loop {
-            let wait = {
-                let mut s = self.lock();
-                let now = Instant::now();
-                if let Some(until) = s.banned_until.filter(|&u| u > now) {
-                    return Err(BybitError::IpBanned {
-                        endpoint: endpoint.to_owned(),
-                        resume_in: until - now,
-                    });
-                }
-                let ip_wait = s.ip.wait(now);
-                let ep = s.endpoints.entry(endpoint.to_owned()).or_insert_with(|| {
-                    Window::new(
-                        documented_limit(endpoint).unwrap_or(u32::MAX),
-                        ENDPOINT_WINDOW,
-                    )
-                });
-                let cost = cost.clamp(1, ep.limit);
-                let wait = ip_wait.max(ep.wait_n(now, cost));
-                if wait.is_zero() {
-                    ep.record_n(now, cost);
-                    s.ip.record(now);
-                    return Ok(());
-                }
-                wait
-            };
+            let wait = self.take(endpoint, cost)?;
+            if wait.is_zero() {
+                return Ok(());
+            }
             tracing::debug!(
                 endpoint,
                 wait_ms = wait.as_millis() as u64,
@@ -211,6 +210,89 @@ impl RateLimiter {
             );
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Takes `cost` of `endpoint`'s budget now if both it and the IP share allow, for a
+    /// call made with the [`Reservation`] (which then takes nothing more); otherwise says
+    /// how long until they would. For a caller that chooses between endpoints by their
+    /// room (the order router's burst: single orders or a batch), without waiting in one.
+    pub fn reserve(
+        &self,
+        endpoint: &'static str,
+        cost: u32,
+    ) -> Result<Result<Reservation, Duration>, BybitError> {
+        let wait = self.take(endpoint, cost)?;
+        Ok(if wait.is_zero() {
+            Ok(Reservation {
+                endpoint,
+                cost: cost.max(1),
+            })
+        } else {
+            Err(wait)
+        })
+    }
+
+    /// How long until a call costing `cost` of `endpoint` could start (zero: now); takes
+    /// nothing.
+    pub fn wait_for(&self, endpoint: &str, cost: u32) -> Result<Duration, BybitError> {
+        self.take_or_wait(endpoint, cost, false)
+    }
+
+    /// How much of `endpoint`'s budget a call could take now (0 while the IP share is
+    /// spent or the IP banned).
+    pub fn headroom(&self, endpoint: &str) -> u32 {
+        let mut s = self.lock();
+        let now = Instant::now();
+        if s.banned_until.is_some_and(|u| u > now) || s.ip.headroom(now) == 0 {
+            return 0;
+        }
+        s.endpoints
+            .entry(endpoint.to_owned())
+            .or_insert_with(|| {
+                Window::new(
+                    documented_limit(endpoint).unwrap_or(u32::MAX),
+                    ENDPOINT_WINDOW,
+                )
+            })
+            .headroom(now)
+    }
+
+    /// Records `cost` of `endpoint` and one IP request if both allow now (zero returned),
+    /// else how long until they would.
+    fn take(&self, endpoint: &str, cost: u32) -> Result<Duration, BybitError> {
+        self.take_or_wait(endpoint, cost, true)
+    }
+
+    /// How long until `cost` of `endpoint` and one IP request are allowed (zero: now), and
+    /// records them when they are and `record` says so.
+    fn take_or_wait(
+        &self,
+        endpoint: &str,
+        cost: u32,
+        record: bool,
+    ) -> Result<Duration, BybitError> {
+        let mut s = self.lock();
+        let now = Instant::now();
+        if let Some(until) = s.banned_until.filter(|&u| u > now) {
+            return Err(BybitError::IpBanned {
+                endpoint: endpoint.to_owned(),
+                resume_in: until - now,
+            });
+        }
+        let ip_wait = s.ip.wait(now);
+        let ep = s.endpoints.entry(endpoint.to_owned()).or_insert_with(|| {
+            Window::new(
+                documented_limit(endpoint).unwrap_or(u32::MAX),
+                ENDPOINT_WINDOW,
+            )
+        });
+        let cost = cost.clamp(1, ep.limit);
+        let wait = ip_wait.max(ep.wait_n(now, cost));
+        if wait.is_zero() && record {
+            ep.record_n(now, cost);
+            s.ip.record(now);
+        }
+        Ok(wait)
     }
 
     /// Applies the `X-Bapi-Limit*` headers of a reply.
@@ -324,6 +406,31 @@ mod tests {
         assert_eq!(Instant::now() - start, ENDPOINT_WINDOW);
         rl.acquire_n("/v5/order/create-batch", 1).await.unwrap();
         assert_eq!(Instant::now() - start, ENDPOINT_WINDOW * 2);
+    }
+
+    /// A reservation takes the budget at once or says how long until it could; headroom
+    /// is what is left.
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_takes_budget_now_or_says_how_long_to_wait() {
+        let rl = RateLimiter::new(IP_LIMIT);
+        assert_eq!(rl.headroom("/v5/order/create-batch"), 10);
+        let r = rl.reserve("/v5/order/create-batch", 8).unwrap().unwrap();
+        assert_eq!((r.endpoint(), r.cost()), ("/v5/order/create-batch", 8));
+        assert_eq!(rl.headroom("/v5/order/create-batch"), 2);
+        assert_eq!(
+            rl.reserve("/v5/order/create-batch", 3)
+                .unwrap()
+                .unwrap_err(),
+            ENDPOINT_WINDOW
+        );
+        assert_eq!(
+            rl.headroom("/v5/order/create-batch"),
+            2,
+            "a refusal takes nothing"
+        );
+        assert_eq!(rl.headroom("/v5/order/create"), 10);
+        tokio::time::advance(ENDPOINT_WINDOW).await;
+        assert_eq!(rl.headroom("/v5/order/create-batch"), 10);
     }
 
     #[tokio::test(start_paused = true)]

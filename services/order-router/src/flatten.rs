@@ -29,6 +29,8 @@ use shardbot_protocol::{
 };
 use shardbot_service::alert::Alerts;
 
+use crate::desk::Desk;
+
 /// Pause between a round's orders and the next read of the account: the fills of market
 /// orders reach the position list within it (a retry interval, not a race cover: a position
 /// still open at the next read is simply closed again).
@@ -192,6 +194,7 @@ fn note_error(report: &mut FlattenReport, e: String) {
 /// round and once at the end.
 pub async fn run(
     client: BybitClient,
+    desk: Desk,
     instruments: Arc<std::collections::HashMap<Symbol, Instrument>>,
     gate: Arc<EntryGate>,
     mut report: FlattenReport,
@@ -214,16 +217,24 @@ pub async fn run(
                 if now_ms() >= report.deadline_ms {
                     break;
                 }
-                for o in close_orders(
+                let closes = close_orders(
                     &report.flatten_id,
                     report.rounds,
                     &report.left,
                     &instruments,
-                ) {
+                );
+                // All of a round's closes at once: the desk sends them over both order
+                // budgets, ahead of any entry.
+                let placed = futures_util::future::join_all(closes.iter().map(|o| {
                     let link = o.intent_id.order_link_id();
                     let mut create = CreateOrder::market(o.symbol.as_str(), o.side, o.qty, &link);
                     create.reduce_only = Some(true);
-                    match client.place_order(&create).await {
+                    desk.place(create)
+                }))
+                .await;
+                for (o, result) in closes.into_iter().zip(placed) {
+                    let link = o.intent_id.order_link_id();
+                    match result {
                         Ok(id) => {
                             report.orders_placed += 1;
                             tracing::warn!(flatten_id = report.flatten_id, symbol = %o.symbol, side = %o.side, qty = %o.qty, order_id = id.order_id, "flatten: close order placed");

@@ -6,6 +6,7 @@
 //! twice. It owns the private stream and publishes order and fill events. At start it
 //! re-reads recent orders and executions so repeats sent across a restart are recognised.
 
+mod desk;
 mod flatten;
 mod plan;
 mod router;

@@ -203,7 +203,51 @@ pub fn classify(result: Result<String, &BybitError>) -> Sent {
     }
 }
 
-/// What an attempt did.
+/// Where a burst's orders stand in line at the order desk: exits (reduce-only) first,
+/// then entries by symbol name; orders equal in rank keep their arrival order. So when the
+/// exchange's budgets make a burst wait, closing positions never waits behind opening
+/// them, and which entries go first does not depend on the order the workers' messages
+/// happened to arrive in.
+pub fn burst_rank(order: &CreateOrder) -> (bool, &str) {
+    (order.reduce_only != Some(true), order.symbol.as_str())
+}
+
+/// How the desk sends the head of its queue, in the order to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/v5/order/create-batch` with the first `n` orders.
+    Batch(usize),
+    /// `/v5/order/create` with the first order.
+    Single,
+}
+
+/// The ways to send the head of a queue of `queued` orders, best first, given the room
+/// left in each budget (orders that may start now). Both budgets are used at once: two or
+/// more orders go as a batch while the batch budget has room for two, the rest one by
+/// one while create's has room; one order goes alone, or as a batch of one when create's
+/// budget is spent. Empty: both are spent, wait.
+pub fn routes(queued: usize, single_room: u32, batch_room: u32) -> Vec<Route> {
+    let batch_room = usize::try_from(batch_room).unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    if queued == 0 {
+        return out;
+    }
+    let batch = queued
+        .min(batch_room)
+        .min(shardbot_bybit::rest::MAX_BATCH_ORDERS);
+    if batch >= 2 {
+        out.push(Route::Batch(batch));
+    }
+    if single_room >= 1 {
+        out.push(Route::Single);
+    }
+    if batch == 1 {
+        out.push(Route::Batch(1));
+    }
+    out
+}
+
+/// What an attempt did./// What an attempt did.
 #[derive(Debug)]
 pub struct Outcome {
     pub reply: RouterReply,
@@ -786,6 +830,42 @@ mod tests {
         assert_eq!(f.tell_risk.is_some(), tell_risk);
         assert_eq!(f.stopped_by_flatten, stopped);
         assert_eq!(f.replies.len(), 1);
+    }
+
+    #[rstest]
+    #[case::one_order_alone_else_as_a_batch(1, 10, 10, vec![Route::Single, Route::Batch(1)])]
+    #[case::one_order_as_a_batch_when_create_is_spent(1, 0, 10, vec![Route::Batch(1)])]
+    #[case::a_burst_as_a_batch_then_singles(25, 10, 10, vec![Route::Batch(10), Route::Single])]
+    #[case::the_batch_cut_to_its_room(25, 10, 4, vec![Route::Batch(4), Route::Single])]
+    #[case::a_batch_room_of_one_after_create(5, 3, 1, vec![Route::Single, Route::Batch(1)])]
+    #[case::both_spent(5, 0, 0, vec![])]
+    #[case::nothing_queued(0, 10, 10, vec![])]
+    fn a_queue_goes_out_over_both_budgets(
+        #[case] queued: usize,
+        #[case] single: u32,
+        #[case] batch: u32,
+        #[case] want: Vec<Route>,
+    ) {
+        assert_eq!(routes(queued, single, batch), want);
+    }
+
+    /// Exits first, then entries by symbol; equal ranks keep their arrival order.
+    #[test]
+    fn a_burst_lines_up_exits_first_then_entries_by_symbol() {
+        let o = |sym: &str, link: &str, exit: bool| {
+            let c = CreateOrder::market(sym, Side::Buy, d("1"), link);
+            if exit { c.reduce_only() } else { c }
+        };
+        let mut burst = [
+            o("SOLUSDT", "a", false),
+            o("ETHUSDT", "b", true),
+            o("ADAUSDT", "c", false),
+            o("BTCUSDT", "d", true),
+            o("ADAUSDT", "e", false),
+        ];
+        burst.sort_by(|x, y| burst_rank(x).cmp(&burst_rank(y)));
+        let links: Vec<&str> = burst.iter().map(|c| c.order_link_id.as_str()).collect();
+        assert_eq!(links, ["d", "b", "c", "e", "a"]);
     }
 
     #[test]

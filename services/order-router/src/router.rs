@@ -24,6 +24,7 @@ use shardbot_protocol::{
 use shardbot_service::alert::Alerts;
 
 use crate::{
+    desk::Desk,
     flatten::{self, EntryGate},
     plan::{self, Admission, Ledger, Outcome, PlannedOrder, Sent, placed, refused, stale_entry},
 };
@@ -38,6 +39,8 @@ const CATCH_UP_MAX_MS: i64 = 90 * 86_400_000;
 #[derive(Debug)]
 pub struct Router {
     client: BybitClient,
+    /// Every order goes out through it ([`Desk`]).
+    desk: Desk,
     risk: Requester,
     publisher: Publisher,
     instruments: HashMap<Symbol, Instrument>,
@@ -70,6 +73,7 @@ impl Router {
     ) -> Router {
         let newest_fill_ms = journal.newest_fill_ms().ok().flatten().unwrap_or(0);
         Router {
+            desk: Desk::start(client.clone()),
             client,
             risk,
             publisher,
@@ -161,6 +165,7 @@ impl Router {
 /// Everything one attempt needs, moved into its task.
 struct Attempt {
     client: BybitClient,
+    desk: Desk,
     risk: Requester,
     instrument: Option<Instrument>,
     /// The leverage last set on the intent's symbol, if any.
@@ -359,7 +364,7 @@ impl Attempt {
         side: Side,
         qty: Decimal,
     ) -> RouterReply {
-        let result = self.client.place_order(order).await;
+        let result = self.desk.place(order.clone()).await;
         match plan::classify(result.as_ref().map(|id| id.order_id.clone())) {
             Sent::Placed(order_id) => {
                 tracing::info!(intent_id = %intent.intent_id, order_link_id = link, order_id, symbol = %intent.symbol, %side, %qty, "order placed");
@@ -451,6 +456,7 @@ impl Handler<Submit> for Router {
         };
         let attempt = Attempt {
             client: self.client.clone(),
+            desk: self.desk.clone(),
             risk: self.risk.clone(),
             instrument: self.instruments.get(&msg.intent.symbol).cloned(),
             leverage_set: self.ledger.leverage_set(&msg.intent.symbol),
@@ -559,6 +565,7 @@ impl Handler<Flatten> for Router {
         let addr = ctx.address();
         let run = flatten::run(
             self.client.clone(),
+            self.desk.clone(),
             Arc::new(self.instruments.clone()),
             Arc::clone(&self.gate),
             report,

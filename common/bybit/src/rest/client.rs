@@ -229,15 +229,22 @@ impl BybitClient {
     /// caller resolves it with [`find_order`](Self::find_order) before deciding anything.
     #[cfg(feature = "trade")]
     pub async fn place_order(&self, order: &CreateOrder) -> Result<OrderId, BybitError> {
-        match self.raw.order_create(order).await {
-            Ok(id) => Ok(id),
-            Err(e) if e.outcome_unknown() => Err(BybitError::UnknownOutcome {
-                endpoint: "/v5/order/create".into(),
-                order_link_id: order.order_link_id.clone(),
-                cause: Box::new(e),
-            }),
-            Err(e) => Err(e),
-        }
+        unknown_if_unsure(order, self.raw.order_create(order).await)
+    }
+
+    /// [`place_order`](Self::place_order) on budget reserved from the limiter
+    /// ([`RateLimiter::reserve`](crate::ratelimit::RateLimiter::reserve) on
+    /// `/v5/order/create`).
+    #[cfg(feature = "trade")]
+    pub async fn place_order_reserved(
+        &self,
+        order: &CreateOrder,
+        reservation: crate::ratelimit::Reservation,
+    ) -> Result<OrderId, BybitError> {
+        unknown_if_unsure(
+            order,
+            self.raw.order_create_reserved(order, reservation).await,
+        )
     }
 
     /// Places up to [`MAX_BATCH_ORDERS`] orders in one `/v5/order/create-batch` request
@@ -253,53 +260,28 @@ impl BybitClient {
         &self,
         orders: &[CreateOrder],
     ) -> Result<Vec<Result<OrderId, BybitError>>, BybitError> {
-        const PATH: &str = "/v5/order/create-batch";
-        if orders.is_empty() || orders.len() > MAX_BATCH_ORDERS {
-            return Err(BybitError::Config(format!(
-                "{PATH}: {} orders; a batch holds 1 to {MAX_BATCH_ORDERS}",
-                orders.len()
-            )));
-        }
+        batch_size(orders)?;
         let reply = self
             .raw
             .order_create_batch(&CreateBatch::new(orders))
             .await?;
-        if reply.created.len() != orders.len() || reply.codes.len() != orders.len() {
-            return Err(BybitError::BatchMismatch {
-                endpoint: PATH.into(),
-                sent: orders.len(),
-                listed: reply.created.len(),
-                codes: reply.codes.len(),
-            });
-        }
-        Ok(orders
-            .iter()
-            .zip(reply.created)
-            .zip(reply.codes)
-            .map(|((order, created), code)| {
-                if code.code == 0 {
-                    return Ok(OrderId {
-                        order_id: created.order_id,
-                        order_link_id: order.order_link_id.clone(),
-                    });
-                }
-                let e = BybitError::Api {
-                    endpoint: PATH.into(),
-                    ret_code: code.code,
-                    code: ApiCode::from_ret_code(code.code),
-                    message: code.msg,
-                };
-                Err(if e.outcome_unknown() {
-                    BybitError::UnknownOutcome {
-                        endpoint: PATH.into(),
-                        order_link_id: order.order_link_id.clone(),
-                        cause: Box::new(e),
-                    }
-                } else {
-                    e
-                })
-            })
-            .collect())
+        batch_results(orders, reply)
+    }
+
+    /// [`place_orders`](Self::place_orders) on budget reserved from the limiter for its
+    /// orders (`/v5/order/create-batch`, cost = the number of orders).
+    #[cfg(feature = "trade")]
+    pub async fn place_orders_reserved(
+        &self,
+        orders: &[CreateOrder],
+        reservation: crate::ratelimit::Reservation,
+    ) -> Result<Vec<Result<OrderId, BybitError>>, BybitError> {
+        batch_size(orders)?;
+        let reply = self
+            .raw
+            .order_create_batch_reserved(&CreateBatch::new(orders), reservation)
+            .await?;
+        batch_results(orders, reply)
     }
 
     /// Looks an order up by its link id: open orders first, then history.
@@ -430,6 +412,82 @@ impl BybitClient {
             .find(|a| a.account_type == "UNIFIED")
             .ok_or_else(|| BybitError::Config("wallet-balance returned no UNIFIED account".into()))
     }
+}
+
+/// An order call's result, an unsure outcome (timeout, 5xx, 10006...) made
+/// [`BybitError::UnknownOutcome`] for the order.
+#[cfg(feature = "trade")]
+fn unknown_if_unsure(
+    order: &CreateOrder,
+    result: Result<OrderId, BybitError>,
+) -> Result<OrderId, BybitError> {
+    match result {
+        Err(e) if e.outcome_unknown() => Err(BybitError::UnknownOutcome {
+            endpoint: "/v5/order/create".into(),
+            order_link_id: order.order_link_id.clone(),
+            cause: Box::new(e),
+        }),
+        other => other,
+    }
+}
+
+#[cfg(feature = "trade")]
+const BATCH_PATH: &str = "/v5/order/create-batch";
+
+/// 1 to [`MAX_BATCH_ORDERS`] orders, or a clear error (nothing sent).
+#[cfg(feature = "trade")]
+fn batch_size(orders: &[CreateOrder]) -> Result<(), BybitError> {
+    if orders.is_empty() || orders.len() > MAX_BATCH_ORDERS {
+        return Err(BybitError::Config(format!(
+            "{BATCH_PATH}: {} orders; a batch holds 1 to {MAX_BATCH_ORDERS}",
+            orders.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Each order's own result from a batch reply, in the request's order.
+#[cfg(feature = "trade")]
+fn batch_results(
+    orders: &[CreateOrder],
+    reply: crate::models::order::BatchReply,
+) -> Result<Vec<Result<OrderId, BybitError>>, BybitError> {
+    if reply.created.len() != orders.len() || reply.codes.len() != orders.len() {
+        return Err(BybitError::BatchMismatch {
+            endpoint: BATCH_PATH.into(),
+            sent: orders.len(),
+            listed: reply.created.len(),
+            codes: reply.codes.len(),
+        });
+    }
+    Ok(orders
+        .iter()
+        .zip(reply.created)
+        .zip(reply.codes)
+        .map(|((order, created), code)| {
+            if code.code == 0 {
+                return Ok(OrderId {
+                    order_id: created.order_id,
+                    order_link_id: order.order_link_id.clone(),
+                });
+            }
+            let e = BybitError::Api {
+                endpoint: BATCH_PATH.into(),
+                ret_code: code.code,
+                code: ApiCode::from_ret_code(code.code),
+                message: code.msg,
+            };
+            Err(if e.outcome_unknown() {
+                BybitError::UnknownOutcome {
+                    endpoint: BATCH_PATH.into(),
+                    order_link_id: order.order_link_id.clone(),
+                    cause: Box::new(e),
+                }
+            } else {
+                e
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]

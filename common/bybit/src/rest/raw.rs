@@ -24,6 +24,8 @@ use crate::models::{
     Empty,
     order::{BatchReply, OrderId},
 };
+#[cfg(feature = "trade")]
+use crate::ratelimit::Reservation;
 use crate::{
     auth::Credentials,
     error::{ApiCode, BybitError},
@@ -41,6 +43,8 @@ use crate::{
 /// (batch endpoints count per order).
 struct Reading<T> {
     cost: u32,
+    /// The budget was taken already ([`Reservation`]): take none.
+    reserved: bool,
     parse: fn(&str, &str) -> Result<T, BybitError>,
 }
 
@@ -56,8 +60,29 @@ impl<T: DeserializeOwned> Reading<T> {
     /// One request, its envelope's `result` read as `T`.
     const ONE: Reading<T> = Reading {
         cost: 1,
+        reserved: false,
         parse: parse_envelope::<T>,
     };
+}
+
+/// The JSON body of a request to `path`.
+#[cfg(feature = "trade")]
+fn encode<B: Serialize>(path: &str, body: &B) -> Result<String, BybitError> {
+    serde_json::to_string(body)
+        .map_err(|e| BybitError::Config(format!("{path}: cannot encode the request: {e}")))
+}
+
+/// A reservation made for `path` (one for another endpoint is a caller's bug: refused).
+#[cfg(feature = "trade")]
+fn reserved_for(r: &Reservation, path: &str) -> Result<(), BybitError> {
+    if r.endpoint() == path {
+        Ok(())
+    } else {
+        Err(BybitError::Config(format!(
+            "{path}: called on budget reserved for {}",
+            r.endpoint()
+        )))
+    }
 }
 
 /// Settings of a REST client.
@@ -299,7 +324,9 @@ impl RawClient {
         signed: bool,
         reading: Reading<T>,
     ) -> Result<T, BybitError> {
-        self.limiter.acquire_n(path, reading.cost).await?;
+        if !reading.reserved {
+            self.limiter.acquire_n(path, reading.cost).await?;
+        }
         let qs = query.encode();
         let url = if qs.is_empty() {
             format!("{}{path}", self.config.base_url)
@@ -453,19 +480,71 @@ impl RawClient {
         self.post_signed("/v5/order/create", o).await
     }
 
+    /// [`order_create`](Self::order_create) on budget already taken (trading: feature
+    /// `trade`).
+    #[cfg(feature = "trade")]
+    pub async fn order_create_reserved(
+        &self,
+        o: &CreateOrder,
+        r: Reservation,
+    ) -> Result<OrderId, BybitError> {
+        let path = "/v5/order/create";
+        reserved_for(&r, path)?;
+        let reading = Reading {
+            reserved: true,
+            ..Reading::ONE
+        };
+        self.call_parsed(
+            Method::POST,
+            path,
+            &Query::new(),
+            Some(encode(path, o)?),
+            true,
+            reading,
+        )
+        .await
+    }
+
     /// Several orders in one request, each consuming the batch budget (trading: feature
     /// `trade`). Each order's outcome is in the reply's lists, index for index.
     #[cfg(feature = "trade")]
     pub async fn order_create_batch(&self, b: &CreateBatch) -> Result<BatchReply, BybitError> {
+        self.create_batch(b, None).await
+    }
+
+    /// [`order_create_batch`](Self::order_create_batch) on budget already taken for its
+    /// orders (trading: feature `trade`).
+    #[cfg(feature = "trade")]
+    pub async fn order_create_batch_reserved(
+        &self,
+        b: &CreateBatch,
+        r: Reservation,
+    ) -> Result<BatchReply, BybitError> {
+        reserved_for(&r, "/v5/order/create-batch")?;
+        self.create_batch(b, Some(r)).await
+    }
+
+    #[cfg(feature = "trade")]
+    async fn create_batch(
+        &self,
+        b: &CreateBatch,
+        reserved: Option<Reservation>,
+    ) -> Result<BatchReply, BybitError> {
         let path = "/v5/order/create-batch";
-        let body = serde_json::to_string(b)
-            .map_err(|e| BybitError::Config(format!("{path}: cannot encode the request: {e}")))?;
         let reading = Reading {
             cost: u32::try_from(b.request.len()).unwrap_or(u32::MAX),
+            reserved: reserved.is_some(),
             parse: parse_batch_envelope,
         };
-        self.call_parsed(Method::POST, path, &Query::new(), Some(body), true, reading)
-            .await
+        self.call_parsed(
+            Method::POST,
+            path,
+            &Query::new(),
+            Some(encode(path, b)?),
+            true,
+            reading,
+        )
+        .await
     }
 
     /// Trading (feature `trade`: only the order router enables it).

@@ -1,0 +1,181 @@
+//! The order desk: every order the router places goes out through it, over both of
+//! Bybit's order budgets at once (`/v5/order/create`, 10 orders/s, and
+//! `/v5/order/create-batch`, 10 orders/s counted per order: reference §4). Orders that
+//! arrive while others are being sent wait in one queue, exits first then entries by
+//! symbol ([`plan::burst_rank`]); the head goes out as a batch or alone as the budgets'
+//! room allows ([`plan::routes`]), budget reserved from the client's limiter before each
+//! call, so the limiter stays the one owner of the budgets and nothing waits inside a
+//! call. Each order's own result goes back to the attempt that sent it: an order of a
+//! batch can be refused while the others are placed, and a batch call whose outcome is
+//! unknown makes every one of its orders unknown (each is then looked up by its
+//! orderLinkId, as a single order would be).
+
+use shardbot_bybit::{
+    BybitError,
+    models::order::OrderId,
+    rest::{BybitClient, CreateOrder},
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::plan::{self, Route};
+
+const CREATE: &str = "/v5/order/create";
+const BATCH: &str = "/v5/order/create-batch";
+
+/// One order waiting for the desk, and where its result goes.
+#[derive(Debug)]
+struct Pending {
+    order: CreateOrder,
+    reply: oneshot::Sender<Result<OrderId, BybitError>>,
+}
+
+/// The handle attempts send orders through (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Desk {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Desk {
+    /// Starts the desk's loop on the current (actix) runtime.
+    pub fn start(client: BybitClient) -> Desk {
+        let (tx, rx) = mpsc::unbounded_channel();
+        actix::spawn(run(client, rx));
+        Desk { tx }
+    }
+
+    /// Places `order` (never re-sent here): its ids, or its error as `place_order` gives
+    /// it (an unsure outcome is [`BybitError::UnknownOutcome`]).
+    pub async fn place(&self, order: CreateOrder) -> Result<OrderId, BybitError> {
+        let link = order.order_link_id.clone();
+        let (reply, answer) = oneshot::channel();
+        let gone = || BybitError::Config(format!("order {link}: the order desk has stopped"));
+        self.tx.send(Pending { order, reply }).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+async fn run(client: BybitClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut queue: Vec<Pending> = Vec::new();
+    loop {
+        if queue.is_empty() {
+            match rx.recv().await {
+                Some(p) => queue.push(p),
+                None => return,
+            }
+        }
+        while let Ok(p) = rx.try_recv() {
+            queue.push(p);
+        }
+        queue.sort_by(|a, b| plan::burst_rank(&a.order).cmp(&plan::burst_rank(&b.order)));
+        match send_head(&client, &mut queue) {
+            Ok(None) => {}
+            Ok(Some(wait)) => {
+                // Both budgets spent: wait for room, or for an order that goes first.
+                tokio::select! {
+                    p = rx.recv() => match p {
+                        Some(p) => queue.push(p),
+                        None if queue.is_empty() => return,
+                        None => {}
+                    },
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(e) => {
+                // The IP is banned: every queued order fails now, as a call would.
+                tracing::error!(error = %e, orders = queue.len(), "orders not sent");
+                for p in queue.drain(..) {
+                    let _ = p.reply.send(Err(BybitError::BatchFailed {
+                        endpoint: CREATE.into(),
+                        message: e.to_string(),
+                        unknown: false,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Sends the head of the queue the first way whose budget can be reserved now; `Some`:
+/// how long until one could.
+fn send_head(
+    client: &BybitClient,
+    queue: &mut Vec<Pending>,
+) -> Result<Option<std::time::Duration>, BybitError> {
+    let limiter = client.limiter();
+    let mut wait = std::time::Duration::MAX;
+    for route in plan::routes(
+        queue.len(),
+        limiter.headroom(CREATE),
+        limiter.headroom(BATCH),
+    ) {
+        let (endpoint, n) = match route {
+            Route::Single => (CREATE, 1),
+            Route::Batch(n) => (BATCH, n),
+        };
+        match limiter.reserve(endpoint, u32::try_from(n).unwrap_or(u32::MAX))? {
+            Ok(reservation) => {
+                let sent: Vec<Pending> = queue.drain(..n).collect();
+                let client = client.clone();
+                match route {
+                    Route::Single => actix::spawn(single(client, sent, reservation)),
+                    Route::Batch(_) => actix::spawn(batch(client, sent, reservation)),
+                };
+                return Ok(None);
+            }
+            Err(w) => wait = wait.min(w),
+        }
+    }
+    if wait == std::time::Duration::MAX {
+        // No route had room by the headroom read: the nearer of the two budgets' waits.
+        wait = limiter
+            .wait_for(CREATE, 1)?
+            .min(limiter.wait_for(BATCH, 1)?);
+    }
+    Ok(Some(wait))
+}
+
+async fn single(
+    client: BybitClient,
+    sent: Vec<Pending>,
+    reservation: shardbot_bybit::ratelimit::Reservation,
+) {
+    if let Some(p) = sent.into_iter().next() {
+        let result = client.place_order_reserved(&p.order, reservation).await;
+        let _ = p.reply.send(result);
+    }
+}
+
+async fn batch(
+    client: BybitClient,
+    sent: Vec<Pending>,
+    reservation: shardbot_bybit::ratelimit::Reservation,
+) {
+    let orders: Vec<CreateOrder> = sent.iter().map(|p| p.order.clone()).collect();
+    tracing::info!(orders = orders.len(), "sending a batch");
+    match client.place_orders_reserved(&orders, reservation).await {
+        Ok(results) => {
+            for (p, r) in sent.into_iter().zip(results) {
+                let _ = p.reply.send(r);
+            }
+        }
+        Err(e) => {
+            let unknown = e.outcome_unknown();
+            for p in sent {
+                let failed = BybitError::BatchFailed {
+                    endpoint: BATCH.into(),
+                    message: e.to_string(),
+                    unknown,
+                };
+                let _ = p.reply.send(Err(if unknown {
+                    BybitError::UnknownOutcome {
+                        endpoint: BATCH.into(),
+                        order_link_id: p.order.order_link_id.clone(),
+                        cause: Box::new(failed),
+                    }
+                } else {
+                    failed
+                }));
+            }
+        }
+    }
+}
