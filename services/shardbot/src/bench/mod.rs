@@ -1,5 +1,6 @@
 //! `shardbot bench ...`: benchmarks that print their figures.
 
+mod burst;
 mod bus;
 mod idle;
 mod pipeline;
@@ -16,6 +17,11 @@ pub enum BenchCommand {
     /// strategy-worker processes on a 600-symbol synthetic universe (needs the release
     /// strategy-worker binary next to this one).
     Pipeline(pipeline::PipelineBenchArgs),
+    /// A bar close's burst of orders against bybit-sim at Bybit's own order limits: N
+    /// entries at once then N exits, time to the first and the last order acknowledged,
+    /// next to the floor N / 20 s of both order budgets (needs the release bybit-sim,
+    /// risk-manager and order-router next to this binary).
+    Burst(burst::BurstBenchArgs),
     /// What a running stack costs between bar closes: CPU time (% of a core) and RSS of
     /// every service process on this machine over a window that starts 15 s after a
     /// 5-minute close, against the targets (account services < 5 % of a core together,
@@ -40,6 +46,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Bus(args) => bus::run(&args),
         BenchCommand::Pipeline(args) => pipeline::run(&args),
         BenchCommand::Idle(args) => idle::run(&args),
+        BenchCommand::Burst(args) => burst::run(&args),
         BenchCommand::BusSub { url } => bus::subscriber_process(&url),
         BenchCommand::BusRep { url } => bus::replier_process(&url),
     }

@@ -1,0 +1,363 @@
+//! `shardbot bench burst`: the order path at a bar close, against bybit-sim at Bybit's own
+//! order limits (`sim.uid_limit_scale = 1`: `/v5/order/create` 10 orders/s, and
+//! `/v5/order/create-batch` 10 orders/s counted per order).
+//!
+//! This process starts the release `bybit-sim`, `risk-manager` and `order-router` next to
+//! it on a private configuration, then plays the workers: for each round it sends N entry
+//! intents at once (one requester, as a worker's intents share one), then, once the risk
+//! manager holds the N positions, N exits at once. An intent's time is from the burst's
+//! send to the router's answer, which comes once the exchange has acknowledged its order.
+//! The floor is N / 20 s (both budgets together); the last acknowledgement is compared
+//! with it. A first round (not measured) sets every symbol's leverage, which the router
+//! does once per symbol.
+//!
+//! Not measured here: the bar close → intent part (`bench pipeline` measures it) and a
+//! stage breakdown per intent (see the issue notes).
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use rust_decimal::Decimal;
+use shardbot_bus::{BusOptions, Requester};
+use shardbot_bybit::ExchangeSettings;
+use shardbot_protocol::{
+    IntentAction, Interval, OrderIntent, RiskReply, RiskRequest, RouterReply, RouterRequest, Side,
+    Symbol,
+};
+use shardbot_service::Settings;
+
+use super::bus::percentile;
+
+#[derive(clap::Args, Debug)]
+pub struct BurstBenchArgs {
+    /// Burst sizes (approved entries per close) to measure.
+    #[arg(long, value_delimiter = ',', default_value = "10,50,150")]
+    sizes: Vec<usize>,
+    /// Measured rounds per size (each: a burst of entries, then one of exits).
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+}
+
+/// Both order budgets together, orders per second (reference §4).
+const ORDERS_PER_S: f64 = 20.0;
+/// Bybit's per-endpoint window (1 s), and a little more.
+const BUDGET_WINDOW: Duration = Duration::from_millis(1100);
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let p = exe.with_file_name(name);
+    if !p.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release --workspace --bins)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+pub fn run(args: &BurstBenchArgs) -> anyhow::Result<()> {
+    let largest = args.sizes.iter().copied().max().unwrap_or(0);
+    if largest == 0 || args.rounds == 0 {
+        bail!("--sizes and --rounds must be above 0");
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("sb-bench-burst")
+        .tempdir()
+        .context("creating a temporary folder")?;
+    let d = dir.path().display().to_string();
+    let port = free_port()?;
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[log]
+dir = "{d}/log"
+level = "warn"
+[endpoints]
+order_router_pub = "ipc://{d}/router.pub"
+order_router_rep = "ipc://{d}/router.rep"
+risk_manager_pub = "ipc://{d}/risk.pub"
+risk_manager_rep = "ipc://{d}/risk.rep"
+heartbeat = "ipc://{d}/hb-{{service}}-{{instance}}.pub"
+[exchange]
+environment = "sim"
+sim_base_url = "http://127.0.0.1:{port}"
+[sim]
+listen = "127.0.0.1:{port}"
+symbols = {symbols}
+universe_file = ""
+universe_price_dir = ""
+uid_limit_scale = 1.0
+clock_speed = 1.0
+[risk]
+sync_interval_ms = 1000
+"#,
+            symbols = largest.max(50) + 20,
+        ),
+    )?;
+    std::fs::write(
+        dir.path().join("trading_settings.json"),
+        format!(
+            r#"{{"simulated_balance": 1000000, "sizing": {{"fixed": 20}}, "leverage": 2,
+  "daily_loss_limit": 100000, "max_open_positions": {}, "max_margin_use_pct": 90,
+  "cooldown_after_stop_min": 0}}"#,
+            largest + 10
+        ),
+    )?;
+    let spawn = |name: &str| -> anyhow::Result<Child> {
+        Command::new(sibling(name)?)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .env_remove("SHARDBOT_CONFIG")
+            .spawn()
+            .with_context(|| format!("starting {name}"))
+    };
+    let mut procs = Procs(vec![spawn("bybit-sim")?]);
+    let settings = Settings::load(Some(&config))?;
+    let ex: ExchangeSettings = settings.section("exchange")?;
+    let sim = ex.client(None)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rt.block_on(sim.sync_time()).is_err() {
+        if Instant::now() > deadline {
+            bail!("bybit-sim did not answer within 20 s (logs in {d}/log)");
+        }
+        thread::sleep(Duration::from_millis(100)); // polling a process's start-up
+    }
+    procs.0.push(spawn("risk-manager")?);
+    procs.0.push(spawn("order-router")?);
+    // Symbols whose smallest order fits 20 USDT of margin at 2x, with their last prices.
+    let instruments = rt.block_on(sim.usdt_perpetuals())?;
+    let tickers = rt.block_on(sim.tickers())?;
+    let price = |s: &str| tickers.iter().find(|t| t.symbol == s).map(|t| t.last_price);
+    let mut universe: Vec<(Symbol, Decimal)> = Vec::new();
+    for i in &instruments {
+        let Some(p) = price(&i.symbol) else { continue };
+        let min = i.lot_size_filter.min_order_qty * p;
+        if min < Decimal::from(30)
+            && i.lot_size_filter.min_notional_value.unwrap_or_default() < Decimal::from(30)
+        {
+            universe.push((Symbol::new(i.symbol.clone())?, p));
+        }
+    }
+    if universe.len() < largest {
+        bail!(
+            "only {} symbols fit the sizing; a burst of {largest} needs as many",
+            universe.len()
+        );
+    }
+    let opts = BusOptions::default();
+    let router = Requester::dial(&format!("ipc://{d}/router.rep"), &opts)?;
+    let risk = Requester::dial(&format!("ipc://{d}/risk.rep"), &opts)?;
+    wait_ready(&router, &risk)?;
+
+    println!(
+        "order burst: bybit-sim at Bybit's order limits (create 10/s + create-batch 10/s), \
+         {} rounds per size; times from the burst's send to each order's acknowledgement",
+        args.rounds
+    );
+    println!(
+        "| N | kind | first ack p50 | first ack p99 | last ack p50 | last ack p99 | floor N/20 | last p50 / floor |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut bar = 0i64;
+    // Not measured: every symbol's leverage is set by its first entry.
+    round(&router, &risk, &universe[..largest], &mut bar)?;
+    for &n in &args.sizes {
+        let (mut first_in, mut last_in, mut first_out, mut last_out) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.rounds {
+            let (entries, exits) = round(&router, &risk, &universe[..n], &mut bar)?;
+            first_in.push(entries[0]);
+            last_in.push(entries[entries.len() - 1]);
+            first_out.push(exits[0]);
+            last_out.push(exits[exits.len() - 1]);
+        }
+        let floor_ms = n as f64 / ORDERS_PER_S * 1000.0;
+        for (kind, first, last) in [
+            ("entries", &mut first_in, &mut last_in),
+            ("exits", &mut first_out, &mut last_out),
+        ] {
+            first.sort_unstable();
+            last.sort_unstable();
+            let last_p50 = percentile(last, 0.5);
+            println!(
+                "| {n} | {kind} | {:.1} ms | {:.1} ms | {:.0} ms | {:.0} ms | {floor_ms:.0} ms | {:.2} |",
+                percentile(first, 0.5) / 1000.0,
+                percentile(first, 0.99) / 1000.0,
+                last_p50 / 1000.0,
+                percentile(last, 0.99) / 1000.0,
+                last_p50 / 1000.0 / floor_ms,
+            );
+        }
+    }
+    // Dropping the requesters after the stack ends could hang in libnng 1.5.2's close
+    // (issue 22); the process ends here anyway.
+    std::mem::forget(router);
+    std::mem::forget(risk);
+    drop(procs);
+    Ok(())
+}
+
+fn wait_ready(router: &Requester, risk: &Requester) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let risk_up = matches!(
+            risk.request_within::<_, RiskReply>(&RiskRequest::Status, Duration::from_secs(2)),
+            Ok(RiskReply::Status(_))
+        );
+        // An exit of nothing: the router answers once it serves (refused: no position).
+        let probe = OrderIntent::new(
+            "trend_following",
+            Symbol::new("BTCUSDT")?,
+            Interval::M5,
+            0,
+            IntentAction::Exit,
+            Decimal::ONE,
+            None,
+            None,
+            shardbot_protocol::now_ms(),
+        );
+        let router_up = risk_up
+            && matches!(
+                router.request_within::<_, RouterReply>(
+                    &RouterRequest::Submit(probe),
+                    Duration::from_secs(2)
+                ),
+                Ok(RouterReply::Refused { .. } | RouterReply::Placed { .. })
+            );
+        if router_up {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the risk manager and the router did not answer within 60 s");
+        }
+        thread::sleep(Duration::from_millis(200)); // polling the services' start-up
+    }
+}
+
+/// A burst of entries on `symbols`, then one of exits once the risk manager holds them;
+/// each burst's acknowledgement times in µs, sorted.
+fn round(
+    router: &Requester,
+    risk: &Requester,
+    symbols: &[(Symbol, Decimal)],
+    bar: &mut i64,
+) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+    *bar += 300_000;
+    let entries = burst(
+        router,
+        symbols,
+        *bar,
+        IntentAction::Enter { side: Side::Buy },
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(RiskReply::Positions(p)) =
+            risk.request_within::<_, RiskReply>(&RiskRequest::Positions, Duration::from_secs(5))
+            && p.positions.iter().filter(|p| !p.size.is_zero()).count() >= symbols.len()
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the risk manager never held the burst's positions");
+        }
+        thread::sleep(Duration::from_millis(20)); // polling the fills' booking
+    }
+    let exits = burst(router, symbols, *bar, IntentAction::Exit)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(RiskReply::Positions(p)) =
+            risk.request_within::<_, RiskReply>(&RiskRequest::Positions, Duration::from_secs(5))
+            && p.positions.iter().all(|p| p.size.is_zero())
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the risk manager never saw the burst's exits");
+        }
+        thread::sleep(Duration::from_millis(20)); // polling the fills' booking
+    }
+    Ok((entries, exits))
+}
+
+/// N intents at once; each one's answer time in µs from the send, sorted. Every one must
+/// be placed (the sizing and limits are set so).
+fn burst(
+    router: &Requester,
+    symbols: &[(Symbol, Decimal)],
+    bar: i64,
+    action: IntentAction,
+) -> anyhow::Result<Vec<u64>> {
+    // Bar closes are minutes apart: each burst meets budgets a whole window fresh, as the
+    // first burst of a close does (the pace of the benchmark, not a wait for a result).
+    thread::sleep(BUDGET_WINDOW);
+    let start = Instant::now();
+    let results: Vec<anyhow::Result<u64>> = thread::scope(|scope| {
+        let hs: Vec<_> = symbols
+            .iter()
+            .map(|(s, p)| {
+                let intent = OrderIntent::new(
+                    "trend_following",
+                    s.clone(),
+                    Interval::M5,
+                    bar,
+                    action,
+                    *p,
+                    None,
+                    None,
+                    shardbot_protocol::now_ms(),
+                );
+                scope.spawn(move || -> anyhow::Result<u64> {
+                    match router.request_within::<_, RouterReply>(
+                        &RouterRequest::Submit(intent),
+                        Duration::from_secs(60),
+                    )? {
+                        RouterReply::Placed { .. } => Ok(start.elapsed().as_micros() as u64),
+                        other => bail!("{s}: {other:?}"),
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a sender panicked")))
+            })
+            .collect()
+    });
+    let mut times = results.into_iter().collect::<anyhow::Result<Vec<u64>>>()?;
+    times.sort_unstable();
+    Ok(times)
+}
