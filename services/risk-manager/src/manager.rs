@@ -86,6 +86,11 @@ pub struct RiskManager {
     /// from their fills); the others are approvals not yet filled, whose closing fills
     /// cannot be booked.
     exact: std::collections::HashSet<Symbol>,
+    /// Per symbol, the exchange's `updatedTime` of the position the last account read
+    /// showed: a fill executed no later than it is already in the book that read made (a
+    /// fill heard after a read that holds it must not be booked again: it doubled a
+    /// position once, and the kill switch's and the exits' sizes come from the book).
+    read_at: HashMap<Symbol, shardbot_protocol::TimestampMs>,
     /// When the newest fill was booked: a sync that started before it read an account
     /// without it and does not replace the book (the sync that fill asked for will).
     last_booked: Option<Instant>,
@@ -144,6 +149,7 @@ impl RiskManager {
             flattens: HashMap::new(),
             owners: HashMap::new(),
             exact: std::collections::HashSet::new(),
+            read_at: HashMap::new(),
             last_booked: None,
             syncing: false,
             sync_again: false,
@@ -227,6 +233,12 @@ impl RiskManager {
             .map(|p| (p.symbol.clone(), p))
             .collect();
         self.exact = positions.keys().cloned().collect();
+        self.read_at = snap
+            .positions
+            .iter()
+            .filter(|p| !p.size.is_zero())
+            .filter_map(|p| Some((Symbol::new(&p.symbol).ok()?, p.updated_time?)))
+            .collect();
         self.provisional
             .retain(|s, (t, _, _)| t.elapsed() < PROVISIONAL_FOR && !positions.contains_key(s));
         self.exiting
@@ -706,7 +718,19 @@ impl Handler<Filled> for RiskManager {
 
     fn handle(&mut self, msg: Filled, ctx: &mut Context<Self>) {
         let f = &msg.0;
+        if !f.is_funding()
+            && self
+                .read_at
+                .get(&f.symbol)
+                .is_some_and(|read| f.exec_time_ms <= *read)
+        {
+            tracing::debug!(symbol = %f.symbol, exec_id = f.exec_id, "the last account read holds this fill already");
+            self.sync(ctx);
+            return;
+        }
         if self.exchange.is_some() && self.book.book_fill(f, self.exact.contains(&f.symbol)) {
+            // The position is the fills' from here on.
+            self.read_at.remove(&f.symbol);
             self.last_booked = Some(Instant::now());
             self.stamp_owners();
             if self.book.positions.contains_key(&f.symbol) {
