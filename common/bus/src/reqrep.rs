@@ -240,19 +240,13 @@ impl Replier {
                 Err(e) => return Err(io("receive request")(e)),
             };
             watchdog.busy.fetch_add(1, Ordering::Relaxed);
-            let bytes = if msg.as_slice() == PROBE {
-                PROBE.to_vec()
-            } else {
-                let reply = match decode::<Q>("request", msg.as_slice()) {
-                    Ok(req) => handler(req),
-                    Err(e) => {
-                        tracing::warn!(url = %self.url, error = %e, "undecodable request");
-                        on_bad_request(e.to_string())
-                    }
-                };
-                encode("reply", &reply)?
+            let sent = match self.answer(msg.as_slice(), &mut handler, &on_bad_request) {
+                Ok(bytes) => sock.send(bytes.as_slice()),
+                Err(e) => {
+                    watchdog.busy.fetch_sub(1, Ordering::Relaxed);
+                    return Err(e);
+                }
             };
-            let sent = sock.send(bytes.as_slice());
             watchdog.busy.fetch_sub(1, Ordering::Relaxed);
             match sent {
                 Ok(()) => {}
@@ -365,18 +359,7 @@ impl Replier {
                     }
                 };
                 watchdog.busy.fetch_add(1, Ordering::Relaxed);
-                let bytes = if msg.as_slice() == PROBE {
-                    Ok(PROBE.to_vec())
-                } else {
-                    let reply = match decode::<Q>("request", msg.as_slice()) {
-                        Ok(req) => handler(req),
-                        Err(e) => {
-                            tracing::warn!(url = %self.url, error = %e, "undecodable request");
-                            on_bad_request(e.to_string())
-                        }
-                    };
-                    encode("reply", &reply)
-                };
+                let bytes = self.answer(msg.as_slice(), handler, on_bad_request);
                 let sent = match bytes {
                     Ok(b) => {
                         aio.set_timeout(Some(REPLY_SEND_TIMEOUT))
@@ -392,7 +375,7 @@ impl Replier {
                     }
                     Err(e) => {
                         watchdog.busy.fetch_sub(1, Ordering::Relaxed);
-                        return Err(e.into());
+                        return Err(e);
                     }
                 };
                 watchdog.busy.fetch_sub(1, Ordering::Relaxed);
@@ -403,6 +386,31 @@ impl Replier {
             }
         }
         Ok(())
+    }
+
+    /// The reply to one request frame, encoded: the probe's echo, or `handler`'s answer
+    /// (`on_bad_request`'s for a frame that does not decode).
+    fn answer<Q, R>(
+        &self,
+        frame: &[u8],
+        handler: impl FnOnce(Q) -> R,
+        on_bad_request: impl FnOnce(String) -> R,
+    ) -> Result<Vec<u8>, BusError>
+    where
+        Q: DeserializeOwned,
+        R: Serialize,
+    {
+        if frame == PROBE {
+            return Ok(PROBE.to_vec());
+        }
+        let reply = match decode::<Q>("request", frame) {
+            Ok(req) => handler(req),
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = %e, "undecodable request");
+                on_bad_request(e.to_string())
+            }
+        };
+        Ok(encode("reply", &reply)?)
     }
 
     /// Replaces a socket the watchdog found stalled by a new listener; returns the socket

@@ -139,6 +139,20 @@ struct State {
     banned_until: Option<Instant>,
 }
 
+impl State {
+    /// `endpoint`'s window, made at its documented limit the first time.
+    fn endpoint(&mut self, endpoint: &str) -> &mut Window {
+        self.endpoints
+            .entry(endpoint.to_owned())
+            .or_insert_with(|| {
+                Window::new(
+                    documented_limit(endpoint).unwrap_or(u32::MAX),
+                    ENDPOINT_WINDOW,
+                )
+            })
+    }
+}
+
 /// The budgets of one process. Share it (`Arc`) between every caller in the process.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -251,15 +265,7 @@ impl RateLimiter {
         if s.banned_until.is_some_and(|u| u > now) || s.ip.headroom(now) == 0 {
             return 0;
         }
-        s.endpoints
-            .entry(endpoint.to_owned())
-            .or_insert_with(|| {
-                Window::new(
-                    documented_limit(endpoint).unwrap_or(u32::MAX),
-                    ENDPOINT_WINDOW,
-                )
-            })
-            .headroom(now)
+        s.endpoint(endpoint).headroom(now)
     }
 
     /// Records `cost` of `endpoint` and one IP request if both allow now (zero returned),
@@ -285,12 +291,7 @@ impl RateLimiter {
             });
         }
         let ip_wait = s.ip.wait(now);
-        let ep = s.endpoints.entry(endpoint.to_owned()).or_insert_with(|| {
-            Window::new(
-                documented_limit(endpoint).unwrap_or(u32::MAX),
-                ENDPOINT_WINDOW,
-            )
-        });
+        let ep = s.endpoint(endpoint);
         let cost = cost.clamp(1, ep.limit);
         let wait = ip_wait.max(ep.wait_n(now, cost));
         if wait.is_zero() && record {
@@ -303,12 +304,7 @@ impl RateLimiter {
     /// Applies the `X-Bapi-Limit*` headers of a reply.
     pub fn observe(&self, endpoint: &str, h: LimitHeaders) {
         let mut s = self.lock();
-        let ep = s.endpoints.entry(endpoint.to_owned()).or_insert_with(|| {
-            Window::new(
-                documented_limit(endpoint).unwrap_or(u32::MAX),
-                ENDPOINT_WINDOW,
-            )
-        });
+        let ep = s.endpoint(endpoint);
         if let Some(limit) = h.limit.filter(|&l| l > 0) {
             ep.limit = limit;
         }
@@ -323,15 +319,7 @@ impl RateLimiter {
     pub fn too_many_visits(&self, endpoint: &str, reset_at: Option<Instant>) {
         let mut s = self.lock();
         let until = reset_at.unwrap_or_else(|| Instant::now() + ENDPOINT_WINDOW);
-        s.endpoints
-            .entry(endpoint.to_owned())
-            .or_insert_with(|| {
-                Window::new(
-                    documented_limit(endpoint).unwrap_or(u32::MAX),
-                    ENDPOINT_WINDOW,
-                )
-            })
-            .block_until(until);
+        s.endpoint(endpoint).block_until(until);
     }
 
     /// Of this process's IP share, the requests that may still start in the current 5 s

@@ -65,13 +65,6 @@ impl<T: DeserializeOwned> Reading<T> {
     };
 }
 
-/// The JSON body of a request to `path`.
-#[cfg(feature = "trade")]
-fn encode<B: Serialize>(path: &str, body: &B) -> Result<String, BybitError> {
-    serde_json::to_string(body)
-        .map_err(|e| BybitError::Config(format!("{path}: cannot encode the request: {e}")))
-}
-
 /// A reservation made for `path` (one for another endpoint is a caller's bug: refused).
 #[cfg(feature = "trade")]
 fn reserved_for(r: &Reservation, path: &str) -> Result<(), BybitError> {
@@ -444,10 +437,20 @@ impl RawClient {
         path: &'static str,
         body: &B,
     ) -> Result<T, BybitError> {
+        self.post_with(path, body, Reading::ONE).await
+    }
+
+    /// A signed POST of `body`, read and budgeted as `reading` says.
+    async fn post_with<T, B: Serialize>(
+        &self,
+        path: &'static str,
+        body: &B,
+        reading: Reading<T>,
+    ) -> Result<T, BybitError> {
         // The exact string signed is the exact body sent.
         let body = serde_json::to_string(body)
             .map_err(|e| BybitError::Config(format!("{path}: cannot encode the request: {e}")))?;
-        self.call(Method::POST, path, &Query::new(), Some(body), true)
+        self.call_parsed(Method::POST, path, &Query::new(), Some(body), true, reading)
             .await
     }
 
@@ -494,15 +497,7 @@ impl RawClient {
             reserved: true,
             ..Reading::ONE
         };
-        self.call_parsed(
-            Method::POST,
-            path,
-            &Query::new(),
-            Some(encode(path, o)?),
-            true,
-            reading,
-        )
-        .await
+        self.post_with(path, o, reading).await
     }
 
     /// Several orders in one request, each consuming the batch budget (trading: feature
@@ -536,15 +531,7 @@ impl RawClient {
             reserved: reserved.is_some(),
             parse: parse_batch_envelope,
         };
-        self.call_parsed(
-            Method::POST,
-            path,
-            &Query::new(),
-            Some(encode(path, b)?),
-            true,
-            reading,
-        )
-        .await
+        self.post_with(path, b, reading).await
     }
 
     /// Trading (feature `trade`: only the order router enables it).

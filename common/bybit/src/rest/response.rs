@@ -16,14 +16,18 @@ fn excerpt(body: &str) -> String {
     body.chars().take(200).collect()
 }
 
-/// Parses a 200 reply: the envelope, then, if `retCode` is 0, `result` as `T`.
-pub fn parse_envelope<T: DeserializeOwned>(endpoint: &str, body: &str) -> Result<T, BybitError> {
-    let decode = |source| BybitError::Decode {
+fn decode_error(endpoint: &str, body: &str, source: serde_json::Error) -> BybitError {
+    BybitError::Decode {
         endpoint: endpoint.to_owned(),
         excerpt: excerpt(body),
         source,
-    };
-    let env: Envelope<'_> = serde_json::from_str(body).map_err(decode)?;
+    }
+}
+
+/// The envelope of a 200 reply whose `retCode` is 0, else the error it carries.
+fn successful<'a>(endpoint: &str, body: &'a str) -> Result<Envelope<'a>, BybitError> {
+    let env: Envelope<'_> =
+        serde_json::from_str(body).map_err(|e| decode_error(endpoint, body, e))?;
     if env.ret_code != 0 {
         return Err(BybitError::Api {
             endpoint: endpoint.to_owned(),
@@ -32,6 +36,13 @@ pub fn parse_envelope<T: DeserializeOwned>(endpoint: &str, body: &str) -> Result
             message: env.ret_msg,
         });
     }
+    Ok(env)
+}
+
+/// Parses a 200 reply: the envelope, then, if `retCode` is 0, `result` as `T`.
+pub fn parse_envelope<T: DeserializeOwned>(endpoint: &str, body: &str) -> Result<T, BybitError> {
+    let decode = |source| decode_error(endpoint, body, source);
+    let env = successful(endpoint, body)?;
     let result = env.result.map(|r| r.get()).unwrap_or("{}");
     serde_json::from_str(result).map_err(decode)
 }
@@ -44,20 +55,8 @@ pub fn parse_batch_envelope(endpoint: &str, body: &str) -> Result<BatchReply, By
         #[serde(default = "Vec::new")]
         list: Vec<T>,
     }
-    let decode = |source| BybitError::Decode {
-        endpoint: endpoint.to_owned(),
-        excerpt: excerpt(body),
-        source,
-    };
-    let env: Envelope<'_> = serde_json::from_str(body).map_err(decode)?;
-    if env.ret_code != 0 {
-        return Err(BybitError::Api {
-            endpoint: endpoint.to_owned(),
-            ret_code: env.ret_code,
-            code: ApiCode::from_ret_code(env.ret_code),
-            message: env.ret_msg,
-        });
-    }
+    let decode = |source| decode_error(endpoint, body, source);
+    let env = successful(endpoint, body)?;
     let created: List<BatchCreated> =
         serde_json::from_str(env.result.map(|r| r.get()).unwrap_or("{}")).map_err(decode)?;
     let codes: List<BatchItemCode> =
@@ -70,11 +69,7 @@ pub fn parse_batch_envelope(endpoint: &str, body: &str) -> Result<BatchReply, By
 
 /// Parses a bare `result` object (some fixtures hold only that).
 pub fn parse_result<T: DeserializeOwned>(endpoint: &str, body: &str) -> Result<T, BybitError> {
-    serde_json::from_str(body).map_err(|source| BybitError::Decode {
-        endpoint: endpoint.to_owned(),
-        excerpt: excerpt(body),
-        source,
-    })
+    serde_json::from_str(body).map_err(|source| decode_error(endpoint, body, source))
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@
 //! stage breakdown per intent (see the issue notes).
 
 use std::{
-    path::PathBuf,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -47,34 +46,6 @@ pub struct BurstBenchArgs {
 const ORDERS_PER_S: f64 = 20.0;
 /// Bybit's per-endpoint window (1 s), and a little more.
 const BUDGET_WINDOW: Duration = Duration::from_millis(1100);
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-        }
-        for c in &mut self.0 {
-            let _ = c.wait();
-        }
-    }
-}
-
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let p = exe.with_file_name(name);
-    if !p.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release --workspace --bins)",
-            p.display()
-        );
-    }
-    Ok(p)
-}
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -136,7 +107,7 @@ max_entry_age_ms = 600000
         ),
     )?;
     let spawn = |name: &str| -> anyhow::Result<Child> {
-        Command::new(sibling(name)?)
+        Command::new(super::sibling(name)?)
             .arg("--config")
             .arg(&config)
             .current_dir(dir.path())
@@ -147,7 +118,7 @@ max_entry_age_ms = 600000
             .spawn()
             .with_context(|| format!("starting {name}"))
     };
-    let mut procs = Procs(vec![spawn("bybit-sim")?]);
+    let mut procs = super::Children(vec![spawn("bybit-sim")?]);
     let settings = Settings::load(Some(&config))?;
     let ex: ExchangeSettings = settings.section("exchange")?;
     let sim = ex.client(None)?;

@@ -5,6 +5,12 @@ mod bus;
 mod idle;
 mod pipeline;
 
+use std::{
+    path::PathBuf,
+    process::{Child, Command},
+};
+
+use anyhow::{Context, bail};
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
@@ -49,5 +55,35 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Burst(args) => burst::run(&args),
         BenchCommand::BusSub { url } => bus::subscriber_process(&url),
         BenchCommand::BusRep { url } => bus::replier_process(&url),
+    }
+}
+
+/// A release binary of the workspace next to this one (`bench` starts real services).
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let p = exe.with_file_name(name);
+    if !p.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release --workspace --bins)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Processes a benchmark started: asked to stop (SIGTERM) and waited for when dropped.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
     }
 }

@@ -11,8 +11,7 @@
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
@@ -95,36 +94,8 @@ const PARAMS: &str = r#"{
   "mean_reversion": {"optimized_at": "bench", "objective": "bench", "params": {"rsi_period": 5, "bb_period": 10}}
 }"#;
 
-fn worker_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let w = exe.with_file_name("strategy-worker");
-    if !w.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release --workspace --bins)",
-            w.display()
-        );
-    }
-    Ok(w)
-}
-
-struct Workers(Vec<Child>);
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-        }
-        for c in &mut self.0 {
-            let _ = c.wait();
-        }
-    }
-}
-
 pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<()> {
-    let worker = worker_binary()?;
+    let worker = super::sibling("strategy-worker")?;
     let dir = tempfile::Builder::new()
         .prefix("sb-bench-pipeline")
         .tempdir()
@@ -255,7 +226,7 @@ history_bars = {HISTORY}
             bail!("--workers: a count must be at least 1");
         }
         arrivals.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        let mut children = Workers(Vec::new());
+        let mut children = super::Children(Vec::new());
         for i in 0..n {
             let child = Command::new(&worker)
                 .arg("--config")
