@@ -114,6 +114,12 @@ fn flatten_closes_everything_the_exchange_shows_and_says_so() {
         &[("SHARDBOT__ALERTS__WEBHOOK_URL", &hook)],
     );
     stack.wait_output("order-router", "router ready", Duration::from_secs(30));
+    // The router's start-up leverage pass is done before leverage is set here by hand.
+    stack.wait_output(
+        "order-router",
+        "leverage set at start",
+        Duration::from_secs(60),
+    );
 
     // Opened by hand, as the flatten must close whatever the exchange shows: a long of
     // twice the largest market order and a bit (three orders to close it), and a short.

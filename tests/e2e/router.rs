@@ -495,6 +495,47 @@ fn an_order_waiting_on_a_slow_exchange_holds_only_its_own_intent() {
     stack.assert_alive();
 }
 
+/// At start the router sets the trading settings' leverage (2x) on every listed symbol,
+/// so a bar close's entries do not wait on a leverage call each (Bybit allows 10 a
+/// second); a symbol holding a position (here at 5x, opened by hand) keeps its own.
+#[test]
+fn the_router_sets_every_symbols_leverage_at_start_except_where_a_position_is_held() {
+    let (mut stack, rt, sim, instruments, _prices) = sim_stack(SETTINGS);
+    let held = &instruments[4];
+    rt.block_on(sim.set_leverage(&held.symbol, Decimal::from(5)))
+        .unwrap();
+    let by_hand = shardbot_bybit::rest::CreateOrder::market(
+        &held.symbol,
+        Side::Buy,
+        held.lot_size_filter.min_order_qty,
+        "by-hand-1",
+    );
+    rt.block_on(sim.place_order(&by_hand)).unwrap();
+    stack.spawn("risk-manager", "risk-manager", &[], &[]);
+    stack.spawn("order-router", "order-router", &[], &[]);
+    stack.wait_output(
+        "order-router",
+        "leverage set at start",
+        Duration::from_secs(60),
+    );
+    let leverage_of = |symbol: &str| {
+        let q = shardbot_bybit::rest::Query::new()
+            .with("category", "linear")
+            .with("symbol", symbol);
+        rt.block_on(sim.raw().position_list(&q)).unwrap().list[0]
+            .leverage
+            .unwrap()
+    };
+    assert_eq!(leverage_of(&held.symbol), Decimal::from(5));
+    for i in instruments
+        .iter()
+        .filter(|i| i.symbol != held.symbol && i.leverage_filter.max_leverage >= Decimal::TWO)
+    {
+        assert_eq!(leverage_of(&i.symbol), Decimal::TWO, "{}", i.symbol);
+    }
+    stack.assert_alive();
+}
+
 /// A stale entry costs the router no exchange call: while every REST call of the sim
 /// takes 12 s (past the client's 10 s timeout), an entry decided a minute ago is refused as
 /// stale at once, each of its repeats alike, and the journal holds one refusal. (A lookup

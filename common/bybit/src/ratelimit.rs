@@ -333,6 +333,22 @@ impl RateLimiter {
         s.ip.headroom(now)
     }
 
+    /// How long until at least half of this process's IP share and half of `endpoint`'s
+    /// budget are free again (zero: now), for work that can wait and must leave room for
+    /// what cannot (the router's start-up leverage beside its orders and entries).
+    pub fn until_half_free(&self, endpoint: &str) -> Duration {
+        let mut s = self.lock();
+        let now = Instant::now();
+        if let Some(until) = s.banned_until.filter(|&u| u > now) {
+            return until - now;
+        }
+        let half = (s.ip.limit / 2).max(1);
+        let ip = s.ip.wait_n(now, half);
+        let ep = s.endpoint(endpoint);
+        let half = (ep.limit / 2).max(1);
+        ip.max(ep.wait_n(now, half))
+    }
+
     /// HTTP 403: every request stops for [`IP_BAN`]. Returns how long.
     pub fn ip_banned(&self) -> Duration {
         let mut s = self.lock();
@@ -424,6 +440,30 @@ mod tests {
         assert_eq!(rl.headroom("/v5/order/create"), 10);
         tokio::time::advance(ENDPOINT_WINDOW).await;
         assert_eq!(rl.headroom("/v5/order/create-batch"), 10);
+    }
+
+    /// Work that can wait starts only while half the IP share is free.
+    #[tokio::test(start_paused = true)]
+    async fn half_the_ip_share_free_is_waited_for() {
+        let lev = "/v5/position/set-leverage";
+        let rl = RateLimiter::new(10);
+        assert_eq!(rl.until_half_free(lev), Duration::ZERO);
+        for _ in 0..5 {
+            rl.acquire("/v5/market/kline").await.unwrap();
+        }
+        assert_eq!(rl.until_half_free(lev), Duration::ZERO, "5 of 10 free");
+        rl.acquire("/v5/market/kline").await.unwrap();
+        assert_eq!(
+            rl.until_half_free(lev),
+            IP_WINDOW,
+            "4 free: the oldest must leave"
+        );
+        // And half of the endpoint's own budget (10 a second).
+        let rl = RateLimiter::new(IP_LIMIT);
+        for _ in 0..6 {
+            rl.acquire(lev).await.unwrap();
+        }
+        assert_eq!(rl.until_half_free(lev), ENDPOINT_WINDOW);
     }
 
     #[tokio::test(start_paused = true)]

@@ -341,6 +341,11 @@ impl<R> Ledger<R> {
         self.placed.insert(link, order_id);
     }
 
+    /// The leverage `symbol` was set to (by the start-up pass, or an attempt).
+    pub fn note_leverage(&mut self, symbol: Symbol, leverage: Decimal) {
+        self.leverage_set.insert(symbol, leverage);
+    }
+
     pub fn leverage_set(&self, symbol: &Symbol) -> Option<Decimal> {
         self.leverage_set.get(symbol).copied()
     }

@@ -39,6 +39,9 @@ const CATCH_UP_MAX_MS: i64 = 90 * 86_400_000;
 #[derive(Debug)]
 pub struct Router {
     client: BybitClient,
+    /// Symbols with an order on the exchange since this router started (any order of the
+    /// account, by hand too): the start-up leverage pass leaves them alone.
+    ordered: std::collections::HashSet<Symbol>,
     /// Every order goes out through it ([`Desk`]).
     desk: Desk,
     risk: Requester,
@@ -73,6 +76,7 @@ impl Router {
     ) -> Router {
         let newest_fill_ms = journal.newest_fill_ms().ok().flatten().unwrap_or(0);
         Router {
+            ordered: std::collections::HashSet::new(),
             desk: Desk::start(client.clone()),
             client,
             risk,
@@ -404,6 +408,121 @@ impl Attempt {
 
 impl Actor for Router {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let mut symbols: Vec<Symbol> = self.instruments.keys().cloned().collect();
+        symbols.sort();
+        actix::spawn(leverage_everywhere(
+            self.client.clone(),
+            self.risk.clone(),
+            symbols,
+            ctx.address(),
+        ));
+    }
+}
+
+/// Sets the trading settings' leverage on every listed symbol at start-up, so that a bar
+/// close's burst does not wait on a leverage call per symbol (Bybit allows 10 a second):
+/// a symbol's first entry finds it set. A symbol whose call fails is set by its first
+/// entry, as is a leverage changed later (approvals carry it). Symbols holding a position
+/// at the start, or traded since, keep theirs. The pass leaves room for orders and
+/// entries: a call waits while less than half of the router's IP share, or of the
+/// leverage budget, is free.
+async fn leverage_everywhere(
+    client: BybitClient,
+    risk: Requester,
+    symbols: Vec<Symbol>,
+    addr: actix::Addr<Router>,
+) {
+    let leverage = loop {
+        match risk
+            .request_async::<_, RiskReply>(RiskRequest::TradingSettings)
+            .await
+        {
+            Ok(RiskReply::TradingSettings { json }) => {
+                match serde_json::from_str::<shardbot_risk::TradingSettings>(&json) {
+                    Ok(s) => break s.leverage,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the risk manager's trading settings do not read; leverage is set by each symbol's first entry");
+                        return;
+                    }
+                }
+            }
+            // The risk manager not answering yet (starting beside us): asked again.
+            _ => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    };
+    // A symbol holding a position keeps its leverage: changing it would change that
+    // position's margin (opened by hand, or before a restart at another leverage).
+    let held: std::collections::HashSet<String> = match client.positions().await {
+        Ok(list) => list
+            .into_iter()
+            .filter(|p| !p.size.is_zero())
+            .map(|p| p.symbol)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the positions; leverage is set by each symbol's first entry");
+            return;
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut set = 0usize;
+    for symbol in symbols {
+        if held.contains(symbol.as_str()) {
+            continue;
+        }
+        let wait = client
+            .limiter()
+            .until_half_free("/v5/position/set-leverage");
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await; // the limiter's own figure: orders go first
+        }
+        // Traded since the start (an order, by hand too) or set by an entry: left alone.
+        if !matches!(addr.send(LeverageUntouched(symbol.clone())).await, Ok(true)) {
+            continue;
+        }
+        match client.set_leverage(symbol.as_str(), leverage).await {
+            Ok(()) => {
+                set += 1;
+                addr.do_send(LeverageSet(symbol, leverage));
+            }
+            Err(e) => {
+                tracing::debug!(%symbol, error = %e, "leverage not set at start; the first entry sets it")
+            }
+        }
+    }
+    tracing::info!(symbols = set, %leverage, seconds = started.elapsed().as_secs(), "leverage set at start");
+}
+
+/// Whether the start-up pass may set `.0`'s leverage: no order on it since the start, and
+/// no leverage set on it by an entry.
+struct LeverageUntouched(Symbol);
+
+impl Message for LeverageUntouched {
+    type Result = bool;
+}
+
+impl Handler<LeverageUntouched> for Router {
+    type Result = bool;
+
+    fn handle(&mut self, msg: LeverageUntouched, _ctx: &mut Context<Self>) -> bool {
+        !self.ordered.contains(&msg.0) && self.ledger.leverage_set(&msg.0).is_none()
+    }
+}
+
+/// The start-up pass set `.0`'s leverage to `.1`.
+struct LeverageSet(Symbol, Decimal);
+
+impl Message for LeverageSet {
+    type Result = ();
+}
+
+impl Handler<LeverageSet> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeverageSet, _ctx: &mut Context<Self>) {
+        self.ledger.note_leverage(msg.0, msg.1);
+    }
 }
 
 /// An intent from the REP thread.
@@ -624,6 +743,9 @@ impl Handler<Private> for Router {
     fn handle(&mut self, msg: Private, ctx: &mut Context<Self>) {
         match msg {
             Private::Order(o) => {
+                if let Ok(symbol) = Symbol::new(&o.symbol) {
+                    self.ordered.insert(symbol);
+                }
                 if o.order_link_id.starts_with(IntentId::LINK_PREFIX) {
                     self.ledger
                         .note_placed(o.order_link_id.clone(), o.order_id.clone());
