@@ -114,9 +114,7 @@ fn one_intent_one_order_through_repeats_and_a_router_crash() {
     fills.subscribe("fill.").unwrap();
     let orders = Subscriber::dial(&[stack.ipc("router.pub")], &eager).unwrap();
     orders.subscribe("order.").unwrap();
-    stack.spawn("risk-manager", "risk-manager", &[], &[]);
-    stack.spawn("order-router", "order-router", &[], &[]);
-    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
+    stack.start_order_path();
 
     // The same intent three times at once: one order.
     let a = &instruments[0].symbol;
@@ -401,9 +399,7 @@ fn an_approved_entry_the_router_refuses_stops_counting_at_once() {
                 && i.lot_size_filter.min_notional_value.unwrap_or_default() <= Decimal::from(5)
         })
         .expect("an instrument whose minimum order is worth under 3 USDT");
-    stack.spawn("risk-manager", "risk-manager", &[], &[]);
-    stack.spawn("order-router", "order-router", &[], &[]);
-    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
+    stack.start_order_path();
 
     let buy = IntentAction::Enter { side: Side::Buy };
     let first = intent(&big.symbol, 1, buy, price_of(&big.symbol), None, None);
@@ -441,9 +437,7 @@ fn an_approved_entry_the_router_refuses_stops_counting_at_once() {
 #[test]
 fn an_order_waiting_on_a_slow_exchange_holds_only_its_own_intent() {
     let (mut stack, _rt, _sim, instruments, prices) = sim_stack(SETTINGS);
-    stack.spawn("risk-manager", "risk-manager", &[], &[]);
-    stack.spawn("order-router", "order-router", &[], &[]);
-    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
+    stack.start_order_path();
     let buy = IntentAction::Enter { side: Side::Buy };
     let of = |k: usize| {
         let s = instruments[k].symbol.as_str();
@@ -455,9 +449,7 @@ fn an_order_waiting_on_a_slow_exchange_holds_only_its_own_intent() {
         "/admin/faults",
         r#"{"slow": 1.0, "slow_ms": 5000, "only_path": "/v5/order/create"}"#,
     );
-    let slow_before = stack.admin_get("/admin/faults/served")["slow"]
-        .as_u64()
-        .unwrap();
+    let slow_before = stack.faults_served("slow");
     let url = stack.ipc("router.rep");
     let first = std::thread::spawn(move || {
         Requester::dial(&url, &BusOptions::default())
@@ -466,19 +458,7 @@ fn an_order_waiting_on_a_slow_exchange_holds_only_its_own_intent() {
             .unwrap()
     });
     // A's order has reached the sim (carried out; its answer held back): then B.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stack.admin_get("/admin/faults/served")["slow"]
-        .as_u64()
-        .unwrap()
-        == slow_before
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            stack.output("order-router")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    stack.wait_fault_served("slow", slow_before, Duration::from_secs(10), "order-router");
     stack.admin("/admin/faults", "{}");
     match submit(&stack, &b, Duration::from_secs(4)) {
         RouterReply::Placed { .. } => {}
@@ -511,8 +491,7 @@ fn the_router_sets_every_symbols_leverage_at_start_except_where_a_position_is_he
         "by-hand-1",
     );
     rt.block_on(sim.place_order(&by_hand)).unwrap();
-    stack.spawn("risk-manager", "risk-manager", &[], &[]);
-    stack.spawn("order-router", "order-router", &[], &[]);
+    stack.start_order_path();
     stack.wait_output(
         "order-router",
         "leverage set at start",
@@ -544,9 +523,7 @@ fn the_router_sets_every_symbols_leverage_at_start_except_where_a_position_is_he
 #[test]
 fn a_stale_entry_is_refused_at_once_and_journalled_once_while_the_exchange_is_slow() {
     let (mut stack, _rt, _sim, instruments, prices) = sim_stack(SETTINGS);
-    stack.spawn("risk-manager", "risk-manager", &[], &[]);
-    stack.spawn("order-router", "order-router", &[], &[]);
-    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
+    stack.start_order_path();
     stack.admin("/admin/faults", r#"{"slow": 1.0, "slow_ms": 12000}"#);
 
     let symbol = &instruments[0].symbol;

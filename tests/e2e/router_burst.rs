@@ -7,10 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Duration};
 
 use rust_decimal::Decimal;
 use shardbot_bus::{BusOptions, Requester};
@@ -113,9 +110,7 @@ fn a_burst_beyond_both_budgets_places_every_intent_once_through_10006_and_a_kill
         .map(|i| i.symbol.clone())
         .collect();
     assert_eq!(symbols.len(), 24, "24 instruments fit the sizing");
-    stack.spawn("risk-manager", "risk-manager", &[], &[]);
-    stack.spawn("order-router", "order-router", &[], &[]);
-    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
+    stack.start_order_path();
     let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
 
     // --- 24 entries at once; a seventh of the batches answered 10006 -------------------
@@ -153,9 +148,7 @@ fn a_burst_beyond_both_budgets_places_every_intent_once_through_10006_and_a_kill
         "/admin/faults",
         r#"{"slow": 1.0, "slow_ms": 4000, "only_path": "/v5/order/create-batch"}"#,
     );
-    let slow_before = stack.admin_get("/admin/faults/served")["slow"]
-        .as_u64()
-        .unwrap();
+    let slow_before = stack.faults_served("slow");
     let exits: Vec<OrderIntent> = symbols[..12]
         .iter()
         .map(|s| intent(s, 2, IntentAction::Exit, prices[s]))
@@ -168,19 +161,8 @@ fn a_burst_beyond_both_budgets_places_every_intent_once_through_10006_and_a_kill
             std::thread::spawn(move || deliver(&router, &i))
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stack.admin_get("/admin/faults/served")["slow"]
-        .as_u64()
-        .unwrap()
-        == slow_before
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no batch reached the exchange\n{}",
-            stack.output("order-router")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // A batch has reached the exchange (carried out, its answer held back).
+    stack.wait_fault_served("slow", slow_before, Duration::from_secs(30), "order-router");
     stack.kill9("order-router");
     stack.admin("/admin/faults", "{}");
     stack.spawn("order-router-2", "order-router", &[], &[]);

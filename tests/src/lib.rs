@@ -360,6 +360,37 @@ sim_base_url = "{sim_url}"
         sim_admin_get(&self.sim_url, path)
     }
 
+    /// How many REST requests bybit-sim has met with the fault `kind` (`rest_10006`,
+    /// `rest_5xx`, `slow`).
+    pub fn faults_served(&self, kind: &str) -> u64 {
+        self.admin_get("/admin/faults/served")[kind]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Waits (up to `within`) until bybit-sim has met more than `before` requests with the
+    /// fault `kind` (a held-back answer: the request was carried out); fails with the
+    /// output of `label`.
+    pub fn wait_fault_served(&self, kind: &str, before: u64, within: Duration, label: &str) {
+        let deadline = Instant::now() + within;
+        while self.faults_served(kind) == before {
+            assert!(
+                Instant::now() < deadline,
+                "no request met the {kind} fault within {within:?}\n{}",
+                self.output(label)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the risk manager and the order router on this stack and waits until the
+    /// router serves intents.
+    pub fn start_order_path(&mut self) {
+        self.spawn("risk-manager", "risk-manager", &[], &[]);
+        self.spawn("order-router", "order-router", &[], &[]);
+        self.wait_output("order-router", "router ready", Duration::from_secs(30));
+    }
+
     /// Waits until the gateway answers a universe request; returns the symbols.
     pub fn wait_for_universe(&mut self, within: Duration) -> Vec<String> {
         let req = Requester::dial(&self.ipc("md.rep"), &BusOptions::default()).unwrap();

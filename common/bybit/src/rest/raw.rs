@@ -261,21 +261,9 @@ impl RawClient {
     /// One call; a signed one that Bybit refuses with 10002 (timestamp outside the recv
     /// window: the clock was never measured, or drifted) is sent once more after the
     /// clock is measured again. Safe for orders too: a 10002 is refused at the gate,
-    /// before the request is carried out.
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &'static str,
-        query: &Query,
-        body: Option<String>,
-        signed: bool,
-    ) -> Result<T, BybitError> {
-        self.call_parsed(method, path, query, body, signed, Reading::ONE)
-            .await
-    }
-
-    /// [`call`](Self::call) with the reply read and the budget taken as `reading` says.
-    async fn call_parsed<T>(
+    /// before the request is carried out. The reply is read, and the budget taken, as
+    /// `reading` says.
+    async fn call<T>(
         &self,
         method: Method,
         path: &'static str,
@@ -421,7 +409,8 @@ impl RawClient {
         path: &'static str,
         q: &Query,
     ) -> Result<T, BybitError> {
-        self.call(Method::GET, path, q, None, false).await
+        self.call(Method::GET, path, q, None, false, Reading::ONE)
+            .await
     }
 
     async fn get_signed<T: DeserializeOwned>(
@@ -429,7 +418,8 @@ impl RawClient {
         path: &'static str,
         q: &Query,
     ) -> Result<T, BybitError> {
-        self.call(Method::GET, path, q, None, true).await
+        self.call(Method::GET, path, q, None, true, Reading::ONE)
+            .await
     }
 
     async fn post_signed<T: DeserializeOwned, B: Serialize>(
@@ -450,7 +440,7 @@ impl RawClient {
         // The exact string signed is the exact body sent.
         let body = serde_json::to_string(body)
             .map_err(|e| BybitError::Config(format!("{path}: cannot encode the request: {e}")))?;
-        self.call_parsed(Method::POST, path, &Query::new(), Some(body), true, reading)
+        self.call(Method::POST, path, &Query::new(), Some(body), true, reading)
             .await
     }
 
