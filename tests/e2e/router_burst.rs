@@ -206,3 +206,230 @@ fn a_burst_beyond_both_budgets_places_every_intent_once_through_10006_and_a_kill
     // nng_close can then hang for good (issue 22; seen here with one requester per intent).
     std::mem::forget(router);
 }
+
+/// Exits of a burst first, entries that wait too long not sent, every stage journalled.
+///
+/// Ten positions are opened (A). Then 40 entries at once (C): 20 fill the first window's
+/// budgets (20 orders a second), and once those are answered, the exits of A and 10 more
+/// entries (B) join the 20 C entries that wait. When the next window opens the desk sends
+/// the exits before any entry; entries still queued when they grow older than
+/// `router.max_entry_age_ms` (1.5 s; the third window opens after 2.1 s) are refused as
+/// stale, journalled, and never reach the exchange. Every placed intent's stages are in
+/// the journal, in order, with its first fill.
+#[test]
+fn exits_go_before_entries_and_entries_that_wait_too_long_are_not_sent() {
+    let mut stack = Stack::new(&format!(
+        "{}\n[router]\nmax_entry_age_ms = 1500\n",
+        CONFIG.replace("symbols = 60", "symbols = 160")
+    ));
+    stack.write(
+        "trading_settings.json",
+        &SETTINGS.replace("\"max_open_positions\": 40", "\"max_open_positions\": 100"),
+    );
+    let (rt, sim) = stack.start_sim();
+    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
+    let prices: HashMap<String, Decimal> = rt
+        .block_on(sim.tickers())
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.symbol, t.last_price))
+        .collect();
+    let symbols: Vec<String> = instruments
+        .iter()
+        .filter(|i| {
+            let min_value = i.lot_size_filter.min_order_qty * prices[&i.symbol];
+            min_value < Decimal::from(40)
+                && i.lot_size_filter.min_notional_value.unwrap_or_default() < Decimal::from(40)
+        })
+        .take(60)
+        .map(|i| i.symbol.clone())
+        .collect();
+    assert_eq!(symbols.len(), 60, "60 instruments fit the sizing");
+    let (a, rest) = symbols.split_at(10);
+    let (b, c) = rest.split_at(10);
+    stack.start_order_path();
+    // The router sets every symbol's leverage at start (10 a second): the burst is a later
+    // bar close's.
+    stack.wait_output(
+        "order-router",
+        "leverage set at start",
+        Duration::from_secs(60),
+    );
+    let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
+    let risk = Requester::dial(&stack.ipc("risk.rep"), &BusOptions::default()).unwrap();
+    let buy = IntentAction::Enter { side: Side::Buy };
+
+    // --- A: ten positions, known to the risk manager -----------------------------------
+    for s in a {
+        let r = deliver(&router, &intent(s, 1, buy, prices[s]));
+        assert!(matches!(r, RouterReply::Placed { .. }), "{s}: {r:?}");
+    }
+    stack.wait_until(
+        "the risk manager to hold A's positions",
+        Duration::from_secs(30),
+        "risk-manager",
+        |_| match risk.request_within::<_, shardbot_protocol::RiskReply>(
+            &shardbot_protocol::RiskRequest::Positions,
+            Duration::from_secs(5),
+        ) {
+            Ok(shardbot_protocol::RiskReply::Positions(p)) => a
+                .iter()
+                .all(|s| p.positions.iter().any(|p| p.symbol.as_str() == s)),
+            _ => false,
+        },
+    );
+    // A fresh window for the burst (bar closes are minutes apart).
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // --- the burst: C, then (once C spent the first window) A's exits and B --------------
+    let c_entries: Vec<OrderIntent> = c.iter().map(|s| intent(s, 2, buy, prices[s])).collect();
+    let b_entries: Vec<OrderIntent> = b.iter().map(|s| intent(s, 2, buy, prices[s])).collect();
+    let exits: Vec<OrderIntent> = a
+        .iter()
+        .map(|s| intent(s, 2, IntentAction::Exit, prices[s]))
+        .collect();
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let replies: HashMap<String, RouterReply> = std::thread::scope(|scope| {
+        let mut hs = Vec::new();
+        for i in &c_entries {
+            let (router, first_tx) = (&router, first_tx.clone());
+            hs.push(scope.spawn(move || {
+                let r = deliver(router, i);
+                let _ = first_tx.send(());
+                (i.intent_id.order_link_id(), r)
+            }));
+        }
+        for _ in 0..20 {
+            first_rx.recv().unwrap();
+        }
+        for i in exits.iter().chain(&b_entries) {
+            let router = &router;
+            hs.push(scope.spawn(move || (i.intent_id.order_link_id(), deliver(router, i))));
+        }
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for i in &exits {
+        let r = &replies[&i.intent_id.order_link_id()];
+        assert!(
+            matches!(r, RouterReply::Placed { .. }),
+            "exit {}: {r:?}",
+            i.symbol
+        );
+    }
+    let stale: Vec<&OrderIntent> = c_entries
+        .iter()
+        .chain(&b_entries)
+        .filter(|i| {
+            matches!(&replies[&i.intent_id.order_link_id()],
+                RouterReply::Refused { refusal, .. } if refusal.code == shardbot_protocol::RefusalCode::Stale)
+        })
+        .collect();
+    let placed: Vec<&OrderIntent> = c_entries
+        .iter()
+        .chain(&b_entries)
+        .filter(|i| {
+            matches!(
+                &replies[&i.intent_id.order_link_id()],
+                RouterReply::Placed { .. }
+            )
+        })
+        .collect();
+    assert_eq!(
+        stale.len() + placed.len(),
+        50,
+        "every entry placed or refused as stale: {replies:?}"
+    );
+    assert!(
+        !stale.is_empty() && placed.len() >= 30,
+        "40 entries fit the first two windows, not 50: {} placed, {} stale",
+        placed.len(),
+        stale.len()
+    );
+    let on_exchange = orders_by_link(&rt, &sim, &symbols);
+    for i in &stale {
+        assert_eq!(
+            on_exchange.get(&i.intent_id.order_link_id()),
+            None,
+            "{} was not sent",
+            i.symbol
+        );
+    }
+    for i in placed.iter().copied().chain(&exits) {
+        assert_eq!(
+            on_exchange.get(&i.intent_id.order_link_id()).copied(),
+            Some(1),
+            "{}",
+            i.symbol
+        );
+    }
+
+    // --- the stages: every placed intent, in order; exits sent before B's entries -------
+    let journal = shardbot_journal::Journal::open(&stack.path("var/journal.sqlite")).unwrap();
+    let link_of = |i: &OrderIntent| i.intent_id.order_link_id();
+    stack.wait_until(
+        "every placed intent's first fill in its stages",
+        Duration::from_secs(30),
+        "order-router",
+        |_| {
+            let stages = journal.stages_since(0).unwrap();
+            placed.iter().copied().chain(&exits).all(|i| {
+                stages
+                    .iter()
+                    .any(|s| s.order_link_id == link_of(i) && s.filled_ms.is_some())
+            })
+        },
+    );
+    let stages: HashMap<String, shardbot_journal::IntentStages> = journal
+        .stages_since(0)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.order_link_id.clone(), s))
+        .collect();
+    for i in placed.iter().copied().chain(&exits) {
+        let s = &stages[&link_of(i)];
+        assert!(
+            s.decided_ms <= s.router_ms
+                && s.router_ms <= s.approved_ms
+                && s.approved_ms <= s.sent_ms
+                && s.sent_ms <= s.acked_ms,
+            "{}: stages out of order: {s:?}",
+            i.symbol
+        );
+        assert_eq!(s.bar_close_ms, 2 + 300_000, "{}", i.symbol);
+    }
+    let last_exit_sent = exits
+        .iter()
+        .map(|i| stages[&link_of(i)].sent_ms)
+        .max()
+        .unwrap();
+    for i in &b_entries {
+        if let Some(s) = stages.get(&link_of(i)) {
+            assert!(
+                s.sent_ms >= last_exit_sent,
+                "entry {} sent at {} before an exit of the same burst (last exit sent at {last_exit_sent})",
+                i.symbol,
+                s.sent_ms
+            );
+        }
+    }
+    assert!(
+        placed
+            .iter()
+            .any(|i| stages[&link_of(i)].sent_ms >= last_exit_sent),
+        "entries queued with the exits went after them"
+    );
+    // The stale refusals are journalled with their reason.
+    let refusals = journal.refusals(100).unwrap();
+    for i in &stale {
+        assert!(
+            refusals
+                .iter()
+                .any(|r| r.intent_id == i.intent_id.to_string() && r.code == "stale"),
+            "{}'s refusal is journalled: {refusals:?}",
+            i.symbol
+        );
+    }
+    stack.assert_alive();
+    std::mem::forget(router);
+    std::mem::forget(risk);
+}

@@ -391,6 +391,27 @@ sim_base_url = "{sim_url}"
         self.wait_output("order-router", "router ready", Duration::from_secs(30));
     }
 
+    /// Polls `ok` until it holds, every 50 ms, failing after `within` (or at once if a
+    /// process of the stack died) with `what` and the output of `label`.
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        within: Duration,
+        label: &str,
+        mut ok: impl FnMut(&Stack) -> bool,
+    ) {
+        let deadline = Instant::now() + within;
+        while !ok(self) {
+            self.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for {what}\n--- {label}:\n{}",
+                self.output(label)
+            );
+            std::thread::sleep(Duration::from_millis(50)); // polling the stack's state
+        }
+    }
+
     /// Waits until the gateway answers a universe request; returns the symbols.
     pub fn wait_for_universe(&mut self, within: Duration) -> Vec<String> {
         let req = Requester::dial(&self.ipc("md.rep"), &BusOptions::default()).unwrap();

@@ -214,6 +214,7 @@ fn bar(symbol: &str, t: i64) -> Bar {
         volume: Decimal::ONE,
         turnover: Decimal::ONE,
         published_ms: None,
+        stamps: Default::default(),
     }
 }
 

@@ -83,6 +83,7 @@ impl Kline {
             volume: self.volume,
             turnover: self.turnover,
             published_ms: None,
+            stamps: Default::default(),
         }
     }
 }

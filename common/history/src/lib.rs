@@ -323,6 +323,7 @@ fn decode(rec: &[u8], symbol: &Symbol, interval: Interval) -> Bar {
         volume: decimal_at(rec, 4),
         turnover: decimal_at(rec, 5),
         published_ms: None,
+        stamps: Default::default(),
     }
 }
 
@@ -346,6 +347,7 @@ mod tests {
             volume: Decimal::from_str("12.345").unwrap(),
             turnover: Decimal::from_str("0.000000001").unwrap(),
             published_ms: None,
+            stamps: Default::default(),
         }
     }
 

@@ -12,6 +12,7 @@
 //! | `discrepancies` | reconciler | every difference found between the journal and the exchange, both values |
 //! | `balance_snapshots` | reconciler | expected balance (baseline + trades) against the wallet, with the difference |
 //! | `reconciliation_runs` | reconciler | every sweep: what it checked, verified, imported and found |
+//! | `intent_stages` | order-router | every placed intent's stages, from its bar's close to its first fill (and `early_fills`, a fill heard before them) |
 //! | `simulated_balances` | risk-manager | every simulated balance set, when, and its offset from the exchange's |
 //!
 //! A trade's PnL (`calc_pnl`, `ex_pnl`) is Bybit's closed PnL: gross PnL minus the opening
@@ -31,9 +32,11 @@ use shardbot_protocol::{Fill, OrderEvent, OrderIntent, Refusal, TimestampMs};
 
 mod balances;
 mod export;
+mod stages;
 mod trades;
 pub use balances::{Period, SimulatedBalance, period_at, periods};
 pub use export::{TRADE_CSV_HEADER, write_trades_csv};
+pub use stages::{IntentStages, RouterStamps, SPANS, SpanSummary, StageSummary};
 pub use trades::{
     BalanceSnapshot, Discrepancy, ExchangeNumbers, JournalFill, ReconciliationRun, TradeRecord,
     TradeView,
@@ -162,6 +165,30 @@ const MIGRATIONS: &[&str] = &[
         exchange_balance  TEXT NOT NULL,
         offset            TEXT NOT NULL,
         UNIQUE (set_at_ms, offset)
+     );",
+    // 5: every placed intent's stages, from its bar's close to its first fill
+    // (order-router), and fills heard before their intent's stages were written
+    "CREATE TABLE intent_stages (
+        intent_id     TEXT PRIMARY KEY,
+        order_link_id TEXT NOT NULL,
+        symbol        TEXT NOT NULL,
+        action        TEXT NOT NULL,
+        bar_close_ms  INTEGER NOT NULL,
+        exchange_ms   INTEGER,
+        received_ms   INTEGER,
+        published_ms  INTEGER,
+        decided_ms    INTEGER NOT NULL,
+        router_ms     INTEGER NOT NULL,
+        approved_ms   INTEGER NOT NULL,
+        sent_ms       INTEGER NOT NULL,
+        acked_ms      INTEGER NOT NULL,
+        filled_ms     INTEGER
+     );
+     CREATE INDEX intent_stages_by_link ON intent_stages(order_link_id);
+     CREATE INDEX intent_stages_by_time ON intent_stages(router_ms);
+     CREATE TABLE early_fills (
+        order_link_id TEXT PRIMARY KEY,
+        at_ms         INTEGER NOT NULL
      );",
 ];
 

@@ -19,6 +19,7 @@ fn bar() -> Bar {
         volume: dec!(123.456),
         turnover: dec!(13870000.12),
         published_ms: None,
+        stamps: Default::default(),
     }
 }
 

@@ -217,6 +217,7 @@ mod tests {
             volume: Decimal::ONE,
             turnover: Decimal::ONE,
             published_ms: None,
+            stamps: Default::default(),
         }
     }
 

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::types::{Interval, Side, Symbol, TimestampMs};
+use crate::types::{BarStamps, Interval, Side, Symbol, TimestampMs};
 
 /// What a strategy wants done with a symbol's position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,7 +50,12 @@ pub struct OrderIntent {
     pub stop_loss: Option<Decimal>,
     #[serde(default)]
     pub take_profit: Option<Decimal>,
+    /// The worker's decision (its local clock).
     pub created_ms: TimestampMs,
+    /// The bar's way to the worker ([`BarStamps`]): with `created_ms` and the router's own
+    /// stamps, the intent's stages from the exchange's close to its fill.
+    #[serde(default)]
+    pub bar_stamps: BarStamps,
 }
 
 impl OrderIntent {
@@ -80,7 +85,15 @@ impl OrderIntent {
             stop_loss,
             take_profit,
             created_ms,
+            bar_stamps: BarStamps::default(),
         }
+    }
+
+    /// This intent, with the stamps of the bar it was decided on.
+    #[must_use]
+    pub fn with_bar_stamps(mut self, stamps: BarStamps) -> OrderIntent {
+        self.bar_stamps = stamps;
+        self
     }
 }
 

@@ -24,7 +24,7 @@ pub use seq::{GapDetector, SeqCheck, SeqStamper};
 pub use shard::{Shard, ShardError};
 pub use slot::{SLOT_COUNT, Slot, fnv1a64};
 pub use topic::{TOPIC_END, Topic, TopicError, TopicKind, valid_name};
-pub use types::{Interval, IntervalError, Side, Symbol, SymbolError, TimestampMs};
+pub use types::{BarStamps, Interval, IntervalError, Side, Symbol, SymbolError, TimestampMs};
 
 /// Unix time in milliseconds, from the system clock (0 if the clock is before 1970).
 pub fn now_ms() -> TimestampMs {

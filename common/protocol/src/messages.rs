@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     intent::{IntentId, OrderIntent},
     topic::Topic,
-    types::{Interval, Side, Symbol, TimestampMs},
+    types::{BarStamps, Interval, Side, Symbol, TimestampMs},
 };
 
 /// A message that is published on the bus under a topic derived from its contents.
@@ -50,6 +50,10 @@ pub struct Bar {
     /// they receive the bar live or refill it after a bus drop.
     #[serde(default)]
     pub published_ms: Option<TimestampMs>,
+    /// When this bar passed the exchange and the gateway, for the order path's stage
+    /// breakdown (empty for history and tests).
+    #[serde(default)]
+    pub stamps: BarStamps,
 }
 
 impl Publish for Bar {

@@ -222,6 +222,22 @@ impl fmt::Display for Side {
     }
 }
 
+/// A live bar's way to the workers, for the stage breakdown of the intents it produces.
+/// `exchange_ms` is the exchange's own stamp on the push that closed the bar (the
+/// exchange's clock); the others are the gateway's local clock, like every later stage
+/// (worker decision, router receipt, approval, sent, acknowledged, filled), so the stages
+/// after the exchange compare without any clock estimate (one host, or hosts kept in step
+/// by NTP).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BarStamps {
+    /// The exchange's stamp on the kline push with `confirm = true`.
+    pub exchange_ms: Option<TimestampMs>,
+    /// The gateway's receipt of that push.
+    pub received_ms: Option<TimestampMs>,
+    /// The gateway's publication of the bar on the bus.
+    pub published_ms: Option<TimestampMs>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

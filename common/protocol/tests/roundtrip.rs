@@ -25,6 +25,7 @@ fn bar() -> Bar {
         volume: dec!(123.456),
         turnover: dec!(13870000.1234),
         published_ms: None,
+        stamps: Default::default(),
     }
 }
 

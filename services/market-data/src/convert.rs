@@ -1,7 +1,7 @@
 //! Exchange shapes (`common/bybit` models) → bus messages (`common/protocol`).
 
 use shardbot_bybit::models::ws::{TickerFields, WsKline};
-use shardbot_protocol::{Bar, Interval, Symbol, Ticker};
+use shardbot_protocol::{Bar, BarStamps, Interval, Symbol, Ticker};
 
 /// A closed kline from the WebSocket; `None` while the candle is still open or if the
 /// message names an interval or symbol shardbot cannot carry.
@@ -20,6 +20,10 @@ pub fn ws_bar(symbol: &str, k: &WsKline) -> Option<Bar> {
         volume: k.volume,
         turnover: k.turnover,
         published_ms: None,
+        stamps: BarStamps {
+            exchange_ms: Some(k.timestamp),
+            ..BarStamps::default()
+        },
     })
 }
 
@@ -38,4 +42,39 @@ pub fn ticker(ts: i64, t: &TickerFields) -> Option<Ticker> {
         turnover_24h: t.turnover24h,
         ts_ms: ts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use rust_decimal_macros::dec;
+
+    use super::*;
+
+    fn kline(confirm: bool) -> WsKline {
+        WsKline {
+            start: 1_672_324_800_000,
+            end: 1_672_325_099_999,
+            interval: "5".into(),
+            open: dec!(16649.5),
+            close: dec!(16677),
+            high: dec!(16677),
+            low: dec!(16608),
+            volume: dec!(2.081),
+            turnover: dec!(34666.4005),
+            confirm,
+            timestamp: 1_672_325_100_012,
+        }
+    }
+
+    /// A closed kline is a bar carrying the exchange's stamp (the first stage of its
+    /// intents); the gateway adds its own; an open one is no bar.
+    #[test]
+    fn a_closed_kline_carries_the_exchanges_stamp() {
+        let bar = ws_bar("BTCUSDT", &kline(true)).unwrap();
+        assert_eq!(bar.stamps.exchange_ms, Some(1_672_325_100_012));
+        assert_eq!(bar.stamps.received_ms, None, "stamped by the gateway");
+        assert_eq!(bar.open_time_ms, 1_672_324_800_000);
+        assert_eq!(ws_bar("BTCUSDT", &kline(false)), None);
+    }
 }

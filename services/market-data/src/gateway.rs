@@ -458,6 +458,7 @@ impl Gateway {
         for mut bar in bars {
             if publish_after.is_none_or(|t| bar.open_time_ms > t) {
                 bar.published_ms = Some(now);
+                bar.stamps.published_ms = Some(now_ms());
                 match self.publisher.publish(&bar) {
                     Ok(_) => self.stats.bars_published += 1,
                     Err(e) => tracing::warn!(symbol = %key.0, error = %e, "cannot publish a bar"),
@@ -791,7 +792,8 @@ impl Handler<Ws> for Gateway {
         match msg.event {
             PublicEvent::Kline { symbol, kline } => {
                 self.last_kline = Instant::now();
-                if let Some(bar) = convert::ws_bar(&symbol, &kline) {
+                if let Some(mut bar) = convert::ws_bar(&symbol, &kline) {
+                    bar.stamps.received_ms = Some(now_ms());
                     self.on_live_bar(bar, ctx);
                 }
             }

@@ -8,13 +8,15 @@
 //! call. Each order's own result goes back to the attempt that sent it: an order of a
 //! batch can be refused while the others are placed, and a batch call whose outcome is
 //! unknown makes every one of its orders unknown (each is then looked up by its
-//! orderLinkId, as a single order would be).
+//! orderLinkId, as a single order would be). An entry still queued when it grows stale
+//! (`router.max_entry_age_ms`) is not sent: the queue can be long at a large bar close.
 
 use shardbot_bybit::{
     BybitError,
     models::order::OrderId,
     rest::{BybitClient, CreateOrder},
 };
+use shardbot_protocol::{TimestampMs, now_ms};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::plan::{self, Route};
@@ -26,7 +28,21 @@ const BATCH: &str = "/v5/order/create-batch";
 #[derive(Debug)]
 struct Pending {
     order: CreateOrder,
-    reply: oneshot::Sender<Result<OrderId, BybitError>>,
+    /// Not sent after this (local clock): a queued entry that grew stale.
+    not_after_ms: Option<TimestampMs>,
+    reply: oneshot::Sender<DeskResult>,
+}
+
+/// What became of an order given to the desk.
+#[derive(Debug)]
+pub enum DeskResult {
+    /// Sent at `sent_ms` (local clock, once its budget was reserved): the exchange's answer.
+    Sent {
+        result: Result<OrderId, BybitError>,
+        sent_ms: TimestampMs,
+    },
+    /// Not sent: its deadline passed while it waited for the budgets.
+    Expired,
 }
 
 /// The handle attempts send orders through (cheap to clone).
@@ -43,14 +59,45 @@ impl Desk {
         Desk { tx }
     }
 
-    /// Places `order` (never re-sent here): its ids, or its error as `place_order` gives
-    /// it (an unsure outcome is [`BybitError::UnknownOutcome`]).
+    /// Places `order` (never re-sent here): its ids, or its error as `place_order` gives it
+    /// (an unsure outcome is [`BybitError::UnknownOutcome`]).
     pub async fn place(&self, order: CreateOrder) -> Result<OrderId, BybitError> {
         let link = order.order_link_id.clone();
+        match self.place_before(order, None).await {
+            DeskResult::Sent { result, .. } => result,
+            DeskResult::Expired => Err(BybitError::Config(format!(
+                "order {link}: expired in the desk without a deadline"
+            ))),
+        }
+    }
+
+    /// Places `order` as [`Desk::place`] does, unless it is still queued after
+    /// `not_after_ms` (local clock); says when it was sent.
+    pub async fn place_before(
+        &self,
+        order: CreateOrder,
+        not_after_ms: Option<TimestampMs>,
+    ) -> DeskResult {
+        let link = order.order_link_id.clone();
         let (reply, answer) = oneshot::channel();
-        let gone = || BybitError::Config(format!("order {link}: the order desk has stopped"));
-        self.tx.send(Pending { order, reply }).map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        let gone = || DeskResult::Sent {
+            result: Err(BybitError::Config(format!(
+                "order {link}: the order desk has stopped"
+            ))),
+            sent_ms: now_ms(),
+        };
+        if self
+            .tx
+            .send(Pending {
+                order,
+                not_after_ms,
+                reply,
+            })
+            .is_err()
+        {
+            return gone();
+        }
+        answer.await.unwrap_or_else(|_| gone())
     }
 }
 
@@ -65,6 +112,18 @@ async fn run(client: BybitClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
         }
         while let Ok(p) = rx.try_recv() {
             queue.push(p);
+        }
+        let now = now_ms();
+        queue.retain_mut(|p| {
+            let expired = p.not_after_ms.is_some_and(|t| now > t);
+            if expired {
+                let (gone, _) = oneshot::channel();
+                let _ = std::mem::replace(&mut p.reply, gone).send(DeskResult::Expired);
+            }
+            !expired
+        });
+        if queue.is_empty() {
+            continue;
         }
         queue.sort_by(|a, b| plan::burst_rank(&a.order).cmp(&plan::burst_rank(&b.order)));
         match send_head(&client, &mut queue) {
@@ -84,11 +143,14 @@ async fn run(client: BybitClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
                 // The IP is banned: every queued order fails now, as a call would.
                 tracing::error!(error = %e, orders = queue.len(), "orders not sent");
                 for p in queue.drain(..) {
-                    let _ = p.reply.send(Err(BybitError::BatchFailed {
-                        endpoint: CREATE.into(),
-                        message: e.to_string(),
-                        unknown: false,
-                    }));
+                    let _ = p.reply.send(DeskResult::Sent {
+                        result: Err(BybitError::BatchFailed {
+                            endpoint: CREATE.into(),
+                            message: e.to_string(),
+                            unknown: false,
+                        }),
+                        sent_ms: now,
+                    });
                 }
             }
         }
@@ -140,8 +202,9 @@ async fn single(
     reservation: shardbot_bybit::ratelimit::Reservation,
 ) {
     if let Some(p) = sent.into_iter().next() {
+        let sent_ms = now_ms();
         let result = client.place_order_reserved(&p.order, reservation).await;
-        let _ = p.reply.send(result);
+        let _ = p.reply.send(DeskResult::Sent { result, sent_ms });
     }
 }
 
@@ -152,10 +215,11 @@ async fn batch(
 ) {
     let orders: Vec<CreateOrder> = sent.iter().map(|p| p.order.clone()).collect();
     tracing::info!(orders = orders.len(), "sending a batch");
+    let sent_ms = now_ms();
     match client.place_orders_reserved(&orders, reservation).await {
         Ok(results) => {
-            for (p, r) in sent.into_iter().zip(results) {
-                let _ = p.reply.send(r);
+            for (p, result) in sent.into_iter().zip(results) {
+                let _ = p.reply.send(DeskResult::Sent { result, sent_ms });
             }
         }
         Err(e) => {
@@ -166,7 +230,7 @@ async fn batch(
                     message: e.to_string(),
                     unknown,
                 };
-                let _ = p.reply.send(Err(if unknown {
+                let result = Err(if unknown {
                     BybitError::UnknownOutcome {
                         endpoint: BATCH.into(),
                         order_link_id: p.order.order_link_id.clone(),
@@ -174,7 +238,8 @@ async fn batch(
                     }
                 } else {
                     failed
-                }));
+                });
+                let _ = p.reply.send(DeskResult::Sent { result, sent_ms });
             }
         }
     }

@@ -52,6 +52,15 @@ pub fn stale_entry(intent: &OrderIntent, now_ms: i64, max_age_ms: u64) -> Option
     })
 }
 
+/// The last moment an entry may still be sent ([`stale_entry`] after it); exits have none.
+pub fn entry_deadline(intent: &OrderIntent, max_age_ms: u64) -> Option<TimestampMs> {
+    (intent.action != IntentAction::Exit).then(|| {
+        intent
+            .created_ms
+            .saturating_add(i64::try_from(max_age_ms).unwrap_or(i64::MAX))
+    })
+}
+
 /// What the risk manager approved, as the order path uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Approval {
@@ -516,8 +525,15 @@ mod tests {
         #[case] now: i64,
         #[case] stale: bool,
     ) {
-        let r = stale_entry(&intent(action, created), now, 5_000);
+        let i = intent(action, created);
+        let r = stale_entry(&i, now, 5_000);
         assert_eq!(r.is_some(), stale, "{r:?}");
+        // The desk's deadline for a queued order agrees with the rule.
+        assert_eq!(
+            entry_deadline(&i, 5_000).is_some_and(|t| now > t),
+            stale,
+            "deadline"
+        );
         if let Some(r) = r {
             assert_eq!(r.code, RefusalCode::Stale);
             assert!(r.reason.contains("max_entry_age_ms = 5000"), "{}", r.reason);

@@ -16,7 +16,7 @@ use shardbot_bybit::{
     models::order::{Execution, Order},
     rest::{BybitClient, CreateOrder, OrderResolution},
 };
-use shardbot_journal::Journal;
+use shardbot_journal::{IntentStages, Journal, RouterStamps};
 use shardbot_protocol::{
     ErrorReply, FlattenReport, Instrument, IntentId, OrderEvent, OrderIntent, Refusal, RefusalCode,
     RiskReply, RiskRequest, RouterReply, Side, Symbol, TimestampMs,
@@ -24,7 +24,7 @@ use shardbot_protocol::{
 use shardbot_service::alert::Alerts;
 
 use crate::{
-    desk::Desk,
+    desk::{Desk, DeskResult},
     flatten::{self, EntryGate},
     plan::{self, Admission, Ledger, Outcome, PlannedOrder, Sent, placed, refused, stale_entry},
 };
@@ -124,7 +124,7 @@ impl Router {
             match client.executions(None, from, now).await {
                 Ok(list) => {
                     for e in list {
-                        addr.do_send(Private::Execution(Box::new(e)));
+                        addr.do_send(Private::Missed(Box::new(e)));
                     }
                 }
                 Err(e) => {
@@ -149,13 +149,22 @@ impl Router {
     }
 
     /// Journals a fill, then publishes it: each execution exactly once, whether it came
-    /// from the stream or from a catch-up read.
-    fn publish_fill(&mut self, e: &Execution) {
+    /// from the stream or from a catch-up read. A `live` one (heard on the stream) is its
+    /// order's first fill's time in the intent's stages.
+    fn publish_fill(&mut self, e: &Execution, live: bool) {
         let Some(f) = e.to_fill() else {
             return;
         };
         match self.journal.record_fill(&f) {
             Ok(false) => return, // already journalled and published
+            Ok(true) if live => {
+                if let Err(err) = self
+                    .journal
+                    .record_first_fill(&f.order_link_id, shardbot_protocol::now_ms())
+                {
+                    tracing::error!(error = %err, order_link_id = f.order_link_id, "cannot journal a fill's time");
+                }
+            }
             Ok(true) => {}
             Err(err) => tracing::error!(error = %err, exec_id = f.exec_id, "cannot journal a fill"),
         }
@@ -183,33 +192,41 @@ struct Attempt {
     panic_after_approval: bool,
 }
 
+/// What an attempt learned on its way, whatever its reply.
+#[derive(Default)]
+struct Progress {
+    /// The leverage it set, on which symbol.
+    leverage_set_for: Option<(Symbol, Decimal)>,
+    /// The order as placed, to journal.
+    order: Option<OrderEvent>,
+    /// The risk manager approved an entry (it counts as open there until placed).
+    approved_entry: bool,
+    /// The router's stamps of the order it placed.
+    stamps: Option<RouterStamps>,
+}
+
 impl Attempt {
-    async fn run(self, intent: OrderIntent) -> Outcome {
-        let mut leverage_set_for = None;
-        let mut order = None;
-        let mut approved_entry = false;
-        let reply = self
-            .place(
-                &intent,
-                &mut leverage_set_for,
-                &mut order,
-                &mut approved_entry,
-            )
-            .await;
-        Outcome {
+    async fn run(
+        self,
+        intent: OrderIntent,
+        router_ms: TimestampMs,
+    ) -> (Outcome, Option<RouterStamps>) {
+        let mut progress = Progress::default();
+        let reply = self.place(&intent, router_ms, &mut progress).await;
+        let outcome = Outcome {
             reply,
-            leverage_set_for,
-            approved_entry,
-            order,
-        }
+            leverage_set_for: progress.leverage_set_for,
+            approved_entry: progress.approved_entry,
+            order: progress.order,
+        };
+        (outcome, progress.stamps)
     }
 
     async fn place(
         &self,
         intent: &OrderIntent,
-        lev: &mut Option<(Symbol, Decimal)>,
-        journal: &mut Option<OrderEvent>,
-        approved_entry: &mut bool,
+        router_ms: TimestampMs,
+        progress: &mut Progress,
     ) -> RouterReply {
         let link = intent.intent_id.order_link_id();
         if self.look_first {
@@ -259,11 +276,12 @@ impl Attempt {
                 );
             }
         };
+        let approved_ms = shardbot_protocol::now_ms();
         let approval = match plan::approval(intent, decision) {
             Ok(a) => a,
             Err(reply) => return reply,
         };
-        *approved_entry = !approval.reduce_only;
+        progress.approved_entry = !approval.reduce_only;
         assert!(
             !self.panic_after_approval,
             "injected fault: router.inject_panic_on_symbol = {}",
@@ -299,7 +317,7 @@ impl Attempt {
                     }
                 }
             }
-            *lev = Some((intent.symbol.clone(), leverage));
+            progress.leverage_set_for = Some((intent.symbol.clone(), leverage));
         }
         let tick = self
             .instrument
@@ -336,10 +354,16 @@ impl Attempt {
                 }
             }
         };
-        let reply = self.send(intent, &create, &link, side, qty).await;
+        let (reply, sent) = self.send(intent, &create, &link, side, qty).await;
         if let RouterReply::Placed { order_id, .. } = &reply {
             record.order_id = order_id.clone();
-            *journal = Some(record);
+            progress.order = Some(record);
+            progress.stamps = sent.map(|(sent_ms, acked_ms)| RouterStamps {
+                router_ms,
+                approved_ms,
+                sent_ms,
+                acked_ms,
+            });
         }
         reply
     }
@@ -360,6 +384,8 @@ impl Attempt {
         })
     }
 
+    /// Sends the order through the desk; with the reply, when it was sent and acknowledged
+    /// if the exchange answered it placed (not found by a lookup).
     async fn send(
         &self,
         intent: &OrderIntent,
@@ -367,20 +393,40 @@ impl Attempt {
         link: &str,
         side: Side,
         qty: Decimal,
-    ) -> RouterReply {
-        let result = self.desk.place(order.clone()).await;
+    ) -> (RouterReply, Option<(TimestampMs, TimestampMs)>) {
+        let deadline = plan::entry_deadline(intent, self.max_entry_age_ms);
+        let sent = match self.desk.place_before(order.clone(), deadline).await {
+            DeskResult::Sent { result, sent_ms } => (result, sent_ms),
+            DeskResult::Expired => {
+                return (
+                    self.refuse_if_stale(intent).unwrap_or_else(|| {
+                        refused(
+                            intent,
+                            RefusalCode::Stale,
+                            "the entry grew stale while it waited for the order budgets".into(),
+                        )
+                    }),
+                    None,
+                );
+            }
+        };
+        let (result, sent_ms) = sent;
+        let acked_ms = shardbot_protocol::now_ms();
         match plan::classify(result.as_ref().map(|id| id.order_id.clone())) {
             Sent::Placed(order_id) => {
                 tracing::info!(intent_id = %intent.intent_id, order_link_id = link, order_id, symbol = %intent.symbol, %side, %qty, "order placed");
-                placed(intent, link, order_id, false)
+                (
+                    placed(intent, link, order_id, false),
+                    Some((sent_ms, acked_ms)),
+                )
             }
             Sent::LookUp => {
                 if let Err(e) = &result {
                     tracing::warn!(order_link_id = link, error = %e, "order outcome unknown or link id taken; looking it up");
                 }
-                self.resolve(intent, link).await
+                (self.resolve(intent, link).await, None)
             }
-            Sent::Refused(reason) => refused(intent, RefusalCode::Exchange, reason),
+            Sent::Refused(reason) => (refused(intent, RefusalCode::Exchange, reason), None),
         }
     }
 
@@ -587,11 +633,12 @@ impl Handler<Submit> for Router {
         let addr = ctx.address();
         let intent = msg.intent;
         actix::spawn(async move {
-            let outcome = attempt.run(intent.clone()).await;
+            let (outcome, stamps) = attempt.run(intent.clone(), now_ms).await;
             addr.do_send(Done {
                 link,
                 intent,
                 outcome,
+                stamps,
             });
         });
     }
@@ -601,6 +648,8 @@ struct Done {
     link: String,
     intent: OrderIntent,
     outcome: Outcome,
+    /// The router's stamps of the order it placed.
+    stamps: Option<RouterStamps>,
 }
 
 impl Message for Done {
@@ -616,6 +665,13 @@ impl Handler<Done> for Router {
             && let Err(e) = self.journal.record_order(order, Some(&msg.intent.strategy))
         {
             tracing::error!(error = %e, order_link_id = msg.link, "cannot journal an order");
+        }
+        if let Some(stamps) = msg.stamps
+            && let Err(e) = self
+                .journal
+                .record_stages(&IntentStages::of(&msg.intent, stamps))
+        {
+            tracing::error!(error = %e, order_link_id = msg.link, "cannot journal an intent's stages");
         }
         if let Some(req) = finish.tell_risk {
             let risk = self.risk.clone();
@@ -733,6 +789,8 @@ impl Handler<FlattenProgress> for Router {
 pub enum Private {
     Order(Box<Order>),
     Execution(Box<Execution>),
+    /// An execution the stream missed, read over REST.
+    Missed(Box<Execution>),
     /// The stream is subscribed (again): catch up on what it may have missed.
     Subscribed,
 }
@@ -752,7 +810,8 @@ impl Handler<Private> for Router {
                 }
                 self.publish_order(&o);
             }
-            Private::Execution(e) => self.publish_fill(&e),
+            Private::Execution(e) => self.publish_fill(&e, true),
+            Private::Missed(e) => self.publish_fill(&e, false),
             Private::Subscribed => self.catch_up(ctx),
         }
     }

@@ -307,6 +307,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
                 volume: d(5)?,
                 turnover: if v.len() > 6 { d(6)? } else { Decimal::ZERO },
                 published_ms: None,
+                stamps: Default::default(),
             });
         }
         let n = store.merge(&bars)?;

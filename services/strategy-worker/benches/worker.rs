@@ -50,6 +50,7 @@ fn load() -> Vec<Vec<Bar>> {
                         volume: d(5),
                         turnover: Decimal::ZERO,
                         published_ms: Some(open_time_ms + 300_000),
+                        stamps: Default::default(),
                     }
                 })
                 .collect()

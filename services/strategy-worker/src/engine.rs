@@ -426,6 +426,7 @@ fn intent(strategy: &str, bar: &Bar, signal: &Signal, tick: Option<Decimal>) -> 
         tp,
         now_ms(),
     )
+    .with_bar_stamps(bar.stamps)
 }
 
 /// The symbols of a universe that a shard owns (for logs and tests).
@@ -483,6 +484,7 @@ mod tests {
             volume: dec!(1),
             turnover: dec!(100),
             published_ms: Some((i + 1) * 60_000 + 1_000),
+            stamps: Default::default(),
         }
     }
 

@@ -11,8 +11,10 @@
 //! with it. A first round (not measured) sets every symbol's leverage, which the router
 //! does once per symbol.
 //!
-//! Not measured here: the bar close → intent part (`bench pipeline` measures it) and a
-//! stage breakdown per intent (see the issue notes).
+//! Then, from the router's journal, each intent's stages ([`shardbot_journal::IntentStages`]:
+//! decided → router → approved → sent → acknowledged → filled), p50 and p99 per burst size.
+//! Here "decided" is the burst's send; the bar close → decided part is what `bench
+//! pipeline` measures, and is in the journal of a running stack.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -37,8 +39,8 @@ pub struct BurstBenchArgs {
     /// Burst sizes (approved entries per close) to measure.
     #[arg(long, value_delimiter = ',', default_value = "10,50,150")]
     sizes: Vec<usize>,
-    /// Measured rounds per size (each: a burst of entries, then one of exits).
-    #[arg(long, default_value_t = 10)]
+    /// Measured rounds (bar closes) per size (each: a burst of entries, then one of exits).
+    #[arg(long, default_value_t = 30)]
     rounds: usize,
 }
 
@@ -77,6 +79,8 @@ order_router_rep = "ipc://{d}/router.rep"
 risk_manager_pub = "ipc://{d}/risk.pub"
 risk_manager_rep = "ipc://{d}/risk.rep"
 heartbeat = "ipc://{d}/hb-{{service}}-{{instance}}.pub"
+[journal]
+file = "{d}/journal.sqlite"
 [exchange]
 environment = "sim"
 sim_base_url = "http://127.0.0.1:{port}"
@@ -169,7 +173,9 @@ max_entry_age_ms = 600000
     let mut bar = 0i64;
     // Not measured: every symbol's leverage is set by its first entry.
     round(&router, &risk, &universe[..largest], &mut bar)?;
+    let mut windows = Vec::new();
     for &n in &args.sizes {
+        let from_ms = shardbot_protocol::now_ms();
         let (mut first_in, mut last_in, mut first_out, mut last_out) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.rounds {
@@ -196,12 +202,53 @@ max_entry_age_ms = 600000
                 last_p50 / 1000.0 / floor_ms,
             );
         }
+        windows.push((n, from_ms, shardbot_protocol::now_ms()));
     }
+    print_stages(&dir.path().join("journal.sqlite"), &windows)?;
     // Dropping the requesters after the stack ends could hang in libnng 1.5.2's close
     // (issue 22); the process ends here anyway.
     std::mem::forget(router);
     std::mem::forget(risk);
     drop(procs);
+    Ok(())
+}
+
+/// The journal's stage breakdown of each size's intents, entries and exits apart.
+fn print_stages(journal: &std::path::Path, windows: &[(usize, i64, i64)]) -> anyhow::Result<()> {
+    let journal = shardbot_journal::Journal::open(journal)?;
+    println!();
+    println!("stages (ms, p50 / p99, from the router's journal; decided = the burst's send):");
+    let shown = [
+        "decided → router",
+        "router → approved",
+        "approved → sent",
+        "sent → acknowledged",
+        "acknowledged → filled",
+    ];
+    println!("| N | kind | intents | {} |", shown.join(" | "));
+    println!("|---|---|---|{}", "---|".repeat(shown.len()));
+    for &(n, from_ms, to_ms) in windows {
+        let all = journal.stages_since(from_ms)?;
+        for (kind, exits) in [("entries", false), ("exits", true)] {
+            let these: Vec<_> = all
+                .iter()
+                .filter(|s| s.router_ms < to_ms && (s.action == "exit") == exits)
+                .cloned()
+                .collect();
+            let sum = shardbot_journal::StageSummary::of(&these);
+            let cells: Vec<String> = shown
+                .iter()
+                .map(|name| {
+                    let span = sum.spans.iter().find(|s| s.name == *name);
+                    match span.and_then(|s| Some((s.p50?, s.p99?))) {
+                        Some((p50, p99)) => format!("{p50} / {p99}"),
+                        None => "-".into(),
+                    }
+                })
+                .collect();
+            println!("| {n} | {kind} | {} | {} |", these.len(), cells.join(" | "));
+        }
+    }
     Ok(())
 }
 

@@ -78,6 +78,7 @@ fn bar(t: i64) -> Bar {
         volume: Decimal::new(123_456, 3),
         turnover: Decimal::new(1_387_000_012, 2),
         published_ms: None,
+        stamps: Default::default(),
     }
 }
 

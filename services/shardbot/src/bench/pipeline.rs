@@ -73,6 +73,7 @@ fn bar(symbols: &[Symbol], sym: usize, k: i64, published: Option<i64>) -> Bar {
         volume: Decimal::ONE,
         turnover: c,
         published_ms: published,
+        stamps: Default::default(),
     }
 }
 
