@@ -289,7 +289,7 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     );
     b.screenshot(&screenshot_path("performance"));
     // A backtest run by the user shows up on the Backtests page.
-    let data = shardbot_e2e::shared().join("data/klines/bybit_linear_5m/BTCUSDT.csv");
+    let data = shardbot_testdata::klines("bybit_linear_5m/BTCUSDT.csv");
     let run_dir = stack.path("backtests/btc-trend");
     let bt = std::process::Command::new(shardbot_e2e::bin("shardbot"))
         .args(["backtest", "--strategy", "trend_following", "--params-file"])

@@ -31,7 +31,7 @@ use std::{
 
 use rust_decimal::Decimal;
 use shardbot_backtest::{BacktestConfig, ExitReason, Intrabar, Market, Slippage, run_with};
-use shardbot_e2e::{ScriptStack, block_on, replay_config_with, shared};
+use shardbot_e2e::{ScriptStack, block_on, replay_config_with};
 use shardbot_journal::Journal;
 use shardbot_protocol::Side;
 use shardbot_risk::TradingSettings;
@@ -125,7 +125,7 @@ fn backtest(stack: &ScriptStack, trade_from_ms: i64) -> Vec<shardbot_backtest::T
     let client = stack.client();
     let instruments = block_on(async move { client.instruments().await }).unwrap();
     let series =
-        shardbot_backtest::data::load_path(&shared().join("data/klines/bybit_linear_5m")).unwrap();
+        shardbot_backtest::data::load_path(&shardbot_testdata::klines("bybit_linear_5m")).unwrap();
     let params = OptimizedFile::load(&stack.path("optimized_parameters.json")).unwrap();
     let mut markets = Vec::new();
     let mut strategies = Vec::new();

@@ -8,12 +8,12 @@
 
 use std::time::Duration;
 
-use shardbot_e2e::{FAST_PARAMS, ScriptStack, shared};
+use shardbot_e2e::{FAST_PARAMS, ScriptStack};
 use shardbot_journal::Journal;
 
 #[test]
 fn two_account_stacks_share_one_gateway() {
-    let replay = shared().join("data/klines/bybit_linear_5m");
+    let replay = shardbot_testdata::klines("bybit_linear_5m");
     let stack = ScriptStack::new(&format!(
         r#"[sim]
 replay_dir = "{}"

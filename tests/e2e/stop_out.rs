@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
 use shardbot_bus::{BusOptions, Requester};
-use shardbot_e2e::{Stack, shared};
+use shardbot_e2e::Stack;
 use shardbot_protocol::{
     IntentAction, Interval, OrderIntent, RefusalCode, RouterReply, RouterRequest, Side, Symbol,
 };
@@ -44,7 +44,7 @@ const SETTINGS: &str = r#"{"simulated_balance": 1000, "sizing": {"percent": 5}, 
 /// stop between the two lows is below the price whenever the entry lands, and is reached
 /// later: with a random path, a stop may never be (which made this test flaky).
 fn steepest_fall() -> (String, i64, f64, f64) {
-    let dir = shared().join("data/klines/bybit_linear_5m");
+    let dir = shardbot_testdata::klines("bybit_linear_5m");
     let mut best: Option<(String, i64, f64, f64)> = None;
     for s in shardbot_backtest::data::load_path(&dir).unwrap() {
         let c = &s.candles;
@@ -87,8 +87,7 @@ fn a_stop_out_starts_the_cooldown() {
         &CONFIG
             .replace(
                 "{replay_dir}",
-                &shared()
-                    .join("data/klines/bybit_linear_5m")
+                &shardbot_testdata::klines("bybit_linear_5m")
                     .display()
                     .to_string(),
             )

@@ -86,13 +86,6 @@ pub fn free_port() -> u16 {
     panic!("no free port between 10000 and {low}");
 }
 
-/// `../shared` next to the checkout (`SHARDBOT_SHARED` overrides): the recorded data.
-pub fn shared() -> PathBuf {
-    std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| script::root().join("../shared"))
-}
-
 /// Short moving averages, so that prices cross often and every few bars bring intents.
 pub const FAST_PARAMS: &str = r#"{
   "trend_following": {"optimized_at": "2026-11-22T00:00:00Z", "objective": "test",

@@ -128,6 +128,15 @@ impl ScriptStack {
         out
     }
 
+    /// `scripts/stack up --no-build` with no configuration file and no other flag: the
+    /// stack a new user starts (default configuration; only the folder layout and ports
+    /// come from this test's environment, as [`ScriptStack::output`] sets them).
+    pub fn up_plain(&self) -> String {
+        let (ok, out) = self.run(&["up", "--no-build"]);
+        assert!(ok, "scripts/stack up failed:\n{out}");
+        out
+    }
+
     /// The supervisor's view: program → (state, pid).
     pub fn supervisor(&self) -> HashMap<String, (String, Option<u32>)> {
         let out = Command::new("supervisorctl")
@@ -284,8 +293,7 @@ pub fn replay_config_with(
     risk_extra: &str,
     sections: &str,
 ) -> String {
-    let replay = crate::shared().join("data/klines/bybit_linear_5m");
-    assert!(replay.is_dir(), "{} is missing", replay.display());
+    let replay = shardbot_testdata::klines("bybit_linear_5m");
     format!(
         r#"[sim]
 replay_dir = "{}"

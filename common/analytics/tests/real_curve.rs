@@ -14,10 +14,7 @@ use shardbot_analytics::{
 };
 
 fn closes() -> Vec<(i64, Decimal)> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/data/klines/bybit_linear_1d/BTCUSDT.csv"
-    );
+    let path = shardbot_testdata::klines("bybit_linear_1d/BTCUSDT.csv");
     let text = std::fs::read_to_string(path).unwrap();
     text.lines()
         .skip(1)

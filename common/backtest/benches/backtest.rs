@@ -1,9 +1,9 @@
 //! Backtest throughput: bar-steps per second on one core, for each built-in strategy,
 //!   cargo bench -p shardbot-backtest --bench backtest
-//! on ../shared/data/klines/bybit_linear_5m (8 symbols × 86,604 bars) and on every file
-//! of ../shared/data/klines/bybit_linear_1d (329 symbols). The data is loaded once; each
+//! on the full data's klines/bybit_linear_5m (8 symbols × 86,604 bars) and on every file
+//! of its klines/bybit_linear_1d (329 symbols). The data is loaded once; each
 //! figure is the best of 5 full runs (stepping, strategies, risk rules, fills, equity
-//! curve and summary included). SHARDBOT_SHARED overrides the shared folder.
+//! curve and summary included). SHARDBOT_DATA names another data folder.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a benchmark
 
@@ -13,10 +13,9 @@ use rust_decimal::Decimal;
 use shardbot_backtest::{BacktestConfig, Market, data::load_path, run, run_with};
 use shardbot_strategy::{BUILT_IN, Candle, Params, Position, Signals, Strategy};
 
-fn shared() -> PathBuf {
-    std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+/// A folder of the full data set (`SHARDBOT_DATA`, default ../shared/data).
+fn full(dir: &str) -> PathBuf {
+    shardbot_testdata::full_klines(dir).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn best_of_5(f: impl Fn() -> usize) -> (f64, usize) {
@@ -32,11 +31,8 @@ fn best_of_5(f: impl Fn() -> usize) -> (f64, usize) {
 
 /// The benchmark's data: a label and a folder under the shared folder.
 const DATA: [(&str, &str); 2] = [
-    (
-        "bybit_linear_5m (8 × 86,604)",
-        "data/klines/bybit_linear_5m",
-    ),
-    ("bybit_linear_1d (329 files)", "data/klines/bybit_linear_1d"),
+    ("bybit_linear_5m (8 × 86,604)", "bybit_linear_5m"),
+    ("bybit_linear_1d (329 files)", "bybit_linear_1d"),
 ];
 
 /// All symbols in one account: 1 % of the balance per position, every entry judged
@@ -64,9 +60,9 @@ fn every_rule(strategy: &str) -> BacktestConfig {
     cfg
 }
 
-/// Every file of `dir` (under the shared folder), without instrument rules.
+/// Every file of `dir` (a folder of the full data's klines), without instrument rules.
 fn markets(dir: &str) -> Vec<Market> {
-    load_path(&shared().join(dir))
+    load_path(&full(dir))
         .unwrap()
         .into_iter()
         .map(|s| Market::unrestricted(s).unwrap())
@@ -209,7 +205,7 @@ fn main() {
         return;
     }
     if args.iter().any(|a| a == "--breakdown") {
-        let markets = markets("data/klines/bybit_linear_5m");
+        let markets = markets("bybit_linear_5m");
         let bars: usize = markets.iter().map(|m| m.series.candles.len()).sum();
         breakdown(&markets, bars);
         return;

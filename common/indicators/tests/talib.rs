@@ -18,12 +18,6 @@ fn python() -> PathBuf {
         })
 }
 
-fn shared() -> PathBuf {
-    std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
-
 fn ours(csv: &str, rows: usize) -> HashMap<&'static str, Vec<Option<f64>>> {
     let text = std::fs::read_to_string(csv).unwrap();
     let (mut sma10, mut sma30, mut ema12, mut ema26) =
@@ -62,8 +56,8 @@ fn ours(csv: &str, rows: usize) -> HashMap<&'static str, Vec<Option<f64>>> {
 }
 
 #[rstest]
-#[case("data/klines/bybit_linear_5m/BTCUSDT.csv", 5000)]
-#[case("data/klines/bybit_linear_1d/1000000BABYDOGEUSDT.csv", 400)]
+#[case("bybit_linear_5m/BTCUSDT.csv", 5000)]
+#[case("bybit_linear_1d/1000000BABYDOGEUSDT.csv", 400)]
 fn every_series_equals_ta_lib(#[case] file: &str, #[case] rows: usize) {
     let py = python();
     let ok = Command::new(&py)
@@ -75,7 +69,7 @@ fn every_series_equals_ta_lib(#[case] file: &str, #[case] rows: usize) {
         "TA-Lib is not importable with {}: run scripts/install-deps, or set SHARDBOT_PYTHON",
         py.display()
     );
-    let csv = shared().join(file);
+    let csv = shardbot_testdata::klines(file);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/talib_reference.py");
     let out = Command::new(&py)
         .arg(script)

@@ -11,10 +11,7 @@ use std::{path::PathBuf, time::Instant};
 use shardbot_strategy::{Candle, Params, Position, build};
 
 fn load() -> Vec<Vec<Candle>> {
-    let dir = std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("data/klines/bybit_linear_5m");
+    let dir = shardbot_testdata::full_klines("bybit_linear_5m").unwrap_or_else(|e| panic!("{e}"));
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::path::PathBuf;
 
 use rstest::rstest;
 use shardbot_strategy::{
@@ -173,10 +172,7 @@ fn trade(s: &mut dyn Strategy, bars: &[Candle]) -> Vec<(usize, Signal)> {
 }
 
 fn real_bars(n: usize) -> Vec<Candle> {
-    let path = std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("data/klines/bybit_linear_5m/ETHUSDT.csv");
+    let path = shardbot_testdata::klines("bybit_linear_5m/ETHUSDT.csv");
     std::fs::read_to_string(path)
         .unwrap()
         .lines()

@@ -470,8 +470,12 @@ impl Instrument {
     }
 }
 
-/// The last close of every `<SYMBOL>.csv` in `dir`, and the open time of that bar.
+/// The last close of every `<SYMBOL>.csv` in the folder `dir`, and the open time of that
+/// bar; or the same from a price-level file ([`price_level_file`]).
 fn price_levels(dir: &Path) -> Result<Vec<(String, f64, i64)>, String> {
+    if dir.is_file() {
+        return price_level_file(dir);
+    }
     let mut out = Vec::new();
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("price folder {}: {e}", dir.display()))?;
@@ -499,6 +503,38 @@ fn price_levels(dir: &Path) -> Result<Vec<(String, f64, i64)>, String> {
         };
         out.push((symbol.to_owned(), close, t));
     }
+    Ok(out)
+}
+
+/// Price levels from one CSV of `symbol,open_time_ms,close` rows (a header first): each
+/// symbol's last daily close, as the folder form gives it, in a few kB
+/// (`deploy/sim/universe_prices.csv`).
+fn price_level_file(file: &Path) -> Result<Vec<(String, f64, i64)>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let bad = || {
+            format!(
+                "{}:{}: expected symbol,open_time_ms,close, got `{line}`",
+                file.display(),
+                n + 1
+            )
+        };
+        let [symbol, t, close] = f[..] else {
+            return Err(bad());
+        };
+        let t: i64 = t.parse().map_err(|_| bad())?;
+        let close: f64 = close.parse().map_err(|_| bad())?;
+        if symbol.is_empty() || !close.is_finite() || close <= 0.0 {
+            return Err(bad());
+        }
+        out.push((symbol.to_owned(), close, t));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
@@ -1004,22 +1040,46 @@ mod replay_tests {
 mod universe_tests {
     use super::*;
 
-    fn shared(rel: &str) -> std::path::PathBuf {
-        std::env::var_os("SHARDBOT_SHARED")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-            })
-            .join(rel)
+    /// The default configuration's price levels (deploy/sim/universe_prices.csv).
+    fn default_prices() -> std::path::PathBuf {
+        shardbot_testdata::repo_root().join("deploy/sim/universe_prices.csv")
+    }
+
+    /// The price-level file holds, for each daily series, its folder form's level: checked on
+    /// the repository's daily files (and on all 329 where the full data is at hand).
+    #[test]
+    fn the_price_level_file_is_the_daily_files_last_closes() {
+        let file: std::collections::HashMap<String, (f64, i64)> = price_levels(&default_prices())
+            .unwrap()
+            .into_iter()
+            .map(|(s, c, t)| (s, (c, t)))
+            .collect();
+        assert_eq!(file.len(), 329);
+        let mut folders = vec![shardbot_testdata::klines("bybit_linear_1d")];
+        folders.extend(shardbot_testdata::full_klines("bybit_linear_1d").ok());
+        for dir in folders {
+            for (symbol, close, t) in price_levels(&dir).unwrap() {
+                assert_eq!(file.get(&symbol), Some(&(close, t)), "{symbol}");
+            }
+        }
+        // A malformed row is refused, naming the file and line.
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("prices.csv");
+        std::fs::write(&bad, "symbol,open_time_ms,close\nBTCUSDT,1,x\n").unwrap();
+        let e = price_levels(&bad).unwrap_err();
+        assert!(
+            e.contains("prices.csv:2") && e.contains("BTCUSDT,1,x"),
+            "{e}"
+        );
     }
 
     #[test]
     fn real_names_and_price_levels_come_from_the_fixture_and_the_data() {
-        let file = shared(
-            "fixtures/bybit/rest/v5_market_instruments_info_linear_full_testnet_2023_result.json",
+        let file = shardbot_testdata::bybit_fixture(
+            "rest/v5_market_instruments_info_linear_full_testnet_2023_result.json",
         );
-        let dir = shared("data/klines/bybit_linear_1d");
-        let m = Market::with_price_levels(7, 600, Some(&file), Some(&dir)).unwrap();
+        let prices = default_prices();
+        let m = Market::with_price_levels(7, 600, Some(&file), Some(&prices)).unwrap();
         assert_eq!(m.instruments.len(), 600);
         // Every name of both sources is listed, once.
         let mut names: std::collections::HashSet<String> = real_instruments(&file, 7)
@@ -1027,7 +1087,12 @@ mod universe_tests {
             .into_iter()
             .map(|i| i.symbol)
             .collect();
-        names.extend(price_levels(&dir).unwrap().into_iter().map(|(s, _, _)| s));
+        names.extend(
+            price_levels(&prices)
+                .unwrap()
+                .into_iter()
+                .map(|(s, _, _)| s),
+        );
         let real: std::collections::HashSet<String> = m
             .instruments
             .iter()
@@ -1036,15 +1101,16 @@ mod universe_tests {
             .collect();
         assert_eq!(real, names);
         assert!(real.len() > 300, "{} real names", real.len());
-        // BTCUSDT: the fixture's filters, the data's price level.
-        let last_row: Vec<String> = std::fs::read_to_string(dir.join("BTCUSDT.csv"))
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .split(',')
-            .map(str::to_owned)
-            .collect();
+        // BTCUSDT: the fixture's filters, the data's price level (its last daily bar).
+        let last_row: Vec<String> =
+            std::fs::read_to_string(shardbot_testdata::klines("bybit_linear_1d/BTCUSDT.csv"))
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap()
+                .split(',')
+                .map(str::to_owned)
+                .collect();
         let (btc_time, btc_close): (i64, f64) =
             (last_row[0].parse().unwrap(), last_row[4].parse().unwrap());
         let btc = m.get("BTCUSDT").unwrap();

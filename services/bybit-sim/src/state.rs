@@ -61,7 +61,7 @@ impl Exchange {
             )?
         } else {
             // Optional sources of real names: missing ones are skipped with a warning, so
-            // the sim also runs where ../shared is not.
+            // the sim also runs where a configured file is not.
             let existing = |path: &str, what: &str| {
                 let p = std::path::Path::new(path);
                 match path.trim() {

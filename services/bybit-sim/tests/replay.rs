@@ -1,4 +1,4 @@
-//! Replaying recorded klines (../shared/data) on an accelerated clock, read through the
+//! Replaying recorded klines (common/testdata/klines) on an accelerated clock, read through the
 //! project's own client: REST history is the file, and closed bars stream in order with
 //! the file's values.
 
@@ -14,10 +14,7 @@ use shardbot_bybit::ws::{PublicEvent, WsConfig, kline_topic, spawn_public};
 use shardbot_protocol::Interval;
 
 fn data() -> PathBuf {
-    std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("data/klines/bybit_linear_5m")
+    shardbot_testdata::klines("bybit_linear_5m")
 }
 
 /// The file's rows as (open time, o, h, l, c, v).

@@ -22,7 +22,7 @@ const DEFAULT: &str =
     Values follow TA-Lib's conventions; cells are empty while an indicator warms up."
 )]
 pub struct IndicatorsArgs {
-    /// Kline CSV: open_time_ms,open,high,low,close,volume (the ../shared/data format).
+    /// Kline CSV: open_time_ms,open,high,low,close,volume (the format of common/testdata/klines).
     #[arg(long, value_name = "CSV")]
     data: PathBuf,
     /// Write here instead of standard output.

@@ -18,9 +18,15 @@ pub struct JournalArgs {
     /// journal is its `journal.file`.
     #[arg(long, env = "SHARDBOT_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Read this journal file instead of the configured one.
+    /// Read this journal file.
     #[arg(long, value_name = "FILE")]
     journal: Option<PathBuf>,
+    /// The account stack whose journal to read, as started by `scripts/stack up --account
+    /// NAME` (`$SHARDBOT_STACK_RUN/NAME/journal.sqlite`, default `var/NAME/...`). Default:
+    /// the one account stack running here, else the one journal in that folder, else the
+    /// configured `journal.file`.
+    #[arg(long, value_name = "NAME")]
+    account: Option<String>,
 }
 
 impl JournalArgs {
@@ -30,12 +36,23 @@ impl JournalArgs {
             None => {
                 let settings = Settings::load(self.config.as_deref())?;
                 let js: JournalSettings = settings.section("journal")?;
-                js.file
+                let configured =
+                    self.config.is_some() || std::env::var_os("SHARDBOT__JOURNAL__FILE").is_some();
+                let run = crate::stacks::run_dir();
+                crate::stacks::choose_journal(
+                    self.account.as_deref(),
+                    configured,
+                    &run,
+                    &crate::stacks::running(&crate::stacks::ipc_dir()),
+                    &crate::stacks::journals_in(&run),
+                    &js.file,
+                )?
             }
         };
         if !path.exists() {
             bail!(
-                "no journal at {} (start the stack first, or pass --journal FILE)",
+                "no journal at {} (start the stack first with `scripts/stack up`, name its \
+                 account with --account NAME, or pass --journal FILE)",
                 path.display()
             );
         }

@@ -1,8 +1,11 @@
-//! Finding the running account stack a command talks to (`risk`, `reconcile`), the way
-//! `scripts/stack` lays them out: each account's services listen in their own folder of
-//! the ipc folder (`$SHARDBOT_STACK_IPC`, default `/tmp/shardbot`), e.g.
-//! `ipc:///tmp/shardbot/sim/risk-manager.rep`. An account stack counts as running when its
-//! risk manager's socket has a listener (a socket file left by a killed process has not).
+//! Finding the running account stack a command talks to (`risk`, `reconcile`, `health`)
+//! or reads (`report`, `trades`: its journal), the way `scripts/stack` lays them out: each
+//! account's services listen in their own folder of the ipc folder (`$SHARDBOT_STACK_IPC`,
+//! default `/tmp/shardbot`), e.g. `ipc:///tmp/shardbot/sim/risk-manager.rep`, and keep
+//! their journal in their folder of the state folder (`$SHARDBOT_STACK_RUN`, default `var`
+//! of the checkout, where the commands are run from), e.g. `var/sim/journal.sqlite`. An
+//! account stack counts as running when its risk manager's socket has a listener (a socket
+//! file left by a killed process has not).
 
 use std::path::{Path, PathBuf};
 
@@ -141,6 +144,68 @@ pub fn market_heartbeat(ipc: &Path) -> String {
     format!("ipc://{}/hb-{{service}}-{{instance}}.pub", ipc.display())
 }
 
+/// The state folder `scripts/stack` uses (the same variable; its default, the checkout's
+/// `var`, relative to where the command runs).
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("SHARDBOT_STACK_RUN").map_or_else(|| PathBuf::from("var"), PathBuf::from)
+}
+
+/// Which journal a command reads: `--account NAME`'s (running or not); else, with a
+/// configuration given, its `journal.file`; else the one account stack running's; else,
+/// with none running, the one account's journal in the state folder (`on_disk`); else the
+/// configured default (`default`).
+pub fn choose_journal(
+    account: Option<&str>,
+    configured: bool,
+    run: &Path,
+    running: &[String],
+    on_disk: &[String],
+    default: &Path,
+) -> anyhow::Result<PathBuf> {
+    let of = |name: &str| run.join(name).join("journal.sqlite");
+    match account {
+        Some(name) => {
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                bail!("--account {name:?}: account names are letters, digits, '-' and '_'");
+            }
+            Ok(of(name))
+        }
+        None if configured => Ok(default.to_owned()),
+        None => match (running, on_disk) {
+            ([one], _) => Ok(of(one)),
+            ([], [one]) => Ok(of(one)),
+            ([], []) => Ok(default.to_owned()),
+            ([], several) => bail!(
+                "journals of several account stacks are in {} ({}): say which with --account NAME",
+                run.display(),
+                several.join(", ")
+            ),
+            (several, _) => bail!(
+                "several account stacks are running ({}): say which with --account NAME",
+                several.join(", ")
+            ),
+        },
+    }
+}
+
+/// The accounts with a journal in the state folder `run`, sorted.
+pub fn journals_in(run: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(run) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().join("journal.sqlite").is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Whether the endpoints come from the user's configuration rather than the defaults.
 pub fn configured(config: Option<&Path>) -> bool {
     config.is_some() || std::env::vars().any(|(k, _)| k.starts_with("SHARDBOT__ENDPOINTS__"))
@@ -234,6 +299,48 @@ mod tests {
         );
         let e = choose(None, false, ipc, &names(&["sim"]), true, &base()).unwrap();
         assert_eq!(e.risk_manager_rep, "ipc:///run/sb/sim/risk-manager.rep");
+    }
+
+    #[test]
+    fn the_journal_read_is_the_stacks_the_way_scripts_stack_keeps_it() {
+        let run = Path::new("/srv/sb/var");
+        let default = Path::new("var/journal.sqlite");
+        let pick = |account, configured, running: &[&str], on_disk: &[&str]| {
+            choose_journal(
+                account,
+                configured,
+                run,
+                &names(running),
+                &names(on_disk),
+                default,
+            )
+        };
+        let at = |name: &str| run.join(name).join("journal.sqlite");
+        // The one running, though another account's journal is on disk.
+        assert_eq!(
+            pick(None, false, &["sim"], &["demo", "sim"]).unwrap(),
+            at("sim")
+        );
+        // Named: that account's, running or not.
+        assert_eq!(
+            pick(Some("demo"), false, &["sim"], &[]).unwrap(),
+            at("demo")
+        );
+        // A configuration given: its journal.file.
+        assert_eq!(pick(None, true, &["sim"], &["sim"]).unwrap(), default);
+        // None running: the one on disk; none at all: the configured default.
+        assert_eq!(pick(None, false, &[], &["sim"]).unwrap(), at("sim"));
+        assert_eq!(pick(None, false, &[], &[]).unwrap(), default);
+        let err = pick(None, false, &["a", "b"], &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("several account stacks are running (a, b)"),
+            "{err}"
+        );
+        let err = pick(None, false, &[], &["a", "b"]).unwrap_err();
+        assert!(err.to_string().contains("/srv/sb/var (a, b)"), "{err}");
+        let err = pick(Some("../x"), false, &[], &[]).unwrap_err();
+        assert!(err.to_string().contains("letters, digits"), "{err}");
     }
 
     #[cfg(target_os = "linux")]

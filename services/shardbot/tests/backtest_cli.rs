@@ -4,16 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{collections::HashMap, path::PathBuf, process::Command};
-
-fn shared() -> PathBuf {
-    std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
+use std::{collections::HashMap, process::Command};
 
 fn backtest(strategies: &str, data: &str, out: &std::path::Path) -> Vec<HashMap<String, String>> {
-    let data = shared().join("data/klines").join(data);
+    let data = shardbot_testdata::klines(data);
     let run = Command::new(env!("CARGO_BIN_EXE_shardbot"))
         .args(["backtest", "--strategy", strategies, "--data"])
         .arg(&data)
@@ -103,7 +97,7 @@ fn param_overrides_need_a_single_strategy() {
             "trend_following,mean_reversion",
             "--data",
         ])
-        .arg(shared().join("data/klines/bybit_linear_4h"))
+        .arg(shardbot_testdata::klines("bybit_linear_4h"))
         .args(["--param", "fast=5"])
         .output()
         .unwrap();

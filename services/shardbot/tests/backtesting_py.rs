@@ -1,5 +1,5 @@
 //! `shardbot backtest` against backtesting.py (PyPI `backtesting` 0.6.6, a backtester this
-//! project did not write) on real Bybit klines from ../shared/data: an all-in SMA
+//! project did not write) on real Bybit klines (common/testdata/klines): an all-in SMA
 //! stop-and-reverse, fee 0.055 %, fills at the next open, no stops, 10,000 USDT.
 //!
 //! Both must make the same trades (side, entry and exit bar, entry and exit price to 1e-9
@@ -25,12 +25,6 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../var/pyenv/bin/python")
         })
-}
-
-fn shared() -> PathBuf {
-    std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,8 +110,7 @@ fn trades_and_pnl_equal_backtesting_py(#[case] file: &str, #[case] fast: u32, #[
         "backtesting.py is not importable with {}: run scripts/install-deps, or set SHARDBOT_PYTHON",
         py.display()
     );
-    let csv = shared().join("data/klines").join(file);
-    assert!(csv.exists(), "no data at {}", csv.display());
+    let csv = shardbot_testdata::klines(file);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/backtesting_reference.py");
     let out = Command::new(&py)
         .arg(script)

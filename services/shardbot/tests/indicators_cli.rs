@@ -7,10 +7,7 @@ use std::{path::PathBuf, process::Command};
 use shardbot_indicators::{Macd, Rsi};
 
 fn btc() -> PathBuf {
-    std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("data/klines/bybit_linear_5m/BTCUSDT.csv")
+    shardbot_testdata::klines("bybit_linear_5m/BTCUSDT.csv")
 }
 
 fn run(args: &[&str]) -> std::process::Output {

@@ -3,7 +3,7 @@
 //! Each bar is a real bus frame (`bar.<slot>.<SYMBOL>.5|` + MessagePack) decoded and fed
 //! to the worker's engine, which checks its order and runs trend_following and
 //! mean_reversion (defaults) on it and turns signals into intents. Data: every file of
-//! ../shared/data/klines/bybit_linear_5m (8 symbols x 86,604 bars), interleaved by time as
+//! the full data's klines/bybit_linear_5m (SHARDBOT_DATA, default ../shared/data; 8 symbols x 86,604 bars), interleaved by time as
 //! the gateway publishes them. Best of 5 runs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a benchmark
@@ -18,10 +18,7 @@ use shardbot_strategy::StrategySettings;
 use strategy_worker::{Engine, Step};
 
 fn load() -> Vec<Vec<Bar>> {
-    let dir = std::env::var_os("SHARDBOT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("data/klines/bybit_linear_5m");
+    let dir = shardbot_testdata::full_klines("bybit_linear_5m").unwrap_or_else(|e| panic!("{e}"));
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
