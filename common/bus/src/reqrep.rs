@@ -280,8 +280,11 @@ impl Replier {
         let failed: Mutex<Option<BusError>> = Mutex::new(None);
         std::thread::scope(|scope| {
             for n in 0..workers {
+                // A worker only decodes, waits for its answer and encodes: a small stack
+                // lets a service serve hundreds at once.
                 let spawned = std::thread::Builder::new()
                     .name(format!("bus-rep-{n}"))
+                    .stack_size(256 * 1024)
                     .spawn_scoped(scope, || {
                         if let Err(e) = self.context_worker(&watchdog, &handler, &on_bad_request) {
                             *failed
