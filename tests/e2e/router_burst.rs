@@ -215,12 +215,14 @@ fn a_burst_beyond_both_budgets_places_every_intent_once_through_10006_and_a_kill
 /// the exits before any entry; entries still queued when they grow older than
 /// `router.max_entry_age_ms` (1.5 s; the third window opens after 2.1 s) are refused as
 /// stale, journalled, and never reach the exchange. Every placed intent's stages are in
-/// the journal, in order, with its first fill.
+/// the journal, in order, with its first fill. Last, an entry of a burst refused by the
+/// exchange: the others are placed, the refused one is answered with the exchange's
+/// reason and no longer counted by the risk manager.
 #[test]
-fn exits_go_before_entries_and_entries_that_wait_too_long_are_not_sent() {
+fn exits_go_first_stale_entries_are_not_sent_and_a_refused_order_is_released() {
     let mut stack = Stack::new(&format!(
         "{}\n[router]\nmax_entry_age_ms = 1500\n",
-        CONFIG.replace("symbols = 60", "symbols = 160")
+        CONFIG.replace("symbols = 60", "symbols = 240")
     ));
     stack.write(
         "trading_settings.json",
@@ -241,12 +243,14 @@ fn exits_go_before_entries_and_entries_that_wait_too_long_are_not_sent() {
             min_value < Decimal::from(40)
                 && i.lot_size_filter.min_notional_value.unwrap_or_default() < Decimal::from(40)
         })
-        .take(60)
+        .take(83)
         .map(|i| i.symbol.clone())
         .collect();
-    assert_eq!(symbols.len(), 60, "60 instruments fit the sizing");
+    assert_eq!(symbols.len(), 83, "83 instruments fit the sizing");
     let (a, rest) = symbols.split_at(10);
-    let (b, c) = rest.split_at(10);
+    let (b, rest) = rest.split_at(10);
+    let (c, rest) = rest.split_at(40);
+    let (f, d) = rest.split_at(20);
     stack.start_order_path();
     // The router sets every symbol's leverage at start (10 a second): the burst is a later
     // bar close's.
@@ -429,6 +433,81 @@ fn exits_go_before_entries_and_entries_that_wait_too_long_are_not_sent() {
             i.symbol
         );
     }
+
+    // --- an order of a burst refused by the exchange --------------------------------------
+    // F fills a fresh window's budgets; D's three entries, sent meanwhile, wait and go out
+    // as the budgets free up (in a batch or alone: the budgets free order by order, so the
+    // grouping is the desk's; a batch's per-order results are checked against the sim in
+    // common/bybit's tests). D[1] is refused (110007), the other two are placed once, and
+    // the risk manager no longer counts the refused one.
+    std::thread::sleep(Duration::from_millis(1100));
+    let f_entries: Vec<OrderIntent> = f.iter().map(|s| intent(s, 3, buy, prices[s])).collect();
+    let d_entries: Vec<OrderIntent> = d.iter().map(|s| intent(s, 3, buy, prices[s])).collect();
+    stack.admin(
+        "/admin/faults",
+        &format!(r#"{{"refuse_symbol": "{}"}}"#, d[1]),
+    );
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let replies: HashMap<String, RouterReply> = std::thread::scope(|scope| {
+        let mut hs = Vec::new();
+        for i in &f_entries {
+            let (router, done_tx) = (&router, done_tx.clone());
+            hs.push(scope.spawn(move || {
+                let r = deliver(router, i);
+                let _ = done_tx.send(());
+                (i.intent_id.order_link_id(), r)
+            }));
+        }
+        for _ in 0..20 {
+            done_rx.recv().unwrap();
+        }
+        for i in &d_entries {
+            let router = &router;
+            hs.push(scope.spawn(move || (i.intent_id.order_link_id(), deliver(router, i))));
+        }
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    stack.admin("/admin/faults", "{}");
+    for i in f_entries.iter().chain([&d_entries[0], &d_entries[2]]) {
+        let r = &replies[&i.intent_id.order_link_id()];
+        assert!(
+            matches!(r, RouterReply::Placed { .. }),
+            "{}: {r:?}",
+            i.symbol
+        );
+    }
+    match &replies[&d_entries[1].intent_id.order_link_id()] {
+        RouterReply::Refused { refusal, .. } => {
+            assert_eq!(refusal.code, shardbot_protocol::RefusalCode::Exchange);
+            assert!(refusal.reason.contains("110007"), "{}", refusal.reason);
+        }
+        other => panic!("{}: {other:?}", d[1]),
+    }
+    let on_exchange = orders_by_link(&rt, &sim, d);
+    assert_eq!(on_exchange.get(&link_of(&d_entries[1])), None);
+    for i in [&d_entries[0], &d_entries[2]] {
+        assert_eq!(
+            on_exchange.get(&link_of(i)).copied(),
+            Some(1),
+            "{}",
+            i.symbol
+        );
+    }
+    stack.wait_until(
+        "the risk manager to count D's two placed entries and not the refused one",
+        Duration::from_secs(30),
+        "risk-manager",
+        |_| match risk.request_within::<_, shardbot_protocol::RiskReply>(
+            &shardbot_protocol::RiskRequest::Positions,
+            Duration::from_secs(5),
+        ) {
+            Ok(shardbot_protocol::RiskReply::Positions(p)) => {
+                let held = |s: &str| p.positions.iter().any(|p| p.symbol.as_str() == s);
+                held(&d[0]) && held(&d[2]) && !held(&d[1])
+            }
+            _ => false,
+        },
+    );
     stack.assert_alive();
     std::mem::forget(router);
     std::mem::forget(risk);

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-
 use rstest::rstest;
 use shardbot_strategy::{
     BuildError, Candle, Direction, MeanReversion, OptimizedFile, ParamError, ParamStatus, Params,

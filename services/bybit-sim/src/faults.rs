@@ -27,6 +27,10 @@ pub struct FaultConfig {
     pub pause_public: bool,
     /// Only requests on this `/v5` path meet the REST faults above; "" = every path.
     pub only_path: String,
+    /// New orders on this symbol are refused as Bybit refuses an order the account cannot
+    /// afford (`110007`), alone or as one order of a batch whose others are placed; ""
+    /// = none. Reduce-only orders are not refused.
+    pub refuse_symbol: String,
 }
 
 impl FaultConfig {
@@ -112,6 +116,12 @@ impl Faults {
             rest_5xx: n(1),
             slow: n(2),
         }
+    }
+
+    /// Whether a new order on `symbol` is refused ([`FaultConfig::refuse_symbol`]).
+    pub fn refuses(&self, symbol: &str, reduce_only: bool) -> bool {
+        let c = self.config();
+        !reduce_only && !c.refuse_symbol.is_empty() && c.refuse_symbol == symbol
     }
 
     pub fn public_paused(&self) -> bool {

@@ -411,6 +411,12 @@ fn create(ex: &Exchange, book: &mut Book, body: &Value, now: i64) -> Answer {
         take_profit: dec_field(body, "takeProfit")?.filter(|d| !d.is_zero()),
         stop_loss: dec_field(body, "stopLoss")?.filter(|d| !d.is_zero()),
     };
+    if ex.faults.refuses(&req.symbol, req.reduce_only) {
+        return Err(Reject {
+            code: 110007,
+            msg: "Insufficient available balance".into(),
+        });
+    }
     let o = book.place(&ex.market, req, now, ex.spread_ticks)?;
     Ok(json!({"orderId": o.order_id, "orderLinkId": o.order_link_id}))
 }

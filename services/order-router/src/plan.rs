@@ -256,7 +256,7 @@ pub fn routes(queued: usize, single_room: u32, batch_room: u32) -> Vec<Route> {
     out
 }
 
-/// What an attempt did./// What an attempt did.
+/// What an attempt did.
 #[derive(Debug)]
 pub struct Outcome {
     pub reply: RouterReply,
