@@ -200,7 +200,9 @@ fn flatten_closes_everything_the_exchange_shows_and_says_so() {
         .request_within::<_, RouterReply>(&RouterRequest::Submit(entry), Duration::from_secs(20))
         .unwrap()
     {
-        RouterReply::Refused { refusal, .. } => assert_eq!(refusal.code, RefusalCode::Halted),
+        RouterReply::Refused { refusal, .. } => {
+            assert_eq!(refusal.code, RefusalCode::Halted, "{}", refusal.reason)
+        }
         other => panic!("{other:?}"),
     }
 

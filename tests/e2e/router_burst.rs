@@ -512,3 +512,78 @@ fn exits_go_first_stale_entries_are_not_sent_and_a_refused_order_is_released() {
     std::mem::forget(router);
     std::mem::forget(risk);
 }
+
+/// When a limit cuts a bar close's entries, the ones that win are the backtest's: with
+/// `router.approval_gather_ms` above the close's spread, the close's intents are judged
+/// together in the risk rules' order (entries by symbol), whatever order they arrive in.
+/// Ten entries arrive in reverse symbol order, one by one a few ms apart, with room for
+/// four positions: the four first by symbol are placed, the six others refused for
+/// `MaxOpenPositions`.
+#[test]
+fn a_limit_cuts_a_close_the_way_the_backtest_does() {
+    let mut stack = Stack::new(&format!("{CONFIG}\n[router]\napproval_gather_ms = 300\n"));
+    stack.write(
+        "trading_settings.json",
+        &SETTINGS.replace("\"max_open_positions\": 40", "\"max_open_positions\": 4"),
+    );
+    let (rt, sim) = stack.start_sim();
+    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
+    let prices: HashMap<String, Decimal> = rt
+        .block_on(sim.tickers())
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.symbol, t.last_price))
+        .collect();
+    let mut symbols: Vec<String> = instruments
+        .iter()
+        .filter(|i| {
+            let min_value = i.lot_size_filter.min_order_qty * prices[&i.symbol];
+            min_value < Decimal::from(40)
+                && i.lot_size_filter.min_notional_value.unwrap_or_default() < Decimal::from(40)
+        })
+        .take(10)
+        .map(|i| i.symbol.clone())
+        .collect();
+    assert_eq!(symbols.len(), 10);
+    symbols.sort();
+    stack.start_order_path();
+    stack.wait_output(
+        "order-router",
+        "leverage set at start",
+        Duration::from_secs(60),
+    );
+    let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
+    let buy = IntentAction::Enter { side: Side::Buy };
+    let entries: Vec<OrderIntent> = symbols
+        .iter()
+        .map(|s| intent(s, 5, buy, prices[s]))
+        .collect();
+    let replies: Vec<RouterReply> = std::thread::scope(|scope| {
+        let mut hs = Vec::new();
+        // Last symbol first, 5 ms apart: the arrival order is the reverse of the rules'.
+        for i in entries.iter().rev() {
+            let router = &router;
+            hs.push(scope.spawn(move || deliver(router, i)));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut r: Vec<RouterReply> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        r.reverse();
+        r
+    });
+    for (i, (s, r)) in symbols.iter().zip(&replies).enumerate() {
+        if i < 4 {
+            assert!(
+                matches!(r, RouterReply::Placed { .. }),
+                "{s} is among the first four: {r:?}"
+            );
+        } else {
+            assert!(
+                matches!(r, RouterReply::Refused { refusal, .. }
+                    if refusal.code == shardbot_protocol::RefusalCode::MaxOpenPositions),
+                "{s} is cut: {r:?}"
+            );
+        }
+    }
+    stack.assert_alive();
+    std::mem::forget(router);
+}

@@ -653,6 +653,12 @@ pub enum RouterReply {
 #[serde(tag = "req", rename_all = "snake_case")]
 pub enum RiskRequest {
     Approve(OrderIntent),
+    /// The intents of a burst, judged in one round trip in the risk rules' order (exits
+    /// first, then entries by symbol: `shardbot_risk::judging_order`), each against the
+    /// book the ones before it left. Answered with `RiskReply::Decisions`, index for index.
+    ApproveMany {
+        intents: Vec<OrderIntent>,
+    },
     Positions,
     Balance,
     Status,
@@ -685,11 +691,19 @@ pub enum RiskRequest {
 #[serde(tag = "rep", rename_all = "snake_case")]
 pub enum RiskReply {
     Decision(RiskDecision),
+    /// The decisions of an `ApproveMany`, in the order asked; `None` for an intent that
+    /// cannot be judged yet (a reversal's entry waiting for its exit's fill to be booked):
+    /// ask for it alone (`Approve`), which answers once it can be judged.
+    Decisions {
+        decisions: Vec<Option<RiskDecision>>,
+    },
     Positions(PositionSnapshot),
     Balance(BalanceSnapshot),
     Status(RiskStatus),
     Control(ControlReply),
-    TradingSettings { json: String },
+    TradingSettings {
+        json: String,
+    },
     Flatten(FlattenReport),
     Error(ErrorReply),
 }

@@ -243,6 +243,9 @@ fn every_request_and_reply_round_trips() {
 
     for req in [
         RiskRequest::Approve(intent()),
+        RiskRequest::ApproveMany {
+            intents: vec![intent(), intent()],
+        },
         RiskRequest::Positions,
         RiskRequest::Balance,
         RiskRequest::Status,
@@ -268,6 +271,18 @@ fn every_request_and_reply_round_trips() {
                 reason: "-50 reached".into(),
             },
         }),
+        RiskReply::Decisions {
+            decisions: vec![
+                None,
+                Some(RiskDecision::Approved {
+                    intent_id: intent().intent_id,
+                    qty: dec!(0.5),
+                    leverage: dec!(2),
+                    reduce_only: true,
+                    side: Side::Buy,
+                }),
+            ],
+        },
         RiskReply::Positions(positions()),
         RiskReply::Balance(balance()),
         RiskReply::Status(risk()),

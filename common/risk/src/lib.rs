@@ -10,6 +10,8 @@
 //! - [`decide`]: an intent → [`RiskDecision`]; [`judge`], the same rules on an
 //!   [`Exposure`] (the book's aggregates), for callers that keep those themselves.
 //! - [`round_qty`]: a quantity on the instrument's grid, or a refusal below its minimums.
+//! - [`judging_order`]: the order the intents of one bar close are judged in, live and in
+//!   the backtest, so that which entries a limit cuts is the same in both.
 
 mod settings;
 
@@ -198,6 +200,24 @@ impl Book {
             stopped_out_at: self.stopped_out_at.get(symbol).copied(),
         }
     }
+}
+
+/// Where an intent stands when the intents of one bar close are judged together: exits
+/// first (they never wait behind entries, and are always approved), then entries by
+/// symbol name, then by strategy. The backtest judges a close's entries in this order
+/// too (its markets in symbol order, one strategy's signal per market), so when a limit
+/// (open positions, margin) cuts a close's entries, the same ones win in both.
+pub fn judging_rank(intent: &OrderIntent) -> (bool, &str, &str) {
+    (
+        intent.action != IntentAction::Exit,
+        intent.symbol.as_str(),
+        intent.strategy.as_str(),
+    )
+}
+
+/// Sorts a close's intents into [`judging_rank`] order (stable: equal ranks keep theirs).
+pub fn judging_order(intents: &mut [OrderIntent]) {
+    intents.sort_by(|a, b| judging_rank(a).cmp(&judging_rank(b)));
 }
 
 /// The rules' answer to an intent, before it is tied to the intent's id.
@@ -1099,5 +1119,50 @@ mod tests {
         #[case] want: Result<Decimal, RefusalCode>,
     ) {
         assert_eq!(round_qty(qty, price, &inst()).map_err(|r| r.code), want);
+    }
+
+    /// A close's intents are judged in one order whatever order they arrived in: exits
+    /// first, then entries by symbol, then strategy.
+    #[test]
+    fn a_closes_intents_are_judged_in_one_order_whatever_their_arrival() {
+        let buy = IntentAction::Enter { side: Side::Buy };
+        let mut mr = intent("ETHUSDT", buy);
+        mr.strategy = "mean_reversion".into();
+        let arrived = vec![
+            intent("SOLUSDT", buy),
+            intent("ETHUSDT", buy),
+            intent("XRPUSDT", IntentAction::Exit),
+            mr,
+            intent("ADAUSDT", buy),
+            intent("BTCUSDT", IntentAction::Exit),
+        ];
+        let order = |v: &[OrderIntent]| -> Vec<(String, String, bool)> {
+            v.iter()
+                .map(|i| {
+                    (
+                        i.symbol.as_str().to_owned(),
+                        i.strategy.clone(),
+                        i.action == IntentAction::Exit,
+                    )
+                })
+                .collect()
+        };
+        let want = vec![
+            ("BTCUSDT".to_owned(), "trend_following".to_owned(), true),
+            ("XRPUSDT".to_owned(), "trend_following".to_owned(), true),
+            ("ADAUSDT".to_owned(), "trend_following".to_owned(), false),
+            ("ETHUSDT".to_owned(), "mean_reversion".to_owned(), false),
+            ("ETHUSDT".to_owned(), "trend_following".to_owned(), false),
+            ("SOLUSDT".to_owned(), "trend_following".to_owned(), false),
+        ];
+        for turn in 0..arrived.len() {
+            let mut v = arrived.clone();
+            v.rotate_left(turn);
+            if turn % 2 == 1 {
+                v.reverse();
+            }
+            judging_order(&mut v);
+            assert_eq!(order(&v), want, "arrival turned {turn}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! twice. It owns the private stream and publishes order and fill events. At start it
 //! re-reads recent orders and executions so repeats sent across a restart are recognised.
 
+mod approvals;
 mod desk;
 mod flatten;
 mod plan;
@@ -46,6 +47,9 @@ pub struct RouterSettings {
     /// is one comparison.
     #[serde(default)]
     pub inject_panic_on_symbol: String,
+    /// How long (ms) a burst's first intent waits for the rest of its close before their
+    /// approvals are asked together (see `approvals.rs`); 0 = not at all.
+    pub approval_gather_ms: u64,
 }
 
 /// The longest one intent may take the router: risk approval, leverage (retried), the
@@ -66,6 +70,15 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         return Err("router.max_entry_age_ms must be greater than 0".into());
     }
     let max_entry_age_ms = rs.max_entry_age_ms;
+    if rs.approval_gather_ms >= max_entry_age_ms {
+        return Err(format!(
+            "router.approval_gather_ms = {} must be below router.max_entry_age_ms = {max_entry_age_ms}: \
+             entries held that long would be refused as stale",
+            rs.approval_gather_ms
+        )
+        .into());
+    }
+    let approval_gather = std::time::Duration::from_millis(rs.approval_gather_ms);
     let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
     let inject_panic_on =
         match rs.inject_panic_on_symbol.trim() {
@@ -178,6 +191,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         )
         .inject_panic_on(inject_panic_on)
         .with_alerts(alerts)
+        .with_approval_gather(approval_gather)
         .start();
         let (ws, mut rx) = spawn_private(&urls.private_ws, credentials, clock, ws_cfg);
         let events = addr.clone();

@@ -24,6 +24,7 @@ use shardbot_protocol::{
 use shardbot_service::alert::Alerts;
 
 use crate::{
+    approvals::Approvals,
     desk::{Desk, DeskResult},
     flatten::{self, EntryGate},
     plan::{self, Admission, Ledger, Outcome, PlannedOrder, Sent, placed, refused, stale_entry},
@@ -44,6 +45,8 @@ pub struct Router {
     ordered: std::collections::HashSet<Symbol>,
     /// Every order goes out through it ([`Desk`]).
     desk: Desk,
+    /// Every approval is asked through it, a burst's together ([`Approvals`]).
+    approvals: Approvals,
     risk: Requester,
     publisher: Publisher,
     instruments: HashMap<Symbol, Instrument>,
@@ -78,6 +81,7 @@ impl Router {
         Router {
             ordered: std::collections::HashSet::new(),
             desk: Desk::start(client.clone()),
+            approvals: Approvals::start(risk.clone(), Duration::ZERO),
             client,
             risk,
             publisher,
@@ -93,6 +97,13 @@ impl Router {
             inject_panic_on: None,
             alerts: Alerts::none(),
         }
+    }
+
+    /// Asks a burst's approvals after its first intent has waited `gather` for the rest
+    /// (`router.approval_gather_ms`).
+    pub fn with_approval_gather(mut self, gather: Duration) -> Router {
+        self.approvals = Approvals::start(self.risk.clone(), gather);
+        self
     }
 
     /// Sends every flatten's end to `[alerts]`' webhook.
@@ -179,7 +190,7 @@ impl Router {
 struct Attempt {
     client: BybitClient,
     desk: Desk,
-    risk: Requester,
+    approvals: Approvals,
     instrument: Option<Instrument>,
     /// The leverage last set on the intent's symbol, if any.
     leverage_set: Option<Decimal>,
@@ -255,11 +266,7 @@ impl Attempt {
         // given before the risk manager halted (it halts, then starts the flatten here), so
         // it is stopped below; one asked after meets the halt.
         let asked_ms = shardbot_protocol::now_ms();
-        let decision = match self
-            .risk
-            .request_async::<_, RiskReply>(RiskRequest::Approve(intent.clone()))
-            .await
-        {
+        let decision = match self.approvals.approve(intent.clone()).await {
             Ok(RiskReply::Decision(d)) => d,
             Ok(other) => {
                 return refused(
@@ -622,7 +629,7 @@ impl Handler<Submit> for Router {
         let attempt = Attempt {
             client: self.client.clone(),
             desk: self.desk.clone(),
-            risk: self.risk.clone(),
+            approvals: self.approvals.clone(),
             instrument: self.instruments.get(&msg.intent.symbol).cloned(),
             leverage_set: self.ledger.leverage_set(&msg.intent.symbol),
             look_first,

@@ -425,6 +425,21 @@ impl RiskManager {
         }
     }
 
+    /// One intent of an `ApproveMany`: a resent one's earlier answer, `None` for a
+    /// reversal's entry that must wait for its exit's booking (asked again alone, it
+    /// waits here), else judged now.
+    fn approve_in_batch(&mut self, intent: OrderIntent) -> Option<RiskDecision> {
+        if let Some((t, d)) = self.parked_answers.get(&intent.intent_id)
+            && t.elapsed() < EXIT_BOOKING_WAIT * 4
+        {
+            return Some(d.clone());
+        }
+        if self.awaits_exit(&intent) {
+            return None;
+        }
+        Some(self.approve(intent))
+    }
+
     fn approve(&mut self, intent: OrderIntent) -> RiskDecision {
         if self.exchange.is_none() {
             return RiskDecision::Refused {
@@ -642,6 +657,22 @@ impl RiskManager {
     fn answer(&mut self, req: RiskRequest) -> RiskReply {
         match req {
             RiskRequest::Approve(intent) => RiskReply::Decision(self.approve(intent)),
+            RiskRequest::ApproveMany { mut intents } => {
+                // Answered in the order asked; judged in the rules' order, whatever order
+                // the router sent them in.
+                let asked: Vec<IntentId> = intents.iter().map(|i| i.intent_id.clone()).collect();
+                shardbot_risk::judging_order(&mut intents);
+                let mut decided: HashMap<IntentId, Option<RiskDecision>> = intents
+                    .into_iter()
+                    .map(|i| (i.intent_id.clone(), self.approve_in_batch(i)))
+                    .collect();
+                RiskReply::Decisions {
+                    decisions: asked
+                        .iter()
+                        .map(|id| decided.remove(id).flatten())
+                        .collect(),
+                }
+            }
             RiskRequest::Positions if self.exchange.is_none() => RiskReply::Error(ErrorReply {
                 message: "positions not read from the exchange yet".into(),
             }),
