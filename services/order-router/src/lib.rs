@@ -57,12 +57,13 @@ pub struct RouterSettings {
 const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 /// Requests served at once: a bar close's burst of intents is judged and placed side by
 /// side (the exchange's budgets, owned by the client's limiter, pace the orders), and an
-/// order waiting on a slow exchange holds only its own request. 256: at Bybit's 20
-/// orders/s, more entries than that could not all be placed within the default
-/// `router.max_entry_age_ms` (10 s) anyway; with 64, the 150-intent burst of `bench burst`
-/// kept 86 intents waiting at the socket for up to 6 s, behind orders queued for the
-/// budgets.
-const INTENTS_AT_ONCE: usize = 256;
+/// order waiting on a slow exchange holds only its own request. With 64, the 150-intent
+/// burst of `bench burst` kept 86 intents waiting at the socket for up to 6 s, behind
+/// orders queued for the budgets. 128: the orders of a close go out at Bybit's 20 a second,
+/// so intents beyond 128 wait only until the first orders are acknowledged (tens of ms),
+/// while each worker thread costs ~8 kB of resident memory (the router at start: 19.5 MB
+/// with 128, 20.5 MB with 256), against the idle stack's 150 MB budget.
+const INTENTS_AT_ONCE: usize = 128;
 
 pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let rs: RouterSettings = ctx.settings.section("router")?;
