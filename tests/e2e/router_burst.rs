@@ -66,6 +66,69 @@ fn deliver(req: &Requester, intent: &OrderIntent) -> RouterReply {
     panic!("{}: never answered: {last:?}", intent.symbol)
 }
 
+/// Delivers `first` at once and, once 20 of them are answered (a fresh window's two
+/// budgets spent), `then`: every reply, by orderLinkId.
+fn burst_then(
+    router: &Requester,
+    first: &[OrderIntent],
+    then: &[&OrderIntent],
+) -> HashMap<String, RouterReply> {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let mut hs = Vec::new();
+        for i in first {
+            let done_tx = done_tx.clone();
+            hs.push(scope.spawn(move || {
+                let r = deliver(router, i);
+                let _ = done_tx.send(());
+                (i.intent_id.order_link_id(), r)
+            }));
+        }
+        for _ in 0..20 {
+            done_rx.recv().unwrap();
+        }
+        for &i in then {
+            hs.push(scope.spawn(move || (i.intent_id.order_link_id(), deliver(router, i))));
+        }
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// The sim's USDT perpetuals and their last prices.
+fn market(
+    rt: &tokio::runtime::Runtime,
+    sim: &shardbot_bybit::rest::BybitClient,
+) -> (Vec<InstrumentInfo>, HashMap<String, Decimal>) {
+    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
+    let prices = rt
+        .block_on(sim.tickers())
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.symbol, t.last_price))
+        .collect();
+    (instruments, prices)
+}
+
+/// The first `n` instruments whose smallest order fits 40 USDT of margin at 2x.
+fn fitting(
+    instruments: &[InstrumentInfo],
+    prices: &HashMap<String, Decimal>,
+    n: usize,
+) -> Vec<String> {
+    let v: Vec<String> = instruments
+        .iter()
+        .filter(|i| {
+            let min_value = i.lot_size_filter.min_order_qty * prices[&i.symbol];
+            min_value < Decimal::from(40)
+                && i.lot_size_filter.min_notional_value.unwrap_or_default() < Decimal::from(40)
+        })
+        .take(n)
+        .map(|i| i.symbol.clone())
+        .collect();
+    assert_eq!(v.len(), n, "{n} instruments fit the sizing");
+    v
+}
+
 /// Orders on the exchange per orderLinkId (history of every symbol of `symbols`).
 fn orders_by_link(
     rt: &tokio::runtime::Runtime,
@@ -90,26 +153,8 @@ fn a_burst_beyond_both_budgets_places_every_intent_once_through_10006_and_a_kill
     let mut stack = Stack::new(CONFIG);
     stack.write("trading_settings.json", SETTINGS);
     let (rt, sim) = stack.start_sim();
-    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
-    let prices: HashMap<String, Decimal> = rt
-        .block_on(sim.tickers())
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.symbol, t.last_price))
-        .collect();
-    // 24 symbols whose smallest order fits 40 USDT of margin at 2x.
-    let fits = |i: &&InstrumentInfo| {
-        let min_value = i.lot_size_filter.min_order_qty * prices[&i.symbol];
-        min_value < Decimal::from(40)
-            && i.lot_size_filter.min_notional_value.unwrap_or_default() < Decimal::from(40)
-    };
-    let symbols: Vec<String> = instruments
-        .iter()
-        .filter(fits)
-        .take(24)
-        .map(|i| i.symbol.clone())
-        .collect();
-    assert_eq!(symbols.len(), 24, "24 instruments fit the sizing");
+    let (instruments, prices) = market(&rt, &sim);
+    let symbols = fitting(&instruments, &prices, 24);
     stack.start_order_path();
     let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
 
@@ -229,24 +274,8 @@ fn exits_go_first_stale_entries_are_not_sent_and_a_refused_order_is_released() {
         &SETTINGS.replace("\"max_open_positions\": 40", "\"max_open_positions\": 100"),
     );
     let (rt, sim) = stack.start_sim();
-    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
-    let prices: HashMap<String, Decimal> = rt
-        .block_on(sim.tickers())
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.symbol, t.last_price))
-        .collect();
-    let symbols: Vec<String> = instruments
-        .iter()
-        .filter(|i| {
-            let min_value = i.lot_size_filter.min_order_qty * prices[&i.symbol];
-            min_value < Decimal::from(40)
-                && i.lot_size_filter.min_notional_value.unwrap_or_default() < Decimal::from(40)
-        })
-        .take(83)
-        .map(|i| i.symbol.clone())
-        .collect();
-    assert_eq!(symbols.len(), 83, "83 instruments fit the sizing");
+    let (instruments, prices) = market(&rt, &sim);
+    let symbols = fitting(&instruments, &prices, 83);
     let (a, rest) = symbols.split_at(10);
     let (b, rest) = rest.split_at(10);
     let (c, rest) = rest.split_at(40);
@@ -292,26 +321,11 @@ fn exits_go_first_stale_entries_are_not_sent_and_a_refused_order_is_released() {
         .iter()
         .map(|s| intent(s, 2, IntentAction::Exit, prices[s]))
         .collect();
-    let (first_tx, first_rx) = std::sync::mpsc::channel();
-    let replies: HashMap<String, RouterReply> = std::thread::scope(|scope| {
-        let mut hs = Vec::new();
-        for i in &c_entries {
-            let (router, first_tx) = (&router, first_tx.clone());
-            hs.push(scope.spawn(move || {
-                let r = deliver(router, i);
-                let _ = first_tx.send(());
-                (i.intent_id.order_link_id(), r)
-            }));
-        }
-        for _ in 0..20 {
-            first_rx.recv().unwrap();
-        }
-        for i in exits.iter().chain(&b_entries) {
-            let router = &router;
-            hs.push(scope.spawn(move || (i.intent_id.order_link_id(), deliver(router, i))));
-        }
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let replies = burst_then(
+        &router,
+        &c_entries,
+        &exits.iter().chain(&b_entries).collect::<Vec<_>>(),
+    );
     for i in &exits {
         let r = &replies[&i.intent_id.order_link_id()];
         assert!(
@@ -447,26 +461,7 @@ fn exits_go_first_stale_entries_are_not_sent_and_a_refused_order_is_released() {
         "/admin/faults",
         &format!(r#"{{"refuse_symbol": "{}"}}"#, d[1]),
     );
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let replies: HashMap<String, RouterReply> = std::thread::scope(|scope| {
-        let mut hs = Vec::new();
-        for i in &f_entries {
-            let (router, done_tx) = (&router, done_tx.clone());
-            hs.push(scope.spawn(move || {
-                let r = deliver(router, i);
-                let _ = done_tx.send(());
-                (i.intent_id.order_link_id(), r)
-            }));
-        }
-        for _ in 0..20 {
-            done_rx.recv().unwrap();
-        }
-        for i in &d_entries {
-            let router = &router;
-            hs.push(scope.spawn(move || (i.intent_id.order_link_id(), deliver(router, i))));
-        }
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let replies = burst_then(&router, &f_entries, &d_entries.iter().collect::<Vec<_>>());
     stack.admin("/admin/faults", "{}");
     for i in f_entries.iter().chain([&d_entries[0], &d_entries[2]]) {
         let r = &replies[&i.intent_id.order_link_id()];
@@ -527,24 +522,8 @@ fn a_limit_cuts_a_close_the_way_the_backtest_does() {
         &SETTINGS.replace("\"max_open_positions\": 40", "\"max_open_positions\": 4"),
     );
     let (rt, sim) = stack.start_sim();
-    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
-    let prices: HashMap<String, Decimal> = rt
-        .block_on(sim.tickers())
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.symbol, t.last_price))
-        .collect();
-    let mut symbols: Vec<String> = instruments
-        .iter()
-        .filter(|i| {
-            let min_value = i.lot_size_filter.min_order_qty * prices[&i.symbol];
-            min_value < Decimal::from(40)
-                && i.lot_size_filter.min_notional_value.unwrap_or_default() < Decimal::from(40)
-        })
-        .take(10)
-        .map(|i| i.symbol.clone())
-        .collect();
-    assert_eq!(symbols.len(), 10);
+    let (instruments, prices) = market(&rt, &sim);
+    let mut symbols = fitting(&instruments, &prices, 10);
     symbols.sort();
     stack.start_order_path();
     stack.wait_output(

@@ -29,6 +29,18 @@ pub struct AccountArg {
     pub account: Option<String>,
 }
 
+/// An account name as `scripts/stack` takes it (it names folders and sockets).
+fn valid_account(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        bail!("--account {name:?}: account names are letters, digits, '-' and '_'");
+    }
+    Ok(())
+}
+
 /// The accounts whose stack runs under `ipc`, sorted: those whose risk manager listens
 /// ([`shardbot_bus::ipc`]: a socket file left by a killed process does not count).
 pub fn running(ipc: &Path) -> Vec<String> {
@@ -88,13 +100,7 @@ pub fn choose(
     };
     match account {
         Some(name) => {
-            let ok = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !ok {
-                bail!("--account {name:?}: account names are letters, digits, '-' and '_'");
-            }
+            valid_account(name)?;
             if !running.iter().any(|r| r == name) {
                 bail!("the account stack '{name}' is not running: {}", found());
             }
@@ -165,13 +171,7 @@ pub fn choose_journal(
     let of = |name: &str| run.join(name).join("journal.sqlite");
     match account {
         Some(name) => {
-            let ok = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !ok {
-                bail!("--account {name:?}: account names are letters, digits, '-' and '_'");
-            }
+            valid_account(name)?;
             Ok(of(name))
         }
         None if configured => Ok(default.to_owned()),
