@@ -1,7 +1,8 @@
 //! The operator's commands against the stack a new user starts: `scripts/stack up` with no
 //! configuration and no other flag (bybit-sim, 600 symbols on a real-time clock, the
 //! default account stack `sim`). Every `shardbot` verb that talks to or reads a running
-//! stack finds it by itself, as an operator types it with the dashboard down: `health`,
+//! stack finds it by itself, as an operator types it with the dashboard down: `health`
+//! (with or without the processes named),
 //! `risk show|halt|reduce-only|resume|flatten`, `reconcile`, `report`, `trades`. And the
 //! sim's default universe comes from the repository's own files (real names and filters),
 //! with nothing beside the checkout.
@@ -36,11 +37,14 @@ fn every_cli_verb_finds_a_plain_stack() {
         "strategy-worker/0-2",
         "strategy-worker/1-2",
     ];
+    // Named, and not: every process of the stack, found by itself.
     let mut args = vec!["health"];
     args.extend(processes);
-    let (ok, out) = stack.shardbot(&args);
-    assert!(ok, "{out}");
-    for p in processes {
+    let (ok, named) = stack.shardbot(&args);
+    assert!(ok, "{named}");
+    let (ok, all) = stack.shardbot(&["health"]);
+    assert!(ok, "{all}");
+    for (p, out) in processes.iter().flat_map(|p| [(p, &named), (p, &all)]) {
         let (service, instance) = p.split_once('/').unwrap();
         assert!(
             out.lines().any(|l| {
