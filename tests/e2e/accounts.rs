@@ -45,14 +45,7 @@ fn accounts(stack: &Stack, args: &[&str], stdin: &str) -> (bool, String) {
         .write_all(stdin.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    shardbot_e2e::outcome(&out)
 }
 
 #[test]

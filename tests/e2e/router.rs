@@ -50,13 +50,7 @@ fn sim_stack(
     let mut stack = Stack::new(CONFIG);
     stack.write("trading_settings.json", settings);
     let (rt, sim) = stack.start_sim();
-    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
-    let prices = rt
-        .block_on(sim.tickers())
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.symbol, t.last_price))
-        .collect();
+    let (instruments, prices) = shardbot_e2e::sim_market(&rt, &sim);
     (stack, rt, sim, instruments, prices)
 }
 

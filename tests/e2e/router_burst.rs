@@ -94,21 +94,6 @@ fn burst_then(
     })
 }
 
-/// The sim's USDT perpetuals and their last prices.
-fn market(
-    rt: &tokio::runtime::Runtime,
-    sim: &shardbot_bybit::rest::BybitClient,
-) -> (Vec<InstrumentInfo>, HashMap<String, Decimal>) {
-    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
-    let prices = rt
-        .block_on(sim.tickers())
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.symbol, t.last_price))
-        .collect();
-    (instruments, prices)
-}
-
 /// The first `n` instruments whose smallest order fits 40 USDT of margin at 2x.
 fn fitting(
     instruments: &[InstrumentInfo],
@@ -153,7 +138,7 @@ fn a_burst_beyond_both_budgets_places_every_intent_once_through_10006_and_a_kill
     let mut stack = Stack::new(CONFIG);
     stack.write("trading_settings.json", SETTINGS);
     let (rt, sim) = stack.start_sim();
-    let (instruments, prices) = market(&rt, &sim);
+    let (instruments, prices) = shardbot_e2e::sim_market(&rt, &sim);
     let symbols = fitting(&instruments, &prices, 24);
     stack.start_order_path();
     let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
@@ -274,14 +259,14 @@ fn exits_go_first_stale_entries_are_not_sent_and_a_refused_order_is_released() {
         &SETTINGS.replace("\"max_open_positions\": 40", "\"max_open_positions\": 100"),
     );
     let (rt, sim) = stack.start_sim();
-    let (instruments, prices) = market(&rt, &sim);
+    let (instruments, prices) = shardbot_e2e::sim_market(&rt, &sim);
     let symbols = fitting(&instruments, &prices, 83);
     let (a, rest) = symbols.split_at(10);
     let (b, rest) = rest.split_at(10);
     let (c, rest) = rest.split_at(40);
     let (f, d) = rest.split_at(20);
     stack.start_order_path();
-    // The router sets every symbol's leverage at start (10 a second): the burst is a later
+    // The router sets every symbol's leverage at start (with half the budget): the burst is a later
     // bar close's.
     stack.wait_output(
         "order-router",
@@ -522,7 +507,7 @@ fn a_limit_cuts_a_close_the_way_the_backtest_does() {
         &SETTINGS.replace("\"max_open_positions\": 40", "\"max_open_positions\": 4"),
     );
     let (rt, sim) = stack.start_sim();
-    let (instruments, prices) = market(&rt, &sim);
+    let (instruments, prices) = shardbot_e2e::sim_market(&rt, &sim);
     let mut symbols = fitting(&instruments, &prices, 10);
     symbols.sort();
     stack.start_order_path();

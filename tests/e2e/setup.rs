@@ -72,16 +72,8 @@ fn install_deps(uid: u32, with_sudo: bool, installed: bool) -> (bool, String, St
         .env("HOME", dir.path())
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        out.status.success(),
-        text,
-        fs::read_to_string(&log).unwrap_or_default(),
-    )
+    let (ok, text) = shardbot_e2e::outcome(&out);
+    (ok, text, fs::read_to_string(&log).unwrap_or_default())
 }
 
 const PACKAGES: &str = "libnng-dev supervisor python3-venv chromium chromium-driver";

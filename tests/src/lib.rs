@@ -57,6 +57,36 @@ pub fn bin(name: &str) -> PathBuf {
 /// service would fail with "address in use" (bybit-sim ended once with status 2, a start
 /// error, in the risk tests; its output was gone with the test's folder, and this is the
 /// cause that fits). Candidates are spread by process and call so parallel tests differ.
+/// The sim's USDT perpetuals and each one's last price.
+pub fn sim_market(
+    rt: &tokio::runtime::Runtime,
+    sim: &BybitClient,
+) -> (
+    Vec<shardbot_bybit::models::market::InstrumentInfo>,
+    std::collections::HashMap<String, rust_decimal::Decimal>,
+) {
+    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
+    let prices = rt
+        .block_on(sim.tickers())
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.symbol, t.last_price))
+        .collect();
+    (instruments, prices)
+}
+
+/// A finished command's success and its output, standard output then standard error.
+pub fn outcome(out: &std::process::Output) -> (bool, String) {
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static CALLS: AtomicU32 = AtomicU32::new(0);
@@ -268,14 +298,7 @@ sim_base_url = "{sim_url}"
             .current_dir(self.dir.path())
             .output()
             .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        outcome(&out)
     }
 
     /// kill -9 of a process started with [`spawn`](Self::spawn).

@@ -99,23 +99,13 @@ impl ScriptStack {
             .current_dir(self.dir.path())
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        crate::outcome(&out)
     }
 
     /// Runs `scripts/stack ARGS`: (success, stdout + stderr).
     pub fn run(&self, args: &[&str]) -> (bool, String) {
         let out = self.output(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        crate::outcome(&out)
     }
 
     /// `scripts/stack up --no-build --config <the folder's config> ARGS`, which must work.

@@ -207,12 +207,18 @@ impl Book {
 /// symbol name, then by strategy. The backtest judges a close's entries in this order
 /// too (its markets in symbol order, one strategy's signal per market), so when a limit
 /// (open positions, margin) cuts a close's entries, the same ones win in both.
-pub fn judging_rank(intent: &OrderIntent) -> (bool, &str, &str) {
+pub fn judging_rank(intent: &OrderIntent) -> ((bool, &str), &str) {
     (
-        intent.action != IntentAction::Exit,
-        intent.symbol.as_str(),
+        burst_rank(intent.action == IntentAction::Exit, intent.symbol.as_str()),
         intent.strategy.as_str(),
     )
+}
+
+/// The rank of a close's exit or entry on `symbol`: exits first, then by symbol name. The
+/// one rule for a burst's order: the approvals' ([`judging_rank`]) and the orders' at the
+/// router's order desk.
+pub fn burst_rank(exit: bool, symbol: &str) -> (bool, &str) {
+    (!exit, symbol)
 }
 
 /// Sorts a close's intents into [`judging_rank`] order (stable: equal ranks keep theirs).

@@ -64,11 +64,16 @@ async fn run(risk: Requester, gather: Duration, mut rx: mpsc::UnboundedReceiver<
         }
         let intents: Vec<OrderIntent> = batch.iter().map(|a| a.intent.clone()).collect();
         let n = intents.len();
-        match risk
+        let answered = match risk
             .request_async::<_, RiskReply>(RiskRequest::ApproveMany { intents })
             .await
         {
-            Ok(RiskReply::Decisions { decisions }) if decisions.len() == n => {
+            Ok(RiskReply::Decisions { decisions }) if decisions.len() == n => Ok(decisions),
+            Ok(other) => Err(format!("unexpected answer to {n} approvals: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+        match answered {
+            Ok(decisions) => {
                 for (ask, decision) in batch.into_iter().zip(decisions) {
                     match decision {
                         Some(d) => {
@@ -89,14 +94,7 @@ async fn run(risk: Requester, gather: Duration, mut rx: mpsc::UnboundedReceiver<
                     }
                 }
             }
-            Ok(other) => {
-                let why = format!("unexpected answer to {n} approvals: {other:?}");
-                for ask in batch {
-                    let _ = ask.reply.send(Err(why.clone()));
-                }
-            }
-            Err(e) => {
-                let why = e.to_string();
+            Err(why) => {
                 for ask in batch {
                     let _ = ask.reply.send(Err(why.clone()));
                 }

@@ -114,14 +114,9 @@ async fn run(client: BybitClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
             queue.push(p);
         }
         let now = now_ms();
-        queue.retain_mut(|p| {
-            let expired = p.not_after_ms.is_some_and(|t| now > t);
-            if expired {
-                let (gone, _) = oneshot::channel();
-                let _ = std::mem::replace(&mut p.reply, gone).send(DeskResult::Expired);
-            }
-            !expired
-        });
+        for p in queue.extract_if(.., |p| p.not_after_ms.is_some_and(|t| now > t)) {
+            let _ = p.reply.send(DeskResult::Expired);
+        }
         if queue.is_empty() {
             continue;
         }

@@ -28,7 +28,7 @@ use shardbot_protocol::{
 use shardbot_service::{ServiceContext, SetState, StartError};
 
 pub use flatten::{EntryGate, close_orders, split_qty};
-pub use router::{Flatten, Private, Router, Submit};
+pub use router::{Flatten, Pacing, Private, Router, Submit};
 
 /// `[router]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,8 +61,9 @@ const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 /// burst of `bench burst` kept 86 intents waiting at the socket for up to 6 s, behind
 /// orders queued for the budgets. 128: the orders of a close go out at Bybit's 20 a second,
 /// so intents beyond 128 wait only until the first orders are acknowledged (tens of ms),
-/// while each worker thread costs ~8 kB of resident memory (the router at start: 19.5 MB
-/// with 128, 20.5 MB with 256), against the idle stack's 150 MB budget.
+/// while each worker thread costs ~8 kB of resident memory (the router's VmRSS in
+/// /proc/<pid>/status after a plain `scripts/stack up`: 19.5 MB with 128, 20.5 MB with
+/// 256), against the idle stack's 150 MB budget.
 const INTENTS_AT_ONCE: usize = 128;
 
 pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
@@ -79,7 +80,6 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         )
         .into());
     }
-    let approval_gather = std::time::Duration::from_millis(rs.approval_gather_ms);
     let mut exchange: ExchangeSettings = ctx.settings.section("exchange")?;
     let inject_panic_on =
         match rs.inject_panic_on_symbol.trim() {
@@ -188,11 +188,13 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
             instruments,
             placed,
             journal,
-            max_entry_age_ms,
+            Pacing {
+                max_entry_age_ms,
+                approval_gather: std::time::Duration::from_millis(rs.approval_gather_ms),
+            },
         )
         .inject_panic_on(inject_panic_on)
         .with_alerts(alerts)
-        .with_approval_gather(approval_gather)
         .start();
         let (ws, mut rx) = spawn_private(&urls.private_ws, credentials, clock, ws_cfg);
         let events = addr.clone();

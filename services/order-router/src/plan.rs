@@ -218,7 +218,7 @@ pub fn classify(result: Result<String, &BybitError>) -> Sent {
 /// them, and which entries go first does not depend on the order the workers' messages
 /// happened to arrive in.
 pub fn burst_rank(order: &CreateOrder) -> (bool, &str) {
-    (order.reduce_only != Some(true), order.symbol.as_str())
+    shardbot_risk::burst_rank(order.reduce_only == Some(true), order.symbol.as_str())
 }
 
 /// How the desk sends the head of its queue, in the order to try.

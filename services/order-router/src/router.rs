@@ -67,6 +67,15 @@ pub struct Router {
     alerts: Alerts,
 }
 
+/// How long an intent may take the router: `router.max_entry_age_ms`, and
+/// `router.approval_gather_ms` (how long a burst's first intent waits for the rest of its
+/// close before their approvals are asked).
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    pub max_entry_age_ms: u64,
+    pub approval_gather: Duration,
+}
+
 impl Router {
     pub fn new(
         client: BybitClient,
@@ -75,13 +84,17 @@ impl Router {
         instruments: HashMap<Symbol, Instrument>,
         placed: HashMap<String, String>,
         journal: Journal,
-        max_entry_age_ms: u64,
+        pacing: Pacing,
     ) -> Router {
+        let Pacing {
+            max_entry_age_ms,
+            approval_gather,
+        } = pacing;
         let newest_fill_ms = journal.newest_fill_ms().ok().flatten().unwrap_or(0);
         Router {
             ordered: std::collections::HashSet::new(),
             desk: Desk::start(client.clone()),
-            approvals: Approvals::start(risk.clone(), Duration::ZERO),
+            approvals: Approvals::start(risk.clone(), approval_gather),
             client,
             risk,
             publisher,
@@ -97,13 +110,6 @@ impl Router {
             inject_panic_on: None,
             alerts: Alerts::none(),
         }
-    }
-
-    /// Asks a burst's approvals after its first intent has waited `gather` for the rest
-    /// (`router.approval_gather_ms`).
-    pub fn with_approval_gather(mut self, gather: Duration) -> Router {
-        self.approvals = Approvals::start(self.risk.clone(), gather);
-        self
     }
 
     /// Sends every flatten's end to `[alerts]`' webhook.

@@ -425,14 +425,20 @@ impl RiskManager {
         }
     }
 
+    /// The answer a parked intent got, while a resent copy of it may still come.
+    fn parked_answer(&self, id: &IntentId) -> Option<RiskDecision> {
+        self.parked_answers
+            .get(id)
+            .filter(|(t, _)| t.elapsed() < EXIT_BOOKING_WAIT * 4)
+            .map(|(_, d)| d.clone())
+    }
+
     /// One intent of an `ApproveMany`: a resent one's earlier answer, `None` for a
     /// reversal's entry that must wait for its exit's booking (asked again alone, it
     /// waits here), else judged now.
     fn approve_in_batch(&mut self, intent: OrderIntent) -> Option<RiskDecision> {
-        if let Some((t, d)) = self.parked_answers.get(&intent.intent_id)
-            && t.elapsed() < EXIT_BOOKING_WAIT * 4
-        {
-            return Some(d.clone());
+        if let Some(d) = self.parked_answer(&intent.intent_id) {
+            return Some(d);
         }
         if self.awaits_exit(&intent) {
             return None;
@@ -817,11 +823,10 @@ impl Handler<Query> for RiskManager {
 
     fn handle(&mut self, msg: Query, ctx: &mut Context<Self>) {
         if let RiskRequest::Approve(intent) = &msg.request
-            && let Some((t, d)) = self.parked_answers.get(&intent.intent_id)
-            && t.elapsed() < EXIT_BOOKING_WAIT * 4
+            && let Some(d) = self.parked_answer(&intent.intent_id)
         {
             // A resent copy of a request that waited: the answer it got.
-            let _ = msg.reply.send(RiskReply::Decision(d.clone()));
+            let _ = msg.reply.send(RiskReply::Decision(d));
             return;
         }
         if let RiskRequest::Approve(intent) = &msg.request

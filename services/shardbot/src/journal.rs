@@ -21,12 +21,8 @@ pub struct JournalArgs {
     /// Read this journal file.
     #[arg(long, value_name = "FILE")]
     journal: Option<PathBuf>,
-    /// The account stack whose journal to read, as started by `scripts/stack up --account
-    /// NAME` (`$SHARDBOT_STACK_RUN/NAME/journal.sqlite`, default `var/NAME/...`). Default:
-    /// the one account stack running here, else the one journal in that folder, else the
-    /// configured `journal.file`.
-    #[arg(long, value_name = "NAME")]
-    account: Option<String>,
+    #[command(flatten)]
+    account: crate::stacks::AccountArg,
 }
 
 impl JournalArgs {
@@ -40,7 +36,7 @@ impl JournalArgs {
                     self.config.is_some() || std::env::var_os("SHARDBOT__JOURNAL__FILE").is_some();
                 let run = crate::stacks::run_dir();
                 crate::stacks::choose_journal(
-                    self.account.as_deref(),
+                    self.account.account.as_deref(),
                     configured,
                     &run,
                     &crate::stacks::running(&crate::stacks::ipc_dir()),

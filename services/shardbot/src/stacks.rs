@@ -19,12 +19,14 @@ pub fn ipc_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("/tmp/shardbot"), PathBuf::from)
 }
 
-/// `--account`, shared by the commands that talk to a running stack.
+/// `--account`, shared by the commands that talk to a running stack or read its journal.
 #[derive(Args, Debug, Clone)]
 pub struct AccountArg {
-    /// The account stack to talk to, as started by `scripts/stack up --account NAME`.
+    /// The account stack, as started by `scripts/stack up --account NAME`: its services,
+    /// or its journal (`$SHARDBOT_STACK_RUN/NAME/journal.sqlite`, default `var/NAME/...`).
     /// Default: the one account stack running on this machine (an error names them when
-    /// there are several); with `--config`, the endpoints of that file.
+    /// there are several; for the journal, with none running, the one in that folder);
+    /// with `--config`, the endpoints and journal of that file.
     #[arg(long, global = true, value_name = "NAME")]
     pub account: Option<String>,
 }
