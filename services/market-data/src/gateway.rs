@@ -3,7 +3,7 @@
 //! so the actor never waits on the network.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -18,14 +18,16 @@ use shardbot_bybit::{
 };
 use shardbot_history::HistoryStore;
 use shardbot_protocol::{
-    Bar, BarSequencer, ErrorReply, GatewayReply, GatewayRequest, HistoryRequest, HistoryResponse,
-    Instrument, Interval, Offer, ServiceState, Slot, Symbol, Ticker, Topic, UniverseResponse,
-    now_ms,
+    Bar, ErrorReply, GatewayReply, GatewayRequest, HistoryRequest, HistoryResponse, Instrument,
+    Interval, Offer, ServiceState, Slot, Symbol, Ticker, Topic, UniverseResponse, now_ms,
 };
 use shardbot_service::{HeartbeatActor, SetState};
 use tokio::sync::Semaphore;
 
-use crate::convert;
+use crate::{
+    convert,
+    series::{AfterFetch, Series, UniverseChange, fetch_window, step_ms},
+};
 
 /// How the gateway runs (from `[market_data]`, `[strategy]` and `[exchange]`).
 #[derive(Debug, Clone)]
@@ -46,35 +48,16 @@ pub struct GatewayConfig {
 }
 
 const RETRY: Duration = Duration::from_secs(2);
-/// Fetches of a hole before the gateway accepts that the exchange has no such bars.
-const HOLE_RETRIES: u32 = 3;
 const SWEEP: Duration = Duration::from_millis(500);
 const CLOCK_RESYNC: Duration = Duration::from_secs(300);
 const STATS_EVERY: Duration = Duration::from_secs(60);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The least time without any kline after which the stream is resubscribed.
 const KLINE_SILENCE_MIN: Duration = Duration::from_secs(10);
-/// Closed bars per series kept in memory when a history store holds them all: the newest,
-/// with their publication stamps (a worker's refill after a bus drop asks for those);
-/// a warm-up's older bars are read from the store. 600 series x 1,000 bars in memory held
-/// ~110 MB.
-const RING_WITH_STORE: usize = 64;
-
 /// Ticker flushes are spread over this many phases of `ticker_publish`.
 const TICKER_PHASES: u16 = 10;
 
 type Key = (Symbol, Interval);
-
-#[derive(Debug)]
-struct Series {
-    seq: BarSequencer,
-    ring: VecDeque<Bar>,
-    /// The first fill (history backfill) has completed.
-    ready: bool,
-    /// The history store holds every bar delivered so far (each write succeeded and
-    /// ended at the delivered bar): the ring may then forget older bars.
-    store_holds: bool,
-}
 
 #[derive(Debug, Default)]
 struct Stats {
@@ -114,8 +97,6 @@ pub struct Gateway {
     ws_gen: u64,
     fill_slots: Arc<Semaphore>,
     backfill: Option<Backfill>,
-    /// Fetches repeated because they left a hole, per series.
-    fill_attempts: HashMap<Key, u32>,
     stats: Stats,
 }
 
@@ -145,7 +126,6 @@ impl Gateway {
             ws_gen: 0,
             fill_slots: slots,
             backfill: None,
-            fill_attempts: HashMap::new(),
             stats: Stats::default(),
         }
     }
@@ -175,18 +155,8 @@ impl Gateway {
             .filter_map(InstrumentInfo::to_instrument)
             .map(|i| (i.symbol.clone(), i))
             .collect();
+        let change = UniverseChange::between(&self.universe, &fresh);
         let first = self.universe.is_empty();
-        let added: Vec<Symbol> = fresh
-            .keys()
-            .filter(|s| !self.universe.contains_key(*s))
-            .cloned()
-            .collect();
-        let removed: Vec<Symbol> = self
-            .universe
-            .keys()
-            .filter(|s| !fresh.contains_key(*s))
-            .cloned()
-            .collect();
         self.universe = fresh;
         self.universe_as_of = now_ms();
         if first {
@@ -197,7 +167,7 @@ impl Gateway {
                 "universe discovered; backfilling"
             );
         }
-        for s in &removed {
+        for s in &change.removed {
             tracing::info!(symbol = %s, "delisted: no longer streamed");
             for i in &self.cfg.intervals {
                 self.series.remove(&(s.clone(), *i));
@@ -205,9 +175,9 @@ impl Gateway {
             self.tickers.remove(s);
             self.dirty.remove(s);
         }
-        if !added.is_empty() {
+        if !change.added.is_empty() {
             if !first {
-                for s in &added {
+                for s in &change.added {
                     tracing::info!(symbol = %s, "new listing: backfilling and streaming it");
                 }
             }
@@ -218,28 +188,18 @@ impl Gateway {
                 started: now,
                 last_log: now,
             });
-            bf.pending += added.len() * self.cfg.intervals.len();
-            bf.total += added.len() * self.cfg.intervals.len();
+            bf.pending += change.added.len() * self.cfg.intervals.len();
+            bf.total += change.added.len() * self.cfg.intervals.len();
             let reason = format!("backfilling {} series", bf.pending);
             self.state(ServiceState::Degraded { reason });
-            for s in &added {
+            for s in &change.added {
                 for &i in &self.cfg.intervals.clone() {
-                    let mut seq = BarSequencer::new(step_ms(i));
-                    let _ = seq.begin_fill();
-                    self.series.insert(
-                        (s.clone(), i),
-                        Series {
-                            seq,
-                            ring: VecDeque::new(),
-                            ready: false,
-                            store_holds: true,
-                        },
-                    );
+                    self.series.insert((s.clone(), i), Series::backfilling(i));
                     self.spawn_fill(s.clone(), i, None, None, ctx);
                 }
             }
         }
-        if !added.is_empty() || !removed.is_empty() {
+        if !change.is_empty() {
             self.restart_ws(ctx);
         }
     }
@@ -318,73 +278,50 @@ impl Gateway {
         let Some(series) = self.series.get_mut(&key) else {
             return; // delisted meanwhile
         };
-        let fetched = match msg.result {
-            Ok(b) => b,
-            Err(e) => {
+        let error = msg.result.as_ref().err().cloned();
+        let delivery = match series.fetched(msg.result) {
+            AfterFetch::RetryLater => {
                 self.stats.fill_errors += 1;
-                series.seq.abort_fill();
-                tracing::warn!(symbol = %key.0, interval = %key.1, error = %e, "REST kline fill failed; retrying");
+                tracing::warn!(symbol = %key.0, interval = %key.1, error = error.unwrap_or_default(), "REST kline fill failed; retrying");
                 ctx.run_later(RETRY, move |act, ctx| {
-                    if let Some(s) = act.series.get_mut(&key)
-                        && let Ok(from) = s.seq.begin_fill()
-                    {
+                    if let Some(from) = act.series.get_mut(&key).and_then(Series::begin_fill) {
                         act.spawn_fill(key.0.clone(), key.1, from, None, ctx);
                     }
                 });
                 return;
             }
-        };
-        // Holes the fetch did not cover (the exchange's REST can lag its stream, or our
-        // estimate of its clock lagged): fetch again, up to what the held bars prove
-        // closed, before accepting a hole.
-        let missing = series.seq.missing_with(&fetched);
-        if !missing.is_empty() {
-            let attempts = self.fill_attempts.entry(key.clone()).or_insert(0);
-            if *attempts < HOLE_RETRIES {
-                *attempts += 1;
-                let attempt = *attempts;
-                series.seq.abort_fill();
-                let until = series.seq.first_held().map(|h| h - step_ms(key.1));
-                if let Ok(from) = series.seq.begin_fill() {
-                    tracing::debug!(symbol = %key.0, missing = missing.len(), attempt, ?until, "fill left a hole; fetching again");
-                    self.spawn_fill(key.0, key.1, from, until, ctx);
-                }
+            AfterFetch::FetchAgain {
+                from,
+                until,
+                attempt,
+                missing,
+            } => {
+                tracing::debug!(symbol = %key.0, missing, attempt, ?until, "fill left a hole; fetching again");
+                self.spawn_fill(key.0, key.1, from, until, ctx);
                 return;
             }
-        }
-        self.fill_attempts.remove(&key);
-        let initial = !series.ready;
-        // A first fill is history: workers read it over REP. Only bars that arrived live
-        // while it ran (newer than what REST returned) are news to publish.
-        let publish_after = if initial {
-            Some(fetched.last().map_or(i64::MIN, |b| b.open_time_ms))
-        } else {
-            None
+            AfterFetch::Deliver(d) => d,
         };
-        let filled = series.seq.complete_fill(fetched);
-        if !filled.skipped.is_empty() {
-            self.stats.bars_skipped += filled.skipped.len() as u64;
+        if !delivery.skipped.is_empty() {
+            self.stats.bars_skipped += delivery.skipped.len() as u64;
             tracing::warn!(
                 symbol = %key.0,
                 interval = %key.1,
-                missing = filled.skipped.len(),
-                first_missing_ms = filled.skipped[0],
-                delivered = filled.bars.len(),
+                missing = delivery.skipped.len(),
+                first_missing_ms = delivery.skipped[0],
+                delivered = delivery.bars.len(),
                 clock_ms = self.client.clock().now_ms(),
                 "the exchange has no such bars; continuing after them"
             );
         }
-        if !initial {
-            self.stats.bars_refilled += filled.bars.len() as u64;
-            if !filled.bars.is_empty() {
-                tracing::info!(symbol = %key.0, interval = %key.1, bars = filled.bars.len(), "refilled missed bars over REST");
+        if !delivery.initial {
+            self.stats.bars_refilled += delivery.bars.len() as u64;
+            if !delivery.bars.is_empty() {
+                tracing::info!(symbol = %key.0, interval = %key.1, bars = delivery.bars.len(), "refilled missed bars over REST");
             }
         }
-        self.deliver(&key, filled.bars, publish_after);
-        if initial {
-            if let Some(s) = self.series.get_mut(&key) {
-                s.ready = true;
-            }
+        self.deliver(&key, delivery.bars, delivery.publish_after);
+        if delivery.initial {
             self.backfill_progress(true);
         }
     }
@@ -441,20 +378,9 @@ impl Gateway {
         let Some(series) = self.series.get_mut(key) else {
             return;
         };
-        if !stored && series.store_holds {
-            series.store_holds = false;
-            if self.store.is_some() {
-                tracing::warn!(symbol = %key.0, "the history store does not hold this series' bars: its whole history stays in memory");
-            }
+        if series.stored(stored) && self.store.is_some() {
+            tracing::warn!(symbol = %key.0, "the history store does not hold this series' bars: its whole history stays in memory");
         }
-        // With a store that holds the series, only the newest bars stay in memory (their
-        // publication stamps are what a worker's refill needs); older ones are read back
-        // from the store.
-        let keep = if series.store_holds {
-            RING_WITH_STORE.min(self.cfg.history_bars)
-        } else {
-            self.cfg.history_bars
-        };
         for mut bar in bars {
             if publish_after.is_none_or(|t| bar.open_time_ms > t) {
                 bar.published_ms = Some(now);
@@ -464,10 +390,7 @@ impl Gateway {
                     Err(e) => tracing::warn!(symbol = %key.0, error = %e, "cannot publish a bar"),
                 }
             }
-            series.ring.push_back(bar);
-            while series.ring.len() > keep {
-                series.ring.pop_front();
-            }
+            series.ring(bar, self.cfg.history_bars);
         }
     }
 
@@ -476,7 +399,7 @@ impl Gateway {
         let Some(series) = self.series.get_mut(&key) else {
             return;
         };
-        match series.seq.offer(bar) {
+        match series.offer(bar) {
             Offer::Ready(bars) => self.deliver(&key, bars, None),
             Offer::Fill { from_ms, to_ms } => {
                 tracing::info!(symbol = %key.0, interval = %key.1, from_ms, "closed bars missing on the stream; fetching them");
@@ -493,8 +416,8 @@ impl Gateway {
         let stale: Vec<(Key, Option<i64>)> = self
             .series
             .iter_mut()
-            .filter(|(_, s)| s.seq.is_stale(now, grace_ms))
-            .filter_map(|(k, s)| s.seq.begin_fill().ok().map(|from| (k.clone(), from)))
+            .filter(|(_, s)| s.is_stale(now, grace_ms))
+            .filter_map(|(k, s)| s.begin_fill().map(|from| (k.clone(), from)))
             .collect();
         if !stale.is_empty() {
             tracing::info!(
@@ -565,26 +488,16 @@ impl Gateway {
                     .join(",")
             ));
         };
-        if !series.ready {
+        if !series.is_ready() {
             return error(&format!(
                 "warming up: {} {} is still being backfilled",
                 req.symbol, req.interval
             ));
         }
-        let in_range = |b: &Bar| {
-            req.start_ms.is_none_or(|s| b.open_time_ms >= s)
-                && req.end_ms.is_none_or(|e| b.open_time_ms <= e)
-        };
-        let mut bars: Vec<Bar> = Vec::new();
-        let ring_start = series.ring.front().map(|b| b.open_time_ms);
-        let in_ring = series.ring.iter().filter(|b| in_range(b)).count();
-        let older = store_part(
-            &req,
-            ring_start,
-            in_ring,
-            series.store_holds.then_some(self.cfg.history_bars),
-        );
-        if let (Some(store), Some(part)) = (&self.store, older) {
+        let mut older = Vec::new();
+        if let (Some(store), Some(part)) =
+            (&self.store, series.store_part(&req, self.cfg.history_bars))
+        {
             match store.read(
                 &req.symbol,
                 req.interval,
@@ -592,16 +505,13 @@ impl Gateway {
                 Some(part.end_ms),
                 part.limit,
             ) {
-                Ok(older) => bars.extend(older.into_iter().filter(|b| in_range(b))),
+                Ok(bars) => older = bars,
                 Err(e) => {
                     tracing::warn!(symbol = %req.symbol, error = %e, "cannot read the history store")
                 }
             }
         }
-        bars.extend(series.ring.iter().filter(|b| in_range(b)).cloned());
-        if req.limit > 0 && bars.len() > req.limit as usize {
-            bars.drain(..bars.len() - req.limit as usize);
-        }
+        let bars = series.history(&req, older);
         let topic = Topic::Bar {
             symbol: req.symbol.clone(),
             interval: req.interval,
@@ -617,51 +527,10 @@ impl Gateway {
     }
 }
 
-/// The part of a history reply read from the store: the bars before the ring's first.
-#[derive(Debug, PartialEq, Eq)]
-struct StorePart {
-    start_ms: Option<i64>,
-    end_ms: i64,
-    /// The newest this many only.
-    limit: Option<usize>,
-}
-
-/// What a history request needs from the store, given the ring's first bar and how many
-/// of the ring's bars it takes: a range that starts before the ring; or, when the store
-/// holds the series up to the ring (`holds`: `Some(history_bars)`), a count of newest bars
-/// larger than the ring holds (no bound at all: `history_bars`, what the gateway keeps).
-/// `None`: the ring answers alone.
-fn store_part(
-    req: &HistoryRequest,
-    ring_front: Option<i64>,
-    in_ring: usize,
-    holds: Option<usize>,
-) -> Option<StorePart> {
-    let front = ring_front?;
-    let end_ms = req.end_ms.map_or(front - 1, |e| e.min(front - 1));
-    let limit = match (req.start_ms, req.limit as usize, holds) {
-        (Some(start), _, _) if start < front => None,
-        (Some(_), _, _) | (None, _, None) => return None,
-        (None, 0, Some(history_bars)) => Some(history_bars.saturating_sub(in_ring)),
-        (None, limit, Some(_)) if limit > in_ring => Some(limit - in_ring),
-        (None, _, Some(_)) => return None,
-    };
-    Some(StorePart {
-        start_ms: req.start_ms,
-        end_ms,
-        limit,
-    })
-}
-
 fn error(message: &str) -> GatewayReply {
     GatewayReply::Error(ErrorReply {
         message: message.to_owned(),
     })
-}
-
-fn step_ms(i: Interval) -> i64 {
-    // Months are not streamed by the gateway (checked at start-up).
-    i.duration_ms().unwrap_or(30 * 86_400_000)
 }
 
 /// Closed bars of a series from `from` (or the last `history` bars) to the exchange's now.
@@ -673,14 +542,15 @@ async fn fetch_closed(
     until: Option<i64>,
     history: usize,
 ) -> Result<Vec<Bar>, String> {
-    let step = step_ms(interval);
-    let now = client.clock().now_ms();
-    let last_closed_open = ((now / step) * step - step).max(until.unwrap_or(i64::MIN));
-    let earliest = last_closed_open - (history as i64 - 1) * step;
-    let start = from.map_or(earliest, |f| f.max(earliest));
-    if start > last_closed_open {
+    let Some((start, last_closed_open)) = fetch_window(
+        client.clock().now_ms(),
+        step_ms(interval),
+        from,
+        until,
+        history,
+    ) else {
         return Ok(Vec::new());
-    }
+    };
     let klines = client
         .klines(symbol.as_str(), interval, start, last_closed_open)
         .await
@@ -850,71 +720,5 @@ impl Handler<Query> for Gateway {
 
     fn handle(&mut self, msg: Query, _ctx: &mut Context<Self>) {
         let _ = msg.reply.send(self.answer(msg.request));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rstest::rstest;
-
-    fn req(start_ms: Option<i64>, end_ms: Option<i64>, limit: u32) -> HistoryRequest {
-        HistoryRequest {
-            symbol: Symbol::new("BTCUSDT").unwrap(),
-            interval: Interval::M5,
-            start_ms,
-            end_ms,
-            limit,
-        }
-    }
-
-    /// The ring holds bars from 1,000 on; 64 of them match the request unless said.
-    #[rstest]
-    #[case::warm_up_of_1000(req(None, None, 1000), 64, Some((None, 999, Some(936))))]
-    #[case::a_refill_inside_the_ring(req(Some(1200), None, 0), 10, None)]
-    #[case::a_range_reaching_back(req(Some(500), Some(2000), 0), 64, Some((Some(500), 999, None)))]
-    #[case::a_range_ending_before_the_ring(req(Some(100), Some(400), 0), 0, Some((Some(100), 400, None)))]
-    #[case::few_newest(req(None, None, 20), 20, None)]
-    #[case::no_bound(req(None, None, 0), 64, Some((None, 999, Some(936))))]
-    fn what_comes_from_the_store(
-        #[case] r: HistoryRequest,
-        #[case] in_ring: usize,
-        #[case] want: Option<(Option<i64>, i64, Option<usize>)>,
-    ) {
-        let got = store_part(&r, Some(1000), in_ring, Some(1000));
-        assert_eq!(
-            got,
-            want.map(|(start_ms, end_ms, limit)| StorePart {
-                start_ms,
-                end_ms,
-                limit
-            })
-        );
-    }
-
-    #[test]
-    fn an_empty_ring_needs_nothing_from_the_store() {
-        assert_eq!(
-            store_part(&req(None, None, 1000), None, 0, Some(1000)),
-            None
-        );
-    }
-
-    /// A store that does not hold the series (a failed write, bars of a faster run's
-    /// later time): the ring, which then keeps `history_bars`, answers counts alone.
-    #[test]
-    fn a_store_that_does_not_hold_the_series_serves_ranges_only() {
-        assert_eq!(
-            store_part(&req(None, None, 1000), Some(1000), 64, None),
-            None
-        );
-        assert_eq!(
-            store_part(&req(Some(10), None, 0), Some(1000), 64, None),
-            Some(StorePart {
-                start_ms: Some(10),
-                end_ms: 999,
-                limit: None
-            })
-        );
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod convert;
 mod gateway;
+mod series;
 
 use std::time::Duration;
 
