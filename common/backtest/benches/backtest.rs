@@ -11,7 +11,7 @@ use std::{path::PathBuf, time::Instant};
 
 use rust_decimal::Decimal;
 use shardbot_backtest::{BacktestConfig, Market, data::load_path, run, run_with};
-use shardbot_strategy::{BUILT_IN, Candle, Params, Position, Signals, Strategy};
+use shardbot_strategy::{BUILT_IN, Candle, Holding, Params, Signals, Strategy};
 
 /// A folder of the full data set (`SHARDBOT_DATA`, default ../shared/data).
 fn full(dir: &str) -> PathBuf {
@@ -87,7 +87,7 @@ impl Strategy for Silent {
     fn warmup_bars(&self) -> usize {
         0
     }
-    fn on_bar(&mut self, candle: &Candle, _: Position) -> Signals {
+    fn on_bar(&mut self, candle: &Candle, _: Holding) -> Signals {
         std::hint::black_box(candle);
         Signals::new()
     }
@@ -118,7 +118,7 @@ fn breakdown(markets: &[Market], bars: usize) {
             let mut signals = 0;
             for m in markets {
                 let mut s = shardbot_strategy::build(strategy, &Params::new()).unwrap();
-                let mut position = Position::Flat;
+                let mut position = Holding::Flat;
                 for c in &m.series.candles {
                     for sig in &s.on_bar(std::hint::black_box(c), position) {
                         signals += 1;

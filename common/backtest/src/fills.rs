@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use shardbot_protocol::{Instrument, IntentAction, Side, TickGrid, TradingMode};
 use shardbot_risk::{Exposure, Held, Verdict, judge, round_qty};
-use shardbot_strategy::{Candle, Direction, Holder, Position, Signal, acting};
+use shardbot_strategy::{Candle, Direction, Holder, Holding, Signal, acting};
 
 use crate::{
     ExitReason, Intrabar, Market, Slippage,
@@ -138,9 +138,9 @@ pub(crate) fn step(eng: &mut Account<'_>, rules: &Rules<'_>, st: &mut SymbolStat
     //    held, the others flat; the owner's signals act, or on a flat market the first
     //    strategy's that enters (one position, one owner).
     let held = match &st.open {
-        None => Position::Flat,
-        Some(o) if o.side == Side::Buy => Position::Long,
-        Some(_) => Position::Short,
+        None => Holding::Flat,
+        Some(o) if o.side == Side::Buy => Holding::Long,
+        Some(_) => Holding::Short,
     };
     let mut owner = 0;
     let signals = if let [only] = st.strategies.as_mut_slice() {

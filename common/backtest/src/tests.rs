@@ -10,7 +10,7 @@ use std::str::FromStr;
 use proptest::strategy::Strategy as _;
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 use shardbot_protocol::Side;
-use shardbot_strategy::{Candle, Direction, Params, Position, Signal, Signals, Strategy};
+use shardbot_strategy::{Candle, Direction, Holding, Params, Signal, Signals, Strategy};
 
 use super::*;
 use crate::{
@@ -33,7 +33,7 @@ impl Strategy for Scripted {
     fn warmup_bars(&self) -> usize {
         0
     }
-    fn on_bar(&mut self, _c: &Candle, _p: Position) -> Signals {
+    fn on_bar(&mut self, _c: &Candle, _p: Holding) -> Signals {
         let s = self.script.get(self.bar).cloned().unwrap_or_default();
         self.bar += 1;
         s.into()
@@ -541,7 +541,7 @@ impl Strategy for Recorder {
     fn warmup_bars(&self) -> usize {
         0
     }
-    fn on_bar(&mut self, c: &Candle, _p: Position) -> Signals {
+    fn on_bar(&mut self, c: &Candle, _p: Holding) -> Signals {
         self.log.lock().unwrap().push((self.market, *c));
         Signals::new()
     }

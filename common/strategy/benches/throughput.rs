@@ -8,7 +8,7 @@
 
 use std::{path::PathBuf, time::Instant};
 
-use shardbot_strategy::{Candle, Params, Position, build};
+use shardbot_strategy::{Candle, Holding, Params, build};
 
 fn load() -> Vec<Vec<Candle>> {
     let dir = shardbot_testdata::full_klines("bybit_linear_5m").unwrap_or_else(|e| panic!("{e}"));
@@ -52,7 +52,7 @@ fn main() {
             let t = Instant::now();
             for bars in &data {
                 let mut s = build(name, &Params::new()).unwrap();
-                let mut position = Position::Flat;
+                let mut position = Holding::Flat;
                 for c in bars {
                     for sig in &s.on_bar(std::hint::black_box(c), position) {
                         signals += 1;

@@ -31,27 +31,29 @@ pub struct Candle {
     pub volume: f64,
 }
 
-/// The position the strategy is told it holds in the symbol.
+/// What the strategy is told it holds in the symbol (flat, long or short): its
+/// holding, beside [`Holder`], whose it is. (The exchange's position with its size and
+/// prices is `shardbot_protocol::Position`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Position {
+pub enum Holding {
     Flat,
     Long,
     Short,
 }
 
-impl Position {
+impl Holding {
     /// The position a signal leaves: an entry opens its direction, an exit goes flat.
-    pub fn after(self, signal: &Signal) -> Position {
+    pub fn after(self, signal: &Signal) -> Holding {
         match signal {
             Signal::Enter {
                 direction: Direction::Long,
                 ..
-            } => Position::Long,
+            } => Holding::Long,
             Signal::Enter {
                 direction: Direction::Short,
                 ..
-            } => Position::Short,
-            Signal::Exit => Position::Flat,
+            } => Holding::Short,
+            Signal::Exit => Holding::Flat,
         }
     }
 }
@@ -90,7 +92,7 @@ pub trait Strategy: Send {
     fn warmup_bars(&self) -> usize;
     /// Feeds one closed bar; returns the signals for the position held (in order: an exit
     /// comes before the entry of a reversal).
-    fn on_bar(&mut self, candle: &Candle, position: Position) -> Signals;
+    fn on_bar(&mut self, candle: &Candle, position: Holding) -> Signals;
     /// Forgets all state (e.g. after a gap that could not be refilled).
     fn reset(&mut self);
 }

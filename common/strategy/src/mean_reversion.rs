@@ -3,7 +3,7 @@
 use shardbot_indicators::{Bollinger, Rsi};
 
 use crate::{
-    Candle, Direction, ParamError, Params, Position, Signal, Signals, Spec, Strategy, offset,
+    Candle, Direction, Holding, ParamError, Params, Signal, Signals, Spec, Strategy, offset,
     params::Kind, signals,
 };
 
@@ -106,7 +106,7 @@ impl Strategy for MeanReversion {
         self.warmup
     }
 
-    fn on_bar(&mut self, c: &Candle, position: Position) -> Signals {
+    fn on_bar(&mut self, c: &Candle, position: Holding) -> Signals {
         // Both indicators take every bar; their values are worked out only where the rules
         // read them: a position needs the middle band, a flat symbol the RSI first and a
         // band only at an extreme.
@@ -126,9 +126,9 @@ impl Strategy for MeanReversion {
         };
         let middle = || self.bb.middle();
         match position {
-            Position::Long if middle().is_some_and(|m| c.close >= m) => signals![Signal::Exit],
-            Position::Short if middle().is_some_and(|m| c.close <= m) => signals![Signal::Exit],
-            Position::Flat => match beyond() {
+            Holding::Long if middle().is_some_and(|m| c.close >= m) => signals![Signal::Exit],
+            Holding::Short if middle().is_some_and(|m| c.close <= m) => signals![Signal::Exit],
+            Holding::Flat => match beyond() {
                 Some(direction) => signals![Signal::Enter {
                     direction,
                     stop_loss: offset(c.close, self.sl_pct, direction == Direction::Short),

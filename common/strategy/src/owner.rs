@@ -12,7 +12,7 @@
 //! disabled) belongs to none of them: no signal touches it (its stop-loss, take-profit and
 //! the kill switch still do).
 
-use crate::{Position, Signal};
+use crate::{Holding, Signal};
 
 /// Who holds a symbol's position, as the strategies on it see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +42,10 @@ impl Holder {
     }
 
     /// The position strategy `i` is told it holds, when the symbol's is `held`.
-    pub fn told(self, i: usize, held: Position) -> Position {
+    pub fn told(self, i: usize, held: Holding) -> Holding {
         match self {
             Holder::Strategy(k) if k == i => held,
-            _ => Position::Flat,
+            _ => Holding::Flat,
         }
     }
 }
@@ -111,9 +111,9 @@ mod tests {
     #[test]
     fn only_the_owner_is_told_it_holds() {
         let h = Holder::Strategy(1);
-        assert_eq!(h.told(1, Position::Long), Position::Long);
-        assert_eq!(h.told(0, Position::Long), Position::Flat);
-        assert_eq!(Holder::Other.told(0, Position::Short), Position::Flat);
-        assert_eq!(Holder::Flat.told(0, Position::Flat), Position::Flat);
+        assert_eq!(h.told(1, Holding::Long), Holding::Long);
+        assert_eq!(h.told(0, Holding::Long), Holding::Flat);
+        assert_eq!(Holder::Other.told(0, Holding::Short), Holding::Flat);
+        assert_eq!(Holder::Flat.told(0, Holding::Flat), Holding::Flat);
     }
 }

@@ -3,7 +3,7 @@
 use shardbot_indicators::Sma;
 
 use crate::{
-    Candle, Direction, ParamError, Params, Position, Signal, Signals, Spec, Strategy, offset,
+    Candle, Direction, Holding, ParamError, Params, Signal, Signals, Spec, Strategy, offset,
     params::Kind, signals,
 };
 
@@ -111,7 +111,7 @@ impl Strategy for TrendFollowing {
         self.slow_period + 1
     }
 
-    fn on_bar(&mut self, c: &Candle, position: Position) -> Signals {
+    fn on_bar(&mut self, c: &Candle, position: Holding) -> Signals {
         let (Some(f), Some(s)) = (self.fast.update(c.close), self.slow.update(c.close)) else {
             return Signals::new();
         };
@@ -122,16 +122,16 @@ impl Strategy for TrendFollowing {
             return Signals::new();
         }
         let (want, against) = if above {
-            (Direction::Long, Position::Short)
+            (Direction::Long, Holding::Short)
         } else {
-            (Direction::Short, Position::Long)
+            (Direction::Short, Holding::Long)
         };
         match position {
             p if p == against && self.stop_and_reverse => {
                 signals![Signal::Exit, self.enter(want, c.close)]
             }
             p if p == against => signals![Signal::Exit],
-            Position::Flat => signals![self.enter(want, c.close)],
+            Holding::Flat => signals![self.enter(want, c.close)],
             _ => Signals::new(),
         }
     }

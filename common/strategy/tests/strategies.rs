@@ -5,8 +5,8 @@
 
 use rstest::rstest;
 use shardbot_strategy::{
-    BuildError, Candle, Direction, MeanReversion, OptimizedFile, ParamError, ParamStatus, Params,
-    Position, Signal, Strategy, TrendFollowing, Value, build,
+    BuildError, Candle, Direction, Holding, MeanReversion, OptimizedFile, ParamError, ParamStatus,
+    Params, Signal, Strategy, TrendFollowing, Value, build,
 };
 
 fn candle(i: usize, close: f64) -> Candle {
@@ -36,7 +36,7 @@ fn v_shape() -> Vec<Candle> {
         .collect()
 }
 
-fn signals(s: &mut dyn Strategy, bars: &[Candle], position: Position) -> Vec<(usize, Vec<Signal>)> {
+fn signals(s: &mut dyn Strategy, bars: &[Candle], position: Holding) -> Vec<(usize, Vec<Signal>)> {
     bars.iter()
         .enumerate()
         .map(|(i, c)| (i, s.on_bar(c, position).to_vec()))
@@ -47,7 +47,7 @@ fn signals(s: &mut dyn Strategy, bars: &[Candle], position: Position) -> Vec<(us
 #[test]
 fn trend_following_enters_on_the_cross_with_its_stops() {
     let mut tf = TrendFollowing::new(&Params::new()).unwrap();
-    let got = signals(&mut tf, &v_shape(), Position::Flat);
+    let got = signals(&mut tf, &v_shape(), Holding::Flat);
     assert_eq!(got.len(), 1, "{got:?}");
     let (i, sig) = &got[0];
     assert!(*i > 40 && *i < 60);
@@ -65,12 +65,12 @@ fn trend_following_enters_on_the_cross_with_its_stops() {
 }
 
 #[rstest]
-#[case(true, Position::Short, 2)]
-#[case(false, Position::Short, 1)]
-#[case(true, Position::Long, 0)]
+#[case(true, Holding::Short, 2)]
+#[case(false, Holding::Short, 1)]
+#[case(true, Holding::Long, 0)]
 fn an_opposite_cross_exits_and_reverses_if_asked(
     #[case] sar: bool,
-    #[case] held: Position,
+    #[case] held: Holding,
     #[case] n: usize,
 ) {
     let mut tf =
@@ -105,7 +105,7 @@ fn mean_reversion_fades_a_drop_and_exits_at_the_mean() {
         .map(|(i, c)| candle(i, *c))
         .collect();
     let mut mr = MeanReversion::new(&Params::new()).unwrap();
-    let mut position = Position::Flat;
+    let mut position = Holding::Flat;
     let mut log = Vec::new();
     for (i, c) in bars.iter().enumerate() {
         for s in mr.on_bar(c, position) {
@@ -159,7 +159,7 @@ fn the_same_bars_give_the_same_signals_and_reset_starts_over() {
 
 /// Runs a strategy with the position its own signals imply; returns (bar, signal).
 fn trade(s: &mut dyn Strategy, bars: &[Candle]) -> Vec<(usize, Signal)> {
-    let mut position = Position::Flat;
+    let mut position = Holding::Flat;
     let mut out = Vec::new();
     for (i, c) in bars.iter().enumerate() {
         for sig in s.on_bar(c, position) {

@@ -15,7 +15,7 @@ use shardbot_protocol::{
     Bar, BarSequencer, Filled, Instrument, IntentAction, Interval, Offer, OrderIntent,
     PositionSnapshot, Shard, Side, Symbol, TimestampMs, now_ms,
 };
-use shardbot_strategy::{Candle, Direction, Holder, Position, Roster, Signal, Strategy, acting};
+use shardbot_strategy::{Candle, Direction, Holder, Holding, Roster, Signal, Strategy, acting};
 
 /// What the worker has to do after an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,7 @@ pub struct Engine {
     symbols: HashMap<Symbol, SymbolState>,
     instruments: HashMap<Symbol, Instrument>,
     /// The risk manager's positions with their owners (the strategy that opened each).
-    positions: HashMap<Symbol, (Position, Option<String>)>,
+    positions: HashMap<Symbol, (Holding, Option<String>)>,
     /// Each strategy's signals at a bar (kept to reuse its allocation).
     signals: Vec<shardbot_strategy::Signals>,
     stats: EngineStats,
@@ -177,8 +177,8 @@ impl Engine {
             .filter(|p| p.size > Decimal::ZERO)
             .map(|p| {
                 let pos = match p.side {
-                    Side::Buy => Position::Long,
-                    Side::Sell => Position::Short,
+                    Side::Buy => Holding::Long,
+                    Side::Sell => Holding::Short,
                 };
                 (p.symbol.clone(), (pos, p.strategy.clone()))
             })
@@ -340,9 +340,9 @@ impl Engine {
         let (position, owner) = self
             .positions
             .get(symbol)
-            .map_or((Position::Flat, None), |(p, o)| (*p, o.as_deref()));
+            .map_or((Holding::Flat, None), |(p, o)| (*p, o.as_deref()));
         let holder = Holder::of(
-            position != Position::Flat,
+            position != Holding::Flat,
             owner,
             state.strategies.iter().map(|s| s.name()),
         );
@@ -356,7 +356,7 @@ impl Engine {
                 let told = if act {
                     holder.told(i, position)
                 } else {
-                    Position::Flat
+                    Holding::Flat
                 };
                 signals.push(strategy.on_bar(&candle, told));
             }
