@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use shardbot_protocol::{Instrument, IntentAction, Side, TickGrid, TradingMode};
-use shardbot_risk::{Exposure, Held, Verdict, judge, round_qty};
+use shardbot_risk::{EntryTurn, Exposure, Held, Verdict, entry_turn, judge, round_qty};
 use shardbot_strategy::{Candle, Direction, Holder, Holding, Signal, acting};
 
 use crate::{
@@ -190,11 +190,17 @@ pub(crate) fn step(eng: &mut Account<'_>, rules: &Rules<'_>, st: &mut SymbolStat
                 close: c.close,
                 signal_ms: t,
             };
-            if exiting {
-                st.pending.reverse = Some(signal);
-            } else if let Some(entry) = decide_entry(eng, rules, st, &signal) {
-                st.has_pending = true;
-                st.pending.enter = Some(entry);
+            // The reversal rule, the risk manager's ledger's: an entry behind its own
+            // position's exit is judged once that exit has filled.
+            let held_by_entrant = st.open.as_ref().is_some_and(|o| o.owner == owner);
+            match entry_turn(exiting, held_by_entrant) {
+                EntryTurn::AfterExit => st.pending.reverse = Some(signal),
+                EntryTurn::Now => {
+                    if let Some(entry) = decide_entry(eng, rules, st, &signal) {
+                        st.has_pending = true;
+                        st.pending.enter = Some(entry);
+                    }
+                }
             }
         }
     }

@@ -10,9 +10,13 @@
 //! - [`decide`]: an intent → [`RiskDecision`]; [`judge`], the same rules on an
 //!   [`Exposure`] (the book's aggregates), for callers that keep those themselves.
 //! - [`round_qty`]: a quantity on the instrument's grid, or a refusal below its minimums.
+//! - [`Ledger`]: the book between two reads of the exchange (approvals counted open,
+//!   pending exits, owners, fills booked once) and [`entry_turn`], the reversal rule the
+//!   backtester follows too.
 //! - [`judging_order`]: the order the intents of one bar close are judged in, live and in
 //!   the backtest, so that which entries a limit cuts is the same in both.
 
+mod ledger;
 mod settings;
 
 use std::collections::HashMap;
@@ -23,6 +27,7 @@ use shardbot_protocol::{
     Side, Symbol, TimestampMs, TradingMode,
 };
 
+pub use ledger::{AccountRead, EntryTurn, FillBooked, Ledger, PROVISIONAL_FOR, entry_turn};
 pub use settings::{SettingsError, Sizing, TradingSettings, default_fee_rate};
 
 /// The account as the rules see it.

@@ -17,10 +17,10 @@ use shardbot_bybit::{
 };
 use shardbot_protocol::{
     BalanceSnapshot, ControlCommand, ControlReply, ErrorReply, IntentAction, IntentId, OrderIntent,
-    Position, PositionSnapshot, Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest,
-    RiskStatus, RouterReply, RouterRequest, Symbol, TradingMode, now_ms,
+    PositionSnapshot, Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest, RiskStatus,
+    RouterReply, RouterRequest, Symbol, TradingMode, now_ms,
 };
-use shardbot_risk::{Book, TradingSettings, decide};
+use shardbot_risk::{AccountRead, FillBooked, Ledger, TradingSettings};
 
 use crate::state::RiskState;
 
@@ -36,10 +36,6 @@ pub struct ManagerConfig {
     /// How long a flatten keeps closing positions before it reports what is left.
     pub flatten_deadline_ms: i64,
 }
-
-/// An approved entry not yet visible in the exchange's positions: counted as open so a
-/// burst of approvals cannot exceed the limits before the next sync.
-const PROVISIONAL_FOR: Duration = Duration::from_secs(15);
 
 /// How long a reversal's entry waits for its exit's fill to be booked (a sync that no
 /// longer shows the position) before it is refused: well inside the router's request
@@ -64,12 +60,11 @@ pub struct RiskManager {
     state: Option<RiskState>,
     /// The account stack's journal: the simulated balances set are recorded there.
     journal: shardbot_journal::Journal,
-    book: Book,
+    /// The account between two reads: what the rules judge against, approvals, pending
+    /// exits, owners (`shardbot_risk::Ledger`, the pure core).
+    ledger: Ledger,
     exchange: Option<WalletAccount>,
-    provisional: HashMap<Symbol, (Instant, Position, IntentId)>,
-    /// Symbols whose exit was approved (when): a reversal's entry that follows waits in
-    /// `parked` until a sync shows that exit filled.
-    exiting: HashMap<Symbol, Instant>,
+    /// Reversals' entries waiting for their exits' booking ([`Ledger::awaits_exit`]).
     parked: Vec<Parked>,
     /// What parked entries were answered (when): the requester resends a request it has
     /// no answer to yet (`bus.request_resend_ms`), and those copies, queued behind the
@@ -77,23 +72,6 @@ pub struct RiskManager {
     parked_answers: HashMap<IntentId, (Instant, RiskDecision)>,
     /// The flattens started here, by id, with their deadlines.
     flattens: HashMap<String, i64>,
-    /// Each open position's owner: the strategy whose entry opened it. Set at the entry's
-    /// approval, read from the journal for a position found open (again at every sync
-    /// while unknown: the router journals an order just after placing it), dropped when
-    /// the position is gone.
-    owners: HashMap<Symbol, String>,
-    /// Symbols whose book positions hold the exchange's numbers (read by a sync, or built
-    /// from their fills); the others are approvals not yet filled, whose closing fills
-    /// cannot be booked.
-    exact: std::collections::HashSet<Symbol>,
-    /// Per symbol, the exchange's `updatedTime` of the position the last account read
-    /// showed: a fill executed no later than it is already in the book that read made (a
-    /// fill heard after a read that holds it must not be booked again: it doubled a
-    /// position once, and the kill switch's and the exits' sizes come from the book).
-    read_at: HashMap<Symbol, shardbot_protocol::TimestampMs>,
-    /// When the newest fill was booked: a sync that started before it read an account
-    /// without it and does not replace the book (the sync that fill asked for will).
-    last_booked: Option<Instant>,
     syncing: bool,
     /// A fill arrived while a sync was reading the account: read it again after.
     sync_again: bool,
@@ -126,12 +104,11 @@ impl RiskManager {
         state: Option<RiskState>,
         journal: shardbot_journal::Journal,
     ) -> RiskManager {
-        let mut book = Book::default();
-        match &state {
-            Some(s) => book.mode = s.mode,
-            None if cfg.start_halted => book.mode = TradingMode::Halted,
-            None => {}
-        }
+        let mode = match &state {
+            Some(s) => s.mode,
+            None if cfg.start_halted => TradingMode::Halted,
+            None => TradingMode::Normal,
+        };
         RiskManager {
             cfg,
             settings,
@@ -140,17 +117,11 @@ impl RiskManager {
             router,
             state,
             journal,
-            book,
+            ledger: Ledger::new(mode),
             exchange: None,
-            provisional: HashMap::new(),
-            exiting: HashMap::new(),
             parked: Vec::new(),
             parked_answers: HashMap::new(),
             flattens: HashMap::new(),
-            owners: HashMap::new(),
-            exact: std::collections::HashSet::new(),
-            read_at: HashMap::new(),
-            last_booked: None,
             syncing: false,
             sync_again: false,
         }
@@ -204,7 +175,7 @@ impl RiskManager {
                 self.client.clock().now_ms(),
             );
             // A mode set before the first sync (start_halted, a command) is kept.
-            s.mode = self.book.mode;
+            s.mode = self.ledger.mode();
             match s.save(&self.cfg.state_file) {
                 Ok(()) => tracing::info!(
                     exchange_balance = %exchange_balance,
@@ -220,41 +191,33 @@ impl RiskManager {
             self.record_balance(&s);
             self.state = Some(s);
         }
-        if self.last_booked.is_some_and(|t| snap.started < t) {
-            // Read before a fill the book already holds: the next sync replaces the book.
+        let read = AccountRead {
+            started: snap.started,
+            positions: snap
+                .positions
+                .iter()
+                .filter_map(|p| p.to_position(now_ms()))
+                .collect(),
+            updated: snap
+                .positions
+                .iter()
+                .filter(|p| !p.size.is_zero())
+                .filter_map(|p| Some((Symbol::new(&p.symbol).ok()?, p.updated_time?)))
+                .collect(),
+            realised_today: snap.realised_today,
+            simulated_balance: self
+                .state
+                .as_ref()
+                .map_or(exchange_balance, |s| s.simulated(exchange_balance)),
+        };
+        // A read older than a fill the book holds leaves the book; the next read replaces it.
+        if self.ledger.on_read(read, Instant::now()) {
+            self.stamp_owners();
             self.exchange = Some(snap.wallet);
-            self.publish();
-            return;
+            self.release_parked();
+        } else {
+            self.exchange = Some(snap.wallet);
         }
-        let mut positions: HashMap<Symbol, Position> = snap
-            .positions
-            .iter()
-            .filter_map(|p| p.to_position(now_ms()))
-            .map(|p| (p.symbol.clone(), p))
-            .collect();
-        self.exact = positions.keys().cloned().collect();
-        self.read_at = snap
-            .positions
-            .iter()
-            .filter(|p| !p.size.is_zero())
-            .filter_map(|p| Some((Symbol::new(&p.symbol).ok()?, p.updated_time?)))
-            .collect();
-        self.provisional
-            .retain(|s, (t, _, _)| t.elapsed() < PROVISIONAL_FOR && !positions.contains_key(s));
-        self.exiting
-            .retain(|s, t| t.elapsed() < PROVISIONAL_FOR && positions.contains_key(s));
-        for (s, (_, p, _)) in &self.provisional {
-            positions.insert(s.clone(), p.clone());
-        }
-        self.book.positions = positions;
-        self.stamp_owners();
-        self.book.realised_today = snap.realised_today;
-        self.book.simulated_balance = self
-            .state
-            .as_ref()
-            .map_or(exchange_balance, |s| s.simulated(exchange_balance));
-        self.exchange = Some(snap.wallet);
-        self.release_parked();
         self.publish();
     }
 
@@ -271,39 +234,17 @@ impl RiskManager {
     /// An approved entry the router did not place: its provisional position ends (unless a
     /// later approval or a fill replaced it).
     fn unplaced(&mut self, intent_id: &IntentId, symbol: &Symbol, reason: &str) {
-        if self
-            .provisional
-            .get(symbol)
-            .is_some_and(|(_, _, id)| id == intent_id)
-        {
-            self.provisional.remove(symbol);
-            if !self.exact.contains(symbol) {
-                self.book.positions.remove(symbol);
-                self.owners.remove(symbol);
-            }
+        if self.ledger.unplaced(intent_id, symbol) {
             tracing::info!(%intent_id, %symbol, reason, "approved entry not placed: no longer counted");
             self.publish();
         }
-    }
-
-    /// Whether `intent` is a reversal's entry whose exit is approved but not yet booked.
-    /// Only the owner's: another strategy's entry is refused at once (one owner per
-    /// position), not sized after someone else's exit.
-    fn awaits_exit(&self, intent: &OrderIntent) -> bool {
-        matches!(intent.action, IntentAction::Enter { .. })
-            && self.exiting.contains_key(&intent.symbol)
-            && self
-                .book
-                .positions
-                .get(&intent.symbol)
-                .is_some_and(|p| p.strategy.as_deref() == Some(intent.strategy.as_str()))
     }
 
     /// Judges the parked entries whose exits the book now shows done.
     fn release_parked(&mut self) {
         let parked = std::mem::take(&mut self.parked);
         for p in parked {
-            if self.book.positions.contains_key(&p.intent.symbol) {
+            if !self.ledger.exit_booked(&p.intent.symbol) {
                 self.parked.push(p);
                 continue;
             }
@@ -351,31 +292,22 @@ impl RiskManager {
 
     /// Names each position's owner (the one-owner rule: `shardbot_strategy::Holder`): the
     /// owner known here, else the strategy of the newest entry the journal has for the
-    /// symbol. Owners of positions gone are forgotten.
+    /// symbol, while that entry's position is still open ([`Ledger::stamp_owners`]).
     fn stamp_owners(&mut self) {
-        self.owners
-            .retain(|s, _| self.book.positions.contains_key(s));
-        for (symbol, p) in &mut self.book.positions {
-            if !self.owners.contains_key(symbol) {
-                match self.journal.position_owner(symbol.as_str()) {
-                    Ok(Some(s)) => {
-                        self.owners.insert(symbol.clone(), s);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(%symbol, error = %e, "cannot read the position's owner from the journal")
-                    }
+        let journal = &self.journal;
+        self.ledger
+            .stamp_owners(|symbol| match journal.position_owner(symbol.as_str()) {
+                Ok(owner) => owner,
+                Err(e) => {
+                    tracing::warn!(%symbol, error = %e, "cannot read the position's owner from the journal");
+                    None
                 }
-            }
-            p.strategy = self.owners.get(symbol).cloned();
-        }
+            });
     }
 
     fn positions(&self) -> PositionSnapshot {
-        let mut positions: Vec<Position> = self.book.positions.values().cloned().collect();
-        positions.sort_by(|a, b| a.symbol.cmp(&b.symbol));
         PositionSnapshot {
-            positions,
+            positions: self.ledger.positions(),
             as_of_ms: now_ms(),
         }
     }
@@ -391,19 +323,19 @@ impl RiskManager {
             available_balance: w.total_available_balance.unwrap_or_default(),
             offset: state.offset,
             simulated_balance: state.simulated(wallet),
-            simulated_equity: state.simulated(wallet) + self.book.unrealised(),
+            simulated_equity: state.simulated(wallet) + self.ledger.book().unrealised(),
             as_of_ms: now_ms(),
         })
     }
 
     fn status(&self) -> RiskStatus {
         RiskStatus {
-            mode: self.book.mode,
-            open_positions: self.book.positions.len() as u32,
+            mode: self.ledger.mode(),
+            open_positions: self.ledger.book().positions.len() as u32,
             max_open_positions: self.settings.max_open_positions,
-            daily_pnl: self.book.daily_pnl(),
+            daily_pnl: self.ledger.book().daily_pnl(),
             daily_loss_limit: self.settings.daily_loss_limit,
-            margin_use_pct: self.book.margin_use_pct().round_dp(2),
+            margin_use_pct: self.ledger.book().margin_use_pct().round_dp(2),
             max_margin_use_pct: self.settings.max_margin_use_pct,
             as_of_ms: now_ms(),
         }
@@ -440,7 +372,7 @@ impl RiskManager {
         if let Some(d) = self.parked_answer(&intent.intent_id) {
             return Some(d);
         }
-        if self.awaits_exit(&intent) {
+        if self.ledger.awaits_exit(&intent) {
             return None;
         }
         Some(self.approve(intent))
@@ -461,56 +393,21 @@ impl RiskManager {
             // The owner as of now: an entry the router journalled since the last sync.
             self.stamp_owners();
         }
-        let now = self.client.clock().now_ms();
-        // The same intent again (the router retries one whose order did not go through):
-        // judged as the first time, not refused for the position its own approval holds.
-        let repeat = self
-            .provisional
-            .get(&intent.symbol)
-            .is_some_and(|(_, _, id)| *id == intent.intent_id);
-        let d = if repeat {
-            let mut book = self.book.clone();
-            book.positions.remove(&intent.symbol);
-            decide(&self.settings, &book, &intent, now)
-        } else {
-            decide(&self.settings, &self.book, &intent, now)
-        };
+        let d = self.ledger.approve(
+            &self.settings,
+            &intent,
+            self.client.clock().now_ms(),
+            Instant::now(),
+        );
         match &d {
             RiskDecision::Approved {
                 qty,
-                leverage,
                 reduce_only: false,
-                side,
                 ..
             } => {
-                let p = Position {
-                    symbol: intent.symbol.clone(),
-                    side: *side,
-                    size: *qty,
-                    avg_price: intent.reference_price,
-                    mark_price: None,
-                    leverage: *leverage,
-                    unrealised_pnl: Decimal::ZERO,
-                    stop_loss: intent.stop_loss,
-                    take_profit: intent.take_profit,
-                    updated_ms: now,
-                    strategy: Some(intent.strategy.clone()),
-                };
-                self.owners
-                    .insert(intent.symbol.clone(), intent.strategy.clone());
-                self.exiting.remove(&intent.symbol);
-                self.book.positions.insert(intent.symbol.clone(), p.clone());
-                self.provisional.insert(
-                    intent.symbol.clone(),
-                    (Instant::now(), p, intent.intent_id.clone()),
-                );
                 tracing::info!(intent_id = %intent.intent_id, symbol = %intent.symbol, qty = %qty, "entry approved");
             }
             RiskDecision::Approved { .. } => {
-                // The approval's provisional position ends with its exit: it no longer
-                // counts against the limits once the exit is on its way.
-                self.provisional.remove(&intent.symbol);
-                self.exiting.insert(intent.symbol.clone(), Instant::now());
                 tracing::info!(intent_id = %intent.intent_id, symbol = %intent.symbol, "exit approved");
             }
             RiskDecision::Refused { refusal, .. } => {
@@ -521,7 +418,7 @@ impl RiskManager {
     }
 
     fn set_mode(&mut self, mode: TradingMode) {
-        self.book.mode = mode;
+        self.ledger.set_mode(mode);
         if let Some(s) = self.state.as_mut() {
             s.mode = mode;
             if let Err(e) = s.save(&self.cfg.state_file) {
@@ -541,8 +438,8 @@ impl RiskManager {
             ControlCommand::FlattenAll => self.set_mode(TradingMode::Halted),
         }
         ControlReply {
-            mode: self.book.mode,
-            message: format!("trading mode is now {:?}", self.book.mode),
+            mode: self.ledger.mode(),
+            message: format!("trading mode is now {:?}", self.ledger.mode()),
             flatten: None,
         }
     }
@@ -560,7 +457,7 @@ impl RiskManager {
             }));
             return;
         };
-        let mode = self.book.mode;
+        let mode = self.ledger.mode();
         let router = self.router.clone();
         let secs = self.cfg.flatten_deadline_ms / 1000;
         actix::spawn(async move {
@@ -619,7 +516,7 @@ impl RiskManager {
             .map_err(|e| e.to_string())?;
         let rebase = new.simulated_balance != self.settings.simulated_balance;
         if rebase {
-            let open = self.book.positions.len() + self.provisional.len();
+            let open = self.ledger.open_or_approved();
             if open > 0 {
                 return Err(format!(
                     "the simulated balance can be changed only with no position open ({open} open): flatten first"
@@ -639,7 +536,7 @@ impl RiskManager {
             .map_err(|e| format!("cannot write {file}: {e}"))?;
         if rebase && let Some(w) = self.exchange.as_ref() {
             let exchange_balance = usdt_balance(w);
-            let mode = self.book.mode;
+            let mode = self.ledger.mode();
             let mut s = RiskState::first(
                 &self.cfg.account,
                 exchange_balance,
@@ -649,7 +546,8 @@ impl RiskManager {
             s.mode = mode;
             s.save(&self.cfg.state_file)
                 .map_err(|e| format!("cannot persist the new simulated balance: {e}"))?;
-            self.book.simulated_balance = s.simulated(exchange_balance);
+            self.ledger
+                .set_simulated_balance(s.simulated(exchange_balance));
             tracing::info!(simulated_balance = %new.simulated_balance, offset = %s.offset, "simulated balance set afresh");
             self.record_balance(&s);
             self.state = Some(s);
@@ -755,31 +653,16 @@ impl Handler<Filled> for RiskManager {
 
     fn handle(&mut self, msg: Filled, ctx: &mut Context<Self>) {
         let f = &msg.0;
-        if !f.is_funding()
-            && self
-                .read_at
-                .get(&f.symbol)
-                .is_some_and(|read| f.exec_time_ms <= *read)
-        {
-            tracing::debug!(symbol = %f.symbol, exec_id = f.exec_id, "the last account read holds this fill already");
-            self.sync(ctx);
-            return;
-        }
-        if self.exchange.is_some() && self.book.book_fill(f, self.exact.contains(&f.symbol)) {
-            // The position is the fills' from here on.
-            self.read_at.remove(&f.symbol);
-            self.last_booked = Some(Instant::now());
-            self.stamp_owners();
-            if self.book.positions.contains_key(&f.symbol) {
-                // Filled: the position is the fills' now, no longer an approval's guess.
-                self.exact.insert(f.symbol.clone());
-                self.provisional.remove(&f.symbol);
-            } else {
-                self.exact.remove(&f.symbol);
-                self.provisional.remove(&f.symbol);
+        match self.ledger.fill(f, Instant::now()) {
+            FillBooked::AlreadyRead => {
+                tracing::debug!(symbol = %f.symbol, exec_id = f.exec_id, "the last account read holds this fill already");
             }
-            tracing::info!(symbol = %f.symbol, exec_qty = %f.exec_qty, closed = %f.closed_size, price = %f.exec_price, simulated_balance = %self.book.simulated_balance, "fill booked");
-            self.release_parked();
+            FillBooked::Booked => {
+                self.stamp_owners();
+                tracing::info!(symbol = %f.symbol, exec_qty = %f.exec_qty, closed = %f.closed_size, price = %f.exec_price, simulated_balance = %self.ledger.book().simulated_balance, "fill booked");
+                self.release_parked();
+            }
+            FillBooked::NotBooked => {}
         }
         self.sync(ctx);
     }
@@ -800,11 +683,7 @@ impl Handler<StoppedOut> for RiskManager {
         // an approval not yet seen on the exchange) said.
         // (A position read from the exchange is closed by the stop's own fill, which books
         // its PnL; only a guessed one goes here.)
-        self.provisional.remove(&msg.0);
-        if !self.exact.contains(&msg.0) {
-            self.book.positions.remove(&msg.0);
-        }
-        self.book.stopped_out_at.insert(msg.0, now);
+        self.ledger.stopped_out(&msg.0, now);
         self.publish();
         self.sync(ctx);
     }
@@ -830,7 +709,7 @@ impl Handler<Query> for RiskManager {
             return;
         }
         if let RiskRequest::Approve(intent) = &msg.request
-            && self.awaits_exit(intent)
+            && self.ledger.awaits_exit(intent)
         {
             tracing::info!(intent_id = %intent.intent_id, symbol = %intent.symbol, "a reversal's entry waits for its exit's fill to be booked");
             let id = intent.intent_id.clone();
