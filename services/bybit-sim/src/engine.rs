@@ -2,7 +2,7 @@
 //! take-profit / stop-loss, funding, executions, closed PnL and the wallet of one account.
 //!
 //! Pure logic with no HTTP: the REST handlers translate requests into these calls and the
-//! results into Bybit's JSON. Time only moves forward through [`Book::advance`], which
+//! results into Bybit's JSON. Time only moves forward through [`AccountBook::advance`], which
 //! walks the symbol's price path grid point by grid point since the last call, so resting
 //! limit orders, SL/TP triggers and funding happen at the sim time they would have, however
 //! rarely the account is looked at.
@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 use rust_decimal::Decimal;
 
-use crate::market::{Instrument, Market};
+use crate::market::{Instrument, Universe};
 
 /// Bybit's standard fees.
 pub const TAKER_FEE: Decimal = Decimal::from_parts(55, 0, 0, false, 5); // 0.00055
@@ -212,9 +212,10 @@ pub struct NewOrder {
     pub stop_loss: Option<Decimal>,
 }
 
-/// Everything one account owns.
+/// Everything one account owns: its wallet, orders, positions and executions (the risk
+/// rules' view of an account is `shardbot_risk::Book`).
 #[derive(Debug, Default)]
-pub struct Book {
+pub struct AccountBook {
     pub usdt_wallet: Decimal,
     pub positions: HashMap<String, Position>,
     leverage: HashMap<String, Decimal>,
@@ -240,12 +241,12 @@ fn is_link_id_valid(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-impl Book {
-    pub fn new(usdt: Decimal, now_ms: i64) -> Book {
-        Book {
+impl AccountBook {
+    pub fn new(usdt: Decimal, now_ms: i64) -> AccountBook {
+        AccountBook {
             usdt_wallet: usdt,
             advanced_to: now_ms,
-            ..Book::default()
+            ..AccountBook::default()
         }
     }
 
@@ -328,7 +329,7 @@ impl Book {
     }
 
     /// Unrealised PnL of every position at `now`.
-    pub fn unrealised(&self, market: &Market, now: i64) -> Decimal {
+    pub fn unrealised(&self, market: &Universe, now: i64) -> Decimal {
         self.positions
             .values()
             .filter_map(|p| {
@@ -359,11 +360,11 @@ impl Book {
         pos + ord
     }
 
-    pub fn equity(&self, market: &Market, now: i64) -> Decimal {
+    pub fn equity(&self, market: &Universe, now: i64) -> Decimal {
         self.usdt_wallet + self.unrealised(market, now)
     }
 
-    pub fn available(&self, market: &Market, now: i64) -> Decimal {
+    pub fn available(&self, market: &Universe, now: i64) -> Decimal {
         (self.equity(market, now) - self.initial_margin()).max(Decimal::ZERO)
     }
 
@@ -371,7 +372,7 @@ impl Book {
     /// limit) or rests it.
     pub fn place(
         &mut self,
-        market: &Market,
+        market: &Universe,
         req: NewOrder,
         now: i64,
         spread_ticks: u32,
@@ -777,7 +778,7 @@ impl Book {
     /// Amends an open limit order's qty or price.
     pub fn amend(
         &mut self,
-        market: &Market,
+        market: &Universe,
         order_id: Option<&str>,
         link: Option<&str>,
         qty: Option<Decimal>,
@@ -840,7 +841,7 @@ impl Book {
     /// Applies everything that happened on the price paths since the last call, in time
     /// order: resting limit orders that were crossed, SL/TP triggers on last price, and
     /// funding at each settlement of an open position.
-    pub fn advance(&mut self, market: &Market, now: i64, spread_ticks: u32) {
+    pub fn advance(&mut self, market: &Universe, now: i64, spread_ticks: u32) {
         let from = self.advanced_to;
         if now <= from {
             return;
@@ -943,7 +944,7 @@ impl Book {
 
     fn on_price(
         &mut self,
-        market: &Market,
+        market: &Universe,
         symbol: &str,
         price: Decimal,
         t: i64,
@@ -1031,8 +1032,8 @@ mod tests {
     use super::*;
     use rust_decimal_macros::dec;
 
-    fn market() -> Market {
-        Market::new(3, 50, None).unwrap()
+    fn market() -> Universe {
+        Universe::new(3, 50, None).unwrap()
     }
 
     fn order(symbol: &str, side: Side, qty: Decimal, link: &str) -> NewOrder {
@@ -1061,7 +1062,7 @@ mod tests {
     fn a_round_trip_moves_the_wallet_by_exactly_the_closed_pnl() {
         let m = market();
         let inst = &m.instruments[5];
-        let mut b = Book::new(dec!(10000), NOW);
+        let mut b = AccountBook::new(dec!(10000), NOW);
         let q = qty_for(inst, dec!(1000), NOW);
         let open = b
             .place(&m, order(&inst.symbol, Side::Buy, q, "a1"), NOW, 1)
@@ -1103,8 +1104,8 @@ mod tests {
     fn validation_speaks_bybits_codes() {
         let m = market();
         let inst = &m.instruments[0];
-        let mut b = Book::new(dec!(100), NOW);
-        let code = |b: &mut Book, o: NewOrder| b.place(&m, o, NOW, 1).unwrap_err().code;
+        let mut b = AccountBook::new(dec!(100), NOW);
+        let code = |b: &mut AccountBook, o: NewOrder| b.place(&m, o, NOW, 1).unwrap_err().code;
         assert_eq!(
             code(&mut b, order("NOPEUSDT", Side::Buy, dec!(1), "x")),
             10001
@@ -1147,7 +1148,7 @@ mod tests {
             ),
             10001
         );
-        let mut rich = Book::new(dec!(100000), NOW);
+        let mut rich = AccountBook::new(dec!(100000), NOW);
         let q = qty_for(inst, dec!(100), NOW);
         rich.place(&m, order(&inst.symbol, Side::Buy, q, "dup"), NOW, 1)
             .unwrap();
@@ -1175,7 +1176,7 @@ mod tests {
             let mut m = market();
             m.funding_rate = rate;
             let inst = &m.instruments[5];
-            let mut b = Book::new(dec!(10000), NOW);
+            let mut b = AccountBook::new(dec!(10000), NOW);
             let q = qty_for(inst, dec!(1000), NOW);
             b.place(&m, order(&inst.symbol, Side::Buy, q, "f1"), NOW, 1)
                 .unwrap();
@@ -1194,7 +1195,7 @@ mod tests {
     fn a_stop_loss_triggers_on_the_path_and_closes_the_position() {
         let m = market();
         let inst = &m.instruments[9];
-        let mut b = Book::new(dec!(100000), NOW);
+        let mut b = AccountBook::new(dec!(100000), NOW);
         let last = inst.price_at(NOW);
         let q = qty_for(inst, dec!(1000), NOW);
         // A stop 0.2 % below and a take-profit 50 % above: over a week the stop is hit.
@@ -1226,7 +1227,7 @@ mod tests {
     fn a_post_only_order_that_would_take_liquidity_is_cancelled_not_filled() {
         let m = market();
         let inst = &m.instruments[11];
-        let mut b = Book::new(dec!(100000), NOW);
+        let mut b = AccountBook::new(dec!(100000), NOW);
         let last = inst.price_at(NOW);
         let q = qty_for(inst, dec!(500), NOW);
         let crossing = NewOrder {
@@ -1259,7 +1260,7 @@ mod tests {
     fn the_open_order_index_follows_every_status_change() {
         let m = market();
         let inst = &m.instruments[11];
-        let mut b = Book::new(dec!(100000), NOW);
+        let mut b = AccountBook::new(dec!(100000), NOW);
         let last = inst.price_at(NOW);
         let q = qty_for(inst, dec!(200), NOW);
         let below = |pct: Decimal| ((last * pct) / inst.tick).floor() * inst.tick;
@@ -1272,7 +1273,7 @@ mod tests {
         b.place(&m, limit("i2", below(dec!(0.6))), NOW, 1).unwrap();
         b.place(&m, order(&inst.symbol, Side::Buy, q, "i3"), NOW, 1)
             .unwrap(); // filled at once
-        let open = |b: &Book| {
+        let open = |b: &AccountBook| {
             b.open
                 .iter()
                 .map(|&i| b.orders[i].order_link_id.clone())
@@ -1291,7 +1292,7 @@ mod tests {
     fn a_resting_limit_order_fills_as_maker_when_crossed() {
         let m = market();
         let inst = &m.instruments[11];
-        let mut b = Book::new(dec!(100000), NOW);
+        let mut b = AccountBook::new(dec!(100000), NOW);
         let last = inst.price_at(NOW);
         let limit = ((last * dec!(0.999)) / inst.tick).floor() * inst.tick;
         let q = qty_for(inst, dec!(500), NOW);

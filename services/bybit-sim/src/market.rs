@@ -609,9 +609,10 @@ pub fn bar_start(t: i64, len: i64, offset: i64) -> i64 {
     (t - offset).div_euclid(len) * len + offset
 }
 
-/// The whole universe.
+/// The whole universe: every listed instrument with its price path (one symbol's market in
+/// a backtest is `shardbot_backtest::Market`).
 #[derive(Debug)]
-pub struct Market {
+pub struct Universe {
     pub instruments: Vec<Instrument>,
     by_symbol: HashMap<String, usize>,
     /// Charged at every settlement (longs pay a positive rate) and shown in tickers.
@@ -697,10 +698,10 @@ fn made_up_name(n: u64) -> String {
     format!("{s}{}USDT", n % 10)
 }
 
-impl Market {
+impl Universe {
     /// The universe of a folder of recorded kline files, one `<SYMBOL>.csv` per symbol,
     /// each bar's price held `hold_ms` at its open and at its close (see [`Replay`]).
-    pub fn from_replay(dir: &Path, seed: u64, hold_ms: i64) -> Result<Market, String> {
+    pub fn from_replay(dir: &Path, seed: u64, hold_ms: i64) -> Result<Universe, String> {
         let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| format!("replay folder {}: {e}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -738,7 +739,7 @@ impl Market {
             i.replay = Some(std::sync::Arc::new(replay));
             instruments.push(i);
         }
-        Ok(Market::from_instruments(instruments))
+        Ok(Universe::from_instruments(instruments))
     }
 
     /// The earliest open time of the recorded data, and its bar length (replay only).
@@ -751,11 +752,11 @@ impl Market {
 
     /// `count` symbols: the real ones of `universe_file` (if given and readable) first,
     /// then generated ones. Sorted by symbol, as Bybit lists them.
-    pub fn new(seed: u64, count: usize, universe_file: Option<&Path>) -> Result<Market, String> {
-        Market::with_price_levels(seed, count, universe_file, None)
+    pub fn new(seed: u64, count: usize, universe_file: Option<&Path>) -> Result<Universe, String> {
+        Universe::with_price_levels(seed, count, universe_file, None)
     }
 
-    /// Like [`Market::new`], and with real symbols and price levels from `price_dir`: a
+    /// Like [`Universe::new`], and with real symbols and price levels from `price_dir`: a
     /// folder of daily kline files whose last close anchors each symbol's price. Symbols
     /// already listed by `universe_file` keep its filters (a tick finer where needed).
     pub fn with_price_levels(
@@ -763,7 +764,7 @@ impl Market {
         count: usize,
         universe_file: Option<&Path>,
         price_dir: Option<&Path>,
-    ) -> Result<Market, String> {
+    ) -> Result<Universe, String> {
         let mut instruments = match universe_file {
             Some(f) => real_instruments(f, seed)?,
             None => Vec::new(),
@@ -792,18 +793,18 @@ impl Market {
                 instruments.push(Instrument::generated(name, seed));
             }
         }
-        Ok(Market::from_instruments(instruments))
+        Ok(Universe::from_instruments(instruments))
     }
 
     /// Lists `instruments` sorted by symbol, as Bybit lists them, and indexes them.
-    fn from_instruments(mut instruments: Vec<Instrument>) -> Market {
+    fn from_instruments(mut instruments: Vec<Instrument>) -> Universe {
         instruments.sort_by(|a, b| a.symbol.cmp(&b.symbol));
         let by_symbol = instruments
             .iter()
             .enumerate()
             .map(|(i, x)| (x.symbol.clone(), i))
             .collect();
-        Market {
+        Universe {
             instruments,
             by_symbol,
             funding_rate: Decimal::new(1, 4),
@@ -819,8 +820,8 @@ impl Market {
 mod tests {
     use super::*;
 
-    fn market() -> Market {
-        Market::new(42, 650, None).unwrap()
+    fn market() -> Universe {
+        Universe::new(42, 650, None).unwrap()
     }
 
     #[test]
@@ -889,11 +890,11 @@ mod replay_tests {
     use super::*;
     use rust_decimal_macros::dec;
 
-    fn market() -> (tempfile::TempDir, Market) {
+    fn market() -> (tempfile::TempDir, Universe) {
         market_held(0)
     }
 
-    fn market_held(hold_ms: i64) -> (tempfile::TempDir, Market) {
+    fn market_held(hold_ms: i64) -> (tempfile::TempDir, Universe) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("TESTUSDT.csv"),
@@ -903,7 +904,7 @@ mod replay_tests {
              1600000,98.0,99.9,98.0,99.5,1.0\n",
         )
         .unwrap();
-        let m = Market::from_replay(dir.path(), 1, hold_ms).unwrap();
+        let m = Universe::from_replay(dir.path(), 1, hold_ms).unwrap();
         (dir, m)
     }
 
@@ -938,7 +939,7 @@ mod replay_tests {
                 dec!(102.0)
             ]
         );
-        let e = Market::from_replay(_d.path(), 1, 100_000).unwrap_err();
+        let e = Universe::from_replay(_d.path(), 1, 100_000).unwrap_err();
         assert!(e.contains("replay_hold_ms = 100000"), "{e}");
     }
 
@@ -1031,7 +1032,7 @@ mod replay_tests {
             "open_time_ms,open,high,low,close,volume\n1,2,3,4,5,6\n2,2,x,4,5,6\n",
         )
         .unwrap();
-        let e = Market::from_replay(dir.path(), 1, 0).unwrap_err();
+        let e = Universe::from_replay(dir.path(), 1, 0).unwrap_err();
         assert!(e.contains("BADUSDT.csv:3"), "{e}");
     }
 }
@@ -1079,7 +1080,7 @@ mod universe_tests {
             "rest/v5_market_instruments_info_linear_full_testnet_2023_result.json",
         );
         let prices = default_prices();
-        let m = Market::with_price_levels(7, 600, Some(&file), Some(&prices)).unwrap();
+        let m = Universe::with_price_levels(7, 600, Some(&file), Some(&prices)).unwrap();
         assert_eq!(m.instruments.len(), 600);
         // Every name of both sources is listed, once.
         let mut names: std::collections::HashSet<String> = real_instruments(&file, 7)

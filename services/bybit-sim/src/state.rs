@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use crate::{
     clock::SimClock,
     limits::Limits,
-    market::Market,
+    market::Universe,
     settings::{Profile, SimSettings},
 };
 
@@ -16,16 +16,16 @@ pub struct Account {
     pub name: String,
     pub api_key: String,
     pub api_secret: String,
-    pub book: Mutex<Book>,
+    pub book: Mutex<AccountBook>,
     /// Every change of the book, in Bybit's push order, for the private WebSocket.
     pub feed: tokio::sync::broadcast::Sender<crate::engine::Change>,
 }
 
-pub use crate::engine::Book;
+pub use crate::engine::AccountBook;
 
 #[derive(Debug)]
 pub struct Exchange {
-    pub market: Market,
+    pub market: Universe,
     pub clock: SimClock,
     pub profile: Profile,
     pub accounts: HashMap<String, Account>,
@@ -54,7 +54,7 @@ impl Exchange {
     pub fn new(settings: &SimSettings) -> Result<Exchange, String> {
         settings.validate()?;
         let market = if !settings.replay_dir.trim().is_empty() {
-            Market::from_replay(
+            Universe::from_replay(
                 std::path::Path::new(&settings.replay_dir),
                 settings.seed,
                 settings.replay_hold_ms,
@@ -75,7 +75,7 @@ impl Exchange {
             };
             let file = existing(&settings.universe_file, "sim.universe_file");
             let prices = existing(&settings.universe_price_dir, "sim.universe_price_dir");
-            Market::with_price_levels(
+            Universe::with_price_levels(
                 settings.seed,
                 settings.symbols,
                 file.as_deref(),
@@ -101,7 +101,7 @@ impl Exchange {
                     name: a.name.clone(),
                     api_key: a.api_key.clone(),
                     api_secret: a.api_secret.clone(),
-                    book: Mutex::new(Book::new(a.usdt, start)),
+                    book: Mutex::new(AccountBook::new(a.usdt, start)),
                     feed: tokio::sync::broadcast::channel(16_384).0,
                 };
                 (a.api_key.clone(), acct)
@@ -138,12 +138,12 @@ fn shardbot_now_ms() -> i64 {
 }
 
 impl Account {
-    pub fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+    pub fn book(&self) -> std::sync::MutexGuard<'_, AccountBook> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends the book's pending changes to the private streams (none listening is fine).
-    pub fn publish(&self, book: &mut Book) {
+    pub fn publish(&self, book: &mut AccountBook) {
         for c in book.changes.drain(..) {
             let _ = self.feed.send(c);
         }

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use crate::{
-    engine::{Book, ClosedPnl, Execution, NewOrder, Order, Position, Reject, Side},
+    engine::{AccountBook, ClosedPnl, Execution, NewOrder, Order, Position, Reject, Side},
     state::{Account, Exchange},
 };
 
@@ -152,7 +152,7 @@ pub fn execution_json(e: &Execution) -> Value {
 
 pub fn position_json(
     ex: &Exchange,
-    book: &Book,
+    book: &AccountBook,
     symbol: &str,
     p: Option<&Position>,
     now: i64,
@@ -196,7 +196,7 @@ fn closed_json(c: &ClosedPnl) -> Value {
     })
 }
 
-pub fn wallet_json(ex: &Exchange, book: &Book, now: i64) -> Value {
+pub fn wallet_json(ex: &Exchange, book: &AccountBook, now: i64) -> Value {
     let upnl = book.unrealised(&ex.market, now).round_dp(8);
     let wallet = book.usdt_wallet;
     let equity = wallet + upnl;
@@ -373,7 +373,7 @@ pub fn handle(
     answer
 }
 
-fn create(ex: &Exchange, book: &mut Book, body: &Value, now: i64) -> Answer {
+fn create(ex: &Exchange, book: &mut AccountBook, body: &Value, now: i64) -> Answer {
     linear(str_field(body, "category"))?;
     let symbol = str_field(body, "symbol").ok_or_else(|| bad("symbol is required"))?;
     let side = str_field(body, "side")
@@ -488,7 +488,7 @@ pub fn create_batch(
     Ok((list, codes))
 }
 
-fn orders(book: &Book, q: &HashMap<String, String>, realtime: bool) -> Answer {
+fn orders(book: &AccountBook, q: &HashMap<String, String>, realtime: bool) -> Answer {
     linear(q.get("category").map(String::as_str))?;
     let by_id = q.contains_key("orderId") || q.contains_key("orderLinkId");
     if realtime

@@ -1,9 +1,9 @@
 //! The router's decisions, pure (no REST, no journal, no bus), as the strategy worker's
 //! `engine.rs` is: which intent starts an attempt, joins one in flight, is answered from
-//! what is known or refused as stale ([`Ledger::admit`], [`stale_entry`]);
+//! what is known or refused as stale ([`OrderLedger::admit`], [`stale_entry`]);
 //! how an approval becomes an order on the instrument's grid ([`sized`], [`order`]); what
 //! an exchange answer to an order means ([`classify`]); and what an attempt's end
-//! changes and who hears what ([`Ledger::finish`]). The actor (`router.rs`) carries the
+//! changes and who hears what ([`OrderLedger::finish`]). The actor (`router.rs`) carries the
 //! steps out.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -306,7 +306,7 @@ pub struct Finish<R> {
 /// them), which ended unknown, and the leverage last set per symbol. `R` is whatever
 /// answers a replier (the actor's `ReplyTo`; a number in tests).
 #[derive(Debug)]
-pub struct Ledger<R> {
+pub struct OrderLedger<R> {
     /// orderLinkId → orderId of orders known to exist.
     placed: HashMap<String, String>,
     /// orderLinkId → the repliers waiting for the attempt in flight.
@@ -326,11 +326,11 @@ pub struct Ledger<R> {
 /// Repeats come within a worker's retries (seconds); this covers thousands of intents.
 pub const STALE_REMEMBERED: usize = 4096;
 
-impl<R> Ledger<R> {
+impl<R> OrderLedger<R> {
     /// `placed`: the orders read from the exchange at start (orderLinkId → orderId);
     /// `max_entry_age_ms`: entries older than this are stale ([`stale_entry`]).
-    pub fn new(placed: HashMap<String, String>, max_entry_age_ms: u64) -> Ledger<R> {
-        Ledger {
+    pub fn new(placed: HashMap<String, String>, max_entry_age_ms: u64) -> OrderLedger<R> {
+        OrderLedger {
             placed,
             in_flight: HashMap::new(),
             unresolved: HashSet::new(),
@@ -663,7 +663,7 @@ mod tests {
     /// that it is a repeat; an intent sent again later is answered from memory.
     #[test]
     fn one_attempt_per_intent_and_its_answer_to_every_replier() {
-        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
+        let mut l: OrderLedger<u32> = OrderLedger::new(HashMap::new(), 10_000);
         let i = intent(BUY, 0);
         let link = i.intent_id.order_link_id();
         assert_eq!(
@@ -715,7 +715,7 @@ mod tests {
     /// unknown is not: its order may exist, so an attempt looks first. Exits never.
     #[test]
     fn a_stale_entry_is_refused_at_admission_and_journalled_once() {
-        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
+        let mut l: OrderLedger<u32> = OrderLedger::new(HashMap::new(), 10_000);
         let old = intent(BUY, 0);
         for (reply, journalled) in [(1, true), (2, false), (3, false)] {
             match l.admit(&old, reply, None, 60_000) {
@@ -756,11 +756,12 @@ mod tests {
     /// The memory of stale refusals is bounded: the oldest is forgotten first.
     #[test]
     fn the_memory_of_stale_refusals_is_bounded() {
-        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
-        let journalled = |l: &mut Ledger<u32>, i: &OrderIntent| match l.admit(i, 0, None, 60_000) {
-            Admission::Stale { journal, .. } => journal.is_some(),
-            other => panic!("{other:?}"),
-        };
+        let mut l: OrderLedger<u32> = OrderLedger::new(HashMap::new(), 10_000);
+        let journalled =
+            |l: &mut OrderLedger<u32>, i: &OrderIntent| match l.admit(i, 0, None, 60_000) {
+                Admission::Stale { journal, .. } => journal.is_some(),
+                other => panic!("{other:?}"),
+            };
         let intents: Vec<OrderIntent> = (0..=STALE_REMEMBERED as i64)
             .map(|n| {
                 let bar = n * 300_000;
@@ -779,7 +780,7 @@ mod tests {
     /// The journal knows an order the ledger does not (a router restarted since).
     #[test]
     fn an_order_in_the_journal_answers_a_repeat() {
-        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
+        let mut l: OrderLedger<u32> = OrderLedger::new(HashMap::new(), 10_000);
         let i = intent(BUY, 0);
         assert!(matches!(
             l.admit(&i, 1, Some("o9".into()), 0),
@@ -797,7 +798,7 @@ mod tests {
     /// first; once resolved, no more.
     #[test]
     fn an_unknown_outcome_is_looked_up_by_the_next_attempt() {
-        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
+        let mut l: OrderLedger<u32> = OrderLedger::new(HashMap::new(), 10_000);
         let i = intent(BUY, 0);
         let link = i.intent_id.order_link_id();
         l.admit(&i, 1, None, 0);
@@ -838,7 +839,7 @@ mod tests {
         #[case] tell_risk: bool,
         #[case] stopped: bool,
     ) {
-        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
+        let mut l: OrderLedger<u32> = OrderLedger::new(HashMap::new(), 10_000);
         let i = intent(BUY, 0);
         let link = i.intent_id.order_link_id();
         l.admit(&i, 1, None, 0);
@@ -891,7 +892,7 @@ mod tests {
 
     #[test]
     fn the_leverage_set_is_remembered_per_symbol() {
-        let mut l: Ledger<u32> = Ledger::new(HashMap::new(), 10_000);
+        let mut l: OrderLedger<u32> = OrderLedger::new(HashMap::new(), 10_000);
         let i = intent_on("ETHUSDT", BUY, 0);
         let link = i.intent_id.order_link_id();
         l.admit(&i, 1, None, 0);

@@ -27,7 +27,9 @@ use crate::{
     approvals::Approvals,
     desk::{Desk, DeskResult},
     flatten::{self, EntryGate},
-    plan::{self, Admission, Ledger, Outcome, PlannedOrder, Sent, placed, refused, stale_entry},
+    plan::{
+        self, Admission, OrderLedger, Outcome, PlannedOrder, Sent, placed, refused, stale_entry,
+    },
 };
 
 /// Lookups of an order with an unknown outcome before the router says it was not placed.
@@ -51,7 +53,7 @@ pub struct Router {
     publisher: Publisher,
     instruments: HashMap<Symbol, Instrument>,
     /// Orders known, attempts in flight and who waits for them, leverage set per symbol.
-    ledger: Ledger<ReplyTo<RouterReply>>,
+    ledger: OrderLedger<ReplyTo<RouterReply>>,
     /// Orders and fills, written before they are acknowledged or published.
     journal: Journal,
     /// Exchange time of the newest execution published.
@@ -99,7 +101,7 @@ impl Router {
             risk,
             publisher,
             instruments,
-            ledger: Ledger::new(placed, max_entry_age_ms),
+            ledger: OrderLedger::new(placed, max_entry_age_ms),
             journal,
             // A restarted router catches up from the newest fill it journalled, however
             // long it was down.
