@@ -113,12 +113,14 @@ impl BarTap {
             .flatten()
     }
 
-    /// Stops recording. The thread is not joined: closing a SUB socket that is still
-    /// being fed at full rate can block inside nng 1.5.2 (`nng_close`), and the test does
-    /// not need to wait for it.
+    /// Stops recording: the thread ends within its receive timeout and closes its socket
+    /// while the gateway still publishes at full rate (which could block inside Debian's
+    /// libnng 1.5.2's `nng_close`).
     fn finish(mut self) -> Vec<(u64, u64, Bar)> {
         self.stop.store(true, Ordering::Relaxed);
-        drop(self.thread.take());
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
         std::mem::take(&mut *self.frames.lock().unwrap())
     }
 }

@@ -38,27 +38,13 @@ const SETTINGS: &str = r#"{"simulated_balance": 1000, "sizing": {"percent": 10},
   "daily_loss_limit": 50, "max_open_positions": 2, "max_margin_use_pct": 90,
   "cooldown_after_stop_min": 30}"#;
 
-/// One requester per endpoint for the whole test process, never closed: closing a REQ
-/// socket whose request was resent while the replier was busy (a reversal's entry waits
-/// 3 s) can hang in Debian's libnng 1.5.2's nng_close (seen here: the test stuck in
-/// `drop(Requester)` with the answer already logged). The bus's move to NNG 1.11 is
-/// the issue "A bus without known stalls".
-fn requester(url: String) -> &'static Requester {
-    static ALL: std::sync::Mutex<Vec<(String, &'static Requester)>> =
-        std::sync::Mutex::new(Vec::new());
-    let mut all = ALL.lock().unwrap();
-    if let Some((_, r)) = all.iter().find(|(u, _)| *u == url) {
-        return r;
-    }
-    let r: &'static Requester = Box::leak(Box::new(
-        Requester::dial(&url, &BusOptions::default()).unwrap(),
-    ));
-    all.push((url, r));
-    r
-}
-
+/// A new requester for each question, closed after it: closing a REQ socket whose
+/// request was resent while the replier was busy (a reversal's entry waits 3 s) hung in
+/// Debian's libnng 1.5.2's nng_close (the test stuck in `drop(Requester)` with the answer
+/// already logged).
 fn ask(stack: &Stack, req: RiskRequest) -> RiskReply {
-    requester(stack.ipc("risk.rep"))
+    Requester::dial(&stack.ipc("risk.rep"), &BusOptions::default())
+        .unwrap()
         .request_within(&req, Duration::from_secs(5))
         .unwrap()
 }

@@ -232,9 +232,6 @@ fn a_burst_beyond_both_budgets_places_every_intent_once_through_10006_and_a_kill
         assert!(open.contains(s), "{s} is still held: {open:?}");
     }
     stack.assert_alive();
-    // Not closed: its first peer died with requests unanswered, and libnng 1.5.2's
-    // nng_close can then hang for good (issue 22; seen here with one requester per intent).
-    std::mem::forget(router);
 }
 
 /// Exits of a burst first, entries that wait too long not sent, every stage journalled.
@@ -489,8 +486,6 @@ fn exits_go_first_stale_entries_are_not_sent_and_a_refused_order_is_released() {
         },
     );
     stack.assert_alive();
-    std::mem::forget(router);
-    std::mem::forget(risk);
 }
 
 /// When a limit cuts a bar close's entries, the ones that win are the backtest's: with
@@ -549,5 +544,4 @@ fn a_limit_cuts_a_close_the_way_the_backtest_does() {
         }
     }
     stack.assert_alive();
-    std::mem::forget(router);
 }

@@ -69,9 +69,8 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 /// see the missing sequence number). Stops when [`Forwarder::stop`] is called or the
 /// recipient is gone.
 ///
-/// The thread receives with a short timeout and owns the socket to the end, so the socket
-/// is closed by the thread that reads it: with Debian's nng 1.5.2, closing a SUB socket
-/// from another thread while a receive is blocked on it can hang both (seen in CI).
+/// The thread receives with a short timeout, so that it notices a stop or a recipient gone
+/// (an actor has no way to wake it), and closes the socket when it ends.
 pub fn forward_subscription(
     subscriber: Subscriber,
     to: Recipient<Inbound>,

@@ -2,19 +2,21 @@ use std::time::Duration;
 
 use shardbot_protocol::FrameError;
 
+use crate::nng::NngError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("bus: cannot listen on {url}: {source}")]
     Listen {
         url: String,
         #[source]
-        source: nng::Error,
+        source: NngError,
     },
     #[error("bus: cannot dial {url}: {source}")]
     Dial {
         url: String,
         #[source]
-        source: nng::Error,
+        source: NngError,
     },
     #[error("bus: invalid endpoint: {0}")]
     Endpoint(String),
@@ -39,25 +41,27 @@ pub enum BusError {
     Option {
         what: &'static str,
         #[source]
-        source: nng::Error,
+        source: NngError,
     },
     #[error("bus: {op} failed: {source}")]
     Io {
         op: &'static str,
         #[source]
-        source: nng::Error,
+        source: NngError,
     },
     #[error("bus: no reply from {url} within {after:?}")]
     Timeout { url: String, after: Duration },
     #[error("bus: socket closed")]
     Closed,
+    #[error("bus: cannot start a thread: {0}")]
+    Thread(String),
     #[error("bus: {0}")]
     Frame(#[from] FrameError),
 }
 
-pub(crate) fn io(op: &'static str) -> impl FnOnce(nng::Error) -> BusError {
+pub(crate) fn io(op: &'static str) -> impl FnOnce(NngError) -> BusError {
     move |source| match source {
-        nng::Error::Closed => BusError::Closed,
+        NngError::CLOSED => BusError::Closed,
         source => BusError::Io { op, source },
     }
 }

@@ -1,10 +1,10 @@
 //! PUB/SUB: one publisher per process stream, any number of subscribers.
 //!
 //! Drop behaviour, which every subscriber must be written for:
-//! - nng's PUB never blocks and never reports loss. Each subscriber connection has its own
+//! - NNG's PUB never blocks and never reports loss. Each subscriber connection has its own
 //!   send queue (`pub_send_buffer` messages); when it is full the oldest message is
 //!   discarded. A slow subscriber loses messages; the others do not.
-//! - Filtering by topic prefix happens in the subscriber's nng, not the publisher: every
+//! - Filtering by topic prefix happens in the subscriber's NNG, not the publisher: every
 //!   frame travels to every subscriber, so a subscription saves decoding work only.
 //! - A subscriber that connects (or reconnects) misses whatever was published meanwhile.
 //!
@@ -14,19 +14,17 @@
 
 use std::time::Duration;
 
-use nng::{
-    Protocol, Socket,
-    options::{
-        RecvBufferSize, RecvTimeout, SendBufferSize,
-        protocol::pubsub::{Subscribe, Unsubscribe},
-    },
-};
 use serde::Serialize;
 use shardbot_protocol::{
     Envelope, Publish, Received, SeqStamper, decode_frame, encode_frame, now_ns,
 };
 
-use crate::{BusError, BusOptions, error::io, socket};
+use crate::{
+    BusError, BusOptions,
+    error::io,
+    nng::{Dialer, NngError, Protocol, Socket, opts},
+    socket::{self, option},
+};
 
 /// The publishing end. Stamps each frame with the topic's next sequence number.
 #[derive(Debug)]
@@ -40,8 +38,9 @@ pub struct Publisher {
 impl Publisher {
     /// Binds a publisher on `url`.
     pub fn bind(url: &str, opts: &BusOptions) -> Result<Publisher, BusError> {
-        let s = socket::open(Protocol::Pub0)?;
-        socket::set_opt!(&s, SendBufferSize, "PUB send buffer", opts.pub_send_buffer)?;
+        let s = socket::open(Protocol::Pub)?;
+        s.set_int(opts::SEND_BUFFER, opts.pub_send_buffer)
+            .map_err(option("PUB send buffer"))?;
         socket::listen(&s, url)?;
         Ok(Publisher {
             socket: s,
@@ -80,9 +79,7 @@ impl Publisher {
             msg,
         };
         let frame = encode_frame(topic, &env)?;
-        self.socket
-            .send(frame.as_slice())
-            .map_err(|(_, e)| io("publish")(e))?;
+        self.socket.send(frame.as_slice()).map_err(io("publish"))?;
         Ok(seq)
     }
 
@@ -98,19 +95,15 @@ impl Publisher {
 pub struct Subscriber {
     socket: Socket,
     /// The dialers of [`Subscriber::dial_also`], by URL, so that they can hang up.
-    extra: std::sync::Mutex<std::collections::HashMap<String, nng::Dialer>>,
+    extra: std::sync::Mutex<std::collections::HashMap<String, Dialer>>,
 }
 
 impl Subscriber {
     /// Dials every publisher in `urls`; frames from all of them arrive on this subscriber.
     pub fn dial<S: AsRef<str>>(urls: &[S], opts: &BusOptions) -> Result<Subscriber, BusError> {
-        let s = socket::open(Protocol::Sub0)?;
-        socket::set_opt!(
-            &s,
-            RecvBufferSize,
-            "SUB receive buffer",
-            opts.sub_recv_buffer
-        )?;
+        let s = socket::open(Protocol::Sub)?;
+        s.set_int(opts::RECV_BUFFER, opts.sub_recv_buffer)
+            .map_err(option("SUB receive buffer"))?;
         for url in urls {
             socket::dial(&s, url.as_ref(), opts)?;
         }
@@ -136,6 +129,7 @@ impl Subscriber {
         let mut extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = extra.remove(url) {
             d.close();
+            crate::links::forget(&d);
         }
     }
 
@@ -147,29 +141,25 @@ impl Subscriber {
 
     /// Subscribes to every topic starting with `prefix` (`b""` subscribes to everything).
     pub fn subscribe(&self, prefix: impl AsRef<[u8]>) -> Result<(), BusError> {
-        socket::set_opt!(
-            &self.socket,
-            Subscribe,
-            "subscription",
-            prefix.as_ref().to_vec()
-        )
+        self.socket
+            .subscribe(prefix.as_ref())
+            .map_err(option("subscription"))
     }
 
     pub fn unsubscribe(&self, prefix: impl AsRef<[u8]>) -> Result<(), BusError> {
-        socket::set_opt!(
-            &self.socket,
-            Unsubscribe,
-            "unsubscription",
-            prefix.as_ref().to_vec()
-        )
+        self.socket
+            .unsubscribe(prefix.as_ref())
+            .map_err(option("unsubscription"))
     }
 
     /// Waits for the next raw frame; `Ok(None)` when `timeout` passes first.
     pub fn recv_frame(&self, timeout: Option<Duration>) -> Result<Option<Vec<u8>>, BusError> {
-        socket::set_opt!(&self.socket, RecvTimeout, "receive timeout", timeout)?;
+        self.socket
+            .set_ms(opts::RECV_TIMEOUT, timeout)
+            .map_err(option("receive timeout"))?;
         match self.socket.recv() {
-            Ok(msg) => Ok(Some(msg.as_slice().to_vec())),
-            Err(nng::Error::TimedOut) => Ok(None),
+            Ok(msg) => Ok(Some(msg)),
+            Err(NngError::TIMED_OUT) => Ok(None),
             Err(e) => Err(io("receive")(e)),
         }
     }
@@ -182,10 +172,8 @@ impl Subscriber {
         }
     }
 
-    /// Closes the socket. Close it from the thread that receives on it: with Debian's
-    /// nng 1.5.2, closing a SUB socket while another thread is blocked receiving on it can
-    /// hang (receive with a timeout and check a flag instead, as
-    /// [`forward_subscription`](crate::forward_subscription) does).
+    /// Closes the socket; a receive under way on another thread ends with
+    /// [`BusError::Closed`].
     pub fn close(&self) {
         self.socket.close();
     }

@@ -1,35 +1,24 @@
-//! Opening nng sockets on configured endpoints.
+//! Opening NNG sockets on configured endpoints.
 
 use std::time::Duration;
 
-use nng::{
-    Protocol, Socket,
-    options::{ReconnectMaxTime, ReconnectMinTime},
+use crate::{
+    BusError, BusOptions,
+    nng::{Dialer, NngError, Protocol, Socket, opts},
+    validate_url,
 };
 
-use crate::{BusError, BusOptions, validate_url};
-
 pub(crate) fn open(proto: Protocol) -> Result<Socket, BusError> {
-    Socket::new(proto).map_err(|source| BusError::Io {
+    Socket::open(proto).map_err(|source| BusError::Io {
         op: "open socket",
         source,
     })
 }
 
-/// Sets an nng option, naming it in the error. (A macro because nng's option traits are
-/// sealed and cannot bound a generic function.)
-macro_rules! set_opt {
-    ($socket:expr, $opt:ty, $what:expr, $value:expr) => {{
-        use nng::options::Options as _;
-        $socket
-            .set_opt::<$opt>($value)
-            .map_err(|source| $crate::BusError::Option {
-                what: $what,
-                source,
-            })
-    }};
+/// An option's setting, naming the option in the error.
+pub(crate) fn option(what: &'static str) -> impl FnOnce(NngError) -> BusError {
+    move |source| BusError::Option { what, source }
 }
-pub(crate) use set_opt;
 
 /// Creates the directory an `ipc://` socket file lives in (nng does not), owner-only when
 /// new, and refuses one that another user owns or may write to: whoever can write there
@@ -110,7 +99,7 @@ fn ipc_dir_problem(owner: u32, me: u32, mode: u32) -> Option<String> {
     None
 }
 
-/// Listens on `url`. A stale `ipc://` file left by a killed process is reclaimed by nng.
+/// Listens on `url`. A stale `ipc://` file left by a killed process is reclaimed by NNG.
 pub(crate) fn listen(socket: &Socket, url: &str) -> Result<(), BusError> {
     validate_url(url).map_err(BusError::Endpoint)?;
     ensure_ipc_dir(url)?;
@@ -127,29 +116,27 @@ pub(crate) fn dial(socket: &Socket, url: &str, opts: &BusOptions) -> Result<(), 
 }
 
 /// [`dial`], keeping the dialer so that it can be closed.
-pub(crate) fn dialer(
-    socket: &Socket,
-    url: &str,
-    opts: &BusOptions,
-) -> Result<nng::Dialer, BusError> {
+pub(crate) fn dialer(socket: &Socket, url: &str, opts: &BusOptions) -> Result<Dialer, BusError> {
     validate_url(url).map_err(BusError::Endpoint)?;
     check_existing_ipc_dir(url)?;
-    set_opt!(
-        socket,
-        ReconnectMinTime,
-        "reconnect min time",
-        Some(Duration::from_millis(opts.reconnect_min_ms))
-    )?;
-    set_opt!(
-        socket,
-        ReconnectMaxTime,
-        "reconnect max time",
-        Some(Duration::from_millis(opts.reconnect_max_ms))
-    )?;
-    nng::Dialer::new(socket, url, true).map_err(|source| BusError::Dial {
+    socket
+        .set_ms(
+            opts::RECONNECT_MIN,
+            Some(Duration::from_millis(opts.reconnect_min_ms)),
+        )
+        .map_err(option("reconnect min time"))?;
+    socket
+        .set_ms(
+            opts::RECONNECT_MAX,
+            Some(Duration::from_millis(opts.reconnect_max_ms)),
+        )
+        .map_err(option("reconnect max time"))?;
+    let dialer = socket.dial(url).map_err(|source| BusError::Dial {
         url: url.to_owned(),
         source,
-    })
+    })?;
+    crate::links::register(url, socket.connection(), &dialer);
+    Ok(dialer)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ fn hb(instance: &str, state: ServiceState) -> Heartbeat {
         now_ms: 0,
         state,
         metrics: Default::default(),
+        links: Vec::new(),
     }
 }
 

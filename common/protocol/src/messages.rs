@@ -413,9 +413,56 @@ pub struct Heartbeat {
     /// dashboard exports them to Prometheus. Absent in older heartbeats.
     #[serde(default)]
     pub metrics: std::collections::BTreeMap<String, i64>,
+    /// Every bus endpoint the process dials, and whether it is connected. Absent in older
+    /// heartbeats.
+    #[serde(default)]
+    pub links: Vec<LinkState>,
 }
 
+/// One endpoint a process dials on the bus, as its socket's pipe events tell it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkState {
+    pub url: String,
+    pub connected: bool,
+    /// Since when it is (dis)connected: its last change, or when it was dialled.
+    pub since_ms: TimestampMs,
+}
+
+/// How long a dialer may stay disconnected before its process is shown degraded: a
+/// restart of the peer takes about a second; longer means the peer is down or the bus is
+/// stuck.
+pub const LINK_DOWN_DEGRADED_MS: i64 = 5_000;
+
 impl Heartbeat {
+    /// The endpoints this process has been unable to reach for more than
+    /// [`LINK_DOWN_DEGRADED_MS`] at the beat, e.g. `ipc:///tmp/shardbot/a/router.rep (12 s)`.
+    pub fn links_down(&self) -> Vec<String> {
+        self.links
+            .iter()
+            .filter(|l| !l.connected && self.now_ms - l.since_ms > LINK_DOWN_DEGRADED_MS)
+            .map(|l| format!("{} ({} s)", l.url, (self.now_ms - l.since_ms) / 1000))
+            .collect()
+    }
+
+    /// The process's state as users see it, and its detail: a running process with a
+    /// dialer disconnected for more than [`LINK_DOWN_DEGRADED_MS`] is degraded, naming the
+    /// endpoints; a running worker says when its next close is and what the last gave.
+    /// The one rule of `shardbot health`, `scripts/stack status` and the dashboard.
+    pub fn shown_state(&self) -> (&'static str, String) {
+        let down = self.links_down();
+        let not_connected = || format!("not connected to {}", down.join(", "));
+        match &self.state {
+            ServiceState::Starting => ("starting", String::new()),
+            ServiceState::Running if !down.is_empty() => ("degraded", not_connected()),
+            ServiceState::Running => ("running", self.close_summary().unwrap_or_default()),
+            ServiceState::Degraded { reason } if !down.is_empty() => {
+                ("degraded", format!("{reason}; {}", not_connected()))
+            }
+            ServiceState::Degraded { reason } => ("degraded", reason.clone()),
+            ServiceState::Stopping => ("stopping", String::new()),
+        }
+    }
+
     /// A worker's newest bar close in a line, from its gauges (`last_close_ms`,
     /// `next_close_ms`, `last_close_signals`, `last_close_placed`, `last_close_refused`),
     /// e.g. `next close 10:15:00Z; last close 10:10:00Z: 4 signals, 3 placed, 1 refused`;
@@ -745,6 +792,33 @@ pub struct SweepSummary {
 mod tests {
     use super::*;
 
+    #[rstest::rstest]
+    #[case::all_connected(&[(true, 0)], ServiceState::Running, "running", "")]
+    #[case::down_briefly(&[(false, 97_000)], ServiceState::Running, "running", "")]
+    #[case::down_long(&[(true, 0), (false, 88_000)], ServiceState::Running, "degraded", "not connected to ipc:///b (12 s)")]
+    #[case::down_and_degraded(&[(false, 0)], ServiceState::Degraded { reason: "backfilling".into() }, "degraded", "backfilling; not connected to ipc:///a (100 s)")]
+    #[case::starting(&[(false, 0)], ServiceState::Starting, "starting", "")]
+    fn a_dialer_down_for_long_shows_degraded(
+        #[case] links: &[(bool, i64)],
+        #[case] state: ServiceState,
+        #[case] shown: &str,
+        #[case] detail: &str,
+    ) {
+        let mut h = beat(&[]);
+        h.now_ms = 100_000;
+        h.state = state;
+        h.links = links
+            .iter()
+            .zip(["ipc:///a", "ipc:///b"])
+            .map(|(&(connected, since_ms), url)| LinkState {
+                url: url.into(),
+                connected,
+                since_ms,
+            })
+            .collect();
+        assert_eq!(h.shown_state(), (shown, detail.to_owned()));
+    }
+
     fn beat(metrics: &[(&str, i64)]) -> Heartbeat {
         Heartbeat {
             service: "strategy-worker".into(),
@@ -755,6 +829,7 @@ mod tests {
             now_ms: 0,
             state: ServiceState::Running,
             metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            links: Vec::new(),
         }
     }
 

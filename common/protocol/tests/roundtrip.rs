@@ -157,6 +157,7 @@ fn heartbeat() -> Heartbeat {
             reason: "gateway unreachable".into(),
         },
         metrics: [("ws_reconnects_total".to_owned(), 3)].into(),
+        links: Vec::new(),
     }
 }
 

@@ -38,6 +38,7 @@ impl HeartbeatActor {
                 now_ms: started_ms,
                 state: ServiceState::Starting,
                 metrics: Default::default(),
+                links: Vec::new(),
             },
             interval,
             metrics,
@@ -47,6 +48,7 @@ impl HeartbeatActor {
     fn beat(&mut self) {
         self.beat.now_ms = now_ms();
         self.beat.metrics = self.metrics.read();
+        self.beat.links = shardbot_bus::links();
         if let Err(e) = self.publisher.publish(&self.beat) {
             tracing::warn!(error = %e, "heartbeat not published");
         }

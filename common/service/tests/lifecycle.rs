@@ -61,6 +61,12 @@ fn service_process_entry() {
                     let _ = v[3]; // index out of bounds: a bug in an actor
                 });
             }
+            // Dials the endpoint LINK_URL (a requester kept for the process's life).
+            "dials" => {
+                let url = std::env::var("LINK_URL").unwrap();
+                let req = shardbot_bus::Requester::dial(&url, &BusOptions::default()).unwrap();
+                std::mem::forget(req); // held to the end, as a service holds its requesters
+            }
             "panic-in-thread" => {
                 std::thread::spawn(move || {
                     let mut line = String::new();
@@ -353,4 +359,43 @@ fn a_panic_anywhere_ends_the_process(#[case] role: &str, #[case] message: &str) 
             && log.contains(message),
         "{log}"
     );
+}
+
+/// A process whose dialer cannot reach its peer for more than 5 s is shown degraded,
+/// naming the endpoint (the heartbeat carries each dialer's state from its socket's pipe
+/// events: `shardbot health`, `scripts/stack status` and the dashboard show it); once the
+/// peer listens, it is running again.
+#[test]
+fn a_dialer_down_for_seconds_shows_the_process_degraded_naming_the_endpoint() {
+    let stack = Stack::new("");
+    let url = format!("ipc://{}/peer.rep", stack.dir.path().display());
+    let sub = stack.watch();
+    let child = stack.spawn("dials", &[("LINK_URL", &url)]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let degraded = loop {
+        let hb = next_heartbeat(&sub, deadline);
+        let (state, detail) = hb.shown_state();
+        if state == "degraded" {
+            break detail;
+        }
+        assert!(matches!(state, "starting" | "running"), "{state}: {detail}");
+    };
+    assert!(
+        degraded.starts_with(&format!("not connected to {url} (")),
+        "{degraded}"
+    );
+    let peer = shardbot_bus::Replier::bind(&url, &BusOptions::default()).unwrap();
+    loop {
+        let hb = next_heartbeat(&sub, deadline);
+        if hb.shown_state().0 == "running" {
+            assert!(
+                hb.links.iter().any(|l| l.url == url && l.connected),
+                "{hb:?}"
+            );
+            break;
+        }
+    }
+    peer.close();
+    signal(&child, "-TERM");
+    assert!(finish(child).status.success());
 }

@@ -19,8 +19,8 @@ use shardbot_bus::{BusOptions, Requester, Subscriber};
 use shardbot_bybit::{AccountsFile, Environment, ExchangeSettings};
 use shardbot_journal::{Journal, JournalCounts, TradeView};
 use shardbot_protocol::{
-    BalanceSnapshot, Event, Heartbeat, Position, RiskReply, RiskRequest, RiskStatus, ServiceState,
-    TimestampMs, now_ms,
+    BalanceSnapshot, Event, Heartbeat, Position, RiskReply, RiskRequest, RiskStatus, TimestampMs,
+    now_ms,
 };
 use shardbot_service::{Endpoints, Settings};
 use shardbot_strategy::{OptimizedFile, ParamStatus, StrategySettings};
@@ -691,18 +691,14 @@ impl Collector {
             .map(|s| {
                 let h = &s.last;
                 let age = now.saturating_sub(h.now_ms).max(0);
-                let (state, detail) = match &h.state {
-                    _ if age > silent_after => (
+                let (state, detail) = if age > silent_after {
+                    (
                         "silent".to_owned(),
                         format!("no heartbeat for {} s", age / 1000),
-                    ),
-                    ServiceState::Starting => ("starting".into(), String::new()),
-                    // A running worker says when the next close is and what the last gave.
-                    ServiceState::Running => {
-                        ("running".into(), h.close_summary().unwrap_or_default())
-                    }
-                    ServiceState::Degraded { reason } => ("degraded".into(), reason.clone()),
-                    ServiceState::Stopping => ("stopping".into(), String::new()),
+                    )
+                } else {
+                    let (state, detail) = h.shown_state();
+                    (state.to_owned(), detail)
                 };
                 ProcessView {
                     service: h.service.clone(),

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Args;
 use shardbot_bus::Subscriber;
-use shardbot_protocol::{Event, Heartbeat, ServiceState, now_ms};
+use shardbot_protocol::{Event, Heartbeat, now_ms};
 use shardbot_service::Settings;
 
 #[derive(Args, Debug)]
@@ -90,15 +90,6 @@ fn discover(template: &str) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 /// State word and its detail (the reason of a degraded state).
-fn describe(state: &ServiceState) -> (&'static str, String) {
-    match state {
-        ServiceState::Starting => ("starting", String::new()),
-        ServiceState::Running => ("running", String::new()),
-        ServiceState::Degraded { reason } => ("degraded", reason.clone()),
-        ServiceState::Stopping => ("stopping", String::new()),
-    }
-}
-
 pub fn run(args: HealthArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref())?;
     let common = settings.common()?;
@@ -175,13 +166,7 @@ pub fn run(args: HealthArgs) -> anyhow::Result<()> {
     for key in &wanted {
         let (state, detail, age, pid) = match heard.get(key) {
             Some(h) => {
-                let (s, d) = describe(&h.state);
-                // A running worker says when the next close is and what the last gave.
-                let d = if d.is_empty() {
-                    h.close_summary().unwrap_or_default()
-                } else {
-                    d
-                };
+                let (s, d) = h.shown_state();
                 let age = now.saturating_sub(h.now_ms).max(0);
                 (s, d, age.to_string(), h.pid.to_string())
             }

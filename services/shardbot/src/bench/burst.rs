@@ -205,10 +205,7 @@ max_entry_age_ms = 600000
         windows.push((n, from_ms, shardbot_protocol::now_ms()));
     }
     print_stages(&dir.path().join("journal.sqlite"), &windows)?;
-    // Dropping the requesters after the stack ends could hang in libnng 1.5.2's close
-    // (issue 22); the process ends here anyway.
-    std::mem::forget(router);
-    std::mem::forget(risk);
+    drop((router, risk));
     drop(procs);
     Ok(())
 }

@@ -1,0 +1,530 @@
+//! The one module of the workspace with `unsafe`: a small safe layer over NNG 1.11's C API
+//! (the `nng-sys` crate of the nanomsg/nng-rs project, which builds the vendored NNG
+//! sources with cmake and links them statically).
+//!
+//! Only what the bus uses: sockets of the four protocols, their options, listeners and
+//! non-blocking dialers, whole-message send and receive, REQ/REP contexts driven by an
+//! aio that is waited on (no callbacks), and pipe events that tell a socket whether it is
+//! connected.
+//!
+//! Why hand-written: the `nng` crate (1.0.1, 2021) wraps NNG 1.4 and has no release for
+//! 1.11; `nng-sys` is raw FFI only (see `docs/architecture.md`, "The bus's NNG").
+//!
+//! The invariants every block below relies on:
+//! - Sockets, dialers, listeners, contexts and pipes are NNG *handles* (ids), not pointers:
+//!   using one after it was closed returns `NNG_ECLOSED` and touches no freed memory, so
+//!   handles may be copied and closed from any thread.
+//! - An aio is a pointer, owned by exactly one [`Aio`] and freed once, in its `Drop`; an
+//!   operation started on it is waited for (`nng_aio_wait`) before the function that
+//!   started it returns, so no operation outlives the borrow of what it reads.
+//! - A message handed to an aio for sending belongs to NNG once the send succeeds; when it
+//!   fails it is still ours and is freed here. A message received belongs to us and is
+//!   freed after its body is copied out.
+//! - Option names are NUL-terminated constants of `nng-sys`.
+//! - The pipe-event callback's argument is an `Arc`'s pointer kept alive by the [`Socket`]
+//!   until the callbacks are removed and the socket is closed (NNG calls no callback of a
+//!   closed socket after `nng_close` returns).
+#![allow(unsafe_code)]
+
+use std::{
+    ffi::{CStr, CString, c_char, c_int, c_void},
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use nng_sys as sys;
+
+/// An error code of NNG.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NngError(c_int);
+
+impl NngError {
+    pub const TIMED_OUT: NngError = NngError(sys::NNG_ETIMEDOUT as c_int);
+    pub const CLOSED: NngError = NngError(sys::NNG_ECLOSED as c_int);
+    pub const INVALID: NngError = NngError(sys::NNG_EINVAL as c_int);
+
+    fn check(rv: c_int) -> Result<(), NngError> {
+        if rv == 0 { Ok(()) } else { Err(NngError(rv)) }
+    }
+
+    pub fn code(self) -> i32 {
+        self.0
+    }
+}
+
+impl fmt::Display for NngError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // SAFETY: nng_strerror returns a pointer to a static, NUL-terminated string for any
+        // code (unknown codes included), never null.
+        let text = unsafe { CStr::from_ptr(sys::nng_strerror(self.0)) };
+        write!(f, "{} (nng error {})", text.to_string_lossy(), self.0)
+    }
+}
+
+impl fmt::Debug for NngError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for NngError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Pub,
+    Sub,
+    Req,
+    Rep,
+}
+
+/// An option name of `nng-sys` (NUL-terminated bytes).
+fn opt(name: &'static [u8]) -> *const c_char {
+    debug_assert_eq!(name.last(), Some(&0));
+    name.as_ptr().cast()
+}
+
+fn ms(d: Option<Duration>) -> sys::nng_duration {
+    match d {
+        None => sys::NNG_DURATION_INFINITE,
+        Some(d) => d.as_millis().min(i32::MAX as u128) as sys::nng_duration,
+    }
+}
+
+fn c_url(url: &str) -> Result<CString, NngError> {
+    CString::new(url).map_err(|_| NngError::INVALID)
+}
+
+/// Which of a socket's dialers are connected, from NNG's pipe events: per dialer id, its
+/// pipes up and when that last changed (Unix ms).
+#[derive(Debug, Default)]
+pub struct Connection {
+    dialers: Mutex<std::collections::HashMap<i32, (usize, i64)>>,
+}
+
+impl Connection {
+    /// Whether the dialer of id `dialer` is connected, and since when (Unix ms; `None`
+    /// when it never was).
+    pub fn dialer_state(&self, dialer: i32) -> (bool, Option<i64>) {
+        let map = self.dialers.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&dialer) {
+            Some((pipes, since)) => (*pipes > 0, Some(*since)),
+            None => (false, None),
+        }
+    }
+
+    fn event(&self, dialer: i32, added: bool) {
+        if dialer < 0 {
+            return; // a pipe of a listener
+        }
+        let now = shardbot_protocol::now_ms();
+        let mut map = self.dialers.lock().unwrap_or_else(|p| p.into_inner());
+        let (pipes, since) = map.entry(dialer).or_insert((0, now));
+        let before = *pipes;
+        *pipes = if added {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        if (before == 0) != (*pipes == 0) {
+            *since = now;
+        }
+    }
+}
+
+extern "C" fn on_pipe(pipe: sys::nng_pipe, ev: sys::nng_pipe_ev, arg: *mut c_void) {
+    // SAFETY: `arg` is the pointer of the `Arc<Connection>` the socket keeps alive until
+    // it is closed (module invariants); `pipe` is a handle NNG passes for this event.
+    let (conn, dialer) = unsafe {
+        (
+            &*(arg as *const Connection),
+            sys::nng_dialer_id(sys::nng_pipe_dialer(pipe)),
+        )
+    };
+    match ev {
+        sys::NNG_PIPE_EV_ADD_POST => conn.event(dialer, true),
+        sys::NNG_PIPE_EV_REM_POST => conn.event(dialer, false),
+        _ => {}
+    }
+}
+
+#[derive(Debug)]
+struct SocketInner {
+    raw: sys::nng_socket,
+    connection: Arc<Connection>,
+    closed: AtomicBool,
+}
+
+impl SocketInner {
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            // SAFETY: a handle (module invariants); closing it aborts every operation on
+            // it (they end with NNG_ECLOSED) and no pipe callback runs after it returns.
+            unsafe {
+                sys::nng_close(self.raw);
+            }
+        }
+    }
+}
+
+impl Drop for SocketInner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// An NNG socket; clones share it, and the last one closes it.
+#[derive(Debug, Clone)]
+pub struct Socket {
+    inner: Arc<SocketInner>,
+}
+
+impl Socket {
+    pub fn open(protocol: Protocol) -> Result<Socket, NngError> {
+        let mut raw = sys::nng_socket::NNG_SOCKET_INITIALIZER;
+        // SAFETY: `raw` is a valid place for the new handle.
+        let rv = unsafe {
+            match protocol {
+                Protocol::Pub => sys::nng_pub0_open(&mut raw),
+                Protocol::Sub => sys::nng_sub0_open(&mut raw),
+                Protocol::Req => sys::nng_req0_open(&mut raw),
+                Protocol::Rep => sys::nng_rep0_open(&mut raw),
+            }
+        };
+        NngError::check(rv)?;
+        let connection = Arc::new(Connection::default());
+        let arg = Arc::as_ptr(&connection) as *mut c_void;
+        for ev in [sys::NNG_PIPE_EV_ADD_POST, sys::NNG_PIPE_EV_REM_POST] {
+            // SAFETY: `on_pipe` reads `arg` as a `Connection`, which `connection` keeps
+            // alive for as long as the socket is open (it is dropped after `close`).
+            let rv = unsafe { sys::nng_pipe_notify(raw, ev, Some(on_pipe), arg) };
+            if let Err(e) = NngError::check(rv) {
+                // SAFETY: the handle just opened.
+                unsafe {
+                    sys::nng_close(raw);
+                }
+                return Err(e);
+            }
+        }
+        Ok(Socket {
+            inner: Arc::new(SocketInner {
+                raw,
+                connection,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    fn raw(&self) -> sys::nng_socket {
+        self.inner.raw
+    }
+
+    /// Which of the socket's dialers are connected, from its pipe events.
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.inner.connection
+    }
+
+    pub fn set_ms(&self, name: &'static [u8], d: Option<Duration>) -> Result<(), NngError> {
+        // SAFETY: a handle and a NUL-terminated option name (module invariants).
+        NngError::check(unsafe { sys::nng_socket_set_ms(self.raw(), opt(name), ms(d)) })
+    }
+
+    pub fn set_int(&self, name: &'static [u8], n: i32) -> Result<(), NngError> {
+        // SAFETY: as `set_ms`.
+        NngError::check(unsafe { sys::nng_socket_set_int(self.raw(), opt(name), n) })
+    }
+
+    pub fn subscribe(&self, prefix: &[u8]) -> Result<(), NngError> {
+        // SAFETY: `prefix` is valid for its length; NNG copies it.
+        NngError::check(unsafe {
+            sys::nng_sub0_socket_subscribe(self.raw(), prefix.as_ptr().cast(), prefix.len())
+        })
+    }
+
+    pub fn unsubscribe(&self, prefix: &[u8]) -> Result<(), NngError> {
+        // SAFETY: as `subscribe`.
+        NngError::check(unsafe {
+            sys::nng_sub0_socket_unsubscribe(self.raw(), prefix.as_ptr().cast(), prefix.len())
+        })
+    }
+
+    pub fn listen(&self, url: &str) -> Result<(), NngError> {
+        let url = c_url(url)?;
+        // SAFETY: a handle and a NUL-terminated URL NNG copies; no listener handle asked.
+        NngError::check(unsafe {
+            sys::nng_listen(self.raw(), url.as_ptr(), std::ptr::null_mut(), 0)
+        })
+    }
+
+    /// Dials in the background: succeeds whether or not anybody listens yet, and redials
+    /// with the socket's reconnect times whenever the connection is lost.
+    pub fn dial(&self, url: &str) -> Result<Dialer, NngError> {
+        let url = c_url(url)?;
+        let mut raw = sys::nng_dialer::NNG_DIALER_INITIALIZER;
+        // SAFETY: a handle, a NUL-terminated URL NNG copies, a valid place for the dialer.
+        NngError::check(unsafe {
+            sys::nng_dial(
+                self.raw(),
+                url.as_ptr(),
+                &mut raw,
+                sys::NNG_FLAG_NONBLOCK as c_int,
+            )
+        })?;
+        // SAFETY: a handle (module invariants).
+        let id = unsafe { sys::nng_dialer_id(raw) };
+        Ok(Dialer { raw, id })
+    }
+
+    /// Sends one message (a copy of `body`); blocks only where the protocol does.
+    pub fn send(&self, body: &[u8]) -> Result<(), NngError> {
+        // SAFETY: without NNG_FLAG_ALLOC NNG copies `body` (valid for its length) and never
+        // writes to it, whatever the pointer's mutability says.
+        NngError::check(unsafe {
+            sys::nng_send(self.raw(), body.as_ptr() as *mut c_void, body.len(), 0)
+        })
+    }
+
+    /// Receives one message, waiting at most the socket's receive timeout.
+    pub fn recv(&self) -> Result<Vec<u8>, NngError> {
+        let mut buf: *mut c_void = std::ptr::null_mut();
+        let mut len: usize = 0;
+        // SAFETY: with NNG_FLAG_ALLOC, NNG stores a buffer it allocated, and its length, in
+        // `buf`/`len`; it is ours to free with nng_free (below, after copying it).
+        unsafe {
+            NngError::check(sys::nng_recv(
+                self.raw(),
+                (&mut buf as *mut *mut c_void).cast(),
+                &mut len,
+                sys::NNG_FLAG_ALLOC as c_int,
+            ))?;
+            let out = std::slice::from_raw_parts(buf as *const u8, len).to_vec();
+            sys::nng_free(buf, len);
+            Ok(out)
+        }
+    }
+
+    /// Closes the socket now (for every clone): operations under way end with
+    /// [`NngError::CLOSED`].
+    pub fn close(&self) {
+        self.inner.close();
+    }
+}
+
+/// A dialer of a socket.
+#[derive(Debug)]
+pub struct Dialer {
+    raw: sys::nng_dialer,
+    id: i32,
+}
+
+impl Dialer {
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
+    /// Stops dialling and drops its connection.
+    pub fn close(&self) {
+        // SAFETY: a handle (module invariants).
+        unsafe {
+            sys::nng_dialer_close(self.raw);
+        }
+    }
+}
+
+/// A context of a REQ or REP socket: one exchange at a time, independent of the others.
+#[derive(Debug)]
+pub struct Context {
+    raw: sys::nng_ctx,
+}
+
+impl Context {
+    pub fn open(socket: &Socket) -> Result<Context, NngError> {
+        let mut raw = sys::nng_ctx::NNG_CTX_INITIALIZER;
+        // SAFETY: a socket handle and a valid place for the context's.
+        NngError::check(unsafe { sys::nng_ctx_open(&mut raw, socket.raw()) })?;
+        Ok(Context { raw })
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: a handle (module invariants).
+        unsafe {
+            sys::nng_ctx_close(self.raw);
+        }
+    }
+}
+
+/// An aio without callback: each operation is started and waited for in one call.
+#[derive(Debug)]
+pub struct Aio {
+    ptr: *mut sys::nng_aio,
+    /// Serialises the operations of clones of nothing: an aio runs one at a time.
+    busy: Mutex<()>,
+}
+
+// SAFETY: NNG's aio functions may be called from any thread; `busy` keeps one operation at
+// a time, and the pointer is freed once, by the owner.
+unsafe impl Send for Aio {}
+// SAFETY: as above; every method takes `busy` before touching the aio.
+unsafe impl Sync for Aio {}
+
+impl Aio {
+    pub fn new() -> Result<Aio, NngError> {
+        let mut ptr: *mut sys::nng_aio = std::ptr::null_mut();
+        // SAFETY: a valid place for the new aio; no callback, so no argument.
+        NngError::check(unsafe { sys::nng_aio_alloc(&mut ptr, None, std::ptr::null_mut()) })?;
+        Ok(Aio {
+            ptr,
+            busy: Mutex::new(()),
+        })
+    }
+
+    /// Sends `body` on `ctx`, waiting at most `timeout` (`None`: for ever).
+    pub fn send(
+        &self,
+        ctx: &Context,
+        body: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<(), NngError> {
+        let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut msg: *mut sys::nng_msg = std::ptr::null_mut();
+        // SAFETY: the message is allocated here and either handed to NNG by a successful
+        // send or freed here when the send failed (module invariants); the aio is ours and
+        // idle (`busy`), and the operation is waited for before returning.
+        unsafe {
+            NngError::check(sys::nng_msg_alloc(&mut msg, 0))?;
+            if let Err(e) =
+                NngError::check(sys::nng_msg_append(msg, body.as_ptr().cast(), body.len()))
+            {
+                sys::nng_msg_free(msg);
+                return Err(e);
+            }
+            sys::nng_aio_set_timeout(self.ptr, ms(timeout));
+            sys::nng_aio_set_msg(self.ptr, msg);
+            sys::nng_ctx_send(ctx.raw, self.ptr);
+            sys::nng_aio_wait(self.ptr);
+            let rv = sys::nng_aio_result(self.ptr);
+            if rv != 0 {
+                sys::nng_msg_free(msg);
+            }
+            sys::nng_aio_set_msg(self.ptr, std::ptr::null_mut());
+            NngError::check(rv)
+        }
+    }
+
+    /// Receives one message on `ctx`, waiting at most `timeout` (`None`: for ever).
+    pub fn recv(&self, ctx: &Context, timeout: Option<Duration>) -> Result<Vec<u8>, NngError> {
+        let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: the aio is ours and idle (`busy`); the operation is waited for before
+        // returning; a message received is ours, copied out and freed (module invariants).
+        unsafe {
+            sys::nng_aio_set_timeout(self.ptr, ms(timeout));
+            sys::nng_ctx_recv(ctx.raw, self.ptr);
+            sys::nng_aio_wait(self.ptr);
+            NngError::check(sys::nng_aio_result(self.ptr))?;
+            let msg = sys::nng_aio_get_msg(self.ptr);
+            sys::nng_aio_set_msg(self.ptr, std::ptr::null_mut());
+            if msg.is_null() {
+                return Err(NngError::CLOSED);
+            }
+            let len = sys::nng_msg_len(msg);
+            let body = sys::nng_msg_body(msg) as *const u8;
+            let out = if len == 0 {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(body, len).to_vec()
+            };
+            sys::nng_msg_free(msg);
+            Ok(out)
+        }
+    }
+}
+
+impl Drop for Aio {
+    fn drop(&mut self) {
+        // SAFETY: the pointer was allocated by `new` and is freed once, here; nng_aio_free
+        // stops any operation first (none is running: each is waited for).
+        unsafe {
+            sys::nng_aio_free(self.ptr);
+        }
+    }
+}
+
+/// Option names, NUL-terminated.
+pub mod opts {
+    use super::sys;
+    pub const SEND_BUFFER: &[u8] = sys::NNG_OPT_SENDBUF;
+    pub const RECV_BUFFER: &[u8] = sys::NNG_OPT_RECVBUF;
+    pub const RECV_TIMEOUT: &[u8] = sys::NNG_OPT_RECVTIMEO;
+    pub const RECONNECT_MIN: &[u8] = sys::NNG_OPT_RECONNMINT;
+    pub const RECONNECT_MAX: &[u8] = sys::NNG_OPT_RECONNMAXT;
+    pub const REQ_RESEND_TIME: &[u8] = sys::NNG_OPT_REQ_RESENDTIME;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_themselves() {
+        let e = NngError::TIMED_OUT.to_string();
+        assert!(
+            e.to_lowercase().contains("timed out") && e.contains("nng error 5"),
+            "{e}"
+        );
+        assert!(NngError(9999).to_string().contains("9999"));
+    }
+
+    #[test]
+    fn a_request_and_its_reply_over_inproc_with_contexts() {
+        let url = "inproc://shardbot-bus-nng-test";
+        let rep = Socket::open(Protocol::Rep).unwrap();
+        rep.listen(url).unwrap();
+        let req = Socket::open(Protocol::Req).unwrap();
+        let d = req.dial(url).unwrap();
+        assert_eq!(req.connection().dialer_state(d.id()), (false, None));
+        let t = std::thread::spawn(move || {
+            let ctx = Context::open(&rep).unwrap();
+            let aio = Aio::new().unwrap();
+            let got = aio.recv(&ctx, Some(Duration::from_secs(5))).unwrap();
+            aio.send(&ctx, &[got.as_slice(), b"!"].concat(), None)
+                .unwrap();
+            rep
+        });
+        let ctx = Context::open(&req).unwrap();
+        let aio = Aio::new().unwrap();
+        aio.send(&ctx, b"ping", Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(
+            aio.recv(&ctx, Some(Duration::from_secs(5))).unwrap(),
+            b"ping!"
+        );
+        assert!(req.connection().dialer_state(d.id()).0, "its dialer is");
+        let rep = t.join().unwrap();
+        rep.close();
+        // No replier: a request is not even sent within its timeout.
+        assert_eq!(
+            aio.send(&ctx, b"again", Some(Duration::from_millis(50)))
+                .unwrap_err(),
+            NngError::TIMED_OUT
+        );
+        req.close();
+        assert_eq!(
+            aio.send(&ctx, b"closed", None).unwrap_err(),
+            NngError::CLOSED
+        );
+    }
+
+    #[test]
+    fn a_bad_option_value_is_an_error_not_a_crash() {
+        let s = Socket::open(Protocol::Sub).unwrap();
+        assert!(s.set_int(opts::RECV_BUFFER, 100_000).is_err());
+        s.set_int(opts::RECV_BUFFER, 8192).unwrap();
+        assert!(s.listen("nowhere://x").is_err());
+        assert!(s.dial("tcp://bad\0url").is_err());
+    }
+}
