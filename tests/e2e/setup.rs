@@ -76,7 +76,7 @@ fn install_deps(uid: u32, with_sudo: bool, installed: bool) -> (bool, String, St
     (ok, text, fs::read_to_string(&log).unwrap_or_default())
 }
 
-const PACKAGES: &str = "cmake supervisor python3-venv chromium chromium-driver";
+const PACKAGES: &str = "cmake iproute2 supervisor python3-venv chromium chromium-driver";
 
 #[test]
 fn as_root_without_sudo_apt_get_runs_itself() {

@@ -11,17 +11,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    time::Duration,
-};
+use std::time::Duration;
 
-use rust_decimal::Decimal;
-use shardbot_bus::{BusOptions, Requester};
-use shardbot_bybit::rest::{BybitClient, Query};
-use shardbot_e2e::{FAST_PARAMS, ScriptStack, replay_config};
+use shardbot_bybit::rest::BybitClient;
+use shardbot_e2e::{Books, FAST_PARAMS, ScriptStack, replay_config};
 use shardbot_journal::Journal;
-use shardbot_protocol::{ControlCommand, RiskReply, RiskRequest, Side, TradingMode};
 
 const SYMBOLS: [&str; 8] = [
     "AAVEUSDT", "ADAUSDT", "APEUSDT", "AVAXUSDT", "BNBUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT",
@@ -36,17 +30,26 @@ struct Run {
 }
 
 impl Run {
+    fn books(&self) -> Books<'_> {
+        Books {
+            rt: &self.rt,
+            sim: &self.sim,
+            journal: &self.journal,
+            risk_url: format!(
+                "ipc://{}/sim/risk-manager.rep",
+                self.stack.path("ipc").display()
+            ),
+            symbols: &SYMBOLS,
+            start_ms: self.start_ms,
+        }
+    }
+
     fn fills(&self) -> usize {
-        self.journal.fills_since(0).unwrap().len()
+        self.books().fills()
     }
 
     fn verified(&self) -> usize {
-        self.journal
-            .trades()
-            .unwrap()
-            .iter()
-            .filter(|t| t.is_closed() && t.verified())
-            .count()
+        self.books().verified()
     }
 
     /// Trading goes on: at least two more fills in the journal than `from`.
@@ -58,170 +61,10 @@ impl Run {
         );
     }
 
-    /// What must hold after every fault: no intent is two orders on the exchange, the
-    /// journal's fills are exactly the exchange's executions, and the risk manager's
-    /// positions are the exchange's (within seconds). Returns the number of orders.
+    /// What must hold after every fault ([`Books::invariants`]); returns the number of
+    /// orders.
     fn invariants(&self, after: &str) -> usize {
-        let orders = self.no_intent_twice(after);
-        self.no_lost_fill(after);
-        self.positions_agree(after);
-        orders
-    }
-
-    fn no_intent_twice(&self, after: &str) -> usize {
-        let mut orders: BTreeMap<String, usize> = BTreeMap::new();
-        for symbol in SYMBOLS {
-            let mut cursor = String::new();
-            loop {
-                let mut q = Query::new()
-                    .with("category", "linear")
-                    .with("symbol", symbol)
-                    .with("limit", 50);
-                if !cursor.is_empty() {
-                    q = q.with("cursor", cursor.as_str());
-                }
-                let page = self.rt.block_on(self.sim.raw().order_history(&q)).unwrap();
-                for o in &page.list {
-                    if o.order_link_id.starts_with("sb-") {
-                        *orders.entry(o.order_link_id.clone()).or_default() += 1;
-                    }
-                }
-                if page.next_page_cursor.is_empty() || page.list.is_empty() {
-                    break;
-                }
-                cursor = page.next_page_cursor;
-            }
-        }
-        let doubled: Vec<_> = orders.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(
-            doubled.is_empty(),
-            "after {after}: intents placed twice: {doubled:?}"
-        );
-        orders.len()
-    }
-
-    fn no_lost_fill(&self, after: &str) {
-        let mut mismatch = String::new();
-        let exact = self.stack.wait_or(Duration::from_secs(30), || {
-            let now = self.sim.raw().clock().now_ms();
-            let exchange: BTreeMap<String, (Decimal, Decimal, Decimal)> = self
-                .rt
-                .block_on(self.sim.executions(None, self.start_ms, now + 1000))
-                .unwrap()
-                .into_iter()
-                .map(|e| (e.exec_id, (e.exec_qty, e.exec_price, e.exec_fee)))
-                .collect();
-            let ours: BTreeMap<String, (Decimal, Decimal, Decimal)> = self
-                .journal
-                .fills_since(0)
-                .unwrap()
-                .into_iter()
-                .map(|f| (f.exec_id, (f.exec_qty, f.exec_price, f.exec_fee)))
-                .collect();
-            if ours == exchange {
-                return Some(());
-            }
-            let only_ours: Vec<_> = ours.keys().filter(|k| !exchange.contains_key(*k)).collect();
-            let only_exchange: Vec<_> =
-                exchange.keys().filter(|k| !ours.contains_key(*k)).collect();
-            let differ: Vec<_> = ours
-                .iter()
-                .filter(|(k, v)| exchange.get(*k).is_some_and(|e| e != *v))
-                .collect();
-            mismatch = format!(
-                "{} journal fills, {} executions; only in the journal {only_ours:?}; only on \
-                     the exchange {only_exchange:?}; different {differ:?}",
-                ours.len(),
-                exchange.len()
-            );
-            None
-        });
-        assert!(exact.is_some(), "after {after}: no lost fill: {mismatch}");
-    }
-
-    /// New entries are halted while the books are compared (exits go on), then trading
-    /// resumes if it was on: with a stop-and-reverse strategy trading every second at 300×, moments
-    /// with no order in flight were too rare to be caught reliably on a busy machine (CI
-    /// timed out once with both books moving). What must hold is that the risk
-    /// manager's book comes to the exchange's once orders stop coming.
-    fn positions_agree(&self, after: &str) {
-        let risk = self.risk();
-        let control = |command: ControlCommand| {
-            let reply = risk.request_within::<_, RiskReply>(
-                &RiskRequest::Control(command),
-                Duration::from_secs(5),
-            );
-            assert!(
-                matches!(reply, Ok(RiskReply::Control(_))),
-                "{command:?} after {after}: {reply:?}"
-            );
-        };
-        let trading = matches!(
-            risk.request_within::<_, RiskReply>(&RiskRequest::Status, Duration::from_secs(5)),
-            Ok(RiskReply::Status(s)) if s.mode == TradingMode::Normal
-        );
-        if trading {
-            control(ControlCommand::Halt);
-        }
-        let mut mismatch = String::new();
-        let agreed = self.stack.wait_or(
-            // An approved order that never filled (refused, or lost to the faults) stays
-            // in the risk manager's book for 15 s, to be safe: then the next read.
-            Duration::from_secs(45),
-            || {
-                let exchange: HashMap<String, Decimal> = self
-                    .rt
-                    .block_on(self.sim.positions())
-                    .unwrap()
-                    .into_iter()
-                    .filter(|p| !p.size.is_zero())
-                    .map(|p| {
-                        let signed = if p.side == "Sell" { -p.size } else { p.size };
-                        (p.symbol, signed)
-                    })
-                    .collect();
-                let Ok(RiskReply::Positions(snap)) = risk.request_within::<_, RiskReply>(
-                    &RiskRequest::Positions,
-                    Duration::from_secs(5),
-                ) else {
-                    return None;
-                };
-                let ours: HashMap<String, Decimal> = snap
-                    .positions
-                    .into_iter()
-                    .filter(|p| !p.size.is_zero())
-                    .map(|p| {
-                        let signed = if p.side == Side::Sell {
-                            -p.size
-                        } else {
-                            p.size
-                        };
-                        (p.symbol.to_string(), signed)
-                    })
-                    .collect();
-                mismatch = format!("risk manager {ours:?}, exchange {exchange:?}");
-                (ours == exchange).then_some(())
-            },
-        );
-        assert!(
-            agreed.is_some(),
-            "after {after}: the risk manager's positions never equalled the exchange's within \
-             45 s: {mismatch}"
-        );
-        if trading {
-            control(ControlCommand::Resume);
-        }
-    }
-
-    fn risk(&self) -> Requester {
-        Requester::dial(
-            &format!(
-                "ipc://{}/sim/risk-manager.rep",
-                self.stack.path("ipc").display()
-            ),
-            &BusOptions::default(),
-        )
-        .unwrap()
+        self.books().invariants(after)
     }
 }
 

@@ -15,9 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod books;
 pub mod script;
 pub mod webdriver;
 
+pub use books::{Books, poll_or};
 pub use script::{ScriptStack, replay_config, replay_config_with};
 
 use shardbot_bus::{BusOptions, Requester, Subscriber};
@@ -191,26 +193,38 @@ impl Stack {
     /// plus `extra` TOML appended (its sections must not repeat the ones written here;
     /// `{sim_listen}` in it becomes the sim's address, for `[sim] listen`).
     pub fn new(extra: &str) -> Stack {
+        Stack::with_endpoints(
+            r#"market_data_pub = "ipc://{dir}/md.pub"
+market_data_rep = "ipc://{dir}/md.rep"
+order_router_pub = "ipc://{dir}/router.pub"
+order_router_rep = "ipc://{dir}/router.rep"
+risk_manager_pub = "ipc://{dir}/risk.pub"
+risk_manager_rep = "ipc://{dir}/risk.rep"
+reconciler_rep = "ipc://{dir}/reconciler.rep"
+heartbeat = "ipc://{dir}/hb-{service}-{instance}.pub""#,
+            extra,
+        )
+    }
+
+    /// [`Stack::new`] with the body of `[endpoints]` given (`{dir}` becomes the stack's
+    /// folder), e.g. `tcp://` endpoints for a stack split over hosts.
+    pub fn with_endpoints(endpoints: &str, extra: &str) -> Stack {
         let dir = tempfile::Builder::new().prefix("sb-e2e").tempdir().unwrap();
         let d = dir.path().display().to_string();
         let port = free_port();
         let sim_url = format!("http://127.0.0.1:{port}");
         let config = dir.path().join("config.toml");
-        let extra = extra.replace("{sim_listen}", &format!("127.0.0.1:{port}"));
+        let extra = extra
+            .replace("{sim_listen}", &format!("127.0.0.1:{port}"))
+            .replace("{dir}", &d);
+        let endpoints = endpoints.replace("{dir}", &d);
         let text = format!(
             r#"[log]
 dir = "{d}/log"
 level = "info"
 
 [endpoints]
-market_data_pub = "ipc://{d}/md.pub"
-market_data_rep = "ipc://{d}/md.rep"
-order_router_pub = "ipc://{d}/router.pub"
-order_router_rep = "ipc://{d}/router.rep"
-risk_manager_pub = "ipc://{d}/risk.pub"
-risk_manager_rep = "ipc://{d}/risk.rep"
-reconciler_rep = "ipc://{d}/reconciler.rep"
-heartbeat = "ipc://{d}/hb-{{service}}-{{instance}}.pub"
+{endpoints}
 
 [exchange]
 sim_base_url = "{sim_url}"
@@ -239,8 +253,32 @@ sim_base_url = "{sim_url}"
     /// Starts a binary with `--config` and extra arguments and environment; its output goes
     /// to `<dir>/<label>.out`. Returns its pid.
     pub fn spawn(&mut self, label: &str, binary: &str, args: &[&str], env: &[(&str, &str)]) -> u32 {
+        self.spawn_command(label, Command::new(bin(binary)), args, env)
+    }
+
+    /// [`Stack::spawn`] inside the network namespace `netns` (`ip netns exec`, which
+    /// becomes the binary: the pid is the service's).
+    pub fn spawn_in(
+        &mut self,
+        netns: &str,
+        label: &str,
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> u32 {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns]).arg(bin(binary));
+        self.spawn_command(label, cmd, args, env)
+    }
+
+    fn spawn_command(
+        &mut self,
+        label: &str,
+        mut cmd: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> u32 {
         let out = fs::File::create(self.path(&format!("{label}.out"))).unwrap();
-        let mut cmd = Command::new(bin(binary));
         cmd.arg("--config")
             .arg(&self.config)
             .args(args)
