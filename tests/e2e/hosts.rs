@@ -1,7 +1,8 @@
-//! A stack split over two hosts, for real: the strategy workers in a network namespace of
-//! their own, joined to the hub (bybit-sim, gateway, router, risk manager, reconciler, in
-//! the test's namespace) only by a veth pair on a private link, every bus endpoint
-//! `tcp://` as `deploy/README.md` describes. It trades; the link is cut for 10 s and
+//! A stack split over two hosts, for real: the hub (bybit-sim, gateway, router, risk
+//! manager, reconciler) in one network namespace and the strategy workers in another,
+//! joined only by a veth pair on a private link, every bus endpoint `tcp://` as
+//! `deploy/README.md` describes. (The test itself reaches the hub over a link of its own,
+//! never cut, to read the exchange and ask the risk manager.) It trades; the link is cut for 10 s and
 //! restored; it keeps trading, with the stack test's invariants: no intent placed twice,
 //! the journal holding exactly the exchange's executions, the risk manager's positions the
 //! exchange's, and the closed trades verified. (A cut this short leaves the TCP
@@ -43,26 +44,42 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// The workers' namespace and the link to it; both removed on drop.
+/// The hub's and the workers' namespaces, the private link between them, and a link from
+/// the test's namespace to the hub's (never cut) through which the test reads the sim and
+/// asks the risk manager; all removed on drop.
 struct Link {
-    netns: String,
-    /// The hub's end of the veth pair (in the test's namespace).
+    hub: String,
+    workers: String,
+    /// The hub's end of the private link (in the hub's namespace), and its address.
     hub_dev: String,
     hub_ip: String,
+    /// The test's end of its link to the hub, and the hub's address on it.
+    test_dev: String,
+    hub_mgmt_ip: String,
 }
 
 impl Link {
     fn make() -> Result<Link, String> {
         let id = std::process::id() % 100_000;
-        let subnet = std::process::id() % 250 + 1;
+        let net = std::process::id() % 250 + 1;
         let link = Link {
-            netns: format!("sbw{id}"),
+            hub: format!("sbhub{id}"),
+            workers: format!("sbwrk{id}"),
             hub_dev: format!("sbh{id}"),
-            hub_ip: format!("10.213.{subnet}.1"),
+            hub_ip: format!("10.213.{net}.1"),
+            test_dev: format!("sbt{id}"),
+            hub_mgmt_ip: format!("10.214.{net}.1"),
         };
-        let work_dev = format!("sbv{id}");
-        let work_ip = format!("10.213.{subnet}.2/30");
-        ip(&["netns", "add", &link.netns])?;
+        let work_dev = format!("sbw{id}");
+        let hub_mgmt_dev = format!("sbm{id}");
+        let in_ns = |ns: &str, args: &[&str]| {
+            let mut all = vec!["netns", "exec", ns, "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        ip(&["netns", "add", &link.hub])?;
+        ip(&["netns", "add", &link.workers])?;
+        // The private link, hub <-> workers.
         ip(&[
             "link",
             "add",
@@ -73,36 +90,95 @@ impl Link {
             "name",
             &work_dev,
         ])?;
-        ip(&["link", "set", &work_dev, "netns", &link.netns])?;
+        ip(&["link", "set", &link.hub_dev, "netns", &link.hub])?;
+        ip(&["link", "set", &work_dev, "netns", &link.workers])?;
+        in_ns(
+            &link.hub,
+            &[
+                "addr",
+                "add",
+                &format!("{}/30", link.hub_ip),
+                "dev",
+                &link.hub_dev,
+            ],
+        )?;
+        in_ns(&link.hub, &["link", "set", &link.hub_dev, "up"])?;
+        in_ns(&link.hub, &["link", "set", "lo", "up"])?;
+        in_ns(
+            &link.workers,
+            &[
+                "addr",
+                "add",
+                &format!("10.213.{net}.2/30"),
+                "dev",
+                &work_dev,
+            ],
+        )?;
+        in_ns(&link.workers, &["link", "set", &work_dev, "up"])?;
+        in_ns(&link.workers, &["link", "set", "lo", "up"])?;
+        // The test's link to the hub, and its route to the hub's private address.
+        ip(&[
+            "link",
+            "add",
+            &link.test_dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &hub_mgmt_dev,
+        ])?;
+        ip(&["link", "set", &hub_mgmt_dev, "netns", &link.hub])?;
+        in_ns(
+            &link.hub,
+            &[
+                "addr",
+                "add",
+                &format!("{}/30", link.hub_mgmt_ip),
+                "dev",
+                &hub_mgmt_dev,
+            ],
+        )?;
+        in_ns(&link.hub, &["link", "set", &hub_mgmt_dev, "up"])?;
         ip(&[
             "addr",
             "add",
-            &format!("{}/30", link.hub_ip),
+            &format!("10.214.{net}.2/30"),
             "dev",
-            &link.hub_dev,
+            &link.test_dev,
         ])?;
-        ip(&["link", "set", &link.hub_dev, "up"])?;
-        let ns = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", link.netns.as_str(), "ip"];
-            all.extend_from_slice(args);
-            ip(&all)
-        };
-        ns(&["addr", "add", &work_ip, "dev", &work_dev])?;
-        ns(&["link", "set", &work_dev, "up"])?;
-        ns(&["link", "set", "lo", "up"])?;
+        ip(&["link", "set", &link.test_dev, "up"])?;
+        ip(&[
+            "route",
+            "add",
+            &format!("{}/32", link.hub_ip),
+            "via",
+            &link.hub_mgmt_ip,
+        ])?;
         Ok(link)
     }
 
+    /// Cuts (false) or restores (true) the private link, at the hub's end.
     fn set(&self, up: bool) {
-        ip(&["link", "set", &self.hub_dev, if up { "up" } else { "down" }]).unwrap();
+        ip(&[
+            "netns",
+            "exec",
+            &self.hub,
+            "ip",
+            "link",
+            "set",
+            &self.hub_dev,
+            if up { "up" } else { "down" },
+        ])
+        .unwrap();
     }
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
-        // Deleting the namespace deletes its end of the pair, and with it ours.
-        let _ = ip(&["link", "del", &self.hub_dev]);
-        let _ = ip(&["netns", "del", &self.netns]);
+        // Deleting a veth end deletes its pair (and the route through it).
+        let _ = ip(&["link", "del", &self.test_dev]);
+        let _ = ip(&["netns", "del", &self.workers]);
+        let _ = ip(&["netns", "del", &self.hub]);
     }
 }
 
@@ -163,7 +239,9 @@ heartbeat = "ipc://{{dir}}/hb-{{service}}-{{instance}}.pub""#,
         endpoint("risk.rep"),
         endpoint("reconciler.rep"),
     );
-    let config = replay_config_with(300.0, "listen = \"{sim_listen}\"", "", "", "");
+    // The sim listens on every address of the hub: its services reach it on the hub's
+    // loopback, the test on the hub's end of its own link.
+    let config = replay_config_with(300.0, "listen = \"0.0.0.0:{sim_port}\"", "", "", "");
     let mut stack = Stack::with_endpoints(&endpoints, &config);
     std::fs::write(stack.path("optimized_parameters.json"), FAST_PARAMS).unwrap();
     // The settings a new account stack starts with (scripts/stack copies the same file).
@@ -174,14 +252,16 @@ heartbeat = "ipc://{{dir}}/hb-{{service}}-{{instance}}.pub""#,
         !text.contains("ipc://") || text.matches("ipc://").count() == 1,
         "only the heartbeats stay on ipc:// (each host watches its own): {text}"
     );
-    let (rt, sim) = stack.start_sim();
+    let port = stack.sim_url.rsplit(':').next().unwrap().to_owned();
+    stack.sim_url = format!("http://{}:{port}", link.hub_mgmt_ip);
+    let (rt, sim) = stack.start_sim_in(&link.hub);
     for service in ["market-data", "risk-manager", "order-router", "reconciler"] {
-        stack.spawn(service, service, &[], &[]);
+        stack.spawn_in(&link.hub, service, service, &[], &[]);
     }
     stack.wait_output("order-router", "router ready", Duration::from_secs(60));
     for (i, shard) in ["0/2", "1/2"].into_iter().enumerate() {
         stack.spawn_in(
-            &link.netns,
+            &link.workers,
             &format!("worker-{i}"),
             "strategy-worker",
             &["--shard", shard],

@@ -207,7 +207,8 @@ heartbeat = "ipc://{dir}/hb-{service}-{instance}.pub""#,
     }
 
     /// [`Stack::new`] with the body of `[endpoints]` given (`{dir}` becomes the stack's
-    /// folder), e.g. `tcp://` endpoints for a stack split over hosts.
+    /// folder), e.g. `tcp://` endpoints for a stack split over hosts. In `extra`,
+    /// `{sim_listen}` is the sim's address and `{sim_port}` its port.
     pub fn with_endpoints(endpoints: &str, extra: &str) -> Stack {
         let dir = tempfile::Builder::new().prefix("sb-e2e").tempdir().unwrap();
         let d = dir.path().display().to_string();
@@ -216,6 +217,7 @@ heartbeat = "ipc://{dir}/hb-{service}-{instance}.pub""#,
         let config = dir.path().join("config.toml");
         let extra = extra
             .replace("{sim_listen}", &format!("127.0.0.1:{port}"))
+            .replace("{sim_port}", &port.to_string())
             .replace("{dir}", &d);
         let endpoints = endpoints.replace("{dir}", &d);
         let text = format!(
@@ -301,6 +303,17 @@ sim_base_url = "{sim_url}"
     /// signed with the sim's demo account (the keys the services use in sim mode).
     pub fn start_sim(&mut self) -> (tokio::runtime::Runtime, BybitClient) {
         self.spawn("bybit-sim", "bybit-sim", &[], &[]);
+        self.sim_answers()
+    }
+
+    /// [`Stack::start_sim`] inside the network namespace `netns`; the test reaches it at
+    /// `sim_url` (set it to an address routed into the namespace first).
+    pub fn start_sim_in(&mut self, netns: &str) -> (tokio::runtime::Runtime, BybitClient) {
+        self.spawn_in(netns, "bybit-sim", "bybit-sim", &[], &[]);
+        self.sim_answers()
+    }
+
+    fn sim_answers(&mut self) -> (tokio::runtime::Runtime, BybitClient) {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let sim = self.account_client("sim-demo-key", "sim-demo-secret");
         let deadline = Instant::now() + Duration::from_secs(10);
