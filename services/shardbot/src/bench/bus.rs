@@ -146,7 +146,12 @@ pub fn subscriber_process(url: &str) -> anyhow::Result<()> {
                 lat_ns.push(now.saturating_sub(r.sent_ns));
                 match det.observe(topic, r.epoch, r.seq) {
                     SeqCheck::Gap { from, to } => gap_lost += to - from + 1,
-                    SeqCheck::First { .. } | SeqCheck::InOrder => {}
+                    // The publisher is new for this subscriber count, so its bar topic
+                    // starts at 1: a queue that overflowed before this process read its
+                    // first bar dropped the oldest, i.e. the first `seq - 1` (a service
+                    // warms up from history there; here they are counted).
+                    SeqCheck::First { seq } => gap_lost += seq - 1,
+                    SeqCheck::InOrder => {}
                     other => bail!("unexpected sequence {other:?}"),
                 }
             }
