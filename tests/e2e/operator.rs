@@ -88,6 +88,12 @@ fn every_cli_verb_finds_a_plain_stack() {
         ok && out.starts_with("trade_key,symbol,side"),
         "trades:\n{out}"
     );
+    // The order path's stages from the same journal (none placed yet, or the table).
+    let (ok, out) = stack.shardbot(&["stages"]);
+    assert!(
+        ok && (out.starts_with("no placed intent") || out.contains("router → approved")),
+        "stages:\n{out}"
+    );
     // A name that is not running is refused, naming the one that is.
     let (ok, out) = stack.shardbot(&["risk", "show", "--account", "other"]);
     assert!(!ok && out.contains("running here: sim"), "{out}");

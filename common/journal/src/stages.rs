@@ -280,6 +280,24 @@ impl Journal {
             .collect::<Result<_, _>>()
             .map_err(|e| self.sql(e))
     }
+
+    /// The stages of the intents of the newest `closes` bar closes that placed an order
+    /// (by the bar's nominal close), oldest first.
+    pub fn stages_of_last_closes(&self, closes: u32) -> Result<Vec<IntentStages>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM intent_stages WHERE bar_close_ms IN
+                   (SELECT DISTINCT bar_close_ms FROM intent_stages
+                    ORDER BY bar_close_ms DESC LIMIT ?1)
+                 ORDER BY bar_close_ms, router_ms"
+            ))
+            .map_err(|e| self.sql(e))?;
+        st.query_map([closes], row)
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.sql(e))
+    }
 }
 
 #[cfg(test)]
@@ -383,6 +401,38 @@ mod tests {
         let gateway = span("bar close → gateway");
         assert_eq!((gateway.count, gateway.p50), (99, Some(31)));
         assert_eq!(StageSummary::of(&[]).spans[0].p50, None);
+    }
+
+    #[test]
+    fn the_last_closes_are_chosen_by_their_bars_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("journal.sqlite")).unwrap();
+        // Three closes (bar opens 0, 1, 2 steps after the first), two intents in the
+        // middle one; the newest close's intent reached the router first.
+        let step = 300_000;
+        for (symbol, k, router_ms) in [("A", 0, 30), ("B", 1, 20), ("C", 1, 21), ("D", 2, 10)] {
+            let mut i = intent(&format!("{symbol}USDT"), 5);
+            i.bar_open_time_ms += k * step;
+            i.intent_id = shardbot_protocol::IntentId::derive(
+                &i.strategy,
+                &i.symbol,
+                i.interval,
+                i.bar_open_time_ms,
+                i.action,
+            );
+            j.record_stages(&IntentStages::of(&i, stamps(router_ms)))
+                .unwrap();
+        }
+        let symbols = |n| -> Vec<String> {
+            j.stages_of_last_closes(n)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.symbol)
+                .collect()
+        };
+        assert_eq!(symbols(1), ["DUSDT"]);
+        assert_eq!(symbols(2), ["BUSDT", "CUSDT", "DUSDT"]);
+        assert_eq!(symbols(30).len(), 4);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `shardbot report`, `shardbot trades --csv` (read the journal) and `shardbot reconcile`
-//! (asks the running reconciler for a sweep).
+//! `shardbot report`, `shardbot trades --csv`, `shardbot stages` (read the journal) and
+//! `shardbot reconcile` (asks the running reconciler for a sweep).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -80,6 +80,15 @@ pub struct TradesArgs {
     /// Include trades still open (no exit yet).
     #[arg(long)]
     open: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StagesArgs {
+    #[command(flatten)]
+    journal: JournalArgs,
+    /// The newest this many bar closes that placed an order.
+    #[arg(long, default_value_t = 30)]
+    closes: u32,
 }
 
 #[derive(Args, Debug)]
@@ -251,6 +260,56 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
     stats_header("symbol");
     for (k, s) in &r.by_symbol {
         stats_row(k, s);
+    }
+    Ok(())
+}
+
+/// Where the time of the order path goes, from the journal's stages of every placed
+/// intent: each span's p50 and p99 over the newest `--closes` bar closes.
+pub fn stages(args: StagesArgs) -> anyhow::Result<()> {
+    if args.closes == 0 {
+        bail!("--closes must be at least 1");
+    }
+    let journal = args.journal.open()?;
+    let stages = journal.stages_of_last_closes(args.closes)?;
+    if stages.is_empty() {
+        println!("no placed intent in the journal yet (the router records each one's stages)");
+        return Ok(());
+    }
+    let mut per_close: std::collections::BTreeMap<i64, usize> = Default::default();
+    for s in &stages {
+        *per_close.entry(s.bar_close_ms).or_default() += 1;
+    }
+    let (first, last) = (
+        per_close.keys().next().copied().unwrap_or_default(),
+        per_close.keys().last().copied().unwrap_or_default(),
+    );
+    println!(
+        "{} intents placed at {} bar closes ({} .. {}), {} at most in one close",
+        stages.len(),
+        per_close.len(),
+        utc(first),
+        utc(last),
+        per_close.values().max().copied().unwrap_or_default()
+    );
+    println!(
+        "(bar close = the exchange's time; the other stages are this machine's clock: across hosts \
+         they assume synchronised clocks)"
+    );
+    println!();
+    println!(
+        "{:<26} {:>8} {:>10} {:>10}",
+        "span", "intents", "p50 ms", "p99 ms"
+    );
+    let ms = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    for span in shardbot_journal::StageSummary::of(&stages).spans {
+        println!(
+            "{:<26} {:>8} {:>10} {:>10}",
+            span.name,
+            span.count,
+            ms(span.p50),
+            ms(span.p99)
+        );
     }
     Ok(())
 }

@@ -61,6 +61,10 @@ enum Command {
     Report(journal::ReportArgs),
     /// The trade history from the journal, with the verified column (`--csv FILE`).
     Trades(journal::TradesArgs),
+    /// Where the order path's time goes: each stage from the exchange's bar close to the
+    /// first fill (gateway, worker, router, risk manager, order budgets, exchange), p50 and
+    /// p99 over the newest bar closes, from the journal.
+    Stages(journal::StagesArgs),
     /// Demo and live accounts with their keys (api_accounts.json, owner-only): add, list,
     /// edit, remove, and test the keys against the exchange.
     Accounts(accounts::AccountsArgs),
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         Command::Risk(args) => risk::run(args),
         Command::Report(args) => journal::report(args),
         Command::Trades(args) => journal::trades(args),
+        Command::Stages(args) => journal::stages(args),
         Command::Reconcile(args) => journal::reconcile(args),
         Command::Health(args) => health::run(args),
         Command::Config(args) => config::run(args),

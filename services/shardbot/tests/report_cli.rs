@@ -158,3 +158,71 @@ fn figures_are_on_the_simulated_balance_in_force_before_and_after_a_new_one() {
     assert!(got.contains(&want("b", "883", "1.9253")), "{csv}");
     assert!(got.contains(&want("c", "500", "5")), "{csv}");
 }
+
+/// `shardbot stages`: each span's p50/p99 over the newest closes, chosen by the bar's close.
+#[test]
+fn stages_summarise_the_newest_closes_of_the_journal() {
+    use shardbot_journal::{IntentStages, RouterStamps};
+    use shardbot_protocol::{BarStamps, IntentAction, Interval, OrderIntent, Symbol};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.sqlite");
+    let j = Journal::open(&path).unwrap();
+    // Two closes 5 minutes apart; the newer has two intents, whose router → approved
+    // takes 3 and 7 ms; the older one's takes 500 ms.
+    let close0 = 1_700_000_400_000;
+    for (symbol, k, approve_ms) in [("ETHUSDT", 0, 500), ("BTCUSDT", 1, 3), ("SOLUSDT", 1, 7)] {
+        let open = close0 - 300_000 + k * 300_000;
+        let close = open + 300_000;
+        let intent = OrderIntent::new(
+            "trend_following",
+            Symbol::new(symbol).unwrap(),
+            Interval::M5,
+            open,
+            IntentAction::Enter { side: Side::Buy },
+            d("100"),
+            None,
+            None,
+            close + 40,
+        )
+        .with_bar_stamps(BarStamps {
+            exchange_ms: Some(close + 20),
+            received_ms: Some(close + 30),
+            published_ms: Some(close + 31),
+        });
+        let router_ms = close + 45;
+        let s = IntentStages::of(
+            &intent,
+            RouterStamps {
+                router_ms,
+                approved_ms: router_ms + approve_ms,
+                sent_ms: router_ms + approve_ms + 1,
+                acked_ms: router_ms + approve_ms + 6,
+            },
+        );
+        j.record_stages(&s).unwrap();
+    }
+    let p = path.display().to_string();
+    let out = shardbot(&["stages", "--journal", &p, "--closes", "1"]);
+    assert!(out.contains("2 intents placed at 1 bar closes"), "{out}");
+    let line = |name: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    // "router → approved": 2 intents, p50 3 (nearest rank), p99 7.
+    assert_eq!(line("router → approved")[3..], ["2", "3", "7"]);
+    assert_eq!(line("bar close → gateway")[4..], ["2", "30", "30"]);
+    let all = shardbot(&["stages", "--journal", &p]);
+    assert!(all.contains("3 intents placed at 2 bar closes"), "{all}");
+    assert_eq!(
+        all.lines()
+            .find(|l| l.starts_with("router → approved"))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()[3..],
+        ["3", "7", "500"]
+    );
+}
