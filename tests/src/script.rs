@@ -191,17 +191,8 @@ impl ScriptStack {
     }
 
     /// Polls `f` every 200 ms until it gives a value, or `None` after `within`.
-    pub fn wait_or<T>(&self, within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(v) = f() {
-                return Some(v);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    pub fn wait_or<T>(&self, within: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+        crate::poll_or(within, f)
     }
 
     /// A log file of the stack (`log/<group>/<file>`).

@@ -330,24 +330,11 @@ mod tests {
     use rust_decimal_macros::dec;
     use shardbot_protocol::{Interval, Side};
 
-    use crate::Sizing;
-
     fn sym(s: &str) -> Symbol {
         Symbol::new(s).unwrap()
     }
 
-    fn settings() -> TradingSettings {
-        TradingSettings {
-            simulated_balance: dec!(1000),
-            sizing: Sizing::Percent(dec!(10)),
-            leverage: dec!(2),
-            daily_loss_limit: dec!(50),
-            max_open_positions: 3,
-            max_margin_use_pct: dec!(50),
-            cooldown_after_stop_min: 30,
-            fee_rate: dec!(0),
-        }
-    }
+    use crate::test_settings as settings;
 
     /// An intent of the bar opening at `bar` (its id follows from its fields).
     fn intent(bar: i64, symbol: &str, strategy: &str, action: IntentAction) -> OrderIntent {
@@ -426,6 +413,20 @@ mod tests {
         matches!(d, RiskDecision::Approved { .. })
     }
 
+    /// A ledger whose last read shows a long BTCUSDT of 1, updated at `updated_ms`.
+    fn holding_btc(t0: Instant, updated_ms: i64) -> Ledger {
+        let mut l = ledger(t0);
+        l.on_read(
+            read(
+                t0,
+                vec![position("BTCUSDT", Side::Buy, dec!(1), None)],
+                &[("BTCUSDT", updated_ms)],
+            ),
+            t0,
+        );
+        l
+    }
+
     fn ledger(t0: Instant) -> Ledger {
         let mut l = Ledger::new(TradingMode::Normal);
         l.on_read(read(t0, vec![], &[]), t0);
@@ -497,15 +498,7 @@ mod tests {
     #[test]
     fn a_reversals_entry_waits_for_its_exits_booking() {
         let t0 = Instant::now();
-        let mut l = ledger(t0);
-        l.on_read(
-            read(
-                t0,
-                vec![position("BTCUSDT", Side::Buy, dec!(1), None)],
-                &[("BTCUSDT", 5)],
-            ),
-            t0,
-        );
+        let mut l = holding_btc(t0, 5);
         l.stamp_owners(|_| Some("x".into()));
         assert!(!l.awaits_exit(&enter(3, "BTCUSDT", "x")), "no exit pending");
         assert!(approved(&l.approve(
@@ -539,15 +532,7 @@ mod tests {
     #[case::after_the_read(11, FillBooked::Booked, dec!(2))]
     fn a_fill_is_booked_once(#[case] t: i64, #[case] want: FillBooked, #[case] size: Decimal) {
         let t0 = Instant::now();
-        let mut l = ledger(t0);
-        l.on_read(
-            read(
-                t0,
-                vec![position("BTCUSDT", Side::Buy, dec!(1), None)],
-                &[("BTCUSDT", 10)],
-            ),
-            t0,
-        );
+        let mut l = holding_btc(t0, 10);
         assert_eq!(
             l.fill(&fill("BTCUSDT", Side::Buy, dec!(1), dec!(0), t), t0),
             want

@@ -19,6 +19,23 @@
 mod ledger;
 mod settings;
 
+/// The settings the unit tables judge with: 1,000 USDT, 10 % at 2x, 3 positions, margin
+/// capped at 50 %, no fee.
+#[cfg(test)]
+fn test_settings() -> TradingSettings {
+    use rust_decimal_macros::dec;
+    TradingSettings {
+        simulated_balance: dec!(1000),
+        sizing: Sizing::Percent(dec!(10)),
+        leverage: dec!(2),
+        daily_loss_limit: dec!(50),
+        max_open_positions: 3,
+        max_margin_use_pct: dec!(50),
+        cooldown_after_stop_min: 30,
+        fee_rate: dec!(0),
+    }
+}
+
 use std::collections::HashMap;
 
 use rust_decimal::Decimal;
@@ -579,18 +596,7 @@ mod tests {
     use rust_decimal_macros::dec;
     use shardbot_protocol::Interval;
 
-    fn settings() -> TradingSettings {
-        TradingSettings {
-            simulated_balance: dec!(1000),
-            sizing: Sizing::Percent(dec!(10)),
-            leverage: dec!(2),
-            daily_loss_limit: dec!(50),
-            max_open_positions: 3,
-            max_margin_use_pct: dec!(50),
-            cooldown_after_stop_min: 30,
-            fee_rate: dec!(0),
-        }
-    }
+    use crate::test_settings as settings;
 
     fn sym(s: &str) -> Symbol {
         Symbol::new(s).unwrap()
