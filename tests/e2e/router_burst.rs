@@ -544,4 +544,96 @@ fn a_limit_cuts_a_close_the_way_the_backtest_does() {
         }
     }
     stack.assert_alive();
+
+    // The backtester on the same close (the same ten markets with the sim's filters, every
+    // one signalling an entry at the same bar, the same settings) opens the same four.
+    let live: Vec<String> = symbols
+        .iter()
+        .zip(&replies)
+        .filter(|(_, r)| matches!(r, RouterReply::Placed { .. }))
+        .map(|(s, _)| s.clone())
+        .collect();
+    assert_eq!(
+        live,
+        backtest_of_one_close(&symbols, &instruments, &prices, 4)
+    );
+}
+
+/// Which of `symbols` the backtester opens when each signals an entry at the same bar,
+/// with room for `max_open` positions and the live test's other settings.
+fn backtest_of_one_close(
+    symbols: &[String],
+    instruments: &[InstrumentInfo],
+    prices: &HashMap<String, Decimal>,
+    max_open: u32,
+) -> Vec<String> {
+    use rust_decimal::prelude::ToPrimitive;
+    use shardbot_backtest::{BacktestConfig, Market, Series};
+    use shardbot_strategy::{Candle, Direction, Holding, Signal, Signals, Strategy};
+
+    /// Enters long at its first bar, then holds.
+    struct EnterOnce(bool);
+    impl Strategy for EnterOnce {
+        fn name(&self) -> &'static str {
+            "trend_following"
+        }
+        fn warmup_bars(&self) -> usize {
+            0
+        }
+        fn on_bar(&mut self, _c: &Candle, _h: Holding) -> Signals {
+            let first = std::mem::replace(&mut self.0, false);
+            let mut s = Signals::new();
+            if first {
+                s.push(Signal::Enter {
+                    direction: Direction::Long,
+                    stop_loss: None,
+                    take_profit: None,
+                });
+            }
+            s
+        }
+        fn reset(&mut self) {}
+    }
+    let markets: Vec<Market> = symbols
+        .iter()
+        .map(|s| {
+            let p = prices[s].to_f64().unwrap();
+            let candle = |k: i64| Candle {
+                open_time_ms: 1_700_000_000_000 + k * 300_000,
+                open: p,
+                high: p,
+                low: p,
+                close: p,
+                volume: 1.0,
+            };
+            Market {
+                series: Series {
+                    symbol: s.clone(),
+                    candles: vec![candle(0), candle(1), candle(2)],
+                    price_decimals: 8,
+                },
+                instrument: instruments
+                    .iter()
+                    .find(|i| &i.symbol == s)
+                    .and_then(InstrumentInfo::to_instrument)
+                    .unwrap(),
+            }
+        })
+        .collect();
+    let settings: shardbot_risk::TradingSettings = serde_json::from_str(&SETTINGS.replace(
+        "\"max_open_positions\": 40",
+        &format!("\"max_open_positions\": {max_open}"),
+    ))
+    .unwrap();
+    let mut cfg = BacktestConfig::all_in("trend_following", Default::default(), Decimal::ZERO);
+    cfg.fee_rate = settings.fee_rate;
+    cfg.settings = settings;
+    let strategies: Vec<Box<dyn Strategy>> = symbols
+        .iter()
+        .map(|_| Box::new(EnterOnce(true)) as Box<dyn Strategy>)
+        .collect();
+    let result = shardbot_backtest::run_with(&markets, &cfg, strategies).unwrap();
+    let mut opened: Vec<String> = result.trades.iter().map(|t| t.symbol.to_string()).collect();
+    opened.sort();
+    opened
 }
