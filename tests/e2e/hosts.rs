@@ -70,83 +70,33 @@ impl Link {
             test_dev: format!("sbt{id}"),
             hub_mgmt_ip: format!("10.214.{net}.1"),
         };
-        let work_dev = format!("sbw{id}");
-        let hub_mgmt_dev = format!("sbm{id}");
-        let in_ns = |ns: &str, args: &[&str]| {
-            let mut all = vec!["netns", "exec", ns, "ip"];
-            all.extend_from_slice(args);
-            ip(&all)
-        };
         ip(&["netns", "add", &link.hub])?;
         ip(&["netns", "add", &link.workers])?;
         // The private link, hub <-> workers.
-        ip(&[
-            "link",
-            "add",
-            &link.hub_dev,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &work_dev,
-        ])?;
-        ip(&["link", "set", &link.hub_dev, "netns", &link.hub])?;
-        ip(&["link", "set", &work_dev, "netns", &link.workers])?;
-        in_ns(
-            &link.hub,
-            &[
-                "addr",
-                "add",
-                &format!("{}/30", link.hub_ip),
-                "dev",
+        veth(
+            (
+                Some(&link.hub),
                 &link.hub_dev,
-            ],
-        )?;
-        in_ns(&link.hub, &["link", "set", &link.hub_dev, "up"])?;
-        in_ns(&link.hub, &["link", "set", "lo", "up"])?;
-        in_ns(
-            &link.workers,
-            &[
-                "addr",
-                "add",
+                &format!("{}/30", link.hub_ip),
+            ),
+            (
+                Some(&link.workers),
+                &format!("sbw{id}"),
                 &format!("10.213.{net}.2/30"),
-                "dev",
-                &work_dev,
-            ],
+            ),
         )?;
-        in_ns(&link.workers, &["link", "set", &work_dev, "up"])?;
-        in_ns(&link.workers, &["link", "set", "lo", "up"])?;
+        for ns in [&link.hub, &link.workers] {
+            ip(&["netns", "exec", ns, "ip", "link", "set", "lo", "up"])?;
+        }
         // The test's link to the hub, and its route to the hub's private address.
-        ip(&[
-            "link",
-            "add",
-            &link.test_dev,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &hub_mgmt_dev,
-        ])?;
-        ip(&["link", "set", &hub_mgmt_dev, "netns", &link.hub])?;
-        in_ns(
-            &link.hub,
-            &[
-                "addr",
-                "add",
+        veth(
+            (None, &link.test_dev, &format!("10.214.{net}.2/30")),
+            (
+                Some(&link.hub),
+                &format!("sbm{id}"),
                 &format!("{}/30", link.hub_mgmt_ip),
-                "dev",
-                &hub_mgmt_dev,
-            ],
+            ),
         )?;
-        in_ns(&link.hub, &["link", "set", &hub_mgmt_dev, "up"])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("10.214.{net}.2/30"),
-            "dev",
-            &link.test_dev,
-        ])?;
-        ip(&["link", "set", &link.test_dev, "up"])?;
         ip(&[
             "route",
             "add",
@@ -173,6 +123,22 @@ impl Link {
     }
 }
 
+/// A veth pair between two namespaces (`None`: the test's), each end with its address
+/// (`a.b.c.d/n`) and up.
+fn veth(a: (Option<&str>, &str, &str), b: (Option<&str>, &str, &str)) -> Result<(), String> {
+    ip(&["link", "add", a.1, "type", "veth", "peer", "name", b.1])?;
+    for (ns, dev, addr) in [a, b] {
+        let mut exec: Vec<&str> = Vec::new();
+        if let Some(ns) = ns {
+            ip(&["link", "set", dev, "netns", ns])?;
+            exec = vec!["netns", "exec", ns, "ip"];
+        }
+        ip(&[exec.as_slice(), &["addr", "add", addr, "dev", dev]].concat())?;
+        ip(&[exec.as_slice(), &["link", "set", dev, "up"]].concat())?;
+    }
+    Ok(())
+}
+
 impl Drop for Link {
     fn drop(&mut self) {
         // Deleting a veth end deletes its pair (and the route through it).
@@ -182,28 +148,21 @@ impl Drop for Link {
     }
 }
 
-/// The newest heartbeat of worker `instance` that satisfies `ok`, within `within`.
-fn worker_beat(
-    sub: &Subscriber,
-    instance: &str,
-    within: Duration,
-    mut ok: impl FnMut(&str, &str) -> bool,
-) -> Option<(String, String)> {
+/// Whether worker `instance` shows running (its links up) within `within`.
+fn worker_running(sub: &Subscriber, instance: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return None;
+            return false;
         }
         if let Ok(Some(r)) = sub.recv(Some(left))
             && let Event::Heartbeat(h) = r.event
             && h.service == "strategy-worker"
             && h.instance == instance
+            && h.shown_state().0 == "running"
         {
-            let (state, detail) = h.shown_state();
-            if ok(state, &detail) {
-                return Some((state.to_owned(), detail));
-            }
+            return true;
         }
     }
 }
@@ -221,7 +180,8 @@ fn a_stack_split_over_two_hosts_trades_through_a_cut_link() {
         }
     };
     let hub = &link.hub_ip;
-    let endpoint = |_name: &str| format!("tcp://{hub}:{}", free_port());
+    let endpoint = || format!("tcp://{hub}:{}", free_port());
+    let risk_rep = endpoint();
     let endpoints = format!(
         r#"market_data_pub = "{}"
 market_data_rep = "{}"
@@ -231,13 +191,13 @@ risk_manager_pub = "{}"
 risk_manager_rep = "{}"
 reconciler_rep = "{}"
 heartbeat = "ipc://{{dir}}/hb-{{service}}-{{instance}}.pub""#,
-        endpoint("md.pub"),
-        endpoint("md.rep"),
-        endpoint("router.pub"),
-        endpoint("router.rep"),
-        endpoint("risk.pub"),
-        endpoint("risk.rep"),
-        endpoint("reconciler.rep"),
+        endpoint(),
+        endpoint(),
+        endpoint(),
+        endpoint(),
+        endpoint(),
+        risk_rep,
+        endpoint(),
     );
     // The sim listens on every address of the hub: its services reach it on the hub's
     // loopback, the test on the hub's end of its own link.
@@ -249,7 +209,7 @@ heartbeat = "ipc://{{dir}}/hb-{{service}}-{{instance}}.pub""#,
     std::fs::copy(settings, stack.path("trading_settings.json")).unwrap();
     let text = std::fs::read_to_string(&stack.config).unwrap();
     assert!(
-        !text.contains("ipc://") || text.matches("ipc://").count() == 1,
+        text.matches("ipc://").count() == 1,
         "only the heartbeats stay on ipc:// (each host watches its own): {text}"
     );
     let port = stack.sim_url.rsplit(':').next().unwrap().to_owned();
@@ -290,7 +250,7 @@ heartbeat = "ipc://{{dir}}/hb-{{service}}-{{instance}}.pub""#,
         rt: &rt,
         sim: &sim,
         journal: &journal,
-        risk_url: endpoint_of(&stack, "risk_manager_rep"),
+        risk_url: risk_rep.clone(),
         symbols: &SYMBOLS,
         start_ms,
     };
@@ -316,9 +276,7 @@ heartbeat = "ipc://{{dir}}/hb-{{service}}-{{instance}}.pub""#,
     books.invariants("trading over tcp:// between the namespaces");
     for instance in ["0-2", "1-2"] {
         assert!(
-            worker_beat(&hb, instance, Duration::from_secs(10), |s, _| s
-                == "running")
-            .is_some(),
+            worker_running(&hb, instance, Duration::from_secs(10)),
             "worker {instance} is not running over the link"
         );
     }
@@ -333,9 +291,7 @@ heartbeat = "ipc://{{dir}}/hb-{{service}}-{{instance}}.pub""#,
     // --- restored: trading goes on, every invariant holds -----------------------------
     for instance in ["0-2", "1-2"] {
         assert!(
-            worker_beat(&hb, instance, Duration::from_secs(30), |s, _| s
-                == "running")
-            .is_some(),
+            worker_running(&hb, instance, Duration::from_secs(30)),
             "worker {instance} did not come back over the restored link"
         );
     }
@@ -350,15 +306,4 @@ heartbeat = "ipc://{{dir}}/hb-{{service}}-{{instance}}.pub""#,
     let orders = books.invariants("the cut link");
     assert!(orders >= 4, "{orders} orders");
     stack.assert_alive();
-}
-
-/// An endpoint of the stack's configuration, by key.
-fn endpoint_of(stack: &Stack, key: &str) -> String {
-    let text = std::fs::read_to_string(&stack.config).unwrap();
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once('=')?;
-            (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
-        })
-        .unwrap_or_else(|| panic!("no {key} in {text}"))
 }

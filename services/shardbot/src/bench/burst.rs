@@ -205,7 +205,6 @@ max_entry_age_ms = 600000
         windows.push((n, from_ms, shardbot_protocol::now_ms()));
     }
     print_stages(&dir.path().join("journal.sqlite"), &windows)?;
-    drop((router, risk));
     drop(procs);
     Ok(())
 }
