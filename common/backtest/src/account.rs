@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 use shardbot_protocol::Side;
+use shardbot_protocol::on_scale;
+use shardbot_risk::Tally;
 use shardbot_strategy::Strategy;
 
 use crate::{
     BacktestConfig, ExitReason, Trade,
     fills::Rules,
-    fixed::{dec_f64, i128_f64, margin_of, on_scale},
+    fixed::{dec_f64, i128_f64},
     run_loop::next_day,
 };
 
@@ -40,7 +42,8 @@ pub(crate) struct Open {
     pub(crate) entry_time_ms: i64,
     pub(crate) fees: Decimal,
     pub(crate) funding: Decimal,
-    /// Margin it holds for the risk rules (entry notional / leverage), in [`margin_units`].
+    /// Margin it holds for the risk rules (entry notional / leverage), in
+    /// [`shardbot_risk::margin_units`].
     pub(crate) margin: i128,
     pub(crate) stop_loss: Option<Decimal>,
     pub(crate) take_profit: Option<Decimal>,
@@ -77,9 +80,9 @@ pub(crate) struct Entry {
     pub(crate) qty: Decimal,
     pub(crate) stop_loss: Option<Decimal>,
     pub(crate) take_profit: Option<Decimal>,
-    /// What the approval holds until the fill: the risk manager books an approved entry
-    /// as a position at once (its unrounded quantity at the reference price), so entries
-    /// judged at the same close count the ones approved before them. In [`margin_units`].
+    /// What the approval holds until the fill ([`Tally::approve`], as the risk manager's
+    /// ledger books it), so entries judged at the same close count the ones approved
+    /// before them.
     pub(crate) margin: i128,
 }
 
@@ -114,16 +117,9 @@ pub(crate) struct Account<'a> {
     pub(crate) day_end: i64,
     pub(crate) trades: Vec<Trade>,
     pub(crate) refused: std::collections::HashMap<shardbot_protocol::RefusalCode, u64>,
-    // The risk rules' aggregates, kept as positions open and close.
-    pub(crate) open_positions: u32,
-    /// The sum of the open positions' and approvals' `margin`. Integers, so taking one
-    /// out leaves exactly the sum of the others: a `Decimal` running total kept 28-digit
-    /// rounding residues, and an all-in entry (100 % of the limit) was refused for them.
-    pub(crate) margin_used: i128,
-    /// The sum of the open positions' `unrealised`: integers, so it never drifts from
-    /// the sum a book of those positions gives (an f64 running total did, and an all-in
-    /// entry was refused for 10^-8 USDT of margin over 100 %).
-    pub(crate) unrealised_total: i128,
+    /// The risk rules' aggregates (positions and approvals open, margin, unrealised PnL),
+    /// kept as positions are approved, fill, are marked and close.
+    pub(crate) tally: Tally,
 }
 
 impl<'a> Account<'a> {
@@ -138,9 +134,7 @@ impl<'a> Account<'a> {
             day_end: i64::MIN,
             trades: Vec::new(),
             refused: std::collections::HashMap::new(),
-            open_positions: 0,
-            margin_used: 0,
-            unrealised_total: 0,
+            tally: Tally::default(),
         }
     }
 
@@ -162,7 +156,7 @@ impl<'a> Account<'a> {
             self.balance_moved = false;
             self.balance_f = dec_f64(self.balance);
         }
-        equity.push((t, self.balance_f + i128_f64(self.unrealised_total) * 1e-8));
+        equity.push((t, self.balance_f + i128_f64(self.tally.unrealised) * 1e-8));
     }
 
     /// The taker fee of a fill, rounded to 8 decimals (as the sim and Bybit do).
@@ -203,8 +197,9 @@ impl<'a> Account<'a> {
         let fee = self.fee(qty, px);
         self.balance -= fee;
         self.balance_moved = true;
-        let margin = margin_of(qty * px, self.cfg.settings.leverage);
-        self.margin_used += margin - approved;
+        let margin = self
+            .tally
+            .fill(approved, qty, px, self.cfg.settings.leverage);
         st.open = Some(Open {
             side,
             qty,
@@ -228,12 +223,6 @@ impl<'a> Account<'a> {
         });
     }
 
-    /// Takes back what an approval or a position held for the risk rules.
-    pub(crate) fn release(&mut self, margin: i128) {
-        self.open_positions -= 1;
-        self.margin_used -= margin;
-    }
-
     pub(crate) fn close(
         &mut self,
         rules: &Rules<'_>,
@@ -245,7 +234,7 @@ impl<'a> Account<'a> {
         let Some(o) = st.open.take() else {
             return;
         };
-        self.release(o.margin);
+        self.tally.release(o.margin, i128::from(o.unrealised));
         let fee = self.fee(o.qty, price);
         let gross = match o.side {
             Side::Buy => (price - o.entry_price) * o.qty,
@@ -257,7 +246,6 @@ impl<'a> Account<'a> {
         self.balance += gross - fee;
         self.balance_moved = true;
         self.realised_today += pnl;
-        self.unrealised_total -= i128::from(o.unrealised);
         if why == ExitReason::StopLoss {
             st.stopped_at = Some(t);
         }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use shardbot_protocol::{Instrument, IntentAction, Side, TickGrid, TradingMode};
-use shardbot_risk::{EntryTurn, Exposure, Held, Verdict, entry_turn, judge, round_qty};
+use shardbot_risk::{EntryTurn, Held, Verdict, entry_turn, judge, round_qty};
 use shardbot_strategy::{Candle, Direction, Holder, Holding, Signal, acting};
 
 use crate::{
     ExitReason, Intrabar, Market, Slippage,
     account::{Account, Entry, EntrySignal, SymbolState},
-    fixed::{MARGIN_SCALE, approx, dec, from_units, margin_of, units},
+    fixed::{approx, dec, units},
 };
 
 /// A market's rules as the per-fill path uses them, worked out once.
@@ -117,7 +117,7 @@ pub(crate) fn step(eng: &mut Account<'_>, rules: &Rules<'_>, st: &mut SymbolStat
                 let px = rules.slip(open_px, entry.side);
                 eng.open(st, entry, px, t);
             } else {
-                eng.release(entry.margin);
+                eng.tally.release(entry.margin, 0);
             }
         }
     }
@@ -208,7 +208,7 @@ pub(crate) fn step(eng: &mut Account<'_>, rules: &Rules<'_>, st: &mut SymbolStat
     st.last_close = c.close;
     if let Some(o) = st.open.as_mut() {
         let u = units((c.close - o.entry_f) * o.qty_signed);
-        eng.unrealised_total += i128::from(u) - i128::from(o.unrealised);
+        eng.tally.mark(i128::from(o.unrealised), i128::from(u));
         o.unrealised = u;
     }
 }
@@ -275,16 +275,13 @@ pub(crate) fn decide_entry(
         size: o.qty,
         leverage: eng.cfg.settings.leverage,
     });
-    let exposure = Exposure {
+    let exposure = eng.tally.exposure(
         held,
-        open_positions: eng.open_positions,
-        unrealised: from_units(eng.unrealised_total, 8),
-        margin_used: from_units(eng.margin_used, MARGIN_SCALE),
-        simulated_balance: eng.balance,
-        realised_today: eng.realised_today,
-        mode: TradingMode::Normal,
-        stopped_out_at: st.stopped_at,
-    };
+        eng.balance,
+        eng.realised_today,
+        TradingMode::Normal,
+        st.stopped_at,
+    );
     let verdict = judge(
         &eng.cfg.settings,
         &exposure,
@@ -296,10 +293,8 @@ pub(crate) fn decide_entry(
     let code = match verdict {
         Verdict::Approved { qty, leverage, .. } => match round_qty(qty, close, rules.inst) {
             Ok(q) => {
-                // Booked as the risk manager books an approval, until it fills.
-                let margin = margin_of(qty * close, leverage);
-                eng.open_positions += 1;
-                eng.margin_used += margin;
+                // Booked as the risk manager's ledger books an approval, until it fills.
+                let margin = eng.tally.approve(qty, close, leverage);
                 return Some(Entry {
                     owner: signal.owner,
                     side: signal.side,

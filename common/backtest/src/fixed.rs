@@ -25,26 +25,6 @@ pub(crate) fn approx(x: f64) -> Decimal {
     Decimal::from_i128_with_scale(i128::from(units(x)), 8)
 }
 
-/// `n · 10^-scale` as an integer count of `10^-to`, rounded half to even (as
-/// `Decimal::round_dp`); None when it does not fit. 64/128-bit arithmetic: the `Decimal`
-/// operations it stands for cost several times more, at every fill.
-pub(crate) fn on_scale(n: i128, scale: u32, to: u32) -> Option<i128> {
-    if scale <= to {
-        return 10i128
-            .checked_pow(to - scale)
-            .and_then(|f| n.checked_mul(f));
-    }
-    let f = 10i128.checked_pow(scale - to)?;
-    // In 64 bits when both fit: i128's division is a library call.
-    let (q, r) = match (i64::try_from(n), i64::try_from(f)) {
-        (Ok(n), Ok(f)) => (i128::from(n / f), i128::from(n % f)),
-        _ => (n / f, n % f),
-    };
-    let twice = r.abs() * 2;
-    let up = twice > f || (twice == f && q % 2 != 0);
-    Some(if up { q + n.signum() } else { q })
-}
-
 /// `x` as f64, through i64 when it fits (one instruction; i128's conversion is a
 /// library call). Both round to nearest.
 pub(crate) fn i128_f64(x: i128) -> f64 {
@@ -70,39 +50,6 @@ pub(crate) fn dec_f64(d: Decimal) -> f64 {
         Some(p) if m.unsigned_abs() < 1u128 << 53 => m as i64 as f64 / p,
         _ => d.to_f64().unwrap_or(0.0),
     }
-}
-
-/// Decimals of the margin sums.
-pub(crate) const MARGIN_SCALE: u32 = 12;
-
-/// A margin in units of 10^-12 USDT (rounded half even), the resolution the risk rules'
-/// margin sums are kept at.
-pub(crate) fn margin_units(m: Decimal) -> i128 {
-    // Out of range only beyond 10^26 USDT: then the largest Decimal mantissa stands for
-    // it (sums of such stay far inside i128).
-    const BEYOND: i128 = (1 << 96) - 1;
-    on_scale(m.mantissa(), m.scale(), MARGIN_SCALE).unwrap_or(BEYOND * m.mantissa().signum())
-}
-
-/// The margin a position of `notional` holds (`notional / leverage`, a leverage under 1
-/// counting as 1), in [`margin_units`]. Without leverage nothing is divided: the all-in
-/// runs pay no division at every fill.
-pub(crate) fn margin_of(notional: Decimal, leverage: Decimal) -> i128 {
-    margin_units(if leverage <= Decimal::ONE {
-        notional
-    } else {
-        notional / leverage
-    })
-}
-
-/// An integer sum of `10^-scale` units as the `Decimal` the risk rules read (the largest
-/// one beyond its range).
-pub(crate) fn from_units(x: i128, scale: u32) -> Decimal {
-    Decimal::try_from_i128_with_scale(x, scale).unwrap_or(if x < 0 {
-        Decimal::MIN
-    } else {
-        Decimal::MAX
-    })
 }
 
 /// `x` in units of 10^-8 (rounded half away from zero), 0 when not finite or beyond

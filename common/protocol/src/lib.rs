@@ -19,7 +19,7 @@ pub use frame::{
 };
 pub use intent::{IntentAction, IntentId, OrderIntent};
 pub use messages::*;
-pub use number::{TickGrid, price_on_tick, round_half_away, scaled_decimal};
+pub use number::{TickGrid, on_scale, price_on_tick, round_half_away, scaled_decimal};
 pub use seq::{GapDetector, SeqCheck, SeqStamper};
 pub use shard::{Shard, ShardError};
 pub use slot::{SLOT_COUNT, Slot, fnv1a64};

@@ -51,6 +51,26 @@ impl TickGrid {
     }
 }
 
+/// `n · 10^-scale` as an integer count of `10^-to`, rounded half to even (as
+/// `Decimal::round_dp`); None when it does not fit. 64/128-bit arithmetic: the `Decimal`
+/// operations it stands for cost several times more, at every fill of a backtest.
+pub fn on_scale(n: i128, scale: u32, to: u32) -> Option<i128> {
+    if scale <= to {
+        return 10i128
+            .checked_pow(to - scale)
+            .and_then(|f| n.checked_mul(f));
+    }
+    let f = 10i128.checked_pow(scale - to)?;
+    // In 64 bits when both fit: i128's division is a library call.
+    let (q, r) = match (i64::try_from(n), i64::try_from(f)) {
+        (Ok(n), Ok(f)) => (i128::from(n / f), i128::from(n % f)),
+        _ => (n / f, n % f),
+    };
+    let twice = r.abs() * 2;
+    let up = twice > f || (twice == f && q % 2 != 0);
+    Some(if up { q + n.signum() } else { q })
+}
+
 /// `y.round()` (to the nearest integer, halves away from zero), bit for bit, without the
 /// library call `f64::round` is on the baseline x86-64 target (no SSE4.1 `roundsd`): the
 /// fill and marking paths of a backtest round at every bar.

@@ -17,9 +17,15 @@
 //!   not booked twice), and when the newest fill was booked (a read that started before
 //!   it does not replace the book).
 //!
-//! The backtester books the same way with its own integer aggregates (one run is 20
-//! million bar-steps a second; see `shardbot_backtest`'s account): an approval counted
-//! open until it fills, a reversal's entry judged after its exit by [`entry_turn`].
+//! The backtester books by the same rules: the book's aggregates are a [`Tally`] of its
+//! positions, an approval's provisional position holding what [`Tally::approve`] holds,
+//! and the backtester keeps a tally itself (one run is 20 million bar-steps a second: it
+//! cannot afford a map of positions per judgement), approving, filling and releasing
+//! through the same calls; a reversal's entry is judged after its exit by [`entry_turn`]
+//! in both.
+//!
+//! [`Tally`]: crate::Tally
+//! [`Tally::approve`]: crate::Tally::approve
 
 use std::{
     collections::{HashMap, HashSet},
@@ -479,6 +485,38 @@ mod tests {
         assert_eq!(l.positions().len(), 1);
         l.on_read(read(t0, vec![], &[]), t0 + PROVISIONAL_FOR);
         assert!(l.positions().is_empty());
+    }
+
+    /// The ledger's approvals hold what the backtester's do: entries approved one after
+    /// the other leave the book with the exposure of a [`Tally`] that approved the same
+    /// quantities at the same reference prices (the backtester's booking), exactly.
+    #[test]
+    fn approvals_hold_what_the_backtesters_tally_holds() {
+        let t0 = Instant::now();
+        let mut l = ledger(t0);
+        let s = TradingSettings {
+            max_open_positions: 10,
+            max_margin_use_pct: dec!(100),
+            ..settings()
+        };
+        let mut tally = crate::Tally::default();
+        for (bar, symbol, price) in [
+            (1, "BTCUSDT", dec!(97123.4)),
+            (1, "1000PEPEUSDT", dec!(0.0136374)),
+            (1, "ETHUSDT", dec!(3333.33)),
+        ] {
+            let mut i = enter(bar, symbol, "x");
+            i.reference_price = price;
+            let exposure = tally.exposure(None, dec!(1000), dec!(0), TradingMode::Normal, None);
+            assert_eq!(l.book().exposure(&sym(symbol)), exposure, "{symbol}");
+            let RiskDecision::Approved { qty, leverage, .. } = l.approve(&s, &i, 0, t0) else {
+                panic!("{symbol} refused");
+            };
+            tally.approve(qty, price, leverage);
+        }
+        let after = tally.exposure(None, dec!(1000), dec!(0), TradingMode::Normal, None);
+        assert_eq!(l.book().exposure(&sym("SOLUSDT")), after);
+        assert_eq!(after.open_positions, 3);
     }
 
     #[test]

@@ -13,11 +13,14 @@
 //! - [`Ledger`]: the book between two reads of the exchange (approvals counted open,
 //!   pending exits, owners, fills booked once) and [`entry_turn`], the reversal rule the
 //!   backtester follows too.
+//! - [`Tally`]: the aggregates the rules judge by and the booking of an approval until
+//!   its fill, in integers: the ledger's book and the backtester's account both keep one.
 //! - [`judging_order`]: the order the intents of one bar close are judged in, live and in
 //!   the backtest, so that which entries a limit cuts is the same in both.
 
 mod ledger;
 mod settings;
+mod tally;
 
 /// The settings the unit tables judge with: 1,000 USDT, 10 % at 2x, 3 positions, margin
 /// capped at 50 %, no fee.
@@ -46,6 +49,7 @@ use shardbot_protocol::{
 
 pub use ledger::{AccountRead, EntryTurn, FillBooked, Ledger, PROVISIONAL_FOR, entry_turn};
 pub use settings::{SettingsError, Sizing, TradingSettings, default_fee_rate};
+pub use tally::{MARGIN_SCALE, PNL_SCALE, Tally, from_units, margin_of, margin_units, pnl_units};
 
 /// The account as the rules see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,12 +74,10 @@ impl Book {
         self.realised_today + self.unrealised()
     }
 
-    /// Margin held by the open positions (entry notional / leverage).
+    /// Margin held by the open positions (entry notional / leverage), summed as the rules
+    /// sum it ([`Tally`]).
     pub fn margin_used(&self) -> Decimal {
-        self.positions
-            .values()
-            .map(|p| p.size * p.avg_price / p.leverage.max(Decimal::ONE))
-            .sum()
+        from_units(Tally::of(self.positions.values()).margin, MARGIN_SCALE)
     }
 
     pub fn simulated_equity(&self) -> Decimal {
@@ -179,9 +181,9 @@ pub struct Held {
     pub leverage: Decimal,
 }
 
-/// Everything the rules judge an intent against, in aggregate: a [`Book`] computes it
-/// ([`Book::exposure`]); a backtest keeps it up to date as positions open and close, so a
-/// judgement costs the same with 1 or 500 positions open.
+/// Everything the rules judge an intent against, in aggregate: a [`Tally`]'s, which a
+/// [`Book`] computes from its positions ([`Book::exposure`]) and a backtest keeps up to
+/// date as positions open and close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exposure {
     /// The intent's symbol's open position (size above zero), if any.
@@ -200,27 +202,25 @@ pub struct Exposure {
 }
 
 impl Book {
-    /// The aggregates [`judge`] needs for an intent on `symbol`.
+    /// The aggregates [`judge`] needs for an intent on `symbol`: the [`Tally`] of the
+    /// positions (approvals' provisional ones included), as the backtester keeps it.
     pub fn exposure(&self, symbol: &Symbol) -> Exposure {
-        let open = || self.positions.values().filter(|p| p.size > Decimal::ZERO);
-        Exposure {
-            held: self
-                .positions
-                .get(symbol)
-                .filter(|p| p.size > Decimal::ZERO)
-                .map(|p| Held {
-                    side: p.side,
-                    size: p.size,
-                    leverage: p.leverage,
-                }),
-            open_positions: open().count() as u32,
-            unrealised: self.unrealised(),
-            margin_used: self.margin_used(),
-            simulated_balance: self.simulated_balance,
-            realised_today: self.realised_today,
-            mode: self.mode,
-            stopped_out_at: self.stopped_out_at.get(symbol).copied(),
-        }
+        let held = self
+            .positions
+            .get(symbol)
+            .filter(|p| p.size > Decimal::ZERO)
+            .map(|p| Held {
+                side: p.side,
+                size: p.size,
+                leverage: p.leverage,
+            });
+        Tally::of(self.positions.values()).exposure(
+            held,
+            self.simulated_balance,
+            self.realised_today,
+            self.mode,
+            self.stopped_out_at.get(symbol).copied(),
+        )
     }
 }
 
