@@ -39,7 +39,7 @@ mod run_loop;
 
 pub use config::{BacktestConfig, Intrabar, Slippage};
 pub use data::{DataError, Market, Series};
-pub use results::{BacktestResult, ExitReason, Summary, Trade};
+pub use results::{BacktestResult, ExitReason, Summary, SummaryOf, Trade};
 pub use run_loop::{bar_span, run, run_roster, run_with};
 
 #[derive(Debug, thiserror::Error)]

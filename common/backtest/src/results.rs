@@ -89,57 +89,94 @@ pub(crate) fn summarise(
     eng: &Account<'_>,
     equity: &[(i64, f64)],
     bars: u64,
-    (first_bar_ms, last_bar_ms): (i64, i64),
+    span: (i64, i64),
 ) -> Summary {
-    let results: Vec<TradeResult> = eng
-        .trades
-        .iter()
-        .map(|t| TradeResult {
-            // The figures need neither name (and a copy of each costs more than the rest).
-            symbol: String::new(),
-            strategy: String::new(),
-            entry_time_ms: t.entry_time_ms,
-            exit_time_ms: t.exit_time_ms,
-            net: t.pnl,
-            fees: t.fees,
-            verified: false,
-        })
-        .collect();
-    let s = stats(&results);
-    let start = cfg.settings.simulated_balance;
-    let curve = || {
-        std::iter::once((first_bar_ms, start.to_f64().unwrap_or(0.0))).chain(equity.iter().copied())
-    };
-    let (dd, dd_pct) = max_drawdown_f64(curve());
-    let r = daily_returns_f64(curve());
-    Summary {
-        strategy: cfg.strategy.clone(),
+    Summary::of(SummaryOf {
+        strategy: &cfg.strategy,
         symbols: markets.len(),
         bars,
-        first_bar_ms,
-        last_bar_ms,
-        starting_balance: start,
+        span,
+        starting_balance: cfg.settings.simulated_balance,
         final_balance: eng.balance,
-        trades: s.trades,
-        win_rate: s.win_rate,
-        total_pnl: s.total_pnl,
-        total_return: if start > Decimal::ZERO {
-            (s.total_pnl / start * Decimal::ONE_HUNDRED)
-                .to_f64()
-                .unwrap_or(0.0)
-        } else {
-            0.0
-        },
-        max_drawdown: dd_pct,
-        max_drawdown_usdt: approx(dd).round_dp(2),
-        sharpe: sharpe(&r),
-        sortino: sortino(&r),
-        profit_factor: s.profit_factor,
-        fees: s.fees,
+        trades: &eng.trades,
+        equity,
         refused: eng
             .refused
             .iter()
             .map(|(k, v)| (format!("{k:?}"), *v))
             .collect(),
+    })
+}
+
+/// What a [`Summary`] is worked out from: one run's trades and equity curve, or the
+/// out-of-sample parts of a walk-forward stitched together.
+#[derive(Debug)]
+pub struct SummaryOf<'a> {
+    pub strategy: &'a str,
+    pub symbols: usize,
+    pub bars: u64,
+    /// The first and last bar's open time.
+    pub span: (i64, i64),
+    pub starting_balance: Decimal,
+    pub final_balance: Decimal,
+    pub trades: &'a [Trade],
+    /// `(open_time_ms, equity)`, marked to market; the curve starts at the starting
+    /// balance at the first bar.
+    pub equity: &'a [(i64, f64)],
+    pub refused: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    /// The figures of trades and an equity curve.
+    pub fn of(run: SummaryOf<'_>) -> Summary {
+        let (first_bar_ms, last_bar_ms) = run.span;
+        let results: Vec<TradeResult> = run
+            .trades
+            .iter()
+            .map(|t| TradeResult {
+                // The figures need neither name (and a copy of each costs more than the rest).
+                symbol: String::new(),
+                strategy: String::new(),
+                entry_time_ms: t.entry_time_ms,
+                exit_time_ms: t.exit_time_ms,
+                net: t.pnl,
+                fees: t.fees,
+                verified: false,
+            })
+            .collect();
+        let s = stats(&results);
+        let start = run.starting_balance;
+        let curve = || {
+            std::iter::once((first_bar_ms, start.to_f64().unwrap_or(0.0)))
+                .chain(run.equity.iter().copied())
+        };
+        let (dd, dd_pct) = max_drawdown_f64(curve());
+        let r = daily_returns_f64(curve());
+        Summary {
+            strategy: run.strategy.to_owned(),
+            symbols: run.symbols,
+            bars: run.bars,
+            first_bar_ms,
+            last_bar_ms,
+            starting_balance: start,
+            final_balance: run.final_balance,
+            trades: s.trades,
+            win_rate: s.win_rate,
+            total_pnl: s.total_pnl,
+            total_return: if start > Decimal::ZERO {
+                (s.total_pnl / start * Decimal::ONE_HUNDRED)
+                    .to_f64()
+                    .unwrap_or(0.0)
+            } else {
+                0.0
+            },
+            max_drawdown: dd_pct,
+            max_drawdown_usdt: approx(dd).round_dp(2),
+            sharpe: sharpe(&r),
+            sortino: sortino(&r),
+            profit_factor: s.profit_factor,
+            fees: s.fees,
+            refused: run.refused,
+        }
     }
 }

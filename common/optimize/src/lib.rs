@@ -8,34 +8,59 @@
 //! lets this crate run the trials itself: in batches of one trial per core, on market
 //! data loaded once and shared by reference.
 //!
-//! **Objective** (maximised): Sharpe, total return, Calmar (annualised return / max
-//! drawdown %) or profit factor, on the *train* part of the data; a trial with fewer than
-//! `min_trades` trades scores nothing. Every trial is also run on the *test* part (the
-//! data after the split), and both are reported side by side: a winner whose test figures
-//! collapse is over-fitted.
+//! **Objective** (maximised), on the *train* part of the data ([`Objective`] documents
+//! each): Sharpe, Sortino, Calmar, total return, profit factor, or the smallest maximum
+//! drawdown; whatever the objective, a trial with fewer than `min_trades` trades scores
+//! nothing (a parameter set that hardly trades has no figures worth ranking). Every trial
+//! is also run on the *test* part (the data after the split), and both are reported side
+//! by side: a winner whose test figures collapse is over-fitted.
+//!
+//! **Walk-forward** ([`walk_forward()`]): the optimization repeated over rolling or
+//! anchored windows, each winner traded on the data after its window, the out-of-sample
+//! parts stitched into one curve.
+
+mod walk_forward;
 
 use rand::SeedableRng as _;
 use serde::Serialize;
-use shardbot_backtest::{BacktestConfig, Market, Series, Summary, run_with};
+use shardbot_backtest::{BacktestConfig, BacktestError, Market, Series, Summary, run_with};
 use shardbot_strategy::{Kind, Params, Spec, Value, build};
 
-/// What a trial is judged by.
+pub use walk_forward::{
+    Anchor, Span, Stability, WalkForward, WalkOutcome, WalkProgress, Window, WindowError,
+    WindowResult, timeline, walk_forward, windows,
+};
+
+/// What a trial is judged by (the higher the better; each on the part it is scored on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Objective {
+    /// Mean over standard deviation of the daily returns of the marked-to-market equity,
+    /// annualised by √365; undefined without dispersion.
     Sharpe,
-    TotalReturn,
+    /// As Sharpe, but dividing by the downside deviation (losing days only): volatility
+    /// upwards is not penalised; undefined without a losing day.
+    Sortino,
+    /// Annualised return (%) over the maximum drawdown (%); undefined without a drawdown.
     Calmar,
+    /// Total return, %: net PnL over the starting balance.
+    TotalReturn,
+    /// Gross profit over gross loss of the trades; undefined without a losing trade.
     ProfitFactor,
+    /// The smallest maximum drawdown (% of the peak, marked to market), scored as its
+    /// negative. Alone it favours trading little: use it with `min_trades`.
+    MaxDrawdown,
 }
 
 impl Objective {
     pub fn name(self) -> &'static str {
         match self {
             Objective::Sharpe => "sharpe",
-            Objective::TotalReturn => "total_return",
+            Objective::Sortino => "sortino",
             Objective::Calmar => "calmar",
+            Objective::TotalReturn => "total_return",
             Objective::ProfitFactor => "profit_factor",
+            Objective::MaxDrawdown => "max_drawdown",
         }
     }
 
@@ -43,6 +68,7 @@ impl Objective {
     pub fn score(self, s: &Summary) -> Option<f64> {
         match self {
             Objective::Sharpe => s.sharpe,
+            Objective::Sortino => s.sortino,
             Objective::TotalReturn => Some(s.total_return),
             Objective::Calmar => {
                 let days = (s.last_bar_ms - s.first_bar_ms) as f64 / 86_400_000.0;
@@ -50,6 +76,7 @@ impl Objective {
                     .then(|| s.total_return * 365.0 / days / s.max_drawdown)
             }
             Objective::ProfitFactor => s.profit_factor,
+            Objective::MaxDrawdown => Some(-s.max_drawdown),
         }
     }
 }
@@ -97,31 +124,40 @@ pub enum OptimizeError {
     NoTrainData(f64),
     #[error("a parameter range is empty: {0}")]
     Range(String),
+    #[error("walk-forward: {0}")]
+    Window(#[from] WindowError),
+    #[error("backtest: {0}")]
+    Backtest(#[source] BacktestError),
 }
 
 /// The markets cut at `split_ms`: bars before it (train) and from it on (test).
 pub fn split(markets: &[Market], split_ms: i64) -> (Vec<Market>, Vec<Market>) {
-    let cut = |keep: &dyn Fn(i64) -> bool| -> Vec<Market> {
-        markets
-            .iter()
-            .map(|m| Market {
-                series: Series {
-                    symbol: m.series.symbol.clone(),
-                    candles: m
-                        .series
-                        .candles
-                        .iter()
-                        .filter(|c| keep(c.open_time_ms))
-                        .copied()
-                        .collect(),
-                    price_decimals: m.series.price_decimals,
-                },
-                instrument: m.instrument.clone(),
-            })
-            .filter(|m| !m.series.candles.is_empty())
-            .collect()
-    };
-    (cut(&|t| t < split_ms), cut(&|t| t >= split_ms))
+    (
+        cut(markets, i64::MIN, split_ms),
+        cut(markets, split_ms, i64::MAX),
+    )
+}
+
+/// The markets' bars opening in `[from, to)`; markets without one left out.
+pub fn cut(markets: &[Market], from: i64, to: i64) -> Vec<Market> {
+    markets
+        .iter()
+        .map(|m| Market {
+            series: Series {
+                symbol: m.series.symbol.clone(),
+                candles: m
+                    .series
+                    .candles
+                    .iter()
+                    .filter(|c| c.open_time_ms >= from && c.open_time_ms < to)
+                    .copied()
+                    .collect(),
+                price_decimals: m.series.price_decimals,
+            },
+            instrument: m.instrument.clone(),
+        })
+        .filter(|m| !m.series.candles.is_empty())
+        .collect()
 }
 
 enum Sampler {
@@ -280,7 +316,7 @@ mod tests {
 
     /// A price that trends up in long waves: a trend follower with the right periods
     /// makes money, a wrong one less; the optimizer must find a positive Sharpe.
-    fn market() -> Market {
+    pub(crate) fn market() -> Market {
         let candles = (0..3000)
             .map(|i| {
                 let x = i as f64;

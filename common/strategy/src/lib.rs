@@ -14,7 +14,9 @@ mod settings;
 mod trend_following;
 
 pub use mean_reversion::MeanReversion;
-pub use optimized::{OptimizedFile, OptimizedStrategy, ParamStatus, ParamsError};
+pub use optimized::{
+    OptimizedFile, OptimizedStrategy, ParamStatus, ParamsError, WalkForwardRecord,
+};
 pub use owner::{Holder, acting};
 pub use params::{Kind, ParamError, Params, Spec, Value};
 pub use settings::{Roster, StrategySettings, StrategySettingsError};

@@ -31,6 +31,53 @@ pub struct OptimizedStrategy {
     /// Per-symbol parameters, overriding `params` for that symbol.
     #[serde(default)]
     pub symbols: BTreeMap<String, Params>,
+    /// The walk-forward these parameters passed, when they came from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walk_forward: Option<WalkForwardRecord>,
+}
+
+/// The record of a walk-forward (`shardbot optimize --walk-forward`): how the data was
+/// cut, each window's winner and out-of-sample figures, the stitched out-of-sample
+/// figures, how stable the winners were, and the thresholds passed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalkForwardRecord {
+    /// `rolling` or `anchored`.
+    pub mode: String,
+    /// Lengths as given (`500 bars`, `90 days`).
+    pub train: String,
+    pub test: String,
+    pub step: String,
+    /// Per window: its dates, winner, train score and out-of-sample figures.
+    pub windows: Vec<serde_json::Value>,
+    /// The test parts stitched into one curve: `trades`, `total_return_pct`, `sharpe`,
+    /// `max_drawdown_pct`, ...
+    pub out_of_sample: serde_json::Value,
+    /// Per parameter: each window's winner, their mean, deviation and spread.
+    #[serde(default)]
+    pub stability: serde_json::Value,
+    /// The thresholds the out-of-sample figures passed (`sharpe >= 0.5`); empty when none
+    /// was set.
+    #[serde(default)]
+    pub passed: Vec<String>,
+}
+
+impl WalkForwardRecord {
+    /// One line: the windows and the out-of-sample return and Sharpe.
+    pub fn summary(&self) -> String {
+        let oos = &self.out_of_sample;
+        let ret = oos["total_return_pct"]
+            .as_f64()
+            .map_or("-".into(), |r| format!("{r:+.2} %"));
+        let sharpe = oos["sharpe"]
+            .as_f64()
+            .map_or("-".into(), |s| format!("{s:.2}"));
+        format!(
+            "walk-forward {} ({} windows), out of sample {ret}, Sharpe {sharpe}",
+            self.mode,
+            self.windows.len()
+        )
+    }
 }
 
 /// Whether a strategy runs on optimized parameters.
@@ -40,6 +87,8 @@ pub enum ParamStatus {
         at: String,
         objective: String,
         per_symbol: bool,
+        /// [`WalkForwardRecord::summary`], when the parameters passed one.
+        walk_forward: Option<String>,
     },
     Defaults,
 }
@@ -51,11 +100,15 @@ impl std::fmt::Display for ParamStatus {
                 at,
                 objective,
                 per_symbol,
+                walk_forward,
             } => {
                 write!(
                     f,
-                    "optimized ✓ {at} ({objective}{})",
-                    if *per_symbol { ", per symbol" } else { "" }
+                    "optimized ✓ {at} ({objective}{}{})",
+                    if *per_symbol { ", per symbol" } else { "" },
+                    walk_forward
+                        .as_ref()
+                        .map_or(String::new(), |w| format!("; {w}"))
                 )
             }
             ParamStatus::Defaults => f.write_str("defaults (not optimized)"),
@@ -163,6 +216,7 @@ impl OptimizedFile {
                     at: e.optimized_at.clone(),
                     objective: e.objective.clone(),
                     per_symbol: per_symbol.is_some(),
+                    walk_forward: e.walk_forward.as_ref().map(WalkForwardRecord::summary),
                 };
                 (params, status)
             }
