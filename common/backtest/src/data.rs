@@ -245,3 +245,9 @@ impl Market {
         })
     }
 }
+
+/// A candle's price as the backtest fills at it: the decimal it was written as (exact up to
+/// 8 decimals, every kline file's).
+pub fn decimal_price(x: f64) -> rust_decimal::Decimal {
+    crate::fixed::dec(x)
+}

@@ -577,6 +577,32 @@ impl Journal {
         .map_err(|e| self.sql(e))
     }
 
+    /// The refusals recorded at or after `from_ms`, oldest first.
+    pub fn refusals_since(&self, from_ms: TimestampMs) -> Result<Vec<RefusalRecord>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT intent_id, strategy, symbol, bar_open_ms, action, code, reason, at_ms
+                 FROM refusals WHERE at_ms >= ?1 ORDER BY id",
+            )
+            .map_err(|e| self.sql(e))?;
+        st.query_map([from_ms], |r| {
+            Ok(RefusalRecord {
+                intent_id: r.get(0)?,
+                strategy: r.get(1)?,
+                symbol: r.get(2)?,
+                bar_open_ms: r.get(3)?,
+                action: r.get(4)?,
+                code: r.get(5)?,
+                reason: r.get(6)?,
+                at_ms: r.get(7)?,
+            })
+        })
+        .map_err(|e| self.sql(e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| self.sql(e))
+    }
+
     /// The orderId recorded for an orderLinkId.
     /// What the journal holds, counted for metrics: orders by status, executions of
     /// orders (not funding), and refusals by code.

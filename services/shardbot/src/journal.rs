@@ -26,7 +26,12 @@ pub struct JournalArgs {
 }
 
 impl JournalArgs {
-    fn open(&self) -> anyhow::Result<Journal> {
+    /// The configuration file given, if any.
+    pub(crate) fn config(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+
+    pub(crate) fn open(&self) -> anyhow::Result<Journal> {
         let path = match &self.journal {
             Some(p) => p.clone(),
             None => {

@@ -6,6 +6,7 @@ mod backtest;
 mod bench;
 mod config;
 mod data;
+mod drift;
 mod exchange;
 mod health;
 mod indicators;
@@ -65,6 +66,11 @@ enum Command {
     /// first fill (gateway, worker, router, risk manager, order budgets, exchange), p50 and
     /// p99 over the newest bar closes, from the journal.
     Stages(journal::StagesArgs),
+    /// Paper (or live) against the backtest: the journal's closed trades of a window
+    /// compared trade for trade with a backtest of the same bars, parameters and settings;
+    /// what explains each PnL gap (size, slippage, delay, fees, funding) and why a trade is
+    /// on one side only.
+    Drift(drift::DriftArgs),
     /// Demo and live accounts with their keys (api_accounts.json, owner-only): add, list,
     /// edit, remove, and test the keys against the exchange.
     Accounts(accounts::AccountsArgs),
@@ -115,6 +121,7 @@ fn main() -> ExitCode {
         Command::Report(args) => journal::report(args),
         Command::Trades(args) => journal::trades(args),
         Command::Stages(args) => journal::stages(args),
+        Command::Drift(args) => drift::run(args),
         Command::Reconcile(args) => journal::reconcile(args),
         Command::Health(args) => health::run(args),
         Command::Config(args) => config::run(args),
