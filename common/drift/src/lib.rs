@@ -1,7 +1,7 @@
 //! Drift: the trades a stack made (paper or live, the exchange's verified numbers) against
 //! the backtest of the same bars with the same parameters and settings, trade for trade.
-//! Pure: the caller reads the journal, the history store and the backtest, and hands both
-//! sides and the evidence over; everything here is table-tested.
+//! [`compare`] is pure (both sides and the evidence handed over) and table-tested;
+//! [`sources::report`] builds both sides, from the bars and the journal, and compares them.
 //!
 //! **Matching.** A backtest trade and a paper trade match when they are of the same symbol
 //! and side, and the paper entry fills in the backtest's entry bar or up to
@@ -26,6 +26,8 @@
 //! intent for (a worker or the stack down at that bar, or a different decision); a paper
 //! trade the backtest did not make while it held a position of its own on that symbol (an
 //! earlier difference carried over), or did not signal.
+
+pub mod sources;
 
 use std::collections::{HashMap, HashSet};
 

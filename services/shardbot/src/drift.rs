@@ -9,8 +9,11 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use shardbot_backtest::{BacktestConfig, ExitReason, Intrabar, Slippage, run_roster};
-use shardbot_drift::{Cause, Drift, Evidence, Refused, RoundTrip, compare};
+use shardbot_backtest::Intrabar;
+use shardbot_drift::{
+    Cause, Drift,
+    sources::{Setup, report},
+};
 use shardbot_protocol::Interval;
 use shardbot_risk::TradingSettings;
 use shardbot_service::Settings;
@@ -147,13 +150,7 @@ pub fn run(args: DriftArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| strategy.parameters_file.clone());
     let params = OptimizedFile::load(&params_file)?;
-
-    // The bars up to the window's end; those before it warm up.
     let mut markets = crate::backtest::load_markets(&data, config)?;
-    for m in &mut markets {
-        m.series.candles.retain(|c| c.open_time_ms < to);
-    }
-    markets.retain(|m| !m.series.candles.is_empty());
     if let InstrumentsArg::Exchange = args.instruments {
         let filters = exchange_instruments(config)?;
         let mut missing = Vec::new();
@@ -171,131 +168,24 @@ pub fn run(args: DriftArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let mut rosters = Vec::new();
-    for m in &markets {
-        let mut roster = Vec::new();
-        for n in &names {
-            let (p, _) = params.params_for(n, &m.series.symbol);
-            roster.push(
-                shardbot_strategy::build(n, &p)
-                    .with_context(|| format!("{n}'s parameters for {}", m.series.symbol))?,
-            );
-        }
-        rosters.push(roster);
-    }
-    let mut cfg = BacktestConfig::all_in(
-        &names.join(","),
-        shardbot_strategy::Params::new(),
-        trading.simulated_balance,
-    );
-    cfg.settings = trading;
-    cfg.fee_rate = args.fee;
-    cfg.settings.fee_rate = args.fee;
-    cfg.slippage = Slippage::Ticks(args.slippage_ticks);
-    cfg.intrabar = match args.intrabar {
-        IntrabarArg::StopFirst => Intrabar::StopFirst,
-        IntrabarArg::Path => Intrabar::Path,
-    };
-    cfg.funding_rate = None;
-    cfg.trade_from_ms = Some(from);
-    let result = run_roster(&markets, &cfg, rosters)?;
-    let backtest: Vec<RoundTrip> = result
-        .trades
-        .iter()
-        .filter(|t| t.exit_reason != ExitReason::EndOfData && t.exit_time_ms < to)
-        .map(|t| RoundTrip {
-            symbol: t.symbol.to_string(),
-            side: t.side,
-            qty: t.qty,
-            entry_time_ms: t.entry_time_ms,
-            exit_time_ms: t.exit_time_ms,
-            entry_price: t.entry_price,
-            exit_price: t.exit_price,
-            fees: t.fees,
-            funding: t.funding,
-            pnl: t.pnl,
-        })
-        .collect();
-
-    let journal = args.journal.open()?;
-    let symbols: std::collections::HashSet<&str> =
-        markets.iter().map(|m| m.series.symbol.as_str()).collect();
-    let mut unverified = 0;
-    let paper: Vec<RoundTrip> = journal
-        .trades_since(from)?
-        .into_iter()
-        .filter(|t| {
-            t.calc.source == "shardbot"
-                && t.calc.entry_time_ms >= from
-                && t.calc
-                    .strategy
-                    .as_deref()
-                    .is_none_or(|s| names.iter().any(|n| n == s))
-                && symbols.contains(t.calc.symbol.as_str())
-        })
-        .filter_map(|t| {
-            let exit = t.calc.exit_time_ms.filter(|x| *x < to)?;
-            if !t.verified() {
-                unverified += 1;
-            }
-            Some(RoundTrip {
-                symbol: t.calc.symbol.clone(),
-                side: t.calc.side,
-                qty: t.qty(),
-                entry_time_ms: t.calc.entry_time_ms,
-                exit_time_ms: exit,
-                entry_price: t.entry_price(),
-                exit_price: t.exit_price()?,
-                fees: t.fees(),
-                funding: t.funding(),
-                pnl: t.pnl()?,
-            })
-        })
-        .collect();
-    let evidence = Evidence {
+    let setup = Setup {
+        strategies: names,
+        params,
+        trading,
+        fee: args.fee,
+        slippage_ticks: args.slippage_ticks,
+        intrabar: match args.intrabar {
+            IntrabarArg::StopFirst => Intrabar::StopFirst,
+            IntrabarArg::Path => Intrabar::Path,
+        },
         bar_ms,
         max_delay_bars: args.max_delay_bars,
-        opens: markets
-            .iter()
-            .flat_map(|m| {
-                m.series
-                    .candles
-                    .iter()
-                    .filter(|c| c.open_time_ms >= from)
-                    .map(|c| {
-                        (
-                            (m.series.symbol.clone(), c.open_time_ms),
-                            shardbot_backtest::data::decimal_price(c.open),
-                        )
-                    })
-            })
-            .collect(),
-        ticks: markets
-            .iter()
-            .map(|m| (m.series.symbol.clone(), m.instrument.tick_size))
-            .collect(),
-        refused: journal
-            .refusals_since(from - bar_ms)?
-            .into_iter()
-            .filter(|r| r.action.starts_with("enter"))
-            .map(|r| Refused {
-                symbol: r.symbol,
-                signal_bar_ms: r.bar_open_ms,
-                code: r.code,
-                reason: r.reason,
-            })
-            .collect(),
-        placed: journal
-            .stages_since(from - bar_ms)?
-            .into_iter()
-            .filter(|s| s.action.starts_with("enter"))
-            .map(|s| (s.symbol, s.bar_close_ms))
-            .collect(),
     };
-    let drift = compare(&paper, &backtest, &evidence);
-    print(&drift, from, to, unverified);
+    let journal = args.journal.open()?;
+    let r = report(markets, &journal, &setup, from, to)?;
+    print(&r.drift, from, to, r.unverified);
     if let Some(path) = &args.csv {
-        write_csv(path, &drift)?;
+        write_csv(path, &r.drift)?;
         println!("written: {}", path.display());
     }
     Ok(())
