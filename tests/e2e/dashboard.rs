@@ -77,7 +77,7 @@ fn count(b: &Browser, css: &str) -> u64 {
 fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     let stack = ScriptStack::new(&replay_config(
         "start_halted = true",
-        "[dashboard]\nrefresh_ms = 500\nbacktests = [\"{dir}/backtests\"]",
+        "[dashboard]\nrefresh_ms = 500\nbacktests = [\"{dir}/backtests\"]\ndrift_every_s = 10",
     ));
     std::fs::write(stack.path("optimized_parameters.json"), FAST_PARAMS).unwrap();
     let out = stack.up(&["--workers", "1"]);
@@ -287,6 +287,25 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
                 .then_some(())
         },
     );
+    // The paper-against-backtest section: the journal's trades against a backtest of the
+    // stored bars, worked out again every 10 s here. Flat and halted, every closed trade of
+    // the journal is on its paper side, matched or not.
+    b.wait(
+        "the paper-against-backtest section, with every closed trade",
+        Duration::from_secs(40),
+        |b| {
+            let (_, state) = get(&format!("{base}/api/state"), Some(&cookie), None);
+            let v: serde_json::Value = serde_json::from_str(&state).ok()?;
+            let d = &v["drift"];
+            let paper = d["matched"].as_u64()? + d["only_paper"].as_u64()?;
+            (count(b, "#drift-stats dd[data-drift='matched']") == 1
+                && count(b, "#drift-causes tr") == 7
+                && text_of(b, "#drift-basis").starts_with("Closed trades from")
+                && paper == v["closed_trades"].as_u64()?
+                && paper > 0)
+                .then_some(())
+        },
+    );
     b.screenshot(&screenshot_path("performance"));
     // A backtest run by the user shows up on the Backtests page.
     let data = shardbot_testdata::klines("bybit_linear_5m/BTCUSDT.csv");
@@ -420,6 +439,8 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         "shardbot_ratelimit_ip_headroom{service=\"market-data\",instance=\"main\"} ",
         "shardbot_ws_reconnects_total{service=\"market-data\",instance=\"main\"} ",
         "shardbot_bus_lag_max_us{service=\"strategy-worker\",instance=\"0-1\"} ",
+        "shardbot_drift_trades{kind=\"matched\"} ",
+        "shardbot_drift_gap_usdt{cause=\"entry_slippage\"} ",
     ] {
         assert!(metrics.contains(series), "{series} in\n{metrics}");
     }

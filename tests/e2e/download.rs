@@ -180,5 +180,8 @@ fn download_fills_the_store_resumably_and_backtests_read_it() {
             "yesterday",
         ],
     );
-    assert!(!ok && out.contains("neither a date"), "{out}");
+    assert!(
+        !ok && out.contains("is not a time: write YYYY-MM-DD"),
+        "{out}"
+    );
 }

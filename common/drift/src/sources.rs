@@ -3,11 +3,15 @@
 //! journal's closed trades, refusals and placed intents. The command line and the
 //! dashboard both build their report here.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rust_decimal::Decimal;
-use shardbot_backtest::{BacktestConfig, ExitReason, Intrabar, Market, Slippage, run_roster};
+use shardbot_backtest::{
+    BacktestConfig, ExitReason, Intrabar, Market, Series, Slippage, run_roster,
+};
+use shardbot_history::HistoryStore;
 use shardbot_journal::Journal;
+use shardbot_protocol::{Instrument, Interval};
 use shardbot_risk::TradingSettings;
 use shardbot_strategy::OptimizedFile;
 
@@ -54,6 +58,35 @@ pub enum DriftError {
     Backtest(#[from] shardbot_backtest::BacktestError),
     #[error("journal: {0}")]
     Journal(#[from] shardbot_journal::JournalError),
+    #[error("history store: {0}")]
+    History(#[from] shardbot_history::HistoryError),
+}
+
+/// The history store's `interval` bars opening in `[from_ms, to_ms)` of every symbol
+/// `instruments` lists, each with its filters (the gateway's stored bars, as the workers
+/// traded them).
+pub fn store_markets(
+    store: &HistoryStore,
+    interval: Interval,
+    from_ms: i64,
+    to_ms: i64,
+    instruments: &HashMap<String, Instrument>,
+) -> Result<Vec<Market>, DriftError> {
+    let mut markets = Vec::new();
+    for symbol in store.symbols(interval)? {
+        let Some(instrument) = instruments.get(symbol.as_str()) else {
+            continue;
+        };
+        let bars = store.read(&symbol, interval, Some(from_ms), Some(to_ms - 1), None)?;
+        if bars.is_empty() {
+            continue;
+        }
+        markets.push(Market {
+            series: Series::from_bars(symbol.as_str(), &bars),
+            instrument: instrument.clone(),
+        });
+    }
+    Ok(markets)
 }
 
 /// The window `[from_ms, to_ms)`: `markets` hold the bars to backtest (those before

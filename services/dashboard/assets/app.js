@@ -187,6 +187,39 @@ function renderPerformance(v) {
   }
   fill("by-symbol", statsRows(r.by_symbol));
   fill("by-strategy", statsRows(r.by_strategy));
+  renderDrift(v);
+}
+
+// The journal's closed trades of the last dashboard.drift_days against a backtest of the
+// same bars (shardbot drift): counts, the gap by cause, and each trade.
+function renderDrift(v) {
+  const d = v.drift;
+  if (!d) {
+    $("drift-basis").textContent = "Not worked out (dashboard.drift_days = 0, no history store, or see the problems above).";
+    $("drift-stats").replaceChildren();
+    fill("drift-causes", []);
+    fill("drift-rows", []);
+    return;
+  }
+  $("drift-basis").textContent = "Closed trades from " + time(d.from_ms) + " to " + time(d.to_ms) +
+    " UTC against a backtest of the same bars with the parameters and settings in force" +
+    (d.unverified ? "; " + d.unverified + " paper trade(s) not verified yet" : "") + ".";
+  const items = [
+    ["matched", d.matched], ["only in paper", d.only_paper], ["only in the backtest", d.only_backtest],
+    ["paper PnL", num(d.paper_pnl, 4) + " USDT"], ["backtest PnL", num(d.backtest_pnl, 4) + " USDT"],
+    ["gap", num(d.gap, 4) + " USDT"], ["of it, unmatched trades", num(d.unmatched_gap, 4) + " USDT"],
+  ];
+  $("drift-stats").replaceChildren(...items.flatMap(([k, x]) => {
+    const dd = el("dd", x); dd.dataset.drift = k; return [el("dt", k), dd];
+  }));
+  fill("drift-causes", d.causes.map((c) => row([c.cause, signed(c.usdt, 4)])));
+  const ticks = (t) => t ? (t[0] ?? "–") + " / " + (t[1] ?? "–") : "";
+  fill("drift-rows", d.rows.map((r) => {
+    const tr = row([r.kind.replace("_", " "), r.symbol, r.side, time(r.entry_time_ms), signed(r.usdt, 4),
+      ticks(r.entry_ticks), r.entry_delay_ms === null ? "" : (Math.abs(r.entry_delay_ms) < 1000 ? r.entry_delay_ms + " ms" : dur(r.entry_delay_ms)), r.why]);
+    tr.dataset.kind = r.kind;
+    return tr;
+  }));
 }
 
 function renderRiskForm(v, force) {

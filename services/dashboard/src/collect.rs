@@ -239,6 +239,9 @@ pub struct View {
     pub closed_trades: usize,
     pub verified_trades: usize,
     pub performance: Option<Performance>,
+    /// The journal's closed trades of the last `dashboard.drift_days` against the
+    /// backtest of the same bars (None: off, or not worked out; `problems` says why).
+    pub drift: Option<crate::drift::DriftView>,
     pub health: Vec<ProcessView>,
     /// What could not be read this round, in words.
     pub problems: Vec<String>,
@@ -349,6 +352,8 @@ pub struct CollectorConfig {
     pub backtests: Vec<PathBuf>,
     pub bus: BusOptions,
     pub risk: Arc<Requester>,
+    /// The paper-against-backtest section (None: off).
+    pub drift: Option<crate::drift::DriftConfig>,
 }
 
 #[derive(Debug)]
@@ -366,6 +371,8 @@ pub struct Collector {
     /// risk manager that does not answer must not freeze the health view).
     seen: SeenMap,
     journal: Option<Journal>,
+    /// The newest paper-against-backtest comparison (or why there is none), and when.
+    drift: Option<(Instant, Result<crate::drift::DriftView, String>)>,
 }
 
 /// How often the heartbeat endpoints that exist are looked for (a worker scaled up shows
@@ -429,6 +436,7 @@ impl Collector {
             cfg,
             seen: SeenMap::default(),
             journal: None,
+            drift: None,
         }
         .listening(heartbeats))
     }
@@ -577,6 +585,7 @@ impl Collector {
             Some(p) => Some(performance(&p.trades, p.balance.simulated_balance)),
             None => starting.map(|start| performance(&closed, start)),
         };
+        let drift = self.drift(now, settings.as_ref(), &mut problems);
         let mut rows: Vec<TradeRow> = trades.iter().map(TradeRow::of).collect();
         rows.sort_by(|a, b| {
             let ka = a.exit_time_ms.unwrap_or(i64::MAX).max(a.entry_time_ms);
@@ -600,6 +609,7 @@ impl Collector {
             closed_trades: closed.len(),
             verified_trades,
             performance,
+            drift,
             health: self.health(now),
             problems,
         };
@@ -612,6 +622,39 @@ impl Collector {
             view: Some(view),
             counts,
             built: Some(Instant::now()),
+        }
+    }
+
+    /// The paper-against-backtest comparison, worked out again once the last is
+    /// `drift.every` old (it backtests the window and reads the exchange's filters).
+    fn drift(
+        &mut self,
+        now: TimestampMs,
+        settings: Option<&serde_json::Value>,
+        problems: &mut Vec<String>,
+    ) -> Option<crate::drift::DriftView> {
+        let cfg = self.cfg.drift.as_ref()?;
+        let stale = self
+            .drift
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= cfg.every);
+        if stale {
+            let result = match &self.journal {
+                Some(j) => crate::drift::work_out(cfg, &self.cfg.strategy, settings, j, now),
+                None => Err("no journal yet".to_owned()),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "the paper-against-backtest comparison failed");
+            }
+            self.drift = Some((Instant::now(), result));
+        }
+        match self.drift.as_ref().map(|(_, r)| r) {
+            Some(Ok(v)) => Some(v.clone()),
+            Some(Err(e)) => {
+                problems.push(format!("paper against backtest: {e}"));
+                None
+            }
+            None => None,
         }
     }
 

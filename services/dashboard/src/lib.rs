@@ -14,6 +14,7 @@
 //! `Authorization: Bearer` header for scripts and Prometheus).
 
 pub mod collect;
+pub mod drift;
 pub mod metrics;
 pub mod token;
 pub mod web;
@@ -38,6 +39,13 @@ pub struct DashboardSettings {
     pub market_heartbeat: String,
     pub trades_shown: usize,
     pub backtests: Vec<PathBuf>,
+    /// The Performance page's paper-against-backtest section covers this many days back
+    /// (0: off).
+    pub drift_days: u32,
+    /// How often it is worked out again, in seconds.
+    pub drift_every_s: u64,
+    /// The backtest's fills this many ticks through the price.
+    pub drift_slippage_ticks: u32,
 }
 
 impl DashboardSettings {
@@ -51,6 +59,9 @@ impl DashboardSettings {
         if self.trades_shown == 0 {
             return Err("dashboard.trades_shown must be at least 1".into());
         }
+        if self.drift_days > 0 && self.drift_every_s < 10 {
+            return Err("dashboard.drift_every_s must be at least 10".into());
+        }
         Ok(())
     }
 }
@@ -61,6 +72,13 @@ pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
     let journal: JournalSettings = ctx.settings.section("journal")?;
     let exchange: ExchangeSettings = ctx.settings.section("exchange")?;
     let strategy: StrategySettings = ctx.settings.section("strategy")?;
+    let store_dir = ctx
+        .settings
+        .section::<serde_json::Value>("market_data")?
+        .get("store_dir")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
     let risk_account: String = ctx
         .settings
         .section::<serde_json::Value>("risk")?
@@ -92,6 +110,13 @@ pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
         ),
         bus: ctx.common.bus.clone(),
         risk: risk.clone(),
+        drift: (ds.drift_days > 0 && !store_dir.is_empty()).then(|| drift::DriftConfig {
+            days: ds.drift_days,
+            every: Duration::from_secs(ds.drift_every_s),
+            slippage_ticks: ds.drift_slippage_ticks,
+            store_dir: PathBuf::from(&store_dir),
+            exchange: exchange.clone(),
+        }),
     })?;
     let shutdown = ctx.shutdown.clone();
     std::thread::Builder::new()

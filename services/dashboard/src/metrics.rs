@@ -227,6 +227,9 @@ pub fn render(p: &Published) -> String {
             }
         }
     }
+    if let Some(d) = &v.drift {
+        drift(&mut o, d);
+    }
     o.help(
         "shardbot_dashboard_problems",
         "gauge",
@@ -234,6 +237,54 @@ pub fn render(p: &Published) -> String {
     );
     o.sample("shardbot_dashboard_problems", &[], v.problems.len() as f64);
     o.0
+}
+
+/// The paper-against-backtest figures (the Performance page's section).
+fn drift(o: &mut Out, d: &crate::drift::DriftView) {
+    o.help(
+        "shardbot_drift_trades",
+        "gauge",
+        "Closed trades of the last dashboard.drift_days days against a backtest of the same bars: matched, only in paper, only in the backtest.",
+    );
+    for (kind, n) in [
+        ("matched", d.matched),
+        ("only_paper", d.only_paper),
+        ("only_backtest", d.only_backtest),
+    ] {
+        o.sample("shardbot_drift_trades", &[("kind", kind)], n as f64);
+    }
+    o.help(
+        "shardbot_drift_gap_usdt",
+        "gauge",
+        "Paper PnL minus backtest PnL over that window: the matched trades' gap by cause, and the unmatched trades' (cause=\"unmatched\").",
+    );
+    for c in &d.causes {
+        o.sample(
+            "shardbot_drift_gap_usdt",
+            &[("cause", &c.cause.replace(' ', "_"))],
+            f(c.usdt),
+        );
+    }
+    o.sample(
+        "shardbot_drift_gap_usdt",
+        &[("cause", "unmatched")],
+        f(d.unmatched_gap),
+    );
+    o.help(
+        "shardbot_drift_pnl_usdt",
+        "gauge",
+        "Closed PnL over that window, of the paper trades and of the backtest.",
+    );
+    o.sample(
+        "shardbot_drift_pnl_usdt",
+        &[("side", "paper")],
+        f(d.paper_pnl),
+    );
+    o.sample(
+        "shardbot_drift_pnl_usdt",
+        &[("side", "backtest")],
+        f(d.backtest_pnl),
+    );
 }
 
 #[cfg(test)]
@@ -264,5 +315,69 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE shardbot_fills_total counter\n"));
+    }
+
+    /// The drift section's figures: trades by kind, the gap by cause and unmatched (which
+    /// together are the whole gap), both sides' PnL.
+    #[test]
+    fn drift_figures_render_by_kind_and_cause() {
+        use rust_decimal::Decimal;
+        use rust_decimal_macros::dec;
+        use shardbot_drift::{Evidence, RoundTrip, sources::Report};
+        use shardbot_protocol::Side;
+        let t = |entry: Decimal, pnl: Decimal| RoundTrip {
+            symbol: "BTCUSDT".into(),
+            side: Side::Buy,
+            qty: dec!(1),
+            entry_time_ms: 300_000,
+            exit_time_ms: 900_000,
+            entry_price: entry,
+            exit_price: dec!(105),
+            fees: dec!(0),
+            funding: dec!(0),
+            pnl,
+        };
+        let ev = Evidence {
+            bar_ms: 300_000,
+            opens: [(("BTCUSDT".to_owned(), 300_000), dec!(100))]
+                .into_iter()
+                .collect(),
+            ..Evidence::default()
+        };
+        let alone = RoundTrip {
+            symbol: "ETHUSDT".into(),
+            ..t(dec!(100), dec!(-2))
+        };
+        let d = shardbot_drift::compare(
+            &[t(dec!(101), dec!(4))],
+            &[t(dec!(100), dec!(5)), alone],
+            &ev,
+        );
+        let view = crate::drift::DriftView::of(&Report {
+            from_ms: 0,
+            to_ms: 1_000_000,
+            drift: d,
+            unverified: 0,
+        });
+        let mut o = Out(String::new());
+        drift(&mut o, &view);
+        let text = o.0;
+        for line in [
+            "shardbot_drift_trades{kind=\"matched\"} 1\n",
+            "shardbot_drift_trades{kind=\"only_backtest\"} 1\n",
+            "shardbot_drift_gap_usdt{cause=\"entry_slippage\"} -1\n",
+            "shardbot_drift_gap_usdt{cause=\"unmatched\"} 2\n",
+            "shardbot_drift_pnl_usdt{side=\"paper\"} 4\n",
+            "shardbot_drift_pnl_usdt{side=\"backtest\"} 3\n",
+            "# TYPE shardbot_drift_gap_usdt gauge\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert_eq!(view.gap, dec!(1));
+        assert_eq!(view.rows.len(), 2);
+        assert_eq!(
+            view.rows.iter().find(|r| r.kind == "matched").unwrap().why,
+            "entry slippage"
+        );
     }
 }

@@ -35,15 +35,18 @@ fn store(config: Option<&std::path::Path>, over: Option<&PathBuf>) -> anyhow::Re
     Ok(HistoryStore::open(&dir)?)
 }
 
-/// `2025-01-31` (UTC midnight) or Unix milliseconds.
-fn parse_time(s: &str) -> anyhow::Result<i64> {
+/// `2025-01-31` (UTC midnight), `2025-01-31T08:30` (UTC) or Unix milliseconds.
+pub fn parse_time(s: &str) -> anyhow::Result<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
-    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .with_context(|| format!("`{s}` is neither a date (YYYY-MM-DD) nor Unix milliseconds"))?;
-    Ok(d.and_hms_opt(0, 0, 0)
-        .context("midnight")?
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M") {
+        return Ok(t.and_utc().timestamp_millis());
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").with_context(|| {
+        format!("`{s}` is not a time: write YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC) or Unix ms")
+    })?;
+    Ok(d.and_time(chrono::NaiveTime::MIN)
         .and_utc()
         .timestamp_millis())
 }
@@ -350,4 +353,23 @@ pub fn store_series(
             Ok(shardbot_backtest::Series::from_bars(s.as_str(), &bars))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod time_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::parse_time;
+
+    #[test]
+    fn times_parse_as_dates_minutes_or_milliseconds() {
+        assert_eq!(parse_time("2026-12-01").unwrap(), 1_796_083_200_000);
+        assert_eq!(parse_time("2026-12-01T00:05").unwrap(), 1_796_083_500_000);
+        assert_eq!(parse_time("1796083200000").unwrap(), 1_796_083_200_000);
+        assert!(
+            parse_time("yesterday")
+                .unwrap_err()
+                .to_string()
+                .contains("not a time")
+        );
+    }
 }

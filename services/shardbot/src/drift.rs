@@ -89,23 +89,6 @@ struct RiskFiles {
     trading_settings_file: PathBuf,
 }
 
-/// `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM` (UTC) or Unix ms.
-fn parse_time(s: &str) -> anyhow::Result<i64> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M") {
-        return Ok(t.and_utc().timestamp_millis());
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(d
-            .and_time(chrono::NaiveTime::MIN)
-            .and_utc()
-            .timestamp_millis());
-    }
-    bail!("`{s}` is not a time: write YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC) or Unix ms")
-}
-
 fn utc(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map_or_else(
         || ms.to_string(),
@@ -114,9 +97,9 @@ fn utc(ms: i64) -> String {
 }
 
 pub fn run(args: DriftArgs) -> anyhow::Result<()> {
-    let from = parse_time(&args.from).context("--from")?;
+    let from = crate::data::parse_time(&args.from).context("--from")?;
     let to = match &args.to {
-        Some(t) => parse_time(t).context("--to")?,
+        Some(t) => crate::data::parse_time(t).context("--to")?,
         None => shardbot_protocol::now_ms(),
     };
     if to <= from {
@@ -427,22 +410,4 @@ fn write_csv(path: &std::path::Path, d: &Drift) -> anyhow::Result<()> {
     }
     w.flush()?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_parse_as_dates_minutes_or_milliseconds() {
-        assert_eq!(parse_time("2026-12-01").unwrap(), 1_796_083_200_000);
-        assert_eq!(parse_time("2026-12-01T00:05").unwrap(), 1_796_083_500_000);
-        assert_eq!(parse_time("1796083200000").unwrap(), 1_796_083_200_000);
-        assert!(
-            parse_time("yesterday")
-                .unwrap_err()
-                .to_string()
-                .contains("not a time")
-        );
-    }
 }
