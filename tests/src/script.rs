@@ -149,6 +149,19 @@ impl ScriptStack {
             .collect()
     }
 
+    /// `supervisorctl ACTION PROGRAM` (`stop`, `start`): whether it succeeded.
+    pub fn ctl(&self, action: &str, program: &str) -> bool {
+        Command::new("supervisorctl")
+            .args([
+                "-c",
+                &self.path("conf/supervisord.conf").display().to_string(),
+                action,
+                program,
+            ])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// The pid of a RUNNING program.
     pub fn pid(&self, program: &str) -> Option<u32> {
         match self.supervisor().get(program) {

@@ -12,9 +12,11 @@
 //! funding), splits exactly into (`d` = +1 long, −1 short; `q` quantities, `p` prices, `o`
 //! the opens of the bars they filled in; paper `P`, backtest `B`):
 //! - size: `d·(exit_B − entry_B)·(q_P − q_B)`;
-//! - entry slippage: `−d·((entry_P − o_P) − (entry_B − o_B))·q_P`, each fill's distance
-//!   from its own bar's open;
-//! - entry delay: `−d·(o_P − o_B)·q_P`, the later bar's open (zero in the same bar);
+//! - entry slippage, when both entries filled in the same bar: `−d·(entry_P − entry_B)·q_P`
+//!   (each fill's distance from that bar's open, in ticks, is reported beside);
+//! - entry delay, when the paper entry filled in a later bar: the same difference, all of
+//!   it (the backtest's fill was at its bar's open; the paper one came later, wherever the
+//!   price had gone by then);
 //! - exit slippage and exit delay, the same for the exits with the sign turned;
 //! - fees: `−(fees_P − fees_B)`; funding: `−(funding_P − funding_B)`.
 //!
@@ -22,8 +24,8 @@
 //! equal ones, the first listed).
 //!
 //! **Unmatched trades** say why where the journal knows: a backtest entry the risk rules
-//! refused live, one the stack placed without a trade following, one the stack sent no
-//! intent for (a worker or the stack down at that bar, or a different decision); a paper
+//! refused live, one whose paper trade was still open at the window's end, one the stack
+//! placed without a trade following, one the stack sent no intent for (a worker or the stack down at that bar, or a different decision); a paper
 //! trade the backtest did not make while it held a position of its own on that symbol (an
 //! earlier difference carried over), or did not signal.
 
@@ -79,6 +81,9 @@ pub struct Evidence {
     pub refused: Vec<Refused>,
     /// `(symbol, bar close)` of every entry the stack placed (its stages).
     pub placed: HashSet<(String, i64)>,
+    /// `(symbol, entry bar)` of the paper trades entered in the window and not closed in
+    /// it (still open at its end, or closed after).
+    pub open_at_end: HashSet<(String, i64)>,
 }
 
 /// What explains a gap.
@@ -146,6 +151,9 @@ pub struct Matched {
 pub enum Unmatched {
     /// The risk rules refused the entry live: its code and reason.
     Refused(String),
+    /// The stack's trade of that entry was still open at the window's end (or closed
+    /// after it), where the backtest's had closed.
+    OpenAtEnd,
     /// The stack placed the entry at that close, and no trade followed in the journal.
     PlacedNoTrade,
     /// The stack sent no intent at that close: a worker or the stack down, or another
@@ -162,6 +170,9 @@ impl Unmatched {
     pub fn describe(&self) -> String {
         match self {
             Unmatched::Refused(why) => format!("refused live by the risk rules: {why}"),
+            Unmatched::OpenAtEnd => {
+                "in paper still open at the window's end (the backtest's closed within it)".into()
+            }
             Unmatched::PlacedNoTrade => "placed at that close; no trade in the journal".into(),
             Unmatched::NoIntent => {
                 "no intent from the stack at that close (a worker or the stack down, or another decision)".into()
@@ -290,7 +301,13 @@ fn why_not_paper(b: &RoundTrip, ev: &Evidence) -> Unmatched {
     {
         return Unmatched::Refused(format!("{} ({})", r.code, r.reason));
     }
-    if ev.placed.contains(&(b.symbol.clone(), close)) {
+    // The paper entry may have come as late as a matched one may.
+    if (0..=ev.max_delay_bars.max(0)).any(|k| {
+        ev.open_at_end
+            .contains(&(b.symbol.clone(), close + k * ev.bar_ms))
+    }) {
+        Unmatched::OpenAtEnd
+    } else if ev.placed.contains(&(b.symbol.clone(), close)) {
         Unmatched::PlacedNoTrade
     } else {
         Unmatched::NoIntent
@@ -313,22 +330,21 @@ fn pair(p: &RoundTrip, b: &RoundTrip, ev: &Evidence) -> Matched {
         Some(sign * (price - o))
     };
     let ticks = |x: Option<Decimal>| Some((x? / tick?).round_dp(4));
-    let (oe_p, oe_b, ox_p, ox_b) = (
-        open(p.entry_time_ms),
-        open(b.entry_time_ms),
-        open(p.exit_time_ms),
-        open(b.exit_time_ms),
+    // A price difference is slippage in the same bar, delay in another.
+    let split = |price_p: Decimal, price_b: Decimal, t_p: i64, t_b: i64| {
+        if bar_of(t_p, ev.bar_ms) == bar_of(t_b, ev.bar_ms) {
+            (price_p - price_b, Decimal::ZERO)
+        } else {
+            (Decimal::ZERO, price_p - price_b)
+        }
+    };
+    let (entry_slip, entry_delay) = split(
+        p.entry_price,
+        b.entry_price,
+        p.entry_time_ms,
+        b.entry_time_ms,
     );
-    // Without both opens, a price difference counts as slippage.
-    let split =
-        |price_p: Decimal, price_b: Decimal, o_p: Option<Decimal>, o_b: Option<Decimal>| match (
-            o_p, o_b,
-        ) {
-            (Some(op), Some(ob)) => ((price_p - op) - (price_b - ob), op - ob),
-            _ => (price_p - price_b, Decimal::ZERO),
-        };
-    let (entry_slip, entry_delay) = split(p.entry_price, b.entry_price, oe_p, oe_b);
-    let (exit_slip, exit_delay) = split(p.exit_price, b.exit_price, ox_p, ox_b);
+    let (exit_slip, exit_delay) = split(p.exit_price, b.exit_price, p.exit_time_ms, b.exit_time_ms);
     let parts = [
         d * (b.exit_price - b.entry_price) * (p.qty - b.qty),
         -d * entry_slip * p.qty,

@@ -105,7 +105,7 @@ pub fn report(
     markets.retain(|m| !m.series.candles.is_empty());
     let backtest = backtest_side(&markets, setup, from_ms, to_ms)?;
     let symbols: HashSet<&str> = markets.iter().map(|m| m.series.symbol.as_str()).collect();
-    let (paper, unverified) = paper_side(journal, setup, &symbols, from_ms, to_ms)?;
+    let (paper, unverified, open_at_end) = paper_side(journal, setup, &symbols, from_ms, to_ms)?;
     let bar_ms = setup.bar_ms;
     let evidence = Evidence {
         bar_ms,
@@ -146,6 +146,7 @@ pub fn report(
             .filter(|s| s.action.starts_with("enter"))
             .map(|s| (s.symbol, s.bar_close_ms))
             .collect(),
+        open_at_end,
     };
     Ok(Report {
         from_ms,
@@ -208,22 +209,29 @@ fn backtest_side(
         .collect())
 }
 
+/// The paper trades, how many are unverified, and the `(symbol, entry bar)` of those still
+/// open at the window's end.
+type PaperSide = (Vec<RoundTrip>, usize, HashSet<(String, i64)>);
+
 /// The journal's trades placed by the stack, of the strategies and symbols compared,
-/// opened and closed in the window; and how many of them are not yet verified.
+/// opened and closed in the window; how many of them are not yet verified; and the
+/// `(symbol, entry bar)` of those opened in it and not closed in it.
 fn paper_side(
     journal: &Journal,
     setup: &Setup,
     symbols: &HashSet<&str>,
     from_ms: i64,
     to_ms: i64,
-) -> Result<(Vec<RoundTrip>, usize), DriftError> {
+) -> Result<PaperSide, DriftError> {
     let mut unverified = 0;
+    let mut open_at_end = HashSet::new();
     let trips = journal
         .trades_since(from_ms)?
         .into_iter()
         .filter(|t| {
             t.calc.source == "shardbot"
                 && t.calc.entry_time_ms >= from_ms
+                && t.calc.entry_time_ms < to_ms
                 && t.calc
                     .strategy
                     .as_deref()
@@ -231,7 +239,12 @@ fn paper_side(
                 && symbols.contains(t.calc.symbol.as_str())
         })
         .filter_map(|t| {
-            let exit = t.calc.exit_time_ms.filter(|x| *x < to_ms)?;
+            let Some(exit) = t.calc.exit_time_ms.filter(|x| *x < to_ms) else {
+                let bar =
+                    t.calc.entry_time_ms.div_euclid(setup.bar_ms.max(1)) * setup.bar_ms.max(1);
+                open_at_end.insert((t.calc.symbol.clone(), bar));
+                return None;
+            };
             let trip = RoundTrip {
                 symbol: t.calc.symbol.clone(),
                 side: t.calc.side,
@@ -250,5 +263,5 @@ fn paper_side(
             Some(trip)
         })
         .collect();
-    Ok((trips, unverified))
+    Ok((trips, unverified, open_at_end))
 }

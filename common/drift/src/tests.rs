@@ -84,6 +84,10 @@ fn backtest_long() -> RoundTrip {
     trip("BTCUSDT", Side::Buy, dec!(1), 3 * BAR + 40, dec!(103.1), 6 * BAR + 40, dec!(105.9), dec!(0)),
     Some(Cause::EntryDelay),
     [dec!(0), dec!(0), dec!(-1), dec!(0), dec!(0), dec!(0), dec!(0)], [1, 1, 1, 1])]
+#[case::an_entry_a_bar_late_and_mid_bar(
+    trip("BTCUSDT", Side::Buy, dec!(1), 3 * BAR + 150_000, dec!(103.4), 6 * BAR + 40, dec!(105.9), dec!(0)),
+    Some(Cause::EntryDelay),
+    [dec!(0), dec!(0), dec!(-1.3), dec!(0), dec!(0), dec!(0), dec!(0)], [4, 1, 1, 1])]
 #[case::an_exit_a_bar_early(
     trip("BTCUSDT", Side::Buy, dec!(1), 2 * BAR + 40, dec!(102.1), 5 * BAR + 40, dec!(104.9), dec!(0)),
     Some(Cause::ExitDelay),
@@ -202,15 +206,22 @@ fn an_entry_later_than_allowed_is_unmatched_on_both_sides() {
     vec![],
     Unmatched::NoIntent)]
 #[case::placed_without_a_trade(vec![], vec![("BTCUSDT", 2 * BAR)], Unmatched::PlacedNoTrade)]
+#[case::still_open_in_paper(vec![], vec![("BTCUSDT", 2 * BAR), ("OPEN", 3 * BAR)], Unmatched::OpenAtEnd)]
 #[case::nothing_from_the_stack(vec![], vec![("BTCUSDT", 3 * BAR)], Unmatched::NoIntent)]
 fn why_a_backtest_trade_is_not_in_paper(
     #[case] refused: Vec<Refused>,
     #[case] placed: Vec<(&str, i64)>,
     #[case] want: Unmatched,
 ) {
+    // ("OPEN", t): the paper trade entered in bar t is still open at the window's end.
+    let (open, placed): (Vec<_>, Vec<_>) = placed.into_iter().partition(|(s, _)| *s == "OPEN");
     let ev = Evidence {
         refused,
         placed: placed.into_iter().map(|(s, t)| (s.to_owned(), t)).collect(),
+        open_at_end: open
+            .into_iter()
+            .map(|(_, t)| ("BTCUSDT".to_owned(), t))
+            .collect(),
         ..evidence(1)
     };
     let d = compare(&[], &[backtest_long()], &ev);

@@ -60,10 +60,6 @@ impl Built {
         if !self.fills.iter().any(|x| x.exec_id == f.fill.exec_id) {
             self.fills.push(f.fill.clone());
         }
-        // A funding payment belongs to no order: it says nothing about who placed them.
-        if !f.fill.is_funding() && source_of(&f.fill) == "external" {
-            self.record.source = "external".into();
-        }
         if self.record.strategy.is_none() {
             self.record.strategy.clone_from(&f.strategy);
         }
@@ -76,6 +72,12 @@ impl Built {
         self.record.entry_price = self.entry_value / self.entry_qty;
         self.record.fees += fee;
         push_once(&mut self.record.entry_order_ids, &f.fill.order_id);
+        // Who opened the position: an entry added by an order shardbot did not place makes
+        // the trade external. Its exits say nothing about it: the exchange's own
+        // take-profit and stop-loss orders (attached to shardbot's entry) have no link id.
+        if source_of(&f.fill) == "external" {
+            self.record.source = "external".into();
+        }
         self.touch(f);
     }
 
@@ -325,5 +327,21 @@ mod tests {
             "its entry was not shardbot's"
         );
         assert_eq!(b[0].record.exit_time_ms, Some(30));
+    }
+
+    /// A round trip built in one pass from shardbot's entry and the exchange's take-profit
+    /// (no link id: the exchange placed it) is shardbot's: it was marked external, and
+    /// `shardbot drift` left it out of the paper side (found by its end-to-end test).
+    #[test]
+    fn an_exchange_side_exit_leaves_the_trade_shardbots() {
+        let mut exit = f(2, "e2", "tp", Side::Buy, dec!(1), dec!(90), dec!(1), 20);
+        exit.fill.order_link_id = String::new();
+        let b = build(&jf(vec![
+            f(1, "e1", "o1", Side::Sell, dec!(1), dec!(100), dec!(0), 10),
+            exit,
+        ]));
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!(b[0].record.exit_time_ms, Some(20));
+        assert_eq!(b[0].record.source, "shardbot");
     }
 }
