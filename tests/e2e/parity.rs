@@ -560,6 +560,14 @@ fn the_drift_report_finds_one_more_tick_of_spread_and_a_workers_outage() {
         matched >= 10,
         "too few trades untouched by the outage: {matched}\n{report}"
     );
+    eprintln!(
+        "drift: {matched} trades untouched by the outage, matched, one tick of slippage \
+         each; {} entries at the lost closes; {} trades on one side only, of the outage's {} \
+         symbols",
+        lost_entries.len(),
+        one_sided.len(),
+        touched.len()
+    );
 }
 
 /// An entry delay in whole bars (a fill a few ms into its bar is in bar 0).

@@ -609,6 +609,17 @@ fn a_reversal_is_sized_after_its_exit_and_an_exit_ends_the_provisional_entry() {
     assert_eq!(balances[1].simulated_balance, Decimal::from(800));
     assert_eq!(balances[1].offset, wallet - Decimal::from(800));
     assert_eq!(balances[1].simulated(wallet), Decimal::from(800));
+    // And the trading settings in force from each time, for a backtest of a past window:
+    // the first ones before the change, the new ones after.
+    let in_force = |at: i64| -> serde_json::Value {
+        serde_json::from_str(&journal.trading_settings_at(at).unwrap().unwrap()).unwrap()
+    };
+    let now = shardbot_protocol::now_ms();
+    assert_eq!(in_force(now + 60_000)["simulated_balance"], "800");
+    assert_eq!(
+        in_force(balances[1].set_at_ms - 1)["simulated_balance"],
+        "1000"
+    );
 
     // A position on A, opened on the exchange, then a reversal: its exit approved and
     // filled while the entry waits.

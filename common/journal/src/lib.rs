@@ -190,6 +190,13 @@ const MIGRATIONS: &[&str] = &[
         order_link_id TEXT PRIMARY KEY,
         at_ms         INTEGER NOT NULL
      );",
+    // 6: the trading settings in force, from when (risk-manager): what `shardbot drift`
+    // backtests a past window with
+    "CREATE TABLE trading_settings_history (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        set_at_ms INTEGER NOT NULL,
+        json      TEXT NOT NULL
+     );",
 ];
 
 /// An order's status rank: 0 new, 1 part way, 2 final.

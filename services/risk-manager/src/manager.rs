@@ -221,6 +221,21 @@ impl RiskManager {
         self.publish();
     }
 
+    /// Records the trading settings in force from now (exchange time) in the journal, unless
+    /// they are the ones recorded last: `shardbot drift` judges a past window with them.
+    fn record_settings(&self) {
+        let recorded = serde_json::to_string(&self.settings)
+            .map_err(|e| e.to_string())
+            .and_then(|json| {
+                self.journal
+                    .record_trading_settings(self.client.clock().now_ms(), &json)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, "cannot record the trading settings in the journal: a drift report of this time uses today's");
+        }
+    }
+
     /// Records a simulated balance in the journal (the base of the figures users see).
     fn record_balance(&self, s: &RiskState) {
         if let Err(e) = self
@@ -554,6 +569,7 @@ impl RiskManager {
         }
         tracing::info!(settings = %file, "trading settings replaced");
         self.settings = new;
+        self.record_settings();
         self.publish();
         Ok(())
     }
@@ -614,6 +630,7 @@ impl Actor for RiskManager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.record_settings();
         self.sync(ctx);
         ctx.run_interval(self.cfg.sync_every, |act, ctx| act.sync(ctx));
     }

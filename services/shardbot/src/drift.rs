@@ -44,7 +44,8 @@ pub struct DriftArgs {
     /// The window's end (default: now); trades that exit after it are left out.
     #[arg(long)]
     to: Option<String>,
-    /// The trading settings (default: the stack's risk.trading_settings_file).
+    /// The trading settings (default: those the journal records in force at --from, else
+    /// the stack's risk.trading_settings_file).
     #[arg(long, value_name = "FILE")]
     settings: Option<PathBuf>,
     /// The parameters file (default: the stack's strategy.parameters_file).
@@ -123,11 +124,26 @@ pub fn run(args: DriftArgs) -> anyhow::Result<()> {
         .data
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("store:{}", strategy.interval)));
-    let settings_file = match &args.settings {
-        Some(p) => p.clone(),
-        None => settings.section::<RiskFiles>("risk")?.trading_settings_file,
+    let journal = args.journal.open()?;
+    let (trading, settings_from) = match &args.settings {
+        Some(p) => (TradingSettings::load(p)?, p.display().to_string()),
+        None => match journal.trading_settings_at(from)? {
+            Some(json) => {
+                let t: TradingSettings = serde_json::from_str(&json)
+                    .context("the trading settings the journal records")?;
+                t.validate("the trading settings the journal records")?;
+                (t, format!("the journal's, in force at {} UTC", utc(from)))
+            }
+            None => {
+                let file = settings.section::<RiskFiles>("risk")?.trading_settings_file;
+                (
+                    TradingSettings::load(&file)?,
+                    format!("{} (the journal records none by then)", file.display()),
+                )
+            }
+        },
     };
-    let trading = TradingSettings::load(&settings_file)?;
+    eprintln!("trading settings: {settings_from}");
     let params_file = args
         .params_file
         .clone()
@@ -164,7 +180,6 @@ pub fn run(args: DriftArgs) -> anyhow::Result<()> {
         bar_ms,
         max_delay_bars: args.max_delay_bars,
     };
-    let journal = args.journal.open()?;
     let r = report(markets, &journal, &setup, from, to)?;
     print(&r.drift, from, to, r.unverified);
     if let Some(path) = &args.csv {

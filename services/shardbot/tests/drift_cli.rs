@@ -239,6 +239,9 @@ fn the_report_finds_each_deliberate_difference_and_names_its_cause() {
         ..held.clone()
     };
     record(&journal, "extra", &extra, extra.entry, Decimal::ONE);
+    // The trading settings in force, as the risk manager records them: the report judges
+    // with these, not with the configuration's file (which does not exist here).
+    journal.record_trading_settings(first, SETTINGS).unwrap();
     drop(journal);
 
     std::fs::write(
@@ -246,7 +249,7 @@ fn the_report_finds_each_deliberate_difference_and_names_its_cause() {
         format!(
             "[strategy]\nenabled = [\"trend_following\"]\ninterval = \"240\"\nparameters_file = \"{}\"\n\n[risk]\ntrading_settings_file = \"{}\"\n",
             p("params.json").display(),
-            p("settings.json").display()
+            p("no-such-settings.json").display()
         ),
     )
     .unwrap();
@@ -270,6 +273,10 @@ fn the_report_finds_each_deliberate_difference_and_names_its_cause() {
         p("drift.csv").to_str().unwrap(),
     ]);
     assert!(ok, "{out}\n{err}");
+    assert!(
+        err.contains("trading settings: the journal's, in force at"),
+        "{err}"
+    );
     assert!(
         out.contains(&format!(
             "{} matched, 1 only in paper, 3 only in the backtest",
