@@ -560,40 +560,24 @@ impl Journal {
 
     /// The newest `limit` refusals, newest first.
     pub fn refusals(&self, limit: u32) -> Result<Vec<RefusalRecord>, JournalError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT intent_id, strategy, symbol, bar_open_ms, action, code, reason, at_ms
-                 FROM refusals ORDER BY id DESC LIMIT ?1",
-            )
-            .map_err(|e| self.sql(e))?;
-        st.query_map([limit], |r| {
-            Ok(RefusalRecord {
-                intent_id: r.get(0)?,
-                strategy: r.get(1)?,
-                symbol: r.get(2)?,
-                bar_open_ms: r.get(3)?,
-                action: r.get(4)?,
-                code: r.get(5)?,
-                reason: r.get(6)?,
-                at_ms: r.get(7)?,
-            })
-        })
-        .map_err(|e| self.sql(e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| self.sql(e))
+        self.query_refusals("ORDER BY id DESC LIMIT ?1", i64::from(limit))
     }
 
     /// The refusals recorded at or after `from_ms`, oldest first.
     pub fn refusals_since(&self, from_ms: TimestampMs) -> Result<Vec<RefusalRecord>, JournalError> {
+        self.query_refusals("WHERE at_ms >= ?1 ORDER BY id", from_ms)
+    }
+
+    /// Refusals selected by `tail` (its `WHERE` and `ORDER BY`, with one parameter).
+    fn query_refusals(&self, tail: &str, param: i64) -> Result<Vec<RefusalRecord>, JournalError> {
         let mut st = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT intent_id, strategy, symbol, bar_open_ms, action, code, reason, at_ms
-                 FROM refusals WHERE at_ms >= ?1 ORDER BY id",
-            )
+                 FROM refusals {tail}"
+            ))
             .map_err(|e| self.sql(e))?;
-        st.query_map([from_ms], |r| {
+        st.query_map([param], |r| {
             Ok(RefusalRecord {
                 intent_id: r.get(0)?,
                 strategy: r.get(1)?,

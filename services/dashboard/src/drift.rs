@@ -10,7 +10,7 @@ use serde::Serialize;
 use shardbot_backtest::Intrabar;
 use shardbot_bybit::ExchangeSettings;
 use shardbot_drift::{
-    Cause,
+    Cause, RoundTrip, Unmatched,
     sources::{Report, Setup, report, store_markets},
 };
 use shardbot_history::HistoryStore;
@@ -82,6 +82,20 @@ fn side(s: shardbot_protocol::Side) -> &'static str {
     }
 }
 
+/// A trade on one side only: its PnL and why.
+fn one_side(kind: &'static str, (t, why): &(RoundTrip, Unmatched)) -> DriftRow {
+    DriftRow {
+        kind,
+        symbol: t.symbol.clone(),
+        side: side(t.side),
+        entry_time_ms: t.entry_time_ms,
+        usdt: t.pnl,
+        entry_ticks: None,
+        entry_delay_ms: None,
+        why: why.describe(),
+    }
+}
+
 impl DriftView {
     pub fn of(r: &Report) -> DriftView {
         let d = &r.drift;
@@ -98,26 +112,8 @@ impl DriftView {
                 entry_delay_ms: Some(m.entry_delay_ms),
                 why: m.cause.map_or("", Cause::name).to_owned(),
             })
-            .chain(d.only_paper.iter().map(|(t, why)| DriftRow {
-                kind: "only_paper",
-                symbol: t.symbol.clone(),
-                side: side(t.side),
-                entry_time_ms: t.entry_time_ms,
-                usdt: t.pnl,
-                entry_ticks: None,
-                entry_delay_ms: None,
-                why: why.describe(),
-            }))
-            .chain(d.only_backtest.iter().map(|(t, why)| DriftRow {
-                kind: "only_backtest",
-                symbol: t.symbol.clone(),
-                side: side(t.side),
-                entry_time_ms: t.entry_time_ms,
-                usdt: t.pnl,
-                entry_ticks: None,
-                entry_delay_ms: None,
-                why: why.describe(),
-            }))
+            .chain(d.only_paper.iter().map(|u| one_side("only_paper", u)))
+            .chain(d.only_backtest.iter().map(|u| one_side("only_backtest", u)))
             .collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.entry_time_ms));
         rows.truncate(ROWS);
