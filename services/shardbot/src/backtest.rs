@@ -84,12 +84,21 @@ impl DataArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum IntrabarArg {
+pub(crate) enum IntrabarArg {
     /// The stop is assumed to come first (conservative).
     StopFirst,
     /// bybit-sim's replay path: open → low → high → close on a rising bar, open → high →
     /// low → close on a falling one.
     Path,
+}
+
+impl IntrabarArg {
+    pub(crate) fn rule(self) -> Intrabar {
+        match self {
+            IntrabarArg::StopFirst => Intrabar::StopFirst,
+            IntrabarArg::Path => Intrabar::Path,
+        }
+    }
 }
 
 pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
@@ -158,10 +167,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
         None => Slippage::Bps(args.slippage_bps),
     };
     cfg.trade_from_ms = args.trade_from;
-    cfg.intrabar = match args.intrabar {
-        IntrabarArg::StopFirst => Intrabar::StopFirst,
-        IntrabarArg::Path => Intrabar::Path,
-    };
+    cfg.intrabar = args.intrabar.rule();
     cfg.funding_rate = args.funding_rate;
     let bars: usize = markets.iter().map(|m| m.series.candles.len()).sum();
     eprintln!(

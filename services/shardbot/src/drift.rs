@@ -9,7 +9,6 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use shardbot_backtest::Intrabar;
 use shardbot_drift::{
     Cause, Drift,
     sources::{Setup, report},
@@ -59,7 +58,7 @@ pub struct DriftArgs {
     slippage_ticks: u32,
     /// Which of stop-loss and take-profit fills when both lie inside one bar.
     #[arg(long, value_enum, default_value = "path")]
-    intrabar: IntrabarArg,
+    intrabar: crate::backtest::IntrabarArg,
     /// A paper entry this many bars after the backtest's still matches it.
     #[arg(long, default_value_t = 1, value_name = "BARS")]
     max_delay_bars: i64,
@@ -71,12 +70,6 @@ pub struct DriftArgs {
     /// Write every trade of the comparison to this CSV file.
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum IntrabarArg {
-    StopFirst,
-    Path,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -173,10 +166,7 @@ pub fn run(args: DriftArgs) -> anyhow::Result<()> {
         trading,
         fee: args.fee,
         slippage_ticks: args.slippage_ticks,
-        intrabar: match args.intrabar {
-            IntrabarArg::StopFirst => Intrabar::StopFirst,
-            IntrabarArg::Path => Intrabar::Path,
-        },
+        intrabar: args.intrabar.rule(),
         bar_ms,
         max_delay_bars: args.max_delay_bars,
     };
