@@ -301,6 +301,10 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
             (count(b, "#drift-stats dd[data-drift='matched']") == 1
                 && count(b, "#drift-causes tr") == 7
                 && text_of(b, "#drift-basis").starts_with("Closed trades from")
+                && text_of(b, "#drift-basis").contains(
+                    "run with the strategies and parameters the journal records in force then; \
+                     the trading settings the journal records in force then",
+                )
                 && paper == v["closed_trades"].as_u64()?
                 && paper > 0)
                 .then_some(())

@@ -125,22 +125,33 @@ impl BarTap {
     }
 }
 
-/// A stand-in for the order router: records every intent and when it arrived.
+/// A stand-in for the order router: records every intent and when it arrived, and the
+/// parameters workers announce.
 #[derive(Clone)]
 struct Router {
     intents: Arc<Mutex<Vec<(Instant, OrderIntent)>>>,
+    announced: Arc<Mutex<Vec<(Instant, String)>>>,
 }
 
 impl Router {
     fn start(url: &str) -> Router {
         let replier = Replier::bind(url, &BusOptions::default()).unwrap();
         let intents: Arc<Mutex<Vec<(Instant, OrderIntent)>>> = Arc::default();
+        let announced: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
         let log = intents.clone();
+        let parameters = announced.clone();
         std::thread::spawn(move || {
             let _ = replier.serve(
                 |request: RouterRequest| {
-                    let RouterRequest::Submit(intent) = request else {
-                        panic!("a worker asked for a flatten: {request:?}");
+                    let intent = match request {
+                        RouterRequest::Submit(intent) => intent,
+                        RouterRequest::Parameters { json } => {
+                            parameters.lock().unwrap().push((Instant::now(), json));
+                            return RouterReply::Recorded { new: true };
+                        }
+                        RouterRequest::Flatten { .. } => {
+                            panic!("a worker asked for a flatten: {request:?}")
+                        }
                     };
                     let mut log = log.lock().unwrap();
                     let duplicate = log.iter().any(|(_, i)| i.intent_id == intent.intent_id);
@@ -155,7 +166,21 @@ impl Router {
                 |e| panic!("a worker sent an undecodable request: {e}"),
             );
         });
-        Router { intents }
+        Router { intents, announced }
+    }
+
+    /// The parameters announced, each parsed, with when.
+    fn announced(&self) -> Vec<(Instant, shardbot_strategy::ParametersInForce)> {
+        self.announced
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, json)| {
+                let set =
+                    shardbot_strategy::ParametersInForce::parse(json, "an announcement").unwrap();
+                (*t, set)
+            })
+            .collect()
     }
 
     fn snapshot(&self) -> Vec<(Instant, OrderIntent)> {
@@ -278,6 +303,19 @@ fn gateway_and_workers_on_the_full_sim_universe() {
                     .any(|(_, i)| i.bar_open_time_ms >= live)
         },
     );
+    // Each worker told its router the strategies and parameters it trades with (the
+    // configuration's and the parameters file's), before its first intent.
+    let file: shardbot_strategy::OptimizedFile = serde_json::from_str(FAST_PARAMS).unwrap();
+    for (r, workers) in [(&router, 2), (&reference, 1)] {
+        let announced = r.announced();
+        assert_eq!(announced.len(), workers, "one announcement per worker");
+        let first_intent = r.snapshot().iter().map(|(t, _)| *t).min().unwrap();
+        for (at, set) in announced {
+            assert_eq!(set.strategies, ["trend_following", "mean_reversion"]);
+            assert_eq!(set.parameters, file);
+            assert!(at < first_intent, "announced after trading");
+        }
+    }
     wait_until(
         &mut stack,
         "live bars of every symbol",

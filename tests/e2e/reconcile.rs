@@ -124,7 +124,9 @@ fn every_closed_trade_verified_and_every_injected_discrepancy_caught() {
                 RouterReply::Placed { .. } => return,
                 RouterReply::Refused { refusal, .. } => panic!("{symbol} refused: {refusal:?}"),
                 RouterReply::Error(e) => eprintln!("retrying {symbol}: {}", e.message),
-                other @ RouterReply::Flatten(_) => panic!("{symbol}: {other:?}"),
+                other @ (RouterReply::Flatten(_) | RouterReply::Recorded { .. }) => {
+                    panic!("{symbol}: {other:?}")
+                }
             }
         }
         panic!("{symbol}: no order after 5 attempts");

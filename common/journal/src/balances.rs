@@ -1,12 +1,11 @@
 //! The `simulated_balances` table (written by the risk manager): every simulated balance
 //! the account stack traded with, from when, and the offset that made it (`simulated =
-//! exchange balance − offset`); and `trading_settings_history`, the trading settings in
-//! force from when (what a backtest of a past window judges with). Every balance and percentage a user sees is of the
+//! exchange balance − offset`). Every balance and percentage a user sees is of the
 //! simulated balance in force when it was earned: [`periods`] splits the closed trades by
 //! the balance they were traded on, so a balance set afresh mid-run leaves the figures of
 //! before and after each on its own base.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use rust_decimal::Decimal;
 use shardbot_analytics::TradeResult;
 use shardbot_protocol::TimestampMs;
@@ -99,48 +98,6 @@ impl Journal {
         Ok(n == 1)
     }
 
-    /// Records the trading settings in force from `set_at_ms` (their JSON), unless they
-    /// are the ones in force already. Returns whether a row was written.
-    pub fn record_trading_settings(
-        &self,
-        set_at_ms: TimestampMs,
-        json: &str,
-    ) -> Result<bool, JournalError> {
-        let newest: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT json FROM trading_settings_history ORDER BY set_at_ms DESC, id DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        if newest.as_deref() == Some(json) {
-            return Ok(false);
-        }
-        self.conn
-            .execute(
-                "INSERT INTO trading_settings_history (set_at_ms, json) VALUES (?1, ?2)",
-                params![set_at_ms, json],
-            )
-            .map_err(|e| self.sql(e))?;
-        Ok(true)
-    }
-
-    /// The trading settings in force at `at_ms` (their JSON): the newest recorded at or
-    /// before it; `None` when none was recorded by then.
-    pub fn trading_settings_at(&self, at_ms: TimestampMs) -> Result<Option<String>, JournalError> {
-        self.conn
-            .query_row(
-                "SELECT json FROM trading_settings_history WHERE set_at_ms <= ?1
-                 ORDER BY set_at_ms DESC, id DESC LIMIT 1",
-                [at_ms],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))
-    }
-
     /// Every simulated balance, oldest first.
     pub fn simulated_balances(&self) -> Result<Vec<SimulatedBalance>, JournalError> {
         let mut st = self
@@ -193,42 +150,6 @@ mod tests {
             fees: dec!(0),
             verified: true,
         }
-    }
-
-    /// The settings in force at a time are the newest recorded by then; the same ones
-    /// again add nothing.
-    #[test]
-    fn trading_settings_in_force_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(&dir.path().join("j.sqlite")).unwrap();
-        assert_eq!(j.trading_settings_at(100).unwrap(), None);
-        assert!(j.record_trading_settings(10, "{\"a\":1}").unwrap());
-        assert!(
-            !j.record_trading_settings(20, "{\"a\":1}").unwrap(),
-            "unchanged"
-        );
-        assert!(j.record_trading_settings(30, "{\"a\":2}").unwrap());
-        assert_eq!(j.trading_settings_at(5).unwrap(), None);
-        assert_eq!(
-            j.trading_settings_at(10).unwrap().as_deref(),
-            Some("{\"a\":1}")
-        );
-        assert_eq!(
-            j.trading_settings_at(29).unwrap().as_deref(),
-            Some("{\"a\":1}")
-        );
-        assert_eq!(
-            j.trading_settings_at(30).unwrap().as_deref(),
-            Some("{\"a\":2}")
-        );
-        assert!(
-            j.record_trading_settings(40, "{\"a\":1}").unwrap(),
-            "back to the first"
-        );
-        assert_eq!(
-            j.trading_settings_at(99).unwrap().as_deref(),
-            Some("{\"a\":1}")
-        );
     }
 
     #[test]

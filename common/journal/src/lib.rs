@@ -32,6 +32,7 @@ use shardbot_protocol::{Fill, OrderEvent, OrderIntent, Refusal, TimestampMs};
 
 mod balances;
 mod export;
+mod in_force;
 mod stages;
 mod trades;
 pub use balances::{Period, SimulatedBalance, period_at, periods};
@@ -197,6 +198,14 @@ const MIGRATIONS: &[&str] = &[
         set_at_ms INTEGER NOT NULL,
         json      TEXT NOT NULL
      );",
+    // 7: the strategies and parameters in force, from when (order-router, as workers
+    // announce them): what `shardbot drift` backtests a past window with
+    "CREATE TABLE parameters_history (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        set_at_ms INTEGER NOT NULL,
+        json      TEXT NOT NULL
+     );
+     CREATE INDEX parameters_history_by_time ON parameters_history(set_at_ms);",
 ];
 
 /// An order's status rank: 0 new, 1 part way, 2 final.

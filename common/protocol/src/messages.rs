@@ -674,6 +674,13 @@ pub enum RouterRequest {
         flatten_id: String,
         deadline_ms: TimestampMs,
     },
+    /// The strategies and parameters a worker loaded at its start (the JSON of
+    /// `shardbot_strategy::ParametersInForce`), sent before it trades: the router journals
+    /// them as in force from now (the exchange's clock, as every journal time), for
+    /// `shardbot drift`. Answered with `RouterReply::Recorded`.
+    Parameters {
+        json: String,
+    },
 }
 
 /// What became of a submitted intent.
@@ -692,6 +699,10 @@ pub enum RouterReply {
         refusal: Refusal,
     },
     Flatten(FlattenReport),
+    /// A worker's parameters are journalled (`new`: they were not in force at that time).
+    Recorded {
+        new: bool,
+    },
     Error(ErrorReply),
 }
 

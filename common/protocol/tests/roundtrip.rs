@@ -332,6 +332,10 @@ fn router_requests_and_replies_round_trip() {
         deadline_ms: 5,
     });
     round_trip(&RouterReply::Flatten(flatten_report()));
+    round_trip(&RouterRequest::Parameters {
+        json: r#"{"strategies":["trend_following"],"parameters":{}}"#.into(),
+    });
+    round_trip(&RouterReply::Recorded { new: true });
     round_trip(&RiskRequest::Flatten {
         flatten_id: "k1".into(),
     });

@@ -19,7 +19,7 @@ pub use optimized::{
 };
 pub use owner::{Holder, acting};
 pub use params::{Kind, ParamError, Params, Spec, Value};
-pub use settings::{Roster, StrategySettings, StrategySettingsError};
+pub use settings::{ParametersInForce, Roster, StrategySettings, StrategySettingsError};
 pub use trend_following::TrendFollowing;
 
 /// One closed bar, as indicator math sees it.

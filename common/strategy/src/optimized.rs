@@ -162,12 +162,25 @@ impl OptimizedFile {
             }
             Err(source) => return Err(ParamsError::Read { path: p, source }),
         };
+        OptimizedFile::parse(&text, &p)
+    }
+
+    /// Parses and validates the file's text; `origin` names where it came from in errors.
+    fn parse(text: &str, origin: &str) -> Result<OptimizedFile, ParamsError> {
         let file: OptimizedFile =
-            serde_json::from_str(&text).map_err(|source| ParamsError::Parse {
-                path: p.clone(),
+            serde_json::from_str(text).map_err(|source| ParamsError::Parse {
+                path: origin.to_owned(),
                 source,
             })?;
-        for (name, entry) in &file.0 {
+        file.validate(origin)?;
+        Ok(file)
+    }
+
+    /// Every strategy is a built-in one and every parameter set fits its schema; `origin`
+    /// names where the file came from in errors (a path, "the journal's parameters").
+    pub fn validate(&self, origin: &str) -> Result<(), ParamsError> {
+        let p = origin.to_owned();
+        for (name, entry) in &self.0 {
             let (Some(schema), Some(static_name)) =
                 (schema(name), crate::BUILT_IN.iter().find(|n| *n == name))
             else {
@@ -185,7 +198,7 @@ impl OptimizedFile {
                     })?;
             }
         }
-        Ok(file)
+        Ok(())
     }
 
     /// Writes the file (pretty JSON) through a temporary file renamed over it: a reader

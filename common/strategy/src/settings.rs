@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{BuildError, OptimizedFile, ParamStatus, ParamsError, Strategy, build};
 
@@ -103,12 +103,54 @@ impl Roster {
             .collect()
     }
 
+    /// The strategies and parameters this roster trades with, as a worker announces them
+    /// (the journal keeps them, for `shardbot drift`).
+    pub fn in_force(&self) -> ParametersInForce {
+        ParametersInForce {
+            strategies: self.names.clone(),
+            parameters: self.file.clone(),
+        }
+    }
+
     /// How each strategy's parameters are set (for symbols without their own).
     pub fn status(&self) -> Vec<(String, ParamStatus)> {
         self.names
             .iter()
             .map(|n| (n.clone(), self.file.params_for(n, "").1))
             .collect()
+    }
+}
+
+/// What a worker trades with: the enabled strategies and the parameters file it loaded at
+/// its start. Workers announce it to the router, which journals it with the time from
+/// which it is in force; `shardbot drift` backtests a past window with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParametersInForce {
+    pub strategies: Vec<String>,
+    pub parameters: OptimizedFile,
+}
+
+impl ParametersInForce {
+    /// Its JSON: the same set always gives the same text (the file's maps are ordered), so
+    /// the journal recognises a set it holds already.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            // Strings, numbers and maps with string keys only: serialising cannot fail.
+            unreachable!("parameters in force do not serialise: {e}")
+        })
+    }
+
+    /// Parses and validates a set (as [`OptimizedFile::load`] validates the file); `origin`
+    /// names where it came from in errors.
+    pub fn parse(json: &str, origin: &str) -> Result<ParametersInForce, ParamsError> {
+        let set: ParametersInForce =
+            serde_json::from_str(json).map_err(|source| ParamsError::Parse {
+                path: origin.to_owned(),
+                source,
+            })?;
+        set.parameters.validate(origin)?;
+        Ok(set)
     }
 }
 
@@ -172,5 +214,45 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn the_parameters_in_force_come_back_from_their_json_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("optimized_parameters.json");
+        std::fs::write(
+            &path,
+            r#"{"trend_following":{"optimized_at":"2026-11-20","objective":"sharpe",
+                "params":{"fast":5,"slow":20},"symbols":{"BTCUSDT":{"slow":30}}}}"#,
+        )
+        .unwrap();
+        let r = settings(&["trend_following", "mean_reversion"], 400, path)
+            .load()
+            .unwrap();
+        let set = r.in_force();
+        assert_eq!(set.strategies, ["trend_following", "mean_reversion"]);
+        let json = set.to_json();
+        // The same set gives the same text (the journal recognises it by its text).
+        assert_eq!(r.in_force().to_json(), json);
+        let back = ParametersInForce::parse(&json, "the journal").unwrap();
+        assert_eq!(back, set);
+        assert_eq!(
+            back.parameters.params_for("trend_following", "BTCUSDT"),
+            set.parameters.params_for("trend_following", "BTCUSDT")
+        );
+
+        let unknown = json.replacen("trend_following", "trend_fallowing", 2);
+        let e = ParametersInForce::parse(&unknown, "the journal").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the journal: unknown strategy `trend_fallowing`"),
+            "{e}"
+        );
+        let e = ParametersInForce::parse(r#"{"strategies":[]}"#, "the journal").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the journal is not a valid parameters file"),
+            "{e}"
+        );
     }
 }

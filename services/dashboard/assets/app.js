@@ -202,7 +202,7 @@ function renderDrift(v) {
     return;
   }
   $("drift-basis").textContent = "Closed trades from " + time(d.from_ms) + " to " + time(d.to_ms) +
-    " UTC against a backtest of the same bars with the parameters and settings in force" +
+    " UTC against a backtest of the same bars, run with " + d.basis +
     (d.unverified ? "; " + d.unverified + " paper trade(s) not verified yet" : "") + ".";
   const items = [
     ["matched", d.matched], ["only in paper", d.only_paper], ["only in the backtest", d.only_backtest],

@@ -17,7 +17,7 @@ use shardbot_history::HistoryStore;
 use shardbot_journal::Journal;
 use shardbot_protocol::{Interval, TimestampMs};
 use shardbot_risk::TradingSettings;
-use shardbot_strategy::{OptimizedFile, StrategySettings};
+use shardbot_strategy::{OptimizedFile, ParametersInForce, StrategySettings};
 
 /// Rows of the section's table at most (the newest trades).
 const ROWS: usize = 200;
@@ -73,6 +73,9 @@ pub struct DriftView {
     pub causes: Vec<CauseView>,
     /// The newest trades first.
     pub rows: Vec<DriftRow>,
+    /// What the backtest ran with, e.g. "the strategies and parameters the journal records
+    /// in force then; the trading settings the journal records in force then".
+    pub basis: String,
 }
 
 fn side(s: shardbot_protocol::Side) -> &'static str {
@@ -137,14 +140,16 @@ impl DriftView {
                 })
                 .collect(),
             rows,
+            basis: String::new(),
         }
     }
 }
 
 /// The comparison of the last `days` up to the newest stored bar (`now` when the store is
-/// empty), from the first order the stack placed in that time: the trading settings as the risk manager holds them (`settings`), the
-/// strategies' parameters file, the history store's bars and the exchange's instrument
-/// filters.
+/// empty), from the first order the stack placed in that time, with the history store's
+/// bars and the exchange's instrument filters. The strategies, parameters and trading
+/// settings are those the journal records in force at the window's start (or first in
+/// it), else the configuration's and the risk manager's now (`settings`).
 pub fn work_out(
     cfg: &DriftConfig,
     strategy: &StrategySettings,
@@ -152,10 +157,6 @@ pub fn work_out(
     journal: &Journal,
     now: TimestampMs,
 ) -> Result<DriftView, String> {
-    let settings =
-        settings.ok_or("the trading settings are not known (the risk manager does not answer)")?;
-    let trading: TradingSettings = serde_json::from_value(settings.clone())
-        .map_err(|e| format!("the risk manager's trading settings: {e}"))?;
     let interval: Interval = strategy
         .interval
         .parse()
@@ -163,7 +164,6 @@ pub fn work_out(
     let bar_ms = interval
         .duration_ms()
         .ok_or_else(|| format!("strategy.interval {interval} has no fixed length"))?;
-    let params = OptimizedFile::load(&strategy.parameters_file).map_err(|e| e.to_string())?;
     let instruments = instruments(&cfg.exchange)?;
     let store = HistoryStore::open(&cfg.store_dir).map_err(|e| e.to_string())?;
     // The window ends at the newest stored bar's close: the exchange's clock, which in a
@@ -189,8 +189,48 @@ pub fn work_out(
     let warm_up = i64::try_from(strategy.history_bars).unwrap_or(0) * bar_ms;
     let markets = store_markets(&store, interval, from - warm_up, to, &instruments)
         .map_err(|e| e.to_string())?;
+    let (strategies, params, params_from) = match journal
+        .parameters_for(from, to)
+        .map_err(|e| e.to_string())?
+    {
+        Some((_, json)) => {
+            let set = ParametersInForce::parse(&json, "the parameters the journal records")
+                .map_err(|e| e.to_string())?;
+            (
+                set.strategies,
+                set.parameters,
+                "the strategies and parameters the journal records in force then",
+            )
+        }
+        None => (
+            strategy.enabled.clone(),
+            OptimizedFile::load(&strategy.parameters_file).map_err(|e| e.to_string())?,
+            "the configuration's strategies and parameters file (the journal records none by then)",
+        ),
+    };
+    let (trading, settings_from) = match journal
+        .trading_settings_for(from, to)
+        .map_err(|e| e.to_string())?
+    {
+        Some((_, json)) => (
+            serde_json::from_str::<TradingSettings>(&json)
+                .map_err(|e| format!("the trading settings the journal records: {e}"))?,
+            "the trading settings the journal records in force then",
+        ),
+        None => {
+            let settings = settings.ok_or(
+                "the trading settings are not known (the journal records none, the risk \
+                     manager does not answer)",
+            )?;
+            (
+                serde_json::from_value::<TradingSettings>(settings.clone())
+                    .map_err(|e| format!("the risk manager's trading settings: {e}"))?,
+                "the risk manager's trading settings (the journal records none by then)",
+            )
+        }
+    };
     let setup = Setup {
-        strategies: strategy.enabled.clone(),
+        strategies,
         params,
         fee: trading.fee_rate,
         trading,
@@ -200,7 +240,9 @@ pub fn work_out(
         max_delay_bars: 1,
     };
     let r = report(markets, journal, &setup, from, to).map_err(|e| e.to_string())?;
-    Ok(DriftView::of(&r))
+    let mut view = DriftView::of(&r);
+    view.basis = format!("{params_from}; {settings_from}");
+    Ok(view)
 }
 
 /// The exchange's instrument filters (a public read, no keys).

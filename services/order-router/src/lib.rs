@@ -28,7 +28,7 @@ use shardbot_protocol::{
 use shardbot_service::{ServiceContext, SetState, StartError};
 
 pub use flatten::{EntryGate, close_orders, split_qty};
-pub use router::{Flatten, Pacing, Private, Router, Submit};
+pub use router::{Flatten, Pacing, Parameters, Private, Router, Submit};
 
 /// `[router]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +250,9 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
                                     deadline_ms,
                                     reply,
                                 }),
+                                RouterRequest::Parameters { json } => {
+                                    addr.do_send(Parameters { json, reply })
+                                }
                             }
                             addr.connected()
                         });

@@ -586,6 +586,48 @@ impl Handler<LeverageSet> for Router {
     }
 }
 
+/// A worker's strategies and parameters, from the REP thread: journalled as in force from
+/// now (the exchange's clock), for `shardbot drift`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Parameters {
+    pub json: String,
+    pub reply: ReplyTo<RouterReply>,
+}
+
+impl Handler<Parameters> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Parameters, _ctx: &mut Context<Self>) {
+        let answer = if serde_json::from_str::<serde_json::Value>(&msg.json).is_err() {
+            RouterReply::Error(ErrorReply {
+                message: "the parameters are not JSON".into(),
+            })
+        } else {
+            let set_at_ms = self.client.clock().now_ms();
+            match self.journal.record_parameters(set_at_ms, &msg.json) {
+                Ok(new) => {
+                    if new {
+                        tracing::info!(
+                            set_at_ms,
+                            bytes = msg.json.len(),
+                            "a worker's parameters journalled as in force"
+                        );
+                    }
+                    RouterReply::Recorded { new }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot journal a worker's parameters");
+                    RouterReply::Error(ErrorReply {
+                        message: format!("cannot journal the parameters: {e}"),
+                    })
+                }
+            }
+        };
+        let _ = msg.reply.send(answer);
+    }
+}
+
 /// An intent from the REP thread.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]

@@ -16,19 +16,22 @@ use shardbot_drift::{
 use shardbot_protocol::Interval;
 use shardbot_risk::TradingSettings;
 use shardbot_service::Settings;
-use shardbot_strategy::{OptimizedFile, StrategySettings};
+use shardbot_strategy::{OptimizedFile, ParametersInForce, StrategySettings};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
-The backtest uses the parameters and trading settings in force now (the files the stack \
-reads); the journal does not record earlier ones, so a window from before a change compares \
-against today's parameters. Trades still open at --to are left out on both sides.
+The backtest uses the strategies, parameters and trading settings the journal records in \
+force at --from (workers announce theirs to the router at their start, and the first \
+recorded inside the window stands for one that started after --from; the risk manager \
+records its settings at its start and at every change), else the files the stack reads now. \
+Trades still open at --to are left out on both sides.
 
 Example: shardbot drift --account sim --from 2026-12-01 --slippage-ticks 1 --csv drift.csv")]
 pub struct DriftArgs {
     #[command(flatten)]
     journal: crate::journal::JournalArgs,
-    /// The strategies the stack ran, comma-separated (default: its strategy.enabled).
+    /// The strategies the stack ran, comma-separated (default: those the journal records in
+    /// force at --from, else the stack's strategy.enabled).
     #[arg(long)]
     strategy: Option<String>,
     /// The bars to backtest (default: the history store's, `store:<strategy.interval>`,
@@ -43,11 +46,12 @@ pub struct DriftArgs {
     /// The window's end (default: now); trades that exit after it are left out.
     #[arg(long)]
     to: Option<String>,
-    /// The trading settings (default: those the journal records in force at --from, else
+    /// The trading settings (default: those the journal records in force at --from or first in the window, else
     /// the stack's risk.trading_settings_file).
     #[arg(long, value_name = "FILE")]
     settings: Option<PathBuf>,
-    /// The parameters file (default: the stack's strategy.parameters_file).
+    /// The parameters file (default: the parameters the journal records in force at
+    /// --from, else the stack's strategy.parameters_file).
     #[arg(long, value_name = "FILE")]
     params_file: Option<PathBuf>,
     /// Taker fee rate the backtest pays per fill.
@@ -102,10 +106,6 @@ pub fn run(args: DriftArgs) -> anyhow::Result<()> {
     let config = args.journal.config();
     let settings = Settings::load(config)?;
     let strategy: StrategySettings = settings.section("strategy")?;
-    let names: Vec<String> = match &args.strategy {
-        Some(s) => s.split(',').map(|n| n.trim().to_owned()).collect(),
-        None => strategy.enabled.clone(),
-    };
     let interval: Interval = strategy
         .interval
         .parse()
@@ -120,12 +120,12 @@ pub fn run(args: DriftArgs) -> anyhow::Result<()> {
     let journal = args.journal.open()?;
     let (trading, settings_from) = match &args.settings {
         Some(p) => (TradingSettings::load(p)?, p.display().to_string()),
-        None => match journal.trading_settings_at(from)? {
-            Some(json) => {
+        None => match journal.trading_settings_for(from, to)? {
+            Some((at, json)) => {
                 let t: TradingSettings = serde_json::from_str(&json)
                     .context("the trading settings the journal records")?;
                 t.validate("the trading settings the journal records")?;
-                (t, format!("the journal's, in force at {} UTC", utc(from)))
+                (t, format!("the journal's, in force from {} UTC", utc(at)))
             }
             None => {
                 let file = settings.section::<RiskFiles>("risk")?.trading_settings_file;
@@ -137,11 +137,45 @@ pub fn run(args: DriftArgs) -> anyhow::Result<()> {
         },
     };
     eprintln!("trading settings: {settings_from}");
-    let params_file = args
-        .params_file
-        .clone()
-        .unwrap_or_else(|| strategy.parameters_file.clone());
-    let params = OptimizedFile::load(&params_file)?;
+    let recorded = match journal.parameters_for(from, to)? {
+        Some((at, json)) => Some((
+            at,
+            ParametersInForce::parse(&json, "the parameters the journal records")?,
+        )),
+        None => None,
+    };
+    let names: Vec<String> = match (&args.strategy, &recorded) {
+        (Some(s), _) => s.split(',').map(|n| n.trim().to_owned()).collect(),
+        (None, Some((_, r))) => r.strategies.clone(),
+        (None, None) => strategy.enabled.clone(),
+    };
+    let since = recorded.as_ref().map_or(from, |(at, _)| from.max(*at));
+    let (params, params_from) = match (&args.params_file, recorded) {
+        (Some(p), _) => (OptimizedFile::load(p)?, p.display().to_string()),
+        (None, Some((at, r))) => (
+            r.parameters,
+            format!("the journal's, in force from {} UTC", utc(at)),
+        ),
+        (None, None) => (
+            OptimizedFile::load(&strategy.parameters_file)?,
+            format!(
+                "{} (the journal records none by then)",
+                strategy.parameters_file.display()
+            ),
+        ),
+    };
+    eprintln!(
+        "strategies: {}; parameters: {params_from}",
+        names.join(", ")
+    );
+    let changes = journal.parameter_changes(since, to)?;
+    if changes > 0 && args.params_file.is_none() {
+        eprintln!(
+            "warning: workers started with other parameters {changes} time(s) inside the \
+             window; the backtest uses those in force at its start (narrow --from/--to to \
+             compare each part with its own)"
+        );
+    }
     let mut markets = crate::backtest::load_markets(&data, config)?;
     if let InstrumentsArg::Exchange = args.instruments {
         let filters = exchange_instruments(config)?;

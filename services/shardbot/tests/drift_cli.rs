@@ -18,6 +18,7 @@ use std::{path::Path, process::Command, str::FromStr};
 use rust_decimal::Decimal;
 use shardbot_journal::{ExchangeNumbers, IntentStages, Journal, TradeRecord};
 use shardbot_protocol::{IntentAction, Interval, OrderIntent, Refusal, RefusalCode, Side, Symbol};
+use shardbot_strategy::ParametersInForce;
 
 const BAR: i64 = 4 * 3_600_000;
 
@@ -239,16 +240,38 @@ fn the_report_finds_each_deliberate_difference_and_names_its_cause() {
         ..held.clone()
     };
     record(&journal, "extra", &extra, extra.entry, Decimal::ONE);
-    // The trading settings in force, as the risk manager records them: the report judges
-    // with these, not with the configuration's file (which does not exist here).
+    // The trading settings in force, as the risk manager records them, and the strategies
+    // and parameters, as the router records a worker's: the report judges with these, not
+    // with the configuration's (its settings file does not exist here, its strategy and
+    // parameters would trade otherwise).
     journal.record_trading_settings(first, SETTINGS).unwrap();
+    let in_force = ParametersInForce {
+        strategies: vec!["trend_following".into()],
+        parameters: serde_json::from_str(PARAMS).unwrap(),
+    };
+    journal
+        .record_parameters(first, &in_force.to_json())
+        .unwrap();
+    // A worker started with other parameters inside the window: said, not used.
+    let later = ParametersInForce {
+        strategies: vec!["mean_reversion".into()],
+        parameters: Default::default(),
+    };
+    journal
+        .record_parameters(from + 50 * BAR, &later.to_json())
+        .unwrap();
     drop(journal);
+    std::fs::write(
+        p("other-params.json"),
+        PARAMS.replace(r#""fast": 3, "slow": 8"#, r#""fast": 5, "slow": 13"#),
+    )
+    .unwrap();
 
     std::fs::write(
         p("shardbot.toml"),
         format!(
-            "[strategy]\nenabled = [\"trend_following\"]\ninterval = \"240\"\nparameters_file = \"{}\"\n\n[risk]\ntrading_settings_file = \"{}\"\n",
-            p("params.json").display(),
+            "[strategy]\nenabled = [\"mean_reversion\"]\ninterval = \"240\"\nparameters_file = \"{}\"\n\n[risk]\ntrading_settings_file = \"{}\"\n",
+            p("other-params.json").display(),
             p("no-such-settings.json").display()
         ),
     )
@@ -274,7 +297,15 @@ fn the_report_finds_each_deliberate_difference_and_names_its_cause() {
     ]);
     assert!(ok, "{out}\n{err}");
     assert!(
-        err.contains("trading settings: the journal's, in force at"),
+        err.contains("trading settings: the journal's, in force from"),
+        "{err}"
+    );
+    assert!(
+        err.contains("strategies: trend_following; parameters: the journal's, in force from"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: workers started with other parameters 1 time(s) inside the window"),
         "{err}"
     );
     assert!(

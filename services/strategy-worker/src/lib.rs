@@ -75,6 +75,7 @@ pub fn start(ctx: &ServiceContext, shard: Shard) -> Result<(), StartError> {
         router = %ep.order_router_rep,
         "subscribed to the shard's slots"
     );
+    let parameters = roster.in_force().to_json();
     let engine = Engine::new(shard, interval, roster, ws.late_bars);
     let cfg = WorkerConfig {
         history_bars,
@@ -82,7 +83,15 @@ pub fn start(ctx: &ServiceContext, shard: Shard) -> Result<(), StartError> {
         positions_retry: Duration::from_millis(ws.positions_retry_ms),
         universe_refresh: Duration::from_secs(ws.universe_refresh_s),
     };
-    let worker = Worker::new(cfg, engine, gateway, router, risk, ctx.heartbeat.clone());
+    let worker = Worker::new(
+        cfg,
+        engine,
+        gateway,
+        router,
+        risk,
+        ctx.heartbeat.clone(),
+        parameters,
+    );
     ctx.metrics.gauge("bus_lag_max_us", worker.bus_lag_gauge());
     for name in tally::CloseTally::NAMES {
         let t = worker.tally();

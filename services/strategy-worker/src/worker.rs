@@ -54,6 +54,9 @@ pub struct Worker {
     last_bar: Instant,
     /// The newest close's signals and outcomes, for the heartbeat.
     tally: Arc<Mutex<CloseTally>>,
+    /// The strategies and parameters this worker loaded (`ParametersInForce` JSON),
+    /// announced to the router at the start, which journals them for `shardbot drift`.
+    parameters: String,
 }
 
 fn locked(t: &Mutex<CloseTally>) -> std::sync::MutexGuard<'_, CloseTally> {
@@ -86,6 +89,7 @@ impl Worker {
         router: Requester,
         risk: Requester,
         heartbeat: Addr<HeartbeatActor>,
+        parameters: String,
     ) -> Worker {
         let engine_interval_ms = engine.interval().duration_ms().unwrap_or(0);
         Worker {
@@ -103,7 +107,22 @@ impl Worker {
             history_slots: Arc::new(Semaphore::new(HISTORY_IN_FLIGHT)),
             last_bar: Instant::now(),
             tally: Arc::new(Mutex::new(CloseTally::new(engine_interval_ms))),
+            parameters,
         }
+    }
+
+    /// Tells the router the strategies and parameters in force (until it has them
+    /// journalled: retried while it is unreachable).
+    fn announce_parameters(&self, ctx: &mut Context<Self>) {
+        let router = self.router.clone();
+        let json = self.parameters.clone();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let r = router
+                .request_async::<_, RouterReply>(RouterRequest::Parameters { json })
+                .await;
+            addr.do_send(Announced(r));
+        });
     }
 
     /// The newest close's tally, shared with the heartbeat's gauges.
@@ -245,6 +264,7 @@ impl Actor for Worker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.announce_parameters(ctx);
         self.fetch_universe(ctx);
         self.fetch_positions(ctx);
         ctx.run_interval(self.cfg.universe_refresh, |act, ctx| {
@@ -406,7 +426,7 @@ async fn deliver(router: &Requester, intent: OrderIntent, attempts: u32) -> bool
             Ok(RouterReply::Error(e)) => {
                 tracing::warn!(intent_id = %intent.intent_id, attempt, error = e.message, "router error");
             }
-            Ok(other @ RouterReply::Flatten(_)) => {
+            Ok(other @ (RouterReply::Flatten(_) | RouterReply::Recorded { .. })) => {
                 tracing::warn!(intent_id = %intent.intent_id, attempt, reply = ?other, "unexpected router reply");
             }
             Err(e) => {
@@ -416,6 +436,37 @@ async fn deliver(router: &Requester, intent: OrderIntent, attempts: u32) -> bool
     }
     tracing::error!(intent_id = %intent.intent_id, symbol = %intent.symbol, attempts, "intent not delivered to the router");
     false
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Announced(Result<RouterReply, BusError>);
+
+impl Handler<Announced> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Announced, ctx: &mut Context<Self>) {
+        match msg.0 {
+            Ok(RouterReply::Recorded { new }) => {
+                tracing::info!(new, "the router journalled the parameters in force");
+            }
+            Ok(RouterReply::Error(e)) => {
+                tracing::warn!(
+                    error = e.message,
+                    "the router did not journal the parameters; retrying"
+                );
+                ctx.run_later(RETRY, |act, ctx| act.announce_parameters(ctx));
+            }
+            Ok(other) => {
+                // A router of another version: nothing to retry.
+                tracing::error!(reply = ?other, "unexpected router reply to the parameters in force");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "router unreachable for the parameters in force; retrying");
+                ctx.run_later(RETRY, |act, ctx| act.announce_parameters(ctx));
+            }
+        }
+    }
 }
 
 #[derive(Message)]

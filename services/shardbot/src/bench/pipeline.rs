@@ -190,10 +190,16 @@ history_bars = {HISTORY}
         thread::spawn(move || {
             let _ = replier.serve(
                 |r: RouterRequest| {
-                    let RouterRequest::Submit(i) = r else {
-                        return RouterReply::Error(ErrorReply {
-                            message: "the bench's router only takes intents".into(),
-                        });
+                    let i = match r {
+                        RouterRequest::Submit(i) => i,
+                        RouterRequest::Parameters { .. } => {
+                            return RouterReply::Recorded { new: true };
+                        }
+                        RouterRequest::Flatten { .. } => {
+                            return RouterReply::Error(ErrorReply {
+                                message: "the bench's router only takes intents".into(),
+                            });
+                        }
                     };
                     arrivals.lock().unwrap_or_else(|p| p.into_inner()).push((
                         Instant::now(),
