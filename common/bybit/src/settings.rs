@@ -124,6 +124,23 @@ impl ExchangeSettings {
     }
 
     /// A REST client with its own budget owner. A process builds one and shares it.
+    /// [`BybitClient::instrument_filters`] of this exchange, read without keys from
+    /// synchronous code (a command, the dashboard's collector thread) on a runtime of its
+    /// own.
+    pub fn read_instrument_filters(
+        &self,
+    ) -> Result<
+        std::collections::HashMap<shardbot_protocol::Symbol, shardbot_protocol::Instrument>,
+        BybitError,
+    > {
+        let client = self.client(None)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| BybitError::Config(format!("cannot start an async runtime: {e}")))?;
+        rt.block_on(client.instrument_filters())
+    }
+
     pub fn client(&self, credentials: Option<Credentials>) -> Result<BybitClient, BybitError> {
         self.validate()?;
         let urls = self.urls()?;

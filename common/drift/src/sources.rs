@@ -11,7 +11,7 @@ use shardbot_backtest::{
 };
 use shardbot_history::HistoryStore;
 use shardbot_journal::Journal;
-use shardbot_protocol::{Instrument, Interval};
+use shardbot_protocol::{Instrument, Interval, Symbol};
 use shardbot_risk::TradingSettings;
 use shardbot_strategy::OptimizedFile;
 
@@ -70,7 +70,7 @@ pub fn store_markets(
     interval: Interval,
     from_ms: i64,
     to_ms: i64,
-    instruments: &HashMap<String, Instrument>,
+    instruments: &HashMap<Symbol, Instrument>,
 ) -> Result<Vec<Market>, DriftError> {
     let mut markets = Vec::new();
     for symbol in store.symbols(interval)? {

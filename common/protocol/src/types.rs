@@ -66,6 +66,14 @@ impl fmt::Display for Symbol {
     }
 }
 
+/// A map keyed by symbols is looked up by a `&str` (derived `Hash`/`Eq`/`Ord` are the
+/// inner string's).
+impl std::borrow::Borrow<str> for Symbol {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for Symbol {
     fn as_ref(&self) -> &str {
         &self.0

@@ -3,7 +3,7 @@
 //! history store's bars (common/drift, as `shardbot drift` does), worked out again every
 //! `dashboard.drift_every_s` on the collector's thread.
 
-use std::{collections::HashMap, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -164,7 +164,10 @@ pub fn work_out(
     let bar_ms = interval
         .duration_ms()
         .ok_or_else(|| format!("strategy.interval {interval} has no fixed length"))?;
-    let instruments = instruments(&cfg.exchange)?;
+    let instruments = cfg
+        .exchange
+        .read_instrument_filters()
+        .map_err(|e| format!("reading the instruments from the exchange: {e}"))?;
     let store = HistoryStore::open(&cfg.store_dir).map_err(|e| e.to_string())?;
     // The window ends at the newest stored bar's close: the exchange's clock, which in a
     // replay is not this machine's.
@@ -243,23 +246,4 @@ pub fn work_out(
     let mut view = DriftView::of(&r);
     view.basis = format!("{params_from}; {settings_from}");
     Ok(view)
-}
-
-/// The exchange's instrument filters (a public read, no keys).
-fn instruments(
-    ex: &ExchangeSettings,
-) -> Result<HashMap<String, shardbot_protocol::Instrument>, String> {
-    let client = ex.client(None).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start an async runtime: {e}"))?;
-    let list = rt
-        .block_on(client.usdt_perpetuals())
-        .map_err(|e| format!("reading the instruments from the exchange: {e}"))?;
-    Ok(list
-        .iter()
-        .filter_map(|i| i.to_instrument())
-        .map(|i| (i.symbol.as_str().to_owned(), i))
-        .collect())
 }

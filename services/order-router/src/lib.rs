@@ -19,7 +19,6 @@ use serde::Deserialize;
 use shardbot_bus::{Publisher, Replier, Requester};
 use shardbot_bybit::{
     Environment, ExchangeSettings,
-    models::market::InstrumentInfo,
     ws::{PrivateEvent, spawn_private},
 };
 use shardbot_protocol::{
@@ -133,13 +132,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     actix::spawn(async move {
         let init = || async {
             client.sync_time().await?;
-            let instruments: HashMap<Symbol, Instrument> = client
-                .usdt_perpetuals()
-                .await?
-                .iter()
-                .filter_map(InstrumentInfo::to_instrument)
-                .map(|i| (i.symbol.clone(), i))
-                .collect();
+            let instruments: HashMap<Symbol, Instrument> = client.instrument_filters().await?;
             let now = client.clock().now_ms();
             let mut placed = HashMap::new();
             for e in client.executions(None, now - reread_ms, now).await? {

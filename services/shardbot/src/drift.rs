@@ -3,7 +3,7 @@
 //! parameters and trading settings, trade for trade (common/drift): matched, only in paper,
 //! only in the backtest, and what explains each PnL gap.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -178,10 +178,17 @@ pub fn run(args: DriftArgs) -> anyhow::Result<()> {
     }
     let mut markets = crate::backtest::load_markets(&data, config)?;
     if let InstrumentsArg::Exchange = args.instruments {
-        let filters = exchange_instruments(config)?;
+        let ex: shardbot_bybit::ExchangeSettings = settings.section("exchange")?;
+        let filters = ex.read_instrument_filters().with_context(|| {
+            format!(
+                "reading the instruments from the exchange ({}); pass --instruments data to use \
+                 the data's ticks",
+                ex.environment
+            )
+        })?;
         let mut missing = Vec::new();
         for m in &mut markets {
-            match filters.get(&m.series.symbol) {
+            match filters.get(m.series.symbol.as_str()) {
                 Some(i) => m.instrument = i.clone(),
                 None => missing.push(m.series.symbol.clone()),
             }
@@ -211,32 +218,6 @@ pub fn run(args: DriftArgs) -> anyhow::Result<()> {
         println!("written: {}", path.display());
     }
     Ok(())
-}
-
-/// The exchange's instrument filters, as the router reads them.
-fn exchange_instruments(
-    config: Option<&std::path::Path>,
-) -> anyhow::Result<HashMap<String, shardbot_protocol::Instrument>> {
-    let settings = Settings::load(config)?;
-    let ex: shardbot_bybit::ExchangeSettings = settings.section("exchange")?;
-    let client = ex.client(None)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let list = rt
-        .block_on(client.usdt_perpetuals())
-        .with_context(|| {
-            format!(
-                "reading the instruments from the exchange ({}); pass --instruments data to use the data's ticks",
-                ex.environment
-            )
-        })?;
-    Ok(list
-        .iter()
-        .filter_map(|i| i.to_instrument())
-        .map(|i| (i.symbol.as_str().to_owned(), i))
-        .collect())
 }
 
 fn print(d: &Drift, from: i64, to: i64, unverified: usize) {

@@ -6,7 +6,7 @@ use std::{future::Future, sync::Arc};
 
 #[cfg(feature = "trade")]
 use rust_decimal::Decimal;
-use shardbot_protocol::Interval;
+use shardbot_protocol::{Instrument, Interval, Symbol};
 
 #[cfg(feature = "trade")]
 use super::requests::{CreateBatch, CreateOrder, MAX_BATCH_ORDERS, SetLeverage};
@@ -178,6 +178,20 @@ impl BybitClient {
             .collect();
         v.sort_by(|a, b| a.symbol.cmp(&b.symbol));
         Ok(v)
+    }
+
+    /// The order filters (tick, quantity step, minimums) of every trading USDT perpetual,
+    /// by symbol: what the router sizes and rounds with, and a backtest of its trades must.
+    pub async fn instrument_filters(
+        &self,
+    ) -> Result<std::collections::HashMap<Symbol, Instrument>, BybitError> {
+        Ok(self
+            .usdt_perpetuals()
+            .await?
+            .iter()
+            .filter_map(InstrumentInfo::to_instrument)
+            .map(|i| (i.symbol.clone(), i))
+            .collect())
     }
 
     /// Klines of `symbol` whose start lies in `[start_ms, end_ms]`, oldest first, paging back
