@@ -26,13 +26,31 @@ fn store(config: Option<&std::path::Path>, over: Option<&PathBuf>) -> anyhow::Re
         Some(d) => d.clone(),
         None => {
             let s: StoreSection = Settings::load(config)?.section("market_data")?;
-            if s.store_dir.is_empty() {
-                bail!("market_data.store_dir is empty (no history store); pass --store DIR");
-            }
-            PathBuf::from(s.store_dir)
+            let configured =
+                config.is_some() || std::env::var_os("SHARDBOT__MARKET_DATA__STORE_DIR").is_some();
+            let recorded =
+                std::fs::read_to_string(crate::stacks::run_dir().join("market-store")).ok();
+            store_dir(configured, recorded.as_deref(), &s.store_dir).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "market_data.store_dir is empty (no history store); pass --store DIR"
+                )
+            })?
         }
     };
     Ok(HistoryStore::open(&dir)?)
+}
+
+/// The history store a command reads or writes: the configuration's when one is given (a
+/// file, or `SHARDBOT__MARKET_DATA__STORE_DIR`); else the one the running stack's gateway
+/// writes (`scripts/stack` records it in `$SHARDBOT_STACK_RUN/market-store`: `recorded`);
+/// else the default configuration's. `None`: no store (an empty `store_dir`).
+fn store_dir(configured: bool, recorded: Option<&str>, from_config: &str) -> Option<PathBuf> {
+    let recorded = recorded.map(str::trim).filter(|r| !r.is_empty());
+    match (configured, recorded) {
+        (false, Some(r)) => Some(PathBuf::from(r)),
+        _ if from_config.is_empty() => None,
+        _ => Some(PathBuf::from(from_config)),
+    }
 }
 
 /// `2025-01-31` (UTC midnight), `2025-01-31T08:30` (UTC) or Unix milliseconds.
@@ -370,6 +388,34 @@ mod time_tests {
                 .unwrap_err()
                 .to_string()
                 .contains("not a time")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[rstest::rstest]
+    #[case::the_running_stacks(
+        false,
+        Some("/run/x/history\n"),
+        "var/history",
+        Some("/run/x/history")
+    )]
+    #[case::none_recorded(false, None, "var/history", Some("var/history"))]
+    #[case::a_blank_record(false, Some(" \n"), "var/history", Some("var/history"))]
+    #[case::configured_wins(true, Some("/run/x/history"), "/data/h", Some("/data/h"))]
+    #[case::no_store(true, Some("/run/x/history"), "", None)]
+    fn the_store_a_command_uses(
+        #[case] configured: bool,
+        #[case] recorded: Option<&str>,
+        #[case] from_config: &str,
+        #[case] want: Option<&str>,
+    ) {
+        assert_eq!(
+            store_dir(configured, recorded, from_config),
+            want.map(PathBuf::from)
         );
     }
 }
