@@ -1,4 +1,5 @@
-//! Bybit's official Python SDK works against bybit-sim with only its base URL changed:
+//! Bybit's official Python SDK works against bybit-sim with only its base URL changed (and
+//! a race of its own `subscribe` guarded, forced here on every run: see pybit_compat.py):
 //! instruments over pages, klines, tickers, a market order, positions, closed PnL, the
 //! wallet, and the public WebSocket (tickers and klines). The interpreter is the project's
 //! venv made by scripts/install-deps (or SHARDBOT_PYTHON); without pybit the test fails and
@@ -37,6 +38,9 @@ fn pybit_trades_and_streams_against_the_sim() {
     let mut child = Command::new(&py)
         .arg(&script)
         .args([&url, KEY, SECRET])
+        // pybit's subscribe race forced (see pybit_compat.py): a snapshot before the
+        // callback must not end the stream.
+        .env("SUBSCRIBE_DELAY_S", "0.5")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
