@@ -35,7 +35,7 @@ impl TradeView {
 }
 
 /// The CSV columns, in order.
-pub const TRADE_CSV_HEADER: [&str; 22] = [
+pub const TRADE_CSV_HEADER: [&str; 25] = [
     "trade_key",
     "symbol",
     "side",
@@ -43,7 +43,9 @@ pub const TRADE_CSV_HEADER: [&str; 22] = [
     "source",
     "qty",
     "entry_time_ms",
+    "entry_time",
     "exit_time_ms",
+    "exit_time",
     "entry_price",
     "exit_price",
     "fees",
@@ -52,6 +54,7 @@ pub const TRADE_CSV_HEADER: [&str; 22] = [
     "net",
     "verified",
     "verified_ms",
+    "verified_at",
     "calc_pnl",
     "exchange_pnl",
     "discrepancy",
@@ -60,8 +63,17 @@ pub const TRADE_CSV_HEADER: [&str; 22] = [
     "return_pct",
 ];
 
+/// An exchange time in ISO 8601, UTC, to the millisecond (`2026-12-05T04:47:23.120Z`):
+/// the CSV's readable time beside each epoch-millisecond one.
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| {
+        t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    })
+}
+
 /// Writes `trades` as CSV (a header, then one row per trade). Amounts are written exactly
-/// as stored (no rounding); `verified` is `verified` or `calculated`. `balance_before` is
+/// as stored (no rounding); times as epoch milliseconds and, beside them, ISO 8601 UTC;
+/// `verified` is `verified` or `calculated`. `balance_before` is
 /// the simulated balance a closed trade was traded on (the balance set for its period,
 /// `balances`, plus the net of that period's trades closed before it) and `return_pct`
 /// its net in percent of that; both empty for an open trade or without a balance.
@@ -92,10 +104,12 @@ pub fn write_trades_csv<W: Write>(
             t.calc.source.clone(),
             s(Some(t.qty())),
             t.calc.entry_time_ms.to_string(),
+            iso(t.calc.entry_time_ms),
             t.calc
                 .exit_time_ms
                 .map(|x| x.to_string())
                 .unwrap_or_default(),
+            t.calc.exit_time_ms.map(iso).unwrap_or_default(),
             s(Some(t.entry_price())),
             s(t.exit_price()),
             s(Some(t.fees())),
@@ -109,6 +123,7 @@ pub fn write_trades_csv<W: Write>(
             }
             .into(),
             t.verified_ms.map(|x| x.to_string()).unwrap_or_default(),
+            t.verified_ms.map(iso).unwrap_or_default(),
             s(t.calc.pnl),
             s(t.exchange.map(|e| e.pnl)),
             t.discrepancy.clone().unwrap_or_default(),

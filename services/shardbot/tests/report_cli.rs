@@ -143,9 +143,10 @@ fn figures_are_on_the_simulated_balance_in_force_before_and_after_a_new_one() {
     let mut rows = csv.lines();
     let header: Vec<&str> = rows.next().unwrap().split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = rows.map(|l| l.split(',').collect()).collect();
     let got: Vec<(String, String, String)> = rows
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
+        .iter()
+        .map(|f| {
             (
                 f[col("trade_key")].into(),
                 f[col("balance_before")].into(),
@@ -153,6 +154,18 @@ fn figures_are_on_the_simulated_balance_in_force_before_and_after_a_new_one() {
             )
         })
         .collect();
+    // Each time also in ISO 8601 UTC, beside its epoch milliseconds.
+    for f in &rows {
+        for (ms, iso) in [
+            ("entry_time_ms", "entry_time"),
+            ("exit_time_ms", "exit_time"),
+        ] {
+            let ms: i64 = f[col(ms)].parse().unwrap();
+            let t = chrono::DateTime::parse_from_rfc3339(f[col(iso)]).unwrap();
+            assert_eq!(t.timestamp_millis(), ms, "{csv}");
+            assert!(f[col(iso)].ends_with('Z'), "{csv}");
+        }
+    }
     let want = |k: &str, b: &str, r: &str| (k.to_string(), b.to_string(), r.to_string());
     assert!(got.contains(&want("a", "1000", "-11.7")), "{csv}");
     assert!(got.contains(&want("b", "883", "1.9253")), "{csv}");
