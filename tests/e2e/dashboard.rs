@@ -194,6 +194,41 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     b.wait("the normal mode", Duration::from_secs(20), |b| {
         (text_of(b, "#mode") == "normal").then_some(())
     });
+    // The buttons show the mode: Start is marked and cannot be pressed again; Stop asks
+    // first, and cancelled it changes nothing.
+    let disabled = |b: &Browser, id: &str| {
+        b.js(
+            "return document.getElementById(arguments[0]).disabled;",
+            serde_json::json!([id]),
+        )
+        .as_bool()
+        .unwrap()
+    };
+    b.wait("Start marked as in force", Duration::from_secs(5), |b| {
+        (text_of(b, "#start") == "Trading ✓" && disabled(b, "start") && !disabled(b, "stop"))
+            .then_some(())
+    });
+    b.click("#stop");
+    b.dismiss_dialog();
+    assert_eq!(
+        text_of(&b, "#mode"),
+        "normal",
+        "a cancelled Stop changes nothing"
+    );
+    // An unknown section in the address shows the trading tab, not a blank page.
+    b.goto(&format!("{base}/#no-such-section"));
+    b.wait(
+        "the trading tab for an unknown section",
+        Duration::from_secs(10),
+        |b| {
+            let shown = b.js(
+                "return !document.getElementById('sec-trading').hidden;",
+                serde_json::json!([]),
+            );
+            (shown.as_bool() == Some(true) && text_of(b, "#trading-title") == "Paper Trading")
+                .then_some(())
+        },
+    );
     b.wait(
         "three trades with the verified mark",
         Duration::from_secs(300),
@@ -241,6 +276,12 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     b.wait("an open position", Duration::from_secs(120), |b| {
         (count(b, "#positions tr") > 0).then_some(())
     });
+    // A new simulated balance is taken only while flat: the button says so.
+    b.wait(
+        "Set balance refused while positions are open",
+        Duration::from_secs(5),
+        |b| (disabled(b, "save-balance") && text_of(b, "#open-count") != "0").then_some(()),
+    );
     b.click("#kill");
     b.accept_dialog();
     b.wait(
@@ -248,6 +289,10 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         Duration::from_secs(20),
         |b| (text_of(b, "#mode") == "halted").then_some(()),
     );
+    b.wait("Stop marked as in force", Duration::from_secs(5), |b| {
+        (disabled(b, "stop") && !disabled(b, "start") && text_of(b, "#start") == "Start")
+            .then_some(())
+    });
     let sim = stack.client();
     let rt = tokio::runtime::Runtime::new().unwrap();
     // The page follows the flatten to its end and says FLAT only once the exchange shows
@@ -286,6 +331,33 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
                 && count(b, "#by-symbol tr") > 0)
                 .then_some(())
         },
+    );
+    // The most active symbol is the one with the most trades, with its count, or a tie
+    // said as one: the same count as the by-symbol table's largest.
+    let (_, state) = get(&format!("{base}/api/state"), Some(&cookie), None);
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let p = &v["performance"];
+    let most = p["most_active_trades"].as_u64().unwrap();
+    let by_symbol = p["report"]["by_symbol"].as_object().unwrap();
+    assert_eq!(
+        Some(most),
+        by_symbol
+            .values()
+            .filter_map(|s| s["trades"].as_u64())
+            .max()
+    );
+    let shown = text_of(&b, "#perf-stats dd[data-stat='most active symbol']");
+    let tied = p["most_active"].as_array().unwrap().len();
+    assert!(
+        if tied == 1 {
+            shown.ends_with(&format!(
+                "({most} trade{})",
+                if most == 1 { "" } else { "s" }
+            ))
+        } else {
+            shown.contains("a tie")
+        },
+        "{shown} ({tied} symbols at {most})"
     );
     // The paper-against-backtest section: the journal's trades against a backtest of the
     // stored bars, worked out again every 10 s here. Flat and halted, every closed trade of

@@ -190,6 +190,11 @@ impl Browser {
         self.call("POST", &self.s("/alert/accept"), Some(json!({})));
     }
 
+    /// Dismisses the open `confirm()` dialog (its Cancel).
+    pub fn dismiss_dialog(&self) {
+        self.call("POST", &self.s("/alert/dismiss"), Some(json!({})));
+    }
+
     /// The page's cookies as `name=value; ...` (to fetch what the page links to as the
     /// logged-in user).
     pub fn cookie_header(&self) -> String {

@@ -54,8 +54,12 @@ function dur(ms) {
   return (s / 3600).toFixed(1) + " h";
 }
 
+// The section the address names; an unknown one (or none) is the stack's trading tab.
 function tab() {
-  return (location.hash || "").replace("#", "") || (view && view.account.live ? "live" : "paper");
+  const want = (location.hash || "").replace("#", "");
+  const known = [...document.querySelectorAll("section[data-tabs]")]
+    .some((s) => s.dataset.tabs.split(" ").includes(want));
+  return known ? want : (view && view.account.live ? "live" : "paper");
 }
 
 function showTab() {
@@ -111,6 +115,18 @@ function renderTrading(v) {
   $("upnl").replaceChildren(signed(v.unrealised_pnl));
   const r = v.risk;
   $("mode-2").textContent = r ? r.mode : "unknown";
+  // The buttons show the mode in force: the one that is on is marked and cannot be pressed.
+  const mode = r ? r.mode : null;
+  const start = $("start"), stop = $("stop");
+  start.disabled = mode === "normal";
+  start.textContent = mode === "normal" ? "Trading ✓" : "Start";
+  start.classList.toggle("go", mode !== null && mode !== "normal");
+  stop.disabled = mode === "halted";
+  stop.textContent = mode === "halted" ? "Stopped ✓ (no new entries)" : "Stop (no new entries)";
+  // A new simulated balance is taken only while the account is flat.
+  const open = r ? r.open_positions : 0;
+  $("save-balance").disabled = open > 0;
+  $("save-balance").title = open > 0 ? "the account must be flat: " + open + " position(s) open" : "";
   $("open-count").textContent = r ? r.open_positions : "–";
   $("max-open").textContent = r ? r.max_open_positions : "–";
   $("daily-pnl").replaceChildren(signed(r ? r.daily_pnl : null));
@@ -176,7 +192,7 @@ function renderPerformance(v) {
     ["Sharpe", r.sharpe === null ? "– (needs two days)" : num(r.sharpe)],
     ["profit factor", o.profit_factor === null ? "∞" : num(o.profit_factor)],
     ["best symbol", p.best_symbol || "–"],
-    ["most active symbol", p.most_active_symbol || "–"],
+    ["most active symbol", mostActive(p)],
   ];
   stats.replaceChildren(...items.flatMap(([k, x]) => {
     const dd = el("dd", x); dd.dataset.stat = k; return [el("dt", k), dd];
@@ -188,6 +204,16 @@ function renderPerformance(v) {
   fill("by-symbol", statsRows(r.by_symbol));
   fill("by-strategy", statsRows(r.by_strategy));
   renderDrift(v);
+}
+
+// The symbol with the most closed trades and how many; a tie says so instead of picking one.
+function mostActive(p) {
+  const n = p.most_active_trades, syms = p.most_active;
+  if (!syms.length) return "–";
+  const trades = n + (n === 1 ? " trade" : " trades");
+  if (syms.length === 1) return syms[0] + " (" + trades + ")";
+  if (syms.length <= 3) return syms.join(", ") + " (a tie, " + trades + " each)";
+  return "a tie of " + syms.length + " symbols at " + trades;
 }
 
 // The journal's closed trades of the last dashboard.drift_days against a backtest of the
@@ -357,11 +383,11 @@ async function saveSettings(s, msgId) {
 function connect() {
   const es = new EventSource("/api/events");
   es.addEventListener("view", (e) => {
-    $("link-state").textContent = "live";
+    $("link-state").textContent = "updates: connected";
     render(JSON.parse(e.data));
   });
   es.onerror = async () => {
-    $("link-state").textContent = "disconnected, retrying…";
+    $("link-state").textContent = "updates: disconnected, retrying…";
     const r = await fetch("/api/state", { credentials: "same-origin" }).catch(() => null);
     if (r && r.status === 401) location.href = "/login";
   };
@@ -371,7 +397,8 @@ document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("hashchange", showTab);
   showTab();
   $("start").addEventListener("click", () => control("start"));
-  $("stop").addEventListener("click", () => control("stop"));
+  $("stop").addEventListener("click", () => control("stop",
+    "Stop: no new entries? Open positions keep their stop-loss and take-profit, and exits still go out."));
   $("kill").addEventListener("click", () => control("kill",
     "Kill switch: halt trading and close every open position at market?"));
   $("save-balance").addEventListener("click", async () => {

@@ -210,7 +210,10 @@ impl TradeRow {
 pub struct Performance {
     pub report: Report,
     pub best_symbol: Option<String>,
-    pub most_active_symbol: Option<String>,
+    /// The symbols with the most closed trades (several on a tie, by name), and that
+    /// count; empty without trades.
+    pub most_active: Vec<String>,
+    pub most_active_trades: usize,
     /// (exit time ms, equity USDT) from the starting balance.
     pub equity: Vec<(i64, f64)>,
     /// (time ms, drawdown in % of the running peak, ≤ 0).
@@ -788,15 +791,24 @@ pub fn performance(closed: &[TradeResult], starting_balance: Decimal) -> Perform
         .iter()
         .max_by(|a, b| a.1.total_pnl.cmp(&b.1.total_pnl))
         .map(|(s, _)| s.clone());
-    let most_active_symbol = report
+    let most_active_trades = report
+        .by_symbol
+        .values()
+        .map(|s| s.trades)
+        .max()
+        .unwrap_or(0);
+    let mut most_active: Vec<String> = report
         .by_symbol
         .iter()
-        .max_by(|a, b| a.1.trades.cmp(&b.1.trades).then(b.0.cmp(a.0)))
-        .map(|(s, _)| s.clone());
+        .filter(|(_, s)| s.trades == most_active_trades && most_active_trades > 0)
+        .map(|(sym, _)| sym.clone())
+        .collect();
+    most_active.sort();
     Performance {
         report,
         best_symbol,
-        most_active_symbol,
+        most_active,
+        most_active_trades,
         equity,
         drawdown,
     }
@@ -835,8 +847,25 @@ mod tests {
         assert!((dd - (1030.0 - 1060.0) / 1060.0 * 100.0).abs() < 1e-9);
         assert!(p.drawdown.iter().all(|x| x.1 <= 0.0));
         assert_eq!(p.best_symbol.as_deref(), Some("BTCUSDT"));
-        assert_eq!(p.most_active_symbol.as_deref(), Some("ETHUSDT"));
+        assert_eq!(p.most_active, ["ETHUSDT"]);
+        assert_eq!(p.most_active_trades, 2);
         assert_eq!(p.report.overall.total_pnl, dec!(30));
+    }
+
+    /// A tie is shown as one: no symbol is picked out of symbols with as many trades.
+    #[test]
+    fn the_most_active_symbols_of_a_tie_are_all_named() {
+        let trades = vec![
+            t("SOLUSDT", 1, dec!(1)),
+            t("BTCUSDT", 2, dec!(1)),
+            t("ETHUSDT", 3, dec!(1)),
+        ];
+        let p = performance(&trades, dec!(1000));
+        assert_eq!(p.most_active, ["BTCUSDT", "ETHUSDT", "SOLUSDT"]);
+        assert_eq!(p.most_active_trades, 1);
+        let none = performance(&[], dec!(1000));
+        assert!(none.most_active.is_empty());
+        assert_eq!(none.most_active_trades, 0);
     }
 
     #[test]
