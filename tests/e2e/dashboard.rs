@@ -276,6 +276,31 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     b.wait("an open position", Duration::from_secs(120), |b| {
         (count(b, "#positions tr") > 0).then_some(())
     });
+    // Prices and sizes at each instrument's own precision (its tick and quantity step).
+    let (_, state) = get(&format!("{base}/api/state"), Some(&cookie), None);
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let rows = b.js(
+        "return [...document.querySelectorAll('#positions tr')].map((r) => \
+         [...r.cells].map((c) => c.textContent));",
+        serde_json::json!([]),
+    );
+    let decimals = |s: &str| s.split_once('.').map_or(0, |(_, d)| d.len());
+    let mut checked = 0;
+    for r in rows.as_array().unwrap() {
+        let cell = |i: usize| r[i].as_str().unwrap().to_owned();
+        let Some(p) = v["precision"][cell(0)].as_array() else {
+            continue;
+        };
+        let (price_dp, qty_dp) = (p[0].as_u64().unwrap(), p[1].as_u64().unwrap());
+        assert_eq!(decimals(&cell(2)) as u64, qty_dp, "size of {r}");
+        assert_eq!(decimals(&cell(3)) as u64, price_dp, "entry of {r}");
+        checked += 1;
+    }
+    assert!(
+        checked > 0,
+        "no position with its precision: {}",
+        v["precision"]
+    );
     // A new simulated balance is taken only while flat: the button says so.
     b.wait(
         "Set balance refused while positions are open",

@@ -35,6 +35,18 @@ function num(x, dp) {
   return n.toLocaleString("en-US", { minimumFractionDigits: dp ?? 2, maximumFractionDigits: dp ?? 2 });
 }
 
+// A symbol's price and quantity at its instrument's own decimals (tick and step; the
+// view's precision), or 6 and 4 until the exchange's instruments are read.
+function price(x, sym) {
+  const p = view && view.precision[sym];
+  return num(x, p ? p[0] : 6);
+}
+
+function qty(x, sym) {
+  const p = view && view.precision[sym];
+  return num(x, p ? p[1] : 4);
+}
+
 function signed(x, dp) {
   const s = el("span", num(x, dp));
   const n = Number(x);
@@ -136,8 +148,9 @@ function renderTrading(v) {
   fill("strategies", v.strategies.map((s) =>
     row([s.name, el("span", s.label, s.optimized ? "mark verified" : "muted")])));
   fill("positions", v.positions.map((p) => {
-    const tr = row([p.symbol, p.side === "Buy" ? "long" : "short", num(p.size, 4), num(p.avg_price, 6),
-      num(p.mark_price, 6), signed(p.unrealised_pnl, 4), num(p.stop_loss, 6), num(p.take_profit, 6)]);
+    const s = p.symbol;
+    const tr = row([s, p.side === "Buy" ? "long" : "short", qty(p.size, s), price(p.avg_price, s),
+      price(p.mark_price, s), signed(p.unrealised_pnl, 4), price(p.stop_loss, s), price(p.take_profit, s)]);
     tr.dataset.symbol = p.symbol;
     return tr;
   }));
@@ -145,8 +158,8 @@ function renderTrading(v) {
   fill("trades", v.trades.map((t) => {
     const mark = t.verified ? el("span", "✓", "mark verified") : el("span", "≈", "mark calculated");
     mark.title = t.verified ? "verified against the exchange" : "calculated, not verified yet";
-    const tr = row([mark, t.symbol, t.side, t.strategy, num(t.qty, 4), time(t.entry_time_ms), time(t.exit_time_ms),
-      num(t.entry_price, 6), num(t.exit_price, 6), num(t.fees, 4), signed(t.pnl, 4)]);
+    const tr = row([mark, t.symbol, t.side, t.strategy, qty(t.qty, t.symbol), time(t.entry_time_ms), time(t.exit_time_ms),
+      price(t.entry_price, t.symbol), price(t.exit_price, t.symbol), num(t.fees, 4), signed(t.pnl, 4)]);
     tr.dataset.key = t.trade_key;
     tr.dataset.verified = t.verified ? "1" : "0";
     if (t.discrepancy) tr.title = "discrepancy: " + t.discrepancy;

@@ -6,7 +6,7 @@
 //! figures of the closed ones, and the strategies' parameter status.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -246,9 +246,23 @@ pub struct View {
     /// backtest of the same bars (None: off, or not worked out; `problems` says why).
     pub drift: Option<crate::drift::DriftView>,
     pub health: Vec<ProcessView>,
+    /// Decimals of each shown symbol's price (its tick) and quantity (its step), from the
+    /// exchange's instruments: prices and sizes are shown at the instrument's own precision.
+    pub precision: BTreeMap<String, [u32; 2]>,
     /// What could not be read this round, in words.
     pub problems: Vec<String>,
 }
+
+/// The decimals of an instrument's tick and quantity step (`0.0000001` → 7, `1` → 0).
+pub fn precision_of(i: &shardbot_protocol::Instrument) -> [u32; 2] {
+    [
+        i.tick_size.normalize().scale(),
+        i.qty_step.normalize().scale(),
+    ]
+}
+
+/// How often the instruments' filters are read again (a new listing shows within it).
+const INSTRUMENTS_EVERY: Duration = Duration::from_secs(3600);
 
 /// One `shardbot backtest --out DIR` run: its folder and its summary.json.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -357,6 +371,8 @@ pub struct CollectorConfig {
     pub risk: Arc<Requester>,
     /// The paper-against-backtest section (None: off).
     pub drift: Option<crate::drift::DriftConfig>,
+    /// Where the instruments' precision is read (public, no keys).
+    pub exchange: shardbot_bybit::ExchangeSettings,
 }
 
 #[derive(Debug)]
@@ -376,7 +392,12 @@ pub struct Collector {
     journal: Option<Journal>,
     /// The newest paper-against-backtest comparison (or why there is none), and when.
     drift: Option<(Instant, Result<crate::drift::DriftView, String>)>,
+    /// Every instrument's precision (or why it could not be read), and when it was read.
+    precision: Option<(Instant, Result<Precisions, String>)>,
 }
+
+/// Each instrument's [`precision_of`], by symbol.
+type Precisions = HashMap<String, [u32; 2]>;
 
 /// How often the heartbeat endpoints that exist are looked for (a worker scaled up shows
 /// within this time).
@@ -440,6 +461,7 @@ impl Collector {
             seen: SeenMap::default(),
             journal: None,
             drift: None,
+            precision: None,
         }
         .listening(heartbeats))
     }
@@ -596,6 +618,13 @@ impl Collector {
             kb.cmp(&ka)
         });
         rows.truncate(self.cfg.trades_shown);
+        let precision = self.precision(
+            positions
+                .iter()
+                .map(|p| p.symbol.as_str())
+                .chain(rows.iter().map(|t| t.symbol.as_str())),
+            &mut problems,
+        );
         let view = View {
             generated_ms: now,
             account: self.cfg.account.clone(),
@@ -614,6 +643,7 @@ impl Collector {
             performance,
             drift,
             health: self.health(now),
+            precision,
             problems,
         };
         let json = serde_json::to_string(&view).unwrap_or_else(|e| {
@@ -625,6 +655,48 @@ impl Collector {
             view: Some(view),
             counts,
             built: Some(Instant::now()),
+        }
+    }
+
+    /// The precision of `symbols`, from the exchange's instruments read at most once per
+    /// [`INSTRUMENTS_EVERY`] (and again a minute after a failed read).
+    fn precision<'a>(
+        &mut self,
+        symbols: impl Iterator<Item = &'a str>,
+        problems: &mut Vec<String>,
+    ) -> BTreeMap<String, [u32; 2]> {
+        let stale = match &self.precision {
+            None => true,
+            Some((at, Ok(_))) => at.elapsed() >= INSTRUMENTS_EVERY,
+            Some((at, Err(_))) => at.elapsed() >= Duration::from_secs(60),
+        };
+        if stale {
+            let read = self
+                .cfg
+                .exchange
+                .read_instrument_filters()
+                .map(|f| {
+                    f.values()
+                        .map(|i| (i.symbol.as_str().to_owned(), precision_of(i)))
+                        .collect()
+                })
+                .map_err(|e| e.to_string());
+            if let Err(e) = &read {
+                tracing::warn!(error = %e, "cannot read the instruments' precision");
+            }
+            self.precision = Some((Instant::now(), read));
+        }
+        match self.precision.as_ref().map(|(_, r)| r) {
+            Some(Ok(all)) => symbols
+                .filter_map(|s| all.get(s).map(|p| (s.to_owned(), *p)))
+                .collect(),
+            Some(Err(e)) => {
+                problems.push(format!(
+                    "instruments (prices shown at 6 decimals until read): {e}"
+                ));
+                BTreeMap::new()
+            }
+            None => BTreeMap::new(),
         }
     }
 
@@ -850,6 +922,29 @@ mod tests {
         assert_eq!(p.most_active, ["ETHUSDT"]);
         assert_eq!(p.most_active_trades, 2);
         assert_eq!(p.report.overall.total_pnl, dec!(30));
+    }
+
+    #[rstest::rstest]
+    #[case("0.0000001", "1", [7, 0])]
+    #[case("0.10", "0.001", [1, 3])]
+    #[case("0.5", "0.01", [1, 2])]
+    #[case("1", "100", [0, 0])]
+    fn an_instruments_precision_is_its_tick_and_steps_decimals(
+        #[case] tick: &str,
+        #[case] step: &str,
+        #[case] want: [u32; 2],
+    ) {
+        let i = shardbot_protocol::Instrument {
+            symbol: shardbot_protocol::Symbol::new("1000PEPEUSDT").unwrap(),
+            tick_size: tick.parse().unwrap(),
+            qty_step: step.parse().unwrap(),
+            min_order_qty: dec!(1),
+            max_market_order_qty: dec!(1000),
+            min_notional: dec!(5),
+            max_leverage: dec!(10),
+            funding_interval_min: 480,
+        };
+        assert_eq!(precision_of(&i), want);
     }
 
     /// A tie is shown as one: no symbol is picked out of symbols with as many trades.

@@ -117,6 +117,7 @@ pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
             store_dir: PathBuf::from(&store_dir),
             exchange: exchange.clone(),
         }),
+        exchange: exchange.clone(),
     })?;
     let shutdown = ctx.shutdown.clone();
     std::thread::Builder::new()
