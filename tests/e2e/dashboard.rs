@@ -186,6 +186,28 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     .unwrap();
     assert_eq!(saved["max_open_positions"], 6, "{saved}");
     assert_eq!(saved["simulated_balance"], "2500", "{saved}");
+    // The form says what the limits imply together: the positions the margin cap allows
+    // at this sizing, and which limit refuses entries first.
+    let num = |v: &serde_json::Value| -> f64 {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap()
+    };
+    let per = match saved["sizing"].get("percent") {
+        Some(p) => num(p),
+        None => num(&saved["sizing"]["fixed"]) / 2500.0 * 100.0,
+    };
+    let fit = (num(&saved["max_margin_use_pct"]) / per + 1e-9).floor() as u64;
+    let said = text_of(&b, "#risk-implied");
+    assert!(
+        said.contains(&format!("allows about {fit} position")),
+        "{said} (expected {fit})"
+    );
+    assert_eq!(
+        said.contains("can never be reached"),
+        fit < 6,
+        "{said} (fit {fit}, max 6)"
+    );
     b.screenshot(&screenshot_path("risk"));
 
     // Start, and watch verified trades arrive.

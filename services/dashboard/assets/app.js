@@ -276,6 +276,37 @@ function renderRiskForm(v, force) {
   $("max-margin").value = s.max_margin_use_pct;
   $("cooldown").value = s.cooldown_after_stop_min;
   if (!$("sim-balance").value) $("sim-balance").value = s.simulated_balance;
+  renderImplied();
+}
+
+// What the limits imply together, in words: how many positions the margin cap allows at
+// this sizing, which of it and max open positions refuses entries first, and the daily
+// loss limit in percent of the balance.
+function implied(s) {
+  const balance = Number(s.simulated_balance), cap = Number(s.max_margin_use_pct);
+  const lev = Number(s.leverage), max = Number(s.max_open_positions);
+  const per = s.sizing.percent !== undefined ? Number(s.sizing.percent)
+    : Number(s.sizing.fixed) / balance * 100; // margin per entry, % of the balance
+  if (!(per > 0) || !(cap > 0) || !(balance > 0) || !(lev > 0)) return "";
+  const fit = Math.floor(cap / per + 1e-9);
+  let text = "Each entry takes " + num(per) + " % of the simulated balance as margin (a position worth " +
+    num(per * lev) + " % of it at " + lev + "x); the " + cap + " % margin cap allows about " + fit +
+    (fit === 1 ? " position" : " positions") + " at once";
+  if (fit < max) {
+    text += ": max open positions (" + max + ") can never be reached, the margin cap refuses entries first (max_margin_use).";
+  } else if (fit > max) {
+    text += "; max open positions (" + max + ") refuses entries first.";
+  } else {
+    text += ", as many as max open positions.";
+  }
+  const loss = Number(s.daily_loss_limit);
+  if (loss > 0) text += " New entries stop for the day once the day's loss reaches " + loss + " USDT (" + num(loss / balance * 100) + " % of the balance).";
+  return text;
+}
+
+function renderImplied() {
+  if (!view || !view.settings) return;
+  $("risk-implied").textContent = implied(settingsFromForm(view.settings));
 }
 
 function renderBacktests(v) {
@@ -420,6 +451,7 @@ document.addEventListener("DOMContentLoaded", () => {
     s.simulated_balance = $("sim-balance").value;
     await saveSettings(s, "balance-message");
   });
+  $("risk-form").addEventListener("input", renderImplied);
   $("risk-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     if (!view || !view.settings) return say("risk-message", "settings not read yet", true);
