@@ -323,6 +323,16 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         "no position with its precision: {}",
         v["precision"]
     );
+    // An open trade says so instead of "≈" (not verified yet): it has nothing to verify.
+    let trades = b.js(
+        "return [...document.querySelectorAll('#trades tr')].map((r) => \
+         [...r.cells].map((c) => c.textContent));",
+        serde_json::json!([]),
+    );
+    for r in trades.as_array().unwrap() {
+        let open = r[6].as_str() == Some("open");
+        assert_eq!(r[0].as_str() == Some("open"), open, "{r}");
+    }
     // A new simulated balance is taken only while flat: the button says so.
     b.wait(
         "Set balance refused while positions are open",

@@ -156,8 +156,12 @@ function renderTrading(v) {
   }));
   $("trade-counts").textContent = v.closed_trades + " closed trades, " + v.verified_trades + " verified.";
   fill("trades", v.trades.map((t) => {
-    const mark = t.verified ? el("span", "✓", "mark verified") : el("span", "≈", "mark calculated");
-    mark.title = t.verified ? "verified against the exchange" : "calculated, not verified yet";
+    // An open trade is not waiting for verification: it has nothing to verify yet.
+    const open = t.exit_time_ms === null || t.exit_time_ms === undefined;
+    const mark = open ? el("span", "open", "mark open")
+      : t.verified ? el("span", "✓", "mark verified") : el("span", "≈", "mark calculated");
+    mark.title = open ? "open: also under Open positions; verified once it closes"
+      : t.verified ? "verified against the exchange" : "calculated, not verified yet";
     const tr = row([mark, t.symbol, t.side, t.strategy, qty(t.qty, t.symbol), time(t.entry_time_ms), time(t.exit_time_ms),
       price(t.entry_price, t.symbol), price(t.exit_price, t.symbol), num(t.fees, 4), signed(t.pnl, 4)]);
     tr.dataset.key = t.trade_key;
@@ -180,7 +184,10 @@ function chart(id, title, xs, ys, color) {
     const width = Math.max(300, target.clientWidth || 800);
     charts[id] = new uPlot({
       width, height: 220, legend: { show: false },
-      axes: [{}, { size: 80 }],
+      // Times in UTC, as everywhere on the page (not the browser's zone and format).
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
+      axes: [{ label: "UTC", values: (u, splits) => splits.map((ts) =>
+        new Date(ts * 1e3).toISOString().slice(5, 16).replace("T", " ")) }, { size: 80 }],
       series: [{}, { label: title, stroke: color, width: 1.5 }],
     }, data, target);
   } else {
