@@ -527,8 +527,23 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         assert_eq!(restarts, "0", "{p} was restarted");
     }
     b.screenshot(&screenshot_path("health"));
+    // The Live tab of a paper stack: how to start a live one, and none of this stack's
+    // data or controls.
     b.goto(&format!("{base}/#live"));
-    assert!(text_of(&b, "#wrong-kind").contains("no real money"));
+    b.wait(
+        "the live tab of a paper stack",
+        Duration::from_secs(10),
+        |b| {
+            let body_hidden = b.js(
+                "return document.getElementById('trading-body').hidden;",
+                serde_json::json!([]),
+            );
+            (text_of(b, "#wrong-kind").contains("no real money")
+                && text_of(b, "#wrong-kind").contains("--confirm-live")
+                && body_hidden.as_bool() == Some(true))
+            .then_some(())
+        },
+    );
     responses.push(
         b.js(
             "return document.documentElement.outerHTML;",

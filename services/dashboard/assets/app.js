@@ -113,7 +113,11 @@ function renderTrading(v) {
   const kind = v.account.live ? "live" : "paper";
   $("trading-title").textContent = t === "live" ? "Live Trading" : "Paper Trading";
   const wrong = $("wrong-kind");
-  if ((t === "live" || t === "paper") && t !== kind) {
+  // Live and paper are separate worlds: the other kind's tab shows how to reach it, and
+  // none of this stack's data or controls.
+  const other = (t === "live" || t === "paper") && t !== kind;
+  $("trading-body").hidden = other;
+  if (other) {
     wrong.hidden = false;
     wrong.textContent = t === "live"
       ? "This stack trades the " + v.account.environment + " account “" + v.account.name + "” (no real money). Live trading runs in its own stack: scripts/stack up --account NAME --confirm-live."
@@ -386,8 +390,17 @@ function say(id, text, error) {
   m.className = "message" + (error ? " error" : "");
 }
 
+// A command that stops or closes trading on a live account must be confirmed by typing
+// the account's name; on paper accounts a confirm() is enough.
+function confirmed(text) {
+  if (!view || !view.account.live) return window.confirm(text);
+  const name = view.account.name;
+  const typed = window.prompt(text + "\n\nThis is the LIVE account “" + name + "” (real money). Type its name to go on:");
+  return typed !== null && typed.trim() === name;
+}
+
 async function control(command, confirmText) {
-  if (confirmText && !window.confirm(confirmText)) return;
+  if (confirmText && !confirmed(confirmText)) return;
   try {
     const r = await post("/api/control", { command });
     say("control-message", r.message + " (mode: " + r.mode + ")");
