@@ -249,7 +249,9 @@ fn a_burst_beyond_both_budgets_places_every_intent_once_through_10006_and_a_kill
 /// budgets (20 orders a second), and once those are answered, the exits of A and 10 more
 /// entries (B) join the 20 C entries that wait. When the next window opens the desk sends
 /// the exits before any entry; entries still queued when they grow older than
-/// `router.max_entry_age_ms` (1.5 s; the third window opens after 2.1 s) are refused as
+/// `router.max_entry_age_ms` (1.8 s: the second window opens after about 1.05 s, the
+/// third after 2.1 s, so the second window's entries are in time with 0.7 s to spare on
+/// a loaded machine and the third's late whatever the load) are refused as
 /// stale, journalled, and never reach the exchange. Every placed intent's stages are in
 /// the journal, in order, with its first fill. Last, an entry of a burst refused by the
 /// exchange: the others are placed, the refused one is answered with the exchange's
@@ -261,7 +263,7 @@ fn exits_go_first_stale_entries_are_not_sent_and_a_refused_order_is_released() {
     // (with 240 listed and a margin of 40, 48 s, too close to the wait below on a busy
     // machine: it failed once in ten runs of the whole suite).
     let mut stack = Stack::new(&format!(
-        "{}\n[router]\nmax_entry_age_ms = 1500\n",
+        "{}\n[router]\nmax_entry_age_ms = 1800\n",
         CONFIG.replace("symbols = 60", "symbols = 150")
     ));
     stack.write(
@@ -354,9 +356,14 @@ fn exits_go_first_stale_entries_are_not_sent_and_a_refused_order_is_released() {
         50,
         "every entry placed or refused as stale: {replies:?}"
     );
+    // The first window's 20 orders are entries; the second's 20 are the 10 exits first,
+    // then entries (at least one: the ordering below needs it); the third window opens
+    // when every entry left is stale. So 21 to 30 are placed: 30 unless the machine is so
+    // loaded that the second window's sends slip past the age limit (once, with 1.5 s,
+    // 29 were placed).
     assert!(
-        !stale.is_empty() && placed.len() >= 30,
-        "40 entries fit the first two windows, not 50: {} placed, {} stale",
+        (21..=30).contains(&placed.len()),
+        "entries of the first two windows placed, the rest stale: {} placed, {} stale",
         placed.len(),
         stale.len()
     );
