@@ -491,7 +491,8 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
                 && running("risk-manager/main")
                 && running("reconciler/main")
                 && running("market-data/main")
-                && running("strategy-worker/0-1"))
+                && running("strategy-worker/0-1")
+                && running("dashboard/main"))
             .then_some(())
         },
         |b| {
@@ -526,6 +527,12 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         );
         assert_eq!(restarts, "0", "{p} was restarted");
     }
+    // Figures in words with their units, not raw metric names.
+    let health = text_of(&b, "#health");
+    assert!(
+        health.contains("requests / 5 s") && !health.contains("ratelimit_ip_headroom"),
+        "{health}"
+    );
     b.screenshot(&screenshot_path("health"));
     // The Live tab of a paper stack: how to start a live one, and none of this stack's
     // data or controls.

@@ -346,13 +346,23 @@ function renderBacktestRuns(v) {
   }));
 }
 
+// A process's heartbeat figure in words with its unit (docs/metrics.md), or its raw name.
+function figure(name, x) {
+  switch (name) {
+    case "bus_lag_max_us": return "bus lag (max) " + num(x / 1000, 1) + " ms";
+    case "ratelimit_ip_headroom": return "IP rate-limit headroom " + x + " requests / 5 s";
+    case "ws_reconnects_total": return "WebSocket reconnects " + x;
+    default: return name + " " + x;
+  }
+}
+
 function renderHealth(v) {
   fill("health", v.health.map((h) => {
     const tr = row([h.service, h.instance, el("span", h.state, "state-" + h.state), dur(h.heartbeat_age_ms) + " ago",
       dur(h.uptime_ms), h.restarts, h.pid,
       // A worker's close figures are in its detail, in words.
       Object.entries(h.metrics || {}).filter(([k]) => !/^(last|next)_close_/.test(k))
-        .map(([k, x]) => k + " " + x).join(", "), h.detail]);
+        .map(([k, x]) => figure(k, x)).join(", "), h.detail]);
     tr.dataset.process = h.service + "/" + h.instance;
     return tr;
   }));

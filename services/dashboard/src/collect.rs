@@ -26,7 +26,7 @@ use shardbot_service::{Endpoints, Settings};
 use shardbot_strategy::{OptimizedFile, ParamStatus, StrategySettings};
 
 /// The services of an account stack with one process each.
-const SINGLE: [&str; 3] = ["order-router", "risk-manager", "reconciler"];
+const SINGLE: [&str; 4] = ["order-router", "risk-manager", "reconciler", "dashboard"];
 /// The market group's (shared by the account stacks; bybit-sim only in sim mode).
 const MARKET: [&str; 2] = shardbot_service::MARKET_GROUP;
 
@@ -998,7 +998,9 @@ mod tests {
     fn heartbeat_urls_cover_every_shard_up_to_the_maximum() {
         let ep = Settings::load(None).unwrap().common().unwrap().endpoints;
         let urls = heartbeat_urls(&ep, "ipc:///m/hb-{service}-{instance}.pub", 4);
-        assert_eq!(urls.len(), 2 + 3 + 1 + 2 + 3 + 4);
+        assert_eq!(urls.len(), 2 + 4 + 1 + 2 + 3 + 4);
+        // The dashboard lists itself too.
+        assert!(urls.contains(&ep.heartbeat_of("dashboard", "main")));
         assert!(urls.contains(&"ipc:///m/hb-market-data-main.pub".to_owned()));
         assert!(urls.contains(&ep.heartbeat_of("strategy-worker", "3-4")));
         assert!(urls.contains(&ep.heartbeat_of("order-router", "main")));
