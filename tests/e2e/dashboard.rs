@@ -534,6 +534,29 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         "{health}"
     );
     b.screenshot(&screenshot_path("health"));
+    // A phone's width: nothing wider than the window on any page, the navigation wrapped.
+    b.set_window_size(430, 900);
+    for section in ["paper", "performance", "risk", "backtests", "health"] {
+        b.goto(&format!("{base}/#{section}"));
+        b.wait(
+            &format!("the {section} page within 430 px"),
+            Duration::from_secs(10),
+            |b| {
+                let fits = b.js(
+                    "return document.body.dataset.generated !== undefined && \
+                     document.documentElement.scrollWidth <= window.innerWidth;",
+                    serde_json::json!([]),
+                );
+                (fits.as_bool() == Some(true)).then_some(())
+            },
+        );
+    }
+    b.goto(&format!("{base}/#paper"));
+    b.wait("the paper page rendered", Duration::from_secs(10), |b| {
+        (count(b, "#positions") == 1).then_some(())
+    });
+    b.screenshot(&screenshot_path("phone"));
+    b.set_window_size(1400, 900);
     // The Live tab of a paper stack: how to start a live one, and none of this stack's
     // data or controls.
     b.goto(&format!("{base}/#live"));

@@ -127,6 +127,15 @@ impl Browser {
         self.call("POST", &self.s("/url"), Some(json!({ "url": url })));
     }
 
+    /// Resizes the window (a phone's width: 430).
+    pub fn set_window_size(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            &self.s("/window/rect"),
+            Some(json!({ "width": width, "height": height })),
+        );
+    }
+
     pub fn url(&self) -> String {
         self.call("GET", &self.s("/url"), None)
             .as_str()

@@ -185,7 +185,7 @@ function chart(id, title, xs, ys, color) {
   const data = [xs.map((x) => x / 1000), ys];
   if (typeof uPlot === "undefined") return;
   if (!charts[id]) {
-    const width = Math.max(300, target.clientWidth || 800);
+    const width = Math.max(250, target.clientWidth || 800);
     charts[id] = new uPlot({
       width, height: 220, legend: { show: false },
       // Times in UTC, as everywhere on the page (not the browser's zone and format).
@@ -469,6 +469,12 @@ function connect() {
 
 document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("hashchange", showTab);
+  // Charts follow the window's width (a phone turned, a window narrowed).
+  window.addEventListener("resize", () => {
+    for (const [id, c] of Object.entries(charts)) {
+      c.setSize({ width: Math.max(250, $(id).clientWidth || 250), height: 220 });
+    }
+  });
   showTab();
   $("start").addEventListener("click", () => control("start"));
   $("stop").addEventListener("click", () => control("stop",
