@@ -376,6 +376,45 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         |b| (count(b, "#positions tr") == 0).then_some(()),
     );
 
+    // Activity: the journal's newest orders, fills and refusals, each refusal with its
+    // reason, and the refusals counted by reason.
+    b.goto(&format!("{base}/#activity"));
+    // Read in one go with the journal (halted, the workers' intents are still refused as
+    // they come: the page and the journal are compared until they agree).
+    let (orders, refused, summary) = b.wait(
+        "the journal's orders, fills and refusals on the Activity page",
+        Duration::from_secs(20),
+        |b| {
+            let refused = journal.refusals(100).unwrap();
+            let orders = journal.recent_orders(100).unwrap().len() as u64;
+            if count(b, "#orders tr") != orders
+                || count(b, "#fills tr") == 0
+                || count(b, "#refusals tr") != refused.len() as u64
+            {
+                return None;
+            }
+            let summary = text_of(b, "#refusal-summary");
+            match refused.first() {
+                None => (summary == "No intent refused.").then_some(()),
+                Some(newest) => {
+                    let first = b.js(
+                        "const r = document.querySelector('#refusals tr'); \
+                         return [...r.cells].map((c) => c.textContent);",
+                        serde_json::json!([]),
+                    );
+                    (first[5].as_str() == Some(newest.code.as_str())
+                        && first[6].as_str() == Some(newest.reason.as_str())
+                        && summary.contains(&newest.code)
+                        && count(b, "#refusals-by-close tr") > 0)
+                        .then_some(())
+                }
+            }?;
+            Some((orders, refused.len(), summary))
+        },
+    );
+    println!("activity: {orders} orders, {refused} refusals ({summary})");
+    b.screenshot(&screenshot_path("activity"));
+
     // The other pages.
     b.goto(&format!("{base}/#performance"));
     b.wait(

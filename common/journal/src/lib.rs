@@ -259,7 +259,7 @@ const UPSERT_ORDER: &str = concat!(
 );
 
 /// A refused intent as the journal keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RefusalRecord {
     pub intent_id: String,
     pub strategy: String,
@@ -320,6 +320,24 @@ pub struct JournalCounts {
     pub orders_by_status: Vec<(String, u64)>,
     pub fills: u64,
     pub refusals_by_code: Vec<(String, u64)>,
+}
+
+/// An order as the journal holds it (the router's record, moved forward by the exchange's
+/// order events).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OrderRecord {
+    pub order_link_id: String,
+    pub order_id: String,
+    pub symbol: String,
+    pub side: String,
+    pub qty: Decimal,
+    pub reduce_only: bool,
+    pub status: String,
+    pub cum_exec_qty: Decimal,
+    pub avg_price: Option<Decimal>,
+    pub updated_ms: TimestampMs,
+    /// The strategy whose intent placed it (none for an order placed by hand).
+    pub strategy: Option<String>,
 }
 
 /// An open journal.
@@ -572,6 +590,69 @@ impl Journal {
         self.query_refusals("ORDER BY id DESC LIMIT ?1", i64::from(limit))
     }
 
+    /// The newest `limit` orders by their last update, newest first.
+    pub fn recent_orders(&self, limit: u32) -> Result<Vec<OrderRecord>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT order_link_id, order_id, symbol, side, qty, reduce_only, status,
+                    cum_exec_qty, avg_price, updated_ms, strategy
+                 FROM orders ORDER BY updated_ms DESC, rowid DESC LIMIT ?1",
+            )
+            .map_err(|e| self.sql(e))?;
+        type Raw = (
+            [String; 5],
+            bool,
+            String,
+            String,
+            Option<String>,
+            i64,
+            Option<String>,
+        );
+        let rows: Vec<Raw> = st
+            .query_map([i64::from(limit)], |r| {
+                Ok((
+                    [r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?],
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.sql(e))?;
+        rows.into_iter()
+            .map(
+                |(
+                    [order_link_id, order_id, symbol, side, qty],
+                    reduce_only,
+                    status,
+                    cum,
+                    avg,
+                    updated_ms,
+                    strategy,
+                )| {
+                    Ok(OrderRecord {
+                        order_link_id,
+                        order_id,
+                        symbol,
+                        side,
+                        qty: self.dec(&qty)?,
+                        reduce_only,
+                        status,
+                        cum_exec_qty: self.dec(&cum)?,
+                        avg_price: self.opt_dec(avg)?,
+                        updated_ms,
+                        strategy,
+                    })
+                },
+            )
+            .collect()
+    }
+
     /// The refusals recorded at or after `from_ms`, oldest first.
     pub fn refusals_since(&self, from_ms: TimestampMs) -> Result<Vec<RefusalRecord>, JournalError> {
         self.query_refusals("WHERE at_ms >= ?1 ORDER BY id", from_ms)
@@ -804,6 +885,38 @@ mod tests {
         j.record_order(&o, Some("trend_following")).unwrap();
         assert_eq!(j.order_id("sb-1").unwrap().as_deref(), Some("o1"));
         assert_eq!(j.order_id("sb-2").unwrap(), None);
+        // The newest orders and fills, newest first (the dashboard's Activity).
+        let mut by_hand = o.clone();
+        by_hand.order_id = "o2".into();
+        by_hand.order_link_id = "mine".into();
+        by_hand.avg_price = Some(dec!(97000.5));
+        by_hand.updated_ms = 5;
+        j.record_order(&by_hand, None).unwrap();
+        let orders = j.recent_orders(10).unwrap();
+        assert_eq!(
+            orders
+                .iter()
+                .map(|o| (
+                    o.order_link_id.as_str(),
+                    o.status.as_str(),
+                    o.strategy.as_deref()
+                ))
+                .collect::<Vec<_>>(),
+            [
+                ("mine", "Filled", None),
+                ("sb-1", "Filled", Some("trend_following"))
+            ]
+        );
+        assert_eq!(orders[0].avg_price, Some(dec!(97000.5)));
+        assert_eq!(orders[1].cum_exec_qty, dec!(0.001));
+        assert_eq!(j.recent_orders(1).unwrap().len(), 1);
+        let fills: Vec<String> = j
+            .recent_fills(10)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.fill.exec_id)
+            .collect();
+        assert_eq!(fills, ["e2", "e1"]);
         drop(j);
         // Reopened: the data and the schema version are there; nothing is migrated twice.
         let j = Journal::open(&path).unwrap();

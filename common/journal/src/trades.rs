@@ -188,28 +188,44 @@ impl Journal {
         })
     }
 
-    fn opt_dec(&self, s: Option<String>) -> Result<Option<Decimal>, JournalError> {
+    pub(crate) fn opt_dec(&self, s: Option<String>) -> Result<Option<Decimal>, JournalError> {
         s.as_deref().map(|s| self.dec(s)).transpose()
     }
 
     /// Every fill with `exec_time_ms >= from_ms`, in the order of the exchange's clock
     /// (then the order they were written), with the strategy of its order.
     pub fn fills_from(&self, from_ms: TimestampMs) -> Result<Vec<JournalFill>, JournalError> {
+        self.query_fills(
+            "WHERE f.exec_time_ms >= ?1 ORDER BY f.exec_time_ms, f.rowid",
+            from_ms,
+        )
+    }
+
+    /// The newest `limit` fills (funding included), newest first.
+    pub fn recent_fills(&self, limit: u32) -> Result<Vec<JournalFill>, JournalError> {
+        self.query_fills(
+            "ORDER BY f.exec_time_ms DESC, f.rowid DESC LIMIT ?1",
+            i64::from(limit),
+        )
+    }
+
+    /// Fills selected by `tail` (its `WHERE`, `ORDER BY` and `LIMIT`, with one parameter).
+    fn query_fills(&self, tail: &str, param: i64) -> Result<Vec<JournalFill>, JournalError> {
         let mut st = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT f.rowid, f.exec_id, f.order_id, f.order_link_id, f.symbol, f.side,
                     f.exec_qty, f.exec_price, f.exec_value, f.exec_fee, f.fee_rate, f.is_maker,
                     f.closed_size, f.exec_time_ms, f.exec_type, o.strategy
                  FROM fills f LEFT JOIN orders o ON o.order_link_id = f.order_link_id
                     AND f.order_link_id != ''
-                 WHERE f.exec_time_ms >= ?1 ORDER BY f.exec_time_ms, f.rowid",
-            )
+                 {tail}"
+            ))
             .map_err(|e| self.sql(e))?;
         type Raw = (i64, [String; 5], [String; 4], Option<String>, bool, String);
         type Raw2 = (i64, String, Option<String>);
         let rows: Vec<(Raw, Raw2)> = st
-            .query_map([from_ms], |r| {
+            .query_map([param], |r| {
                 Ok((
                     (
                         r.get(0)?,

@@ -368,6 +368,33 @@ function renderHealth(v) {
   }));
 }
 
+// Orders, fills and refusals, newest first; the refusals counted by reason and by bar
+// close. The navigation's badge shows the newest close's refusals.
+function renderActivity(v) {
+  const a = v.activity;
+  const total = a.refusals_by_reason.reduce((n, [, c]) => n + c, 0);
+  $("refusal-summary").textContent = total === 0 ? "No intent refused." :
+    total + " refused in all: " + a.refusals_by_reason.map(([code, n]) => code + " " + n).join(", ") + ".";
+  const words = (m) => Object.entries(m).map(([code, n]) => code + " " + n).join(", ");
+  fill("refusals-by-close", a.refusals_by_close.map(([bar, m]) => row([time(bar), words(m)])));
+  fill("refusals", a.refusals.map((r) => {
+    const tr = row([time(r.at_ms), r.symbol, r.strategy, r.action, time(r.bar_open_ms), r.code, r.reason]);
+    tr.dataset.code = r.code;
+    return tr;
+  }));
+  fill("orders", a.orders.map((o) => row([time(o.updated_ms), o.symbol, o.side, qty(o.qty, o.symbol),
+    qty(o.cum_exec_qty, o.symbol), o.avg_price === null ? "–" : price(o.avg_price, o.symbol),
+    o.reduce_only ? "yes" : "", o.status, o.strategy || "(by hand)", o.order_link_id])));
+  fill("fills", a.fills.map((f) => row([time(f.exec_time_ms), f.symbol, f.side, qty(f.qty, f.symbol),
+    price(f.price, f.symbol), num(f.fee, 6), f.exec_type, f.strategy || ""])));
+  const newest = a.refusals_by_close[0];
+  const n = newest ? Object.values(newest[1]).reduce((x, y) => x + y, 0) : 0;
+  const badge = $("activity-badge");
+  badge.hidden = n === 0;
+  badge.textContent = n + " refused";
+  badge.title = newest ? "refusals at the newest close with any (" + time(newest[0]) + " UTC): " + words(newest[1]) : "";
+}
+
 function render(v) {
   view = v;
   if (!v) return;
@@ -378,6 +405,7 @@ function render(v) {
   renderBacktests(v);
   renderBacktestRuns(v);
   renderHealth(v);
+  renderActivity(v);
   document.body.dataset.generated = v.generated_ms;
 }
 

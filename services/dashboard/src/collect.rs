@@ -246,11 +246,90 @@ pub struct View {
     /// backtest of the same bars (None: off, or not worked out; `problems` says why).
     pub drift: Option<crate::drift::DriftView>,
     pub health: Vec<ProcessView>,
+    /// The newest orders, fills and refusals, and the refusals' counts by reason.
+    pub activity: Activity,
     /// Decimals of each shown symbol's price (its tick) and quantity (its step), from the
     /// exchange's instruments: prices and sizes are shown at the instrument's own precision.
     pub precision: BTreeMap<String, [u32; 2]>,
     /// What could not be read this round, in words.
     pub problems: Vec<String>,
+}
+
+/// Rows of each Activity table at most (the newest).
+const ACTIVITY_ROWS: u32 = 100;
+
+/// The Activity view: what the stack did and refused, newest first.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Activity {
+    pub orders: Vec<shardbot_journal::OrderRecord>,
+    pub fills: Vec<FillRow>,
+    pub refusals: Vec<shardbot_journal::RefusalRecord>,
+    /// Every refusal the journal holds, by reason (code), most first.
+    pub refusals_by_reason: Vec<(String, u64)>,
+    /// The newest bar closes with refusals (of the newest rows read), newest first: the
+    /// bar's open time and its refusals by reason.
+    pub refusals_by_close: Vec<(TimestampMs, BTreeMap<String, u64>)>,
+}
+
+/// One fill as the Activity table shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FillRow {
+    pub exec_time_ms: TimestampMs,
+    pub symbol: String,
+    pub side: &'static str,
+    pub qty: Decimal,
+    pub price: Decimal,
+    pub fee: Decimal,
+    /// `Trade`, `Funding`, ...
+    pub exec_type: String,
+    pub strategy: Option<String>,
+    pub order_link_id: String,
+}
+
+impl Activity {
+    /// The journal's newest rows, and the refusals counted by reason (all of them) and by
+    /// bar close (of the newest `ACTIVITY_ROWS * 5`).
+    pub fn read(
+        j: &Journal,
+        counts: &JournalCounts,
+    ) -> Result<Activity, shardbot_journal::JournalError> {
+        let fills = j
+            .recent_fills(ACTIVITY_ROWS)?
+            .into_iter()
+            .map(|f| FillRow {
+                exec_time_ms: f.fill.exec_time_ms,
+                symbol: f.fill.symbol.as_str().to_owned(),
+                side: match f.fill.side {
+                    shardbot_protocol::Side::Buy => "Buy",
+                    shardbot_protocol::Side::Sell => "Sell",
+                },
+                qty: f.fill.exec_qty,
+                price: f.fill.exec_price,
+                fee: f.fill.exec_fee,
+                exec_type: f.fill.exec_type,
+                strategy: f.strategy,
+                order_link_id: f.fill.order_link_id,
+            })
+            .collect();
+        let newest = j.refusals(ACTIVITY_ROWS * 5)?;
+        let mut by_close: BTreeMap<TimestampMs, BTreeMap<String, u64>> = BTreeMap::new();
+        for r in &newest {
+            *by_close
+                .entry(r.bar_open_ms)
+                .or_default()
+                .entry(r.code.clone())
+                .or_default() += 1;
+        }
+        let mut by_reason = counts.refusals_by_code.clone();
+        by_reason.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(Activity {
+            orders: j.recent_orders(ACTIVITY_ROWS)?,
+            fills,
+            refusals: newest.into_iter().take(ACTIVITY_ROWS as usize).collect(),
+            refusals_by_reason: by_reason,
+            refusals_by_close: by_close.into_iter().rev().take(10).collect(),
+        })
+    }
 }
 
 /// The decimals of an instrument's tick and quantity step (`0.0000001` → 7, `1` → 0).
@@ -588,6 +667,14 @@ impl Collector {
         };
         let (strategies, optimizations) = self.strategies(&mut problems);
         let (trades, counts) = self.journal_read(&mut problems);
+        let activity = match self.journal.as_ref().map(|j| Activity::read(j, &counts)) {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                problems.push(format!("journal activity: {e}"));
+                Activity::default()
+            }
+            None => Activity::default(),
+        };
         let closed: Vec<TradeResult> = trades.iter().filter_map(TradeView::result).collect();
         let verified_trades = closed.iter().filter(|t| t.verified).count();
         let starting = settings
@@ -622,7 +709,9 @@ impl Collector {
             positions
                 .iter()
                 .map(|p| p.symbol.as_str())
-                .chain(rows.iter().map(|t| t.symbol.as_str())),
+                .chain(rows.iter().map(|t| t.symbol.as_str()))
+                .chain(activity.orders.iter().map(|o| o.symbol.as_str()))
+                .chain(activity.fills.iter().map(|f| f.symbol.as_str())),
             &mut problems,
         );
         let view = View {
@@ -643,6 +732,7 @@ impl Collector {
             performance,
             drift,
             health: self.health(now),
+            activity,
             precision,
             problems,
         };
