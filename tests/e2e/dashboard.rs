@@ -413,6 +413,18 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         },
     );
     println!("activity: {orders} orders, {refused} refusals ({summary})");
+    // The services' warnings and errors, from their log files, filterable: the router
+    // warned about the kill switch's flatten ("flatten: entries stopped").
+    b.fill("#log-filter", "flatten: entries stopped");
+    b.wait(
+        "the router's flatten warning in the log tail",
+        Duration::from_secs(20),
+        |b| {
+            let rows = count(b, "#log-lines tr[data-file='order-router.log']");
+            (rows > 0 && rows == count(b, "#log-lines tr[data-file]")).then_some(())
+        },
+    );
+    b.fill("#log-filter", "");
     b.screenshot(&screenshot_path("activity"));
 
     // The other pages.

@@ -387,6 +387,17 @@ function renderActivity(v) {
     o.reduce_only ? "yes" : "", o.status, o.strategy || "(by hand)", o.order_link_id])));
   fill("fills", a.fills.map((f) => row([time(f.exec_time_ms), f.symbol, f.side, qty(f.qty, f.symbol),
     price(f.price, f.symbol), num(f.fee, 6), f.exec_type, f.strategy || ""])));
+  // Each process's newest warnings and errors (its log file's), filtered by what the
+  // user typed (a file name or words of the line).
+  const want = $("log-filter").value.trim().toLowerCase();
+  const lines = a.logs.flatMap((t) => t.lines.map((l) => [t.file, l]))
+    .filter(([f, l]) => !want || f.toLowerCase().includes(want) || l.toLowerCase().includes(want));
+  fill("log-lines", lines.length ? lines.map(([f, l]) => {
+    const tr = row([f, l]);
+    tr.dataset.file = f;
+    tr.className = / ERROR |"level":"ERROR"/.test(l) ? "error" : "";
+    return tr;
+  }) : [row([want ? "nothing matches" : "no warning or error in " + a.logs.length + " log files", ""])]);
   const newest = a.refusals_by_close[0];
   const n = newest ? Object.values(newest[1]).reduce((x, y) => x + y, 0) : 0;
   const badge = $("activity-badge");
@@ -516,6 +527,7 @@ document.addEventListener("DOMContentLoaded", () => {
     await saveSettings(s, "balance-message");
   });
   $("risk-form").addEventListener("input", renderImplied);
+  $("log-filter").addEventListener("input", () => { if (view) renderActivity(view); });
   $("risk-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     if (!view || !view.settings) return say("risk-message", "settings not read yet", true);

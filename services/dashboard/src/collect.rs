@@ -269,6 +269,74 @@ pub struct Activity {
     /// The newest bar closes with refusals (of the newest rows read), newest first: the
     /// bar's open time and its refusals by reason.
     pub refusals_by_close: Vec<(TimestampMs, BTreeMap<String, u64>)>,
+    /// Each process's newest warnings and errors (its log file's).
+    pub logs: Vec<LogTail>,
+}
+
+/// One process's newest warnings and errors, from its log file.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LogTail {
+    /// The file's name, e.g. `order-router.log`, `strategy-worker-0-2.log`.
+    pub file: String,
+    /// Newest last, at most [`LOG_LINES`].
+    pub lines: Vec<String>,
+}
+
+/// Warnings and errors kept per log file.
+const LOG_LINES: usize = 20;
+/// How much of a log file's end is read for them.
+const LOG_TAIL_BYTES: u64 = 128 * 1024;
+
+/// Whether a log line (text or JSON, as `log.json` chooses) is a warning or an error.
+fn warning_or_error(line: &str) -> bool {
+    line.contains(" WARN ")
+        || line.contains(" ERROR ")
+        || line.contains("\"level\":\"WARN\"")
+        || line.contains("\"level\":\"ERROR\"")
+}
+
+/// The newest warnings and errors of the end of `text` (a log file's last bytes; a first,
+/// partial line is left out when `cut`), newest last.
+pub fn warnings_and_errors(text: &str, cut: bool) -> Vec<String> {
+    let mut lines: Vec<&str> = text.lines().skip(usize::from(cut)).collect();
+    lines.retain(|l| warning_or_error(l));
+    let start = lines.len().saturating_sub(LOG_LINES);
+    lines[start..].iter().map(|l| (*l).to_owned()).collect()
+}
+
+/// Every `*.log` file of `dirs`, by name, with its newest warnings and errors.
+pub fn log_tails(dirs: &[PathBuf]) -> Vec<LogTail> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("log") {
+                continue;
+            }
+            let Ok(mut f) = std::fs::File::open(&path) else {
+                continue;
+            };
+            let len = f.metadata().map_or(0, |m| m.len());
+            let from = len.saturating_sub(LOG_TAIL_BYTES);
+            let mut buf = Vec::new();
+            if f.seek(SeekFrom::Start(from)).is_err() || f.read_to_end(&mut buf).is_err() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&buf);
+            out.push(LogTail {
+                file: path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                lines: warnings_and_errors(&text, from > 0),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.file.cmp(&b.file));
+    out
 }
 
 /// One fill as the Activity table shows it.
@@ -328,6 +396,7 @@ impl Activity {
             refusals: newest.into_iter().take(ACTIVITY_ROWS as usize).collect(),
             refusals_by_reason: by_reason,
             refusals_by_close: by_close.into_iter().rev().take(10).collect(),
+            logs: Vec::new(),
         })
     }
 }
@@ -452,6 +521,8 @@ pub struct CollectorConfig {
     pub drift: Option<crate::drift::DriftConfig>,
     /// Where the instruments' precision is read (public, no keys).
     pub exchange: shardbot_bybit::ExchangeSettings,
+    /// Folders of log files whose warnings and errors the Activity page shows.
+    pub log_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -667,7 +738,7 @@ impl Collector {
         };
         let (strategies, optimizations) = self.strategies(&mut problems);
         let (trades, counts) = self.journal_read(&mut problems);
-        let activity = match self.journal.as_ref().map(|j| Activity::read(j, &counts)) {
+        let mut activity = match self.journal.as_ref().map(|j| Activity::read(j, &counts)) {
             Some(Ok(a)) => a,
             Some(Err(e)) => {
                 problems.push(format!("journal activity: {e}"));
@@ -675,6 +746,7 @@ impl Collector {
             }
             None => Activity::default(),
         };
+        activity.logs = log_tails(&self.cfg.log_dirs);
         let closed: Vec<TradeResult> = trades.iter().filter_map(TradeView::result).collect();
         let verified_trades = closed.iter().filter(|t| t.verified).count();
         let starting = settings
@@ -1035,6 +1107,26 @@ mod tests {
             funding_interval_min: 480,
         };
         assert_eq!(precision_of(&i), want);
+    }
+
+    #[test]
+    fn the_warnings_and_errors_of_a_logs_end_newest_last() {
+        let text = "tial line WARN cut off\n\
+            2026-12-05T01:00:00Z  INFO router ready\n\
+            2026-12-05T01:00:01Z  WARN order_router: stale entry refused\n\
+            {\"level\":\"ERROR\",\"fields\":{\"message\":\"cannot journal\"}}\n\
+            2026-12-05T01:00:02Z ERROR order_router: batch failed\n";
+        let got = warnings_and_errors(text, true);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].contains("stale entry refused"));
+        assert!(got[1].contains("cannot journal"));
+        assert!(got[2].contains("batch failed"));
+        // Not cut: the first line is whole.
+        assert_eq!(warnings_and_errors(text, false).len(), 4);
+        let many: String = (0..50).map(|i| format!("t WARN w{i}\n")).collect();
+        let got = warnings_and_errors(&many, false);
+        assert_eq!(got.len(), LOG_LINES);
+        assert!(got.last().unwrap().ends_with("w49"));
     }
 
     /// A tie is shown as one: no symbol is picked out of symbols with as many trades.

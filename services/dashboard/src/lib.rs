@@ -37,6 +37,8 @@ pub struct DashboardSettings {
     pub refresh_ms: u64,
     pub max_workers: u32,
     pub market_heartbeat: String,
+    /// The market group's log folder ("" = none), tailed beside this stack's `log.dir`.
+    pub market_log_dir: String,
     pub trades_shown: usize,
     pub backtests: Vec<PathBuf>,
     /// The Performance page's paper-against-backtest section covers this many days back
@@ -118,6 +120,9 @@ pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
             exchange: exchange.clone(),
         }),
         exchange: exchange.clone(),
+        log_dirs: std::iter::once(ctx.common.log.dir.clone())
+            .chain((!ds.market_log_dir.is_empty()).then(|| PathBuf::from(&ds.market_log_dir)))
+            .collect(),
     })?;
     let shutdown = ctx.shutdown.clone();
     std::thread::Builder::new()
