@@ -376,6 +376,35 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         |b| (count(b, "#positions tr") == 0).then_some(()),
     );
 
+    // The trades table is re-drawn only when a trade changed (a table re-built every second
+    // cannot be selected): across new views with the same trades, its rows stay the same
+    // elements.
+    b.goto(&format!("{base}/#paper"));
+    b.wait("the trades table", Duration::from_secs(10), |b| {
+        (count(b, "#trades tr") > 0).then_some(())
+    });
+    let generation = |b: &Browser| {
+        b.js(
+            "return [document.body.dataset.generated, document.getElementById('trades').dataset.sig, \
+             document.querySelector('#trades tr').dataset.kept === '1'];",
+            serde_json::json!([]),
+        )
+    };
+    b.js(
+        "document.querySelector('#trades tr').dataset.kept = '1';",
+        serde_json::json!([]),
+    );
+    let before = generation(&b);
+    let after = b.wait("two newer views", Duration::from_secs(10), |b| {
+        let now = generation(b);
+        let newer = now[0].as_str()?.parse::<i64>().ok()?
+            >= before[0].as_str()?.parse::<i64>().ok()? + 1500;
+        newer.then_some(now)
+    });
+    if after[1] == before[1] {
+        assert_eq!(after[2], true, "the same trades were re-drawn: {after}");
+    }
+
     // Activity: the journal's newest orders, fills and refusals, each refusal with its
     // reason, and the refusals counted by reason.
     b.goto(&format!("{base}/#activity"));

@@ -159,6 +159,11 @@ function renderTrading(v) {
     return tr;
   }));
   $("trade-counts").textContent = v.closed_trades + " closed trades, " + v.verified_trades + " verified.";
+  // Re-drawn only when a trade changed: a table re-built every second cannot be selected
+  // or copied from.
+  const sig = JSON.stringify([v.trades, v.precision]);
+  if ($("trades").dataset.sig === sig) return;
+  $("trades").dataset.sig = sig;
   fill("trades", v.trades.map((t) => {
     // An open trade is not waiting for verification: it has nothing to verify yet.
     const open = t.exit_time_ms === null || t.exit_time_ms === undefined;
