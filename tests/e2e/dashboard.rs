@@ -332,6 +332,17 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     for r in trades.as_array().unwrap() {
         let open = r[6].as_str() == Some("open");
         assert_eq!(r[0].as_str() == Some("open"), open, "{r}");
+        // How long it was held, and its PnL in % of its value, for a closed trade.
+        assert_eq!(r[12].as_str() == Some(""), open, "{r}");
+        if !open {
+            assert!(
+                r[11]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(|c: char| c.is_ascii_digit()),
+                "{r}"
+            );
+        }
     }
     // A new simulated balance is taken only while flat: the button says so.
     b.wait(

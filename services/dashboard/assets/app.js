@@ -171,8 +171,12 @@ function renderTrading(v) {
       : t.verified ? el("span", "✓", "mark verified") : el("span", "≈", "mark calculated");
     mark.title = open ? "open: also under Open positions; verified once it closes"
       : t.verified ? "verified against the exchange" : "calculated, not verified yet";
+    const value = Number(t.qty) * Number(t.entry_price);
+    const pct = t.pnl === null || !(value > 0) ? null : Number(t.pnl) / value * 100;
+    const held = open ? "" : dur(t.exit_time_ms - t.entry_time_ms);
     const tr = row([mark, t.symbol, t.side, t.strategy, qty(t.qty, t.symbol), time(t.entry_time_ms), time(t.exit_time_ms),
-      price(t.entry_price, t.symbol), price(t.exit_price, t.symbol), num(t.fees, 4), signed(t.pnl, 4)]);
+      price(t.entry_price, t.symbol), price(t.exit_price, t.symbol), num(t.fees, 4), signed(t.pnl, 4),
+      pct === null ? "–" : signed(pct, 2), held]);
     tr.dataset.key = t.trade_key;
     tr.dataset.verified = t.verified ? "1" : "0";
     if (t.discrepancy) tr.title = "discrepancy: " + t.discrepancy;
