@@ -316,6 +316,30 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         let (price_dp, qty_dp) = (p[0].as_u64().unwrap(), p[1].as_u64().unwrap());
         assert_eq!(decimals(&cell(2)) as u64, qty_dp, "size of {r}");
         assert_eq!(decimals(&cell(3)) as u64, price_dp, "entry of {r}");
+        // Its strategy, margin (size × entry ÷ leverage) and when it was opened.
+        // (The page may show a newer view than the one read: a position it does not
+        // hold yet is left out.)
+        let Some(pos) = v["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["symbol"].as_str() == Some(cell(0).as_str()))
+        else {
+            continue;
+        };
+        // From the row's own size and entry (one view), at the position's leverage.
+        let n = |i: usize| -> f64 { cell(i).replace(',', "").parse().unwrap() };
+        let leverage: f64 = pos["leverage"].as_str().unwrap().parse().unwrap();
+        let margin = n(2) * n(3) / leverage;
+        assert!(
+            (n(10) - margin).abs() <= 0.01 + margin * 1e-4,
+            "margin of {r}: {margin}"
+        );
+        assert_eq!(
+            cell(8),
+            pos["strategy"].as_str().unwrap_or("(by hand)"),
+            "strategy of {r}"
+        );
         checked += 1;
     }
     assert!(

@@ -151,10 +151,18 @@ function renderTrading(v) {
   $("max-margin-now").textContent = r ? num(r.max_margin_use_pct) : "–";
   fill("strategies", v.strategies.map((s) =>
     row([s.name, el("span", s.label, s.optimized ? "mark verified" : "muted")])));
+  // When each position was opened: its open trade's entry (the journal's).
+  const opened = {};
+  for (const t of v.trades) if (t.exit_time_ms === null) opened[t.symbol] = t.entry_time_ms;
   fill("positions", v.positions.map((p) => {
     const s = p.symbol;
+    const value = Number(p.size) * Number(p.mark_price ?? p.avg_price);
+    const margin = Number(p.size) * Number(p.avg_price) / Number(p.leverage);
     const tr = row([s, p.side === "Buy" ? "long" : "short", qty(p.size, s), price(p.avg_price, s),
-      price(p.mark_price, s), signed(p.unrealised_pnl, 4), price(p.stop_loss, s), price(p.take_profit, s)]);
+      price(p.mark_price, s), signed(p.unrealised_pnl, 4), price(p.stop_loss, s), price(p.take_profit, s),
+      p.strategy || "(by hand)", num(value, 2), num(margin, 2),
+      margin > 0 ? signed(Number(p.unrealised_pnl) / margin * 100, 2) : "–",
+      opened[s] === undefined ? "–" : time(opened[s])]);
     tr.dataset.symbol = p.symbol;
     return tr;
   }));
