@@ -509,6 +509,33 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     let (_, state) = get(&format!("{base}/api/state"), Some(&cookie), None);
     let v: serde_json::Value = serde_json::from_str(&state).unwrap();
     let p = &v["performance"];
+    // Day by day: the days' net PnL adds up to the total, each day's trades to the count.
+    let daily = p["daily"].as_array().unwrap();
+    let dec =
+        |x: &serde_json::Value| -> rust_decimal::Decimal { x.as_str().unwrap().parse().unwrap() };
+    assert_eq!(
+        daily
+            .iter()
+            .map(|d| dec(&d["net"]))
+            .sum::<rust_decimal::Decimal>(),
+        dec(&p["report"]["overall"]["total_pnl"]),
+        "{daily:?}"
+    );
+    assert_eq!(
+        daily
+            .iter()
+            .map(|d| d["trades"].as_u64().unwrap())
+            .sum::<u64>(),
+        p["report"]["overall"]["trades"].as_u64().unwrap()
+    );
+    assert_eq!(count(&b, "#daily tr"), daily.len() as u64);
+    for stat in ["Sortino", "expectancy", "fees paid", "best / worst trade"] {
+        assert_eq!(
+            count(&b, &format!("#perf-stats dd[data-stat='{stat}']")),
+            1,
+            "{stat}"
+        );
+    }
     let most = p["most_active_trades"].as_u64().unwrap();
     let by_symbol = p["report"]["by_symbol"].as_object().unwrap();
     assert_eq!(

@@ -193,6 +193,52 @@ pub fn max_drawdown(equity: &[(i64, Decimal)]) -> (Decimal, f64) {
     (amount, pct)
 }
 
+/// One UTC day of closed trades (by exit time).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Day {
+    /// The day's start, ms (UTC midnight).
+    pub day_ms: i64,
+    pub trades: usize,
+    pub wins: usize,
+    /// Net PnL of the day's trades (fees and funding deducted).
+    pub net: Decimal,
+    pub fees: Decimal,
+    /// The balance at the day's end: the starting balance plus every net closed so far.
+    pub balance: Decimal,
+    /// `net` in % of the balance the day began with (`None` when that is not positive).
+    pub return_pct: Option<f64>,
+}
+
+/// The closed trades day by day (UTC, by exit time; only days with a trade), oldest first,
+/// from `starting_balance`.
+pub fn daily(trades: &[TradeResult], starting_balance: Decimal) -> Vec<Day> {
+    let mut by_day: BTreeMap<i64, Vec<&TradeResult>> = BTreeMap::new();
+    for t in trades {
+        by_day
+            .entry(t.exit_time_ms.div_euclid(DAY_MS))
+            .or_default()
+            .push(t);
+    }
+    let mut balance = starting_balance;
+    by_day
+        .into_iter()
+        .map(|(day, ts)| {
+            let net: Decimal = ts.iter().map(|t| t.net).sum();
+            let begin = balance;
+            balance += net;
+            Day {
+                day_ms: day * DAY_MS,
+                trades: ts.len(),
+                wins: ts.iter().filter(|t| t.net > Decimal::ZERO).count(),
+                net,
+                fees: ts.iter().map(|t| t.fees).sum(),
+                balance,
+                return_pct: (begin > Decimal::ZERO).then(|| ratio(net, begin) * 100.0),
+            }
+        })
+        .collect()
+}
+
 /// Daily returns of an equity curve (see the crate's documentation): one per calendar
 /// day from the curve's first day to its last, the first measured from the curve's first
 /// point.
@@ -407,6 +453,33 @@ mod tests {
             fees: dec!(0.1),
             verified: v,
         }
+    }
+
+    /// Trades grouped by the UTC day they closed, the balance carried from day to day.
+    #[test]
+    fn a_daily_table_by_exit_day() {
+        // Exits at 01:00 and 23:00 of day 0, 25:00 (day 1), and day 3; out of order.
+        let trades = vec![
+            t("A", "s", 20, 75, dec!(-5), true),
+            t("A", "s", 0, 1, dec!(10), true),
+            t("B", "s", 2, 23, dec!(-2.5), false),
+            t("B", "s", 23, 25, dec!(20), true),
+        ];
+        let d = daily(&trades, dec!(1000));
+        assert_eq!(
+            d.iter()
+                .map(|x| (x.day_ms / DAY_MS, x.trades, x.wins, x.net, x.balance))
+                .collect::<Vec<_>>(),
+            [
+                (0, 2, 1, dec!(7.5), dec!(1007.5)),
+                (1, 1, 1, dec!(20), dec!(1027.5)),
+                (3, 1, 0, dec!(-5), dec!(1022.5)),
+            ]
+        );
+        assert_eq!(d[0].fees, dec!(0.2));
+        assert!((d[1].return_pct.unwrap() - 20.0 / 1007.5 * 100.0).abs() < 1e-9);
+        assert!(daily(&[], dec!(1000)).is_empty());
+        assert_eq!(daily(&trades, dec!(0))[0].return_pct, None);
     }
 
     #[test]

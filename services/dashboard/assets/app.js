@@ -231,6 +231,11 @@ function renderPerformance(v) {
     ["win rate", num(o.win_rate * 100, 1) + " %"],
     ["max drawdown", num(r.max_drawdown, 4) + " USDT (" + num(r.max_drawdown_pct) + " %)"],
     ["Sharpe", r.sharpe === null ? "– (needs two days)" : num(r.sharpe)],
+    ["Sortino", r.sortino === null ? "– (needs two days and a losing one)" : num(r.sortino)],
+    ["expectancy", num(o.avg_pnl, 4) + " USDT a trade"],
+    ["best / worst trade", o.trades ? num(o.best, 4) + " / " + num(o.worst, 4) + " USDT" : "–"],
+    ["fees paid", num(o.fees, 4) + " USDT"],
+    ["time in the market", num(r.exposure_pct, 1) + " %"],
     ["profit factor", o.profit_factor === null ? "∞" : num(o.profit_factor)],
     ["best symbol", p.best_symbol || "–"],
     ["most active symbol", mostActive(p)],
@@ -242,6 +247,8 @@ function renderPerformance(v) {
     chart("equity-chart", "equity", p.equity.map((e) => e[0]), p.equity.map((e) => e[1]), "#1565c0");
     chart("drawdown-chart", "drawdown %", p.drawdown.map((e) => e[0]), p.drawdown.map((e) => e[1]), "#c62828");
   }
+  fill("daily", p.daily.map((d) => row([time(d.day_ms).slice(0, 10), d.trades, d.wins, signed(d.net, 4),
+    num(d.fees, 4), num(d.balance, 2), d.return_pct === null ? "–" : signed(d.return_pct, 2)])));
   fill("by-symbol", statsRows(r.by_symbol));
   fill("by-strategy", statsRows(r.by_strategy));
   renderDrift(v);

@@ -218,6 +218,8 @@ pub struct Performance {
     pub equity: Vec<(i64, f64)>,
     /// (time ms, drawdown in % of the running peak, ≤ 0).
     pub drawdown: Vec<(i64, f64)>,
+    /// The closed trades day by day (UTC), newest first, the last 60 days with a trade.
+    pub daily: Vec<shardbot_analytics::Day>,
 }
 
 /// Everything a page shows, as one JSON document.
@@ -1038,7 +1040,11 @@ pub fn performance(closed: &[TradeResult], starting_balance: Decimal) -> Perform
         .map(|(sym, _)| sym.clone())
         .collect();
     most_active.sort();
+    let mut daily = shardbot_analytics::daily(&sorted, starting_balance);
+    daily.reverse();
+    daily.truncate(60);
     Performance {
+        daily,
         report,
         best_symbol,
         most_active,
@@ -1082,6 +1088,9 @@ mod tests {
         assert!(p.drawdown.iter().all(|x| x.1 <= 0.0));
         assert_eq!(p.best_symbol.as_deref(), Some("BTCUSDT"));
         assert_eq!(p.most_active, ["ETHUSDT"]);
+        // Day by day, newest first (all three closed on day 0 here).
+        assert_eq!(p.daily.len(), 1);
+        assert_eq!((p.daily[0].trades, p.daily[0].net), (3, dec!(30)));
         assert_eq!(p.most_active_trades, 2);
         assert_eq!(p.report.overall.total_pnl, dec!(30));
     }
