@@ -75,9 +75,14 @@ fn count(b: &Browser, css: &str) -> u64 {
 
 #[test]
 fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
+    // Notifications go to this webhook (its path is a token: never in a log).
+    let (hook, hook_rx) = shardbot_e2e::webhook();
     let stack = ScriptStack::new(&replay_config(
         "start_halted = true",
-        "[dashboard]\nrefresh_ms = 500\nbacktests = [\"{dir}/backtests\"]\ndrift_every_s = 10",
+        &format!(
+            "[dashboard]\nrefresh_ms = 500\nbacktests = [\"{{dir}}/backtests\"]\ndrift_every_s = 10\n\n\
+             [alerts]\nwebhook_url = \"{hook}\"\ntimeout_ms = 5000"
+        ),
     ));
     std::fs::write(stack.path("optimized_parameters.json"), FAST_PARAMS).unwrap();
     let out = stack.up(&["--workers", "1"]);
@@ -491,6 +496,40 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     b.fill("#log-filter", "");
     b.screenshot(&screenshot_path("activity"));
 
+    // Notifications: the dashboard told the webhook of fills and of the kill switch's
+    // mode change, lists them on the Activity page, and sends a test on request.
+    let mut heard: Vec<serde_json::Value> = Vec::new();
+    let from_dashboard = |heard: &[serde_json::Value], event: &str| {
+        heard
+            .iter()
+            .any(|m| m["service"] == "dashboard" && m["event"] == event)
+    };
+    b.click("#notify-test");
+    b.wait(
+        "the webhook's notifications",
+        Duration::from_secs(20),
+        |_| {
+            while let Ok(m) = hook_rx.try_recv() {
+                heard.push(m);
+            }
+            (from_dashboard(&heard, "fill")
+                && from_dashboard(&heard, "mode")
+                && from_dashboard(&heard, "test"))
+            .then_some(())
+        },
+    );
+    assert_eq!(text_of(&b, "#notify-message"), "sent to the webhook");
+    assert!(
+        heard
+            .iter()
+            .any(|m| m["event"] == "mode" && m["text"] == "trading mode: normal → halted"),
+        "{heard:?}"
+    );
+    assert!(count(&b, "#notifications tr[data-kind='fill']") > 0);
+    for m in &heard {
+        assert!(!m.to_string().contains(SIM_SECRET), "{m}");
+    }
+
     // The other pages.
     b.goto(&format!("{base}/#performance"));
     b.wait(
@@ -792,6 +831,11 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
             assert!(
                 !text.contains(&token),
                 "{} carries the dashboard token",
+                p.display()
+            );
+            assert!(
+                !text.contains("T0KEN-SECRET"),
+                "{} carries the webhook's token",
                 p.display()
             );
             logs += 1;

@@ -8,18 +8,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpListener,
-    process::Command,
-    sync::mpsc,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use rust_decimal::Decimal;
 use shardbot_bus::{BusOptions, Requester};
 use shardbot_bybit::rest::{BybitClient, CreateOrder, DemoApplyMoney, DemoCoin};
-use shardbot_e2e::{Stack, bin};
+use shardbot_e2e::{Stack, bin, webhook};
 use shardbot_protocol::{
     IntentAction, Interval, OrderIntent, RefusalCode, RouterReply, RouterRequest, Side, Symbol,
 };
@@ -61,42 +55,6 @@ fn market(rt: &tokio::runtime::Runtime, sim: &BybitClient, symbol: &str, side: S
     let link = format!("hand-{}", shardbot_protocol::now_ns());
     rt.block_on(sim.place_order(&CreateOrder::market(symbol, side, qty, &link)))
         .unwrap();
-}
-
-/// A webhook receiver: every POST's JSON body, answered 200.
-fn webhook() -> (String, mpsc::Receiver<serde_json::Value>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://{}/hooks/T0KEN-SECRET",
-        listener.local_addr().unwrap()
-    );
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-            if tx.send(serde_json::from_slice(&body).unwrap()).is_err() {
-                return;
-            }
-        }
-    });
-    (url, rx)
 }
 
 #[test]

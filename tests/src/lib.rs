@@ -568,3 +568,49 @@ impl Drop for Stack {
         }
     }
 }
+
+/// A webhook receiver on 127.0.0.1: its URL (with a token-like path, `T0KEN-SECRET`, that
+/// must never show in a log) and every POST's JSON body, answered 200 and the connection
+/// closed (one request per connection, so a client's pooled connection is never left
+/// waiting on a second request).
+pub fn webhook() -> (String, std::sync::mpsc::Receiver<serde_json::Value>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/hooks/T0KEN-SECRET",
+        listener.local_addr().unwrap()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let Ok(v) = serde_json::from_slice(&body) else {
+                continue;
+            };
+            if tx.send(v).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}

@@ -124,6 +124,11 @@ impl Alerts {
         }
     }
 
+    /// Whether a webhook is set (else every send is a no-op).
+    pub fn is_on(&self) -> bool {
+        self.target.is_some()
+    }
+
     /// Sends an alert in the background (inside a tokio runtime, e.g. an actix system).
     pub fn send(&self, event: &str, text: &str, details: serde_json::Value) {
         let Some((client, url)) = self.target.clone() else {

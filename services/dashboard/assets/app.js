@@ -430,6 +430,24 @@ function renderActivity(v) {
   badge.title = newest ? "refusals at the newest close with any (" + time(newest[0]) + " UTC): " + words(newest[1]) : "";
 }
 
+// The notifications, and a browser notification for each one newer than those already
+// seen on this page (once the user allowed them).
+let notesSeen = null;
+function renderNotifications(v) {
+  fill("notifications", v.notifications.map((n) => {
+    const tr = row([time(n.at_ms), n.kind, n.text]);
+    tr.dataset.kind = n.kind;
+    return tr;
+  }));
+  const newest = v.notifications.length ? v.notifications[0].at_ms : 0;
+  if (notesSeen !== null && "Notification" in window && Notification.permission === "granted") {
+    for (const n of v.notifications.filter((n) => n.at_ms > notesSeen).reverse()) {
+      new Notification("shardbot · " + v.account.name, { body: n.text, tag: n.kind + n.at_ms + n.text });
+    }
+  }
+  notesSeen = Math.max(notesSeen ?? 0, newest);
+}
+
 function render(v) {
   view = v;
   if (!v) return;
@@ -441,6 +459,7 @@ function render(v) {
   renderBacktestRuns(v);
   renderHealth(v);
   renderActivity(v);
+  renderNotifications(v);
   document.body.dataset.generated = v.generated_ms;
 }
 
@@ -552,6 +571,15 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("risk-form").addEventListener("input", renderImplied);
   $("log-filter").addEventListener("input", () => { if (view) renderActivity(view); });
+  $("allow-notifications").addEventListener("click", async () => {
+    if (!("Notification" in window)) return say("notify-message", "this browser has no notifications", true);
+    const p = await Notification.requestPermission();
+    say("notify-message", p === "granted" ? "browser notifications on" : "browser notifications not allowed", p !== "granted");
+  });
+  $("notify-test").addEventListener("click", async () => {
+    try { say("notify-message", (await post("/api/notify-test", {})).message); }
+    catch (e) { say("notify-message", e.message, true); }
+  });
   $("risk-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     if (!view || !view.settings) return say("risk-message", "settings not read yet", true);

@@ -250,6 +250,9 @@ pub struct View {
     pub health: Vec<ProcessView>,
     /// The newest orders, fills and refusals, and the refusals' counts by reason.
     pub activity: Activity,
+    /// The newest notifications (fills, stops, mode changes, the daily loss limit, a process
+    /// not running), newest first: the page shows new ones as browser notifications.
+    pub notifications: Vec<crate::notify::Note>,
     /// Decimals of each shown symbol's price (its tick) and quantity (its step), from the
     /// exchange's instruments: prices and sizes are shown at the instrument's own precision.
     pub precision: BTreeMap<String, [u32; 2]>,
@@ -344,6 +347,7 @@ pub fn log_tails(dirs: &[PathBuf]) -> Vec<LogTail> {
 /// One fill as the Activity table shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FillRow {
+    pub exec_id: String,
     pub exec_time_ms: TimestampMs,
     pub symbol: String,
     pub side: &'static str,
@@ -367,6 +371,7 @@ impl Activity {
             .recent_fills(ACTIVITY_ROWS)?
             .into_iter()
             .map(|f| FillRow {
+                exec_id: f.fill.exec_id.clone(),
                 exec_time_ms: f.fill.exec_time_ms,
                 symbol: f.fill.symbol.as_str().to_owned(),
                 side: match f.fill.side {
@@ -525,6 +530,10 @@ pub struct CollectorConfig {
     pub exchange: shardbot_bybit::ExchangeSettings,
     /// Folders of log files whose warnings and errors the Activity page shows.
     pub log_dirs: Vec<PathBuf>,
+    /// Where notifications go besides the page (`[alerts]`'s webhook; a no-op without).
+    pub alerts: shardbot_service::alert::Alerts,
+    /// The runtime the webhook's deliveries run on (the web server's).
+    pub runtime: tokio::runtime::Handle,
 }
 
 #[derive(Debug)]
@@ -546,7 +555,14 @@ pub struct Collector {
     drift: Option<(Instant, Result<crate::drift::DriftView, String>)>,
     /// Every instrument's precision (or why it could not be read), and when it was read.
     precision: Option<(Instant, Result<Precisions, String>)>,
+    /// What the previous view showed, for the notifications.
+    watch: crate::notify::Watch,
+    /// The newest notifications, newest first.
+    notes: std::collections::VecDeque<crate::notify::Note>,
 }
+
+/// Notifications kept for the page.
+const NOTES_KEPT: usize = 50;
 
 /// Each instrument's [`precision_of`], by symbol.
 type Precisions = HashMap<String, [u32; 2]>;
@@ -614,6 +630,8 @@ impl Collector {
             journal: None,
             drift: None,
             precision: None,
+            watch: crate::notify::Watch::default(),
+            notes: std::collections::VecDeque::new(),
         }
         .listening(heartbeats))
     }
@@ -639,7 +657,11 @@ impl Collector {
         tx: tokio::sync::watch::Sender<Arc<Published>>,
         demand: std::sync::mpsc::Receiver<()>,
     ) {
-        let watched = |tx: &tokio::sync::watch::Sender<Arc<Published>>| tx.receiver_count() > 1;
+        // With a webhook the views are worked out whether or not a page is open: its
+        // notifications must not wait for one.
+        let notifying = self.cfg.alerts.is_on();
+        let watched =
+            |tx: &tokio::sync::watch::Sender<Arc<Published>>| notifying || tx.receiver_count() > 1;
         loop {
             if !watched(&tx) {
                 // Nobody is looking: wait for a page or a request (a page that opens asks).
@@ -788,7 +810,7 @@ impl Collector {
                 .chain(activity.fills.iter().map(|f| f.symbol.as_str())),
             &mut problems,
         );
-        let view = View {
+        let mut view = View {
             generated_ms: now,
             account: self.cfg.account.clone(),
             accounts: self.cfg.accounts.clone(),
@@ -808,8 +830,21 @@ impl Collector {
             health: self.health(now),
             activity,
             precision,
+            notifications: Vec::new(),
             problems,
         };
+        for note in self.watch.step(&view) {
+            tracing::info!(kind = note.kind, text = note.text, "notification");
+            {
+                let _runtime = self.cfg.runtime.enter();
+                self.cfg
+                    .alerts
+                    .send(note.kind, &note.text, serde_json::json!({}));
+            }
+            self.notes.push_front(note);
+            self.notes.truncate(NOTES_KEPT);
+        }
+        view.notifications = self.notes.iter().cloned().collect();
         let json = serde_json::to_string(&view).unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot encode the dashboard view");
             "null".into()

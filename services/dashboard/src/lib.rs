@@ -16,6 +16,7 @@
 pub mod collect;
 pub mod drift;
 pub mod metrics;
+pub mod notify;
 pub mod token;
 pub mod web;
 
@@ -120,6 +121,9 @@ pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
             exchange: exchange.clone(),
         }),
         exchange: exchange.clone(),
+        alerts: ctx.alerts.clone(),
+        runtime: tokio::runtime::Handle::try_current()
+            .map_err(|e| format!("the dashboard starts outside its async runtime: {e}"))?,
         log_dirs: std::iter::once(ctx.common.log.dir.clone())
             .chain((!ds.market_log_dir.is_empty()).then(|| PathBuf::from(&ds.market_log_dir)))
             .collect(),
@@ -137,6 +141,7 @@ pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
             Duration::from_millis(ds.refresh_ms),
             risk,
             journal_file,
+            ctx.alerts.clone(),
         ),
     )
     .map_err(|e| format!("dashboard.bind = {:?}: cannot listen: {e}", ds.bind))?;

@@ -11,6 +11,7 @@
 //! | `POST /api/control` | `{"command": "start" \| "stop" \| "reduce_only" \| "kill"}` to the risk manager |
 //! | `GET /api/flatten/{id}` | where the kill switch's flatten stands (`done`, `flat`, `summary`, `left`, `errors`) |
 //! | `POST /api/settings` | new trading settings (the risk manager validates, writes and applies them) |
+//! | `POST /api/notify-test` | a test notification to the `[alerts]` webhook |
 //! | `GET /api/trades.csv` | the closed trades, as `shardbot trades --csv` writes them (`?open=1`: open ones too) |
 //! | `GET /metrics` | Prometheus text format |
 //!
@@ -60,6 +61,8 @@ pub struct AppState {
     refresh: Duration,
     risk: Arc<Requester>,
     journal_file: PathBuf,
+    /// The `[alerts]` webhook notifications go to (the test button's too).
+    alerts: shardbot_service::alert::Alerts,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
         refresh: Duration,
         risk: Arc<Requester>,
         journal_file: PathBuf,
+        alerts: shardbot_service::alert::Alerts,
     ) -> AppState {
         AppState {
             token,
@@ -79,6 +83,7 @@ impl AppState {
             refresh,
             risk,
             journal_file,
+            alerts,
         }
     }
 
@@ -309,6 +314,26 @@ async fn ask_risk(st: &AppState, req: RiskRequest) -> Result<RiskReply, String> 
     }
 }
 
+/// `POST /api/notify-test`: a test notification to the webhook, so a user sees where they
+/// arrive (nothing secret in it).
+async fn notify_test(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
+    if !st.may_write(&req) {
+        return unauthorized();
+    }
+    if !st.alerts.is_on() {
+        return json_error(
+            actix_web::http::StatusCode::CONFLICT,
+            "no webhook is set: put its URL in [alerts] webhook_url (SHARDBOT__ALERTS__WEBHOOK_URL)",
+        );
+    }
+    st.alerts.send(
+        "test",
+        "shardbot dashboard: a test notification (fills, stops, mode changes, the daily loss limit and services not running arrive here)",
+        serde_json::json!({}),
+    );
+    HttpResponse::Ok().json(serde_json::json!({ "message": "sent to the webhook" }))
+}
+
 async fn control(
     req: HttpRequest,
     body: web::Json<Control>,
@@ -453,6 +478,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/state", web::get().to(state))
         .route("/api/events", web::get().to(events))
         .route("/api/control", web::post().to(control))
+        .route("/api/notify-test", web::post().to(notify_test))
         .route("/api/flatten/{id}", web::get().to(flatten))
         .route("/api/settings", web::post().to(settings))
         .route("/api/trades.csv", web::get().to(trades_csv))
