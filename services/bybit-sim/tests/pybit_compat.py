@@ -97,17 +97,29 @@ got = {"ticker": threading.Event(), "kline": threading.Event()}
 progress("public WebSocket")
 ws = WebSocket(testnet=False, channel_type="linear")
 progress(f"connected: {ws.is_connected()}")
-# pybit's subscribe() sends the subscription and only then registers its callback
-# (pybit/_websocket_stream.py, subscribe(): self.ws.send(...) before self._set_callback(...)).
-# A message of the topic that arrives in between (Bybit, like bybit-sim, sends a snapshot at
-# once, and on a loaded machine the main thread can be off the CPU that long) raises KeyError
-# in pybit's socket thread, pybit closes the socket for good, and the next subscribe() waits
-# forever for a connection: the hang seen in a suite run, reproduced by SUBSCRIBE_DELAY_S
-# below. Such a message is dropped instead (the next one of the topic reaches the callback),
-# the one change to pybit besides the base URL.
+# pybit's subscribe() sends the subscription and only then records it and registers its
+# callback (pybit/_websocket_stream.py, subscribe(): self.ws.send(...) before
+# self.subscriptions[req_id] = ... and self._set_callback(...)). What the exchange sends at
+# once in answer (the subscription's reply, then a snapshot; on a loaded machine the main
+# thread can be off the CPU that long) then meets no record: KeyError in pybit's socket
+# thread, pybit closes the socket for good, and the next subscribe() waits forever for a
+# connection (the hang seen in suite runs, reproduced by SUBSCRIBE_DELAY_S below). Both are
+# taken as pybit would once it caught up: a reply to a request not recorded yet is dropped
+# (pybit only logs a success), and so is a message of a topic without a callback yet (the
+# next one of the topic reaches it). These are the only changes to pybit besides the base URL.
 ws._get_callback = lambda topic: ws.callback_directory.get(topic, lambda message: None)
-# tests/pybit.rs runs this script with the race forced: the callback registered this long
-# after the subscription went out.
+process_reply = ws._process_subscription_message
+
+
+def reply(message):
+    if message.get("req_id") and message["req_id"] not in ws.subscriptions:
+        return
+    process_reply(message)
+
+
+ws._process_subscription_message = reply
+# tests/pybit.rs runs this script with both races forced: the request recorded and the
+# callback registered this long after the subscription went out.
 delay = float(os.environ.get("SUBSCRIBE_DELAY_S", "0"))
 if delay > 0:
     register = ws._set_callback
@@ -117,6 +129,15 @@ if delay > 0:
         register(topic, callback)
 
     ws._set_callback = late
+
+    class Late(dict):
+        """pybit's record of a sent subscription, stored `delay` late."""
+
+        def __setitem__(self, key, value):
+            time.sleep(delay)
+            super().__setitem__(key, value)
+
+    ws.subscriptions = Late(ws.subscriptions)
 seen = {"ticker": 0, "kline": 0}
 
 
