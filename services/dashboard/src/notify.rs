@@ -63,11 +63,16 @@ impl Watch {
     /// What is new in `v` since the previous view (nothing for the first one: what was
     /// already there when the dashboard started is not news).
     pub fn step(&mut self, v: &View) -> Vec<Note> {
-        let now = seen(v);
+        let mut now = seen(v);
         let Some(prev) = self.seen.take() else {
             self.seen = Some(now);
             return Vec::new();
         };
+        // A view without fills (the journal unreadable for a moment) forgets none: the
+        // next one would otherwise announce every fill it lists again.
+        if now.fills.is_empty() {
+            now.fills = prev.fills.clone();
+        }
         let notes = news(&prev, &now, v);
         self.seen = Some(now);
         notes
