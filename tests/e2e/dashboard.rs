@@ -303,9 +303,23 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
     b.wait("an open position", Duration::from_secs(120), |b| {
         (count(b, "#positions tr") > 0).then_some(())
     });
-    // Prices and sizes at each instrument's own precision (its tick and quantity step).
-    let (_, state) = get(&format!("{base}/api/state"), Some(&cookie), None);
-    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    // Prices and sizes at each instrument's own precision (its tick and quantity step),
+    // once the dashboard has read the instruments (everything starts at once: a read
+    // before bybit-sim listens is tried again 5 s later).
+    let v = b.wait(
+        "the instruments' precision in the view",
+        Duration::from_secs(20),
+        |_| {
+            let (_, state) = get(&format!("{base}/api/state"), Some(&cookie), None);
+            let v: serde_json::Value = serde_json::from_str(&state).ok()?;
+            let known = v["positions"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| p["symbol"].as_str())
+                .any(|s| v["precision"].get(s).is_some());
+            known.then_some(v)
+        },
+    );
     let rows = b.js(
         "return [...document.querySelectorAll('#positions tr')].map((r) => \
          [...r.cells].map((c) => c.textContent));",

@@ -858,7 +858,7 @@ impl Collector {
     }
 
     /// The precision of `symbols`, from the exchange's instruments read at most once per
-    /// [`INSTRUMENTS_EVERY`] (and again a minute after a failed read).
+    /// [`INSTRUMENTS_EVERY`] (and again 5 s after a failed read).
     fn precision<'a>(
         &mut self,
         symbols: impl Iterator<Item = &'a str>,
@@ -867,7 +867,8 @@ impl Collector {
         let stale = match &self.precision {
             None => true,
             Some((at, Ok(_))) => at.elapsed() >= INSTRUMENTS_EVERY,
-            Some((at, Err(_))) => at.elapsed() >= Duration::from_secs(60),
+            // Soon after a failure: at a stack's start the exchange may not be up yet.
+            Some((at, Err(_))) => at.elapsed() >= Duration::from_secs(5),
         };
         if stale {
             let read = self
