@@ -374,10 +374,7 @@ impl Activity {
                 exec_id: f.fill.exec_id.clone(),
                 exec_time_ms: f.fill.exec_time_ms,
                 symbol: f.fill.symbol.as_str().to_owned(),
-                side: match f.fill.side {
-                    shardbot_protocol::Side::Buy => "Buy",
-                    shardbot_protocol::Side::Sell => "Sell",
-                },
+                side: f.fill.side.as_str(),
                 qty: f.fill.exec_qty,
                 price: f.fill.exec_price,
                 fee: f.fill.exec_fee,
