@@ -550,8 +550,9 @@ pub struct Collector {
     journal: Option<Journal>,
     /// The newest paper-against-backtest comparison (or why there is none), and when.
     drift: Option<(Instant, Result<crate::drift::DriftView, String>)>,
-    /// Every instrument's precision (or why it could not be read), and when it was read.
-    precision: Option<(Instant, Result<Precisions, String>)>,
+    /// The exchange's instrument filters (or why they could not be read), and when they
+    /// were read: the prices' precision and the drift section's backtest both use them.
+    instruments: Option<(Instant, Result<Filters, String>)>,
     /// What the previous view showed, for the notifications.
     watch: crate::notify::Watch,
     /// The newest notifications, newest first.
@@ -561,8 +562,8 @@ pub struct Collector {
 /// Notifications kept for the page.
 const NOTES_KEPT: usize = 50;
 
-/// Each instrument's [`precision_of`], by symbol.
-type Precisions = HashMap<String, [u32; 2]>;
+/// Every instrument's filters, by symbol.
+type Filters = HashMap<shardbot_protocol::Symbol, shardbot_protocol::Instrument>;
 
 /// How often the heartbeat endpoints that exist are looked for (a worker scaled up shows
 /// within this time).
@@ -626,7 +627,7 @@ impl Collector {
             seen: SeenMap::default(),
             journal: None,
             drift: None,
-            precision: None,
+            instruments: None,
             watch: crate::notify::Watch::default(),
             notes: std::collections::VecDeque::new(),
         }
@@ -854,14 +855,10 @@ impl Collector {
         }
     }
 
-    /// The precision of `symbols`, from the exchange's instruments read at most once per
-    /// [`INSTRUMENTS_EVERY`] (and again 5 s after a failed read).
-    fn precision<'a>(
-        &mut self,
-        symbols: impl Iterator<Item = &'a str>,
-        problems: &mut Vec<String>,
-    ) -> BTreeMap<String, [u32; 2]> {
-        let stale = match &self.precision {
+    /// The exchange's instrument filters, read at most once per [`INSTRUMENTS_EVERY`] (and
+    /// again 5 s after a failed read).
+    fn instruments(&mut self) -> Result<&Filters, &str> {
+        let stale = match &self.instruments {
             None => true,
             Some((at, Ok(_))) => at.elapsed() >= INSTRUMENTS_EVERY,
             // Soon after a failure: at a stack's start the exchange may not be up yet.
@@ -872,33 +869,40 @@ impl Collector {
                 .cfg
                 .exchange
                 .read_instrument_filters()
-                .map(|f| {
-                    f.values()
-                        .map(|i| (i.symbol.as_str().to_owned(), precision_of(i)))
-                        .collect()
-                })
-                .map_err(|e| e.to_string());
+                .map_err(|e| format!("reading the instruments from the exchange: {e}"));
             if let Err(e) = &read {
-                tracing::warn!(error = %e, "cannot read the instruments' precision");
+                tracing::warn!(error = %e, "cannot read the instruments");
             }
-            self.precision = Some((Instant::now(), read));
+            self.instruments = Some((Instant::now(), read));
         }
-        match self.precision.as_ref().map(|(_, r)| r) {
-            Some(Ok(all)) => symbols
-                .filter_map(|s| all.get(s).map(|p| (s.to_owned(), *p)))
+        match self.instruments.as_ref().map(|(_, r)| r) {
+            Some(Ok(f)) => Ok(f),
+            Some(Err(e)) => Err(e),
+            None => Err("not read yet"),
+        }
+    }
+
+    /// The precision of `symbols`, from [`Self::instruments`].
+    fn precision<'a>(
+        &mut self,
+        symbols: impl Iterator<Item = &'a str>,
+        problems: &mut Vec<String>,
+    ) -> BTreeMap<String, [u32; 2]> {
+        match self.instruments() {
+            Ok(all) => symbols
+                .filter_map(|s| all.get(s).map(|i| (s.to_owned(), precision_of(i))))
                 .collect(),
-            Some(Err(e)) => {
+            Err(e) => {
                 problems.push(format!(
                     "instruments (prices shown at 6 decimals until read): {e}"
                 ));
                 BTreeMap::new()
             }
-            None => BTreeMap::new(),
         }
     }
 
     /// The paper-against-backtest comparison, worked out again once the last is
-    /// `drift.every` old (it backtests the window and reads the exchange's filters).
+    /// `drift.every` old (it backtests the window with the cached instrument filters).
     fn drift(
         &mut self,
         now: TimestampMs,
@@ -911,9 +915,15 @@ impl Collector {
             .as_ref()
             .is_none_or(|(at, _)| at.elapsed() >= cfg.every);
         if stale {
-            let result = match &self.journal {
-                Some(j) => crate::drift::work_out(cfg, &self.cfg.strategy, settings, j, now),
-                None => Err("no journal yet".to_owned()),
+            // A copy: the cache is borrowed from `self`, like the journal below.
+            let instruments = self.instruments().cloned().map_err(str::to_owned);
+            let cfg = self.cfg.drift.as_ref()?;
+            let result = match (&self.journal, instruments) {
+                (Some(j), Ok(instruments)) => {
+                    crate::drift::work_out(cfg, &self.cfg.strategy, settings, j, &instruments, now)
+                }
+                (None, _) => Err("no journal yet".to_owned()),
+                (_, Err(e)) => Err(e),
             };
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "the paper-against-backtest comparison failed");

@@ -3,7 +3,7 @@
 //! history store's bars (common/drift, as `shardbot drift` does), worked out again every
 //! `dashboard.drift_every_s` on the collector's thread.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -155,6 +155,7 @@ pub fn work_out(
     strategy: &StrategySettings,
     settings: Option<&serde_json::Value>,
     journal: &Journal,
+    instruments: &HashMap<shardbot_protocol::Symbol, shardbot_protocol::Instrument>,
     now: TimestampMs,
 ) -> Result<DriftView, String> {
     let interval: Interval = strategy
@@ -164,10 +165,6 @@ pub fn work_out(
     let bar_ms = interval
         .duration_ms()
         .ok_or_else(|| format!("strategy.interval {interval} has no fixed length"))?;
-    let instruments = cfg
-        .exchange
-        .read_instrument_filters()
-        .map_err(|e| format!("reading the instruments from the exchange: {e}"))?;
     let store = HistoryStore::open(&cfg.store_dir).map_err(|e| e.to_string())?;
     // The window ends at the newest stored bar's close: the exchange's clock, which in a
     // replay is not this machine's.
@@ -190,7 +187,7 @@ pub fn work_out(
         .min();
     let from = first_placed.map_or(window, |t| t.max(window));
     let warm_up = i64::try_from(strategy.history_bars).unwrap_or(0) * bar_ms;
-    let markets = store_markets(&store, interval, from - warm_up, to, &instruments)
+    let markets = store_markets(&store, interval, from - warm_up, to, instruments)
         .map_err(|e| e.to_string())?;
     let (strategies, params, params_from) = match journal
         .parameters_for(from, to)
