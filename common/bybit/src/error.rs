@@ -177,6 +177,14 @@ pub enum BybitError {
 }
 
 impl BybitError {
+    /// A request that failed before any answer came back: the connection could not be
+    /// made, or was closed as the request went out (hyper's "connection closed before
+    /// message completed" on a pooled connection the server had just closed as idle).
+    pub fn is_unsent(&self) -> bool {
+        matches!(self, BybitError::Transport { source, .. }
+            if source.is_connect() || (source.is_request() && !source.is_timeout()))
+    }
+
     /// The API code, if Bybit answered with one.
     pub fn api_code(&self) -> Option<ApiCode> {
         match self {

@@ -554,3 +554,80 @@ async fn executions_over_three_weeks_are_read_in_seven_day_windows() {
     assert!(seen.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{seen:?}");
     assert_eq!(list.len(), 4, "every window's executions");
 }
+
+/// A plain HTTP/1.1 server on 127.0.0.1 that closes its first `drops` connections as soon
+/// as a request arrives (what a pooled keep-alive connection the server has just closed as
+/// idle looks like to the client) and answers every later one with `body`. Returns its
+/// address and the count of connections it took.
+async fn dropping_server(drops: usize, body: String) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let taken = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&taken);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                // The request's head (a GET has no body).
+                let _ = sock.read(&mut buf).await;
+                if n < drops {
+                    return; // closed without an answer
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (url, taken)
+}
+
+fn client_at(url: &str) -> BybitClient {
+    let raw = RawClient::new(
+        RestConfig {
+            base_url: url.to_owned(),
+            recv_window_ms: 5000,
+            timeout: Duration::from_secs(5),
+        },
+        Some(Credentials::new(KEY, SECRET)),
+        Arc::new(RateLimiter::new(600)),
+    )
+    .unwrap();
+    BybitClient::new(raw)
+}
+
+/// A read whose connection is closed as it goes out is asked again (found by the suite:
+/// the reconciler's closed-PnL read met bybit-sim closing an idle keep-alive connection,
+/// and `shardbot reconcile` failed with "error sending request"); after three such
+/// attempts the error is the caller's.
+#[tokio::test]
+async fn a_read_the_server_closed_the_connection_on_is_asked_again() {
+    let page = json!({"retCode": 0, "retMsg": "OK", "result": {"category": "linear",
+        "list": [], "nextPageCursor": ""}, "retExtInfo": {}, "time": now_ms()})
+    .to_string();
+    let (url, taken) = dropping_server(2, page.clone()).await;
+    let c = client_at(&url);
+    let now = now_ms();
+    let got = c.closed_pnl(None, now - 60_000, now).await.unwrap();
+    assert!(got.is_empty());
+    assert_eq!(
+        taken.load(Ordering::SeqCst),
+        3,
+        "two dropped, the third answered"
+    );
+
+    let (url, taken) = dropping_server(usize::MAX, page).await;
+    let c = client_at(&url);
+    let err = c.closed_pnl(None, now - 60_000, now).await.unwrap_err();
+    assert!(err.is_unsent(), "{err}");
+    assert_eq!(taken.load(Ordering::SeqCst), 3, "three attempts, no more");
+}

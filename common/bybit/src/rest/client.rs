@@ -119,6 +119,14 @@ impl BybitClient {
                     tracing::warn!(error = %e, attempt, "rate-limited read; retrying after the reset");
                     attempt += 1;
                 }
+                // A read that could not be sent (a pooled connection the server closed as
+                // it was reused, a refused connection) is asked again: reading twice
+                // changes nothing. (Orders never come here: theirs is the outcome-unknown
+                // path.)
+                Err(e) if e.is_unsent() && attempt < READ_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "a read could not be sent; asking again");
+                    attempt += 1;
+                }
                 other => return other,
             }
         }
