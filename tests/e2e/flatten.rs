@@ -4,7 +4,8 @@
 //! none, and only then says FLAT; with the exchange failing every request it says, loudly
 //! and with exit status 3, that the account is not known to be flat. After a flatten the
 //! account is halted: an entry is refused. Each flatten's end is POSTed to the
-//! configured webhook, whose token never reaches the log.
+//! configured webhook, whose token never reaches the log. `shardbot risk close SYMBOL`
+//! closes that one position and nothing else, and trading goes on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -37,8 +38,15 @@ const SETTINGS: &str = r#"{"simulated_balance": 1000, "sizing": {"percent": 10},
   "cooldown_after_stop_min": 30}"#;
 
 fn flatten(stack: &Stack) -> (i32, String, String) {
+    risk(stack, &["flatten"])
+}
+
+/// `shardbot risk ARGS... --config` against the stack: exit status, stdout, stderr.
+fn risk(stack: &Stack, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin("shardbot"))
-        .args(["risk", "flatten", "--config"])
+        .arg("risk")
+        .args(args)
+        .arg("--config")
         .arg(stack.path("config.toml"))
         .current_dir(stack.path(""))
         .env_remove("SHARDBOT_CONFIG")
@@ -55,6 +63,37 @@ fn market(rt: &tokio::runtime::Runtime, sim: &BybitClient, symbol: &str, side: S
     let link = format!("hand-{}", shardbot_protocol::now_ns());
     rt.block_on(sim.place_order(&CreateOrder::market(symbol, side, qty, &link)))
         .unwrap();
+}
+
+/// A strategy's long entry on `symbol` at its last price, submitted to the stack's router.
+fn submit_entry(
+    stack: &Stack,
+    rt: &tokio::runtime::Runtime,
+    sim: &BybitClient,
+    symbol: &str,
+) -> RouterReply {
+    let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
+    let price = rt
+        .block_on(sim.tickers())
+        .unwrap()
+        .into_iter()
+        .find(|t| t.symbol == symbol)
+        .unwrap()
+        .last_price;
+    let entry = OrderIntent::new(
+        "trend_following",
+        Symbol::new(symbol).unwrap(),
+        Interval::M5,
+        1,
+        IntentAction::Enter { side: Side::Buy },
+        price,
+        None,
+        None,
+        shardbot_protocol::now_ms(),
+    );
+    router
+        .request_within::<_, RouterReply>(&RouterRequest::Submit(entry), Duration::from_secs(20))
+        .unwrap()
 }
 
 #[test]
@@ -141,23 +180,8 @@ fn flatten_closes_everything_the_exchange_shows_and_says_so() {
     );
 
     // Halted: an entry is refused.
-    let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
-    let price = rt.block_on(sim.tickers()).unwrap()[0].last_price;
-    let entry = OrderIntent::new(
-        "trend_following",
-        Symbol::new(&rt.block_on(sim.tickers()).unwrap()[0].symbol).unwrap(),
-        Interval::M5,
-        1,
-        IntentAction::Enter { side: Side::Buy },
-        price,
-        None,
-        None,
-        shardbot_protocol::now_ms(),
-    );
-    match router
-        .request_within::<_, RouterReply>(&RouterRequest::Submit(entry), Duration::from_secs(20))
-        .unwrap()
-    {
+    let first = rt.block_on(sim.tickers()).unwrap()[0].symbol.clone();
+    match submit_entry(&stack, &rt, &sim, &first) {
         RouterReply::Refused { refusal, .. } => {
             assert_eq!(refusal.code, RefusalCode::Halted, "{}", refusal.reason)
         }
@@ -202,4 +226,61 @@ fn flatten_closes_everything_the_exchange_shows_and_says_so() {
     let (code, out, err) = flatten(&stack);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert!(rt.block_on(sim.positions()).unwrap().is_empty());
+}
+
+#[test]
+fn a_close_by_hand_closes_that_position_only_and_trading_goes_on() {
+    let mut stack = Stack::new(CONFIG);
+    stack.write("trading_settings.json", SETTINGS);
+    let (rt, sim) = stack.start_sim();
+    let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
+    stack.spawn("risk-manager", "risk-manager", &[], &[]);
+    stack.spawn("order-router", "order-router", &[], &[]);
+    stack.wait_output("order-router", "router ready", Duration::from_secs(30));
+    let (one, two) = (&instruments[0], &instruments[1]);
+    let qty = |i: &shardbot_bybit::models::market::InstrumentInfo| {
+        i.lot_size_filter.min_order_qty * Decimal::from(3)
+    };
+    market(&rt, &sim, &one.symbol, Side::Buy, qty(one));
+    market(&rt, &sim, &two.symbol, Side::Sell, qty(two));
+    assert_eq!(rt.block_on(sim.positions()).unwrap().len(), 2);
+
+    // Lower case is taken; the close waits until the exchange shows it gone.
+    let (code, out, err) = risk(&stack, &["close", &one.symbol.to_lowercase()]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("close {} (c", one.symbol)) && last.contains("FLAT after"),
+        "{out}"
+    );
+    let left = rt.block_on(sim.positions()).unwrap();
+    assert_eq!(
+        left.iter().map(|p| p.symbol.as_str()).collect::<Vec<_>>(),
+        [two.symbol.as_str()],
+        "only that position is closed"
+    );
+    let log = stack.output("order-router");
+    assert!(
+        log.contains("close by hand") && !log.contains("entries stopped"),
+        "{log}"
+    );
+    // Trading goes on: the mode is normal and an entry is not refused as halted.
+    let (code, out, _) = risk(&stack, &["show"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("mode              Normal"), "{out}");
+    match submit_entry(&stack, &rt, &sim, &one.symbol) {
+        RouterReply::Refused { refusal, .. } => {
+            assert_ne!(refusal.code, RefusalCode::Halted, "{}", refusal.reason)
+        }
+        RouterReply::Placed { .. } => {}
+        other => panic!("{other:?}"),
+    }
+
+    // A symbol without a position: flat at once, nothing sent. Not a symbol: refused.
+    let (code, out, err) = risk(&stack, &["close", "DOGEUSDT"]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("FLAT after 1 reads and 0 orders"), "{out}");
+    let (code, _, err) = risk(&stack, &["close", "BTC/USDT"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("\"BTC/USDT\" is not a symbol"), "{err}");
 }

@@ -528,6 +528,65 @@ fn daily_loss_and_margin_limits_against_bybit_sim() {
     stack.assert_alive();
 }
 
+/// Today's PnL counts an open position's entry fee when it is paid: with a position open
+/// and nothing closed, today's PnL less the positions' unrealised PnL is exactly what the
+/// exchange's wallet moved by since the start (the fee, and any funding), read from the
+/// wallet itself, not from the closed-PnL records the risk manager sums.
+#[test]
+fn todays_pnl_counts_an_open_positions_fee_as_the_wallet_paid_it() {
+    let (mut stack, rt, trader, instruments) = setup(SETTINGS);
+    let wallet = |rt: &tokio::runtime::Runtime| {
+        let w = rt.block_on(trader.wallet()).unwrap();
+        w.coin("USDT").unwrap().wallet_balance
+    };
+    let start = wallet(&rt);
+    let i = &instruments[0];
+    let price = rt
+        .block_on(trader.tickers())
+        .unwrap()
+        .into_iter()
+        .find(|t| t.symbol == i.symbol)
+        .unwrap()
+        .last_price;
+    let step = i.lot_size_filter.qty_step;
+    let qty =
+        (((Decimal::from(200) / price) / step).ceil() * step).max(i.lot_size_filter.min_order_qty);
+    rt.block_on(trader.place_order(&CreateOrder::market(
+        &i.symbol,
+        Side::Buy,
+        qty,
+        "e2e-fee-open",
+    )))
+    .unwrap();
+    stack.spawn("risk-manager", "risk-manager", &[], &[]);
+    let (daily, unrealised, paid) = wait_for(&mut stack, "one book read twice", |s| {
+        // Two statuses around the positions and the wallet: the same book both times.
+        // (A status's `as_of_ms` is when it was asked.)
+        let RiskReply::Status(before) = ask(s, RiskRequest::Status) else {
+            return None;
+        };
+        let RiskReply::Positions(p) = ask(s, RiskRequest::Positions) else {
+            return None;
+        };
+        let paid = wallet(&rt) - start;
+        let RiskReply::Status(after) = ask(s, RiskRequest::Status) else {
+            return None;
+        };
+        // (A new read of the account moves the unrealised PnL, and with it today's.)
+        (before.daily_pnl == after.daily_pnl && p.positions.len() == 1).then(|| {
+            let unrealised: Decimal = p.positions.iter().map(|p| p.unrealised_pnl).sum();
+            (after.daily_pnl, unrealised, paid)
+        })
+    });
+    assert!(paid < Decimal::ZERO, "the entry paid its fee: {paid}");
+    assert_eq!(
+        daily - unrealised,
+        paid,
+        "today's PnL {daily} less unrealised {unrealised}"
+    );
+    stack.assert_alive();
+}
+
 /// A reversal's entry is sized from the balance its exit's fill left (the risk manager
 /// waits for that fill to be booked), and an approved entry's provisional position ends
 /// with its exit's approval instead of counting against the limits for 15 s.

@@ -450,12 +450,33 @@ sim_base_url = "{sim_url}"
         }
     }
 
-    /// Starts the risk manager and the order router on this stack and waits until the
-    /// router serves intents.
+    /// Starts the risk manager and the order router (on [`Stack::new`]'s endpoints) and
+    /// waits until both can take an intent: the router ready, and the risk manager's first
+    /// read of the account done (before it, it refuses every intent as `RiskUnavailable`:
+    /// a test that submitted right after "router ready" failed so in a suite run).
     pub fn start_order_path(&mut self) {
         self.spawn("risk-manager", "risk-manager", &[], &[]);
         self.spawn("order-router", "order-router", &[], &[]);
         self.wait_output("order-router", "router ready", Duration::from_secs(30));
+        let risk = shardbot_bus::Requester::dial(
+            &self.ipc("risk.rep"),
+            &shardbot_bus::BusOptions::default(),
+        )
+        .unwrap();
+        self.wait_until(
+            "the risk manager's first read of the account",
+            Duration::from_secs(30),
+            "risk-manager",
+            |_| {
+                matches!(
+                    risk.request_within::<_, shardbot_protocol::RiskReply>(
+                        &shardbot_protocol::RiskRequest::Balance,
+                        Duration::from_secs(5),
+                    ),
+                    Ok(shardbot_protocol::RiskReply::Balance(_))
+                )
+            },
+        );
     }
 
     /// Polls `ok` until it holds, every 50 ms, failing after `within` (or at once if a

@@ -112,7 +112,12 @@ pub(crate) struct Account<'a> {
     pub(crate) balance_f: f64,
     /// Whether `balance` changed since its f64 copy was taken.
     pub(crate) balance_moved: bool,
+    /// The closed PnL (fees and funding included) of the trades closed today.
     pub(crate) realised_today: Decimal,
+    /// The fees and funding paid by the positions still open (entry fees when they fill,
+    /// funding when paid; each trade's share leaves at its close, inside its PnL): the
+    /// live risk manager's curRealisedPnl of the open positions, negated.
+    pub(crate) open_costs: Decimal,
     /// The first millisecond of the next UTC day.
     pub(crate) day_end: i64,
     pub(crate) trades: Vec<Trade>,
@@ -131,11 +136,18 @@ impl<'a> Account<'a> {
             balance_f: balance.to_f64().unwrap_or(0.0),
             balance_moved: false,
             realised_today: Decimal::ZERO,
+            open_costs: Decimal::ZERO,
             day_end: i64::MIN,
             trades: Vec::new(),
             refused: std::collections::HashMap::new(),
             tally: Tally::default(),
         }
+    }
+
+    /// Today's PnL as the risk rules count it, the open positions' unrealised left out
+    /// (the tally adds it): the trades closed today, and what the open ones have paid.
+    pub(crate) fn realised_for_rules(&self) -> Decimal {
+        self.realised_today - self.open_costs
     }
 
     /// Before the bars of time `t` (times only grow): a new UTC day starts today's
@@ -197,6 +209,7 @@ impl<'a> Account<'a> {
         let fee = self.fee(qty, px);
         self.balance -= fee;
         self.balance_moved = true;
+        self.open_costs += fee;
         let margin = self
             .tally
             .fill(approved, qty, px, self.cfg.settings.leverage);
@@ -246,6 +259,7 @@ impl<'a> Account<'a> {
         self.balance += gross - fee;
         self.balance_moved = true;
         self.realised_today += pnl;
+        self.open_costs -= o.fees + o.funding;
         if why == ExitReason::StopLoss {
             st.stopped_at = Some(t);
         }

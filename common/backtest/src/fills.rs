@@ -88,7 +88,9 @@ pub(crate) fn step(eng: &mut Account<'_>, rules: &Rules<'_>, st: &mut SymbolStat
             o.funding += pay;
             eng.balance -= pay;
             eng.balance_moved = true;
-            eng.realised_today -= pay;
+            // Counted in today's PnL as paid (and once: the trade's PnL at its close
+            // holds it, as it leaves the open positions' costs).
+            eng.open_costs += pay;
             f += every;
         }
     }
@@ -278,7 +280,7 @@ pub(crate) fn decide_entry(
     let exposure = eng.tally.exposure(
         held,
         eng.balance,
-        eng.realised_today,
+        eng.realised_for_rules(),
         TradingMode::Normal,
         st.stopped_at,
     );

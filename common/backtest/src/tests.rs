@@ -377,6 +377,56 @@ fn the_risk_rules_refuse_as_the_risk_manager_does() {
     assert_eq!(r.summary.refused.get("MaxOpenPositions"), Some(&1));
 }
 
+/// Today's loss counts what the open positions paid (their entry fees), as the risk
+/// manager counts Bybit's curRealisedPnl: an entry fee alone past the daily loss limit
+/// refuses the next entry, before any trade has closed.
+#[test]
+fn the_daily_loss_counts_the_open_positions_entry_fees() {
+    let bars = || {
+        vec![
+            bar(0, 10.0, 10.0, 10.0, 10.0),
+            bar(1, 10.0, 10.0, 10.0, 10.0),
+            bar(2, 10.0, 10.0, 10.0, 10.0),
+        ]
+    };
+    let mut c = cfg();
+    c.settings.sizing = shardbot_risk::Sizing::Percent(dec!(10));
+    c.settings.max_margin_use_pct = dec!(90);
+    c.settings.max_open_positions = 10;
+    // 1 % fee: AAA's entry of about 100 USDT pays about 1 USDT, past a 0.5 USDT limit.
+    c.fee_rate = dec!(0.01);
+    c.settings.daily_loss_limit = dec!(0.5);
+    let r = run_with(
+        &[market("AAAUSDT", bars()), market("BBBUSDT", bars())],
+        &c,
+        vec![
+            scripted(vec![vec![long(None, None)]]),
+            scripted(vec![vec![], vec![long(None, None)]]),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        r.summary.refused.get("DailyLossLimit"),
+        Some(&1),
+        "{:?}",
+        r.summary.refused
+    );
+    assert_eq!(r.trades.len(), 1);
+    assert_eq!(&*r.trades[0].symbol, "AAAUSDT");
+    // Below the limit, the same entry goes through.
+    c.settings.daily_loss_limit = dec!(2);
+    let r = run_with(
+        &[market("AAAUSDT", bars()), market("BBBUSDT", bars())],
+        &c,
+        vec![
+            scripted(vec![vec![long(None, None)]]),
+            scripted(vec![vec![], vec![long(None, None)]]),
+        ],
+    )
+    .unwrap();
+    assert_eq!(r.trades.len(), 2, "{:?}", r.summary.refused);
+}
+
 #[test]
 fn margin_use_counts_the_open_positions_and_frees_with_their_exits() {
     let bars = || {

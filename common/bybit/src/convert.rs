@@ -107,6 +107,10 @@ impl Execution {
             closed_size: self.closed_size.unwrap_or_default(),
             exec_time_ms: self.exec_time,
             exec_type: self.exec_type.clone(),
+            stop_order_type: match self.stop_order_type.as_str() {
+                "" | "UNKNOWN" => None,
+                t => Some(t.to_owned()),
+            },
         })
     }
 }
@@ -157,6 +161,8 @@ impl PositionInfo {
             mark_price: self.mark_price,
             leverage: self.leverage.unwrap_or(Decimal::ONE),
             unrealised_pnl: self.unrealised_pnl.unwrap_or_default(),
+            // "" (outside the price limits) or "0": none.
+            liq_price: self.liq_price.filter(|d| !d.is_zero()),
             stop_loss: self.stop_loss.filter(|d| !d.is_zero()),
             take_profit: self.take_profit.filter(|d| !d.is_zero()),
             updated_ms: now_ms,

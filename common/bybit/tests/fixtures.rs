@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use shardbot_bybit::{
     ApiCode, BybitError,
@@ -120,8 +121,39 @@ fn every_rest_fixture_parses_into_its_model() {
         } else if n.starts_with("v5_execution_list") {
             let p: Page<Execution> = rest(n, body);
             assert!(p.list.iter().all(|e| e.exec_qty > dec!(0)), "{n}");
+            // The captured executions are of plain orders: stopOrderType UNKNOWN, which is
+            // no stop type on the bus.
+            for e in &p.list {
+                assert_eq!(e.stop_order_type, "UNKNOWN", "{n}");
+                assert_eq!(e.to_fill().unwrap().stop_order_type, None, "{n}");
+            }
         } else if n.starts_with("v5_position_list") {
-            let _: Page<PositionInfo> = rest(n, body);
+            let p: Page<PositionInfo> = rest(n, body);
+            // Each open position's liquidation price on the bus is the text the exchange
+            // wrote, exactly ("" or "0": none).
+            let raw: serde_json::Value = serde_json::from_str(body).unwrap();
+            // (A fixture is a whole answer or its `result` alone.)
+            let list = raw
+                .pointer("/result/list")
+                .or_else(|| raw.get("list"))
+                .and_then(|l| l.as_array())
+                .unwrap();
+            for (info, r) in p.list.iter().zip(list) {
+                let Some(pos) = info.to_position(0) else {
+                    continue;
+                };
+                let text = r["liqPrice"].as_str().unwrap_or_default();
+                let want = match text {
+                    "" | "0" => None,
+                    t => Some(Decimal::from_str_exact(t).unwrap()),
+                };
+                assert_eq!(pos.liq_price, want, "{n}: {}", info.symbol);
+                assert_eq!(
+                    pos.liq_price.map(|d| d.to_string()),
+                    want.map(|_| text.to_owned()),
+                    "{n}: written as sent"
+                );
+            }
         } else if [
             "v5_position_set_leverage",
             "v5_position_switch_mode",

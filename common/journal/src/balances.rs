@@ -25,6 +25,16 @@ pub struct SimulatedBalance {
     pub offset: Decimal,
 }
 
+/// The simulated balance and equity (open positions marked to market) at one moment, as
+/// the risk manager samples them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EquitySample {
+    /// Exchange time.
+    pub at_ms: TimestampMs,
+    pub balance: Decimal,
+    pub equity: Decimal,
+}
+
 impl SimulatedBalance {
     /// An exchange amount (a wallet balance, an expected balance) as the simulated one.
     pub fn simulated(&self, exchange: Decimal) -> Decimal {
@@ -98,6 +108,64 @@ impl Journal {
         Ok(n == 1)
     }
 
+    /// Records the simulated balance and equity (open positions marked to market) at
+    /// `at_ms` (exchange time); a second sample at the same millisecond changes nothing.
+    pub fn record_equity(&self, e: &EquitySample) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO equity_samples (at_ms, balance, equity) VALUES (?1, ?2, ?3)",
+                params![e.at_ms, e.balance.to_string(), e.equity.to_string()],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// The equity samples from `from_ms` on, oldest first, at most `max` of them: with
+    /// more, the last of each of `max` equal spans of time (a chart's points).
+    pub fn equity_since(
+        &self,
+        from_ms: i64,
+        max: usize,
+    ) -> Result<Vec<EquitySample>, JournalError> {
+        let (first, last): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row(
+                "SELECT MIN(at_ms), MAX(at_ms) FROM equity_samples WHERE at_ms >= ?1",
+                [from_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.sql(e))?;
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(Vec::new());
+        };
+        let span = ((last - first) / i64::try_from(max.max(1)).unwrap_or(i64::MAX) + 1).max(1);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT at_ms, balance, equity FROM equity_samples
+                 WHERE at_ms IN (SELECT MAX(at_ms) FROM equity_samples WHERE at_ms >= ?1
+                                 GROUP BY (at_ms - ?1) / ?2)
+                 ORDER BY at_ms",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows: Vec<(i64, String, String)> = st
+            .query_map(params![first, span], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.sql(e))?;
+        rows.into_iter()
+            .map(|(at_ms, b, e)| {
+                Ok(EquitySample {
+                    at_ms,
+                    balance: self.dec(&b)?,
+                    equity: self.dec(&e)?,
+                })
+            })
+            .collect()
+    }
+
     /// Every simulated balance, oldest first.
     pub fn simulated_balances(&self) -> Result<Vec<SimulatedBalance>, JournalError> {
         let mut st = self
@@ -150,6 +218,34 @@ mod tests {
             fees: dec!(0),
             verified: true,
         }
+    }
+
+    #[test]
+    fn equity_samples_are_kept_once_and_thinned_to_a_charts_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.sqlite")).unwrap();
+        assert_eq!(j.equity_since(0, 10).unwrap(), []);
+        let s = |at: i64, e: i64| EquitySample {
+            at_ms: at,
+            balance: dec!(1000),
+            equity: Decimal::from(e),
+        };
+        for i in 0..100 {
+            j.record_equity(&s(1_000 + i * 60_000, 1000 + i)).unwrap();
+        }
+        // The same millisecond again changes nothing.
+        j.record_equity(&s(1_000, 5)).unwrap();
+        let all = j.equity_since(0, 1000).unwrap();
+        assert_eq!(all.len(), 100);
+        assert_eq!(all[0], s(1_000, 1000));
+        // From a time on.
+        let late = j.equity_since(1_000 + 90 * 60_000, 1000).unwrap();
+        assert_eq!(late.len(), 10);
+        // Thinned: at most 10, each the last of its span, the newest sample kept.
+        let thin = j.equity_since(0, 10).unwrap();
+        assert!(thin.len() <= 10 && thin.len() >= 9, "{}", thin.len());
+        assert_eq!(thin.last(), all.last());
+        assert!(thin.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl TradeView {
 }
 
 /// The CSV columns, in order.
-pub const TRADE_CSV_HEADER: [&str; 25] = [
+pub const TRADE_CSV_HEADER: [&str; 26] = [
     "trade_key",
     "symbol",
     "side",
@@ -48,6 +48,7 @@ pub const TRADE_CSV_HEADER: [&str; 25] = [
     "exit_time",
     "entry_price",
     "exit_price",
+    "exit_reason",
     "fees",
     "funding",
     "pnl",
@@ -73,7 +74,8 @@ fn iso(ms: i64) -> String {
 
 /// Writes `trades` as CSV (a header, then one row per trade). Amounts are written exactly
 /// as stored (no rounding); times as epoch milliseconds and, beside them, ISO 8601 UTC;
-/// `verified` is `verified` or `calculated`. `balance_before` is
+/// `verified` is `verified` or `calculated`; `exit_reason` says how it closed
+/// (`stop_loss`, `take_profit`, `signal`, ...: [`crate::TradeRecord::exit_reason`]). `balance_before` is
 /// the simulated balance a closed trade was traded on (the balance set for its period,
 /// `balances`, plus the net of that period's trades closed before it) and `return_pct`
 /// its net in percent of that; both empty for an open trade or without a balance.
@@ -112,6 +114,7 @@ pub fn write_trades_csv<W: Write>(
             t.calc.exit_time_ms.map(iso).unwrap_or_default(),
             s(Some(t.entry_price())),
             s(t.exit_price()),
+            t.calc.exit_reason.clone().unwrap_or_default(),
             s(Some(t.fees())),
             s(Some(t.funding())),
             s(t.pnl()),

@@ -35,7 +35,7 @@ mod export;
 mod in_force;
 mod stages;
 mod trades;
-pub use balances::{Period, SimulatedBalance, period_at, periods};
+pub use balances::{EquitySample, Period, SimulatedBalance, period_at, periods};
 pub use export::{TRADE_CSV_HEADER, write_trades_csv};
 pub use stages::{IntentStages, RouterStamps, SPANS, SpanSummary, StageSummary};
 pub use trades::{
@@ -206,6 +206,17 @@ const MIGRATIONS: &[&str] = &[
         json      TEXT NOT NULL
      );
      CREATE INDEX parameters_history_by_time ON parameters_history(set_at_ms);",
+    // 8: how a trade closed (a stop-loss, a take-profit, a signal, the kill switch...),
+    // from the stopOrderType of the exchange's fills
+    "ALTER TABLE fills ADD COLUMN stop_order_type TEXT;
+     ALTER TABLE trades ADD COLUMN exit_reason TEXT;",
+    // 9: the simulated equity marked to market, sampled by the risk manager (the
+    // dashboard's equity curve: open positions included, ending at the headline equity)
+    "CREATE TABLE equity_samples (
+        at_ms      INTEGER PRIMARY KEY,
+        balance    TEXT NOT NULL,
+        equity     TEXT NOT NULL
+     );",
 ];
 
 /// An order's status rank: 0 new, 1 part way, 2 final.
@@ -484,8 +495,8 @@ impl Journal {
             .execute(
                 "INSERT OR IGNORE INTO fills (exec_id, order_id, order_link_id, symbol, side,
                     exec_qty, exec_price, exec_value, exec_fee, fee_rate, is_maker, closed_size,
-                    exec_time_ms, exec_type)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    exec_time_ms, exec_type, stop_order_type)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     f.exec_id,
                     f.order_id,
@@ -501,6 +512,7 @@ impl Journal {
                     f.closed_size.to_string(),
                     f.exec_time_ms,
                     f.exec_type,
+                    f.stop_order_type,
                 ],
             )
             .map_err(|e| self.sql(e))?;
@@ -840,6 +852,7 @@ mod tests {
             closed_size: dec!(0),
             exec_time_ms: t,
             exec_type: "Trade".into(),
+            stop_order_type: None,
         }
     }
 
@@ -859,6 +872,13 @@ mod tests {
             vec![fill("e1", 10), fill("e2", 20)]
         );
         assert_eq!(j.fills_since(15).unwrap(), vec![fill("e2", 20)]);
+        // The fill of the exchange's stop-loss order keeps its stop type (a trade's exit
+        // reason).
+        let mut stop = fill("e3", 30);
+        stop.order_link_id = String::new();
+        stop.stop_order_type = Some("StopLoss".into());
+        assert!(j.record_fill(&stop).unwrap());
+        assert_eq!(j.fills_since(25).unwrap(), vec![stop]);
         let mut o = OrderEvent {
             order_id: "o1".into(),
             order_link_id: "sb-1".into(),
@@ -916,11 +936,11 @@ mod tests {
             .into_iter()
             .map(|f| f.fill.exec_id)
             .collect();
-        assert_eq!(fills, ["e2", "e1"]);
+        assert_eq!(fills, ["e3", "e2", "e1"]);
         drop(j);
         // Reopened: the data and the schema version are there; nothing is migrated twice.
         let j = Journal::open(&path).unwrap();
-        assert_eq!(j.fills_since(0).unwrap().len(), 2);
+        assert_eq!(j.fills_since(0).unwrap().len(), 3);
     }
 
     /// A different fill under a known exec id (bybit-sim once restarted its ids at 1 while
@@ -1103,6 +1123,7 @@ mod tests {
             fees: dec!(0.11),
             funding: Decimal::ZERO,
             pnl: None,
+            exit_reason: None,
         };
         assert!(j.upsert_trade(&t, "").unwrap(), "new");
         t.exit_time_ms = Some(20);
@@ -1110,6 +1131,7 @@ mod tests {
         t.exit_price = Some(dec!(101000));
         t.fees = dec!(0.2211);
         t.pnl = Some(dec!(1.7789));
+        t.exit_reason = Some("take_profit".into());
         assert!(!j.upsert_trade(&t, "").unwrap(), "known");
         let ex = ExchangeNumbers {
             qty: dec!(0.002),
@@ -1220,6 +1242,7 @@ mod tests {
             closed_size: dec!(0),
             exec_time_ms: t,
             exec_type: "Trade".into(),
+            stop_order_type: None,
         }
     }
 

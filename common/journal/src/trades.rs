@@ -47,6 +47,12 @@ pub struct TradeRecord {
     pub funding: Decimal,
     /// Closed PnL as Bybit defines it: gross − fees − funding, once closed.
     pub pnl: Option<Decimal>,
+    /// How it closed, once closed: `signal`, `stop_loss`, `take_profit`, `trailing_stop`,
+    /// `kill_switch`, `manual_close` (the dashboard's Close, `shardbot risk close`),
+    /// `liquidation`, `auto_deleverage` or `by_hand` (an order placed outside shardbot; the backtest's
+    /// words where they mean the same). `None` while open, and for a trade imported from
+    /// the exchange's closed-PnL records or closed before the journal kept it.
+    pub exit_reason: Option<String>,
 }
 
 /// The exchange's numbers for a closed trade (closed-PnL records and executions).
@@ -163,7 +169,7 @@ pub struct ReconciliationRun {
 const TRADE_COLUMNS: &str = "id, trade_key, symbol, side, strategy, source, entry_time_ms,
     exit_time_ms, entry_order_ids, exit_order_ids, last_fill_rowid, calc_qty, calc_entry_price,
     calc_exit_price, calc_fees, calc_funding, calc_pnl, ex_qty, ex_entry_price, ex_exit_price,
-    ex_fees, ex_funding, ex_pnl, verified_ms, discrepancy, flags";
+    ex_fees, ex_funding, ex_pnl, verified_ms, discrepancy, flags, exit_reason";
 
 fn ids(v: &[String]) -> String {
     v.join(" ")
@@ -216,14 +222,14 @@ impl Journal {
             .prepare(&format!(
                 "SELECT f.rowid, f.exec_id, f.order_id, f.order_link_id, f.symbol, f.side,
                     f.exec_qty, f.exec_price, f.exec_value, f.exec_fee, f.fee_rate, f.is_maker,
-                    f.closed_size, f.exec_time_ms, f.exec_type, o.strategy
+                    f.closed_size, f.exec_time_ms, f.exec_type, o.strategy, f.stop_order_type
                  FROM fills f LEFT JOIN orders o ON o.order_link_id = f.order_link_id
                     AND f.order_link_id != ''
                  {tail}"
             ))
             .map_err(|e| self.sql(e))?;
         type Raw = (i64, [String; 5], [String; 4], Option<String>, bool, String);
-        type Raw2 = (i64, String, Option<String>);
+        type Raw2 = (i64, String, Option<String>, Option<String>);
         let rows: Vec<(Raw, Raw2)> = st
             .query_map([param], |r| {
                 Ok((
@@ -235,7 +241,7 @@ impl Journal {
                         r.get(11)?,
                         r.get(12)?,
                     ),
-                    (r.get(13)?, r.get(14)?, r.get(15)?),
+                    (r.get(13)?, r.get(14)?, r.get(15)?, r.get(16)?),
                 ))
             })
             .map_err(|e| self.sql(e))?
@@ -245,7 +251,7 @@ impl Journal {
             .map(
                 |(
                     (rowid, [exec_id, order_id, link, sym, side], m, fee_rate, is_maker, closed),
-                    (t, exec_type, strategy),
+                    (t, exec_type, strategy, stop_order_type),
                 )| {
                     Ok(JournalFill {
                         rowid,
@@ -268,6 +274,7 @@ impl Journal {
                             closed_size: self.dec(&closed)?,
                             exec_time_ms: t,
                             exec_type,
+                            stop_order_type,
                         },
                     })
                 },
@@ -316,6 +323,7 @@ impl Journal {
             ],
             verified_ms: r.get(23)?,
             discrepancy: r.get(24)?,
+            exit_reason: r.get(26)?,
         })
     }
 
@@ -373,6 +381,7 @@ impl Journal {
                 fees: self.dec(&fees)?,
                 funding: self.dec(&funding)?,
                 pnl: self.opt_dec(calc_pnl)?,
+                exit_reason: t.exit_reason,
             },
             exchange,
             verified_ms: t.verified_ms,
@@ -437,8 +446,10 @@ impl Journal {
             .execute(
                 "INSERT INTO trades (trade_key, symbol, side, strategy, source, entry_time_ms,
                     exit_time_ms, entry_order_ids, exit_order_ids, last_fill_rowid, calc_qty,
-                    calc_entry_price, calc_exit_price, calc_fees, calc_funding, calc_pnl, flags)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                    calc_entry_price, calc_exit_price, calc_fees, calc_funding, calc_pnl, flags,
+                    exit_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                    ?18)
                  ON CONFLICT(trade_key) DO UPDATE SET
                     strategy = COALESCE(excluded.strategy, trades.strategy),
                     exit_time_ms = excluded.exit_time_ms,
@@ -450,7 +461,8 @@ impl Journal {
                     calc_exit_price = excluded.calc_exit_price,
                     calc_fees = excluded.calc_fees,
                     calc_funding = excluded.calc_funding,
-                    calc_pnl = excluded.calc_pnl",
+                    calc_pnl = excluded.calc_pnl,
+                    exit_reason = COALESCE(excluded.exit_reason, trades.exit_reason)",
                 params![
                     t.trade_key,
                     t.symbol,
@@ -469,6 +481,7 @@ impl Journal {
                     t.funding.to_string(),
                     t.pnl.map(|d| d.to_string()),
                     flags,
+                    t.exit_reason,
                 ],
             )
             .map_err(|e| self.sql(e))?;
@@ -718,4 +731,5 @@ struct TradeRow {
     opt: [Option<String>; 8],
     verified_ms: Option<i64>,
     discrepancy: Option<String>,
+    exit_reason: Option<String>,
 }

@@ -106,6 +106,12 @@ impl IntentId {
     /// Prefix of every order link id shardbot generates, so orders placed by hand are told
     /// apart at a glance.
     pub const LINK_PREFIX: &'static str = "sb-";
+    /// The strategy name the journal gives the kill switch's closing orders (the router's
+    /// flatten), so a trade it closed is told from one a strategy's signal closed.
+    pub const KILL_SWITCH: &'static str = "kill-switch";
+    /// The strategy name the journal gives the orders of a position closed by hand (the
+    /// dashboard's Close, `shardbot risk close`).
+    pub const MANUAL_CLOSE: &'static str = "manual-close";
 
     pub fn derive(
         strategy: &str,

@@ -273,6 +273,10 @@ pub struct Fill {
     /// (then `exec_fee` is the payment, positive when paid), `AdlTrade`, `BustTrade`, ...
     #[serde(default = "trade_exec_type")]
     pub exec_type: String,
+    /// Bybit's stopOrderType of the order filled: `StopLoss`, `TakeProfit`, `TrailingStop`,
+    /// ... when the exchange made it from a position's stop; `None` for a plain order.
+    #[serde(default)]
+    pub stop_order_type: Option<String>,
 }
 
 fn trade_exec_type() -> String {
@@ -309,6 +313,11 @@ pub struct Position {
     pub mark_price: Option<Decimal>,
     pub leverage: Decimal,
     pub unrealised_pnl: Decimal,
+    /// The exchange's liquidation price of the position (Bybit's `liqPrice`, for the
+    /// exchange account: not the simulated balance's); `None` when it gives none (outside
+    /// the price limits) or the position was last booked from fills.
+    #[serde(default)]
+    pub liq_price: Option<Decimal>,
     #[serde(default)]
     pub stop_loss: Option<Decimal>,
     #[serde(default)]
@@ -552,6 +561,11 @@ pub struct FlattenReport {
     pub left: Vec<OpenPosition>,
     /// The most recent errors (orders refused, reads failed), newest last.
     pub errors: Vec<String>,
+    /// `Some`: the close of this one position asked by hand (the dashboard's Close,
+    /// `shardbot risk close`); entries go on and nothing else is closed. `None`: the kill
+    /// switch's flatten of every position.
+    #[serde(default)]
+    pub symbol: Option<Symbol>,
 }
 
 impl FlattenReport {
@@ -559,8 +573,17 @@ impl FlattenReport {
         self.finished_ms.is_some()
     }
 
+    /// What it is, for its summary: `flatten ID` or `close SYMBOL (ID)`.
+    fn what(&self) -> String {
+        match &self.symbol {
+            None => format!("flatten {}", self.flatten_id),
+            Some(s) => format!("close {s} ({})", self.flatten_id),
+        }
+    }
+
     /// One line for a log, a terminal or the dashboard.
     pub fn summary(&self) -> String {
+        let what = self.what();
         let left = self
             .left
             .iter()
@@ -569,29 +592,26 @@ impl FlattenReport {
             .join(", ");
         match (self.done(), self.flat) {
             (true, true) => format!(
-                "flatten {}: FLAT after {} reads and {} orders",
-                self.flatten_id, self.rounds, self.orders_placed
+                "{what}: FLAT after {} reads and {} orders",
+                self.rounds, self.orders_placed
             ),
             (true, false) if self.rounds == 0 => format!(
-                "flatten {}: NOT FLAT, OR NOT KNOWN: the positions could not be read before the \
+                "{what}: NOT FLAT, OR NOT KNOWN: the positions could not be read before the \
                  deadline{}",
-                self.flatten_id,
                 self.errors
                     .last()
                     .map(|e| format!(" (last error: {e})"))
                     .unwrap_or_default()
             ),
             (true, false) => format!(
-                "flatten {}: NOT FLAT at the deadline; still open: {left}{}",
-                self.flatten_id,
+                "{what}: NOT FLAT at the deadline; still open: {left}{}",
                 self.errors
                     .last()
                     .map(|e| format!(" (last error: {e})"))
                     .unwrap_or_default()
             ),
             (false, _) => format!(
-                "flatten {}: closing ({} reads, {} orders so far; open: {})",
-                self.flatten_id,
+                "{what}: closing ({} reads, {} orders so far; open: {})",
                 self.rounds,
                 self.orders_placed,
                 if left.is_empty() { "-" } else { &left }
@@ -669,10 +689,14 @@ pub enum RouterRequest {
     /// Start the flatten `flatten_id` (entries approved before now are no longer sent,
     /// every position is closed until the exchange shows none or `deadline_ms` passes),
     /// or, when it exists already, say where it stands. Answered at once with
-    /// `RouterReply::Flatten`; a router restarted meanwhile starts it again.
+    /// `RouterReply::Flatten`; a router restarted meanwhile starts it again. With
+    /// `symbol`, the close of that one position by hand: entries are not stopped and no
+    /// other position is touched.
     Flatten {
         flatten_id: String,
         deadline_ms: TimestampMs,
+        #[serde(default)]
+        symbol: Option<Symbol>,
     },
     /// The strategies and parameters a worker loaded at its start (the JSON of
     /// `shardbot_strategy::ParametersInForce`), sent before it trades: the router journals
@@ -698,7 +722,8 @@ pub enum RouterReply {
         intent_id: IntentId,
         refusal: Refusal,
     },
-    Flatten(FlattenReport),
+    /// Boxed: the report is several times the size of the other replies.
+    Flatten(Box<FlattenReport>),
     /// A worker's parameters are journalled (`new`: they were not in force at that time).
     Recorded {
         new: bool,
@@ -738,10 +763,17 @@ pub enum RiskRequest {
         symbol: Symbol,
         reason: String,
     },
-    /// Where the flatten `flatten_id` (from the `FlattenAll` reply) stands, asked of the
-    /// router; answered with `RiskReply::Flatten`.
+    /// Where the flatten `flatten_id` (from the `FlattenAll` reply, or `Close`'s) stands,
+    /// asked of the router; answered with `RiskReply::Flatten`.
     Flatten {
         flatten_id: String,
+    },
+    /// Close one position by hand (the dashboard's Close, `shardbot risk close`): the
+    /// router closes it with reduce-only market orders until the exchange shows it gone or
+    /// the flatten deadline passes; the trading mode and every other position stay as they
+    /// are. Answered with `RiskReply::Flatten` (its id to follow with `Flatten`).
+    Close {
+        symbol: Symbol,
     },
 }
 

@@ -98,6 +98,7 @@ fn fill() -> Fill {
         closed_size: Decimal::ZERO,
         exec_time_ms: 1_758_672_300_150,
         exec_type: "Trade".into(),
+        stop_order_type: None,
     }
 }
 
@@ -111,6 +112,7 @@ fn positions() -> PositionSnapshot {
             mark_price: Some(dec!(201.0)),
             leverage: dec!(10),
             unrealised_pnl: dec!(0.455),
+            liq_price: Some(dec!(221.48)),
             stop_loss: Some(dec!(205)),
             take_profit: None,
             updated_ms: 1,
@@ -322,6 +324,7 @@ fn flatten_report() -> FlattenReport {
             size: Decimal::new(12_345, 3),
         }],
         errors: vec!["close BTCUSDT Buy 12.345: 110007".into()],
+        symbol: None,
     }
 }
 
@@ -330,8 +333,18 @@ fn router_requests_and_replies_round_trip() {
     round_trip(&RouterRequest::Flatten {
         flatten_id: "k1".into(),
         deadline_ms: 5,
+        symbol: None,
     });
-    round_trip(&RouterReply::Flatten(flatten_report()));
+    round_trip(&RouterRequest::Flatten {
+        flatten_id: "c1-BTCUSDT".into(),
+        deadline_ms: 5,
+        symbol: Some(Symbol::new("BTCUSDT").unwrap()),
+    });
+    round_trip(&RouterReply::Flatten(Box::new(flatten_report())));
+    round_trip(&RouterReply::Flatten(Box::new(FlattenReport {
+        symbol: Some(Symbol::new("BTCUSDT").unwrap()),
+        ..flatten_report()
+    })));
     round_trip(&RouterRequest::Parameters {
         json: r#"{"strategies":["trend_following"],"parameters":{}}"#.into(),
     });
@@ -339,6 +352,27 @@ fn router_requests_and_replies_round_trip() {
     round_trip(&RiskRequest::Flatten {
         flatten_id: "k1".into(),
     });
+    round_trip(&RiskRequest::Close {
+        symbol: Symbol::new("1000PEPEUSDT").unwrap(),
+    });
+}
+
+/// The kill switch's flatten and a position's close by hand say which they are.
+#[test]
+fn a_flatten_and_a_close_say_which_they_are() {
+    let mut r = flatten_report();
+    r.left.clear();
+    r.flat = true;
+    assert_eq!(
+        r.summary(),
+        "flatten k1700000000000: FLAT after 3 reads and 4 orders"
+    );
+    r.symbol = Some(Symbol::new("BTCUSDT").unwrap());
+    r.flatten_id = "c1700000000000-BTCUSDT".into();
+    assert_eq!(
+        r.summary(),
+        "close BTCUSDT (c1700000000000-BTCUSDT): FLAT after 3 reads and 4 orders"
+    );
 }
 
 fn frame_of<T: Publish>(msg: &T, seq: u64) -> Vec<u8> {

@@ -252,6 +252,7 @@ impl Ledger {
                     mark_price: None,
                     leverage: *leverage,
                     unrealised_pnl: Decimal::ZERO,
+                    liq_price: None,
                     stop_loss: intent.stop_loss,
                     take_profit: intent.take_profit,
                     updated_ms: now_ms,
@@ -379,6 +380,7 @@ mod tests {
             mark_price: None,
             leverage: dec!(1),
             unrealised_pnl: Decimal::ZERO,
+            liq_price: None,
             stop_loss: None,
             take_profit: None,
             updated_ms: 0,
@@ -412,6 +414,7 @@ mod tests {
             closed_size: closed,
             exec_time_ms: t,
             exec_type: "Trade".into(),
+            stop_order_type: None,
         }
     }
 

@@ -122,6 +122,8 @@ impl Book {
             };
             self.simulated_balance += gross;
             p.size -= closed;
+            // The exchange's liquidation price was of the size before: until the next read.
+            p.liq_price = None;
             if p.size.is_zero() {
                 self.positions.remove(&fill.symbol);
             }
@@ -135,6 +137,7 @@ impl Book {
                     let size = p.size + opening;
                     p.avg_price = (p.avg_price * p.size + fill.exec_price * opening) / size;
                     p.size = size;
+                    p.liq_price = None;
                 }
                 _ => {
                     let before = self.positions.get(&fill.symbol);
@@ -151,6 +154,7 @@ impl Book {
                             mark_price: None,
                             leverage,
                             unrealised_pnl: Decimal::ZERO,
+                            liq_price: None,
                             stop_loss: None,
                             take_profit: None,
                             updated_ms: fill.exec_time_ms,
@@ -625,6 +629,7 @@ mod tests {
             mark_price: None,
             leverage: dec!(2),
             unrealised_pnl: upnl,
+            liq_price: None,
             stop_loss: None,
             take_profit: None,
             updated_ms: 0,
@@ -866,6 +871,7 @@ mod tests {
             closed_size: closed,
             exec_time_ms: 0,
             exec_type: "Trade".into(),
+            stop_order_type: None,
         }
     }
 
@@ -891,6 +897,7 @@ mod tests {
     ) {
         let mut b = book(&[("BTCUSDT", size, dec!(0))]);
         b.positions.get_mut(&sym("BTCUSDT")).unwrap().side = held;
+        b.positions.get_mut(&sym("BTCUSDT")).unwrap().liq_price = Some(dec!(51));
         let booked = b.book_fill(
             &close_fill("BTCUSDT", fill_side, closed, price, dec!(0.05)),
             true,
@@ -899,6 +906,8 @@ mod tests {
         assert_eq!(b.simulated_balance, balance);
         let p = b.positions.get(&sym("BTCUSDT"));
         assert_eq!(p.map(|p| p.size), left);
+        // The exchange's liquidation price was of the size before the fill.
+        assert!(p.is_none_or(|p| p.liq_price.is_none()), "{p:?}");
         if fill_side == held {
             // an add: the fee paid, the average price weighted (1.5 @ 100 + 0.5 @ 110)
             assert_eq!(p.unwrap().avg_price, dec!(102.5));

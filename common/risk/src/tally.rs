@@ -165,6 +165,7 @@ mod tests {
             mark_price: None,
             leverage,
             unrealised_pnl: pnl,
+            liq_price: None,
             stop_loss: None,
             take_profit: None,
             updated_ms: 0,

@@ -130,6 +130,10 @@ pub struct Execution {
     pub side: Side,
     pub order_type: &'static str,
     pub exec_type: &'static str,
+    /// The order's createType and stopOrderType (`CreateByStopLoss` / `StopLoss` for the
+    /// fill of a position's stop-loss; `CreateByUser` / `UNKNOWN` for a plain order).
+    pub create_type: &'static str,
+    pub stop_order_type: &'static str,
     pub price: Decimal,
     pub qty: Decimal,
     pub value: Decimal,
@@ -736,6 +740,13 @@ impl AccountBook {
             side,
             order_type: if order.market { "Market" } else { "Limit" },
             exec_type,
+            create_type: order.create_type,
+            // Bybit's executions say UNKNOWN where the order has no stop type.
+            stop_order_type: if order.stop_order_type.is_empty() {
+                "UNKNOWN"
+            } else {
+                order.stop_order_type
+            },
             price,
             qty,
             value,
@@ -924,6 +935,8 @@ impl AccountBook {
             side,
             order_type: "UNKNOWN",
             exec_type: "Funding",
+            create_type: "",
+            stop_order_type: "UNKNOWN",
             price: mark,
             qty: size,
             value,

@@ -142,7 +142,7 @@ pub fn execution_json(e: &Execution) -> Value {
     json!({
         "symbol": e.symbol, "orderId": e.order_id, "orderLinkId": e.order_link_id, "side": e.side.as_str(),
         "orderPrice": s(e.order_price), "orderQty": s(e.order_qty), "leavesQty": s(e.leaves_qty),
-        "createType": "CreateByUser", "orderType": e.order_type, "stopOrderType": "", "execFee": s(e.fee),
+        "createType": e.create_type, "orderType": e.order_type, "stopOrderType": e.stop_order_type, "execFee": s(e.fee),
         "execId": e.exec_id, "execPrice": s(e.price), "execQty": s(e.qty), "execType": e.exec_type,
         "execValue": s(e.value), "execTime": e.time_ms.to_string(), "feeCurrency": "USDT", "isMaker": e.is_maker,
         "feeRate": s(e.fee_rate), "tradeIv": "", "markIv": "", "markPrice": s(e.price), "indexPrice": "",

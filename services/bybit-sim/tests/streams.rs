@@ -260,7 +260,11 @@ async fn an_exchange_side_stop_fires_on_the_path_and_the_books_still_balance() {
     // A stop 2 % under and a take-profit 2 % over: one of them fires as the path wanders.
     let sl = ((last * dec!(0.98)) / tick).floor() * tick;
     let tp = ((last * dec!(1.02)) / tick).ceil() * tick;
-    let opened_at = c.raw().clock().now_ms();
+    // Read from an hour (of the exchange's time) before: our estimate of a clock running
+    // 1,800 times as fast as ours is good to a millisecond or so of ours, which is seconds
+    // of its (a window from 1 s before missed the entry's execution, now and then). The
+    // sim is fresh: nothing else traded the symbol.
+    let opened_at = c.raw().clock().now_ms() - 3_600_000;
     c.place_order(
         &CreateOrder::market(&inst.symbol, Side::Buy, q, "sb-stop-1")
             .with_tp_sl(Some(tp), Some(sl)),
@@ -294,14 +298,36 @@ async fn an_exchange_side_stop_fires_on_the_path_and_the_books_still_balance() {
     assert!(c.positions().await.unwrap().is_empty());
     let now = c.raw().clock().now_ms();
     let pnl = c
-        .closed_pnl(Some(&inst.symbol), opened_at - 1000, now)
+        .closed_pnl(Some(&inst.symbol), opened_at, now)
         .await
         .unwrap();
     assert_eq!(pnl.len(), 1);
     let execs = c
-        .executions(Some(&inst.symbol), opened_at - 1000, now)
+        .executions(Some(&inst.symbol), opened_at, now)
         .await
         .unwrap();
+    // The stop's executions name it (stopOrderType), as Bybit's do: how the trade closed.
+    let stop_fills: Vec<_> = execs
+        .iter()
+        .filter(|e| e.order_id == exit.order_id)
+        .collect();
+    assert!(!stop_fills.is_empty(), "{execs:?}");
+    for e in &stop_fills {
+        assert_eq!(e.stop_order_type, exit.stop_order_type, "{e:?}");
+        assert_eq!(
+            e.to_fill().unwrap().stop_order_type.as_deref(),
+            Some(exit.stop_order_type.as_str())
+        );
+    }
+    let entry = execs
+        .iter()
+        .find(|e| e.order_link_id == "sb-stop-1")
+        .unwrap();
+    assert_eq!(
+        entry.stop_order_type, "UNKNOWN",
+        "a plain order's, as Bybit's"
+    );
+    assert_eq!(entry.to_fill().unwrap().stop_order_type, None);
     let funding: Decimal = execs
         .iter()
         .filter(|e| e.exec_type == "Funding")

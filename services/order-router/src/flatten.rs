@@ -45,7 +45,16 @@ pub const MAX_PARTS: usize = 20;
 /// Errors kept in a report.
 const MAX_ERRORS: usize = 10;
 /// The strategy name of the flatten's orders in the journal.
-pub const STRATEGY: &str = "kill-switch";
+pub const STRATEGY: &str = IntentId::KILL_SWITCH;
+
+/// The strategy name of a flatten's orders: the kill switch's, or a close by hand's.
+pub fn strategy_of(report: &FlattenReport) -> &'static str {
+    if report.symbol.is_some() {
+        IntentId::MANUAL_CLOSE
+    } else {
+        STRATEGY
+    }
+}
 
 /// What the router's entry attempts and its flattens share: when the newest flatten began,
 /// how many entries are between that check and the exchange's answer, and when the last
@@ -148,6 +157,7 @@ pub fn split_qty(size: Decimal, inst: Option<&Instrument>) -> Vec<Decimal> {
 /// derived from the flatten, the round, the symbol and the part: a round sent again after a
 /// router restart is recognised by the exchange as the same orders.
 pub fn close_orders(
+    strategy: &str,
     flatten_id: &str,
     round: u32,
     open: &[OpenPosition],
@@ -160,7 +170,7 @@ pub fn close_orders(
                 .enumerate()
                 .map(|(i, qty)| CloseOrder {
                     intent_id: IntentId::derive(
-                        &format!("{STRATEGY}:{flatten_id}:{round}:{i}"),
+                        &format!("{strategy}:{flatten_id}:{round}:{i}"),
                         &p.symbol,
                         Interval::M1,
                         0,
@@ -210,6 +220,14 @@ pub async fn run(
             Ok(list) => {
                 report.rounds += 1;
                 report.left = open_positions(&list);
+                // A close by hand: that position only, whatever entries are being sent.
+                let quiet = match &report.symbol {
+                    Some(s) => {
+                        report.left.retain(|p| &p.symbol == s);
+                        true
+                    }
+                    None => quiet,
+                };
                 if report.left.is_empty() && quiet {
                     report.flat = true;
                     break;
@@ -218,6 +236,7 @@ pub async fn run(
                     break;
                 }
                 let closes = close_orders(
+                    strategy_of(&report),
                     &report.flatten_id,
                     report.rounds,
                     &report.left,
@@ -387,7 +406,7 @@ mod tests {
             },
         ];
         let instruments = [(btc.clone(), inst("1", "0.001"))].into_iter().collect();
-        let r1 = close_orders("k1", 1, &open, &instruments);
+        let r1 = close_orders(STRATEGY, "k1", 1, &open, &instruments);
         assert_eq!(r1.len(), 4);
         assert!(
             r1[..3]
@@ -395,18 +414,25 @@ mod tests {
                 .all(|o| o.symbol == btc && o.side == Side::Sell)
         );
         assert_eq!((r1[3].side, r1[3].qty), (Side::Buy, d("3")));
-        let r1_again = close_orders("k1", 1, &open, &instruments);
+        let r1_again = close_orders(STRATEGY, "k1", 1, &open, &instruments);
         assert_eq!(r1, r1_again, "a round sent again has the same orderLinkIds");
-        let r2 = close_orders("k1", 2, &open, &instruments);
+        let r2 = close_orders(STRATEGY, "k1", 2, &open, &instruments);
+        // A close by hand of the same id and round is other orders.
+        let by_hand = close_orders(IntentId::MANUAL_CLOSE, "k1", 1, &open, &instruments);
         let mut links: Vec<String> = r1
             .iter()
             .chain(&r2)
+            .chain(&by_hand)
             .map(|o| o.intent_id.order_link_id())
             .collect();
         assert!(links.iter().all(|l| l.len() <= 36 && l.starts_with("sb-")));
         links.sort();
         links.dedup();
-        assert_eq!(links.len(), 8, "every order of every round its own link id");
+        assert_eq!(
+            links.len(),
+            12,
+            "every order of every round its own link id"
+        );
     }
 
     #[test]

@@ -238,9 +238,11 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
                                 RouterRequest::Flatten {
                                     flatten_id,
                                     deadline_ms,
+                                    symbol,
                                 } => addr.do_send(Flatten {
                                     flatten_id,
                                     deadline_ms,
+                                    symbol,
                                     reply,
                                 }),
                                 RouterRequest::Parameters { json } => {

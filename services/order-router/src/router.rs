@@ -762,6 +762,8 @@ impl Handler<Done> for Router {
 pub struct Flatten {
     pub flatten_id: String,
     pub deadline_ms: TimestampMs,
+    /// Only this position, closed by hand: entries go on.
+    pub symbol: Option<Symbol>,
     pub reply: ReplyTo<RouterReply>,
 }
 
@@ -770,11 +772,13 @@ impl Handler<Flatten> for Router {
 
     fn handle(&mut self, msg: Flatten, ctx: &mut Context<Self>) {
         if let Some(r) = self.flattens.get(&msg.flatten_id) {
-            let _ = msg.reply.send(RouterReply::Flatten(r.clone()));
+            let _ = msg.reply.send(RouterReply::Flatten(Box::new(r.clone())));
             return;
         }
         let now = shardbot_protocol::now_ms();
-        self.gate.stop_entries(now);
+        if msg.symbol.is_none() {
+            self.gate.stop_entries(now);
+        }
         let report = FlattenReport {
             flatten_id: msg.flatten_id.clone(),
             started_ms: now,
@@ -786,14 +790,25 @@ impl Handler<Flatten> for Router {
             entries_stopped: 0,
             left: Vec::new(),
             errors: Vec::new(),
+            symbol: msg.symbol.clone(),
         };
-        tracing::warn!(
-            flatten_id = msg.flatten_id,
-            deadline_ms = msg.deadline_ms,
-            "flatten: entries stopped; closing every position the exchange shows"
-        );
+        match &msg.symbol {
+            None => tracing::warn!(
+                flatten_id = msg.flatten_id,
+                deadline_ms = msg.deadline_ms,
+                "flatten: entries stopped; closing every position the exchange shows"
+            ),
+            Some(symbol) => tracing::warn!(
+                flatten_id = msg.flatten_id,
+                deadline_ms = msg.deadline_ms,
+                %symbol,
+                "close by hand: closing this position (entries go on)"
+            ),
+        }
         self.flattens.insert(msg.flatten_id, report.clone());
-        let _ = msg.reply.send(RouterReply::Flatten(report.clone()));
+        let _ = msg
+            .reply
+            .send(RouterReply::Flatten(Box::new(report.clone())));
         let addr = ctx.address();
         let run = flatten::run(
             self.client.clone(),
@@ -819,8 +834,9 @@ impl Handler<FlattenProgress> for Router {
 
     fn handle(&mut self, msg: FlattenProgress, _ctx: &mut Context<Self>) {
         let flatten::Progress { report, orders } = msg.0;
+        let strategy = flatten::strategy_of(&report);
         for o in &orders {
-            if let Err(e) = self.journal.record_order(o, Some(flatten::STRATEGY)) {
+            if let Err(e) = self.journal.record_order(o, Some(strategy)) {
                 tracing::error!(error = %e, order_link_id = o.order_link_id, "cannot journal a flatten order");
             }
             self.ledger

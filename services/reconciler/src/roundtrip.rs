@@ -42,6 +42,7 @@ impl Built {
                 fees: fee,
                 funding: Decimal::ZERO,
                 pnl: None,
+                exit_reason: None,
             },
             fills: vec![fill.clone()],
             entry_qty: qty,
@@ -97,6 +98,7 @@ impl Built {
             self.record.exit_price = Some(exit_price);
             // Bybit's closed PnL: fees and funding deducted.
             self.record.pnl = Some(gross - self.record.fees - self.record.funding);
+            self.record.exit_reason = Some(exit_reason(f).to_owned());
         }
     }
 }
@@ -104,6 +106,32 @@ impl Built {
 fn push_once(v: &mut Vec<String>, id: &str) {
     if !v.iter().any(|x| x == id) {
         v.push(id.to_owned());
+    }
+}
+
+/// How a trade closed, from the fill that closed it: the exchange's execType and
+/// stopOrderType, else whose order it was (the router's link id and the strategy the
+/// journal has for it). The backtest's words where they mean the same.
+pub fn exit_reason(f: &JournalFill) -> &'static str {
+    match f.fill.exec_type.as_str() {
+        "BustTrade" => return "liquidation",
+        "AdlTrade" => return "auto_deleverage",
+        _ => {}
+    }
+    match f.fill.stop_order_type.as_deref() {
+        Some("StopLoss" | "PartialStopLoss") => return "stop_loss",
+        Some("TakeProfit" | "PartialTakeProfit") => return "take_profit",
+        Some("TrailingStop") => return "trailing_stop",
+        _ => {}
+    }
+    if source_of(&f.fill) == "external" {
+        "by_hand"
+    } else if f.strategy.as_deref() == Some(IntentId::KILL_SWITCH) {
+        "kill_switch"
+    } else if f.strategy.as_deref() == Some(IntentId::MANUAL_CLOSE) {
+        "manual_close"
+    } else {
+        "signal"
     }
 }
 
@@ -209,6 +237,7 @@ mod tests {
                 closed_size: closed,
                 exec_time_ms: t,
                 exec_type: "Trade".into(),
+                stop_order_type: None,
             },
         }
     }
@@ -343,5 +372,54 @@ mod tests {
         assert_eq!(b.len(), 1, "{b:?}");
         assert_eq!(b[0].record.exit_time_ms, Some(20));
         assert_eq!(b[0].record.source, "shardbot");
+    }
+
+    /// How a trade closed, told by the fill that closed it.
+    #[rstest::rstest]
+    #[case::a_strategys_exit("sb-o2", Some("trend_following"), None, "Trade", "signal")]
+    #[case::the_kill_switch("sb-o2", Some("kill-switch"), None, "Trade", "kill_switch")]
+    #[case::closed_by_hand_on_the_dashboard(
+        "sb-o2",
+        Some("manual-close"),
+        None,
+        "Trade",
+        "manual_close"
+    )]
+    #[case::the_positions_stop("", None, Some("StopLoss"), "Trade", "stop_loss")]
+    #[case::a_partial_stop("", None, Some("PartialStopLoss"), "Trade", "stop_loss")]
+    #[case::the_positions_take_profit("", None, Some("TakeProfit"), "Trade", "take_profit")]
+    #[case::a_trailing_stop("", None, Some("TrailingStop"), "Trade", "trailing_stop")]
+    #[case::a_liquidation("", None, None, "BustTrade", "liquidation")]
+    #[case::auto_deleveraged("", None, None, "AdlTrade", "auto_deleverage")]
+    #[case::an_order_by_hand("", None, None, "Trade", "by_hand")]
+    #[case::an_order_by_hand_with_its_own_link_id("mine-1", None, None, "Trade", "by_hand")]
+    fn the_exit_reason_is_the_closing_fills(
+        #[case] link: &str,
+        #[case] strategy: Option<&str>,
+        #[case] stop_type: Option<&str>,
+        #[case] exec_type: &str,
+        #[case] want: &str,
+    ) {
+        let mut exit = f(2, "e2", "o2", Side::Buy, dec!(1), dec!(90), dec!(1), 20);
+        exit.fill.order_link_id = link.into();
+        exit.fill.stop_order_type = stop_type.map(str::to_owned);
+        exit.fill.exec_type = exec_type.into();
+        let mut fills = jf(vec![
+            f(1, "e1", "o1", Side::Sell, dec!(1), dec!(100), dec!(0), 10),
+            exit,
+        ]);
+        fills[1].strategy = strategy.map(str::to_owned);
+        let b = build(&fills);
+        assert_eq!(b[0].record.exit_reason.as_deref(), Some(want));
+    }
+
+    #[test]
+    fn an_open_trade_has_no_exit_reason_and_a_partial_exit_gives_none_yet() {
+        let b = build(&jf(vec![
+            f(1, "e1", "o1", Side::Sell, dec!(2), dec!(100), dec!(0), 10),
+            f(2, "e2", "o2", Side::Buy, dec!(1), dec!(90), dec!(1), 20),
+        ]));
+        assert_eq!(b[0].record.exit_time_ms, None);
+        assert_eq!(b[0].record.exit_reason, None);
     }
 }

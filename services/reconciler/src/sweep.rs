@@ -514,6 +514,7 @@ fn from_closed_pnl(c: &ClosedPnl) -> TradeRecord {
         fees: c.open_fee.unwrap_or_default() + c.close_fee.unwrap_or_default(),
         funding: Decimal::ZERO,
         pnl: Some(c.closed_pnl),
+        exit_reason: None,
     }
 }
 

@@ -234,6 +234,7 @@ mod tests {
             fees: dec!(0.2211),
             funding: Decimal::ZERO,
             pnl: Some(dec!(1.7789)),
+            exit_reason: None,
         };
         (t, fills)
     }

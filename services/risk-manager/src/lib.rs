@@ -34,6 +34,7 @@ pub struct RiskSettings {
     pub ip_requests_per_5s: u32,
     pub start_halted: bool,
     pub flatten_deadline_ms: u64,
+    pub equity_sample_ms: u64,
 }
 
 /// The longest any request may take the risk manager (a reversal's entry waits 3 s for its
@@ -54,6 +55,13 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         return Err(format!(
             "risk.flatten_deadline_ms = {}: between 1000 (1 s) and 3600000 (an hour)",
             rs.flatten_deadline_ms
+        )
+        .into());
+    }
+    if !(1_000..=86_400_000).contains(&rs.equity_sample_ms) {
+        return Err(format!(
+            "risk.equity_sample_ms = {}: between 1000 (1 s) and 86400000 (a day)",
+            rs.equity_sample_ms
         )
         .into());
     }
@@ -102,6 +110,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
             start_halted: rs.start_halted,
             sync_every: Duration::from_millis(rs.sync_interval_ms),
             flatten_deadline_ms: i64::try_from(rs.flatten_deadline_ms).unwrap_or(60_000),
+            equity_sample_ms: i64::try_from(rs.equity_sample_ms).unwrap_or(60_000),
         },
         settings,
         client,

@@ -12,7 +12,10 @@ use rust_decimal::Decimal;
 use shardbot_bus::ReplyTo;
 use shardbot_bus::{Publisher, Requester};
 use shardbot_bybit::{
-    models::{account::WalletAccount, position::PositionInfo},
+    models::{
+        account::WalletAccount,
+        position::{ClosedPnl, PositionInfo},
+    },
     rest::BybitClient,
 };
 use shardbot_protocol::{
@@ -35,6 +38,8 @@ pub struct ManagerConfig {
     pub sync_every: Duration,
     /// How long a flatten keeps closing positions before it reports what is left.
     pub flatten_deadline_ms: i64,
+    /// How often (exchange time) the simulated equity is sampled into the journal.
+    pub equity_sample_ms: i64,
 }
 
 /// How long a reversal's entry waits for its exit's fill to be booked (a sync that no
@@ -70,8 +75,11 @@ pub struct RiskManager {
     /// no answer to yet (`bus.request_resend_ms`), and those copies, queued behind the
     /// wait, get the same answer at once instead of waiting again each.
     parked_answers: HashMap<IntentId, (Instant, RiskDecision)>,
-    /// The flattens started here, by id, with their deadlines.
-    flattens: HashMap<String, i64>,
+    /// When (exchange time) the equity was last sampled into the journal.
+    last_equity_sample: Option<i64>,
+    /// The flattens started here, by id, with their deadlines and, for a close by hand,
+    /// the one position they close.
+    flattens: HashMap<String, (i64, Option<Symbol>)>,
     syncing: bool,
     /// A fill arrived while a sync was reading the account: read it again after.
     sync_again: bool,
@@ -85,6 +93,22 @@ struct Snapshot {
     wallet: WalletAccount,
     positions: Vec<PositionInfo>,
     realised_today: Decimal,
+}
+
+/// Today's realised PnL as the risk rules and the dashboard count it: the closed PnL of
+/// the trades closed today (Bybit's: their fees and funding included) and what the
+/// positions still open have paid so far (Bybit's `curRealisedPnl`: the entry's fee, the
+/// funding), so an entry's fee counts when it is paid, not only once its trade closes.
+/// (shardbot closes a position whole, so no partial close's PnL is in `curRealisedPnl`
+/// that its closed-PnL record would count again; the backtest counts the same way.)
+pub fn realised_today(closed: &[ClosedPnl], positions: &[PositionInfo]) -> Decimal {
+    let closed: Decimal = closed.iter().map(|c| c.closed_pnl).sum();
+    let open: Decimal = positions
+        .iter()
+        .filter(|p| !p.size.is_zero())
+        .filter_map(|p| p.cur_realised_pnl)
+        .sum();
+    closed + open
 }
 
 fn usdt_balance(w: &WalletAccount) -> Decimal {
@@ -122,6 +146,7 @@ impl RiskManager {
             parked: Vec::new(),
             parked_answers: HashMap::new(),
             flattens: HashMap::new(),
+            last_equity_sample: None,
             syncing: false,
             sync_again: false,
         }
@@ -146,12 +171,8 @@ impl RiskManager {
                 // closed before the wallet is read, so its PnL is in the balance read.
                 let positions = client.positions().await?;
                 let wallet = client.wallet().await?;
-                let realised_today = client
-                    .closed_pnl(None, midnight, now)
-                    .await?
-                    .iter()
-                    .map(|c| c.closed_pnl)
-                    .sum();
+                let closed = client.closed_pnl(None, midnight, now).await?;
+                let realised_today = realised_today(&closed, &positions);
                 Ok::<_, shardbot_bybit::BybitError>(Snapshot {
                     started,
                     wallet,
@@ -218,7 +239,34 @@ impl RiskManager {
         } else {
             self.exchange = Some(snap.wallet);
         }
+        self.sample_equity();
         self.publish();
+    }
+
+    /// Samples the simulated balance and equity (open positions marked to market) into
+    /// the journal, once per `equity_sample_ms` of exchange time, after a read of the
+    /// account: the dashboard's equity curve, which ends at the equity it heads the page
+    /// with.
+    fn sample_equity(&mut self) {
+        let now = self.client.clock().now_ms();
+        if self
+            .last_equity_sample
+            .is_some_and(|last| now - last < self.cfg.equity_sample_ms)
+        {
+            return;
+        }
+        let Some(b) = self.balance() else {
+            return;
+        };
+        let sample = shardbot_journal::EquitySample {
+            at_ms: now,
+            balance: b.simulated_balance,
+            equity: b.simulated_equity,
+        };
+        match self.journal.record_equity(&sample) {
+            Ok(()) => self.last_equity_sample = Some(now),
+            Err(e) => tracing::warn!(error = %e, "cannot sample the equity into the journal"),
+        }
     }
 
     /// Records the trading settings in force from now (exchange time) in the journal, unless
@@ -460,10 +508,11 @@ impl RiskManager {
     }
 
     /// Starts the flatten `id` on the router (entries stopped, every position closed until
-    /// the exchange shows none or the deadline passes), or asks where it stands; the reply
-    /// goes out when the router answers. The trading mode is already Halted.
+    /// the exchange shows none or the deadline passes; the trading mode is already Halted),
+    /// or the close by hand of one position (nothing else changes), or asks where it
+    /// stands; the reply goes out when the router answers.
     fn flatten(&mut self, id: String, control: bool, reply: ReplyTo<RiskReply>) {
-        let Some(&deadline_ms) = self.flattens.get(&id) else {
+        let Some((deadline_ms, symbol)) = self.flattens.get(&id).cloned() else {
             let _ = reply.send(RiskReply::Error(ErrorReply {
                 message: format!(
                     "no flatten {id} was started by this risk manager (restarted since?): \
@@ -475,11 +524,16 @@ impl RiskManager {
         let mode = self.ledger.mode();
         let router = self.router.clone();
         let secs = self.cfg.flatten_deadline_ms / 1000;
+        let (lead, again) = match &symbol {
+            None => ("halted, but ".to_owned(), "flatten again"),
+            Some(s) => (format!("close {s}: "), "close it again"),
+        };
         actix::spawn(async move {
             let asked = router
                 .request_async::<_, RouterReply>(RouterRequest::Flatten {
                     flatten_id: id.clone(),
                     deadline_ms,
+                    symbol,
                 })
                 .await;
             let answer = match asked {
@@ -491,18 +545,18 @@ impl RiskManager {
                         secs,
                         report.summary()
                     ),
-                    flatten: Some(report),
+                    flatten: Some(*report),
                 }),
-                Ok(RouterReply::Flatten(report)) => RiskReply::Flatten(report),
+                Ok(RouterReply::Flatten(report)) => RiskReply::Flatten(*report),
                 Ok(other) => RiskReply::Error(ErrorReply {
-                    message: format!("halted, but the router answered the flatten with {other:?}"),
+                    message: format!("{lead}the router answered the flatten with {other:?}"),
                 }),
                 Err(e) => {
                     tracing::error!(flatten_id = id, error = %e, "flatten: the router does not answer; nothing is being closed");
                     RiskReply::Error(ErrorReply {
                         message: format!(
-                            "halted, but the router does not answer ({e}): NOTHING IS BEING \
-                             CLOSED; flatten again once the router is back"
+                            "{lead}the router does not answer ({e}): NOTHING IS BEING \
+                             CLOSED; {again} once the router is back"
                         ),
                     })
                 }
@@ -608,6 +662,9 @@ impl RiskManager {
             // Asked of the router, answered when it answers: see the Query handler.
             RiskRequest::Flatten { flatten_id } => RiskReply::Error(ErrorReply {
                 message: format!("flatten {flatten_id}: ask through the risk manager's queries"),
+            }),
+            RiskRequest::Close { symbol } => RiskReply::Error(ErrorReply {
+                message: format!("close {symbol}: ask through the risk manager's queries"),
             }),
             RiskRequest::TradingSettings => self.trading_settings(),
             RiskRequest::Unplaced {
@@ -746,13 +803,70 @@ impl Handler<Query> for RiskManager {
                 let now = now_ms();
                 let id = format!("k{now}");
                 self.flattens
-                    .insert(id.clone(), now + self.cfg.flatten_deadline_ms);
+                    .insert(id.clone(), (now + self.cfg.flatten_deadline_ms, None));
                 self.flatten(id, true, msg.reply);
+            }
+            RiskRequest::Close { symbol } => {
+                let now = now_ms();
+                let id = format!("c{now}-{symbol}");
+                tracing::warn!(%symbol, flatten_id = id, "close by hand");
+                self.flattens.insert(
+                    id.clone(),
+                    (now + self.cfg.flatten_deadline_ms, Some(symbol)),
+                );
+                self.flatten(id, false, msg.reply);
             }
             RiskRequest::Flatten { flatten_id } => self.flatten(flatten_id, false, msg.reply),
             request => {
                 let _ = msg.reply.send(self.answer(request));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn position(size: &str, cur_realised: &str) -> PositionInfo {
+        serde_json::from_value(serde_json::json!({
+            "symbol": "BTCUSDT", "side": if size == "0" { "" } else { "Buy" }, "size": size,
+            "avgPrice": "100000", "curRealisedPnl": cur_realised,
+        }))
+        .unwrap()
+    }
+
+    fn closed(pnl: &str) -> ClosedPnl {
+        serde_json::from_value(serde_json::json!({
+            "symbol": "ETHUSDT", "orderId": "o1", "side": "Sell", "qty": "1",
+            "closedSize": "1", "avgEntryPrice": "3000", "avgExitPrice": "3010",
+            "cumEntryValue": "3000", "cumExitValue": "3010",
+            "closedPnl": pnl, "createdTime": "1", "updatedTime": "2",
+        }))
+        .unwrap()
+    }
+
+    /// Today's PnL counts an open position's entry fee and funding (curRealisedPnl), a
+    /// flat row's leftover not, and the trades closed today with their fees.
+    #[test]
+    fn todays_pnl_counts_what_the_open_positions_paid() {
+        assert_eq!(realised_today(&[], &[]), dec!(0));
+        assert_eq!(
+            realised_today(&[closed("8.35")], &[position("0.002", "-0.11")]),
+            dec!(8.24)
+        );
+        assert_eq!(
+            realised_today(
+                &[closed("8.35"), closed("-3.2")],
+                &[
+                    position("0", "-5"),
+                    position("0.002", "-0.11"),
+                    position("1", "-0.0201")
+                ]
+            ),
+            dec!(5.0199)
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! `shardbot risk show|halt|reduce-only|resume|flatten`: the running risk manager, over
+//! `shardbot risk show|halt|reduce-only|resume|flatten|close`: the running risk manager, over
 //! the bus: the account stack named by `--account`, the one running, or the endpoints of
 //! `--config` (see `stacks`).
 
@@ -7,7 +7,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use shardbot_bus::Requester;
-use shardbot_protocol::{ControlCommand, FlattenReport, RiskReply, RiskRequest};
+use shardbot_protocol::{ControlCommand, FlattenReport, RiskReply, RiskRequest, Symbol};
 use shardbot_service::Settings;
 
 #[derive(Args, Debug)]
@@ -37,6 +37,15 @@ enum RiskCommand {
     /// has passed. Waits for the end and prints what is left; exits with status 3 when the
     /// account is not flat (or could not be read).
     Flatten,
+    /// Close one position by hand: reduce-only market orders through the order router
+    /// until the exchange shows it gone or `risk.flatten_deadline_ms` has passed. The
+    /// trading mode and every other position stay as they are (a strategy may enter the
+    /// symbol again at a later close). Waits for the end; exit status 3 when it is still
+    /// open.
+    Close {
+        /// The position's symbol, e.g. BTCUSDT.
+        symbol: String,
+    },
 }
 
 fn ask(req: &Requester, r: RiskRequest) -> anyhow::Result<RiskReply> {
@@ -84,8 +93,12 @@ fn follow_flatten(req: &Requester, mut report: FlattenReport) -> anyhow::Result<
     } else {
         eprintln!(
             "NOT FLAT: {} position(s) still open; close them by hand or run `shardbot risk \
-             flatten` again",
-            report.left.len()
+             {}` again",
+            report.left.len(),
+            report
+                .symbol
+                .as_ref()
+                .map_or_else(|| "flatten".to_owned(), |s| format!("close {s}"))
         );
     }
     std::process::exit(3);
@@ -97,12 +110,24 @@ pub fn run(args: RiskArgs) -> anyhow::Result<()> {
     let endpoints =
         crate::stacks::resolve(&args.account, args.config.as_deref(), &common.endpoints)?;
     let req = Requester::dial(&endpoints.risk_manager_rep, &common.bus)?;
+    if let RiskCommand::Close { symbol } = &args.command {
+        let symbol = Symbol::new(symbol.to_uppercase())
+            .with_context(|| format!("{symbol:?} is not a symbol (e.g. BTCUSDT)"))?;
+        return match ask(&req, RiskRequest::Close { symbol })? {
+            RiskReply::Flatten(report) => {
+                println!("{}", report.summary());
+                follow_flatten(&req, report)
+            }
+            other => bail!("unexpected answer to the close: {other:?}"),
+        };
+    }
     let cmd = match args.command {
         RiskCommand::Show => None,
         RiskCommand::Halt => Some(ControlCommand::Halt),
         RiskCommand::ReduceOnly => Some(ControlCommand::ReduceOnly),
         RiskCommand::Resume => Some(ControlCommand::Resume),
         RiskCommand::Flatten => Some(ControlCommand::FlattenAll),
+        RiskCommand::Close { .. } => None,
     };
     if let Some(c) = cmd {
         if let RiskReply::Control(r) = ask(&req, RiskRequest::Control(c))? {

@@ -103,6 +103,7 @@ fn record(j: &Journal, key: &str, t: &Bt, entry: Decimal, pnl: Decimal) {
         fees: t.fees,
         funding: Decimal::ZERO,
         pnl: Some(pnl),
+        exit_reason: None,
     };
     j.upsert_trade(&r, "").unwrap();
     j.mark_verified(

@@ -35,6 +35,7 @@ fn trade(key: &str, entry: i64, exit: i64, pnl: &str) -> TradeRecord {
         fees: d("1"),
         funding: Decimal::ZERO,
         pnl: Some(d(pnl)),
+        exit_reason: None,
     }
 }
 

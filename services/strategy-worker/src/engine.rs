@@ -617,6 +617,7 @@ mod tests {
                 mark_price: None,
                 leverage: dec!(1),
                 unrealised_pnl: dec!(0),
+                liq_price: None,
                 stop_loss: None,
                 take_profit: None,
                 updated_ms: 0,

@@ -110,6 +110,10 @@ pub struct Execution {
     pub order_type: String,
     /// Trade, Funding, AdlTrade, BustTrade, ...
     pub exec_type: String,
+    /// `StopLoss`, `TakeProfit`, `TrailingStop`, ... for the fill of an order the exchange
+    /// made from a position's stop; `UNKNOWN` (or absent) for a plain order.
+    #[serde(default, deserialize_with = "de::string_or_null")]
+    pub stop_order_type: String,
     #[serde(deserialize_with = "de::decimal")]
     pub exec_price: Decimal,
     #[serde(deserialize_with = "de::decimal")]
