@@ -26,6 +26,8 @@ pub struct Browser {
     session: String,
     _profile: tempfile::TempDir,
     http: reqwest::Client,
+    /// chromedriver's log: removed at the end unless the test failed.
+    log: PathBuf,
 }
 
 /// Where Debian puts them (`scripts/install-deps` installs chromium and chromium-driver).
@@ -41,9 +43,16 @@ fn tool(name: &str) -> PathBuf {
 
 impl Browser {
     pub fn start() -> Browser {
+        Browser::start_in_zone("UTC")
+    }
+
+    /// A browser whose local time zone is `tz` (an IANA name: the `TZ` of chromedriver and
+    /// so of Chromium), to tell the page's UTC times from the browser's.
+    pub fn start_in_zone(tz: &str) -> Browser {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("chromedriver-{port}.log"));
         let driver = Command::new(tool("chromedriver"))
+            .env("TZ", tz)
             .arg(format!("--port={port}"))
             .arg(format!("--log-path={}", log.display()))
             .stdout(Stdio::null())
@@ -91,6 +100,7 @@ impl Browser {
             session: String::new(),
             _profile: profile,
             http,
+            log,
         };
         let v = b.call("POST", "/session", Some(caps));
         b.session = v["sessionId"]
@@ -199,6 +209,35 @@ impl Browser {
         self.call("POST", &self.s("/alert/accept"), Some(json!({})));
     }
 
+    /// The `textContent` of the first element matching `css`, hidden or not ("" when
+    /// none; [`Browser::text`] is the rendered text of one that must exist).
+    pub fn text_content(&self, css: &str) -> String {
+        self.js(
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+            json!([css]),
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    /// The dashboard's newest view's time (`body.dataset.generated`, ms; 0 before one).
+    pub fn view_generated(&self) -> i64 {
+        self.js("return Number(document.body.dataset.generated);", json!([]))
+            .as_i64()
+            .unwrap_or(0)
+    }
+
+    /// Types `text` into the open `prompt()` and accepts it.
+    pub fn answer_prompt(&self, text: &str) {
+        self.call(
+            "POST",
+            &self.s("/alert/text"),
+            Some(json!({ "text": text })),
+        );
+        self.call("POST", &self.s("/alert/accept"), Some(json!({})));
+    }
+
     /// Dismisses the open `confirm()` dialog (its Cancel).
     pub fn dismiss_dialog(&self) {
         self.call("POST", &self.s("/alert/dismiss"), Some(json!({})));
@@ -274,5 +313,8 @@ impl Drop for Browser {
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }

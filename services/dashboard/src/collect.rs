@@ -173,6 +173,8 @@ pub struct TradeRow {
     pub exit_time_ms: Option<TimestampMs>,
     pub entry_price: Decimal,
     pub exit_price: Option<Decimal>,
+    /// How it closed (`stop_loss`, `take_profit`, `signal`, `kill_switch`, ...).
+    pub exit_reason: Option<String>,
     pub fees: Decimal,
     pub pnl: Option<Decimal>,
     /// The exchange's own numbers (✓), or our calculation so far.
@@ -197,6 +199,7 @@ impl TradeRow {
             exit_time_ms: t.calc.exit_time_ms,
             entry_price: t.entry_price(),
             exit_price: t.exit_price(),
+            exit_reason: t.calc.exit_reason.clone(),
             fees: t.fees(),
             pnl: t.pnl(),
             verified: t.verified(),
@@ -218,6 +221,12 @@ pub struct Performance {
     pub equity: Vec<(i64, f64)>,
     /// (time ms, drawdown in % of the running peak, ≤ 0).
     pub drawdown: Vec<(i64, f64)>,
+    /// (exchange time ms, simulated equity USDT with the open positions marked to market):
+    /// the risk manager's samples (`risk.equity_sample_ms`) since the simulated balance in
+    /// force was set, at most [`EQUITY_POINTS`]; empty before the first.
+    pub marked: Vec<(i64, f64)>,
+    /// The drawdown of `marked`, in % of its running peak.
+    pub marked_drawdown: Vec<(i64, f64)>,
     /// The closed trades day by day (UTC), newest first, the last 60 days with a trade.
     pub daily: Vec<shardbot_analytics::Day>,
 }
@@ -276,6 +285,10 @@ pub struct Activity {
     pub refusals_by_close: Vec<(TimestampMs, BTreeMap<String, u64>)>,
     /// Each process's newest warnings and errors (its log file's).
     pub logs: Vec<LogTail>,
+    /// The newest close's refusals, when many more than usual (the badge turns red).
+    pub refusal_spike: Option<crate::spikes::RefusalSpike>,
+    /// The logs' errors of the last minutes (the badge counts them).
+    pub recent_errors: Option<crate::spikes::RecentErrors>,
 }
 
 /// One process's newest warnings and errors, from its log file.
@@ -401,6 +414,8 @@ impl Activity {
             refusals_by_reason: by_reason,
             refusals_by_close: by_close.into_iter().rev().take(10).collect(),
             logs: Vec::new(),
+            refusal_spike: None,
+            recent_errors: None,
         })
     }
 }
@@ -557,7 +572,13 @@ pub struct Collector {
     watch: crate::notify::Watch,
     /// The newest notifications, newest first.
     notes: std::collections::VecDeque<crate::notify::Note>,
+    /// The log files' newest warnings and errors, and when they were read.
+    logs: Option<(Instant, Vec<LogTail>)>,
 }
+
+/// How long the log files' warnings and errors are reused before they are read again
+/// (every view read a dozen files' ends: 128 KiB each, every `refresh_ms`).
+const LOGS_EVERY: Duration = Duration::from_secs(3);
 
 /// Notifications kept for the page.
 const NOTES_KEPT: usize = 50;
@@ -627,6 +648,7 @@ impl Collector {
             seen: SeenMap::default(),
             journal: None,
             drift: None,
+            logs: None,
             instruments: None,
             watch: crate::notify::Watch::default(),
             notes: std::collections::VecDeque::new(),
@@ -768,7 +790,16 @@ impl Collector {
             }
             None => Activity::default(),
         };
-        activity.logs = log_tails(&self.cfg.log_dirs);
+        activity.logs = match &self.logs {
+            Some((at, tails)) if at.elapsed() < LOGS_EVERY => tails.clone(),
+            _ => {
+                let tails = log_tails(&self.cfg.log_dirs);
+                self.logs = Some((Instant::now(), tails.clone()));
+                tails
+            }
+        };
+        activity.refusal_spike = crate::spikes::refusal_spike(&activity.refusals_by_close);
+        activity.recent_errors = crate::spikes::recent_errors(&activity.logs, now);
         let closed: Vec<TradeResult> = trades.iter().filter_map(TradeView::result).collect();
         let verified_trades = closed.iter().filter(|t| t.verified).count();
         let starting = settings
@@ -787,10 +818,25 @@ impl Collector {
             .as_ref()
             .and_then(|j| j.simulated_balances().ok())
             .unwrap_or_default();
-        let performance = match shardbot_journal::periods(&balances, &closed).pop() {
+        let mut performance = match shardbot_journal::periods(&balances, &closed).pop() {
             Some(p) => Some(performance(&p.trades, p.balance.simulated_balance)),
             None => starting.map(|start| performance(&closed, start)),
         };
+        // The equity marked to market, as the risk manager sampled it since the balance in
+        // force was set.
+        if let (Some(p), Some(j)) = (performance.as_mut(), self.journal.as_ref()) {
+            let from = balances.last().map_or(i64::MIN, |b| b.set_at_ms);
+            match j.equity_since(from, EQUITY_POINTS) {
+                Ok(samples) => {
+                    p.marked = samples
+                        .iter()
+                        .map(|s| (s.at_ms, s.equity.to_f64().unwrap_or(f64::NAN)))
+                        .collect();
+                    p.marked_drawdown = drawdown_of(&p.marked);
+                }
+                Err(e) => problems.push(format!("journal equity samples: {e}")),
+            }
+        }
         let drift = self.drift(now, settings.as_ref(), &mut problems);
         let mut rows: Vec<TradeRow> = trades.iter().map(TradeRow::of).collect();
         rows.sort_by(|a, b| {
@@ -1043,17 +1089,13 @@ impl Collector {
 }
 
 /// The report, equity and drawdown curves, best and most active symbol of `closed`.
-pub fn performance(closed: &[TradeResult], starting_balance: Decimal) -> Performance {
-    let mut sorted = closed.to_vec();
-    sorted.sort_by_key(|t| t.exit_time_ms);
-    let report = shardbot_analytics::report(&sorted, starting_balance);
-    let curve = shardbot_analytics::equity_curve(&sorted, starting_balance);
-    let equity: Vec<(i64, f64)> = curve
-        .iter()
-        .map(|(t, e)| (*t, e.to_f64().unwrap_or(f64::NAN)))
-        .collect();
+/// Points of the marked-to-market equity curve at most.
+pub const EQUITY_POINTS: usize = 500;
+
+/// An equity curve's drawdown: each point's fall from the running peak, in % of it (≤ 0).
+pub fn drawdown_of(equity: &[(i64, f64)]) -> Vec<(i64, f64)> {
     let mut peak = f64::MIN;
-    let drawdown = equity
+    equity
         .iter()
         .map(|(t, e)| {
             peak = peak.max(*e);
@@ -1064,7 +1106,19 @@ pub fn performance(closed: &[TradeResult], starting_balance: Decimal) -> Perform
             };
             (*t, dd)
         })
+        .collect()
+}
+
+pub fn performance(closed: &[TradeResult], starting_balance: Decimal) -> Performance {
+    let mut sorted = closed.to_vec();
+    sorted.sort_by_key(|t| t.exit_time_ms);
+    let report = shardbot_analytics::report(&sorted, starting_balance);
+    let curve = shardbot_analytics::equity_curve(&sorted, starting_balance);
+    let equity: Vec<(i64, f64)> = curve
+        .iter()
+        .map(|(t, e)| (*t, e.to_f64().unwrap_or(f64::NAN)))
         .collect();
+    let drawdown = drawdown_of(&equity);
     let best_symbol = report
         .by_symbol
         .iter()
@@ -1094,6 +1148,8 @@ pub fn performance(closed: &[TradeResult], starting_balance: Decimal) -> Perform
         most_active_trades,
         equity,
         drawdown,
+        marked: Vec::new(),
+        marked_drawdown: Vec::new(),
     }
 }
 
@@ -1159,6 +1215,36 @@ mod tests {
             funding_interval_min: 480,
         };
         assert_eq!(precision_of(&i), want);
+    }
+
+    /// Every listed instrument of a real instruments list (Bybit testnet, 214 linear
+    /// perpetuals, 70 with a tick under 0.0001) gets decimals that write its tick exactly:
+    /// a sub-cent coin's price is never cut (1000BTTUSDT: tick 0.0000001, 7 decimals).
+    #[test]
+    fn real_instruments_get_decimals_that_write_their_tick_exactly() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "../../common/bybit/test_data/rest/v5_market_instruments_info_linear_full_testnet_2023_result.json",
+        );
+        let page: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let list: Vec<shardbot_bybit::models::market::InstrumentInfo> =
+            serde_json::from_value(page["list"].clone()).unwrap();
+        let mut checked = 0;
+        for info in &list {
+            let Some(i) = info.to_instrument() else {
+                continue;
+            };
+            let [price_dp, qty_dp] = precision_of(&i);
+            for (x, dp) in [(i.tick_size, price_dp), (i.qty_step, qty_dp)] {
+                let written = x.round_dp(dp);
+                assert_eq!(written, x, "{}: {x} at {dp} decimals", i.symbol);
+            }
+            if i.symbol.as_str() == "1000BTTUSDT" {
+                assert_eq!([price_dp, qty_dp], [7, 0]);
+            }
+            checked += 1;
+        }
+        assert!(checked > 200, "{checked}");
     }
 
     #[test]

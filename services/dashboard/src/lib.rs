@@ -17,6 +17,7 @@ pub mod collect;
 pub mod drift;
 pub mod metrics;
 pub mod notify;
+pub mod spikes;
 pub mod token;
 pub mod web;
 
@@ -93,6 +94,11 @@ pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
     let journal_file = journal.file.clone();
     let ep = &ctx.common.endpoints;
     let risk = Arc::new(Requester::dial(&ep.risk_manager_rep, &ctx.common.bus)?);
+    let gateway = Arc::new(Requester::dial(&ep.market_data_rep, &ctx.common.bus)?);
+    let interval: shardbot_protocol::Interval = strategy
+        .interval
+        .parse()
+        .map_err(|e| format!("strategy.interval = {:?}: {e}", strategy.interval))?;
     let account = collect::AccountView::of(&exchange, &risk_account);
     let accounts = collect::account_choices(&ctx.settings, &exchange, &account);
     let (view_tx, view_rx) = tokio::sync::watch::channel(Arc::new(collect::Published::empty()));
@@ -139,7 +145,11 @@ pub fn start(ctx: &shardbot_service::ServiceContext) -> Result<(), StartError> {
             view_rx,
             demand,
             Duration::from_millis(ds.refresh_ms),
-            risk,
+            web::Peers {
+                risk,
+                gateway,
+                interval,
+            },
             journal_file,
             ctx.alerts.clone(),
         ),

@@ -9,7 +9,9 @@
 //! | `GET /api/state` | the current view as JSON |
 //! | `GET /api/events` | the view pushed as server-sent events, one per refresh |
 //! | `POST /api/control` | `{"command": "start" \| "stop" \| "reduce_only" \| "kill"}` to the risk manager |
-//! | `GET /api/flatten/{id}` | where the kill switch's flatten stands (`done`, `flat`, `summary`, `left`, `errors`) |
+//! | `POST /api/close` | `{"symbol": "BTCUSDT"}`: close that position by hand (reduce-only, through the router; nothing else changes); answers its `flatten_id` |
+//! | `GET /api/bars/{symbol}` | the symbol's newest bars of the strategies' interval (`?limit=`, at most 1000), from the market-data gateway: the price chart |
+//! | `GET /api/flatten/{id}` | where the kill switch's flatten, or a close, stands (`done`, `flat`, `summary`, `left`, `errors`) |
 //! | `POST /api/settings` | new trading settings (the risk manager validates, writes and applies them) |
 //! | `POST /api/notify-test` | a test notification to the `[alerts]` webhook |
 //! | `GET /api/trades.csv` | the closed trades, as `shardbot trades --csv` writes them (`?open=1`: open ones too) |
@@ -35,7 +37,10 @@ use actix_web::{
 };
 use serde::Deserialize;
 use shardbot_bus::Requester;
-use shardbot_protocol::{ControlCommand, RiskReply, RiskRequest};
+use shardbot_protocol::{
+    ControlCommand, GatewayReply, GatewayRequest, HistoryRequest, Interval, RiskReply, RiskRequest,
+    Symbol,
+};
 
 use crate::{
     collect::{Demand, Published},
@@ -60,9 +65,22 @@ pub struct AppState {
     /// How old a view may be and still answer a request (`dashboard.refresh_ms`).
     refresh: Duration,
     risk: Arc<Requester>,
+    /// The market-data gateway (the per-symbol price chart's bars) and the interval the
+    /// strategies trade.
+    gateway: Arc<Requester>,
+    interval: Interval,
     journal_file: PathBuf,
     /// The `[alerts]` webhook notifications go to (the test button's too).
     alerts: shardbot_service::alert::Alerts,
+}
+
+/// The services the dashboard asks: the risk manager (commands, the flatten), the
+/// market-data gateway (the price chart's bars, of the strategies' `interval`).
+#[derive(Debug)]
+pub struct Peers {
+    pub risk: Arc<Requester>,
+    pub gateway: Arc<Requester>,
+    pub interval: Interval,
 }
 
 impl AppState {
@@ -71,7 +89,7 @@ impl AppState {
         view: tokio::sync::watch::Receiver<Arc<Published>>,
         demand: Demand,
         refresh: Duration,
-        risk: Arc<Requester>,
+        peers: Peers,
         journal_file: PathBuf,
         alerts: shardbot_service::alert::Alerts,
     ) -> AppState {
@@ -81,7 +99,9 @@ impl AppState {
             view,
             demand,
             refresh,
-            risk,
+            risk: peers.risk,
+            gateway: peers.gateway,
+            interval: peers.interval,
             journal_file,
             alerts,
         }
@@ -299,6 +319,11 @@ struct Control {
     command: String,
 }
 
+#[derive(Debug, Deserialize)]
+struct Close {
+    symbol: String,
+}
+
 /// Sends one request to the risk manager off the async threads (the bus is blocking).
 async fn ask_risk(st: &AppState, req: RiskRequest) -> Result<RiskReply, String> {
     let risk = st.risk.clone();
@@ -368,7 +393,98 @@ async fn control(
     }
 }
 
-/// `GET /api/flatten/{id}`: where the kill switch's flatten stands (the page follows it
+/// `POST /api/close`: the close of one position by hand, asked of the risk manager (which
+/// has the router close it with reduce-only market orders; the mode and the other positions
+/// stay as they are). Answers the id the page follows on `/api/flatten/{id}`.
+async fn close(req: HttpRequest, body: web::Json<Close>, st: web::Data<AppState>) -> HttpResponse {
+    if !st.may_write(&req) {
+        return unauthorized();
+    }
+    let Ok(symbol) = Symbol::new(body.symbol.trim().to_uppercase()) else {
+        return json_error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            &format!("{:?} is not a symbol (e.g. BTCUSDT)", body.symbol),
+        );
+    };
+    tracing::warn!(%symbol, "dashboard: close a position by hand");
+    match ask_risk(&st, RiskRequest::Close { symbol }).await {
+        Ok(RiskReply::Flatten(r)) => HttpResponse::Ok().json(serde_json::json!({
+            "flatten_id": r.flatten_id, "message": r.summary(),
+        })),
+        Ok(_) => json_error(
+            actix_web::http::StatusCode::BAD_GATEWAY,
+            "unexpected reply from the risk manager",
+        ),
+        Err(e) => json_error(actix_web::http::StatusCode::BAD_GATEWAY, &e),
+    }
+}
+
+/// Bars of a symbol's price chart at most.
+const CHART_BARS: u32 = 1000;
+
+#[derive(Debug, Deserialize)]
+struct BarsQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /api/bars/{symbol}?limit=N`: the symbol's newest closed bars of the interval the
+/// strategies trade, from the market-data gateway's history (its store): the price chart
+/// the page marks the trades' entries and exits on.
+async fn bars(
+    req: HttpRequest,
+    symbol: web::Path<String>,
+    q: web::Query<BarsQuery>,
+    st: web::Data<AppState>,
+) -> HttpResponse {
+    if !st.may_read(&req) {
+        return unauthorized();
+    }
+    let Ok(symbol) = Symbol::new(symbol.trim().to_uppercase()) else {
+        return json_error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            &format!("{:?} is not a symbol (e.g. BTCUSDT)", symbol.as_str()),
+        );
+    };
+    let limit = q.limit.unwrap_or(300).clamp(1, CHART_BARS);
+    let request = GatewayRequest::History(HistoryRequest {
+        symbol: symbol.clone(),
+        interval: st.interval,
+        start_ms: None,
+        end_ms: None,
+        limit,
+    });
+    let gateway = st.gateway.clone();
+    let answer = web::block(move || {
+        gateway
+            .request_within::<_, GatewayReply>(&request, Duration::from_secs(5))
+            .map_err(|e| format!("the market-data gateway did not answer: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    match answer {
+        Ok(GatewayReply::History(h)) => HttpResponse::Ok().json(serde_json::json!({
+            "symbol": h.symbol,
+            "interval": h.interval,
+            "interval_ms": h.interval.duration_ms(),
+            // open time, open, high, low, close: oldest first.
+            "bars": h.bars.iter().map(|b| serde_json::json!([
+                b.open_time_ms, b.open, b.high, b.low, b.close
+            ])).collect::<Vec<_>>(),
+        })),
+        Ok(GatewayReply::Error(e)) => json_error(
+            actix_web::http::StatusCode::BAD_GATEWAY,
+            &format!("the market-data gateway says: {}", e.message),
+        ),
+        Ok(_) => json_error(
+            actix_web::http::StatusCode::BAD_GATEWAY,
+            "unexpected reply from the market-data gateway",
+        ),
+        Err(e) => json_error(actix_web::http::StatusCode::BAD_GATEWAY, &e),
+    }
+}
+
+/// `GET /api/flatten/{id}`: where the kill switch's flatten (or a close) stands (the page follows it
 /// until it ends, FLAT or NOT FLAT with what is still open).
 async fn flatten(req: HttpRequest, id: web::Path<String>, st: web::Data<AppState>) -> HttpResponse {
     if !st.may_read(&req) {
@@ -478,8 +594,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/state", web::get().to(state))
         .route("/api/events", web::get().to(events))
         .route("/api/control", web::post().to(control))
+        .route("/api/close", web::post().to(close))
         .route("/api/notify-test", web::post().to(notify_test))
         .route("/api/flatten/{id}", web::get().to(flatten))
+        .route("/api/bars/{symbol}", web::get().to(bars))
         .route("/api/settings", web::post().to(settings))
         .route("/api/trades.csv", web::get().to(trades_csv))
         .route("/metrics", web::get().to(metrics));
