@@ -84,12 +84,10 @@ fn intent(
 
 /// Orders on the exchange with this link id (open and history).
 fn orders_with(rt: &tokio::runtime::Runtime, c: &BybitClient, symbol: &str, link: &str) -> usize {
-    let q = shardbot_bybit::rest::Query::new()
-        .with("category", "linear")
-        .with("symbol", symbol)
-        .with("limit", 50);
-    let hist = rt.block_on(c.raw().order_history(&q)).unwrap();
-    hist.list.iter().filter(|o| o.order_link_id == link).count()
+    let hist = rt
+        .block_on(c.order_history(symbol))
+        .unwrap_or_else(|e| panic!("{symbol}'s order history: {e}"));
+    hist.iter().filter(|o| o.order_link_id == link).count()
 }
 
 #[test]

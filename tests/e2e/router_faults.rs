@@ -12,7 +12,6 @@ use std::{
 
 use rust_decimal::Decimal;
 use shardbot_bus::{BusOptions, Requester};
-use shardbot_bybit::rest::Query;
 use shardbot_e2e::Stack;
 use shardbot_journal::Journal;
 use shardbot_protocol::{
@@ -129,11 +128,10 @@ fn no_duplicate_order_and_no_lost_fill_under_10006_bursts_and_slow_replies() {
     // Each intent is at most one order on the exchange; every placed one is exactly one.
     let mut history = Vec::new();
     for inst in &chosen {
-        let q = Query::new()
-            .with("category", "linear")
-            .with("symbol", inst.symbol.as_str())
-            .with("limit", 50);
-        history.extend(rt.block_on(sim.raw().order_history(&q)).unwrap().list);
+        history.extend(
+            rt.block_on(sim.order_history(&inst.symbol))
+                .unwrap_or_else(|e| panic!("{}'s order history: {e}", inst.symbol)),
+        );
     }
     for (link, reply) in &outcome {
         let n = history.iter().filter(|o| &o.order_link_id == link).count();

@@ -11,7 +11,7 @@ use std::{
 
 use rust_decimal::Decimal;
 use shardbot_bus::{BusOptions, Requester};
-use shardbot_bybit::rest::{BybitClient, Query};
+use shardbot_bybit::rest::BybitClient;
 use shardbot_journal::Journal;
 use shardbot_protocol::{ControlCommand, RiskReply, RiskRequest, Side, TradingMode};
 
@@ -67,25 +67,14 @@ impl Books<'_> {
     pub fn no_intent_twice(&self, after: &str) -> usize {
         let mut orders: BTreeMap<String, usize> = BTreeMap::new();
         for symbol in self.symbols {
-            let mut cursor = String::new();
-            loop {
-                let mut q = Query::new()
-                    .with("category", "linear")
-                    .with("symbol", symbol)
-                    .with("limit", 50);
-                if !cursor.is_empty() {
-                    q = q.with("cursor", cursor.as_str());
+            let history = self
+                .rt
+                .block_on(self.sim.order_history(symbol))
+                .unwrap_or_else(|e| panic!("{symbol}'s order history: {e}"));
+            for o in &history {
+                if o.order_link_id.starts_with("sb-") {
+                    *orders.entry(o.order_link_id.clone()).or_default() += 1;
                 }
-                let page = self.rt.block_on(self.sim.raw().order_history(&q)).unwrap();
-                for o in &page.list {
-                    if o.order_link_id.starts_with("sb-") {
-                        *orders.entry(o.order_link_id.clone()).or_default() += 1;
-                    }
-                }
-                if page.next_page_cursor.is_empty() || page.list.is_empty() {
-                    break;
-                }
-                cursor = page.next_page_cursor;
             }
         }
         let doubled: Vec<_> = orders.iter().filter(|(_, n)| **n > 1).collect();

@@ -63,8 +63,9 @@ pub struct Faults {
     counter: AtomicU64,
     /// Bumped to drop every WebSocket session open at that moment.
     drop_generation: AtomicU64,
-    /// Faults served so far, by kind (for tests to see that a fault was really met).
-    served: [AtomicU64; 3],
+    /// Faults served so far, by kind (for tests to see that a fault was really met):
+    /// 10006, 5xx, slow, an order refused alone, an order of a batch refused.
+    served: [AtomicU64; 5],
 }
 
 /// How many REST requests met each fault (`GET /admin/faults/served`).
@@ -73,6 +74,11 @@ pub struct Served {
     pub rest_10006: u64,
     pub rest_5xx: u64,
     pub slow: u64,
+    /// Orders refused for [`FaultConfig::refuse_symbol`] on `/v5/order/create`.
+    pub refused_alone: u64,
+    /// Orders refused for [`FaultConfig::refuse_symbol`] as one order of a
+    /// `/v5/order/create-batch`.
+    pub refused_in_batch: u64,
 }
 
 impl Faults {
@@ -115,13 +121,20 @@ impl Faults {
             rest_10006: n(0),
             rest_5xx: n(1),
             slow: n(2),
+            refused_alone: n(3),
+            refused_in_batch: n(4),
         }
     }
 
-    /// Whether a new order on `symbol` is refused ([`FaultConfig::refuse_symbol`]).
-    pub fn refuses(&self, symbol: &str, reduce_only: bool) -> bool {
+    /// Whether a new order on `symbol` is refused ([`FaultConfig::refuse_symbol`]);
+    /// a refusal is counted as served, alone or `in_batch`.
+    pub fn refuses(&self, symbol: &str, reduce_only: bool, in_batch: bool) -> bool {
         let c = self.config();
-        !reduce_only && !c.refuse_symbol.is_empty() && c.refuse_symbol == symbol
+        let refused = !reduce_only && !c.refuse_symbol.is_empty() && c.refuse_symbol == symbol;
+        if refused {
+            self.served[if in_batch { 4 } else { 3 }].fetch_add(1, Ordering::Relaxed);
+        }
+        refused
     }
 
     pub fn public_paused(&self) -> bool {

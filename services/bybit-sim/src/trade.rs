@@ -234,7 +234,7 @@ pub fn handle(
         serde_json::from_slice(body).map_err(|_| bad("body is not JSON"))?
     };
     let answer = match path {
-        "/v5/order/create" => create(ex, &mut book, &body, now),
+        "/v5/order/create" => create(ex, &mut book, &body, now, false),
         "/v5/order/amend" => {
             linear(str_field(&body, "category"))?;
             let o = book.amend(
@@ -373,7 +373,8 @@ pub fn handle(
     answer
 }
 
-fn create(ex: &Exchange, book: &mut AccountBook, body: &Value, now: i64) -> Answer {
+/// `/v5/order/create`, or one order of a batch (`in_batch`).
+fn create(ex: &Exchange, book: &mut AccountBook, body: &Value, now: i64, in_batch: bool) -> Answer {
     linear(str_field(body, "category"))?;
     let symbol = str_field(body, "symbol").ok_or_else(|| bad("symbol is required"))?;
     let side = str_field(body, "side")
@@ -411,7 +412,7 @@ fn create(ex: &Exchange, book: &mut AccountBook, body: &Value, now: i64) -> Answ
         take_profit: dec_field(body, "takeProfit")?.filter(|d| !d.is_zero()),
         stop_loss: dec_field(body, "stopLoss")?.filter(|d| !d.is_zero()),
     };
-    if ex.faults.refuses(&req.symbol, req.reduce_only) {
+    if ex.faults.refuses(&req.symbol, req.reduce_only, in_batch) {
         return Err(Reject {
             code: 110007,
             msg: "Insufficient available balance".into(),
@@ -461,7 +462,7 @@ pub fn create_batch(
             o.insert("category".into(), json!("linear"));
         }
         let symbol = str_field(item, "symbol").unwrap_or_default().to_owned();
-        match create(ex, &mut book, &order, now) {
+        match create(ex, &mut book, &order, now, true) {
             Ok(placed) => {
                 list.push(json!({
                     "category": "linear",

@@ -181,3 +181,127 @@ async fn a_paused_stream_is_declared_dead_and_recovers_when_it_resumes() {
     while !matches!(next(&mut rx).await, PublicEvent::Ticker { .. }) {}
     handle.shutdown().await;
 }
+
+async fn served(url: &str) -> serde_json::Value {
+    reqwest::get(format!("{url}/admin/faults/served"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `refuse_symbol` refuses a new order on the symbol as Bybit refuses one the account
+/// cannot afford (110007), alone or as one order of a batch whose others are placed; a
+/// reduce-only order on it goes through. The sim counts each refusal by the way it came,
+/// so a test of a whole stack can tell that a refusal met a batch.
+#[tokio::test]
+async fn a_refused_symbol_is_refused_alone_and_inside_a_batch_and_counted_apart() {
+    let url = start(bybit_sim::SimSettings {
+        clock_speed: 1e-9,
+        ..settings()
+    });
+    let c = client(&url, creds());
+    c.sync_time().await.unwrap();
+    let universe: Vec<_> = c
+        .usdt_perpetuals()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.lot_size_filter.qty_step <= dec!(0.01))
+        .take(3)
+        .collect();
+    assert_eq!(universe.len(), 3);
+    let tickers = c.tickers().await.unwrap();
+    let order = |k: usize, link: &str| {
+        let inst = &universe[k];
+        let last = tickers
+            .iter()
+            .find(|t| t.symbol == inst.symbol)
+            .unwrap()
+            .last_price;
+        let step = inst.lot_size_filter.qty_step;
+        CreateOrder::market(
+            &inst.symbol,
+            Side::Buy,
+            ((dec!(200) / last) / step).ceil() * step,
+            link,
+        )
+    };
+    let refused = &universe[1].symbol;
+    faults(&url, json!({"refuse_symbol": refused})).await;
+
+    let alone = c.place_order(&order(1, "sb-alone-1")).await.unwrap_err();
+    assert_eq!(
+        alone.api_code(),
+        Some(ApiCode::AvailableBalanceInsufficient),
+        "{alone}"
+    );
+    let got = served(&url).await;
+    assert_eq!(
+        (
+            got["refused_alone"].as_u64(),
+            got["refused_in_batch"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "{got}"
+    );
+
+    let batch = [order(0, "sb-b-0"), order(1, "sb-b-1"), order(2, "sb-b-2")];
+    let results = c.place_orders(&batch).await.unwrap();
+    assert_eq!(results[0].as_ref().unwrap().order_link_id, "sb-b-0");
+    assert_eq!(
+        results[1].as_ref().unwrap_err().api_code(),
+        Some(ApiCode::AvailableBalanceInsufficient)
+    );
+    assert_eq!(results[2].as_ref().unwrap().order_link_id, "sb-b-2");
+    let got = served(&url).await;
+    assert_eq!(
+        (
+            got["refused_alone"].as_u64(),
+            got["refused_in_batch"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{got}"
+    );
+    assert!(matches!(
+        c.find_order(refused, "sb-b-1").await.unwrap(),
+        OrderResolution::NotFound
+    ));
+
+    // A reduce-only order is not refused (a stop or an exit must always go out). Nothing
+    // is held on the refused symbol, so open one first with the fault lifted.
+    faults(&url, json!({})).await;
+    c.place_order(&order(1, "sb-open-1")).await.unwrap();
+    faults(&url, json!({"refuse_symbol": refused})).await;
+    let held = c
+        .positions()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| &p.symbol == refused)
+        .unwrap();
+    let close = CreateOrder::market(refused, Side::Sell, held.size, "sb-close-1").reduce_only();
+    c.place_order(&close).await.unwrap();
+    // The symbol's order history (the domain client's read, all pages) holds the two
+    // orders placed, not the refused ones.
+    let mut links: Vec<String> = c
+        .order_history(refused)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.order_link_id)
+        .collect();
+    links.sort();
+    assert_eq!(links, ["sb-close-1", "sb-open-1"]);
+    let got = served(&url).await;
+    assert_eq!(
+        (
+            got["refused_alone"].as_u64(),
+            got["refused_in_batch"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{got}"
+    );
+    faults(&url, json!({})).await;
+}

@@ -382,6 +382,21 @@ impl BybitClient {
         .await
     }
 
+    /// `symbol`'s orders of Bybit's default window (the last 7 days), newest first, all
+    /// pages, each page read as every read is (asked again after 10006 or when it could
+    /// not be sent).
+    pub async fn order_history(&self, symbol: &str) -> Result<Vec<Order>, BybitError> {
+        self.all_pages("order history", |cursor| {
+            let q = Query::new()
+                .with("category", "linear")
+                .with("symbol", symbol)
+                .with("limit", 50)
+                .with_opt("cursor", cursor);
+            async move { self.read(|| self.raw.order_history(&q)).await }
+        })
+        .await
+    }
+
     /// Executions in `[start_ms, end_ms]`, all pages, read in windows of at most 7 days
     /// (Bybit's limit), so any span can be asked for.
     pub async fn executions(
