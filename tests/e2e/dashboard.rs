@@ -31,6 +31,23 @@ fn page_time(ms: i64, offset_ms: i64) -> String {
 }
 
 /// The cells' text of every row of `tbody`, as shown.
+/// The keys of a table's rows as shown (each row's `data-key`, column 0 of [`table_rows`]).
+fn row_keys(b: &Browser, tbody: &str) -> Vec<String> {
+    table_rows(b, tbody)
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect()
+}
+
+/// Shows `n` rows a page in the grid whose page-size select is `{grid}-size`.
+fn page_size(b: &Browser, grid: &str, n: u32) {
+    b.js(
+        "const s = document.getElementById(arguments[0] + '-size'); s.value = String(arguments[1]); \
+         s.dispatchEvent(new Event('change'));",
+        serde_json::json!([grid, n]),
+    );
+}
+
 fn table_rows(b: &Browser, tbody: &str) -> Vec<Vec<String>> {
     let v = b.js(
         "return [...document.getElementById(arguments[0]).rows].map((r) => \
@@ -686,17 +703,8 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         .iter()
         .map(|t| t["trade_key"].as_str().unwrap().to_owned())
         .collect();
-    b.js(
-        "const s = document.getElementById('trades-size'); s.value = '10'; \
-         s.dispatchEvent(new Event('change'));",
-        serde_json::json!([]),
-    );
-    let page = |b: &Browser| -> Vec<String> {
-        table_rows(b, "trades")
-            .into_iter()
-            .map(|r| r[0].clone())
-            .collect()
-    };
+    page_size(&b, "trades", 10);
+    let page = |b: &Browser| row_keys(b, "trades");
     assert_eq!(page(&b), keys[..keys.len().min(10)], "page 1 of {keys:?}");
     assert_eq!(
         b.text_content("#trades-pages"),
@@ -716,11 +724,7 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         );
     }
     println!("trades paged: {} trades", keys.len());
-    b.js(
-        "const s = document.getElementById('trades-size'); s.value = '500'; \
-         s.dispatchEvent(new Event('change'));",
-        serde_json::json!([]),
-    );
+    page_size(&b, "trades", 500);
     // Sorted by PnL with a click on its header, the other way with a second; trades
     // without a PnL (open) last either way.
     let pnl_header =
@@ -858,17 +862,8 @@ fn a_user_trades_from_the_dashboard_and_pulls_the_kill_switch() {
         .map(|f| f.fill.exec_id)
         .collect();
     assert!(execs.len() >= 8, "{execs:?}");
-    b.js(
-        "const s = document.getElementById('fills-size'); s.value = '5'; \
-         s.dispatchEvent(new Event('change'));",
-        serde_json::json!([]),
-    );
-    let fill_page = |b: &Browser| -> Vec<String> {
-        table_rows(b, "fills")
-            .into_iter()
-            .map(|r| r[0].clone())
-            .collect()
-    };
+    page_size(&b, "fills", 5);
+    let fill_page = |b: &Browser| row_keys(b, "fills");
     assert_eq!(fill_page(&b), execs[..5]);
     b.click("#fills-next");
     assert_eq!(fill_page(&b), execs[5..execs.len().min(10)]);

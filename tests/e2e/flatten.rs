@@ -73,13 +73,7 @@ fn submit_entry(
     symbol: &str,
 ) -> RouterReply {
     let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
-    let price = rt
-        .block_on(sim.tickers())
-        .unwrap()
-        .into_iter()
-        .find(|t| t.symbol == symbol)
-        .unwrap()
-        .last_price;
+    let price = shardbot_e2e::last_price(rt, sim, symbol);
     let entry = OrderIntent::new(
         "trend_following",
         Symbol::new(symbol).unwrap(),

@@ -175,13 +175,7 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
 
     // A position opened on the exchange is seen, and limits the next intents.
     let a = &instruments[0];
-    let price = rt
-        .block_on(trader.tickers())
-        .unwrap()
-        .into_iter()
-        .find(|t| t.symbol == a.symbol)
-        .unwrap()
-        .last_price;
+    let price = shardbot_e2e::last_price(&rt, &trader, &a.symbol);
     let qty = ((Decimal::from(100) / price) / a.lot_size_filter.qty_step).ceil()
         * a.lot_size_filter.qty_step;
     let qty = qty.max(a.lot_size_filter.min_order_qty);
@@ -383,13 +377,7 @@ fn limits_kill_switch_and_the_simulated_balance_against_bybit_sim() {
 
     // A position opened by hand belongs to no strategy: no strategy's exit closes it.
     let d = &instruments[3];
-    let d_price = rt
-        .block_on(trader.tickers())
-        .unwrap()
-        .into_iter()
-        .find(|t| t.symbol == d.symbol)
-        .unwrap()
-        .last_price;
+    let d_price = shardbot_e2e::last_price(&rt, &trader, &d.symbol);
     let d_qty = (((Decimal::from(20) / d_price) / d.lot_size_filter.qty_step).ceil()
         * d.lot_size_filter.qty_step)
         .max(d.lot_size_filter.min_order_qty);
@@ -487,16 +475,8 @@ fn daily_loss_and_margin_limits_against_bybit_sim() {
 
     // Daily loss: a round trip on the exchange loses the fees (and the spread).
     let zi = &instruments[2];
-    let price = rt
-        .block_on(trader.tickers())
-        .unwrap()
-        .into_iter()
-        .find(|t| &t.symbol == z)
-        .unwrap()
-        .last_price;
-    let step = zi.lot_size_filter.qty_step;
-    let qty =
-        (((Decimal::from(50) / price) / step).ceil() * step).max(zi.lot_size_filter.min_order_qty);
+    let price = shardbot_e2e::last_price(&rt, &trader, z);
+    let qty = shardbot_e2e::qty_worth(zi, price, 50);
     rt.block_on(trader.place_order(&CreateOrder::market(z, Side::Buy, qty, "e2e-rt-open")))
         .unwrap();
     let mut close = CreateOrder::market(z, Side::Sell, qty, "e2e-rt-close");
@@ -541,16 +521,8 @@ fn todays_pnl_counts_an_open_positions_fee_as_the_wallet_paid_it() {
     };
     let start = wallet(&rt);
     let i = &instruments[0];
-    let price = rt
-        .block_on(trader.tickers())
-        .unwrap()
-        .into_iter()
-        .find(|t| t.symbol == i.symbol)
-        .unwrap()
-        .last_price;
-    let step = i.lot_size_filter.qty_step;
-    let qty =
-        (((Decimal::from(200) / price) / step).ceil() * step).max(i.lot_size_filter.min_order_qty);
+    let price = shardbot_e2e::last_price(&rt, &trader, &i.symbol);
+    let qty = shardbot_e2e::qty_worth(i, price, 200);
     rt.block_on(trader.place_order(&CreateOrder::market(
         &i.symbol,
         Side::Buy,
@@ -683,16 +655,8 @@ fn a_reversal_is_sized_after_its_exit_and_an_exit_ends_the_provisional_entry() {
     // A position on A, opened on the exchange, then a reversal: its exit approved and
     // filled while the entry waits.
     let a = &instruments[0];
-    let price = rt
-        .block_on(trader.tickers())
-        .unwrap()
-        .into_iter()
-        .find(|t| t.symbol == a.symbol)
-        .unwrap()
-        .last_price;
-    let step = a.lot_size_filter.qty_step;
-    let qty =
-        (((Decimal::from(200) / price) / step).ceil() * step).max(a.lot_size_filter.min_order_qty);
+    let price = shardbot_e2e::last_price(&rt, &trader, &a.symbol);
+    let qty = shardbot_e2e::qty_worth(a, price, 200);
     let placed = rt
         .block_on(trader.place_order(&CreateOrder::market(
             &a.symbol,

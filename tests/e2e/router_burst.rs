@@ -123,6 +123,37 @@ fn fitting_margin(
     v
 }
 
+/// Starts the risk manager and the order router on `stack` and waits until the router has
+/// set every symbol's leverage at start (with half the budget: a burst is a later bar
+/// close's); requesters to the router and the risk manager.
+fn order_path_ready(stack: &mut Stack) -> (Requester, Requester) {
+    stack.start_order_path();
+    stack.wait_output(
+        "order-router",
+        "leverage set at start",
+        Duration::from_secs(60),
+    );
+    let dial = |name: &str| Requester::dial(&stack.ipc(name), &BusOptions::default()).unwrap();
+    (dial("router.rep"), dial("risk.rep"))
+}
+
+/// The symbols the risk manager holds positions in (approved entries included), or
+/// `None` while it does not answer.
+fn held_by_risk(risk: &Requester) -> Option<Vec<String>> {
+    match risk.request_within::<_, shardbot_protocol::RiskReply>(
+        &shardbot_protocol::RiskRequest::Positions,
+        Duration::from_secs(5),
+    ) {
+        Ok(shardbot_protocol::RiskReply::Positions(p)) => Some(
+            p.positions
+                .into_iter()
+                .map(|p| p.symbol.as_str().to_owned())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 /// Orders on the exchange per orderLinkId (history of every symbol of `symbols`).
 fn orders_by_link(
     rt: &tokio::runtime::Runtime,
@@ -274,16 +305,7 @@ fn exits_go_first_and_stale_entries_are_not_sent() {
     let symbols = fitting_margin(&instruments, &prices, 60, Decimal::from(100));
     let (a, rest) = symbols.split_at(10);
     let (b, c) = rest.split_at(10);
-    stack.start_order_path();
-    // The router sets every symbol's leverage at start (with half the budget): the burst is a later
-    // bar close's.
-    stack.wait_output(
-        "order-router",
-        "leverage set at start",
-        Duration::from_secs(60),
-    );
-    let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
-    let risk = Requester::dial(&stack.ipc("risk.rep"), &BusOptions::default()).unwrap();
+    let (router, risk) = order_path_ready(&mut stack);
     let buy = IntentAction::Enter { side: Side::Buy };
 
     // --- A: ten positions, known to the risk manager -----------------------------------
@@ -295,15 +317,7 @@ fn exits_go_first_and_stale_entries_are_not_sent() {
         "the risk manager to hold A's positions",
         Duration::from_secs(30),
         "risk-manager",
-        |_| match risk.request_within::<_, shardbot_protocol::RiskReply>(
-            &shardbot_protocol::RiskRequest::Positions,
-            Duration::from_secs(5),
-        ) {
-            Ok(shardbot_protocol::RiskReply::Positions(p)) => a
-                .iter()
-                .all(|s| p.positions.iter().any(|p| p.symbol.as_str() == s)),
-            _ => false,
-        },
+        |_| held_by_risk(&risk).is_some_and(|held| a.iter().all(|s| held.contains(s))),
     );
     // A fresh window for the burst (bar closes are minutes apart).
     std::thread::sleep(Duration::from_millis(1100));
@@ -463,14 +477,7 @@ fn an_order_refused_inside_a_batch_is_answered_alone_and_the_others_are_placed()
     let (rt, sim) = stack.start_sim();
     let (instruments, prices) = shardbot_e2e::sim_market(&rt, &sim);
     let d = fitting(&instruments, &prices, 3);
-    stack.start_order_path();
-    stack.wait_output(
-        "order-router",
-        "leverage set at start",
-        Duration::from_secs(60),
-    );
-    let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
-    let risk = Requester::dial(&stack.ipc("risk.rep"), &BusOptions::default()).unwrap();
+    let (router, risk) = order_path_ready(&mut stack);
     let buy = IntentAction::Enter { side: Side::Buy };
     let entries: Vec<OrderIntent> = d.iter().map(|s| intent(s, 3, buy, prices[s])).collect();
     let link_of = |i: &OrderIntent| i.intent_id.order_link_id();
@@ -525,15 +532,10 @@ fn an_order_refused_inside_a_batch_is_answered_alone_and_the_others_are_placed()
         "the risk manager to count the two placed entries and not the refused one",
         Duration::from_secs(30),
         "risk-manager",
-        |_| match risk.request_within::<_, shardbot_protocol::RiskReply>(
-            &shardbot_protocol::RiskRequest::Positions,
-            Duration::from_secs(5),
-        ) {
-            Ok(shardbot_protocol::RiskReply::Positions(p)) => {
-                let held = |s: &str| p.positions.iter().any(|p| p.symbol.as_str() == s);
-                held(&d[0]) && held(&d[2]) && !held(&d[1])
-            }
-            _ => false,
+        |_| {
+            held_by_risk(&risk).is_some_and(|held| {
+                held.contains(&d[0]) && held.contains(&d[2]) && !held.contains(&d[1])
+            })
         },
     );
     stack.assert_alive();
@@ -556,13 +558,7 @@ fn a_limit_cuts_a_close_the_way_the_backtest_does() {
     let (instruments, prices) = shardbot_e2e::sim_market(&rt, &sim);
     let mut symbols = fitting(&instruments, &prices, 10);
     symbols.sort();
-    stack.start_order_path();
-    stack.wait_output(
-        "order-router",
-        "leverage set at start",
-        Duration::from_secs(60),
-    );
-    let router = Requester::dial(&stack.ipc("router.rep"), &BusOptions::default()).unwrap();
+    let (router, _risk) = order_path_ready(&mut stack);
     let buy = IntentAction::Enter { side: Side::Buy };
     let entries: Vec<OrderIntent> = symbols
         .iter()

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use rust_decimal::Decimal;
 use shardbot_bybit::rest::CreateOrder;
 use shardbot_e2e::Stack;
 use shardbot_journal::Journal;
@@ -44,17 +43,9 @@ fn one_fill(stack: &mut Stack, label: &str) -> (String, shardbot_protocol::Fill)
     assert!(!instruments.is_empty(), "{}", stack.output(label));
     rt.block_on(trader.sync_time()).unwrap();
     let i = &instruments[0];
-    let price = rt
-        .block_on(trader.tickers())
-        .unwrap()
-        .into_iter()
-        .find(|t| t.symbol == i.symbol)
-        .unwrap()
-        .last_price;
+    let price = shardbot_e2e::last_price(&rt, &trader, &i.symbol);
     // About 20 USDT: above any minimum order value.
-    let step = i.lot_size_filter.qty_step;
-    let qty =
-        (((Decimal::from(20) / price) / step).ceil() * step).max(i.lot_size_filter.min_order_qty);
+    let qty = shardbot_e2e::qty_worth(i, price, 20);
     let placed = rt
         .block_on(trader.place_order(&CreateOrder::market(
             &i.symbol,

@@ -100,13 +100,7 @@ fn a_stop_out_starts_the_cooldown() {
     stack.wait_output("order-router", "router ready", Duration::from_secs(30));
     let instruments = rt.block_on(sim.usdt_perpetuals()).unwrap();
     let inst = instruments.iter().find(|i| i.symbol == symbol).unwrap();
-    let price = rt
-        .block_on(sim.tickers())
-        .unwrap()
-        .into_iter()
-        .find(|t| t.symbol == symbol)
-        .unwrap()
-        .last_price;
+    let price = shardbot_e2e::last_price(&rt, &sim, &symbol);
     // Halfway down the fall, on the tick.
     let tick = inst.price_filter.tick_size;
     let stop = (Decimal::from_f64((entry_low * fall_low).sqrt()).unwrap() / tick).floor() * tick;

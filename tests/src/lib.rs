@@ -52,6 +52,32 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The qty of a market order worth about `usdt` at `price` on `inst`: rounded up to its
+/// qty step, at least its minimum order qty.
+pub fn qty_worth(
+    inst: &shardbot_bybit::models::market::InstrumentInfo,
+    price: rust_decimal::Decimal,
+    usdt: u32,
+) -> rust_decimal::Decimal {
+    let step = inst.lot_size_filter.qty_step;
+    (((rust_decimal::Decimal::from(usdt) / price) / step).ceil() * step)
+        .max(inst.lot_size_filter.min_order_qty)
+}
+
+/// The last traded price of `symbol` on the exchange `client` talks to.
+pub fn last_price(
+    rt: &tokio::runtime::Runtime,
+    client: &BybitClient,
+    symbol: &str,
+) -> rust_decimal::Decimal {
+    rt.block_on(client.tickers())
+        .unwrap()
+        .into_iter()
+        .find(|t| t.symbol == symbol)
+        .unwrap_or_else(|| panic!("{symbol}: no ticker"))
+        .last_price
+}
+
 /// A free TCP port on 127.0.0.1 for a service a test starts, below the kernel's ephemeral
 /// range. A port the kernel hands out for `:0` comes from that range, which is also where
 /// every outgoing connection (the tests' and the services' HTTP clients) takes its local

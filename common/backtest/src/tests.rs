@@ -348,28 +348,28 @@ fn bars_before_trade_from_only_warm_the_strategy() {
     );
 }
 
-#[test]
-fn the_risk_rules_refuse_as_the_risk_manager_does() {
-    let bars = || {
-        vec![
-            bar(0, 10.0, 10.0, 10.0, 10.0),
-            bar(1, 10.0, 10.0, 10.0, 10.0),
-            bar(2, 10.0, 10.0, 10.0, 10.0),
-        ]
-    };
-    let mut c = cfg();
-    c.settings.sizing = shardbot_risk::Sizing::Percent(dec!(10));
-    c.settings.max_margin_use_pct = dec!(90);
-    c.settings.max_open_positions = 1;
-    let r = run_with(
+/// AAA and BBB flat at 10 for three bars; AAA signals an entry at its first bar, BBB at
+/// its second.
+fn aaa_then_bbb(c: &BacktestConfig) -> crate::BacktestResult {
+    let bars = || (0..3).map(|i| bar(i, 10.0, 10.0, 10.0, 10.0)).collect();
+    run_with(
         &[market("AAAUSDT", bars()), market("BBBUSDT", bars())],
-        &c,
+        c,
         vec![
             scripted(vec![vec![long(None, None)]]),
             scripted(vec![vec![], vec![long(None, None)]]),
         ],
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn the_risk_rules_refuse_as_the_risk_manager_does() {
+    let mut c = cfg();
+    c.settings.sizing = shardbot_risk::Sizing::Percent(dec!(10));
+    c.settings.max_margin_use_pct = dec!(90);
+    c.settings.max_open_positions = 1;
+    let r = aaa_then_bbb(&c);
     // AAA opens at bar 1; BBB's entry after bar 1 is refused: one position at most.
     assert_eq!(r.trades.len(), 1);
     assert_eq!(&*r.trades[0].symbol, "AAAUSDT");
@@ -382,13 +382,6 @@ fn the_risk_rules_refuse_as_the_risk_manager_does() {
 /// refuses the next entry, before any trade has closed.
 #[test]
 fn the_daily_loss_counts_the_open_positions_entry_fees() {
-    let bars = || {
-        vec![
-            bar(0, 10.0, 10.0, 10.0, 10.0),
-            bar(1, 10.0, 10.0, 10.0, 10.0),
-            bar(2, 10.0, 10.0, 10.0, 10.0),
-        ]
-    };
     let mut c = cfg();
     c.settings.sizing = shardbot_risk::Sizing::Percent(dec!(10));
     c.settings.max_margin_use_pct = dec!(90);
@@ -396,15 +389,7 @@ fn the_daily_loss_counts_the_open_positions_entry_fees() {
     // 1 % fee: AAA's entry of about 100 USDT pays about 1 USDT, past a 0.5 USDT limit.
     c.fee_rate = dec!(0.01);
     c.settings.daily_loss_limit = dec!(0.5);
-    let r = run_with(
-        &[market("AAAUSDT", bars()), market("BBBUSDT", bars())],
-        &c,
-        vec![
-            scripted(vec![vec![long(None, None)]]),
-            scripted(vec![vec![], vec![long(None, None)]]),
-        ],
-    )
-    .unwrap();
+    let r = aaa_then_bbb(&c);
     assert_eq!(
         r.summary.refused.get("DailyLossLimit"),
         Some(&1),
@@ -415,15 +400,7 @@ fn the_daily_loss_counts_the_open_positions_entry_fees() {
     assert_eq!(&*r.trades[0].symbol, "AAAUSDT");
     // Below the limit, the same entry goes through.
     c.settings.daily_loss_limit = dec!(2);
-    let r = run_with(
-        &[market("AAAUSDT", bars()), market("BBBUSDT", bars())],
-        &c,
-        vec![
-            scripted(vec![vec![long(None, None)]]),
-            scripted(vec![vec![], vec![long(None, None)]]),
-        ],
-    )
-    .unwrap();
+    let r = aaa_then_bbb(&c);
     assert_eq!(r.trades.len(), 2, "{:?}", r.summary.refused);
 }
 

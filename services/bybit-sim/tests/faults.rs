@@ -7,11 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::{client, creds, settings, start};
+use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::json;
 use shardbot_bybit::{
     ApiCode, BybitError,
-    rest::{CreateOrder, OrderResolution},
+    rest::{BybitClient, CreateOrder, OrderResolution},
     ws::{PublicEvent, WsConfig, spawn_public, ticker_topic},
 };
 use shardbot_protocol::Side;
@@ -33,31 +34,41 @@ async fn next<T>(rx: &mut tokio::sync::mpsc::Receiver<T>) -> T {
         .expect("stream ended")
 }
 
-#[tokio::test]
-async fn a_slow_order_reply_is_an_unknown_outcome_and_the_order_exists_once() {
+/// A sim whose clock stands still, a client synced to it, and `n` of its symbols with a
+/// qty step of 0.01 or finer, each with the qty of a market order worth about 200 USDT.
+async fn frozen_sim(n: usize) -> (String, BybitClient, Vec<(String, Decimal)>) {
     let url = start(bybit_sim::SimSettings {
         clock_speed: 1e-9,
         ..settings()
     });
-    let fast = client(&url, creds());
-    fast.sync_time().await.unwrap();
-    let inst = fast
+    let c = client(&url, creds());
+    c.sync_time().await.unwrap();
+    let tickers = c.tickers().await.unwrap();
+    let orders: Vec<(String, Decimal)> = c
         .usdt_perpetuals()
         .await
         .unwrap()
         .into_iter()
-        .find(|i| i.lot_size_filter.qty_step <= dec!(0.01))
-        .unwrap();
-    let last = fast
-        .tickers()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.symbol == inst.symbol)
-        .unwrap()
-        .last_price;
-    let q =
-        ((dec!(200) / last) / inst.lot_size_filter.qty_step).ceil() * inst.lot_size_filter.qty_step;
+        .filter(|i| i.lot_size_filter.qty_step <= dec!(0.01))
+        .take(n)
+        .map(|i| {
+            let last = tickers
+                .iter()
+                .find(|t| t.symbol == i.symbol)
+                .unwrap()
+                .last_price;
+            let step = i.lot_size_filter.qty_step;
+            (i.symbol, ((dec!(200) / last) / step).ceil() * step)
+        })
+        .collect();
+    assert_eq!(orders.len(), n);
+    (url, c, orders)
+}
+
+#[tokio::test]
+async fn a_slow_order_reply_is_an_unknown_outcome_and_the_order_exists_once() {
+    let (url, fast, orders) = frozen_sim(1).await;
+    let (symbol, q) = orders[0].clone();
     let impatient = {
         let raw = shardbot_bybit::rest::RawClient::new(
             shardbot_bybit::rest::RestConfig {
@@ -73,21 +84,16 @@ async fn a_slow_order_reply_is_an_unknown_outcome_and_the_order_exists_once() {
         shardbot_bybit::rest::BybitClient::new(raw)
     };
     faults(&url, json!({"slow": 1.0, "slow_ms": 1500})).await;
-    let o = CreateOrder::market(&inst.symbol, Side::Buy, q, "sb-slow-1");
+    let o = CreateOrder::market(&symbol, Side::Buy, q, "sb-slow-1");
     let e = impatient.place_order(&o).await.unwrap_err();
     assert!(matches!(e, BybitError::UnknownOutcome { .. }), "{e}");
     faults(&url, json!({})).await;
     // The sim counts what it served, for tests of whole stacks to see a fault was met.
-    let served: serde_json::Value = reqwest::get(format!("{url}/admin/faults/served"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served = served(&url).await;
     assert_eq!(served["slow"], 1, "{served}");
     assert_eq!(served["rest_10006"], 0, "{served}");
     // Resolved by link id: it went through, so it is not placed again.
-    let OrderResolution::Placed(found) = fast.find_order(&inst.symbol, "sb-slow-1").await.unwrap()
+    let OrderResolution::Placed(found) = fast.find_order(&symbol, "sb-slow-1").await.unwrap()
     else {
         panic!("lost")
     };
@@ -197,38 +203,12 @@ async fn served(url: &str) -> serde_json::Value {
 /// so a test of a whole stack can tell that a refusal met a batch.
 #[tokio::test]
 async fn a_refused_symbol_is_refused_alone_and_inside_a_batch_and_counted_apart() {
-    let url = start(bybit_sim::SimSettings {
-        clock_speed: 1e-9,
-        ..settings()
-    });
-    let c = client(&url, creds());
-    c.sync_time().await.unwrap();
-    let universe: Vec<_> = c
-        .usdt_perpetuals()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|i| i.lot_size_filter.qty_step <= dec!(0.01))
-        .take(3)
-        .collect();
-    assert_eq!(universe.len(), 3);
-    let tickers = c.tickers().await.unwrap();
+    let (url, c, orders) = frozen_sim(3).await;
     let order = |k: usize, link: &str| {
-        let inst = &universe[k];
-        let last = tickers
-            .iter()
-            .find(|t| t.symbol == inst.symbol)
-            .unwrap()
-            .last_price;
-        let step = inst.lot_size_filter.qty_step;
-        CreateOrder::market(
-            &inst.symbol,
-            Side::Buy,
-            ((dec!(200) / last) / step).ceil() * step,
-            link,
-        )
+        let (symbol, qty) = &orders[k];
+        CreateOrder::market(symbol, Side::Buy, *qty, link)
     };
-    let refused = &universe[1].symbol;
+    let refused = &orders[1].0;
     faults(&url, json!({"refuse_symbol": refused})).await;
 
     let alone = c.place_order(&order(1, "sb-alone-1")).await.unwrap_err();
