@@ -53,6 +53,65 @@ async fn the_client_discovers_at_least_600_symbols_over_pages() {
     }
 }
 
+/// A bar is closed when the exchange shows it closed, whatever our estimate of its clock
+/// says. A 1-minute bar asked for while still open (as a fetch does when the estimate runs
+/// ahead of the exchange: at an accelerated clock a millisecond of ours is 60 of its)
+/// came back with the volume of its first moments and was published as closed (CI, the
+/// pipeline test: a bar with volume 0 that the exchange later gave as 249964).
+#[tokio::test]
+async fn closed_klines_leave_out_the_bar_still_open() {
+    let url = start(SimSettings {
+        clock_speed: 60.0,
+        ..settings()
+    });
+    let c = client(&url, None);
+    let symbol = c.usdt_perpetuals().await.unwrap()[3].symbol.clone();
+    let len = 60_000;
+    // Read while one bar stays open at the exchange (its time before and after the read
+    // in the same bar), as a fetch whose `end` is the open bar.
+    let (open, closed, raw) = loop {
+        let before = c.raw().market_time().await.unwrap().ms();
+        let open = before - before % len;
+        let closed = c
+            .closed_klines(&symbol, Interval::M1, open - 9 * len, open)
+            .await
+            .unwrap();
+        let raw = c
+            .klines(&symbol, Interval::M1, open - 9 * len, open)
+            .await
+            .unwrap();
+        let after = c.raw().market_time().await.unwrap().ms();
+        if after - after % len == open {
+            break (open, closed, raw);
+        }
+    };
+    // The exchange lists the open bar...
+    assert_eq!(raw.last().unwrap().start_ms, open);
+    // ... and it is not among the closed ones, which are the nine before it.
+    assert_eq!(
+        closed.iter().map(|k| k.start_ms).collect::<Vec<_>>(),
+        (1..=9).rev().map(|i| open - i * len).collect::<Vec<_>>()
+    );
+    // Closed bars do not change: read again once the open one has closed too, they are
+    // the same, and the one that was open is now listed closed, with its whole volume.
+    let mut later = Vec::new();
+    for _ in 0..100 {
+        later = c
+            .closed_klines(&symbol, Interval::M1, open - 9 * len, open)
+            .await
+            .unwrap();
+        if later.len() == 10 {
+            break;
+        }
+        // A minute of the sim's is a second of ours.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(later.len(), 10, "the open bar never closed");
+    assert_eq!(&later[..9], &closed[..]);
+    assert_eq!(later[9].start_ms, open);
+    assert!(later[9].volume > Decimal::ZERO);
+}
+
 #[tokio::test]
 async fn klines_are_consistent_across_requests_and_chain_bar_to_bar() {
     let url = start(settings());

@@ -533,7 +533,8 @@ fn error(message: &str) -> GatewayReply {
     })
 }
 
-/// Closed bars of a series from `from` (or the last `history` bars) to the exchange's now.
+/// Closed bars of a series from `from` (or the last `history` bars) to the exchange's now
+/// (as far as the exchange has shown them closed).
 async fn fetch_closed(
     client: &BybitClient,
     symbol: &Symbol,
@@ -551,15 +552,13 @@ async fn fetch_closed(
     ) else {
         return Ok(Vec::new());
     };
+    // Closed as the exchange shows it, not as our estimate of its clock says: a bar it
+    // has not yet followed with another is left for the stream or the next fetch.
     let klines = client
-        .klines(symbol.as_str(), interval, start, last_closed_open)
+        .closed_klines(symbol.as_str(), interval, start, last_closed_open)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(klines
-        .iter()
-        .filter(|k| k.start_ms <= last_closed_open)
-        .map(|k| k.to_bar(symbol, interval))
-        .collect())
+    Ok(klines.iter().map(|k| k.to_bar(symbol, interval)).collect())
 }
 
 impl Actor for Gateway {

@@ -237,7 +237,7 @@ async fn fetch_symbol(
         while start <= b {
             let end = (start + chunk - len).min(b);
             let klines = client
-                .klines(sym.as_str(), iv, start, end)
+                .closed_klines(sym.as_str(), iv, start, end)
                 .await
                 .with_context(|| format!("klines {start}..{end}"))?;
             let bars: Vec<Bar> = klines.iter().map(|k| k.to_bar(sym, iv)).collect();

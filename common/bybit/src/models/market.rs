@@ -131,6 +131,15 @@ impl<'de> Deserialize<'de> for Kline {
     }
 }
 
+/// Of `klines` (oldest first, read to one bar past `end_ms`), those starting at or before
+/// `end_ms` that the exchange has shown closed by listing a later bar. The newest bar of a
+/// read is never proven: it may be the one still open.
+pub fn proven_closed(mut klines: Vec<Kline>, end_ms: i64) -> Vec<Kline> {
+    let newest = klines.iter().map(|k| k.start_ms).max().unwrap_or(i64::MIN);
+    klines.retain(|k| k.start_ms <= end_ms && k.start_ms < newest);
+    klines
+}
+
 /// `GET /v5/market/kline` result: rows newest first, as Bybit sends them.
 #[derive(Debug, Clone, Deserialize)]
 pub struct KlinePage {
@@ -173,4 +182,43 @@ pub struct TickerList {
     #[serde(default)]
     pub category: Option<String>,
     pub list: Vec<Ticker>,
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn at(start_ms: i64) -> Kline {
+        Kline {
+            start_ms,
+            open: Decimal::ONE,
+            high: Decimal::ONE,
+            low: Decimal::ONE,
+            close: Decimal::ONE,
+            volume: Decimal::ONE,
+            turnover: Decimal::ONE,
+        }
+    }
+
+    #[rstest]
+    // The exchange has begun the bar after `end`: every bar up to `end` is closed.
+    #[case(&[1, 2, 3, 4], 3, &[1, 2, 3])]
+    // It has not (its clock is behind our estimate): `end` may be open, left out.
+    #[case(&[1, 2, 3], 3, &[1, 2])]
+    // Later bars than asked are never returned, even when closed.
+    #[case(&[1, 2, 3, 4, 5], 3, &[1, 2, 3])]
+    // A lone bar proves nothing; nothing proves nothing.
+    #[case(&[3], 3, &[])]
+    #[case(&[], 3, &[])]
+    fn a_bar_is_closed_when_a_later_one_is_listed(
+        #[case] listed: &[i64],
+        #[case] end: i64,
+        #[case] closed: &[i64],
+    ) {
+        let got = proven_closed(listed.iter().map(|&t| at(t)).collect(), end);
+        assert_eq!(got.iter().map(|k| k.start_ms).collect::<Vec<_>>(), closed);
+    }
 }

@@ -18,7 +18,7 @@ use crate::{
     models::{
         Page,
         account::{AccountInfo, WalletAccount},
-        market::{InstrumentInfo, Kline, Ticker},
+        market::{InstrumentInfo, Kline, Ticker, proven_closed},
         order::{Execution, Order},
         position::{ClosedPnl, PositionInfo},
     },
@@ -238,6 +238,35 @@ impl BybitClient {
         out.sort_by_key(|k| k.start_ms);
         out.dedup_by_key(|k| k.start_ms);
         Ok(out)
+    }
+
+    /// The klines of `symbol` whose start lies in `[start_ms, end_ms]` and that the exchange
+    /// has shown to be closed, oldest first.
+    ///
+    /// Bybit's kline list holds the bar still open, and "closed by now" judged on our
+    /// estimate of the exchange's clock is wrong whenever the estimate runs ahead of it (by
+    /// up to a round trip; at bybit-sim's accelerated clock that is hundreds of ms of its
+    /// time): the open bar would pass for closed, with the volume of its first moments.
+    /// So the range is read one bar further, and a bar counts as closed only when the
+    /// exchange has begun a later one ([`proven_closed`]). Intervals without a fixed length
+    /// (monthly) are refused.
+    pub async fn closed_klines(
+        &self,
+        symbol: &str,
+        interval: Interval,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Kline>, BybitError> {
+        let len = interval.duration_ms().ok_or_else(|| {
+            BybitError::Config(format!(
+                "closed klines of {symbol}: interval {} has no fixed length",
+                interval.as_str()
+            ))
+        })?;
+        let klines = self
+            .klines(symbol, interval, start_ms, end_ms + len)
+            .await?;
+        Ok(proven_closed(klines, end_ms))
     }
 
     /// Tickers of every linear symbol (one request).
