@@ -150,8 +150,9 @@ impl StageSummary {
     }
 }
 
-/// The `pct`th percentile of sorted values by the nearest-rank method.
-fn nearest_rank(sorted: &[i64], pct: usize) -> Option<i64> {
+/// The `pct`th percentile of sorted values by the nearest-rank method (the method of every
+/// stage figure).
+pub fn nearest_rank(sorted: &[i64], pct: usize) -> Option<i64> {
     if sorted.is_empty() {
         return None;
     }

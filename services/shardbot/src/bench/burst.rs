@@ -157,7 +157,12 @@ max_entry_age_ms = 600000
         );
     }
     let opts = BusOptions::default();
-    let router = Requester::dial(&format!("ipc://{d}/router.rep"), &opts)?;
+    // The last orders of a large burst are answered seconds after its send (the budgets).
+    let patient = BusOptions {
+        request_timeout_ms: 60_000,
+        ..BusOptions::default()
+    };
+    let router = Requester::dial(&format!("ipc://{d}/router.rep"), &patient)?;
     let risk = Requester::dial(&format!("ipc://{d}/risk.rep"), &opts)?;
     wait_ready(&router, &risk)?;
 
@@ -172,14 +177,14 @@ max_entry_age_ms = 600000
     println!("|---|---|---|---|---|---|---|---|");
     let mut bar = 0i64;
     // Not measured: every symbol's leverage is set by its first entry.
-    round(&router, &risk, &universe[..largest], &mut bar)?;
+    round(&rt, &router, &risk, &universe[..largest], &mut bar)?;
     let mut windows = Vec::new();
     for &n in &args.sizes {
         let from_ms = shardbot_protocol::now_ms();
         let (mut first_in, mut last_in, mut first_out, mut last_out) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.rounds {
-            let (entries, exits) = round(&router, &risk, &universe[..n], &mut bar)?;
+            let (entries, exits) = round(&rt, &router, &risk, &universe[..n], &mut bar)?;
             first_in.push(entries[0]);
             last_in.push(entries[entries.len() - 1]);
             first_out.push(exits[0]);
@@ -245,7 +250,77 @@ fn print_stages(journal: &std::path::Path, windows: &[(usize, i64, i64)]) -> any
             println!("| {n} | {kind} | {} | {} |", these.len(), cells.join(" | "));
         }
     }
+    println!();
+    println!(
+        "the first acknowledged order of each burst (ms, p50 / p99 over the bursts; ours = \
+         decided → sent, everything before the exchange's round trip):"
+    );
+    let firsts_shown = [
+        "decided → router",
+        "router → approved",
+        "approved → sent",
+        "sent → acknowledged",
+    ];
+    println!(
+        "| N | kind | bursts | {} | ours |",
+        firsts_shown.join(" | ")
+    );
+    println!("|---|---|---|{}---|", "---|".repeat(firsts_shown.len()));
+    for &(n, from_ms, to_ms) in windows {
+        let all = journal.stages_since(from_ms)?;
+        for (kind, exits) in [("entries", false), ("exits", true)] {
+            let these: Vec<_> = all
+                .iter()
+                .filter(|s| s.router_ms < to_ms && (s.action == "exit") == exits)
+                .cloned()
+                .collect();
+            let firsts = first_of_each_burst(&these);
+            let sum = shardbot_journal::StageSummary::of(&firsts);
+            let mut cells: Vec<String> = firsts_shown
+                .iter()
+                .map(|name| {
+                    let span = sum.spans.iter().find(|s| s.name == *name);
+                    match span.and_then(|s| Some((s.p50?, s.p99?))) {
+                        Some((p50, p99)) => format!("{p50} / {p99}"),
+                        None => "-".into(),
+                    }
+                })
+                .collect();
+            let mut ours: Vec<i64> = firsts.iter().map(|s| s.sent_ms - s.decided_ms).collect();
+            ours.sort_unstable();
+            cells.push(
+                match (
+                    shardbot_journal::nearest_rank(&ours, 50),
+                    shardbot_journal::nearest_rank(&ours, 99),
+                ) {
+                    (Some(p50), Some(p99)) => format!("{p50} / {p99}"),
+                    _ => "-".into(),
+                },
+            );
+            println!(
+                "| {n} | {kind} | {} | {} |",
+                firsts.len(),
+                cells.join(" | ")
+            );
+        }
+    }
     Ok(())
+}
+
+/// The first acknowledged intent of each burst (a burst's intents share their bar; ties
+/// by the router's receipt).
+fn first_of_each_burst(
+    stages: &[shardbot_journal::IntentStages],
+) -> Vec<shardbot_journal::IntentStages> {
+    let mut first: std::collections::BTreeMap<i64, &shardbot_journal::IntentStages> =
+        std::collections::BTreeMap::new();
+    for s in stages {
+        let slot = first.entry(s.bar_close_ms).or_insert(s);
+        if (s.acked_ms, s.router_ms) < (slot.acked_ms, slot.router_ms) {
+            *slot = s;
+        }
+    }
+    first.into_values().cloned().collect()
 }
 
 fn wait_ready(router: &Requester, risk: &Requester) -> anyhow::Result<()> {
@@ -288,6 +363,7 @@ fn wait_ready(router: &Requester, risk: &Requester) -> anyhow::Result<()> {
 /// A burst of entries on `symbols`, then one of exits once the risk manager holds them;
 /// each burst's acknowledgement times in µs, sorted.
 fn round(
+    rt: &tokio::runtime::Runtime,
     router: &Requester,
     risk: &Requester,
     symbols: &[(Symbol, Decimal)],
@@ -295,6 +371,7 @@ fn round(
 ) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
     *bar += 300_000;
     let entries = burst(
+        rt,
         router,
         symbols,
         *bar,
@@ -313,7 +390,7 @@ fn round(
         }
         thread::sleep(Duration::from_millis(20)); // polling the fills' booking
     }
-    let exits = burst(router, symbols, *bar, IntentAction::Exit)?;
+    let exits = burst(rt, router, symbols, *bar, IntentAction::Exit)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(RiskReply::Positions(p)) =
@@ -330,9 +407,12 @@ fn round(
     Ok((entries, exits))
 }
 
-/// N intents at once; each one's answer time in µs from the send, sorted. Every one must
-/// be placed (the sizing and limits are set so).
+/// N intents at once, each from its own task on one requester (as a worker sends a close's
+/// intents: `request_async`, whose calls share tokio's pool of blocking threads, warm after
+/// the first round); each one's answer time in µs from the send, sorted. Every one must be
+/// placed (the sizing and limits are set so).
 fn burst(
+    rt: &tokio::runtime::Runtime,
     router: &Requester,
     symbols: &[(Symbol, Decimal)],
     bar: i64,
@@ -342,49 +422,45 @@ fn burst(
     // first burst of a close does (the pace of the benchmark, not a wait for a result).
     thread::sleep(BUDGET_WINDOW);
     let start = Instant::now();
-    let results: Vec<anyhow::Result<u64>> = thread::scope(|scope| {
-        let hs: Vec<_> = symbols
-            .iter()
-            .map(|(s, p)| {
-                let intent = OrderIntent::new(
-                    "trend_following",
-                    s.clone(),
-                    Interval::M5,
-                    bar,
-                    action,
-                    *p,
-                    None,
-                    None,
-                    shardbot_protocol::now_ms(),
-                );
-                scope.spawn(move || -> anyhow::Result<u64> {
-                    // As a worker: an error reply (an order whose outcome was unknown and
-                    // not found) is answered by sending the intent again.
-                    let mut last = None;
-                    for _ in 0..3 {
-                        match router.request_within::<_, RouterReply>(
-                            &RouterRequest::Submit(intent.clone()),
-                            Duration::from_secs(60),
-                        )? {
-                            RouterReply::Placed { .. } => {
-                                return Ok(start.elapsed().as_micros() as u64);
-                            }
-                            RouterReply::Error(e) => last = Some(e.message),
-                            other => bail!("{s}: {other:?}"),
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (s, p) in symbols {
+            let intent = OrderIntent::new(
+                "trend_following",
+                s.clone(),
+                Interval::M5,
+                bar,
+                action,
+                *p,
+                None,
+                None,
+                shardbot_protocol::now_ms(),
+            );
+            let (router, s) = (router.clone(), s.clone());
+            tasks.spawn(async move {
+                // As a worker: an error reply (an order whose outcome was unknown and not
+                // found) is answered by sending the intent again.
+                let mut last = None;
+                for _ in 0..3 {
+                    match router
+                        .request_async::<_, RouterReply>(RouterRequest::Submit(intent.clone()))
+                        .await?
+                    {
+                        RouterReply::Placed { .. } => {
+                            return Ok(start.elapsed().as_micros() as u64);
                         }
+                        RouterReply::Error(e) => last = Some(e.message),
+                        other => bail!("{s}: {other:?}"),
                     }
-                    bail!("{s}: {last:?}")
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a sender panicked")))
-            })
-            .collect()
-    });
-    let mut times = results.into_iter().collect::<anyhow::Result<Vec<u64>>>()?;
-    times.sort_unstable();
-    Ok(times)
+                }
+                bail!("{s}: {last:?}")
+            });
+        }
+        let mut times = Vec::with_capacity(symbols.len());
+        while let Some(done) = tasks.join_next().await {
+            times.push(done.context("a sender task failed")??);
+        }
+        times.sort_unstable();
+        Ok(times)
+    })
 }
