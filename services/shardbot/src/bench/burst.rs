@@ -214,11 +214,11 @@ max_entry_age_ms = 600000
     Ok(())
 }
 
-/// The journal's stage breakdown of each size's intents, entries and exits apart.
+/// The journal's stage breakdown of each size's intents, entries and exits apart; then
+/// that of each burst's first acknowledged order.
 fn print_stages(journal: &std::path::Path, windows: &[(usize, i64, i64)]) -> anyhow::Result<()> {
+    use shardbot_journal::{IntentStages, StageSummary, nearest_rank};
     let journal = shardbot_journal::Journal::open(journal)?;
-    println!();
-    println!("stages (ms, p50 / p99, from the router's journal; decided = the burst's send):");
     let shown = [
         "decided → router",
         "router → approved",
@@ -226,84 +226,60 @@ fn print_stages(journal: &std::path::Path, windows: &[(usize, i64, i64)]) -> any
         "sent → acknowledged",
         "acknowledged → filled",
     ];
-    println!("| N | kind | intents | {} |", shown.join(" | "));
-    println!("|---|---|---|{}", "---|".repeat(shown.len()));
+    let first_shown = &shown[..4];
+    let cell = |p50: Option<i64>, p99: Option<i64>| match (p50, p99) {
+        (Some(p50), Some(p99)) => format!("{p50} / {p99}"),
+        _ => "-".into(),
+    };
+    let cells = |stages: &[IntentStages], names: &[&str]| -> Vec<String> {
+        let sum = StageSummary::of(stages);
+        names
+            .iter()
+            .map(|name| match sum.spans.iter().find(|s| s.name == *name) {
+                Some(s) => cell(s.p50, s.p99),
+                None => "-".into(),
+            })
+            .collect()
+    };
+    let (mut all_rows, mut first_rows) = (Vec::new(), Vec::new());
     for &(n, from_ms, to_ms) in windows {
         let all = journal.stages_since(from_ms)?;
         for (kind, exits) in [("entries", false), ("exits", true)] {
-            let these: Vec<_> = all
+            let these: Vec<IntentStages> = all
                 .iter()
                 .filter(|s| s.router_ms < to_ms && (s.action == "exit") == exits)
                 .cloned()
                 .collect();
-            let sum = shardbot_journal::StageSummary::of(&these);
-            let cells: Vec<String> = shown
-                .iter()
-                .map(|name| {
-                    let span = sum.spans.iter().find(|s| s.name == *name);
-                    match span.and_then(|s| Some((s.p50?, s.p99?))) {
-                        Some((p50, p99)) => format!("{p50} / {p99}"),
-                        None => "-".into(),
-                    }
-                })
-                .collect();
-            println!("| {n} | {kind} | {} | {} |", these.len(), cells.join(" | "));
+            all_rows.push(format!(
+                "| {n} | {kind} | {} | {} |",
+                these.len(),
+                cells(&these, &shown).join(" | ")
+            ));
+            let firsts = first_of_each_burst(&these);
+            let mut ours: Vec<i64> = firsts.iter().map(|s| s.sent_ms - s.decided_ms).collect();
+            ours.sort_unstable();
+            let mut row = cells(&firsts, first_shown);
+            row.push(cell(nearest_rank(&ours, 50), nearest_rank(&ours, 99)));
+            first_rows.push(format!(
+                "| {n} | {kind} | {} | {} |",
+                firsts.len(),
+                row.join(" | ")
+            ));
         }
     }
+    println!();
+    println!("stages (ms, p50 / p99, from the router's journal; decided = the burst's send):");
+    println!("| N | kind | intents | {} |", shown.join(" | "));
+    println!("|---|---|---|{}", "---|".repeat(shown.len()));
+    all_rows.iter().for_each(|r| println!("{r}"));
     println!();
     println!(
         "the first acknowledged order of each burst (ms, p50 / p99 over the bursts; ours = \
          decided → sent, everything before the exchange's round trip):"
     );
-    let firsts_shown = [
-        "decided → router",
-        "router → approved",
-        "approved → sent",
-        "sent → acknowledged",
-    ];
-    println!(
-        "| N | kind | bursts | {} | ours |",
-        firsts_shown.join(" | ")
-    );
-    println!("|---|---|---|{}---|", "---|".repeat(firsts_shown.len()));
-    for &(n, from_ms, to_ms) in windows {
-        let all = journal.stages_since(from_ms)?;
-        for (kind, exits) in [("entries", false), ("exits", true)] {
-            let these: Vec<_> = all
-                .iter()
-                .filter(|s| s.router_ms < to_ms && (s.action == "exit") == exits)
-                .cloned()
-                .collect();
-            let firsts = first_of_each_burst(&these);
-            let sum = shardbot_journal::StageSummary::of(&firsts);
-            let mut cells: Vec<String> = firsts_shown
-                .iter()
-                .map(|name| {
-                    let span = sum.spans.iter().find(|s| s.name == *name);
-                    match span.and_then(|s| Some((s.p50?, s.p99?))) {
-                        Some((p50, p99)) => format!("{p50} / {p99}"),
-                        None => "-".into(),
-                    }
-                })
-                .collect();
-            let mut ours: Vec<i64> = firsts.iter().map(|s| s.sent_ms - s.decided_ms).collect();
-            ours.sort_unstable();
-            cells.push(
-                match (
-                    shardbot_journal::nearest_rank(&ours, 50),
-                    shardbot_journal::nearest_rank(&ours, 99),
-                ) {
-                    (Some(p50), Some(p99)) => format!("{p50} / {p99}"),
-                    _ => "-".into(),
-                },
-            );
-            println!(
-                "| {n} | {kind} | {} | {} |",
-                firsts.len(),
-                cells.join(" | ")
-            );
-        }
-    }
+    println!("| N | kind | bursts | {} | ours |", first_shown.join(" | "));
+    println!("|---|---|---|{}---|", "---|".repeat(first_shown.len()));
+    first_rows.iter().for_each(|r| println!("{r}"));
     Ok(())
 }
 
