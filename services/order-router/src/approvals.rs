@@ -33,10 +33,10 @@ pub struct Approvals {
 }
 
 impl Approvals {
-    /// Starts the loop on the current (actix) runtime.
-    pub fn start(risk: Requester, gather: Duration) -> Approvals {
+    /// Starts the loop on `runtime` (the order path's).
+    pub fn start(risk: Requester, gather: Duration, runtime: &tokio::runtime::Handle) -> Approvals {
         let (tx, rx) = mpsc::unbounded_channel();
-        actix::spawn(run(risk, gather, rx));
+        runtime.spawn(run(risk, gather, rx));
         Approvals { tx }
     }
 
@@ -83,7 +83,7 @@ async fn run(risk: Requester, gather: Duration, mut rx: mpsc::UnboundedReceiver<
                         // alone, where the risk manager answers once it can.
                         None => {
                             let risk = risk.clone();
-                            actix::spawn(async move {
+                            tokio::spawn(async move {
                                 let answer = risk
                                     .request_async::<_, RiskReply>(RiskRequest::Approve(ask.intent))
                                     .await

@@ -52,10 +52,10 @@ pub struct Desk {
 }
 
 impl Desk {
-    /// Starts the desk's loop on the current (actix) runtime.
-    pub fn start(client: BybitClient) -> Desk {
+    /// Starts the desk's loop on `runtime` (the order path's).
+    pub fn start(client: BybitClient, runtime: &tokio::runtime::Handle) -> Desk {
         let (tx, rx) = mpsc::unbounded_channel();
-        actix::spawn(run(client, rx));
+        runtime.spawn(run(client, rx));
         Desk { tx }
     }
 
@@ -174,8 +174,8 @@ fn send_head(
                 let sent: Vec<Pending> = queue.drain(..n).collect();
                 let client = client.clone();
                 match route {
-                    Route::Single => actix::spawn(single(client, sent, reservation)),
-                    Route::Batch(_) => actix::spawn(batch(client, sent, reservation)),
+                    Route::Single => tokio::spawn(single(client, sent, reservation)),
+                    Route::Batch(_) => tokio::spawn(batch(client, sent, reservation)),
                 };
                 return Ok(None);
             }

@@ -174,7 +174,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
             "account read; connecting the private stream"
         );
         let clock = client.clock().clone();
-        let addr = Router::new(
+        let router = Router::new(
             client,
             risk,
             publisher,
@@ -185,10 +185,18 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
                 max_entry_age_ms,
                 approval_gather: std::time::Duration::from_millis(rs.approval_gather_ms),
             },
-        )
-        .inject_panic_on(inject_panic_on)
-        .with_alerts(alerts)
-        .start();
+        );
+        let router = match router {
+            Ok(r) => r,
+            Err(e) => {
+                shutdown.fatal(format!("cannot start the order path: {e}"));
+                return;
+            }
+        };
+        let addr = router
+            .inject_panic_on(inject_panic_on)
+            .with_alerts(alerts)
+            .start();
         let (ws, mut rx) = spawn_private(&urls.private_ws, credentials, clock, ws_cfg);
         let events = addr.clone();
         // Intents are served only once the private stream is subscribed, so every order

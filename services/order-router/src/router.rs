@@ -21,7 +21,7 @@ use shardbot_protocol::{
     ErrorReply, FlattenReport, Instrument, IntentId, OrderEvent, OrderIntent, Refusal, RefusalCode,
     RiskReply, RiskRequest, RouterReply, Side, Symbol, TimestampMs,
 };
-use shardbot_service::alert::Alerts;
+use shardbot_service::{StartError, alert::Alerts};
 
 use crate::{
     approvals::Approvals,
@@ -67,6 +67,30 @@ pub struct Router {
     inject_panic_on: Option<Symbol>,
     /// `[alerts]`: every flatten's end is sent to the webhook.
     alerts: Alerts,
+    /// The order path's own thread ([`order_path`]): attempts, approvals and the desk.
+    orders: tokio::runtime::Handle,
+    /// `client` with connections of the order path's own (`with_own_connections`).
+    order_client: BybitClient,
+}
+
+/// A runtime on a thread of its own for the order path: every attempt, the approval loop
+/// and the desk run there (with HTTP connections of their own, `order_client`), while the
+/// actor's thread takes in the intents and journals what they did. On the actor's thread,
+/// the first intent of a burst waited while the actor took in the rest: actix handles
+/// waiting messages back to back, and a task woken from another thread (an approval's
+/// answer) is picked up only after some of those ready there. Timed at 150 intents
+/// (`shardbot bench burst`), the answer to the first approval reached its attempt 2-6 ms
+/// after the risk manager sent it. A panic there ends the process like any other
+/// (crash-only).
+fn order_path() -> Result<tokio::runtime::Handle, StartError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("router-orders".into())
+        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    Ok(handle)
 }
 
 /// How long an intent may take the router: `router.max_entry_age_ms`, and
@@ -87,16 +111,18 @@ impl Router {
         placed: HashMap<String, String>,
         journal: Journal,
         pacing: Pacing,
-    ) -> Router {
+    ) -> Result<Router, StartError> {
         let Pacing {
             max_entry_age_ms,
             approval_gather,
         } = pacing;
         let newest_fill_ms = journal.newest_fill_ms().ok().flatten().unwrap_or(0);
-        Router {
+        let orders = order_path()?;
+        let order_client = client.with_own_connections()?;
+        Ok(Router {
             ordered: std::collections::HashSet::new(),
-            desk: Desk::start(client.clone()),
-            approvals: Approvals::start(risk.clone(), approval_gather),
+            desk: Desk::start(order_client.clone(), &orders),
+            approvals: Approvals::start(risk.clone(), approval_gather, &orders),
             client,
             risk,
             publisher,
@@ -111,7 +137,9 @@ impl Router {
             flattens: HashMap::new(),
             inject_panic_on: None,
             alerts: Alerts::none(),
-        }
+            orders,
+            order_client,
+        })
     }
 
     /// Sends every flatten's end to `[alerts]`' webhook.
@@ -677,7 +705,7 @@ impl Handler<Submit> for Router {
             Admission::Start { look_first } => look_first,
         };
         let attempt = Attempt {
-            client: self.client.clone(),
+            client: self.order_client.clone(),
             desk: self.desk.clone(),
             approvals: self.approvals.clone(),
             instrument: self.instruments.get(&msg.intent.symbol).cloned(),
@@ -689,7 +717,7 @@ impl Handler<Submit> for Router {
         };
         let addr = ctx.address();
         let intent = msg.intent;
-        actix::spawn(async move {
+        self.orders.spawn(async move {
             let (outcome, stamps) = attempt.run(intent.clone(), now_ms).await;
             addr.do_send(Done {
                 link,

@@ -83,6 +83,14 @@ impl BybitClient {
         &self.raw
     }
 
+    /// This client with a connection pool of its own ([`RawClient::with_own_connections`]):
+    /// the same keys, budgets and clock.
+    pub fn with_own_connections(&self) -> Result<BybitClient, BybitError> {
+        Ok(BybitClient {
+            raw: self.raw.with_own_connections()?,
+        })
+    }
+
     /// The exchange's clock (set by [`sync_time`](Self::sync_time), replay-aware): the time
     /// a service judges by.
     pub fn clock(&self) -> &Arc<ServerClock> {

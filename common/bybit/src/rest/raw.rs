@@ -166,6 +166,16 @@ impl ServerClock {
     }
 }
 
+fn http_client() -> Result<reqwest::Client, BybitError> {
+    // rustls with the ring provider: install it once per process (a second install
+    // attempt returns Err, which is fine).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("shardbot/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| BybitError::Config(format!("cannot build the HTTP client: {e}")))
+}
+
 #[derive(Debug, Clone)]
 pub struct RawClient {
     http: reqwest::Client,
@@ -188,20 +198,23 @@ impl RawClient {
         credentials: Option<Credentials>,
         limiter: Arc<RateLimiter>,
     ) -> Result<RawClient, BybitError> {
-        // rustls with the ring provider: install it once per process (a second install
-        // attempt returns Err, which is fine).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("shardbot/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| BybitError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(RawClient {
-            http,
+            http: http_client()?,
             config,
             credentials,
             limiter,
             clock: Arc::new(ServerClock::default()),
             clock_warned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        })
+    }
+
+    /// The same client (keys, budgets, clock) with a connection pool of its own, for a
+    /// tokio runtime of its own: a connection's I/O is driven by the runtime that opened
+    /// it, so a client shared by two runtimes makes each wait on the other's thread.
+    pub fn with_own_connections(&self) -> Result<RawClient, BybitError> {
+        Ok(RawClient {
+            http: http_client()?,
+            ..self.clone()
         })
     }
 

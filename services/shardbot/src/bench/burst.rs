@@ -256,10 +256,14 @@ fn print_stages(journal: &std::path::Path, windows: &[(usize, i64, i64)]) -> any
                 cells(&these, &shown).join(" | ")
             ));
             let firsts = first_of_each_burst(&these);
-            let mut ours: Vec<i64> = firsts.iter().map(|s| s.sent_ms - s.decided_ms).collect();
-            ours.sort_unstable();
+            let span = |to: fn(&IntentStages) -> i64| {
+                let mut ms: Vec<i64> = firsts.iter().map(|s| to(s) - s.decided_ms).collect();
+                ms.sort_unstable();
+                cell(nearest_rank(&ms, 50), nearest_rank(&ms, 99))
+            };
             let mut row = cells(&firsts, first_shown);
-            row.push(cell(nearest_rank(&ours, 50), nearest_rank(&ours, 99)));
+            row.push(span(|s| s.sent_ms));
+            row.push(span(|s| s.acked_ms));
             first_rows.push(format!(
                 "| {n} | {kind} | {} | {} |",
                 firsts.len(),
@@ -275,10 +279,14 @@ fn print_stages(journal: &std::path::Path, windows: &[(usize, i64, i64)]) -> any
     println!();
     println!(
         "the first acknowledged order of each burst (ms, p50 / p99 over the bursts; ours = \
-         decided → sent, everything before the exchange's round trip):"
+         decided → sent, everything before the exchange's round trip; decided → acknowledged \
+         = when the router heard the exchange's answer):"
     );
-    println!("| N | kind | bursts | {} | ours |", first_shown.join(" | "));
-    println!("|---|---|---|{}---|", "---|".repeat(first_shown.len()));
+    println!(
+        "| N | kind | bursts | {} | ours | decided → acknowledged |",
+        first_shown.join(" | ")
+    );
+    println!("|---|---|---|{}---|---|", "---|".repeat(first_shown.len()));
     first_rows.iter().for_each(|r| println!("{r}"));
     Ok(())
 }
