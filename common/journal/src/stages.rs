@@ -150,6 +150,20 @@ impl StageSummary {
     }
 }
 
+/// The first order acknowledged at each bar close (ties by the router's receipt), in the
+/// order of their closes: where the first order of a close spent its time.
+pub fn first_acknowledged_per_close(stages: &[IntentStages]) -> Vec<IntentStages> {
+    let mut first: std::collections::BTreeMap<TimestampMs, &IntentStages> =
+        std::collections::BTreeMap::new();
+    for s in stages {
+        let slot = first.entry(s.bar_close_ms).or_insert(s);
+        if (s.acked_ms, s.router_ms) < (slot.acked_ms, slot.router_ms) {
+            *slot = s;
+        }
+    }
+    first.into_values().cloned().collect()
+}
+
 /// The `pct`th percentile of sorted values by the nearest-rank method (the method of every
 /// stage figure).
 pub fn nearest_rank(sorted: &[i64], pct: usize) -> Option<i64> {
@@ -402,6 +416,40 @@ mod tests {
         let gateway = span("bar close → gateway");
         assert_eq!((gateway.count, gateway.p50), (99, Some(31)));
         assert_eq!(StageSummary::of(&[]).spans[0].p50, None);
+    }
+
+    #[test]
+    fn the_first_order_of_each_close_is_its_first_acknowledged() {
+        let base = IntentStages::of(
+            &intent("BTCUSDT", 1_700_000_400_040),
+            stamps(1_700_000_400_045),
+        );
+        let at =
+            |close: TimestampMs, symbol: &str, router_ms: TimestampMs, acked_ms| IntentStages {
+                symbol: symbol.into(),
+                bar_close_ms: close,
+                router_ms,
+                acked_ms,
+                ..base.clone()
+            };
+        let stages = [
+            // The second close first: its first to reach the router is not its first ack.
+            at(600_000, "A", 10, 40),
+            at(600_000, "B", 12, 30),
+            at(300_000, "C", 5, 20),
+            // A tie on the ack goes to the first one the router received.
+            at(300_000, "D", 4, 20),
+            at(300_000, "E", 1, 25),
+        ];
+        let firsts: Vec<(TimestampMs, String)> = first_acknowledged_per_close(&stages)
+            .into_iter()
+            .map(|s| (s.bar_close_ms, s.symbol))
+            .collect();
+        assert_eq!(
+            firsts,
+            vec![(300_000, "D".to_owned()), (600_000, "B".to_owned())]
+        );
+        assert!(first_acknowledged_per_close(&[]).is_empty());
     }
 
     #[test]

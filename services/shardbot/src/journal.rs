@@ -301,21 +301,41 @@ pub fn stages(args: StagesArgs) -> anyhow::Result<()> {
         "(bar close = the exchange's time; the other stages are this machine's clock: across hosts \
          they assume synchronised clocks)"
     );
+    let ms = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let row = |name: &str, count: usize, p50: Option<i64>, p99: Option<i64>| {
+        println!("{name:<26} {count:>8} {:>10} {:>10}", ms(p50), ms(p99));
+    };
     println!();
     println!(
         "{:<26} {:>8} {:>10} {:>10}",
         "span", "intents", "p50 ms", "p99 ms"
     );
-    let ms = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
     for span in shardbot_journal::StageSummary::of(&stages).spans {
-        println!(
-            "{:<26} {:>8} {:>10} {:>10}",
-            span.name,
-            span.count,
-            ms(span.p50),
-            ms(span.p99)
-        );
+        row(span.name, span.count, span.p50, span.p99);
     }
+    // The first order of a close is where a close's latency is judged: from the bar's
+    // close reaching the gateway to the exchange's acknowledgement.
+    let firsts = shardbot_journal::first_acknowledged_per_close(&stages);
+    println!();
+    println!("the first order acknowledged at each close:");
+    println!(
+        "{:<26} {:>8} {:>10} {:>10}",
+        "span", "closes", "p50 ms", "p99 ms"
+    );
+    for span in shardbot_journal::StageSummary::of(&firsts).spans {
+        row(span.name, span.count, span.p50, span.p99);
+    }
+    let mut from_gateway: Vec<i64> = firsts
+        .iter()
+        .filter_map(|s| Some(s.acked_ms - s.received_ms?))
+        .collect();
+    from_gateway.sort_unstable();
+    row(
+        "gateway → acknowledged",
+        from_gateway.len(),
+        shardbot_journal::nearest_rank(&from_gateway, 50),
+        shardbot_journal::nearest_rank(&from_gateway, 99),
+    );
     Ok(())
 }
 

@@ -217,7 +217,9 @@ max_entry_age_ms = 600000
 /// The journal's stage breakdown of each size's intents, entries and exits apart; then
 /// that of each burst's first acknowledged order.
 fn print_stages(journal: &std::path::Path, windows: &[(usize, i64, i64)]) -> anyhow::Result<()> {
-    use shardbot_journal::{IntentStages, StageSummary, nearest_rank};
+    use shardbot_journal::{
+        IntentStages, StageSummary, first_acknowledged_per_close, nearest_rank,
+    };
     let journal = shardbot_journal::Journal::open(journal)?;
     let shown = [
         "decided → router",
@@ -255,7 +257,7 @@ fn print_stages(journal: &std::path::Path, windows: &[(usize, i64, i64)]) -> any
                 these.len(),
                 cells(&these, &shown).join(" | ")
             ));
-            let firsts = first_of_each_burst(&these);
+            let firsts = first_acknowledged_per_close(&these);
             let span = |to: fn(&IntentStages) -> i64| {
                 let mut ms: Vec<i64> = firsts.iter().map(|s| to(s) - s.decided_ms).collect();
                 ms.sort_unstable();
@@ -289,22 +291,6 @@ fn print_stages(journal: &std::path::Path, windows: &[(usize, i64, i64)]) -> any
     println!("|---|---|---|{}---|---|", "---|".repeat(first_shown.len()));
     first_rows.iter().for_each(|r| println!("{r}"));
     Ok(())
-}
-
-/// The first acknowledged intent of each burst (a burst's intents share their bar; ties
-/// by the router's receipt).
-fn first_of_each_burst(
-    stages: &[shardbot_journal::IntentStages],
-) -> Vec<shardbot_journal::IntentStages> {
-    let mut first: std::collections::BTreeMap<i64, &shardbot_journal::IntentStages> =
-        std::collections::BTreeMap::new();
-    for s in stages {
-        let slot = first.entry(s.bar_close_ms).or_insert(s);
-        if (s.acked_ms, s.router_ms) < (slot.acked_ms, slot.router_ms) {
-            *slot = s;
-        }
-    }
-    first.into_values().cloned().collect()
 }
 
 fn wait_ready(router: &Requester, risk: &Requester) -> anyhow::Result<()> {
