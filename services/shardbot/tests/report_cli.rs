@@ -239,4 +239,20 @@ fn stages_summarise_the_newest_closes_of_the_journal() {
             .collect::<Vec<_>>()[3..],
         ["3", "7", "500"]
     );
+    // The first order acknowledged at each close: the newer close's is BTCUSDT (approved
+    // after 3 ms), 24 ms from the gateway's receipt to the acknowledgement; the older
+    // close's, 521 ms.
+    let firsts = |out: &str, name: &str| -> Vec<String> {
+        out.lines()
+            .skip_while(|l| !l.starts_with("the first order acknowledged at each close"))
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no first-order {name} in {out}"))
+            .split_whitespace()
+            .skip(3)
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(firsts(&out, "gateway → acknowledged"), ["1", "24", "24"]);
+    assert_eq!(firsts(&all, "gateway → acknowledged"), ["2", "24", "521"]);
+    assert_eq!(firsts(&all, "router → approved"), ["2", "3", "500"]);
 }
