@@ -39,7 +39,6 @@ pub use balances::{EquitySample, Period, SimulatedBalance, period_at, periods};
 pub use export::{TRADE_CSV_HEADER, write_trades_csv};
 pub use stages::{
     IntentStages, RouterStamps, SPANS, SpanSummary, StageSummary, first_acknowledged_per_close,
-    nearest_rank,
 };
 pub use trades::{
     BalanceSnapshot, Discrepancy, ExchangeNumbers, JournalFill, ReconciliationRun, TradeRecord,

@@ -123,6 +123,20 @@ pub struct SpanSummary {
     pub p99: Option<i64>,
 }
 
+impl SpanSummary {
+    /// The span `name` over `values` (ms, any order).
+    pub fn of(name: &'static str, values: impl IntoIterator<Item = i64>) -> SpanSummary {
+        let mut v: Vec<i64> = values.into_iter().collect();
+        v.sort_unstable();
+        SpanSummary {
+            name,
+            count: v.len(),
+            p50: nearest_rank(&v, 50),
+            p99: nearest_rank(&v, 99),
+        }
+    }
+}
+
 /// Every span of [`SPANS`] over a set of intents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageSummary {
@@ -135,16 +149,7 @@ impl StageSummary {
         let spans = SPANS
             .iter()
             .enumerate()
-            .map(|(i, name)| {
-                let mut v: Vec<i64> = all.iter().filter_map(|s| s[i]).collect();
-                v.sort_unstable();
-                SpanSummary {
-                    name,
-                    count: v.len(),
-                    p50: nearest_rank(&v, 50),
-                    p99: nearest_rank(&v, 99),
-                }
-            })
+            .map(|(i, name)| SpanSummary::of(name, all.iter().filter_map(|s| s[i])))
             .collect();
         StageSummary { spans }
     }
@@ -166,7 +171,7 @@ pub fn first_acknowledged_per_close(stages: &[IntentStages]) -> Vec<IntentStages
 
 /// The `pct`th percentile of sorted values by the nearest-rank method (the method of every
 /// stage figure).
-pub fn nearest_rank(sorted: &[i64], pct: usize) -> Option<i64> {
+fn nearest_rank(sorted: &[i64], pct: usize) -> Option<i64> {
     if sorted.is_empty() {
         return None;
     }

@@ -272,6 +272,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
 /// Where the time of the order path goes, from the journal's stages of every placed
 /// intent: each span's p50 and p99 over the newest `--closes` bar closes.
 pub fn stages(args: StagesArgs) -> anyhow::Result<()> {
+    use shardbot_journal::{SpanSummary, StageSummary};
     if args.closes == 0 {
         bail!("--closes must be at least 1");
     }
@@ -302,39 +303,35 @@ pub fn stages(args: StagesArgs) -> anyhow::Result<()> {
          they assume synchronised clocks)"
     );
     let ms = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-    let row = |name: &str, count: usize, p50: Option<i64>, p99: Option<i64>| {
-        println!("{name:<26} {count:>8} {:>10} {:>10}", ms(p50), ms(p99));
+    let table = |title: Option<&str>, counted: &str, spans: &[SpanSummary]| {
+        println!();
+        if let Some(t) = title {
+            println!("{t}");
+        }
+        println!(
+            "{:<26} {:>8} {:>10} {:>10}",
+            "span", counted, "p50 ms", "p99 ms"
+        );
+        for s in spans {
+            let (name, count) = (s.name, s.count);
+            println!("{name:<26} {count:>8} {:>10} {:>10}", ms(s.p50), ms(s.p99));
+        }
     };
-    println!();
-    println!(
-        "{:<26} {:>8} {:>10} {:>10}",
-        "span", "intents", "p50 ms", "p99 ms"
-    );
-    for span in shardbot_journal::StageSummary::of(&stages).spans {
-        row(span.name, span.count, span.p50, span.p99);
-    }
+    table(None, "intents", &StageSummary::of(&stages).spans);
     // The first order of a close is where a close's latency is judged: from the bar's
     // close reaching the gateway to the exchange's acknowledgement.
     let firsts = shardbot_journal::first_acknowledged_per_close(&stages);
-    println!();
-    println!("the first order acknowledged at each close:");
-    println!(
-        "{:<26} {:>8} {:>10} {:>10}",
-        "span", "closes", "p50 ms", "p99 ms"
-    );
-    for span in shardbot_journal::StageSummary::of(&firsts).spans {
-        row(span.name, span.count, span.p50, span.p99);
-    }
-    let mut from_gateway: Vec<i64> = firsts
-        .iter()
-        .filter_map(|s| Some(s.acked_ms - s.received_ms?))
-        .collect();
-    from_gateway.sort_unstable();
-    row(
+    let mut spans = StageSummary::of(&firsts).spans;
+    spans.push(SpanSummary::of(
         "gateway → acknowledged",
-        from_gateway.len(),
-        shardbot_journal::nearest_rank(&from_gateway, 50),
-        shardbot_journal::nearest_rank(&from_gateway, 99),
+        firsts
+            .iter()
+            .filter_map(|s| Some(s.acked_ms - s.received_ms?)),
+    ));
+    table(
+        Some("the first order acknowledged at each close:"),
+        "closes",
+        &spans,
     );
     Ok(())
 }

@@ -217,9 +217,7 @@ max_entry_age_ms = 600000
 /// The journal's stage breakdown of each size's intents, entries and exits apart; then
 /// that of each burst's first acknowledged order.
 fn print_stages(journal: &std::path::Path, windows: &[(usize, i64, i64)]) -> anyhow::Result<()> {
-    use shardbot_journal::{
-        IntentStages, StageSummary, first_acknowledged_per_close, nearest_rank,
-    };
+    use shardbot_journal::{IntentStages, SpanSummary, StageSummary, first_acknowledged_per_close};
     let journal = shardbot_journal::Journal::open(journal)?;
     let shown = [
         "decided → router",
@@ -258,14 +256,13 @@ fn print_stages(journal: &std::path::Path, windows: &[(usize, i64, i64)]) -> any
                 cells(&these, &shown).join(" | ")
             ));
             let firsts = first_acknowledged_per_close(&these);
-            let span = |to: fn(&IntentStages) -> i64| {
-                let mut ms: Vec<i64> = firsts.iter().map(|s| to(s) - s.decided_ms).collect();
-                ms.sort_unstable();
-                cell(nearest_rank(&ms, 50), nearest_rank(&ms, 99))
+            let from_decision = |name, to: fn(&IntentStages) -> i64| {
+                let s = SpanSummary::of(name, firsts.iter().map(|s| to(s) - s.decided_ms));
+                cell(s.p50, s.p99)
             };
             let mut row = cells(&firsts, first_shown);
-            row.push(span(|s| s.sent_ms));
-            row.push(span(|s| s.acked_ms));
+            row.push(from_decision("ours", |s| s.sent_ms));
+            row.push(from_decision("decided → acknowledged", |s| s.acked_ms));
             first_rows.push(format!(
                 "| {n} | {kind} | {} | {} |",
                 firsts.len(),
