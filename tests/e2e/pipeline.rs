@@ -25,7 +25,8 @@ use std::{
 use shardbot_bus::{BusOptions, Replier, Subscriber};
 use shardbot_e2e::{FAST_PARAMS, Stack};
 use shardbot_protocol::{
-    Bar, Event, Interval, OrderIntent, RouterReply, RouterRequest, ServiceState, Shard, Symbol,
+    Bar, CloseProgress, Event, IntentAction, Interval, OrderIntent, RouterReply, RouterRequest,
+    ServiceState, Shard, Symbol,
 };
 
 const STEP: i64 = 60_000;
@@ -131,6 +132,7 @@ impl BarTap {
 struct Router {
     intents: Arc<Mutex<Vec<(Instant, OrderIntent)>>>,
     announced: Arc<Mutex<Vec<(Instant, String)>>>,
+    reports: Arc<Mutex<Vec<CloseProgress>>>,
 }
 
 impl Router {
@@ -140,6 +142,8 @@ impl Router {
         let announced: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
         let log = intents.clone();
         let parameters = announced.clone();
+        let reports: Arc<Mutex<Vec<CloseProgress>>> = Arc::default();
+        let progress = reports.clone();
         std::thread::spawn(move || {
             let _ = replier.serve(
                 |request: RouterRequest| {
@@ -151,6 +155,10 @@ impl Router {
                         }
                         RouterRequest::Flatten { .. } => {
                             panic!("a worker asked for a flatten: {request:?}")
+                        }
+                        RouterRequest::CloseProgress(p) => {
+                            progress.lock().unwrap().push(p);
+                            return RouterReply::Recorded { new: true };
                         }
                     };
                     let mut log = log.lock().unwrap();
@@ -166,7 +174,16 @@ impl Router {
                 |e| panic!("a worker sent an undecodable request: {e}"),
             );
         });
-        Router { intents, announced }
+        Router {
+            intents,
+            announced,
+            reports,
+        }
+    }
+
+    /// The close progress reports, in arrival order.
+    fn reports(&self) -> Vec<CloseProgress> {
+        self.reports.lock().unwrap().clone()
     }
 
     /// The parameters announced, each parsed, with when.
@@ -321,6 +338,57 @@ fn gateway_and_workers_on_the_full_sim_universe() {
         "live bars of every symbol",
         Duration::from_secs(60),
         || tap.slowest(&universe).is_some(),
+    );
+    // Each shard reports a live close as decided with the entries it marked for it: the
+    // router's count of what can still come ends at zero.
+    // (A close before every symbol has live bars stays undecided: the router's
+    // `close_wait_ms` ends its wait.)
+    let all_live = tap.newest().unwrap();
+    let mut live_entry = None;
+    wait_until(
+        &mut stack,
+        "an entry marked with its shard at a close with every symbol live",
+        Duration::from_secs(120),
+        || {
+            live_entry = router
+                .snapshot()
+                .into_iter()
+                .map(|(_, i)| i)
+                .find(|i| i.shard.is_some() && i.bar_open_time_ms > all_live);
+            live_entry.is_some()
+        },
+    );
+    let live_entry = live_entry.unwrap();
+    let of_shard = live_entry.shard.unwrap();
+    assert!(matches!(live_entry.action, IntentAction::Enter { .. }));
+    wait_until(
+        &mut stack,
+        "the shard's report of the close as decided, counting its marked entries",
+        Duration::from_secs(30),
+        || {
+            let marked: BTreeSet<String> = router
+                .snapshot()
+                .iter()
+                .filter(|(_, i)| {
+                    i.shard == Some(of_shard) && i.bar_open_time_ms == live_entry.bar_open_time_ms
+                })
+                .map(|(_, i)| i.symbol.to_string())
+                .collect();
+            router.reports().iter().any(|p| {
+                p.shard == of_shard
+                    && p.bar_open_time_ms == live_entry.bar_open_time_ms
+                    && p.undecided == 0
+                    && p.entries as usize == marked.len()
+            })
+        },
+    );
+    // And its first bar of the close was reported with symbols still undecided.
+    assert!(
+        router.reports().iter().any(|p| p.shard == of_shard
+            && p.bar_open_time_ms == live_entry.bar_open_time_ms
+            && p.undecided > 0),
+        "{:?}",
+        router.reports()
     );
     // Every worker has warmed every symbol it owns (no risk manager runs here, so they
     // stay "degraded: positions unknown", which is what they should say).

@@ -14,7 +14,7 @@ use shardbot_bus::{BusOptions, Requester};
 use shardbot_bybit::models::market::InstrumentInfo;
 use shardbot_e2e::Stack;
 use shardbot_protocol::{
-    IntentAction, Interval, OrderIntent, RouterReply, RouterRequest, Side, Symbol,
+    CloseProgress, IntentAction, Interval, OrderIntent, RouterReply, RouterRequest, Side, Symbol,
 };
 
 const CONFIG: &str = r#"
@@ -46,6 +46,24 @@ fn intent(symbol: &str, bar: i64, action: IntentAction, price: Decimal) -> Order
         None,
         shardbot_protocol::now_ms(),
     )
+}
+
+/// A worker shard's report of its progress through the close of `bar`, as a worker sends
+/// it at the close's first bar and once every symbol it owns has had the bar.
+fn report(req: &Requester, shard: &str, bar: i64, undecided: u32, entries: u32) {
+    let p = CloseProgress {
+        shard: shard.parse().unwrap(),
+        interval: Interval::M5,
+        bar_open_time_ms: bar,
+        undecided,
+        entries,
+    };
+    match req
+        .request_within::<_, RouterReply>(&RouterRequest::CloseProgress(p), Duration::from_secs(10))
+    {
+        Ok(RouterReply::Recorded { .. }) => {}
+        other => panic!("the router did not take {p:?}: {other:?}"),
+    }
 }
 
 /// As a worker delivers an intent: resent by the bus until answered, and sent again after
@@ -291,7 +309,7 @@ fn exits_go_first_and_stale_entries_are_not_sent() {
     // (with 240 listed and a margin of 40, 48 s, too close to the wait below on a busy
     // machine: it failed once in ten runs of the whole suite).
     let mut stack = Stack::new(&format!(
-        "{}\n[router]\nmax_entry_age_ms = 1800\n",
+        "{}\n[router]\nmax_entry_age_ms = 1800\nclose_wait_ms = 1000\n",
         CONFIG.replace("symbols = 60", "symbols = 150")
     ));
     stack.write(
@@ -465,31 +483,38 @@ fn exits_go_first_and_stale_entries_are_not_sent() {
 
 /// An order of a batch refused by the exchange (110007) while the batch's other orders
 /// are placed: the router answers the refused intent with the exchange's reason, places
-/// each of the others once, and the risk manager stops counting the refused one. With
-/// `router.approval_gather_ms`, the close's three entries are approved in one round trip
-/// and reach the order desk together, which sends three queued orders with both budgets
-/// free as one batch (`plan::routes`); bybit-sim counts the refusal as met inside a
-/// batch, so the test fails if the orders went out one by one.
+/// each of the others once, and the risk manager stops counting the refused one. The
+/// close's shard owns more symbols than the limits have room for, so its three entries
+/// wait until it reports the close decided, are approved in one round trip and reach the
+/// order desk together, which sends three queued orders with both budgets free as one
+/// batch (`plan::routes`); bybit-sim counts the refusal as met inside a batch, so the test
+/// fails if the orders went out one by one.
 #[test]
 fn an_order_refused_inside_a_batch_is_answered_alone_and_the_others_are_placed() {
-    let mut stack = Stack::new(&format!("{CONFIG}\n[router]\napproval_gather_ms = 300\n"));
+    let mut stack = Stack::new(CONFIG);
     stack.write("trading_settings.json", SETTINGS);
     let (rt, sim) = stack.start_sim();
     let (instruments, prices) = shardbot_e2e::sim_market(&rt, &sim);
     let d = fitting(&instruments, &prices, 3);
     let (router, risk) = order_path_ready(&mut stack);
     let buy = IntentAction::Enter { side: Side::Buy };
-    let entries: Vec<OrderIntent> = d.iter().map(|s| intent(s, 3, buy, prices[s])).collect();
+    let entries: Vec<OrderIntent> = d
+        .iter()
+        .map(|s| intent(s, 3, buy, prices[s]).of_shard("0/1".parse().unwrap()))
+        .collect();
     let link_of = |i: &OrderIntent| i.intent_id.order_link_id();
     stack.admin(
         "/admin/faults",
         &format!(r#"{{"refuse_symbol": "{}"}}"#, d[1]),
     );
+    // The shard's first bar: 100 symbols undecided, more than the room of 40.
+    report(&router, "0/1", 3, 100, 0);
     let replies: Vec<RouterReply> = std::thread::scope(|scope| {
         let hs: Vec<_> = entries
             .iter()
             .map(|i| scope.spawn(|| deliver(&router, i)))
             .collect();
+        report(&router, "0/1", 3, 0, 3);
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     stack.admin("/admin/faults", "{}");
@@ -541,15 +566,16 @@ fn an_order_refused_inside_a_batch_is_answered_alone_and_the_others_are_placed()
     stack.assert_alive();
 }
 
-/// When a limit cuts a bar close's entries, the ones that win are the backtest's: with
-/// `router.approval_gather_ms` above the close's spread, the close's intents are judged
-/// together in the risk rules' order (entries by symbol), whatever order they arrive in.
-/// Ten entries arrive in reverse symbol order, one by one a few ms apart, with room for
+/// When a limit cuts a bar close's entries, the ones that win are the backtest's: the
+/// close's entries wait, while the room could not hold every entry still possible, until
+/// its shards have decided it and their entries have arrived, then are judged together in
+/// the risk rules' order (entries by symbol), whatever order they arrived in. Two shards;
+/// ten entries arrive in reverse symbol order, one by one a few ms apart, with room for
 /// four positions: the four first by symbol are placed, the six others refused for
 /// `MaxOpenPositions`.
 #[test]
 fn a_limit_cuts_a_close_the_way_the_backtest_does() {
-    let mut stack = Stack::new(&format!("{CONFIG}\n[router]\napproval_gather_ms = 300\n"));
+    let mut stack = Stack::new(CONFIG);
     stack.write(
         "trading_settings.json",
         &SETTINGS.replace("\"max_open_positions\": 40", "\"max_open_positions\": 4"),
@@ -560,10 +586,15 @@ fn a_limit_cuts_a_close_the_way_the_backtest_does() {
     symbols.sort();
     let (router, _risk) = order_path_ready(&mut stack);
     let buy = IntentAction::Enter { side: Side::Buy };
+    // Odd-ranked symbols are shard 0's, even-ranked shard 1's.
+    let shard_of = |k: usize| if k.is_multiple_of(2) { "1/2" } else { "0/2" };
     let entries: Vec<OrderIntent> = symbols
         .iter()
-        .map(|s| intent(s, 5, buy, prices[s]))
+        .enumerate()
+        .map(|(k, s)| intent(s, 5, buy, prices[s]).of_shard(shard_of(k).parse().unwrap()))
         .collect();
+    report(&router, "0/2", 5, 5, 0);
+    report(&router, "1/2", 5, 5, 0);
     let replies: Vec<RouterReply> = std::thread::scope(|scope| {
         let mut hs = Vec::new();
         // Last symbol first, 5 ms apart: the arrival order is the reverse of the rules'.
@@ -572,6 +603,8 @@ fn a_limit_cuts_a_close_the_way_the_backtest_does() {
             hs.push(scope.spawn(move || deliver(router, i)));
             std::thread::sleep(Duration::from_millis(5));
         }
+        report(&router, "0/2", 5, 0, 5);
+        report(&router, "1/2", 5, 0, 5);
         let mut r: Vec<RouterReply> = hs.into_iter().map(|h| h.join().unwrap()).collect();
         r.reverse();
         r
@@ -604,6 +637,64 @@ fn a_limit_cuts_a_close_the_way_the_backtest_does() {
         live,
         backtest_of_one_close(&symbols, &instruments, &prices, 4)
     );
+}
+
+/// A close's entries are judged at once when the limits' room holds them and every entry
+/// the close may still bring, before its shard has decided the rest; and when a shard goes
+/// silent mid-close with the room short, the entries that arrived wait `close_wait_ms`,
+/// then are placed, with a warning that names the close.
+#[test]
+fn a_close_waits_only_when_the_room_could_cut_it_and_never_past_close_wait() {
+    let mut stack = Stack::new(&format!("{CONFIG}\n[router]\nclose_wait_ms = 2000\n"));
+    stack.write("trading_settings.json", SETTINGS);
+    let (rt, sim) = stack.start_sim();
+    let (instruments, prices) = shardbot_e2e::sim_market(&rt, &sim);
+    let d = fitting(&instruments, &prices, 3);
+    let (router, _risk) = order_path_ready(&mut stack);
+    let buy = IntentAction::Enter { side: Side::Buy };
+
+    // Room for 40; the one shard has 5 symbols undecided: placed at once, though the close
+    // is never reported decided.
+    report(&router, "0/1", 7, 5, 0);
+    let first = intent(&d[0], 7, buy, prices[&d[0]]).of_shard("0/1".parse().unwrap());
+    let sent = std::time::Instant::now();
+    let r = deliver(&router, &first);
+    let took = sent.elapsed();
+    assert!(matches!(r, RouterReply::Placed { .. }), "{r:?}");
+    assert!(
+        took < Duration::from_millis(2000),
+        "judged at once, not after close_wait_ms: {took:?}"
+    );
+
+    // Shard 1 of 2 never reports the next close: shard 0's two entries wait for it until
+    // close_wait_ms, then are placed.
+    report(&router, "0/2", 8, 0, 2);
+    let sent = std::time::Instant::now();
+    let replies: Vec<RouterReply> = std::thread::scope(|scope| {
+        let hs: Vec<_> = d[1..]
+            .iter()
+            .map(|s| {
+                let i = intent(s, 8, buy, prices[s]).of_shard("0/2".parse().unwrap());
+                let router = &router;
+                scope.spawn(move || deliver(router, &i))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let took = sent.elapsed();
+    for r in &replies {
+        assert!(matches!(r, RouterReply::Placed { .. }), "{r:?}");
+    }
+    assert!(
+        took >= Duration::from_millis(2000),
+        "held for the silent shard until close_wait_ms: {took:?}"
+    );
+    stack.wait_output(
+        "order-router",
+        "judged before every shard decided it",
+        Duration::from_secs(10),
+    );
+    stack.assert_alive();
 }
 
 /// Which of `symbols` the backtester opens when each signals an entry at the same bar,

@@ -11,7 +11,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::types::{BarStamps, Interval, Side, Symbol, TimestampMs};
+use crate::{
+    shard::Shard,
+    types::{BarStamps, Interval, Side, Symbol, TimestampMs},
+};
 
 /// What a strategy wants done with a symbol's position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -56,6 +59,27 @@ pub struct OrderIntent {
     /// stamps, the intent's stages from the exchange's close to its fill.
     #[serde(default)]
     pub bar_stamps: BarStamps,
+    /// The worker shard that decided it on its bar's arrival (a live close), which reports
+    /// the close's progress ([`CloseProgress`]): the router holds such an entry until no
+    /// entry ranked before it can still come, so a limit cuts a close the way the backtest
+    /// does. `None` (a refill, a tool): judged as it arrives.
+    #[serde(default)]
+    pub shard: Option<Shard>,
+}
+
+/// A worker shard's progress through one bar close, sent to the router at its first bar of
+/// the close and when every symbol it owns has had that bar: with them, the router knows
+/// how many of the close's entries can still come ([`OrderIntent::shard`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseProgress {
+    pub shard: Shard,
+    pub interval: Interval,
+    /// Open time of the bar that closed.
+    pub bar_open_time_ms: TimestampMs,
+    /// Symbols of the shard whose bar of this close has not been decided yet.
+    pub undecided: u32,
+    /// Symbols the shard has sent an entry for at this close so far.
+    pub entries: u32,
 }
 
 impl OrderIntent {
@@ -86,6 +110,7 @@ impl OrderIntent {
             take_profit,
             created_ms,
             bar_stamps: BarStamps::default(),
+            shard: None,
         }
     }
 
@@ -93,6 +118,13 @@ impl OrderIntent {
     #[must_use]
     pub fn with_bar_stamps(mut self, stamps: BarStamps) -> OrderIntent {
         self.bar_stamps = stamps;
+        self
+    }
+
+    /// This intent, decided by `shard` on its bar's arrival ([`OrderIntent::shard`]).
+    #[must_use]
+    pub fn of_shard(mut self, shard: Shard) -> OrderIntent {
+        self.shard = Some(shard);
         self
     }
 }

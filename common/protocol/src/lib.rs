@@ -17,7 +17,7 @@ pub use bars::{BarSequencer, Filled, Offer};
 pub use frame::{
     Envelope, Event, FrameError, Received, decode, decode_frame, encode, encode_frame, split_frame,
 };
-pub use intent::{IntentAction, IntentId, OrderIntent};
+pub use intent::{CloseProgress, IntentAction, IntentId, OrderIntent};
 pub use messages::*;
 pub use number::{TickGrid, on_scale, price_on_tick, round_half_away, scaled_decimal};
 pub use seq::{GapDetector, SeqCheck, SeqStamper};

@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    intent::{IntentId, OrderIntent},
+    intent::{CloseProgress, IntentId, OrderIntent},
     topic::Topic,
     types::{BarStamps, Interval, Side, Symbol, TimestampMs},
 };
@@ -705,6 +705,9 @@ pub enum RouterRequest {
     Parameters {
         json: String,
     },
+    /// A worker shard's progress through a bar close ([`CloseProgress`]). Answered with
+    /// `RouterReply::Recorded` (`new`: the first report of this shard at this close).
+    CloseProgress(CloseProgress),
 }
 
 /// What became of a submitted intent.
@@ -741,6 +744,12 @@ pub enum RiskRequest {
     /// book the ones before it left. Answered with `RiskReply::Decisions`, index for index.
     ApproveMany {
         intents: Vec<OrderIntent>,
+        /// Entries of the close still to come: the batch's entries are judged only if the
+        /// room (`shardbot_risk::room`) holds them and this many more, so that none of
+        /// them can be cut by a limit in favour of an entry ranked before it; otherwise
+        /// only its exits are, and the reply says `held`. `None`: judge them all.
+        #[serde(default)]
+        unless_room_short_of: Option<u32>,
     },
     Positions,
     Balance,
@@ -786,6 +795,14 @@ pub enum RiskReply {
     /// ask for it alone (`Approve`), which answers once it can be judged.
     Decisions {
         decisions: Vec<Option<RiskDecision>>,
+        /// Entries the limits still hold room for after these decisions
+        /// (`shardbot_risk::room`).
+        #[serde(default)]
+        room: Option<u32>,
+        /// The entries were not judged (`None`): the room is short of what
+        /// `unless_room_short_of` asked.
+        #[serde(default)]
+        held: bool,
     },
     Positions(PositionSnapshot),
     Balance(BalanceSnapshot),

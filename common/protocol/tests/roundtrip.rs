@@ -248,6 +248,11 @@ fn every_request_and_reply_round_trips() {
         RiskRequest::Approve(intent()),
         RiskRequest::ApproveMany {
             intents: vec![intent(), intent()],
+            unless_room_short_of: None,
+        },
+        RiskRequest::ApproveMany {
+            intents: vec![intent().of_shard("1/4".parse().unwrap())],
+            unless_room_short_of: Some(12),
         },
         RiskRequest::Positions,
         RiskRequest::Balance,
@@ -285,6 +290,13 @@ fn every_request_and_reply_round_trips() {
                     side: Side::Buy,
                 }),
             ],
+            room: Some(3),
+            held: false,
+        },
+        RiskReply::Decisions {
+            decisions: vec![None],
+            room: Some(0),
+            held: true,
         },
         RiskReply::Positions(positions()),
         RiskReply::Balance(balance()),
@@ -349,6 +361,13 @@ fn router_requests_and_replies_round_trip() {
         json: r#"{"strategies":["trend_following"],"parameters":{}}"#.into(),
     });
     round_trip(&RouterReply::Recorded { new: true });
+    round_trip(&RouterRequest::CloseProgress(CloseProgress {
+        shard: "2/4".parse().unwrap(),
+        interval: Interval::M5,
+        bar_open_time_ms: 1_700_000_000_000,
+        undecided: 148,
+        entries: 1,
+    }));
     round_trip(&RiskRequest::Flatten {
         flatten_id: "k1".into(),
     });

@@ -218,12 +218,21 @@ impl Book {
                 size: p.size,
                 leverage: p.leverage,
             });
+        self.exposure_with(held, self.stopped_out_at.get(symbol).copied())
+    }
+
+    /// The [`room`] for entries on this book.
+    pub fn room(&self, settings: &TradingSettings) -> Option<u32> {
+        room(settings, &self.exposure_with(None, None))
+    }
+
+    fn exposure_with(&self, held: Option<Held>, stopped_out_at: Option<TimestampMs>) -> Exposure {
         Tally::of(self.positions.values()).exposure(
             held,
             self.simulated_balance,
             self.realised_today,
             self.mode,
-            self.stopped_out_at.get(symbol).copied(),
+            stopped_out_at,
         )
     }
 }
@@ -250,6 +259,63 @@ pub fn burst_rank(exit: bool, symbol: &str) -> (bool, &str) {
 /// Sorts a close's intents into [`judging_rank`] order (stable: equal ranks keep theirs).
 pub fn judging_order(intents: &mut [OrderIntent]) {
     intents.sort_by(|a, b| judging_rank(a).cmp(&judging_rank(b)));
+}
+
+/// How many more entries the limits that depend on a close's order (open positions,
+/// margin use) let through one after another, each on a symbol without a position: a
+/// close whose entries number no more than this is judged the same in any order, as is
+/// one where this is 0 (every entry is refused, by these limits, the trading mode or the
+/// daily loss). Each entry counts the sizing's whole margin plus one unit of the margin
+/// sums' resolution, at least what its approval holds (its fee share and the rounding of
+/// its quantity only lower that): the room is never more than what the rules approve.
+/// `None` where the sums leave `Decimal`'s range (then no order is safe to assume).
+pub fn room(settings: &TradingSettings, exposure: &Exposure) -> Option<u32> {
+    if exposure.mode != TradingMode::Normal {
+        return Some(0);
+    }
+    let by_count = settings
+        .max_open_positions
+        .saturating_sub(exposure.open_positions);
+    let daily = exposure.realised_today.checked_add(exposure.unrealised)?;
+    if by_count == 0 || daily <= -settings.daily_loss_limit {
+        return Some(0);
+    }
+    let margin = settings.margin_per_trade(exposure.simulated_balance)?;
+    let equity = exposure
+        .simulated_balance
+        .checked_add(exposure.unrealised)?;
+    if not_positive(equity) || not_positive(margin) {
+        return Some(0);
+    }
+    let each = margin.checked_add(Decimal::new(1, tally::MARGIN_SCALE))?;
+    let limit = settings.max_margin_use_pct.checked_mul(equity)?;
+    // `(used + k × each) × 100 <= limit`, as `judge` compares.
+    let within = |k: u32| -> Option<bool> {
+        let used = exposure
+            .margin_used
+            .checked_add(each.checked_mul(Decimal::from(k))?)?;
+        Some(used.checked_mul(Decimal::ONE_HUNDRED)? <= limit)
+    };
+    let slack = limit.checked_sub(exposure.margin_used.checked_mul(Decimal::ONE_HUNDRED)?)?;
+    if slack.is_sign_negative() {
+        return Some(0);
+    }
+    let estimate = slack
+        .checked_div(each.checked_mul(Decimal::ONE_HUNDRED)?)?
+        .floor();
+    let mut k = rust_decimal::prelude::ToPrimitive::to_u32(&estimate.min(Decimal::from(by_count)))
+        .unwrap_or(0);
+    // The quotient is rounded: checked the way the rules compare.
+    while k > 0 && !within(k)? {
+        k -= 1;
+    }
+    Some(k)
+}
+
+/// Whether `entries` more entries fit the [`room`]: judged now, none of them can be cut by
+/// a limit in favour of another (also when the room is 0: the limits refuse them all).
+pub fn fits(room: Option<u32>, entries: u32) -> bool {
+    room.is_some_and(|r| r == 0 || entries <= r)
 }
 
 /// The rules' answer to an intent, before it is tied to the intent's id.
@@ -687,6 +753,104 @@ mod tests {
         match d {
             RiskDecision::Refused { refusal, .. } => Some(refusal.code),
             RiskDecision::Approved { .. } => None,
+        }
+    }
+
+    fn exposure(open: u32, margin_used: Decimal, mode: TradingMode, daily: Decimal) -> Exposure {
+        Exposure {
+            held: None,
+            open_positions: open,
+            unrealised: Decimal::ZERO,
+            margin_used,
+            simulated_balance: dec!(1000),
+            realised_today: daily,
+            mode,
+            stopped_out_at: None,
+        }
+    }
+
+    /// Fixed 50 USDT a trade on 1,000 at up to 90 % margin use: 18 entries' margin.
+    #[rstest]
+    #[case::the_count_binds(10, 7, dec!(0), TradingMode::Normal, dec!(0), Some(3))]
+    #[case::the_margin_binds(200, 0, dec!(0), TradingMode::Normal, dec!(0), Some(17))]
+    #[case::margin_in_use(200, 5, dec!(400), TradingMode::Normal, dec!(0), Some(9))]
+    #[case::no_count_left(10, 10, dec!(0), TradingMode::Normal, dec!(0), Some(0))]
+    #[case::margin_exhausted(200, 18, dec!(900), TradingMode::Normal, dec!(0), Some(0))]
+    #[case::halted(200, 0, dec!(0), TradingMode::Halted, dec!(0), Some(0))]
+    #[case::reduce_only(200, 0, dec!(0), TradingMode::ReduceOnly, dec!(0), Some(0))]
+    #[case::daily_loss_reached(200, 0, dec!(0), TradingMode::Normal, dec!(-100), Some(0))]
+    fn the_room_for_a_close(
+        #[case] max_open: u32,
+        #[case] open: u32,
+        #[case] margin_used: Decimal,
+        #[case] mode: TradingMode,
+        #[case] daily: Decimal,
+        #[case] want: Option<u32>,
+    ) {
+        let s = TradingSettings {
+            sizing: Sizing::Fixed(dec!(50)),
+            max_open_positions: max_open,
+            max_margin_use_pct: dec!(90),
+            daily_loss_limit: dec!(100),
+            ..settings()
+        };
+        assert_eq!(room(&s, &exposure(open, margin_used, mode, daily)), want);
+    }
+
+    #[rstest]
+    #[case(Some(3), 3, true)]
+    #[case(Some(3), 4, false)]
+    #[case(Some(0), 40, true)]
+    #[case(None, 1, false)]
+    #[case(None, 0, false)]
+    fn a_close_fits_its_room(#[case] r: Option<u32>, #[case] entries: u32, #[case] want: bool) {
+        assert_eq!(fits(r, entries), want);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The room is sound: that many entries, judged one after another and booked as
+        /// the ledger books an approval, are all approved, whatever their prices.
+        #[test]
+        fn the_room_never_promises_an_entry_the_rules_refuse(
+            balance in 1u64..1_000_000,
+            pct_sizing in proptest::option::of(1u32..=100),
+            fixed in 1u64..5_000,
+            leverage in 1u32..=20,
+            fee_bp in proptest::sample::select(vec![0u32, 2, 55]),
+            max_pct in 1u32..=100,
+            max_open in 1u32..=300,
+            open in 0u32..300,
+            used_frac in 0u32..=100,
+            prices in proptest::collection::vec(1u64..10_000_000, 300),
+            price_scale in 0u32..=8,
+        ) {
+            let settings = TradingSettings {
+                sizing: pct_sizing.map_or(Sizing::Fixed(Decimal::from(fixed)), |p| Sizing::Percent(Decimal::from(p))),
+                leverage: Decimal::from(leverage),
+                fee_rate: Decimal::new(i64::from(fee_bp), 4),
+                max_margin_use_pct: Decimal::from(max_pct),
+                max_open_positions: max_open,
+                daily_loss_limit: dec!(1000000000),
+                ..settings()
+            };
+            let balance = Decimal::from(balance);
+            let mut tally = Tally {
+                open,
+                margin: margin_units(balance * Decimal::from(used_frac) / dec!(100)),
+                unrealised: 0,
+            };
+            let exposure = |t: &Tally| t.exposure(None, balance, Decimal::ZERO, TradingMode::Normal, None);
+            let r = room(&settings, &exposure(&tally)).unwrap();
+            for (i, p) in prices.iter().take(r as usize).enumerate() {
+                let price = Decimal::new(i64::try_from(*p).unwrap(), price_scale);
+                match judge(&settings, &exposure(&tally), "BTCUSDT", BUY, price, 0) {
+                    Verdict::Approved { qty, leverage, .. } => {
+                        tally.approve(qty, price, leverage);
+                    }
+                    Verdict::Refused(why) => proptest::prop_assert!(false, "entry {} of a room of {r} refused: {}", i + 1, why.reason),
+                }
+            }
         }
     }
 

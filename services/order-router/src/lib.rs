@@ -7,6 +7,7 @@
 //! re-reads recent orders and executions so repeats sent across a restart are recognised.
 
 mod approvals;
+mod closes;
 mod desk;
 mod flatten;
 mod plan;
@@ -46,9 +47,10 @@ pub struct RouterSettings {
     /// is one comparison.
     #[serde(default)]
     pub inject_panic_on_symbol: String,
-    /// How long (ms) a burst's first intent waits for the rest of its close before their
-    /// approvals are asked together (see `approvals.rs`); 0 = not at all.
-    pub approval_gather_ms: u64,
+    /// The longest (ms) a worker shard's entries wait for the rest of their bar close when
+    /// the limits' room may not hold it all (see `closes.rs`): the bound for a shard that
+    /// went silent mid-close.
+    pub close_wait_ms: u64,
 }
 
 /// The longest one intent may take the router: risk approval, leverage (retried), the
@@ -71,11 +73,11 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         return Err("router.max_entry_age_ms must be greater than 0".into());
     }
     let max_entry_age_ms = rs.max_entry_age_ms;
-    if rs.approval_gather_ms >= max_entry_age_ms {
+    if rs.close_wait_ms >= max_entry_age_ms {
         return Err(format!(
-            "router.approval_gather_ms = {} must be below router.max_entry_age_ms = {max_entry_age_ms}: \
+            "router.close_wait_ms = {} must be below router.max_entry_age_ms = {max_entry_age_ms}: \
              entries held that long would be refused as stale",
-            rs.approval_gather_ms
+            rs.close_wait_ms
         )
         .into());
     }
@@ -183,7 +185,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
             journal,
             Pacing {
                 max_entry_age_ms,
-                approval_gather: std::time::Duration::from_millis(rs.approval_gather_ms),
+                close_wait: std::time::Duration::from_millis(rs.close_wait_ms),
             },
         );
         let router = match router {
@@ -193,6 +195,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
                 return;
             }
         };
+        let approvals = router.approvals();
         let addr = router
             .inject_panic_on(inject_panic_on)
             .with_alerts(alerts)
@@ -237,6 +240,16 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
                 let served = replier.serve_concurrent(
                     INTENTS_AT_ONCE,
                     |request: RouterRequest| {
+                        // Taken in by the approval loop itself, off the actor.
+                        let request = match request {
+                            RouterRequest::CloseProgress(p) => {
+                                return match approvals.progress(p) {
+                                    Ok(()) => RouterReply::Recorded { new: true },
+                                    Err(message) => RouterReply::Error(ErrorReply { message }),
+                                };
+                            }
+                            other => other,
+                        };
                         let asked = shutdown2.ask_actor("router", REPLY_DEADLINE, |reply| {
                             match request {
                                 // do_send: the mailbox's capacity is for senders that can wait.
@@ -256,6 +269,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
                                 RouterRequest::Parameters { json } => {
                                     addr.do_send(Parameters { json, reply })
                                 }
+                                RouterRequest::CloseProgress(_) => {}
                             }
                             addr.connected()
                         });

@@ -95,12 +95,12 @@ fn order_path() -> Result<tokio::runtime::Handle, StartError> {
 }
 
 /// How long an intent may take the router: `router.max_entry_age_ms`, and
-/// `router.approval_gather_ms` (how long a burst's first intent waits for the rest of its
-/// close before their approvals are asked).
+/// `router.close_wait_ms` (the longest a shard's entries wait for the rest of their close,
+/// `closes.rs`).
 #[derive(Debug, Clone, Copy)]
 pub struct Pacing {
     pub max_entry_age_ms: u64,
-    pub approval_gather: Duration,
+    pub close_wait: Duration,
 }
 
 impl Router {
@@ -115,7 +115,7 @@ impl Router {
     ) -> Result<Router, StartError> {
         let Pacing {
             max_entry_age_ms,
-            approval_gather,
+            close_wait,
         } = pacing;
         let newest_fill_ms = journal.newest_fill_ms().ok().flatten().unwrap_or(0);
         let orders = order_path()?;
@@ -123,7 +123,7 @@ impl Router {
         Ok(Router {
             ordered: std::collections::HashSet::new(),
             desk: Desk::start(order_client.clone(), &orders),
-            approvals: Approvals::start(risk.clone(), approval_gather, &orders),
+            approvals: Approvals::start(risk.clone(), close_wait, &orders),
             client,
             risk,
             publisher,
@@ -141,6 +141,11 @@ impl Router {
             orders,
             order_client,
         })
+    }
+
+    /// The approval loop's handle: workers' close progress goes straight to it.
+    pub(crate) fn approvals(&self) -> Approvals {
+        self.approvals.clone()
     }
 
     /// Sends every flatten's end to `[alerts]`' webhook.

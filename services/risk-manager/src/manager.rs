@@ -431,6 +431,15 @@ impl RiskManager {
     /// One intent of an `ApproveMany`: a resent one's earlier answer, `None` for a
     /// reversal's entry that must wait for its exit's booking (asked again alone, it
     /// waits here), else judged now.
+    /// The [`shardbot_risk::room`] for entries now (approvals counted open); 0 before
+    /// the account is read (every entry is refused then).
+    fn room(&self) -> Option<u32> {
+        if self.exchange.is_none() {
+            return Some(0);
+        }
+        self.ledger.book().room(&self.settings)
+    }
+
     fn approve_in_batch(&mut self, intent: OrderIntent) -> Option<RiskDecision> {
         if let Some(d) = self.parked_answer(&intent.intent_id) {
             return Some(d);
@@ -631,10 +640,26 @@ impl RiskManager {
     fn answer(&mut self, req: RiskRequest) -> RiskReply {
         match req {
             RiskRequest::Approve(intent) => RiskReply::Decision(self.approve(intent)),
-            RiskRequest::ApproveMany { mut intents } => {
+            RiskRequest::ApproveMany {
+                mut intents,
+                unless_room_short_of,
+            } => {
                 // Answered in the order asked; judged in the rules' order, whatever order
                 // the router sent them in.
                 let asked: Vec<IntentId> = intents.iter().map(|i| i.intent_id.clone()).collect();
+                // Entries wait for the rest of their close unless the room holds them and
+                // every entry still to come: then no order can cut one of them.
+                let held = unless_room_short_of.is_some_and(|more| {
+                    let entries = intents
+                        .iter()
+                        .filter(|i| i.action != IntentAction::Exit)
+                        .count();
+                    let entries = u32::try_from(entries).unwrap_or(u32::MAX);
+                    !shardbot_risk::fits(self.room(), entries.saturating_add(more))
+                });
+                if held {
+                    intents.retain(|i| i.action == IntentAction::Exit);
+                }
                 shardbot_risk::judging_order(&mut intents);
                 let mut decided: HashMap<IntentId, Option<RiskDecision>> = intents
                     .into_iter()
@@ -645,6 +670,8 @@ impl RiskManager {
                         .iter()
                         .map(|id| decided.remove(id).flatten())
                         .collect(),
+                    room: self.room(),
+                    held,
                 }
             }
             RiskRequest::Positions if self.exchange.is_none() => RiskReply::Error(ErrorReply {

@@ -12,8 +12,8 @@ use std::{
 
 use rust_decimal::{Decimal, prelude::FromPrimitive, prelude::ToPrimitive};
 use shardbot_protocol::{
-    Bar, BarSequencer, Filled, Instrument, IntentAction, Interval, Offer, OrderIntent,
-    PositionSnapshot, Shard, Side, Symbol, TimestampMs, now_ms,
+    Bar, BarSequencer, CloseProgress, Filled, Instrument, IntentAction, Interval, Offer,
+    OrderIntent, PositionSnapshot, Shard, Side, Symbol, TimestampMs, now_ms,
 };
 use shardbot_strategy::{Candle, Direction, Holder, Holding, Roster, Signal, Strategy, acting};
 
@@ -82,6 +82,21 @@ pub struct Engine {
     stats: EngineStats,
     /// Fetches to repeat (a reply that left a hole), taken by [`Engine::take_refetches`].
     refetch: Vec<Step>,
+    /// The newest bar close's progress through the shard's symbols.
+    close: Option<CloseState>,
+}
+
+/// How far the shard is through the newest bar close (reported as [`CloseProgress`]).
+#[derive(Debug, Default)]
+struct CloseState {
+    open_ms: TimestampMs,
+    /// Symbols whose bar of this close arrived (traded, held for a refill, or repeated).
+    decided: HashSet<Symbol>,
+    /// Symbols an entry was sent for at this close.
+    entries: HashSet<Symbol>,
+    /// Reports due: at the close's first bar, and when every owned symbol has had it.
+    reported_first: bool,
+    reported_all: bool,
 }
 
 impl Engine {
@@ -97,6 +112,7 @@ impl Engine {
             signals: Vec::new(),
             stats: EngineStats::default(),
             refetch: Vec::new(),
+            close: None,
         }
     }
 
@@ -190,6 +206,75 @@ impl Engine {
         if bar.interval != self.interval || !self.shard.owns_symbol(bar.symbol.as_str()) {
             return Step::Nothing;
         }
+        let open_ms = bar.open_time_ms;
+        self.decided(&bar.symbol, open_ms);
+        match self.offer(bar) {
+            Step::Intents(intents) => Step::Intents(self.of_close(open_ms, intents)),
+            other => other,
+        }
+    }
+
+    /// The bar of `open_ms` arrived for `symbol`: a newer close starts the count afresh.
+    fn decided(&mut self, symbol: &Symbol, open_ms: TimestampMs) {
+        match &mut self.close {
+            Some(c) if c.open_ms > open_ms => return,
+            Some(c) if c.open_ms == open_ms => {}
+            _ => {
+                self.close = Some(CloseState {
+                    open_ms,
+                    ..CloseState::default()
+                });
+            }
+        }
+        if let Some(c) = &mut self.close {
+            c.decided.insert(symbol.clone());
+        }
+    }
+
+    /// Marks the entries decided at the newest close with this shard
+    /// ([`OrderIntent::shard`]): the router holds them with their close. A refill's older
+    /// bars and exits are left unmarked.
+    fn of_close(&mut self, open_ms: TimestampMs, intents: Vec<OrderIntent>) -> Vec<OrderIntent> {
+        let Some(c) = self.close.as_mut().filter(|c| c.open_ms == open_ms) else {
+            return intents;
+        };
+        intents
+            .into_iter()
+            .map(|i| {
+                if i.bar_open_time_ms == open_ms && i.action != IntentAction::Exit {
+                    c.entries.insert(i.symbol.clone());
+                    i.of_shard(self.shard)
+                } else {
+                    i
+                }
+            })
+            .collect()
+    }
+
+    /// The shard's progress through the newest close when a report is due: at the close's
+    /// first bar and once every owned symbol has had it (the router learns from them how
+    /// many of the close's entries can still come).
+    pub fn take_progress(&mut self) -> Option<CloseProgress> {
+        let owned = u32::try_from(self.symbols.len()).unwrap_or(u32::MAX);
+        let c = self.close.as_mut()?;
+        let decided = u32::try_from(c.decided.len()).unwrap_or(u32::MAX);
+        let undecided = owned.saturating_sub(decided);
+        let due = if undecided == 0 {
+            !std::mem::replace(&mut c.reported_all, true)
+        } else {
+            !std::mem::replace(&mut c.reported_first, true)
+        };
+        c.reported_first = true;
+        due.then(|| CloseProgress {
+            shard: self.shard,
+            interval: self.interval,
+            bar_open_time_ms: c.open_ms,
+            undecided,
+            entries: u32::try_from(c.entries.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    fn offer(&mut self, bar: Bar) -> Step {
         if !self.symbols.contains_key(&bar.symbol) {
             if !self.instruments.contains_key(&bar.symbol) {
                 // A listing the worker's universe does not know yet: follow it anyway.
@@ -762,6 +847,82 @@ mod tests {
         assert_eq!(e.stats().bars, 107);
         // the next bar is in order again
         assert!(matches!(e.on_bar(bar("BTCUSDT", 107)), Step::Intents(_)));
+    }
+
+    /// Each close is reported at its first bar and when the last owned symbol has had it,
+    /// with the entries sent so far; the entries (not the exits) carry the shard.
+    #[test]
+    fn a_close_is_reported_at_its_first_bar_and_when_every_symbol_had_it() {
+        let syms = ["BTCUSDT", "ETHUSDT", "SOLUSDT"];
+        let mut e = Engine::new(Shard::whole(), Interval::M1, roster(), 1);
+        e.set_universe(syms.iter().map(|s| instrument(s)).collect());
+        for s in syms {
+            let sym = Symbol::new(s).unwrap();
+            e.on_history(&sym, (0..100).map(|i| bar(s, i)).collect());
+        }
+        let (mut entries_seen, mut exits_seen) = (0, 0);
+        for i in 100..300 {
+            let mut entries = 0;
+            for (k, s) in syms.iter().enumerate() {
+                if let Step::Intents(v) = e.on_bar(bar(s, i)) {
+                    for intent in v {
+                        if intent.action == IntentAction::Exit {
+                            assert_eq!(intent.shard, None, "{intent:?}");
+                            exits_seen += 1;
+                        } else {
+                            assert_eq!(intent.shard, Some(Shard::whole()), "{intent:?}");
+                            entries += 1;
+                            entries_seen += 1;
+                        }
+                    }
+                }
+                let want = match k {
+                    0 => Some((2, entries)),
+                    2 => Some((0, entries)),
+                    _ => None,
+                };
+                let got = e.take_progress();
+                assert_eq!(got.map(|p| (p.undecided, p.entries)), want, "bar {i}, {s}");
+                if let Some(p) = got {
+                    assert_eq!(
+                        (p.shard, p.interval, p.bar_open_time_ms),
+                        (Shard::whole(), Interval::M1, i * 60_000)
+                    );
+                }
+            }
+            // A repeat of the close's bar, or an older one, reports nothing more.
+            e.on_bar(bar("ETHUSDT", i));
+            e.on_bar(bar("ETHUSDT", i - 1));
+            assert_eq!(e.take_progress(), None);
+        }
+        assert!(entries_seen > 0, "the series gives entries");
+        assert_eq!(exits_seen, 0, "no position, no exit");
+        // An exit of the close, and an entry of an older bar (a refill), stay unmarked.
+        let btc = Symbol::new("BTCUSDT").unwrap();
+        let at = |open_ms, action| {
+            OrderIntent::new(
+                "trend_following",
+                btc.clone(),
+                Interval::M1,
+                open_ms,
+                action,
+                dec!(1),
+                None,
+                None,
+                0,
+            )
+        };
+        let newest = 299 * 60_000;
+        let marked = e.of_close(
+            newest,
+            vec![
+                at(newest, IntentAction::Exit),
+                at(newest - 60_000, IntentAction::Enter { side: Side::Buy }),
+                at(newest, IntentAction::Enter { side: Side::Sell }),
+            ],
+        );
+        let shards: Vec<Option<Shard>> = marked.iter().map(|i| i.shard).collect();
+        assert_eq!(shards, [None, None, Some(Shard::whole())]);
     }
 
     #[test]

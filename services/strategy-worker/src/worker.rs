@@ -9,8 +9,8 @@ use std::{
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
 use shardbot_bus::{BusError, Inbound, Requester};
 use shardbot_protocol::{
-    Event, GapDetector, GatewayReply, GatewayRequest, HistoryRequest, OrderIntent, RiskReply,
-    RiskRequest, RouterReply, RouterRequest, SeqCheck, ServiceState, Symbol,
+    CloseProgress, Event, GapDetector, GatewayReply, GatewayRequest, HistoryRequest, OrderIntent,
+    RiskReply, RiskRequest, RouterReply, RouterRequest, SeqCheck, ServiceState, Symbol,
 };
 use shardbot_service::{HeartbeatActor, SetState};
 use tokio::sync::Semaphore;
@@ -226,6 +226,32 @@ impl Worker {
         });
     }
 
+    /// Tells the router how far this shard is through a bar close (once: a report lost
+    /// costs the close's entries at most `router.close_wait_ms`, never an order).
+    fn report(&self, p: CloseProgress) {
+        let router = self.router.clone();
+        actix::spawn(async move {
+            match router
+                .request_async::<_, RouterReply>(RouterRequest::CloseProgress(p))
+                .await
+            {
+                Ok(RouterReply::Recorded { .. }) => {}
+                other => {
+                    let why = failure(other, |r| match r {
+                        RouterReply::Error(e) => Some(e.message),
+                        _ => None,
+                    });
+                    tracing::warn!(
+                        bar_open_ms = p.bar_open_time_ms,
+                        undecided = p.undecided,
+                        error = why,
+                        "cannot report the close's progress to the router"
+                    );
+                }
+            }
+        });
+    }
+
     fn update_state(&mut self) {
         let (owned, cold) = self.engine.symbols();
         let state = if owned == 0 {
@@ -313,6 +339,9 @@ impl Handler<Inbound> for Worker {
                 self.last_bar = Instant::now();
                 let step = self.engine.on_bar(bar);
                 self.apply(step, ctx);
+                if let Some(p) = self.engine.take_progress() {
+                    self.report(p);
+                }
             }
             Event::Positions(snapshot) => {
                 self.engine.set_positions(&snapshot);

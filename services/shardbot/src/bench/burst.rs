@@ -27,8 +27,8 @@ use rust_decimal::Decimal;
 use shardbot_bus::{BusOptions, Requester};
 use shardbot_bybit::ExchangeSettings;
 use shardbot_protocol::{
-    IntentAction, Interval, OrderIntent, RiskReply, RiskRequest, RouterReply, RouterRequest, Side,
-    Symbol,
+    CloseProgress, IntentAction, Interval, OrderIntent, RiskReply, RiskRequest, RouterReply,
+    RouterRequest, Shard, Side, Symbol,
 };
 use shardbot_service::Settings;
 
@@ -390,6 +390,34 @@ fn burst(
     thread::sleep(BUDGET_WINDOW);
     let start = Instant::now();
     rt.block_on(async {
+        // As one worker shard owning the burst's symbols: its close's progress at the first
+        // bar and once every symbol had it (the router holds the entries with their close
+        // until the limits' room is known to hold them all), its entries marked with it.
+        let shard = Shard::whole();
+        let entries = matches!(action, IntentAction::Enter { .. });
+        let n = u32::try_from(symbols.len()).unwrap_or(u32::MAX);
+        let report = |undecided: u32, sent: u32| {
+            let router = router.clone();
+            async move {
+                match router
+                    .request_async::<_, RouterReply>(RouterRequest::CloseProgress(CloseProgress {
+                        shard,
+                        interval: Interval::M5,
+                        bar_open_time_ms: bar,
+                        undecided,
+                        entries: sent,
+                    }))
+                    .await?
+                {
+                    RouterReply::Recorded { .. } => Ok(()),
+                    other => bail!("the close's progress: {other:?}"),
+                }
+            }
+        };
+        let mut reports = tokio::task::JoinSet::new();
+        if entries {
+            reports.spawn(report(n, 0));
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for (s, p) in symbols {
             let intent = OrderIntent::new(
@@ -403,6 +431,11 @@ fn burst(
                 None,
                 shardbot_protocol::now_ms(),
             );
+            let intent = if entries {
+                intent.of_shard(shard)
+            } else {
+                intent
+            };
             let (router, s) = (router.clone(), s.clone());
             tasks.spawn(async move {
                 // As a worker: an error reply (an order whose outcome was unknown and not
@@ -422,6 +455,12 @@ fn burst(
                 }
                 bail!("{s}: {last:?}")
             });
+        }
+        if entries {
+            reports.spawn(report(0, n));
+        }
+        while let Some(done) = reports.join_next().await {
+            done.context("a report task failed")??;
         }
         let mut times = Vec::with_capacity(symbols.len());
         while let Some(done) = tasks.join_next().await {

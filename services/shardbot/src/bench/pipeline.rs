@@ -192,7 +192,7 @@ history_bars = {HISTORY}
                 |r: RouterRequest| {
                     let i = match r {
                         RouterRequest::Submit(i) => i,
-                        RouterRequest::Parameters { .. } => {
+                        RouterRequest::Parameters { .. } | RouterRequest::CloseProgress(_) => {
                             return RouterReply::Recorded { new: true };
                         }
                         RouterRequest::Flatten { .. } => {
