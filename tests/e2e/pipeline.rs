@@ -378,15 +378,21 @@ fn gateway_and_workers_on_the_full_sim_universe() {
                 p.shard == of_shard
                     && p.bar_open_time_ms == live_entry.bar_open_time_ms
                     && p.undecided == 0
-                    && p.entries as usize == marked.len()
+                    && p.pending
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<BTreeSet<_>>()
+                        == marked
             })
         },
     );
-    // And its first bar of the close was reported with symbols still undecided.
+    // And its first bar of the close was reported with symbols still undecided, every one
+    // of them pending.
     assert!(
         router.reports().iter().any(|p| p.shard == of_shard
             && p.bar_open_time_ms == live_entry.bar_open_time_ms
-            && p.undecided > 0),
+            && p.undecided > 0
+            && p.pending.len() >= p.undecided as usize),
         "{:?}",
         router.reports()
     );

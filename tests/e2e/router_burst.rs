@@ -50,19 +50,19 @@ fn intent(symbol: &str, bar: i64, action: IntentAction, price: Decimal) -> Order
 
 /// A worker shard's report of its progress through the close of `bar`, as a worker sends
 /// it at the close's first bar and once every symbol it owns has had the bar.
-fn report(req: &Requester, shard: &str, bar: i64, undecided: u32, entries: u32) {
+fn report(req: &Requester, shard: &str, bar: i64, undecided: u32, pending: &[String]) {
     let p = CloseProgress {
         shard: shard.parse().unwrap(),
         interval: Interval::M5,
         bar_open_time_ms: bar,
         undecided,
-        entries,
+        pending: pending.iter().map(|s| Symbol::new(s).unwrap()).collect(),
     };
     match req
         .request_within::<_, RouterReply>(&RouterRequest::CloseProgress(p), Duration::from_secs(10))
     {
         Ok(RouterReply::Recorded { .. }) => {}
-        other => panic!("the router did not take {p:?}: {other:?}"),
+        other => panic!("the router did not take the report: {other:?}"),
     }
 }
 
@@ -484,11 +484,11 @@ fn exits_go_first_and_stale_entries_are_not_sent() {
 /// An order of a batch refused by the exchange (110007) while the batch's other orders
 /// are placed: the router answers the refused intent with the exchange's reason, places
 /// each of the others once, and the risk manager stops counting the refused one. The
-/// close's shard owns more symbols than the limits have room for, so its three entries
-/// wait until it reports the close decided, are approved in one round trip and reach the
-/// order desk together, which sends three queued orders with both budgets free as one
-/// batch (`plan::routes`); bybit-sim counts the refusal as met inside a batch, so the test
-/// fails if the orders went out one by one.
+/// close's shard has more undecided symbols ranked before them than the limits have room
+/// for, so its three entries wait until it reports the close decided, are approved in one
+/// round trip and reach the order desk together, which sends three queued orders with
+/// both budgets free as one batch (`plan::routes`); bybit-sim counts the refusal as met
+/// inside a batch, so the test fails if the orders went out one by one.
 #[test]
 fn an_order_refused_inside_a_batch_is_answered_alone_and_the_others_are_placed() {
     let mut stack = Stack::new(CONFIG);
@@ -507,14 +507,17 @@ fn an_order_refused_inside_a_batch_is_answered_alone_and_the_others_are_placed()
         "/admin/faults",
         &format!(r#"{{"refuse_symbol": "{}"}}"#, d[1]),
     );
-    // The shard's first bar: 100 symbols undecided, more than the room of 40.
-    report(&router, "0/1", 3, 100, 0);
+    // The shard's first bar: 50 symbols undecided, all ranked before the entries ("0..."
+    // sorts before every listed symbol), more than the room of 40.
+    let mut pending: Vec<String> = (0..50).map(|k| format!("0{k:02}XUSDT")).collect();
+    pending.extend(d.iter().cloned());
+    report(&router, "0/1", 3, 50, &pending);
     let replies: Vec<RouterReply> = std::thread::scope(|scope| {
         let hs: Vec<_> = entries
             .iter()
             .map(|i| scope.spawn(|| deliver(&router, i)))
             .collect();
-        report(&router, "0/1", 3, 0, 3);
+        report(&router, "0/1", 3, 0, &d);
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     stack.admin("/admin/faults", "{}");
@@ -593,8 +596,14 @@ fn a_limit_cuts_a_close_the_way_the_backtest_does() {
         .enumerate()
         .map(|(k, s)| intent(s, 5, buy, prices[s]).of_shard(shard_of(k).parse().unwrap()))
         .collect();
-    report(&router, "0/2", 5, 5, 0);
-    report(&router, "1/2", 5, 5, 0);
+    let of = |shard: &str| -> Vec<String> {
+        (0..symbols.len())
+            .filter(|k| shard_of(*k) == shard)
+            .map(|k| symbols[k].clone())
+            .collect()
+    };
+    report(&router, "0/2", 5, 5, &of("0/2"));
+    report(&router, "1/2", 5, 5, &of("1/2"));
     let replies: Vec<RouterReply> = std::thread::scope(|scope| {
         let mut hs = Vec::new();
         // Last symbol first, 5 ms apart: the arrival order is the reverse of the rules'.
@@ -603,8 +612,8 @@ fn a_limit_cuts_a_close_the_way_the_backtest_does() {
             hs.push(scope.spawn(move || deliver(router, i)));
             std::thread::sleep(Duration::from_millis(5));
         }
-        report(&router, "0/2", 5, 0, 5);
-        report(&router, "1/2", 5, 0, 5);
+        report(&router, "0/2", 5, 0, &of("0/2"));
+        report(&router, "1/2", 5, 0, &of("1/2"));
         let mut r: Vec<RouterReply> = hs.into_iter().map(|h| h.join().unwrap()).collect();
         r.reverse();
         r
@@ -640,7 +649,8 @@ fn a_limit_cuts_a_close_the_way_the_backtest_does() {
 }
 
 /// A close's entries are judged at once when the limits' room holds them and every entry
-/// the close may still bring, before its shard has decided the rest; and when a shard goes
+/// ranked before them that the close may still bring, before its shard has decided the
+/// rest; and when a shard goes
 /// silent mid-close with the room short, the entries that arrived wait `close_wait_ms`,
 /// then are placed, with a warning that names the close.
 #[test]
@@ -655,7 +665,8 @@ fn a_close_waits_only_when_the_room_could_cut_it_and_never_past_close_wait() {
 
     // Room for 40; the one shard has 5 symbols undecided: placed at once, though the close
     // is never reported decided.
-    report(&router, "0/1", 7, 5, 0);
+    let five: Vec<String> = (0..5).map(|k| format!("0{k:02}XUSDT")).collect();
+    report(&router, "0/1", 7, 5, &[five, vec![d[0].clone()]].concat());
     let first = intent(&d[0], 7, buy, prices[&d[0]]).of_shard("0/1".parse().unwrap());
     let sent = std::time::Instant::now();
     let r = deliver(&router, &first);
@@ -668,7 +679,7 @@ fn a_close_waits_only_when_the_room_could_cut_it_and_never_past_close_wait() {
 
     // Shard 1 of 2 never reports the next close: shard 0's two entries wait for it until
     // close_wait_ms, then are placed.
-    report(&router, "0/2", 8, 0, 2);
+    report(&router, "0/2", 8, 0, &d[1..]);
     let sent = std::time::Instant::now();
     let replies: Vec<RouterReply> = std::thread::scope(|scope| {
         let hs: Vec<_> = d[1..]

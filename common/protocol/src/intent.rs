@@ -69,17 +69,19 @@ pub struct OrderIntent {
 
 /// A worker shard's progress through one bar close, sent to the router at its first bar of
 /// the close and when every symbol it owns has had that bar: with them, the router knows
-/// how many of the close's entries can still come ([`OrderIntent::shard`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// which of the close's entries can still come ([`OrderIntent::shard`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloseProgress {
     pub shard: Shard,
     pub interval: Interval,
     /// Open time of the bar that closed.
     pub bar_open_time_ms: TimestampMs,
-    /// Symbols of the shard whose bar of this close has not been decided yet.
+    /// How many of the shard's symbols have not had this bar yet (0: the close is decided).
     pub undecided: u32,
-    /// Symbols the shard has sent an entry for at this close so far.
-    pub entries: u32,
+    /// The symbols that may still bring the router an entry of this close: those not
+    /// decided yet and those an entry was sent for. Only ever shrinks from one report of a
+    /// close to the next.
+    pub pending: Vec<Symbol>,
 }
 
 impl OrderIntent {
@@ -119,6 +121,13 @@ impl OrderIntent {
     pub fn with_bar_stamps(mut self, stamps: BarStamps) -> OrderIntent {
         self.bar_stamps = stamps;
         self
+    }
+
+    /// Whether the router holds it with its bar close: an entry a worker shard decided on
+    /// its bar's arrival ([`OrderIntent::shard`]). Exits never wait (they are approved
+    /// whatever the order), nor do intents of a refill or a tool.
+    pub fn waits_for_its_close(&self) -> bool {
+        self.shard.is_some() && self.action != IntentAction::Exit
     }
 
     /// This intent, decided by `shard` on its bar's arrival ([`OrderIntent::shard`]).

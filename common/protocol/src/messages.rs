@@ -744,10 +744,12 @@ pub enum RiskRequest {
     /// book the ones before it left. Answered with `RiskReply::Decisions`, index for index.
     ApproveMany {
         intents: Vec<OrderIntent>,
-        /// Entries of the close still to come: the batch's entries are judged only if the
-        /// room (`shardbot_risk::room`) holds them and this many more, so that none of
-        /// them can be cut by a limit in favour of an entry ranked before it; otherwise
-        /// only its exits are, and the reply says `held`. `None`: judge them all.
+        /// Entries of the close that may still come, ranked before the batch's last: the
+        /// batch's entries that wait for their close (`OrderIntent::waits_for_its_close`)
+        /// are judged only if the room (`shardbot_risk::room`) holds them and this many
+        /// more, so that none of them can be cut by a limit in favour of an entry ranked
+        /// before it; otherwise the others are, and the reply says `held`. `None`: judge
+        /// them all.
         #[serde(default)]
         unless_room_short_of: Option<u32>,
     },
@@ -799,8 +801,8 @@ pub enum RiskReply {
         /// (`shardbot_risk::room`).
         #[serde(default)]
         room: Option<u32>,
-        /// The entries were not judged (`None`): the room is short of what
-        /// `unless_room_short_of` asked.
+        /// The entries that wait for their close were not judged (`None`): the room is
+        /// short of what `unless_room_short_of` asked.
         #[serde(default)]
         held: bool,
     },

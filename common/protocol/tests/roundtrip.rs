@@ -366,7 +366,10 @@ fn router_requests_and_replies_round_trip() {
         interval: Interval::M5,
         bar_open_time_ms: 1_700_000_000_000,
         undecided: 148,
-        entries: 1,
+        pending: vec![
+            Symbol::new("BTCUSDT").unwrap(),
+            Symbol::new("ETHUSDT").unwrap(),
+        ],
     }));
     round_trip(&RiskRequest::Flatten {
         flatten_id: "k1".into(),

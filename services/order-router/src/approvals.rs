@@ -17,7 +17,7 @@ use shardbot_bus::Requester;
 use shardbot_protocol::{CloseProgress, OrderIntent, RiskReply, RiskRequest};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::closes::{Closes, Release, Why, held_with_close};
+use crate::closes::{Closes, Release, Why};
 
 /// A risk manager's answer for one intent: its reply, or why there is none.
 pub type Answer = Result<RiskReply, String>;
@@ -83,7 +83,7 @@ async fn run(risk: Requester, close_wait: Duration, mut rx: mpsc::UnboundedRecei
         };
         let Some(first) = first else { return };
         let mut take = |m: Msg, ready: &mut Vec<_>| match m {
-            Msg::Ask(intent, reply) if held_with_close(&intent) => {
+            Msg::Ask(intent, reply) if intent.waits_for_its_close() => {
                 closes.hold(intent, reply, Instant::now());
             }
             Msg::Ask(intent, reply) => ready.push((intent, reply)),
@@ -110,7 +110,14 @@ async fn run(risk: Requester, close_wait: Duration, mut rx: mpsc::UnboundedRecei
                     waited_ms = close_wait.as_millis(),
                     "a bar close's entries judged before every shard decided it (a worker silent, or a bar lost): the order of its entries may not be the backtest's"
                 ),
-                Why::Complete | Why::Room { .. } => {}
+                Why::Complete => tracing::info!(
+                    interval = %r.key.0,
+                    bar_open_ms = r.key.1,
+                    entries = r.asks.len(),
+                    waited_ms = r.since.elapsed().as_millis(),
+                    "a bar close's entries judged together, every shard having decided it"
+                ),
+                Why::Room { .. } => {}
             }
         }
         room = ask(&risk, batch, release, &mut closes).await.or(room);
@@ -127,7 +134,7 @@ async fn ask(
     closes: &mut Closes<oneshot::Sender<Answer>>,
 ) -> Option<u32> {
     let unless_room_short_of = match release.as_ref().map(|r| r.why) {
-        Some(Why::Room { to_come }) => Some(to_come),
+        Some(Why::Room { before }) => Some(before),
         _ => None,
     };
     let mut intents: Vec<OrderIntent> = batch.iter().map(|(i, _)| i.clone()).collect();

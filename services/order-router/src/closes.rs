@@ -1,18 +1,19 @@
 //! A bar close's entries, held by the approval loop until none ranked before them can
-//! still come. Pure (no I/O, no clock of its own): table-tested below.
+//! still come and take their room. Pure (no I/O, no clock of its own): table-tested below.
 //!
 //! Each worker shard reports its progress through a close ([`CloseProgress`]: at its first
-//! bar of the close and once every symbol it owns has had that bar), and marks the intents
-//! it decides there with its shard ([`OrderIntent::shard`]). From them the router knows an
-//! upper bound of the close's entries still to come: the shards' undecided symbols plus
-//! the entries they sent that have not arrived. The approval loop asks for a close's held
-//! entries when either
-//! - the room the limits leave holds them and every entry still to come
-//!   (`shardbot_risk::fits`, checked again by the risk manager): no order can cut one of
-//!   them, so they are judged at once, the usual case and the fast one; or
+//! bar of the close and once every symbol it owns has had that bar, with the symbols that
+//! may still bring an entry), and marks the entries it decides there
+//! ([`OrderIntent::shard`]). The risk rules judge a close's entries by symbol
+//! (`shardbot_risk::judging_rank`, as the backtest does), so an entry can only be cut in
+//! favour of one ranked before it. The approval loop asks for a held entry when either
+//! - the room the limits leave (`shardbot_risk::room`) holds it, the held entries ranked
+//!   before it and every entry ranked before it that may still come: no order of arrival
+//!   can change its fate, so it is judged at once (the risk manager checks the room again,
+//!   `unless_room_short_of`). With room for a few hundred entries, the first entries of a
+//!   close by symbol go at once, and a close with room for all its symbols goes whole; or
 //! - nothing can come any more (every shard decided the close and its entries arrived):
-//!   then the whole close is judged together, in the rules' order, and a limit cuts it as
-//!   the backtest does; or
+//!   the rest of the close is judged together, in the rules' order; or
 //! - `router.close_wait_ms` passed since the first was held (a shard that stopped, or a
 //!   bar lost on the bus): what has arrived is judged, in the rules' order.
 
@@ -21,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shardbot_protocol::{CloseProgress, IntentAction, Interval, OrderIntent, Symbol, TimestampMs};
+use shardbot_protocol::{CloseProgress, Interval, OrderIntent, Symbol, TimestampMs};
 
 /// One bar close: its interval and the open time of the bar that closed.
 pub type CloseKey = (Interval, TimestampMs);
@@ -31,21 +32,6 @@ pub fn key_of(intent: &OrderIntent) -> CloseKey {
     (intent.interval, intent.bar_open_time_ms)
 }
 
-/// Whether the loop holds `intent` with its close: an entry a shard decided on its bar's
-/// arrival. Exits never wait (they are approved whatever the order), nor do intents from a
-/// refill or a tool.
-pub fn held_with_close(intent: &OrderIntent) -> bool {
-    intent.shard.is_some() && intent.action != IntentAction::Exit
-}
-
-/// A shard's newest progress: the fewest undecided symbols and the most entries reported
-/// (both only move one way, whatever order the reports arrive in).
-#[derive(Debug, Clone, Copy)]
-struct Reported {
-    undecided: u32,
-    entries: u32,
-}
-
 #[derive(Debug)]
 struct Close<T> {
     /// The shard count the reports name; `None` until one arrives.
@@ -53,13 +39,15 @@ struct Close<T> {
     /// Reports naming different shard counts (workers rescaled mid-close): nothing can
     /// be known, the wait decides.
     rescaled: bool,
-    reports: HashMap<u16, Reported>,
-    /// Symbols each shard's entries arrived for.
-    arrived: HashMap<u16, HashSet<Symbol>>,
+    /// Per shard, the symbols that may still bring an entry: what every report of it
+    /// allows (reports only shrink the set, whatever order they arrive in).
+    pending: HashMap<u16, HashSet<Symbol>>,
+    /// Symbols whose entry has arrived.
+    arrived: HashSet<Symbol>,
     held: Vec<(OrderIntent, T)>,
     /// When the first of `held` was held.
     since: Option<Instant>,
-    /// When this close was first heard of (reports alone are forgotten after a while).
+    /// When this close was first heard of (closes are forgotten a while after).
     heard: Instant,
 }
 
@@ -68,8 +56,8 @@ impl<T> Close<T> {
         Close {
             shards: None,
             rescaled: false,
-            reports: HashMap::new(),
-            arrived: HashMap::new(),
+            pending: HashMap::new(),
+            arrived: HashSet::new(),
             held: Vec::new(),
             since: None,
             heard: now,
@@ -84,47 +72,46 @@ impl<T> Close<T> {
         }
     }
 
-    /// Entries of the close that can still arrive, at most; `None` while a shard has not
+    /// The symbols whose entry may still come, sorted by rank; `None` while a shard has not
     /// reported.
-    fn to_come(&self) -> Option<u32> {
+    fn to_come(&self) -> Option<Vec<&Symbol>> {
         let shards = self.shards?;
-        if self.rescaled || self.reports.len() < usize::from(shards) {
+        if self.rescaled || self.pending.len() < usize::from(shards) {
             return None;
         }
-        let mut n: u32 = 0;
-        for (shard, r) in &self.reports {
-            let arrived = self
-                .arrived
-                .get(shard)
-                .map_or(0, |a| u32::try_from(a.len()).unwrap_or(u32::MAX));
-            n = n
-                .saturating_add(r.undecided)
-                .saturating_add(r.entries.saturating_sub(arrived));
-        }
-        Some(n)
+        let mut v: Vec<&Symbol> = self
+            .pending
+            .values()
+            .flatten()
+            .filter(|s| !self.arrived.contains(*s))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        Some(v)
     }
 }
 
 /// Why held entries are asked for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
-    /// The room may hold them and the `to_come` entries still possible: the risk manager
-    /// judges them only if it does (`unless_room_short_of`).
-    Room { to_come: u32 },
+    /// The room may hold them, the held entries ranked before them and the `before`
+    /// entries ranked before the last of them that may still come: the risk manager judges
+    /// them only if it does (`unless_room_short_of`).
+    Room { before: u32 },
     /// Every entry of the close has arrived: judged together, in the rules' order.
     Complete,
-    /// `close_wait_ms` passed with the close incomplete (`to_come`: `None`, a shard never
-    /// reported).
+    /// `close_wait_ms` passed with the close incomplete (`to_come`: how many entries may
+    /// still come; `None`, a shard never reported).
     Waited { to_come: Option<u32> },
 }
 
-/// Held entries let go to be judged.
+/// Held entries let go to be judged, in the rules' order.
 #[derive(Debug)]
 pub struct Release<T> {
     pub key: CloseKey,
     pub asks: Vec<(OrderIntent, T)>,
     pub why: Why,
-    /// When the first of them was held.
+    /// When the first of the close's held entries was held.
     pub since: Instant,
 }
 
@@ -135,9 +122,13 @@ pub struct Closes<T> {
     wait: Duration,
 }
 
-/// How long a close is remembered after it was first heard of (a report after its entries
-/// were judged finds it, so a late entry of it is still counted against `to_come`).
+/// How long a close is remembered after it was first heard of (a late entry of it still
+/// finds its reports).
 const REMEMBERED: Duration = Duration::from_secs(600);
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
 
 impl<T> Closes<T> {
     pub fn new(wait: Duration) -> Closes<T> {
@@ -155,28 +146,20 @@ impl<T> Closes<T> {
     pub fn report(&mut self, p: &CloseProgress, now: Instant) {
         let c = self.close((p.interval, p.bar_open_time_ms), now);
         c.shard_count(p.shard.count());
-        c.reports
+        let reported: HashSet<Symbol> = p.pending.iter().cloned().collect();
+        c.pending
             .entry(p.shard.index())
-            .and_modify(|r| {
-                r.undecided = r.undecided.min(p.undecided);
-                r.entries = r.entries.max(p.entries);
-            })
-            .or_insert(Reported {
-                undecided: p.undecided,
-                entries: p.entries,
-            });
+            .and_modify(|was| was.retain(|s| reported.contains(s)))
+            .or_insert(reported);
     }
 
-    /// Holds a [`held_with_close`] entry with its close until [`Closes::release`] lets it go.
+    /// Holds an entry that [waits for its close](OrderIntent::waits_for_its_close) until [`Closes::release`] lets it go.
     pub fn hold(&mut self, intent: OrderIntent, with: T, now: Instant) {
         let c = self.close(key_of(&intent), now);
         if let Some(shard) = intent.shard {
             c.shard_count(shard.count());
-            c.arrived
-                .entry(shard.index())
-                .or_default()
-                .insert(intent.symbol.clone());
         }
+        c.arrived.insert(intent.symbol.clone());
         c.since.get_or_insert(now);
         c.held.push((intent, with));
     }
@@ -189,44 +172,66 @@ impl<T> Closes<T> {
         c.held.extend(r.asks);
     }
 
-    /// The next close whose held entries are to be asked for, given the `room` the risk
-    /// manager last reported (`None`: not known yet, ask). Forgets closes long past.
+    /// The next close's held entries to ask for, given the `room` the risk manager last
+    /// reported (`None`: not known yet, ask). Forgets closes long past.
     pub fn release(&mut self, now: Instant, room: Option<u32>) -> Option<Release<T>> {
         self.closes
             .retain(|_, c| !c.held.is_empty() || now.duration_since(c.heard) < REMEMBERED);
-        let mut chosen: Option<(CloseKey, Why)> = None;
-        for (key, c) in &self.closes {
-            let Some(since) = c.since else { continue };
-            if c.held.is_empty() {
+        let wait = self.wait;
+        let mut keys: Vec<CloseKey> = self
+            .closes
+            .iter()
+            .filter(|(_, c)| !c.held.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        // The oldest close first.
+        keys.sort_unstable();
+        for key in keys {
+            let c = self.closes.get_mut(&key)?;
+            let since = c.since?;
+            c.held.sort_by(|a, b| {
+                shardbot_risk::judging_rank(&a.0).cmp(&shardbot_risk::judging_rank(&b.0))
+            });
+            let to_come = c.to_come();
+            let (take, why) = match &to_come {
+                Some(v) if v.is_empty() => (c.held.len(), Why::Complete),
+                _ if now.duration_since(since) >= wait => (
+                    c.held.len(),
+                    Why::Waited {
+                        to_come: to_come.as_ref().map(|v| count(v.len())),
+                    },
+                ),
+                Some(v) => {
+                    // The longest run of held entries, by rank, each of which the room
+                    // holds with everything ranked before it.
+                    let mut take = 0;
+                    let mut before = 0;
+                    for (k, (intent, _)) in c.held.iter().enumerate() {
+                        let earlier = count(v.partition_point(|s| *s < &intent.symbol));
+                        let need = count(k + 1).saturating_add(earlier);
+                        if !room.is_none_or(|r| shardbot_risk::fits(Some(r), need)) {
+                            break;
+                        }
+                        take = k + 1;
+                        before = earlier;
+                    }
+                    (take, Why::Room { before })
+                }
+                None => (0, Why::Complete),
+            };
+            if take == 0 {
                 continue;
             }
-            let to_come = c.to_come();
-            let held = u32::try_from(c.held.len()).unwrap_or(u32::MAX);
-            let why = match to_come {
-                Some(0) => Why::Complete,
-                _ if now.duration_since(since) >= self.wait => Why::Waited { to_come },
-                Some(n)
-                    if room
-                        .is_none_or(|r| shardbot_risk::fits(Some(r), held.saturating_add(n))) =>
-                {
-                    Why::Room { to_come: n }
-                }
-                _ => continue,
-            };
-            // The oldest close first.
-            if chosen.as_ref().is_none_or(|(k, _)| key < k) {
-                chosen = Some((*key, why));
-            }
+            let asks: Vec<(OrderIntent, T)> = c.held.drain(..take).collect();
+            c.since = if c.held.is_empty() { None } else { Some(since) };
+            return Some(Release {
+                key,
+                asks,
+                why,
+                since,
+            });
         }
-        let (key, why) = chosen?;
-        let c = self.closes.get_mut(&key)?;
-        let since = c.since.take()?;
-        Some(Release {
-            key,
-            asks: std::mem::take(&mut c.held),
-            why,
-            since,
-        })
+        None
     }
 
     /// When the longest-held entries reach `close_wait_ms`, if any are held.
@@ -245,7 +250,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use rstest::rstest;
     use rust_decimal_macros::dec;
-    use shardbot_protocol::{Shard, Side};
+    use shardbot_protocol::{IntentAction, Shard, Side};
 
     use super::*;
 
@@ -273,85 +278,108 @@ mod tests {
         }
     }
 
-    fn progress(of: &str, undecided: u32, entries: u32) -> CloseProgress {
+    fn progress(of: &str, undecided: u32, pending: &[&str]) -> CloseProgress {
         CloseProgress {
             shard: shard(of),
             interval: Interval::M5,
             bar_open_time_ms: BAR,
             undecided,
-            entries,
+            pending: pending.iter().map(|s| Symbol::new(*s).unwrap()).collect(),
         }
     }
 
     enum Ev {
-        Report(&'static str, u32, u32),
+        Report(&'static str, u32, &'static [&'static str]),
         Entry(&'static str, &'static str),
     }
+    use Ev::{Entry, Report};
+
+    const ABCD: &[&str] = &["AUSDT", "BUSDT", "CUSDT", "DUSDT"];
 
     /// Reports and entries in arrival order, the room last reported, and how long since
-    /// the first was held: what is let go and why.
+    /// the first was held: what is let go (in the rules' order) and why.
     #[rstest]
-    #[case::room_for_everything_still_possible(
-        vec![Ev::Report("0/2", 10, 0), Ev::Report("1/2", 10, 0), Ev::Entry("0/2", "BTCUSDT")],
-        Some(40), 0, Some(Why::Room { to_come: 20 }))]
+    #[case::room_for_everything_ranked_before(
+        vec![Report("0/2", 3, &["AUSDT", "BUSDT", "CUSDT"]), Report("1/2", 2, &["DUSDT", "EUSDT"]),
+             Entry("1/2", "EUSDT")],
+        Some(40), 0, Some((Why::Room { before: 4 }, vec!["EUSDT"])))]
     #[case::room_not_known_yet_asks(
-        vec![Ev::Report("0/1", 300, 0), Ev::Entry("0/1", "BTCUSDT")],
-        None, 0, Some(Why::Room { to_come: 300 }))]
-    #[case::too_little_room_holds(
-        vec![Ev::Report("0/2", 10, 0), Ev::Report("1/2", 10, 0), Ev::Entry("0/2", "BTCUSDT")],
-        Some(5), 0, None)]
+        vec![Report("0/1", 4, ABCD), Entry("0/1", "DUSDT")],
+        None, 0, Some((Why::Room { before: 3 }, vec!["DUSDT"])))]
+    #[case::too_little_room_for_what_ranks_before(
+        vec![Report("0/1", 4, ABCD), Entry("0/1", "DUSDT")],
+        Some(2), 0, None)]
+    #[case::the_first_by_rank_goes_at_once(
+        vec![Report("0/1", 4, ABCD), Entry("0/1", "AUSDT")],
+        Some(1), 0, Some((Why::Room { before: 0 }, vec!["AUSDT"])))]
+    #[case::the_run_stops_at_the_first_the_room_cannot_promise(
+        vec![Report("0/1", 4, ABCD), Entry("0/1", "DUSDT"), Entry("0/1", "BUSDT")],
+        Some(2), 0, Some((Why::Room { before: 1 }, vec!["BUSDT"])))]
     #[case::a_shard_not_heard_holds(
-        vec![Ev::Report("0/2", 0, 1), Ev::Entry("0/2", "BTCUSDT")],
+        vec![Report("0/2", 0, &["BUSDT"]), Entry("0/2", "BUSDT")],
         Some(400), 0, None)]
     #[case::no_room_at_all_judges_now(
-        vec![Ev::Report("0/1", 90, 0), Ev::Entry("0/1", "BTCUSDT")],
-        Some(0), 0, Some(Why::Room { to_come: 90 }))]
+        vec![Report("0/1", 4, ABCD), Entry("0/1", "DUSDT"), Entry("0/1", "CUSDT")],
+        Some(0), 0, Some((Why::Room { before: 2 }, vec!["CUSDT", "DUSDT"])))]
     #[case::every_entry_arrived(
-        vec![Ev::Report("0/2", 0, 2), Ev::Report("1/2", 0, 1), Ev::Entry("1/2", "XRPUSDT"),
-             Ev::Entry("0/2", "ETHUSDT"), Ev::Entry("0/2", "ADAUSDT")],
-        Some(1), 0, Some(Why::Complete))]
-    #[case::an_entry_reported_not_arrived(
-        vec![Ev::Report("0/1", 0, 2), Ev::Entry("0/1", "ETHUSDT")],
+        vec![Report("0/2", 0, &["EUSDT", "AUSDT"]), Report("1/2", 0, &["XUSDT"]), Entry("1/2", "XUSDT"),
+             Entry("0/2", "EUSDT"), Entry("0/2", "AUSDT")],
+        Some(1), 0, Some((Why::Complete, vec!["AUSDT", "EUSDT", "XUSDT"])))]
+    #[case::an_entry_ranked_before_still_on_its_way(
+        vec![Report("0/1", 0, &["EUSDT", "AUSDT"]), Entry("0/1", "EUSDT")],
         Some(1), 0, None)]
     #[case::entries_before_their_report(
-        vec![Ev::Entry("0/1", "ETHUSDT"), Ev::Entry("0/1", "ADAUSDT"), Ev::Report("0/1", 0, 2)],
-        Some(1), 0, Some(Why::Complete))]
-    #[case::a_stale_report_does_not_undo_a_newer_one(
-        vec![Ev::Report("0/1", 0, 1), Ev::Report("0/1", 50, 0), Ev::Entry("0/1", "ETHUSDT")],
-        Some(1), 0, Some(Why::Complete))]
+        vec![Entry("0/1", "EUSDT"), Entry("0/1", "AUSDT"), Report("0/1", 0, &["AUSDT", "EUSDT"])],
+        Some(1), 0, Some((Why::Complete, vec!["AUSDT", "EUSDT"])))]
+    #[case::an_older_report_arriving_late_does_not_widen(
+        vec![Report("0/1", 0, &["EUSDT"]), Report("0/1", 5, &["AUSDT", "BUSDT", "CUSDT", "DUSDT", "EUSDT"]),
+             Entry("0/1", "EUSDT")],
+        Some(1), 0, Some((Why::Complete, vec!["EUSDT"])))]
     #[case::a_silent_shard_waited_for(
-        vec![Ev::Report("0/2", 0, 1), Ev::Entry("0/2", "BTCUSDT")],
-        Some(0), 3000, Some(Why::Waited { to_come: None }))]
+        vec![Report("0/2", 0, &["BUSDT"]), Entry("0/2", "BUSDT")],
+        Some(0), 3000, Some((Why::Waited { to_come: None }, vec!["BUSDT"])))]
     #[case::not_yet_waited_long_enough(
-        vec![Ev::Report("0/2", 0, 1), Ev::Entry("0/2", "BTCUSDT")],
+        vec![Report("0/2", 0, &["BUSDT"]), Entry("0/2", "BUSDT")],
         Some(3), 2999, None)]
     #[case::rescaled_mid_close(
-        vec![Ev::Report("0/2", 0, 0), Ev::Report("1/2", 0, 0), Ev::Report("0/4", 0, 1), Ev::Entry("0/4", "BTCUSDT")],
+        vec![Report("0/2", 0, &[]), Report("1/2", 0, &[]), Report("0/4", 0, &["BUSDT"]), Entry("0/4", "BUSDT")],
         Some(3), 0, None)]
     fn a_close_is_let_go(
         #[case] events: Vec<Ev>,
         #[case] room: Option<u32>,
         #[case] after_ms: u64,
-        #[case] want: Option<Why>,
+        #[case] want: Option<(Why, Vec<&str>)>,
     ) {
         let t0 = Instant::now();
-        let mut closes: Closes<u32> = Closes::new(Duration::from_millis(3000));
-        for (n, e) in events.into_iter().enumerate() {
+        let mut closes: Closes<()> = Closes::new(Duration::from_millis(3000));
+        for e in events {
             match e {
-                Ev::Report(s, undecided, entries) => {
-                    closes.report(&progress(s, undecided, entries), t0);
+                Report(s, undecided, pending) => {
+                    closes.report(&progress(s, undecided, pending), t0);
                 }
-                Ev::Entry(s, symbol) => closes.hold(entry(symbol, Some(s)), n as u32, t0),
+                Entry(s, symbol) => closes.hold(entry(symbol, Some(s)), (), t0),
             }
         }
         let got = closes.release(t0 + Duration::from_millis(after_ms), room);
-        assert_eq!(got.as_ref().map(|r| r.why), want);
-        if let Some(r) = got {
-            assert_eq!(r.key, (Interval::M5, BAR));
-            assert!(!r.asks.is_empty());
-            assert!(closes.release(t0, room).is_none(), "let go once");
-        } else {
-            assert_eq!(closes.deadline(), Some(t0 + Duration::from_millis(3000)));
+        let got_view = got.as_ref().map(|r| {
+            let symbols: Vec<&str> = r.asks.iter().map(|(i, _)| i.symbol.as_str()).collect();
+            (r.why, symbols)
+        });
+        assert_eq!(got_view, want);
+        match got {
+            Some(r) => {
+                assert_eq!((r.key, r.since), ((Interval::M5, BAR), t0));
+                // Let go once; what stays held still waits from the first hold.
+                let again = closes.release(t0, room);
+                assert!(
+                    again.is_none()
+                        || again.is_some_and(|a| !a
+                            .asks
+                            .iter()
+                            .any(|(i, _)| r.asks.iter().any(|(j, _)| i.intent_id == j.intent_id)))
+                );
+            }
+            None => assert_eq!(closes.deadline(), Some(t0 + Duration::from_millis(3000))),
         }
     }
 
@@ -359,30 +387,33 @@ mod tests {
     fn entries_put_back_keep_their_wait_and_go_when_the_close_completes() {
         let t0 = Instant::now();
         let mut closes: Closes<()> = Closes::new(Duration::from_millis(3000));
-        closes.report(&progress("0/1", 5, 0), t0);
-        closes.hold(entry("ETHUSDT", Some("0/1")), (), t0);
+        closes.report(&progress("0/1", 3, &["AUSDT", "CUSDT", "EUSDT"]), t0);
+        closes.hold(entry("EUSDT", Some("0/1")), (), t0);
         let r = closes.release(t0, None).unwrap();
-        assert_eq!(r.why, Why::Room { to_come: 5 });
-        // The risk manager: room for 2 only.
+        assert_eq!(r.why, Why::Room { before: 2 });
+        // The risk manager: room for 2 only, the release needed 3.
         closes.put_back(r);
         assert!(closes.release(t0, Some(2)).is_none());
         assert_eq!(closes.deadline(), Some(t0 + Duration::from_millis(3000)));
-        closes.hold(entry("ADAUSDT", Some("0/1")), (), t0);
-        closes.report(&progress("0/1", 0, 2), t0);
+        closes.hold(entry("AUSDT", Some("0/1")), (), t0);
+        // AUSDT ranks first: room for it, whatever comes.
         let r = closes.release(t0, Some(2)).unwrap();
+        assert_eq!(r.why, Why::Room { before: 0 });
+        assert_eq!(r.asks.len(), 1);
+        assert_eq!(r.asks[0].0.symbol.as_str(), "AUSDT");
+        closes.report(&progress("0/1", 0, &["AUSDT", "EUSDT"]), t0);
+        let r = closes.release(t0, Some(1)).unwrap();
         assert_eq!(r.why, Why::Complete);
-        let mut symbols: Vec<&str> = r.asks.iter().map(|(i, _)| i.symbol.as_str()).collect();
-        symbols.sort_unstable();
-        assert_eq!(symbols, ["ADAUSDT", "ETHUSDT"]);
+        assert_eq!(r.asks[0].0.symbol.as_str(), "EUSDT");
         assert_eq!(closes.deadline(), None);
     }
 
     #[test]
-    fn only_a_shards_entries_wait_with_their_close() {
-        assert!(held_with_close(&entry("BTCUSDT", Some("0/1"))));
-        assert!(!held_with_close(&entry("BTCUSDT", None)));
+    fn only_a_shards_entries_wait_for_their_close() {
+        assert!(entry("BTCUSDT", Some("0/1")).waits_for_its_close());
+        assert!(!entry("BTCUSDT", None).waits_for_its_close());
         let mut exit = entry("BTCUSDT", Some("0/1"));
         exit.action = IntentAction::Exit;
-        assert!(!held_with_close(&exit));
+        assert!(!exit.waits_for_its_close());
     }
 }

@@ -647,18 +647,16 @@ impl RiskManager {
                 // Answered in the order asked; judged in the rules' order, whatever order
                 // the router sent them in.
                 let asked: Vec<IntentId> = intents.iter().map(|i| i.intent_id.clone()).collect();
-                // Entries wait for the rest of their close unless the room holds them and
-                // every entry still to come: then no order can cut one of them.
+                // A close's entries wait for the rest of it unless the room holds them and
+                // every entry that may still come before them: then no order of arrival
+                // can cut one of them.
                 let held = unless_room_short_of.is_some_and(|more| {
-                    let entries = intents
-                        .iter()
-                        .filter(|i| i.action != IntentAction::Exit)
-                        .count();
+                    let entries = intents.iter().filter(|i| i.waits_for_its_close()).count();
                     let entries = u32::try_from(entries).unwrap_or(u32::MAX);
                     !shardbot_risk::fits(self.room(), entries.saturating_add(more))
                 });
                 if held {
-                    intents.retain(|i| i.action == IntentAction::Exit);
+                    intents.retain(|i| !i.waits_for_its_close());
                 }
                 shardbot_risk::judging_order(&mut intents);
                 let mut decided: HashMap<IntentId, Option<RiskDecision>> = intents

@@ -252,25 +252,36 @@ impl Engine {
     }
 
     /// The shard's progress through the newest close when a report is due: at the close's
-    /// first bar and once every owned symbol has had it (the router learns from them how
-    /// many of the close's entries can still come).
+    /// first bar and once every owned symbol has had it (the router learns from them which
+    /// of the close's entries can still come).
     pub fn take_progress(&mut self) -> Option<CloseProgress> {
-        let owned = u32::try_from(self.symbols.len()).unwrap_or(u32::MAX);
         let c = self.close.as_mut()?;
-        let decided = u32::try_from(c.decided.len()).unwrap_or(u32::MAX);
-        let undecided = owned.saturating_sub(decided);
-        let due = if undecided == 0 {
+        let undecided: Vec<&Symbol> = self
+            .symbols
+            .keys()
+            .filter(|s| !c.decided.contains(*s))
+            .collect();
+        let due = if undecided.is_empty() {
             !std::mem::replace(&mut c.reported_all, true)
         } else {
             !std::mem::replace(&mut c.reported_first, true)
         };
         c.reported_first = true;
-        due.then(|| CloseProgress {
+        if !due {
+            return None;
+        }
+        let mut pending: Vec<Symbol> = undecided
+            .iter()
+            .map(|s| (*s).clone())
+            .chain(c.entries.iter().cloned())
+            .collect();
+        pending.sort_unstable();
+        Some(CloseProgress {
             shard: self.shard,
             interval: self.interval,
             bar_open_time_ms: c.open_ms,
-            undecided,
-            entries: u32::try_from(c.entries.len()).unwrap_or(u32::MAX),
+            undecided: u32::try_from(undecided.len()).unwrap_or(u32::MAX),
+            pending,
         })
     }
 
@@ -876,13 +887,26 @@ mod tests {
                         }
                     }
                 }
-                let want = match k {
-                    0 => Some((2, entries)),
-                    2 => Some((0, entries)),
+                // At the first bar: the two others, and this one if it gave an entry; at
+                // the last: the symbols that gave one.
+                let entered: Vec<&str> = if entries > 0 { vec![s] } else { vec![] };
+                let want: Option<(u32, Vec<&str>)> = match k {
+                    0 => Some((2, [&syms[1..], &entered[..]].concat())),
+                    2 if entries > 0 => Some((0, syms.to_vec())),
+                    2 => Some((0, vec![])),
                     _ => None,
                 };
                 let got = e.take_progress();
-                assert_eq!(got.map(|p| (p.undecided, p.entries)), want, "bar {i}, {s}");
+                let got_pending = got.as_ref().map(|p| {
+                    let mut v: Vec<&str> = p.pending.iter().map(Symbol::as_str).collect();
+                    v.sort_unstable();
+                    (p.undecided, v)
+                });
+                let want = want.map(|(u, mut v)| {
+                    v.sort_unstable();
+                    (u, v)
+                });
+                assert_eq!(got_pending, want, "bar {i}, {s}");
                 if let Some(p) = got {
                     assert_eq!(
                         (p.shard, p.interval, p.bar_open_time_ms),

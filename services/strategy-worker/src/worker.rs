@@ -230,6 +230,7 @@ impl Worker {
     /// costs the close's entries at most `router.close_wait_ms`, never an order).
     fn report(&self, p: CloseProgress) {
         let router = self.router.clone();
+        let (bar_open_ms, undecided) = (p.bar_open_time_ms, p.undecided);
         actix::spawn(async move {
             match router
                 .request_async::<_, RouterReply>(RouterRequest::CloseProgress(p))
@@ -242,8 +243,8 @@ impl Worker {
                         _ => None,
                     });
                     tracing::warn!(
-                        bar_open_ms = p.bar_open_time_ms,
-                        undecided = p.undecided,
+                        bar_open_ms,
+                        undecided,
                         error = why,
                         "cannot report the close's progress to the router"
                     );

@@ -396,8 +396,11 @@ fn burst(
         let shard = Shard::whole();
         let entries = matches!(action, IntentAction::Enter { .. });
         let n = u32::try_from(symbols.len()).unwrap_or(u32::MAX);
-        let report = |undecided: u32, sent: u32| {
+        let pending: Vec<Symbol> = symbols.iter().map(|(s, _)| s.clone()).collect();
+        let report = |undecided: u32| {
             let router = router.clone();
+            // At the first bar every symbol may bring an entry; at the last, every one did.
+            let pending = pending.clone();
             async move {
                 match router
                     .request_async::<_, RouterReply>(RouterRequest::CloseProgress(CloseProgress {
@@ -405,7 +408,7 @@ fn burst(
                         interval: Interval::M5,
                         bar_open_time_ms: bar,
                         undecided,
-                        entries: sent,
+                        pending,
                     }))
                     .await?
                 {
@@ -416,7 +419,7 @@ fn burst(
         };
         let mut reports = tokio::task::JoinSet::new();
         if entries {
-            reports.spawn(report(n, 0));
+            reports.spawn(report(n));
         }
         let mut tasks = tokio::task::JoinSet::new();
         for (s, p) in symbols {
@@ -457,7 +460,7 @@ fn burst(
             });
         }
         if entries {
-            reports.spawn(report(0, n));
+            reports.spawn(report(0));
         }
         while let Some(done) = reports.join_next().await {
             done.context("a report task failed")??;
