@@ -517,6 +517,13 @@ fn an_order_refused_inside_a_batch_is_answered_alone_and_the_others_are_placed()
             .iter()
             .map(|i| scope.spawn(|| deliver(&router, i)))
             .collect();
+        // Once all three wait (nothing decides them while 50 symbols ranked before them
+        // may still bring entries), the close is reported decided.
+        stack.wait_output(
+            "order-router",
+            "decided=0 waiting=3",
+            Duration::from_secs(30),
+        );
         report(&router, "0/1", 3, 0, &d);
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });

@@ -744,14 +744,15 @@ pub enum RiskRequest {
     /// book the ones before it left. Answered with `RiskReply::Decisions`, index for index.
     ApproveMany {
         intents: Vec<OrderIntent>,
-        /// Entries of the close that may still come, ranked before the batch's last: the
-        /// batch's entries that wait for their close (`OrderIntent::waits_for_its_close`)
-        /// are judged only if the room (`shardbot_risk::room`) holds them and this many
-        /// more, so that none of them can be cut by a limit in favour of an entry ranked
-        /// before it; otherwise the others are, and the reply says `held`. `None`: judge
-        /// them all.
+        /// A bar close's partial judgement: for each intent (index for index), how many
+        /// entries of its close may still come ranked before it (`u32::MAX`: not known).
+        /// The intents that wait for their close (`OrderIntent::waits_for_its_close`) are
+        /// then decided only where no entry still to come can change the decision (a
+        /// refusal the entries already arrived make certain, an approval the room holds
+        /// whatever comes before it), the others answered `None`, to be asked again.
+        /// `None`: judge them all.
         #[serde(default)]
-        unless_room_short_of: Option<u32>,
+        to_come_before: Option<Vec<u32>>,
     },
     Positions,
     Balance,
@@ -793,18 +794,11 @@ pub enum RiskRequest {
 pub enum RiskReply {
     Decision(RiskDecision),
     /// The decisions of an `ApproveMany`, in the order asked; `None` for an intent that
-    /// cannot be judged yet (a reversal's entry waiting for its exit's fill to be booked):
-    /// ask for it alone (`Approve`), which answers once it can be judged.
+    /// cannot be judged yet: one of a close's partial judgement (`to_come_before`) that an
+    /// entry still to come could change, or a reversal's entry waiting for its exit's fill
+    /// to be booked (asked alone, `Approve`, it is answered once it can be judged).
     Decisions {
         decisions: Vec<Option<RiskDecision>>,
-        /// Entries the limits still hold room for after these decisions
-        /// (`shardbot_risk::room`).
-        #[serde(default)]
-        room: Option<u32>,
-        /// The entries that wait for their close were not judged (`None`): the room is
-        /// short of what `unless_room_short_of` asked.
-        #[serde(default)]
-        held: bool,
     },
     Positions(PositionSnapshot),
     Balance(BalanceSnapshot),

@@ -248,11 +248,11 @@ fn every_request_and_reply_round_trips() {
         RiskRequest::Approve(intent()),
         RiskRequest::ApproveMany {
             intents: vec![intent(), intent()],
-            unless_room_short_of: None,
+            to_come_before: None,
         },
         RiskRequest::ApproveMany {
             intents: vec![intent().of_shard("1/4".parse().unwrap())],
-            unless_room_short_of: Some(12),
+            to_come_before: Some(vec![12]),
         },
         RiskRequest::Positions,
         RiskRequest::Balance,
@@ -290,13 +290,6 @@ fn every_request_and_reply_round_trips() {
                     side: Side::Buy,
                 }),
             ],
-            room: Some(3),
-            held: false,
-        },
-        RiskReply::Decisions {
-            decisions: vec![None],
-            room: Some(0),
-            held: true,
         },
         RiskReply::Positions(positions()),
         RiskReply::Balance(balance()),

@@ -34,8 +34,8 @@ use std::{
 
 use rust_decimal::Decimal;
 use shardbot_protocol::{
-    Fill, IntentAction, IntentId, OrderIntent, Position, RiskDecision, Symbol, TimestampMs,
-    TradingMode,
+    Fill, IntentAction, IntentId, OrderIntent, Position, Refusal, RiskDecision, Symbol,
+    TimestampMs, TradingMode,
 };
 
 use crate::{Book, TradingSettings, decide};
@@ -89,6 +89,17 @@ pub enum FillBooked {
     Booked,
     /// Not booked: no account read yet, or a closing fill of a guessed position.
     NotBooked,
+}
+
+/// What [`Ledger::foresee`] can say of a close's entry before the whole close is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Foreseen {
+    /// Approved whatever is still to come: approve it now.
+    Approved,
+    /// Refused whatever is still to come.
+    Refused(Refusal),
+    /// What is still to come decides.
+    Undecided,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -274,6 +285,33 @@ impl Ledger {
         d
     }
 
+    /// A bar close's entry judged on this ledger as if the close's entries that arrived
+    /// were all of it (call it on a copy, the close's arrived entries in the rules' order):
+    /// what the judgement of the whole close will say whatever of it is still to come, if
+    /// that is already certain. `to_come_before`: how many of the close's entries ranked
+    /// before this one may still come (`u32::MAX`: not known).
+    /// - Refused here: entries still to come only take room (each entry's margin is the
+    ///   same), so the limits refuse it then too; a symbol's own reasons are its own.
+    /// - Approved here with room for it and every entry still to come ranked before it
+    ///   ([`crate::room`], never more than the rules approve): approved then too.
+    pub fn foresee(
+        &mut self,
+        settings: &TradingSettings,
+        intent: &OrderIntent,
+        to_come_before: u32,
+        now_ms: TimestampMs,
+        now: Instant,
+    ) -> Foreseen {
+        let room = self.book.room(settings);
+        match self.approve(settings, intent, now_ms, now) {
+            RiskDecision::Refused { refusal, .. } => Foreseen::Refused(refusal),
+            RiskDecision::Approved { .. } if room.is_some_and(|r| r > to_come_before) => {
+                Foreseen::Approved
+            }
+            RiskDecision::Approved { .. } => Foreseen::Undecided,
+        }
+    }
+
     /// An approved entry the router did not place: its provisional position ends (unless
     /// a later approval or a fill replaced it). Returns whether anything changed.
     pub fn unplaced(&mut self, intent_id: &IntentId, symbol: &Symbol) -> bool {
@@ -369,6 +407,105 @@ mod tests {
 
     fn exit(bar: i64, symbol: &str, strategy: &str) -> OrderIntent {
         intent(bar, symbol, strategy, IntentAction::Exit)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// A close's entries decided as they arrive (each partial judgement deciding only
+        /// what [`Ledger::foresee`] calls certain, the rest at the end) get the decisions
+        /// of the whole close judged at once in the rules' order, whatever the arrival
+        /// order: the entries a limit cuts are the backtest's.
+        #[test]
+        fn deciding_what_is_certain_as_a_close_arrives_is_judging_it_whole(
+            n in 1usize..14,
+            max_open in 1u32..8,
+            margin_pct in proptest::sample::select(vec![dec!(10), dec!(35), dec!(100)]),
+            held_mask in 0u32..(1 << 14),
+            order in proptest::collection::vec(0usize..1000, 14),
+            batches in proptest::collection::vec(1usize..4, 14),
+            reported in proptest::bool::ANY,
+        ) {
+            let settings = TradingSettings {
+                sizing: crate::Sizing::Fixed(dec!(20)),
+                max_open_positions: max_open,
+                max_margin_use_pct: margin_pct,
+                fee_rate: dec!(0.00055),
+                ..settings()
+            };
+            let symbols: Vec<String> = (0..n).map(|k| format!("S{k:02}USDT")).collect();
+            // Some symbols hold a position already (refused for their own reason), one
+            // more outside the close.
+            let mut positions: Vec<Position> = symbols
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| held_mask & (1 << k) != 0)
+                .map(|(_, s)| position(s, Side::Buy, dec!(0.1), Some("trend_following")))
+                .collect();
+            positions.push(position("ZZZUSDT", Side::Sell, dec!(0.1), None));
+            let now = Instant::now();
+            let mut start = Ledger::new(TradingMode::Normal);
+            start.on_read(read(now, positions, &[]), now);
+            let entries: Vec<OrderIntent> = symbols.iter().map(|s| enter(7, s, "trend_following")).collect();
+
+            // The whole close at once, in the rules' order.
+            let mut whole = start.clone();
+            let mut ranked = entries.clone();
+            crate::judging_order(&mut ranked);
+            let reference: Vec<(String, bool)> = ranked
+                .iter()
+                .map(|i| (i.symbol.to_string(), approved(&whole.approve(&settings, i, 0, now))))
+                .collect();
+
+            // As it arrives: in `order`, a few at a time.
+            let mut arrival: Vec<usize> = (0..n).collect();
+            arrival.sort_by_key(|k| order[*k]);
+            let mut live = start.clone();
+            let mut held: Vec<OrderIntent> = Vec::new();
+            let mut decided: Vec<(String, bool)> = Vec::new();
+            let mut next = 0;
+            let mut b = 0;
+            while next < n {
+                let take = batches[b % batches.len()].min(n - next);
+                b += 1;
+                held.extend(arrival[next..next + take].iter().map(|k| entries[*k].clone()));
+                next += take;
+                crate::judging_order(&mut held);
+                let to_come: Vec<&String> = {
+                    let mut v: Vec<&String> = arrival[next..].iter().map(|k| &symbols[*k]).collect();
+                    v.sort();
+                    v
+                };
+                let mut copy = live.clone();
+                let mut undecided = Vec::new();
+                for i in held.drain(..) {
+                    let before = if reported {
+                        u32::try_from(to_come.partition_point(|s| s.as_str() < i.symbol.as_str())).unwrap()
+                    } else {
+                        u32::MAX
+                    };
+                    match copy.foresee(&settings, &i, before, 0, now) {
+                        Foreseen::Approved => {
+                            let d = live.approve(&settings, &i, 0, now);
+                            proptest::prop_assert!(approved(&d), "{d:?}");
+                            decided.push((i.symbol.to_string(), true));
+                        }
+                        Foreseen::Refused(_) => decided.push((i.symbol.to_string(), false)),
+                        Foreseen::Undecided => undecided.push(i),
+                    }
+                }
+                held = undecided;
+            }
+            // The close complete: the rest in the rules' order.
+            crate::judging_order(&mut held);
+            for i in held {
+                let d = live.approve(&settings, &i, 0, now);
+                decided.push((i.symbol.to_string(), approved(&d)));
+            }
+            decided.sort();
+            let mut reference = reference;
+            reference.sort();
+            proptest::prop_assert_eq!(decided, reference);
+        }
     }
 
     fn position(symbol: &str, side: Side, size: Decimal, strategy: Option<&str>) -> Position {

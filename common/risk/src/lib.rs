@@ -47,7 +47,9 @@ use shardbot_protocol::{
     Side, Symbol, TimestampMs, TradingMode,
 };
 
-pub use ledger::{AccountRead, EntryTurn, FillBooked, Ledger, PROVISIONAL_FOR, entry_turn};
+pub use ledger::{
+    AccountRead, EntryTurn, FillBooked, Foreseen, Ledger, PROVISIONAL_FOR, entry_turn,
+};
 pub use settings::{SettingsError, Sizing, TradingSettings, default_fee_rate};
 pub use tally::{MARGIN_SCALE, PNL_SCALE, Tally, from_units, margin_of, margin_units, pnl_units};
 
@@ -310,12 +312,6 @@ pub fn room(settings: &TradingSettings, exposure: &Exposure) -> Option<u32> {
         k -= 1;
     }
     Some(k)
-}
-
-/// Whether `entries` more entries fit the [`room`]: judged now, none of them can be cut by
-/// a limit in favour of another (also when the room is 0: the limits refuse them all).
-pub fn fits(room: Option<u32>, entries: u32) -> bool {
-    room.is_some_and(|r| r == 0 || entries <= r)
 }
 
 /// The rules' answer to an intent, before it is tied to the intent's id.
@@ -795,16 +791,6 @@ mod tests {
             ..settings()
         };
         assert_eq!(room(&s, &exposure(open, margin_used, mode, daily)), want);
-    }
-
-    #[rstest]
-    #[case(Some(3), 3, true)]
-    #[case(Some(3), 4, false)]
-    #[case(Some(0), 40, true)]
-    #[case(None, 1, false)]
-    #[case(None, 0, false)]
-    fn a_close_fits_its_room(#[case] r: Option<u32>, #[case] entries: u32, #[case] want: bool) {
-        assert_eq!(fits(r, entries), want);
     }
 
     proptest::proptest! {

@@ -4,12 +4,11 @@
 //! (`shardbot_risk::judging_order`: exits first, then entries by symbol). One batch is in
 //! flight at a time; the intents that arrive meanwhile make the next one.
 //!
-//! Exits, and intents no worker shard marked, are ready at once. A shard's entries wait
-//! with their bar close ([`Closes`]) until no entry ranked before them can still come:
-//! at once when the limits' room holds them and every entry the close may still bring
-//! (the usual case), otherwise until the close's shards have decided it and their entries
-//! have arrived, so that when a limit cuts a close, the entries that win are the ones the
-//! backtest picks; `router.close_wait_ms` bounds the wait for a shard that went silent.
+//! Exits, and intents no worker shard marked, are ready at once. A shard's entries are
+//! held with their bar close ([`Closes`]) and decided as soon as what is still to come of
+//! the close cannot change their decision, so that when a limit cuts a close, the entries
+//! that win are the ones the backtest picks; `router.close_wait_ms` bounds the wait for a
+//! shard that went silent.
 
 use std::time::{Duration, Instant};
 
@@ -38,14 +37,16 @@ const STOPPED: &str = "the router's approval loop has stopped";
 
 impl Approvals {
     /// Starts the loop on `runtime` (the order path's); `close_wait` is
-    /// `router.close_wait_ms`.
+    /// `router.close_wait_ms`, `held_at_most` the most entries held at once
+    /// ([`Closes::new`]).
     pub fn start(
         risk: Requester,
         close_wait: Duration,
+        held_at_most: usize,
         runtime: &tokio::runtime::Handle,
     ) -> Approvals {
         let (tx, rx) = mpsc::unbounded_channel();
-        runtime.spawn(run(risk, close_wait, rx));
+        runtime.spawn(run(risk, Closes::new(close_wait, held_at_most), rx));
         Approvals { tx }
     }
 
@@ -67,11 +68,12 @@ impl Approvals {
     }
 }
 
-async fn run(risk: Requester, close_wait: Duration, mut rx: mpsc::UnboundedReceiver<Msg>) {
-    let mut closes: Closes<oneshot::Sender<Answer>> = Closes::new(close_wait);
-    // Entries the risk manager's limits still hold room for, as it last said (`None`: not
-    // said yet, or beyond what it can count: ask).
-    let mut room: Option<u32> = None;
+async fn run(
+    risk: Requester,
+    mut closes: Closes<oneshot::Sender<Answer>>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+) {
+    let close_wait = closes.wait();
     let mut ready: Vec<(OrderIntent, oneshot::Sender<Answer>)> = Vec::new();
     loop {
         let first = match closes.deadline() {
@@ -95,94 +97,112 @@ async fn run(risk: Requester, close_wait: Duration, mut rx: mpsc::UnboundedRecei
         while let Ok(m) = rx.try_recv() {
             take(m, &mut ready);
         }
-        let release = closes.release(Instant::now(), room);
-        if ready.is_empty() && release.is_none() {
-            continue;
-        }
-        let batch = std::mem::take(&mut ready);
-        if let Some(r) = &release {
-            match r.why {
-                Why::Waited { to_come } => tracing::warn!(
-                    interval = %r.key.0,
-                    bar_open_ms = r.key.1,
-                    entries = r.asks.len(),
-                    to_come = ?to_come,
-                    waited_ms = close_wait.as_millis(),
-                    "a bar close's entries judged before every shard decided it (a worker silent, or a bar lost): the order of its entries may not be the backtest's"
-                ),
-                Why::Complete => tracing::info!(
-                    interval = %r.key.0,
-                    bar_open_ms = r.key.1,
-                    entries = r.asks.len(),
-                    waited_ms = r.since.elapsed().as_millis(),
-                    "a bar close's entries judged together, every shard having decided it"
-                ),
-                Why::Room { .. } => {}
+        // Every close with news goes, each in its own round trip, the ready intents with
+        // the first.
+        loop {
+            let release = closes.release(Instant::now());
+            if ready.is_empty() && release.is_none() {
+                break;
             }
+            if let Some(r) = &release {
+                log_release(r, close_wait);
+            }
+            ask(&risk, std::mem::take(&mut ready), release, &mut closes).await;
         }
-        room = ask(&risk, batch, release, &mut closes).await.or(room);
+    }
+}
+
+fn log_release<T>(r: &Release<T>, close_wait: Duration) {
+    match r.why {
+        Why::Waited { to_come } => tracing::warn!(
+            interval = %r.key.0,
+            bar_open_ms = r.key.1,
+            entries = r.asks.len(),
+            to_come = ?to_come,
+            waited_ms = close_wait.as_millis(),
+            "a bar close's entries judged before every shard decided it (a worker silent, or a bar lost): the order of its entries may not be the backtest's"
+        ),
+        Why::Full => tracing::warn!(
+            interval = %r.key.0,
+            bar_open_ms = r.key.1,
+            entries = r.asks.len(),
+            "a bar close's entries judged before it was complete: the router holds as many as it can (a close of more undecided entries than its request slots): the order of its entries may not be the backtest's"
+        ),
+        Why::Complete => tracing::info!(
+            interval = %r.key.0,
+            bar_open_ms = r.key.1,
+            entries = r.asks.len(),
+            waited_ms = r.since.elapsed().as_millis(),
+            "a bar close's undecided entries judged together, every shard having decided it"
+        ),
+        Why::Partial { .. } => {}
     }
 }
 
 /// Asks the risk manager for `batch` and `release`'s entries in one round trip and hands
-/// every answer on; entries the risk manager held go back to their close. Returns the
-/// room the risk manager reported.
+/// every answer on; the entries a partial judgement left undecided go back to their close.
 async fn ask(
     risk: &Requester,
     batch: Vec<(OrderIntent, oneshot::Sender<Answer>)>,
     release: Option<Release<oneshot::Sender<Answer>>>,
     closes: &mut Closes<oneshot::Sender<Answer>>,
-) -> Option<u32> {
-    let unless_room_short_of = match release.as_ref().map(|r| r.why) {
-        Some(Why::Room { before }) => Some(before),
-        _ => None,
-    };
+) {
     let mut intents: Vec<OrderIntent> = batch.iter().map(|(i, _)| i.clone()).collect();
+    let mut to_come_before = None;
     if let Some(r) = &release {
         intents.extend(r.asks.iter().map(|(i, _)| i.clone()));
+        if let Why::Partial { before } = &r.why {
+            // The batch's intents do not wait for a close: their figure is not read.
+            to_come_before = Some([vec![0; batch.len()], before.clone()].concat());
+        }
     }
+    let partial = to_come_before.is_some();
     let n = intents.len();
     let answered = match risk
         .request_async::<_, RiskReply>(RiskRequest::ApproveMany {
             intents,
-            unless_room_short_of,
+            to_come_before,
         })
         .await
     {
-        Ok(RiskReply::Decisions {
-            decisions,
-            room,
-            held,
-        }) if decisions.len() == n => Ok((decisions, room, held)),
+        Ok(RiskReply::Decisions { decisions }) if decisions.len() == n => Ok(decisions),
         Ok(other) => Err(format!("unexpected answer to {n} approvals: {other:?}")),
         Err(e) => Err(e.to_string()),
     };
-    let (decisions, room, held) = match answered {
-        Ok(a) => a,
+    let decisions = match answered {
+        Ok(d) => d,
         Err(why) => {
             let held = release.into_iter().flat_map(|r| r.asks);
             for (_, reply) in batch.into_iter().chain(held) {
                 let _ = reply.send(Err(why.clone()));
             }
-            return None;
+            return;
         }
     };
     let mut decisions = decisions.into_iter();
     for ((intent, reply), decision) in batch.into_iter().zip(decisions.by_ref()) {
         hand_on(risk, intent, reply, decision);
     }
-    if let Some(mut r) = release {
-        if held {
-            closes.put_back(r);
-        } else {
-            for ((intent, reply), decision) in
-                std::mem::take(&mut r.asks).into_iter().zip(decisions)
-            {
-                hand_on(risk, intent, reply, decision);
+    if let Some(r) = release {
+        let asked = r.asks.len();
+        let mut undecided = Vec::new();
+        for ((intent, reply), decision) in r.asks.into_iter().zip(decisions) {
+            match decision {
+                None if partial => undecided.push((intent, reply)),
+                decision => hand_on(risk, intent, reply, decision),
             }
         }
+        if partial {
+            tracing::info!(
+                interval = %r.key.0,
+                bar_open_ms = r.key.1,
+                decided = asked - undecided.len(),
+                waiting = undecided.len(),
+                "a bar close's entries judged as far as what may still come allows"
+            );
+        }
+        closes.put_back(r.key, undecided, r.since);
     }
-    room
 }
 
 fn hand_on(

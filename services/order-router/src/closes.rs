@@ -1,21 +1,23 @@
-//! A bar close's entries, held by the approval loop until none ranked before them can
-//! still come and take their room. Pure (no I/O, no clock of its own): table-tested below.
+//! A bar close's entries, held by the approval loop until what is still to come of the
+//! close cannot change their decision. Pure (no I/O, no clock of its own): table-tested.
 //!
 //! Each worker shard reports its progress through a close ([`CloseProgress`]: at its first
 //! bar of the close and once every symbol it owns has had that bar, with the symbols that
 //! may still bring an entry), and marks the entries it decides there
 //! ([`OrderIntent::shard`]). The risk rules judge a close's entries by symbol
 //! (`shardbot_risk::judging_rank`, as the backtest does), so an entry can only be cut in
-//! favour of one ranked before it. The approval loop asks for a held entry when either
-//! - the room the limits leave (`shardbot_risk::room`) holds it, the held entries ranked
-//!   before it and every entry ranked before it that may still come: no order of arrival
-//!   can change its fate, so it is judged at once (the risk manager checks the room again,
-//!   `unless_room_short_of`). With room for a few hundred entries, the first entries of a
-//!   close by symbol go at once, and a close with room for all its symbols goes whole; or
-//! - nothing can come any more (every shard decided the close and its entries arrived):
-//!   the rest of the close is judged together, in the rules' order; or
-//! - `router.close_wait_ms` passed since the first was held (a shard that stopped, or a
-//!   bar lost on the bus): what has arrived is judged, in the rules' order.
+//! favour of one ranked before it. Whenever a close's entries or reports arrive, its held
+//! entries are asked for with, for each, how many entries ranked before it may still come
+//! ([`Why::Partial`]): the risk manager decides those whose decision nothing still to come
+//! can change (an approval the room holds whatever comes before it; a refusal the entries
+//! already arrived make certain) and leaves the others held. With room for a few hundred
+//! entries, a close's first entries by symbol are approved at once even when the room is
+//! short of the whole universe, and when it is short, the entries it cuts are refused as
+//! soon as enough of those ranked before them have arrived. What is left is judged
+//! - when nothing can come any more (every shard decided the close and its entries
+//!   arrived): together, in the rules' order ([`Why::Complete`]); or
+//! - when `router.close_wait_ms` passed since the first was held (a shard that stopped,
+//!   or a bar lost on the bus): what has arrived, in the rules' order ([`Why::Waited`]).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -47,6 +49,8 @@ struct Close<T> {
     held: Vec<(OrderIntent, T)>,
     /// When the first of `held` was held.
     since: Option<Instant>,
+    /// Something arrived since its held entries were last asked for.
+    news: bool,
     /// When this close was first heard of (closes are forgotten a while after).
     heard: Instant,
 }
@@ -60,6 +64,7 @@ impl<T> Close<T> {
             arrived: HashSet::new(),
             held: Vec::new(),
             since: None,
+            news: false,
             heard: now,
         }
     }
@@ -92,17 +97,20 @@ impl<T> Close<T> {
 }
 
 /// Why held entries are asked for now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Why {
-    /// The room may hold them, the held entries ranked before them and the `before`
-    /// entries ranked before the last of them that may still come: the risk manager judges
-    /// them only if it does (`unless_room_short_of`).
-    Room { before: u32 },
+    /// Something of the close arrived: for each entry (index for index), how many of the
+    /// close's entries ranked before it may still come (`u32::MAX`: a shard has not
+    /// reported). Only what that cannot change is decided.
+    Partial { before: Vec<u32> },
     /// Every entry of the close has arrived: judged together, in the rules' order.
     Complete,
     /// `close_wait_ms` passed with the close incomplete (`to_come`: how many entries may
     /// still come; `None`, a shard never reported).
     Waited { to_come: Option<u32> },
+    /// More entries are held than the router can keep waiting (each holds a request
+    /// open): the oldest close's are judged as they stand.
+    Full,
 }
 
 /// Held entries let go to be judged, in the rules' order.
@@ -120,6 +128,8 @@ pub struct Release<T> {
 pub struct Closes<T> {
     closes: HashMap<CloseKey, Close<T>>,
     wait: Duration,
+    /// The most entries held at once.
+    held_at_most: usize,
 }
 
 /// How long a close is remembered after it was first heard of (a late entry of it still
@@ -131,11 +141,17 @@ fn count(n: usize) -> u32 {
 }
 
 impl<T> Closes<T> {
-    pub fn new(wait: Duration) -> Closes<T> {
+    /// `wait`: `router.close_wait_ms`; `held_at_most`: the most entries held at once.
+    pub fn new(wait: Duration, held_at_most: usize) -> Closes<T> {
         Closes {
             closes: HashMap::new(),
             wait,
+            held_at_most,
         }
+    }
+
+    pub fn wait(&self) -> Duration {
+        self.wait
     }
 
     fn close(&mut self, key: CloseKey, now: Instant) -> &mut Close<T> {
@@ -151,9 +167,11 @@ impl<T> Closes<T> {
             .entry(p.shard.index())
             .and_modify(|was| was.retain(|s| reported.contains(s)))
             .or_insert(reported);
+        c.news = true;
     }
 
-    /// Holds an entry that [waits for its close](OrderIntent::waits_for_its_close) until [`Closes::release`] lets it go.
+    /// Holds an entry that [waits for its close](OrderIntent::waits_for_its_close) until
+    /// [`Closes::release`] lets it go.
     pub fn hold(&mut self, intent: OrderIntent, with: T, now: Instant) {
         let c = self.close(key_of(&intent), now);
         if let Some(shard) = intent.shard {
@@ -161,20 +179,24 @@ impl<T> Closes<T> {
         }
         c.arrived.insert(intent.symbol.clone());
         c.since.get_or_insert(now);
+        c.news = true;
         c.held.push((intent, with));
     }
 
-    /// Entries answered `held` by the risk manager: back with their close, their wait
+    /// Entries a partial judgement left undecided: back with their close, their wait
     /// still counted from when they were first held.
-    pub fn put_back(&mut self, r: Release<T>) {
-        let c = self.close(r.key, r.since);
-        c.since = Some(c.since.map_or(r.since, |s| s.min(r.since)));
-        c.held.extend(r.asks);
+    pub fn put_back(&mut self, key: CloseKey, asks: Vec<(OrderIntent, T)>, since: Instant) {
+        if asks.is_empty() {
+            return;
+        }
+        let c = self.close(key, since);
+        c.since = Some(c.since.map_or(since, |s| s.min(since)));
+        c.held.extend(asks);
     }
 
-    /// The next close's held entries to ask for, given the `room` the risk manager last
-    /// reported (`None`: not known yet, ask). Forgets closes long past.
-    pub fn release(&mut self, now: Instant, room: Option<u32>) -> Option<Release<T>> {
+    /// The next close's held entries to ask for: the oldest close that is complete, has
+    /// waited `close_wait_ms`, or has news. Forgets closes long past.
+    pub fn release(&mut self, now: Instant) -> Option<Release<T>> {
         self.closes
             .retain(|_, c| !c.held.is_empty() || now.duration_since(c.heard) < REMEMBERED);
         let wait = self.wait;
@@ -184,8 +206,8 @@ impl<T> Closes<T> {
             .filter(|(_, c)| !c.held.is_empty())
             .map(|(k, _)| *k)
             .collect();
-        // The oldest close first.
         keys.sort_unstable();
+        let full = self.closes.values().map(|c| c.held.len()).sum::<usize>() >= self.held_at_most;
         for key in keys {
             let c = self.closes.get_mut(&key)?;
             let since = c.since?;
@@ -193,40 +215,29 @@ impl<T> Closes<T> {
                 shardbot_risk::judging_rank(&a.0).cmp(&shardbot_risk::judging_rank(&b.0))
             });
             let to_come = c.to_come();
-            let (take, why) = match &to_come {
-                Some(v) if v.is_empty() => (c.held.len(), Why::Complete),
-                _ if now.duration_since(since) >= wait => (
-                    c.held.len(),
-                    Why::Waited {
-                        to_come: to_come.as_ref().map(|v| count(v.len())),
-                    },
-                ),
-                Some(v) => {
-                    // The longest run of held entries, by rank, each of which the room
-                    // holds with everything ranked before it.
-                    let mut take = 0;
-                    let mut before = 0;
-                    for (k, (intent, _)) in c.held.iter().enumerate() {
-                        let earlier = count(v.partition_point(|s| *s < &intent.symbol));
-                        let need = count(k + 1).saturating_add(earlier);
-                        if !room.is_none_or(|r| shardbot_risk::fits(Some(r), need)) {
-                            break;
-                        }
-                        take = k + 1;
-                        before = earlier;
-                    }
-                    (take, Why::Room { before })
-                }
-                None => (0, Why::Complete),
+            let why = match &to_come {
+                Some(v) if v.is_empty() => Why::Complete,
+                _ if full => Why::Full,
+                _ if now.duration_since(since) >= wait => Why::Waited {
+                    to_come: to_come.as_ref().map(|v| count(v.len())),
+                },
+                _ if !c.news => continue,
+                Some(v) => Why::Partial {
+                    before: c
+                        .held
+                        .iter()
+                        .map(|(i, _)| count(v.partition_point(|s| *s < &i.symbol)))
+                        .collect(),
+                },
+                None => Why::Partial {
+                    before: vec![u32::MAX; c.held.len()],
+                },
             };
-            if take == 0 {
-                continue;
-            }
-            let asks: Vec<(OrderIntent, T)> = c.held.drain(..take).collect();
-            c.since = if c.held.is_empty() { None } else { Some(since) };
+            c.news = false;
+            c.since = None;
             return Some(Release {
                 key,
-                asks,
+                asks: std::mem::take(&mut c.held),
                 why,
                 since,
             });
@@ -294,116 +305,127 @@ mod tests {
     }
     use Ev::{Entry, Report};
 
-    const ABCD: &[&str] = &["AUSDT", "BUSDT", "CUSDT", "DUSDT"];
+    const MAX: u32 = u32::MAX;
 
-    /// Reports and entries in arrival order, the room last reported, and how long since
-    /// the first was held: what is let go (in the rules' order) and why.
+    /// Reports and entries in arrival order (`asked`: then asked for once, all left
+    /// undecided), and how long after: what is let go (in the rules' order) and why.
     #[rstest]
-    #[case::room_for_everything_ranked_before(
+    #[case::each_with_the_entries_ranked_before_it_still_to_come(
         vec![Report("0/2", 3, &["AUSDT", "BUSDT", "CUSDT"]), Report("1/2", 2, &["DUSDT", "EUSDT"]),
-             Entry("1/2", "EUSDT")],
-        Some(40), 0, Some((Why::Room { before: 4 }, vec!["EUSDT"])))]
-    #[case::room_not_known_yet_asks(
-        vec![Report("0/1", 4, ABCD), Entry("0/1", "DUSDT")],
-        None, 0, Some((Why::Room { before: 3 }, vec!["DUSDT"])))]
-    #[case::too_little_room_for_what_ranks_before(
-        vec![Report("0/1", 4, ABCD), Entry("0/1", "DUSDT")],
-        Some(2), 0, None)]
-    #[case::the_first_by_rank_goes_at_once(
-        vec![Report("0/1", 4, ABCD), Entry("0/1", "AUSDT")],
-        Some(1), 0, Some((Why::Room { before: 0 }, vec!["AUSDT"])))]
-    #[case::the_run_stops_at_the_first_the_room_cannot_promise(
-        vec![Report("0/1", 4, ABCD), Entry("0/1", "DUSDT"), Entry("0/1", "BUSDT")],
-        Some(2), 0, Some((Why::Room { before: 1 }, vec!["BUSDT"])))]
-    #[case::a_shard_not_heard_holds(
+             Entry("1/2", "EUSDT"), Entry("0/2", "BUSDT")],
+        false, 0, Some((Why::Partial { before: vec![1, 3] }, vec!["BUSDT", "EUSDT"])))]
+    #[case::a_shard_not_heard_yet(
         vec![Report("0/2", 0, &["BUSDT"]), Entry("0/2", "BUSDT")],
-        Some(400), 0, None)]
-    #[case::no_room_at_all_judges_now(
-        vec![Report("0/1", 4, ABCD), Entry("0/1", "DUSDT"), Entry("0/1", "CUSDT")],
-        Some(0), 0, Some((Why::Room { before: 2 }, vec!["CUSDT", "DUSDT"])))]
+        false, 0, Some((Why::Partial { before: vec![MAX] }, vec!["BUSDT"])))]
+    #[case::nothing_new_nothing_asked(
+        vec![Report("0/1", 2, &["AUSDT", "BUSDT"]), Entry("0/1", "BUSDT")],
+        true, 2999, None)]
+    #[case::a_report_is_news(
+        vec![Report("0/1", 2, &["AUSDT", "BUSDT"]), Entry("0/1", "BUSDT"), Report("0/1", 1, &["AUSDT", "BUSDT"])],
+        true, 0, Some((Why::Partial { before: vec![1] }, vec!["BUSDT"])))]
     #[case::every_entry_arrived(
         vec![Report("0/2", 0, &["EUSDT", "AUSDT"]), Report("1/2", 0, &["XUSDT"]), Entry("1/2", "XUSDT"),
              Entry("0/2", "EUSDT"), Entry("0/2", "AUSDT")],
-        Some(1), 0, Some((Why::Complete, vec!["AUSDT", "EUSDT", "XUSDT"])))]
-    #[case::an_entry_ranked_before_still_on_its_way(
-        vec![Report("0/1", 0, &["EUSDT", "AUSDT"]), Entry("0/1", "EUSDT")],
-        Some(1), 0, None)]
-    #[case::entries_before_their_report(
+        false, 0, Some((Why::Complete, vec!["AUSDT", "EUSDT", "XUSDT"])))]
+    #[case::complete_though_asked_before(
         vec![Entry("0/1", "EUSDT"), Entry("0/1", "AUSDT"), Report("0/1", 0, &["AUSDT", "EUSDT"])],
-        Some(1), 0, Some((Why::Complete, vec!["AUSDT", "EUSDT"])))]
+        true, 0, Some((Why::Complete, vec!["AUSDT", "EUSDT"])))]
     #[case::an_older_report_arriving_late_does_not_widen(
         vec![Report("0/1", 0, &["EUSDT"]), Report("0/1", 5, &["AUSDT", "BUSDT", "CUSDT", "DUSDT", "EUSDT"]),
              Entry("0/1", "EUSDT")],
-        Some(1), 0, Some((Why::Complete, vec!["EUSDT"])))]
+        false, 0, Some((Why::Complete, vec!["EUSDT"])))]
     #[case::a_silent_shard_waited_for(
         vec![Report("0/2", 0, &["BUSDT"]), Entry("0/2", "BUSDT")],
-        Some(0), 3000, Some((Why::Waited { to_come: None }, vec!["BUSDT"])))]
-    #[case::not_yet_waited_long_enough(
-        vec![Report("0/2", 0, &["BUSDT"]), Entry("0/2", "BUSDT")],
-        Some(3), 2999, None)]
+        true, 3000, Some((Why::Waited { to_come: None }, vec!["BUSDT"])))]
+    #[case::an_entry_still_to_come_waited_for(
+        vec![Report("0/1", 0, &["AUSDT", "BUSDT"]), Entry("0/1", "BUSDT")],
+        true, 3000, Some((Why::Waited { to_come: Some(1) }, vec!["BUSDT"])))]
+    #[case::more_held_than_the_router_can_keep(
+        vec![Report("0/1", 0, &["AUSDT", "BUSDT", "CUSDT", "DUSDT"]), Entry("0/1", "DUSDT"),
+             Entry("0/1", "CUSDT"), Entry("0/1", "BUSDT")],
+        false, 0, Some((Why::Full, vec!["BUSDT", "CUSDT", "DUSDT"])))]
     #[case::rescaled_mid_close(
         vec![Report("0/2", 0, &[]), Report("1/2", 0, &[]), Report("0/4", 0, &["BUSDT"]), Entry("0/4", "BUSDT")],
-        Some(3), 0, None)]
+        false, 0, Some((Why::Partial { before: vec![MAX] }, vec!["BUSDT"])))]
     fn a_close_is_let_go(
         #[case] events: Vec<Ev>,
-        #[case] room: Option<u32>,
+        #[case] asked: bool,
         #[case] after_ms: u64,
         #[case] want: Option<(Why, Vec<&str>)>,
     ) {
         let t0 = Instant::now();
-        let mut closes: Closes<()> = Closes::new(Duration::from_millis(3000));
-        for e in events {
-            match e {
-                Report(s, undecided, pending) => {
-                    closes.report(&progress(s, undecided, pending), t0);
-                }
-                Entry(s, symbol) => closes.hold(entry(symbol, Some(s)), (), t0),
-            }
+        // The router keeps at most 3 held here.
+        let mut closes: Closes<()> = Closes::new(Duration::from_millis(3000), 3);
+        // When `asked`: the events up to the last entry, a release put back undecided, then
+        // the reports after it.
+        let split = if asked {
+            events
+                .iter()
+                .rposition(|e| matches!(e, Entry(..)))
+                .map_or(0, |i| i + 1)
+        } else {
+            events.len()
+        };
+        let apply = |closes: &mut Closes<()>, e: &Ev| match *e {
+            Report(s, undecided, pending) => closes.report(&progress(s, undecided, pending), t0),
+            Entry(s, symbol) => closes.hold(entry(symbol, Some(s)), (), t0),
+        };
+        for e in &events[..split] {
+            apply(&mut closes, e);
         }
-        let got = closes.release(t0 + Duration::from_millis(after_ms), room);
+        if asked {
+            let r = closes.release(t0).unwrap();
+            closes.put_back(r.key, r.asks, r.since);
+        }
+        for e in &events[split..] {
+            apply(&mut closes, e);
+        }
+        let got = closes.release(t0 + Duration::from_millis(after_ms));
         let got_view = got.as_ref().map(|r| {
             let symbols: Vec<&str> = r.asks.iter().map(|(i, _)| i.symbol.as_str()).collect();
-            (r.why, symbols)
+            (r.why.clone(), symbols)
         });
         assert_eq!(got_view, want);
         match got {
             Some(r) => {
                 assert_eq!((r.key, r.since), ((Interval::M5, BAR), t0));
-                // Let go once; what stays held still waits from the first hold.
-                let again = closes.release(t0, room);
-                assert!(
-                    again.is_none()
-                        || again.is_some_and(|a| !a
-                            .asks
-                            .iter()
-                            .any(|(i, _)| r.asks.iter().any(|(j, _)| i.intent_id == j.intent_id)))
-                );
+                assert!(closes.release(t0).is_none(), "let go once");
+                assert_eq!(closes.deadline(), None);
             }
             None => assert_eq!(closes.deadline(), Some(t0 + Duration::from_millis(3000))),
         }
     }
 
     #[test]
-    fn entries_put_back_keep_their_wait_and_go_when_the_close_completes() {
+    fn undecided_entries_put_back_keep_their_wait_and_go_when_the_close_completes() {
         let t0 = Instant::now();
-        let mut closes: Closes<()> = Closes::new(Duration::from_millis(3000));
+        let mut closes: Closes<()> = Closes::new(Duration::from_millis(3000), 100);
         closes.report(&progress("0/1", 3, &["AUSDT", "CUSDT", "EUSDT"]), t0);
         closes.hold(entry("EUSDT", Some("0/1")), (), t0);
-        let r = closes.release(t0, None).unwrap();
-        assert_eq!(r.why, Why::Room { before: 2 });
-        // The risk manager: room for 2 only, the release needed 3.
-        closes.put_back(r);
-        assert!(closes.release(t0, Some(2)).is_none());
+        let r = closes.release(t0).unwrap();
+        assert_eq!(r.why, Why::Partial { before: vec![2] });
+        closes.put_back(r.key, r.asks, r.since);
+        assert!(closes.release(t0).is_none());
         assert_eq!(closes.deadline(), Some(t0 + Duration::from_millis(3000)));
-        closes.hold(entry("AUSDT", Some("0/1")), (), t0);
-        // AUSDT ranks first: room for it, whatever comes.
-        let r = closes.release(t0, Some(2)).unwrap();
-        assert_eq!(r.why, Why::Room { before: 0 });
-        assert_eq!(r.asks.len(), 1);
-        assert_eq!(r.asks[0].0.symbol.as_str(), "AUSDT");
+        closes.hold(
+            entry("AUSDT", Some("0/1")),
+            (),
+            t0 + Duration::from_millis(5),
+        );
+        let r = closes.release(t0).unwrap();
+        assert_eq!(r.why, Why::Partial { before: vec![0, 1] });
+        assert_eq!(r.since, t0);
+        // The risk manager decided AUSDT, not EUSDT.
+        let undecided: Vec<_> = r
+            .asks
+            .into_iter()
+            .filter(|(i, _)| i.symbol.as_str() == "EUSDT")
+            .collect();
+        closes.put_back(r.key, undecided, r.since);
         closes.report(&progress("0/1", 0, &["AUSDT", "EUSDT"]), t0);
-        let r = closes.release(t0, Some(1)).unwrap();
+        let r = closes.release(t0).unwrap();
         assert_eq!(r.why, Why::Complete);
+        assert_eq!(r.asks.len(), 1);
         assert_eq!(r.asks[0].0.symbol.as_str(), "EUSDT");
         assert_eq!(closes.deadline(), None);
     }

@@ -64,8 +64,14 @@ const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 /// so intents beyond 128 wait only until the first orders are acknowledged (tens of ms),
 /// while each worker thread costs ~8 kB of resident memory (the router's VmRSS in
 /// /proc/<pid>/status after a plain `scripts/stack up`: 19.5 MB with 128, 20.5 MB with
-/// 256), against the idle stack's 150 MB budget.
-const INTENTS_AT_ONCE: usize = 128;
+/// 256), against the idle stack's 150 MB budget. 256: a bar close's entries held for the
+/// rest of their close (`closes.rs`: at most about as many as the limits' room) keep
+/// their requests open, and the rest of the close must still get in (1,024 cost 27.6 MB).
+const INTENTS_AT_ONCE: usize = 256;
+/// The most entries held for their closes at once: beyond, the oldest close's are judged
+/// as they stand, so the close's other entries and its workers' reports still find a
+/// request slot.
+const HELD_AT_MOST: usize = INTENTS_AT_ONCE - 32;
 
 pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
     let rs: RouterSettings = ctx.settings.section("router")?;
@@ -186,6 +192,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
             Pacing {
                 max_entry_age_ms,
                 close_wait: std::time::Duration::from_millis(rs.close_wait_ms),
+                held_at_most: HELD_AT_MOST,
             },
         );
         let router = match router {

@@ -101,6 +101,8 @@ fn order_path() -> Result<tokio::runtime::Handle, StartError> {
 pub struct Pacing {
     pub max_entry_age_ms: u64,
     pub close_wait: Duration,
+    /// The most entries held for their closes at once (`Closes::new`).
+    pub held_at_most: usize,
 }
 
 impl Router {
@@ -116,6 +118,7 @@ impl Router {
         let Pacing {
             max_entry_age_ms,
             close_wait,
+            held_at_most,
         } = pacing;
         let newest_fill_ms = journal.newest_fill_ms().ok().flatten().unwrap_or(0);
         let orders = order_path()?;
@@ -123,7 +126,7 @@ impl Router {
         Ok(Router {
             ordered: std::collections::HashSet::new(),
             desk: Desk::start(order_client.clone(), &orders),
-            approvals: Approvals::start(risk.clone(), close_wait, &orders),
+            approvals: Approvals::start(risk.clone(), close_wait, held_at_most, &orders),
             client,
             risk,
             publisher,

@@ -23,7 +23,7 @@ use shardbot_protocol::{
     PositionSnapshot, Refusal, RefusalCode, RiskDecision, RiskReply, RiskRequest, RiskStatus,
     RouterReply, RouterRequest, Symbol, TradingMode, now_ms,
 };
-use shardbot_risk::{AccountRead, FillBooked, Ledger, TradingSettings};
+use shardbot_risk::{AccountRead, FillBooked, Foreseen, Ledger, TradingSettings};
 
 use crate::state::RiskState;
 
@@ -431,15 +431,6 @@ impl RiskManager {
     /// One intent of an `ApproveMany`: a resent one's earlier answer, `None` for a
     /// reversal's entry that must wait for its exit's booking (asked again alone, it
     /// waits here), else judged now.
-    /// The [`shardbot_risk::room`] for entries now (approvals counted open); 0 before
-    /// the account is read (every entry is refused then).
-    fn room(&self) -> Option<u32> {
-        if self.exchange.is_none() {
-            return Some(0);
-        }
-        self.ledger.book().room(&self.settings)
-    }
-
     fn approve_in_batch(&mut self, intent: OrderIntent) -> Option<RiskDecision> {
         if let Some(d) = self.parked_answer(&intent.intent_id) {
             return Some(d);
@@ -448,6 +439,59 @@ impl RiskManager {
             return None;
         }
         Some(self.approve(intent))
+    }
+
+    /// A bar close's partial judgement (`ApproveMany`'s `to_come_before`), `intents` in
+    /// the rules' order: the close's entries are judged on a copy of the ledger as if the
+    /// rest of the close were what has arrived, and an entry's decision is given only
+    /// where the entries still to come cannot change it (`Ledger::foresee`); a certain
+    /// approval is then made for real. The others (`None`) are asked again as the close
+    /// comes in, and judged in full once it is complete, so the entries a limit cuts are
+    /// the ones the backtest's order cuts, whatever order they arrived in (property-tested
+    /// in `shardbot_risk`'s ledger). Exits and intents that do not wait for their close
+    /// are judged as usual, on both the ledger and the copy.
+    fn judge_what_is_certain(
+        &mut self,
+        intents: Vec<OrderIntent>,
+        to_come_before: &HashMap<IntentId, u32>,
+    ) -> HashMap<IntentId, Option<RiskDecision>> {
+        let mut copy = self.ledger.clone();
+        let mut decided = HashMap::with_capacity(intents.len());
+        for intent in intents {
+            let id = intent.intent_id.clone();
+            let now_ms = self.client.clock().now_ms();
+            if !intent.waits_for_its_close() || self.exchange.is_none() {
+                let d = self.approve_in_batch(intent.clone());
+                if matches!(d, Some(RiskDecision::Approved { .. })) {
+                    copy.approve(&self.settings, &intent, now_ms, Instant::now());
+                }
+                decided.insert(id, d);
+                continue;
+            }
+            if let Some(d) = self.parked_answer(&id) {
+                decided.insert(id, Some(d));
+                continue;
+            }
+            // A reversal's entry is judged once its exit is booked, after its close.
+            if self.ledger.awaits_exit(&intent) {
+                decided.insert(id, None);
+                continue;
+            }
+            let before = to_come_before.get(&id).copied().unwrap_or(u32::MAX);
+            let d = match copy.foresee(&self.settings, &intent, before, now_ms, Instant::now()) {
+                Foreseen::Refused(refusal) => {
+                    tracing::info!(intent_id = %id, symbol = %intent.symbol, code = ?refusal.code, reason = refusal.reason, "intent refused (whatever of its close is still to come)");
+                    Some(RiskDecision::Refused {
+                        intent_id: id.clone(),
+                        refusal,
+                    })
+                }
+                Foreseen::Approved => Some(self.approve(intent)),
+                Foreseen::Undecided => None,
+            };
+            decided.insert(id, d);
+        }
+        decided
     }
 
     fn approve(&mut self, intent: OrderIntent) -> RiskDecision {
@@ -642,34 +686,26 @@ impl RiskManager {
             RiskRequest::Approve(intent) => RiskReply::Decision(self.approve(intent)),
             RiskRequest::ApproveMany {
                 mut intents,
-                unless_room_short_of,
+                to_come_before,
             } => {
                 // Answered in the order asked; judged in the rules' order, whatever order
                 // the router sent them in.
                 let asked: Vec<IntentId> = intents.iter().map(|i| i.intent_id.clone()).collect();
-                // A close's entries wait for the rest of it unless the room holds them and
-                // every entry that may still come before them: then no order of arrival
-                // can cut one of them.
-                let held = unless_room_short_of.is_some_and(|more| {
-                    let entries = intents.iter().filter(|i| i.waits_for_its_close()).count();
-                    let entries = u32::try_from(entries).unwrap_or(u32::MAX);
-                    !shardbot_risk::fits(self.room(), entries.saturating_add(more))
-                });
-                if held {
-                    intents.retain(|i| !i.waits_for_its_close());
-                }
+                let partial: Option<HashMap<IntentId, u32>> =
+                    to_come_before.map(|v| asked.iter().cloned().zip(v).collect());
                 shardbot_risk::judging_order(&mut intents);
-                let mut decided: HashMap<IntentId, Option<RiskDecision>> = intents
-                    .into_iter()
-                    .map(|i| (i.intent_id.clone(), self.approve_in_batch(i)))
-                    .collect();
+                let mut decided: HashMap<IntentId, Option<RiskDecision>> = match partial {
+                    None => intents
+                        .into_iter()
+                        .map(|i| (i.intent_id.clone(), self.approve_in_batch(i)))
+                        .collect(),
+                    Some(before) => self.judge_what_is_certain(intents, &before),
+                };
                 RiskReply::Decisions {
                     decisions: asked
                         .iter()
                         .map(|id| decided.remove(id).flatten())
                         .collect(),
-                    room: self.room(),
-                    held,
                 }
             }
             RiskRequest::Positions if self.exchange.is_none() => RiskReply::Error(ErrorReply {
