@@ -151,6 +151,9 @@ impl Engine {
         for s in gone {
             tracing::info!(symbol = %s, "delisted: dropping its strategies");
             self.symbols.remove(&s);
+            if let Some(c) = self.close.as_mut() {
+                c.decided.remove(&s);
+            }
         }
         let new: Vec<Symbol> = owned
             .keys()
@@ -207,8 +210,14 @@ impl Engine {
             return Step::Nothing;
         }
         let open_ms = bar.open_time_ms;
-        self.decided(&bar.symbol, open_ms);
-        match self.offer(bar) {
+        let symbol = bar.symbol.clone();
+        let step = self.offer(bar);
+        // Only owned symbols count as decided (a symbol whose strategies cannot be built
+        // is not followed), so the undecided are the owned minus the decided.
+        if self.symbols.contains_key(&symbol) {
+            self.decided(&symbol, open_ms);
+        }
+        match step {
             Step::Intents(intents) => Step::Intents(self.of_close(open_ms, intents)),
             other => other,
         }
@@ -256,12 +265,11 @@ impl Engine {
     /// of the close's entries can still come).
     pub fn take_progress(&mut self) -> Option<CloseProgress> {
         let c = self.close.as_mut()?;
-        let undecided: Vec<&Symbol> = self
-            .symbols
-            .keys()
-            .filter(|s| !c.decided.contains(*s))
-            .collect();
-        let due = if undecided.is_empty() {
+        // Every decided symbol is owned (`on_bar` counts only those, `set_universe` drops
+        // the delisted), so the count says whether a report is due without a pass over
+        // the symbols.
+        let undecided = self.symbols.len().saturating_sub(c.decided.len());
+        let due = if undecided == 0 {
             !std::mem::replace(&mut c.reported_all, true)
         } else {
             !std::mem::replace(&mut c.reported_first, true)
@@ -270,17 +278,20 @@ impl Engine {
         if !due {
             return None;
         }
-        let mut pending: Vec<Symbol> = undecided
-            .iter()
-            .map(|s| (*s).clone())
-            .chain(c.entries.iter().cloned())
+        let mut pending: Vec<Symbol> = self
+            .symbols
+            .keys()
+            .filter(|s| !c.decided.contains(*s))
+            .chain(c.entries.iter())
+            .cloned()
             .collect();
         pending.sort_unstable();
+        pending.dedup();
         Some(CloseProgress {
             shard: self.shard,
             interval: self.interval,
             bar_open_time_ms: c.open_ms,
-            undecided: u32::try_from(undecided.len()).unwrap_or(u32::MAX),
+            undecided: u32::try_from(undecided).unwrap_or(u32::MAX),
             pending,
         })
     }
@@ -947,6 +958,27 @@ mod tests {
         );
         let shards: Vec<Option<Shard>> = marked.iter().map(|i| i.shard).collect();
         assert_eq!(shards, [None, None, Some(Shard::whole())]);
+    }
+
+    /// A symbol delisted mid-close leaves the count: the close is decided once the others
+    /// have had their bar; one whose strategies cannot be built is never counted.
+    #[test]
+    fn a_close_is_decided_without_the_symbols_no_longer_followed() {
+        let syms = ["BTCUSDT", "ETHUSDT", "SOLUSDT"];
+        let mut e = Engine::new(Shard::whole(), Interval::M1, roster(), 1);
+        e.set_universe(syms.iter().map(|s| instrument(s)).collect());
+        for s in syms {
+            let sym = Symbol::new(s).unwrap();
+            e.on_history(&sym, (0..100).map(|i| bar(s, i)).collect());
+        }
+        e.on_bar(bar("ETHUSDT", 100));
+        assert_eq!(e.take_progress().map(|p| p.undecided), Some(2));
+        // ETHUSDT decided, then delisted; BTCUSDT's bar is the last one due.
+        e.set_universe(vec![instrument("BTCUSDT"), instrument("SOLUSDT")]);
+        e.on_bar(bar("SOLUSDT", 100));
+        assert_eq!(e.take_progress(), None);
+        e.on_bar(bar("BTCUSDT", 100));
+        assert_eq!(e.take_progress().map(|p| p.undecided), Some(0));
     }
 
     #[test]
