@@ -99,9 +99,9 @@ impl<T> Close<T> {
 /// Why held entries are asked for now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Why {
-    /// Something of the close arrived: for each entry (index for index), how many of the
-    /// close's entries ranked before it may still come (`u32::MAX`: a shard has not
-    /// reported). Only what that cannot change is decided.
+    /// Something of the close arrived and every shard has reported: for each entry (index
+    /// for index), how many of the close's entries ranked before it may still come. Only
+    /// what that cannot change is decided.
     Partial { before: Vec<u32> },
     /// Every entry of the close has arrived: judged together, in the rules' order.
     Complete,
@@ -229,9 +229,9 @@ impl<T> Closes<T> {
                         .map(|(i, _)| count(v.partition_point(|s| *s < &i.symbol)))
                         .collect(),
                 },
-                None => Why::Partial {
-                    before: vec![u32::MAX; c.held.len()],
-                },
+                // Nothing can be approved before every shard has said what it may still
+                // send (its first report comes with its first bar): wait for the reports.
+                None => continue,
             };
             c.news = false;
             c.since = None;
@@ -305,8 +305,6 @@ mod tests {
     }
     use Ev::{Entry, Report};
 
-    const MAX: u32 = u32::MAX;
-
     /// Reports and entries in arrival order (`asked`: then asked for once, all left
     /// undecided), and how long after: what is let go (in the rules' order) and why.
     #[rstest]
@@ -316,7 +314,7 @@ mod tests {
         false, 0, Some((Why::Partial { before: vec![1, 3] }, vec!["BUSDT", "EUSDT"])))]
     #[case::a_shard_not_heard_yet(
         vec![Report("0/2", 0, &["BUSDT"]), Entry("0/2", "BUSDT")],
-        false, 0, Some((Why::Partial { before: vec![MAX] }, vec!["BUSDT"])))]
+        false, 0, None)]
     #[case::nothing_new_nothing_asked(
         vec![Report("0/1", 2, &["AUSDT", "BUSDT"]), Entry("0/1", "BUSDT")],
         true, 2999, None)]
@@ -328,7 +326,8 @@ mod tests {
              Entry("0/2", "EUSDT"), Entry("0/2", "AUSDT")],
         false, 0, Some((Why::Complete, vec!["AUSDT", "EUSDT", "XUSDT"])))]
     #[case::complete_though_asked_before(
-        vec![Entry("0/1", "EUSDT"), Entry("0/1", "AUSDT"), Report("0/1", 0, &["AUSDT", "EUSDT"])],
+        vec![Report("0/1", 3, &["AUSDT", "CUSDT", "EUSDT"]), Entry("0/1", "EUSDT"), Entry("0/1", "AUSDT"),
+             Report("0/1", 0, &["AUSDT", "EUSDT"])],
         true, 0, Some((Why::Complete, vec!["AUSDT", "EUSDT"])))]
     #[case::an_older_report_arriving_late_does_not_widen(
         vec![Report("0/1", 0, &["EUSDT"]), Report("0/1", 5, &["AUSDT", "BUSDT", "CUSDT", "DUSDT", "EUSDT"]),
@@ -336,7 +335,7 @@ mod tests {
         false, 0, Some((Why::Complete, vec!["EUSDT"])))]
     #[case::a_silent_shard_waited_for(
         vec![Report("0/2", 0, &["BUSDT"]), Entry("0/2", "BUSDT")],
-        true, 3000, Some((Why::Waited { to_come: None }, vec!["BUSDT"])))]
+        false, 3000, Some((Why::Waited { to_come: None }, vec!["BUSDT"])))]
     #[case::an_entry_still_to_come_waited_for(
         vec![Report("0/1", 0, &["AUSDT", "BUSDT"]), Entry("0/1", "BUSDT")],
         true, 3000, Some((Why::Waited { to_come: Some(1) }, vec!["BUSDT"])))]
@@ -346,7 +345,7 @@ mod tests {
         false, 0, Some((Why::Full, vec!["BUSDT", "CUSDT", "DUSDT"])))]
     #[case::rescaled_mid_close(
         vec![Report("0/2", 0, &[]), Report("1/2", 0, &[]), Report("0/4", 0, &["BUSDT"]), Entry("0/4", "BUSDT")],
-        false, 0, Some((Why::Partial { before: vec![MAX] }, vec!["BUSDT"])))]
+        false, 0, None)]
     fn a_close_is_let_go(
         #[case] events: Vec<Ev>,
         #[case] asked: bool,

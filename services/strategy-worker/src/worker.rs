@@ -339,10 +339,12 @@ impl Handler<Inbound> for Worker {
                 }
                 self.last_bar = Instant::now();
                 let step = self.engine.on_bar(bar);
-                self.apply(step, ctx);
+                // The report first: the router decides none of the close's entries before
+                // it knows what each shard may still send.
                 if let Some(p) = self.engine.take_progress() {
                     self.report(p);
                 }
+                self.apply(step, ctx);
             }
             Event::Positions(snapshot) => {
                 self.engine.set_positions(&snapshot);
