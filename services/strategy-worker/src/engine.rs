@@ -871,17 +871,23 @@ mod tests {
         assert!(matches!(e.on_bar(bar("BTCUSDT", 107)), Step::Intents(_)));
     }
 
+    /// A whole-universe engine following `syms`, each warmed with 100 bars.
+    fn warm_engine(syms: &[&str]) -> Engine {
+        let mut e = Engine::new(Shard::whole(), Interval::M1, roster(), 1);
+        e.set_universe(syms.iter().map(|s| instrument(s)).collect());
+        for s in syms {
+            let sym = Symbol::new(*s).unwrap();
+            e.on_history(&sym, (0..100).map(|i| bar(s, i)).collect());
+        }
+        e
+    }
+
     /// Each close is reported at its first bar and when the last owned symbol has had it,
     /// with the entries sent so far; the entries (not the exits) carry the shard.
     #[test]
     fn a_close_is_reported_at_its_first_bar_and_when_every_symbol_had_it() {
         let syms = ["BTCUSDT", "ETHUSDT", "SOLUSDT"];
-        let mut e = Engine::new(Shard::whole(), Interval::M1, roster(), 1);
-        e.set_universe(syms.iter().map(|s| instrument(s)).collect());
-        for s in syms {
-            let sym = Symbol::new(s).unwrap();
-            e.on_history(&sym, (0..100).map(|i| bar(s, i)).collect());
-        }
+        let mut e = warm_engine(&syms);
         let (mut entries_seen, mut exits_seen) = (0, 0);
         for i in 100..300 {
             let mut entries = 0;
@@ -961,16 +967,11 @@ mod tests {
     }
 
     /// A symbol delisted mid-close leaves the count: the close is decided once the others
-    /// have had their bar; one whose strategies cannot be built is never counted.
+    /// have had their bar.
     #[test]
     fn a_close_is_decided_without_the_symbols_no_longer_followed() {
         let syms = ["BTCUSDT", "ETHUSDT", "SOLUSDT"];
-        let mut e = Engine::new(Shard::whole(), Interval::M1, roster(), 1);
-        e.set_universe(syms.iter().map(|s| instrument(s)).collect());
-        for s in syms {
-            let sym = Symbol::new(s).unwrap();
-            e.on_history(&sym, (0..100).map(|i| bar(s, i)).collect());
-        }
+        let mut e = warm_engine(&syms);
         e.on_bar(bar("ETHUSDT", 100));
         assert_eq!(e.take_progress().map(|p| p.undecided), Some(2));
         // ETHUSDT decided, then delisted; BTCUSDT's bar is the last one due.
