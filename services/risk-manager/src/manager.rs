@@ -432,13 +432,19 @@ impl RiskManager {
     /// reversal's entry that must wait for its exit's booking (asked again alone, it
     /// waits here), else judged now.
     fn approve_in_batch(&mut self, intent: OrderIntent) -> Option<RiskDecision> {
+        match self.answered_apart(&intent) {
+            Some(answer) => answer,
+            None => Some(self.approve(intent)),
+        }
+    }
+
+    /// An intent of a batch not judged there: a resent one's earlier answer, or `None`
+    /// for a reversal's entry that must wait for its exit's booking.
+    fn answered_apart(&self, intent: &OrderIntent) -> Option<Option<RiskDecision>> {
         if let Some(d) = self.parked_answer(&intent.intent_id) {
-            return Some(d);
+            return Some(Some(d));
         }
-        if self.ledger.awaits_exit(&intent) {
-            return None;
-        }
-        Some(self.approve(intent))
+        self.ledger.awaits_exit(intent).then_some(None)
     }
 
     /// A bar close's partial judgement (`ApproveMany`'s `to_come_before`), `intents` in
@@ -468,13 +474,9 @@ impl RiskManager {
                 decided.insert(id, d);
                 continue;
             }
-            if let Some(d) = self.parked_answer(&id) {
-                decided.insert(id, Some(d));
-                continue;
-            }
             // A reversal's entry is judged once its exit is booked, after its close.
-            if self.ledger.awaits_exit(&intent) {
-                decided.insert(id, None);
+            if let Some(answer) = self.answered_apart(&intent) {
+                decided.insert(id, answer);
                 continue;
             }
             let before = to_come_before.get(&id).copied().unwrap_or(u32::MAX);
