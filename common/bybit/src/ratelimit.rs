@@ -29,12 +29,17 @@ pub const IP_WINDOW: Duration = Duration::from_secs(5);
 pub const IP_LIMIT: u32 = 600;
 /// How long a 403 stops all requests.
 pub const IP_BAN: Duration = Duration::from_secs(10 * 60);
-/// Bybit's per-endpoint window is a rolling second, counted at arrival; ours is counted at
-/// send. Requests sent exactly a second apart can arrive less than a second apart (the
-/// earlier one delayed more on the way), and a burst at the full rate then meets 10006
-/// (measured with `shardbot bench burst` at Bybit's limits: an order of a 150-order burst
-/// refused). A 50 ms margin keeps a burst within the exchange's count.
-const ENDPOINT_WINDOW: Duration = Duration::from_millis(1050);
+/// Bybit's per-endpoint window is a rolling second, counted when the exchange takes the
+/// request in: some moment between our send and its answer. A call counts here from its
+/// send while it is on the way, and from its answer once answered ([`RateLimiter::answered`]),
+/// the latest moment the exchange can have counted it. Counted from the send alone, a
+/// request taken in late (delayed on the way, or queued behind others at the exchange)
+/// and one sent a window after it were counted in the same second by the exchange:
+/// measured with `shardbot bench burst` at Bybit's limits, one 150-order burst in 30 met
+/// 10006 on 6-7 orders at once, their exchange-side count 65 ms behind their send (a 50 ms
+/// margin on the send-time window did not cover it). The 10 ms left is for an exchange
+/// that counts whole milliseconds.
+const ENDPOINT_WINDOW: Duration = Duration::from_millis(1010);
 /// The longest an exchange-given reset time blocks an endpoint. Bybit's per-endpoint
 /// windows are 1 s; a reset further out is a skewed clock or a damaged header, and taken
 /// at its word it would stop orders for as long as it says.
@@ -117,6 +122,23 @@ impl Window {
         }
     }
 
+    /// Moves up to `n` starts recorded at `at` to `now`: a call taken at `at` has been
+    /// answered. Starts stay in time order (each is recorded at the latest instant read
+    /// under the limiter's lock). Starts already gone (out of the window, or moved by an
+    /// earlier answer to the same call) are not counted again; moving another call's
+    /// start of the same instant instead only counts it later, never less.
+    fn answered(&mut self, at: Instant, n: u32, now: Instant) {
+        let i = self.starts.partition_point(|&t| t < at);
+        let mut moved = 0;
+        while moved < n && self.starts.get(i).is_some_and(|&t| t == at) {
+            self.starts.remove(i);
+            moved += 1;
+        }
+        for _ in 0..moved {
+            self.starts.push_back(now);
+        }
+    }
+
     /// Requests that may still start within the current window.
     fn headroom(&mut self, now: Instant) -> u32 {
         self.wait(now);
@@ -166,9 +188,15 @@ pub struct RateLimiter {
 pub struct Reservation {
     endpoint: &'static str,
     cost: u32,
+    taken: Instant,
 }
 
 impl Reservation {
+    /// When the budget was taken: [`RateLimiter::answered`] moves it to the call's answer.
+    pub fn taken(&self) -> Instant {
+        self.taken
+    }
+
     pub fn endpoint(&self) -> &'static str {
         self.endpoint
     }
@@ -207,20 +235,22 @@ impl RateLimiter {
     }
 
     /// Waits until both the IP budget and `endpoint`'s budget allow one request, then
-    /// takes it. Fails at once while the IP is banned.
-    pub async fn acquire(&self, endpoint: &str) -> Result<(), BybitError> {
+    /// takes it and says when (for [`answered`](Self::answered)). Fails at once while the
+    /// IP is banned.
+    pub async fn acquire(&self, endpoint: &str) -> Result<Instant, BybitError> {
         self.acquire_n(endpoint, 1).await
     }
 
     /// Waits until one request that consumes `cost` of `endpoint`'s budget may start (a
     /// batch of `cost` orders: Bybit counts batch endpoints per order), then records it:
     /// `cost` against the endpoint, one request against the IP share. A cost above the
-    /// endpoint's limit waits for a whole window and counts as the limit.
-    pub async fn acquire_n(&self, endpoint: &str, cost: u32) -> Result<(), BybitError> {
+    /// endpoint's limit waits for a whole window and counts as the limit. Returns when
+    /// the budget was taken.
+    pub async fn acquire_n(&self, endpoint: &str, cost: u32) -> Result<Instant, BybitError> {
         loop {
-            let wait = self.take(endpoint, cost)?;
+            let (wait, now) = self.take(endpoint, cost)?;
             if wait.is_zero() {
-                return Ok(());
+                return Ok(now);
             }
             tracing::debug!(
                 endpoint,
@@ -240,11 +270,12 @@ impl RateLimiter {
         endpoint: &'static str,
         cost: u32,
     ) -> Result<Result<Reservation, Duration>, BybitError> {
-        let wait = self.take(endpoint, cost)?;
+        let (wait, taken) = self.take(endpoint, cost)?;
         Ok(if wait.is_zero() {
             Ok(Reservation {
                 endpoint,
                 cost: cost.max(1),
+                taken,
             })
         } else {
             Err(wait)
@@ -254,7 +285,7 @@ impl RateLimiter {
     /// How long until a call costing `cost` of `endpoint` could start (zero: now); takes
     /// nothing.
     pub fn wait_for(&self, endpoint: &str, cost: u32) -> Result<Duration, BybitError> {
-        self.take_or_wait(endpoint, cost, false)
+        Ok(self.take_or_wait(endpoint, cost, false)?.0)
     }
 
     /// How much of `endpoint`'s budget a call could take now (0 while the IP share is
@@ -269,19 +300,20 @@ impl RateLimiter {
     }
 
     /// Records `cost` of `endpoint` and one IP request if both allow now (zero returned),
-    /// else how long until they would.
-    fn take(&self, endpoint: &str, cost: u32) -> Result<Duration, BybitError> {
+    /// else how long until they would; with the instant read.
+    fn take(&self, endpoint: &str, cost: u32) -> Result<(Duration, Instant), BybitError> {
         self.take_or_wait(endpoint, cost, true)
     }
 
     /// How long until `cost` of `endpoint` and one IP request are allowed (zero: now), and
-    /// records them when they are and `record` says so.
+    /// records them when they are and `record` says so; with the instant read (that of
+    /// the record).
     fn take_or_wait(
         &self,
         endpoint: &str,
         cost: u32,
         record: bool,
-    ) -> Result<Duration, BybitError> {
+    ) -> Result<(Duration, Instant), BybitError> {
         let mut s = self.lock();
         let now = Instant::now();
         if let Some(until) = s.banned_until.filter(|&u| u > now) {
@@ -298,7 +330,20 @@ impl RateLimiter {
             ep.record_n(now, cost);
             s.ip.record(now);
         }
-        Ok(wait)
+        Ok((wait, now))
+    }
+
+    /// A call whose budget was taken at `taken` ([`acquire_n`](Self::acquire_n)'s
+    /// instant, [`Reservation::taken`]) has its answer, or has failed on the way: from now
+    /// on its `cost` of `endpoint` and its IP request count from this moment, the latest
+    /// at which the exchange can have counted it ([`ENDPOINT_WINDOW`]).
+    pub fn answered(&self, endpoint: &str, cost: u32, taken: Instant) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        s.ip.answered(taken, 1, now);
+        let ep = s.endpoint(endpoint);
+        let cost = cost.clamp(1, ep.limit);
+        ep.answered(taken, cost, now);
     }
 
     /// Applies the `X-Bapi-Limit*` headers of a reply.
@@ -464,6 +509,51 @@ mod tests {
             rl.acquire(lev).await.unwrap();
         }
         assert_eq!(rl.until_half_free(lev), ENDPOINT_WINDOW);
+    }
+
+    /// A call counts in its window from its answer, the latest moment the exchange can
+    /// have counted it: ten orders sent at once and answered 65 ms later (the exchange
+    /// took them in late) leave room for the next ten only a window after the answers,
+    /// not after the send.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_counts_from_its_answer() {
+        let create = "/v5/order/create";
+        let rl = RateLimiter::new(IP_LIMIT);
+        let start = Instant::now();
+        let mut taken = Vec::new();
+        for _ in 0..10 {
+            taken.push(rl.acquire(create).await.unwrap());
+        }
+        assert_eq!(rl.wait_for(create, 1).unwrap(), ENDPOINT_WINDOW);
+        tokio::time::advance(Duration::from_millis(65)).await;
+        for &t in &taken[..6] {
+            rl.answered(create, 1, t);
+        }
+        // The 4 unanswered still count from their send, the 6 from their answer.
+        tokio::time::advance(ENDPOINT_WINDOW - Duration::from_millis(65)).await;
+        assert_eq!(rl.headroom(create), 4);
+        let r = rl.reserve(create, 1).unwrap().unwrap();
+        assert_eq!(r.taken(), Instant::now());
+        assert_eq!(
+            rl.wait_for(create, 4).unwrap(),
+            Duration::from_millis(65),
+            "the answered 6 leave a window after their answer"
+        );
+        rl.acquire_n(create, 4).await.unwrap();
+        assert_eq!(
+            Instant::now() - start,
+            ENDPOINT_WINDOW + Duration::from_millis(65)
+        );
+        // A batch's answer moves its whole cost.
+        let batch = "/v5/order/create-batch";
+        let t = rl.acquire_n(batch, 10).await.unwrap();
+        tokio::time::advance(Duration::from_millis(30)).await;
+        rl.answered(batch, 10, t);
+        assert_eq!(
+            rl.wait_for(batch, 1).unwrap(),
+            ENDPOINT_WINDOW,
+            "a window from the answer"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -43,8 +43,8 @@ use crate::{
 /// (batch endpoints count per order).
 struct Reading<T> {
     cost: u32,
-    /// The budget was taken already ([`Reservation`]): take none.
-    reserved: bool,
+    /// The budget was taken already, then ([`Reservation::taken`]): take none.
+    reserved: Option<Instant>,
     parse: fn(&str, &str) -> Result<T, BybitError>,
 }
 
@@ -60,7 +60,7 @@ impl<T: DeserializeOwned> Reading<T> {
     /// One request, its envelope's `result` read as `T`.
     const ONE: Reading<T> = Reading {
         cost: 1,
-        reserved: false,
+        reserved: None,
         parse: parse_envelope::<T>,
     };
 }
@@ -318,9 +318,10 @@ impl RawClient {
         signed: bool,
         reading: Reading<T>,
     ) -> Result<T, BybitError> {
-        if !reading.reserved {
-            self.limiter.acquire_n(path, reading.cost).await?;
-        }
+        let taken = match reading.reserved {
+            Some(at) => at,
+            None => self.limiter.acquire_n(path, reading.cost).await?,
+        };
         let qs = query.encode();
         let url = if qs.is_empty() {
             format!("{}{path}", self.config.base_url)
@@ -348,7 +349,10 @@ impl RawClient {
         if let Some(body) = body {
             req = req.header("Content-Type", "application/json").body(body);
         }
-        let resp = req.send().await.map_err(|e| self.transport(path, e))?;
+        let sent = req.send().await;
+        // The exchange has counted the call by now, if it got it at all.
+        self.limiter.answered(path, reading.cost, taken);
+        let resp = sent.map_err(|e| self.transport(path, e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         self.limiter.observe(
@@ -497,7 +501,7 @@ impl RawClient {
         let path = "/v5/order/create";
         reserved_for(&r, path)?;
         let reading = Reading {
-            reserved: true,
+            reserved: Some(r.taken()),
             ..Reading::ONE
         };
         self.post_with(path, o, reading).await
@@ -531,7 +535,7 @@ impl RawClient {
         let path = "/v5/order/create-batch";
         let reading = Reading {
             cost: u32::try_from(b.request.len()).unwrap_or(u32::MAX),
-            reserved: reserved.is_some(),
+            reserved: reserved.map(|r| r.taken()),
             parse: parse_batch_envelope,
         };
         self.post_with(path, b, reading).await
