@@ -369,6 +369,45 @@ async fn a_skewed_local_clock_is_corrected_from_server_time_on_the_first_10002()
     );
 }
 
+/// The clock is read around the request only, not around a wait for budget: with the IP
+/// share spent, a measurement that waited ~5 s for it between its two readings of the
+/// local clock put the exchange 2.5 s behind, and signed calls met 10002 (seen in the risk
+/// manager's log during `shardbot bench burst`).
+#[tokio::test]
+async fn the_clock_is_measured_without_the_wait_for_budget() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v5/market/time"))
+        .respond_with(move |_: &Request| {
+            let t = now_ms();
+            ok(json!({"timeSecond": (t / 1000).to_string(), "timeNano": (t * 1_000_000).to_string()}))
+        })
+        .mount(&server)
+        .await;
+    let raw = RawClient::new(
+        RestConfig {
+            base_url: server.uri(),
+            recv_window_ms: 5000,
+            timeout: Duration::from_secs(5),
+        },
+        None,
+        Arc::new(RateLimiter::new(2)),
+    )
+    .unwrap();
+    let c = BybitClient::new(raw);
+    for _ in 0..2 {
+        let offset = c.sync_time().await.unwrap();
+        assert!(offset.abs() < 100, "offset {offset}");
+    }
+    // The share (2 per 5 s) is spent: this one waits for the window before it is sent.
+    let started = std::time::Instant::now();
+    let offset = c.sync_time().await.unwrap();
+    assert!(started.elapsed() > Duration::from_secs(4), "it waited");
+    assert!(
+        offset.abs() < 100,
+        "offset {offset} after waiting for budget"
+    );
+}
+
 #[tokio::test]
 async fn a_403_stops_every_request_without_hammering() {
     let server = MockServer::start().await;

@@ -234,16 +234,18 @@ impl RawClient {
     /// Measures the exchange's clock against ours (`/v5/market/time`) and signs with it
     /// from now on. Returns the offset in ms (server − local).
     pub async fn sync_clock(&self) -> Result<i64, BybitError> {
+        let path = "/v5/market/time";
+        // The budget first: a wait for it between the two readings of the local clock
+        // would move the midpoint by half the wait (seconds, when the IP share is spent),
+        // and every signed call after would be refused (10002).
+        let taken = self.limiter.acquire_n(path, 1).await?;
         let before = shardbot_protocol::now_ms();
+        let reading = Reading {
+            reserved: Some(taken),
+            ..Reading::ONE
+        };
         let t: ServerTime = self
-            .call_once(
-                Method::GET,
-                "/v5/market/time",
-                &Query::new(),
-                None,
-                false,
-                Reading::ONE,
-            )
+            .call_once(Method::GET, path, &Query::new(), None, false, reading)
             .await?;
         let after = shardbot_protocol::now_ms();
         let mid = (before + after) / 2;
