@@ -42,6 +42,10 @@ pub struct BurstBenchArgs {
     /// Measured rounds (bar closes) per size (each: a burst of entries, then one of exits).
     #[arg(long, default_value_t = 30)]
     rounds: usize,
+    /// Keep the benchmark's folder (its config, the services' logs at `warn`, the router's
+    /// journal with every intent's stages) and print where it is, to look into a round.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// Both order budgets together, orders per second (reference §4).
@@ -211,6 +215,13 @@ max_entry_age_ms = 600000
     }
     print_stages(&dir.path().join("journal.sqlite"), &windows)?;
     drop(procs);
+    if args.keep {
+        let kept = dir.keep();
+        println!(
+            "\nkept: {} (logs in log/, the journal in journal.sqlite)",
+            kept.display()
+        );
+    }
     Ok(())
 }
 
