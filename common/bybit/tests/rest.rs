@@ -28,18 +28,24 @@ use wiremock::{
 const KEY: &str = "test_api_key";
 const SECRET: &str = "test_secret";
 
-fn client_with(server: &MockServer, timeout: Duration) -> BybitClient {
+/// A client of `base_url` with the test keys, `timeout` per call and `ip_share` requests
+/// per 5 s.
+fn client_of(base_url: &str, timeout: Duration, ip_share: u32) -> BybitClient {
     let raw = RawClient::new(
         RestConfig {
-            base_url: server.uri(),
+            base_url: base_url.to_owned(),
             recv_window_ms: 5000,
             timeout,
         },
         Some(Credentials::new(KEY, SECRET)),
-        Arc::new(RateLimiter::new(600)),
+        Arc::new(RateLimiter::new(ip_share)),
     )
     .unwrap();
     BybitClient::new(raw)
+}
+
+fn client_with(server: &MockServer, timeout: Duration) -> BybitClient {
+    client_of(&server.uri(), timeout, 600)
 }
 
 fn client(server: &MockServer) -> BybitClient {
@@ -383,17 +389,7 @@ async fn the_clock_is_measured_without_the_wait_for_budget() {
         })
         .mount(&server)
         .await;
-    let raw = RawClient::new(
-        RestConfig {
-            base_url: server.uri(),
-            recv_window_ms: 5000,
-            timeout: Duration::from_secs(5),
-        },
-        None,
-        Arc::new(RateLimiter::new(2)),
-    )
-    .unwrap();
-    let c = BybitClient::new(raw);
+    let c = client_of(&server.uri(), Duration::from_secs(5), 2);
     for _ in 0..2 {
         let offset = c.sync_time().await.unwrap();
         assert!(offset.abs() < 100, "offset {offset}");
@@ -631,17 +627,7 @@ async fn dropping_server(drops: usize, body: String) -> (String, Arc<AtomicUsize
 }
 
 fn client_at(url: &str) -> BybitClient {
-    let raw = RawClient::new(
-        RestConfig {
-            base_url: url.to_owned(),
-            recv_window_ms: 5000,
-            timeout: Duration::from_secs(5),
-        },
-        Some(Credentials::new(KEY, SECRET)),
-        Arc::new(RateLimiter::new(600)),
-    )
-    .unwrap();
-    BybitClient::new(raw)
+    client_of(url, Duration::from_secs(5), 600)
 }
 
 /// A read whose connection is closed as it goes out is asked again (found by the suite:

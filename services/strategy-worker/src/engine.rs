@@ -278,6 +278,7 @@ impl Engine {
         if !due {
             return None;
         }
+        // The undecided, and the symbols an entry was sent for (decided: never both).
         let mut pending: Vec<Symbol> = self
             .symbols
             .keys()
@@ -286,7 +287,6 @@ impl Engine {
             .cloned()
             .collect();
         pending.sort_unstable();
-        pending.dedup();
         Some(CloseProgress {
             shard: self.shard,
             interval: self.interval,
