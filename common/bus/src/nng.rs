@@ -4,8 +4,9 @@
 //!
 //! Only what the bus uses: sockets of the four protocols, their options, listeners and
 //! non-blocking dialers, whole-message send and receive, REQ/REP contexts driven by an
-//! aio that is waited on (no callbacks), and pipe events that tell a socket whether it is
-//! connected.
+//! aio that is waited on, a request's round trip driven by an aio's callbacks
+//! ([`exchange`]: no thread waits for it), and pipe events that tell a socket whether it
+//! is connected.
 //!
 //! Why hand-written: the `nng` crate (1.0.1, 2021) wraps NNG 1.4 and has no release for
 //! 1.11; `nng-sys` is raw FFI only (see `docs/architecture.md`, "The bus's NNG").
@@ -17,6 +18,12 @@
 //! - An aio is a pointer, owned by exactly one [`Aio`] and freed once, in its `Drop`; an
 //!   operation started on it is waited for (`nng_aio_wait`) before the function that
 //!   started it returns, so no operation outlives the borrow of what it reads.
+//! - The aio of an [`exchange`] is the exception: it and its context belong to a boxed
+//!   `Exchange`, the callback's argument, which only the callback touches once the first
+//!   operation is started (NNG runs an aio's callback once per operation, and the
+//!   callback starts the next operation as its last act); the last callback closes the
+//!   context, hands the aio to NNG's reaper (`nng_aio_reap`, the way to free an aio from
+//!   its own callback) and frees the box.
 //! - A message handed to an aio for sending belongs to NNG once the send succeeds; when it
 //!   fails it is still ours and is freed here. A message received belongs to us and is
 //!   freed after its body is copied out.
@@ -418,20 +425,7 @@ impl Aio {
             sys::nng_ctx_recv(ctx.raw, self.ptr);
             sys::nng_aio_wait(self.ptr);
             NngError::check(sys::nng_aio_result(self.ptr))?;
-            let msg = sys::nng_aio_get_msg(self.ptr);
-            sys::nng_aio_set_msg(self.ptr, std::ptr::null_mut());
-            if msg.is_null() {
-                return Err(NngError::CLOSED);
-            }
-            let len = sys::nng_msg_len(msg);
-            let body = sys::nng_msg_body(msg) as *const u8;
-            let out = if len == 0 {
-                Vec::new()
-            } else {
-                std::slice::from_raw_parts(body, len).to_vec()
-            };
-            sys::nng_msg_free(msg);
-            Ok(out)
+            take_message(self.ptr)
         }
     }
 }
@@ -443,6 +437,144 @@ impl Drop for Aio {
         unsafe {
             sys::nng_aio_free(self.ptr);
         }
+    }
+}
+
+/// What an [`exchange`] ends with: the reply's body, or why there is none.
+pub type Exchanged = Result<Vec<u8>, NngError>;
+
+/// A request's round trip on a context of its own, driven by NNG's callbacks: `body` is
+/// sent (within `send_timeout`), then the reply is received (by `deadline`), and the
+/// outcome arrives on the returned channel. No thread waits while it is in flight, so a
+/// burst of requests costs no thread each (the blocking [`Aio`] way woke one per request
+/// and step). Dropping the receiver abandons nothing: the exchange runs to its end or its
+/// deadline and its reply is dropped.
+pub fn exchange(
+    socket: &Socket,
+    body: &[u8],
+    send_timeout: Duration,
+    deadline: std::time::Instant,
+) -> Result<tokio::sync::oneshot::Receiver<Exchanged>, NngError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ctx = Context::open(socket)?;
+    let ex = Box::into_raw(Box::new(Exchange {
+        aio: std::ptr::null_mut(),
+        ctx: ctx.raw,
+        receiving: false,
+        deadline,
+        done: Some(tx),
+    }));
+    let mut aio: *mut sys::nng_aio = std::ptr::null_mut();
+    let mut msg: *mut sys::nng_msg = std::ptr::null_mut();
+    // SAFETY: `ex` is a live box whose only other user is the callback, which runs once an
+    // operation is started; until then it is ours alone, and on every failure before the
+    // send it is freed here with whatever was allocated (module invariants). Once
+    // `nng_ctx_send` is called, `ex`, the aio, the context and the message belong to the
+    // callback and are not touched here.
+    unsafe {
+        let started = (|| {
+            NngError::check(sys::nng_aio_alloc(
+                &mut aio,
+                Some(on_exchange),
+                ex.cast::<c_void>(),
+            ))?;
+            NngError::check(sys::nng_msg_alloc(&mut msg, 0))?;
+            NngError::check(sys::nng_msg_append(msg, body.as_ptr().cast(), body.len()))
+        })();
+        if let Err(e) = started {
+            if !msg.is_null() {
+                sys::nng_msg_free(msg);
+            }
+            if !aio.is_null() {
+                sys::nng_aio_free(aio);
+            }
+            drop(Box::from_raw(ex));
+            return Err(e); // `ctx` closes as it drops
+        }
+        (*ex).aio = aio;
+        // The context now belongs to the exchange (closed by its last callback).
+        std::mem::forget(ctx);
+        sys::nng_aio_set_timeout(aio, ms(Some(send_timeout)));
+        sys::nng_aio_set_msg(aio, msg);
+        sys::nng_ctx_send((*ex).ctx, aio);
+    }
+    Ok(rx)
+}
+
+/// An [`exchange`] in flight: the callback's argument.
+struct Exchange {
+    aio: *mut sys::nng_aio,
+    ctx: sys::nng_ctx,
+    /// The send is done and the reply is awaited.
+    receiving: bool,
+    deadline: std::time::Instant,
+    done: Option<tokio::sync::oneshot::Sender<Exchanged>>,
+}
+
+/// An [`exchange`]'s aio finished an operation: after the send, starts the receive; after
+/// the receive (or a failure), delivers the outcome and frees everything.
+extern "C" fn on_exchange(arg: *mut c_void) {
+    let ex = arg.cast::<Exchange>();
+    // SAFETY: `arg` is the live box of this aio's exchange, touched by nothing but this
+    // callback, which NNG runs once per operation (module invariants). Starting the
+    // receive is the last use of it in that call: the receive's callback may run at once.
+    unsafe {
+        let (aio, ctx) = ((*ex).aio, (*ex).ctx);
+        let rv = sys::nng_aio_result(aio);
+        let outcome = if (*ex).receiving {
+            match NngError::check(rv) {
+                Ok(()) => take_message(aio),
+                Err(e) => Err(e),
+            }
+        } else if rv != 0 {
+            // A message not sent is still ours.
+            let msg = sys::nng_aio_get_msg(aio);
+            sys::nng_aio_set_msg(aio, std::ptr::null_mut());
+            if !msg.is_null() {
+                sys::nng_msg_free(msg);
+            }
+            Err(NngError(rv))
+        } else {
+            let left = (*ex)
+                .deadline
+                .saturating_duration_since(std::time::Instant::now());
+            (*ex).receiving = true;
+            sys::nng_aio_set_msg(aio, std::ptr::null_mut());
+            sys::nng_aio_set_timeout(aio, ms(Some(left.max(Duration::from_millis(1)))));
+            sys::nng_ctx_recv(ctx, aio);
+            return;
+        };
+        let ex = Box::from_raw(ex);
+        sys::nng_ctx_close(ctx);
+        sys::nng_aio_reap(aio);
+        if let Some(done) = ex.done {
+            let _ = done.send(outcome);
+        }
+    }
+}
+
+/// The message an aio received, copied out and freed.
+///
+/// # Safety
+/// `aio` is a live aio whose receive just succeeded, its message not yet taken.
+unsafe fn take_message(aio: *mut sys::nng_aio) -> Result<Vec<u8>, NngError> {
+    // SAFETY: the caller's contract; a message received is ours, copied out and freed
+    // (module invariants).
+    unsafe {
+        let msg = sys::nng_aio_get_msg(aio);
+        sys::nng_aio_set_msg(aio, std::ptr::null_mut());
+        if msg.is_null() {
+            return Err(NngError::CLOSED);
+        }
+        let len = sys::nng_msg_len(msg);
+        let body = sys::nng_msg_body(msg) as *const u8;
+        let out = if len == 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(body, len).to_vec()
+        };
+        sys::nng_msg_free(msg);
+        Ok(out)
     }
 }
 

@@ -88,16 +88,31 @@ impl Requester {
         }
     }
 
-    /// Async wrapper for actors: runs the blocking request on tokio's blocking pool.
+    /// The request for async code (actors, the router's order path): driven by NNG's
+    /// callbacks ([`exchange`](crate::nng::exchange)), so a burst of requests in flight
+    /// holds no thread each; same timeout, resend and errors as [`request`](Self::request).
     pub async fn request_async<Q, R>(&self, request: Q) -> Result<R, BusError>
     where
         Q: Serialize + Send + 'static,
         R: DeserializeOwned + Send + 'static,
     {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.request(&request))
-            .await
-            .map_err(|_| BusError::Closed)?
+        let body = encode("request", &request)?;
+        let timeout = self.timeout;
+        let deadline = std::time::Instant::now() + timeout;
+        let exchanged = crate::nng::exchange(
+            &self.socket,
+            &body,
+            timeout + NNG_CLOCK_SLACK,
+            deadline + NNG_CLOCK_SLACK,
+        )
+        .map_err(io("start request"))?
+        .await
+        .map_err(|_| BusError::Closed)?;
+        match exchanged {
+            Ok(reply) => Ok(decode("reply", &reply)?),
+            Err(NngError::TIMED_OUT) => Err(self.timed_out(timeout)),
+            Err(e) => Err(io("request round trip")(e)),
+        }
     }
 
     fn timed_out(&self, after: Duration) -> BusError {

@@ -1,7 +1,8 @@
 //! A replier serving several requests at once (`Replier::serve_concurrent`), as the order
 //! router serves a bar close's burst of intents: requests held in their handlers at the
 //! same time all complete, a slow answer holds only its own worker, and `close` ends the
-//! serving.
+//! serving. And the requesting side of such a burst: `Requester::request_async` holds no
+//! thread per request in flight.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -142,6 +143,115 @@ fn a_request_waiting_in_its_handler_holds_only_its_own_worker() {
             together: true
         }
     );
+    rep.close();
+    serving.join().unwrap();
+}
+
+/// A runtime with one thread and one blocking thread: requests that each needed a thread
+/// of their own (tokio's blocking pool) would go one at a time.
+fn one_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A worker's bar close sends its intents at once, each answered only once its order is
+/// on the exchange. 200 async requests, each held in its handler until all 200 are in
+/// handlers together, from a runtime of one thread: only requests in flight without a
+/// thread each can meet (one at a time, the first would wait 10 s in vain and answer
+/// `together: false`).
+#[test]
+fn a_burst_of_async_requests_is_in_flight_at_once_without_a_thread_each() {
+    const N: u64 = 200;
+    let (_dir, url, rep, serving) = serve(N as usize);
+    let opts = BusOptions {
+        request_timeout_ms: 30_000,
+        ..BusOptions::default()
+    };
+    let req = Requester::dial(&url, &opts).unwrap();
+    one_thread().block_on(async {
+        let mut asks = tokio::task::JoinSet::new();
+        for n in 0..N {
+            let req = req.clone();
+            asks.spawn(async move {
+                let gather = N as usize;
+                (n, req.request_async::<_, Answer>(Ask { n, gather }).await)
+            });
+        }
+        let mut answered = 0;
+        while let Some(done) = asks.join_next().await {
+            let (n, answer) = done.unwrap();
+            assert_eq!(answer.unwrap(), Answer { n, together: true });
+            answered += 1;
+        }
+        assert_eq!(answered, N);
+    });
+    rep.close();
+    serving.join().unwrap();
+}
+
+/// With nobody answering, an async request fails with a timeout naming the endpoint, not
+/// before its timeout.
+#[test]
+fn an_async_request_with_nobody_answering_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("ipc://{}/nobody.rep", dir.path().display());
+    let opts = BusOptions {
+        request_timeout_ms: 300,
+        ..BusOptions::default()
+    };
+    let req = Requester::dial(&url, &opts).unwrap();
+    let start = std::time::Instant::now();
+    let err = one_thread()
+        .block_on(req.request_async::<_, Answer>(Ask { n: 1, gather: 0 }))
+        .unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        matches!(err, shardbot_bus::BusError::Timeout { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("nobody.rep"), "{err}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "timed out after {took:?} (given 300 ms)"
+    );
+}
+
+/// An async request given up while in flight (its future dropped, as a task is aborted)
+/// finishes on its own: its reply still reaches its handler's partner, and the requester
+/// goes on serving other requests.
+#[test]
+fn an_async_request_given_up_in_flight_leaves_the_requester_working() {
+    let (_dir, url, rep, serving) = serve(4);
+    let req = Requester::dial(&url, &BusOptions::default()).unwrap();
+    one_thread().block_on(async {
+        let held = tokio::time::timeout(
+            Duration::from_millis(100),
+            req.request_async::<_, Answer>(Ask { n: 1, gather: 2 }),
+        )
+        .await;
+        assert!(held.is_err(), "held in its handler until a partner comes");
+        let partner = req
+            .request_async::<_, Answer>(Ask { n: 2, gather: 2 })
+            .await
+            .unwrap();
+        assert_eq!(
+            partner,
+            Answer {
+                n: 2,
+                together: true
+            }
+        );
+        for n in 10..20 {
+            let a = req
+                .request_async::<_, Answer>(Ask { n, gather: 0 })
+                .await
+                .unwrap();
+            assert_eq!(a, Answer { n, together: true });
+        }
+    });
     rep.close();
     serving.join().unwrap();
 }
