@@ -21,7 +21,7 @@ mod socket;
 
 pub use actors::{Forwarder, Inbound, PublishMsg, PublisherActor, forward_subscription};
 pub use error::BusError;
-pub use handoff::{ReplyTo, Unanswered, ask_actor};
+pub use handoff::{ReplyTo, Unanswered, ask_actor, ask_actor_async};
 pub use links::links;
 pub use options::{BusOptions, validate_url};
 pub use pubsub::{Publisher, Subscriber};

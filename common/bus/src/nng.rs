@@ -4,9 +4,9 @@
 //!
 //! Only what the bus uses: sockets of the four protocols, their options, listeners and
 //! non-blocking dialers, whole-message send and receive, REQ/REP contexts driven by an
-//! aio that is waited on, a request's round trip driven by an aio's callbacks
-//! ([`exchange`]: no thread waits for it), and pipe events that tell a socket whether it
-//! is connected.
+//! aio that is waited on, a request's round trip and a replier's slots driven by aio
+//! callbacks ([`exchange`], [`ReplySlot`]: no thread waits for them), and pipe events that
+//! tell a socket whether it is connected.
 //!
 //! Why hand-written: the `nng` crate (1.0.1, 2021) wraps NNG 1.4 and has no release for
 //! 1.11; `nng-sys` is raw FFI only (see `docs/architecture.md`, "The bus's NNG").
@@ -24,6 +24,13 @@
 //!   callback starts the next operation as its last act); the last callback closes the
 //!   context, hands the aio to NNG's reaper (`nng_aio_reap`, the way to free an aio from
 //!   its own callback) and frees the box.
+//! - A [`ReplySlot`]'s aio and context are the slot's, freed when it drops. Its operations
+//!   alternate between the callback and the slot's owner: the callback reports a request
+//!   received (or the end) on the slot's channel as its last act, and the owner touches
+//!   the aio only after reading that report, to start the reply's send; the send's
+//!   callback starts the next receive as its last act. So the aio is never used by both
+//!   at once, and when the owner drops the slot no operation is pending, or it ends with
+//!   the socket (`nng_aio_free` stops and waits for it).
 //! - A message handed to an aio for sending belongs to NNG once the send succeeds; when it
 //!   fails it is still ours and is freed here. A message received belongs to us and is
 //!   freed after its body is copied out.
@@ -575,6 +582,172 @@ unsafe fn take_message(aio: *mut sys::nng_aio) -> Result<Vec<u8>, NngError> {
         };
         sys::nng_msg_free(msg);
         Ok(out)
+    }
+}
+
+/// What a [`ReplySlot`] reports on its channel: its index and a request's body, or why
+/// it stopped receiving.
+pub type SlotReport = (usize, Result<Vec<u8>, NngError>);
+
+/// One request at a time of a REP socket, on a context of its own, driven by its aio's
+/// callback: it receives a request and reports it on its channel; its owner answers with
+/// [`reply`](ReplySlot::reply), after which it receives the next. No thread waits for it.
+#[derive(Debug)]
+pub struct ReplySlot {
+    /// A leaked box, the callback's argument; freed in `Drop` after the aio.
+    inner: *mut SlotInner,
+}
+
+#[derive(Debug)]
+struct SlotInner {
+    aio: *mut sys::nng_aio,
+    ctx: sys::nng_ctx,
+    index: usize,
+    /// A reply's send is the operation in flight (else a receive).
+    sending: AtomicBool,
+    reports: tokio::sync::mpsc::UnboundedSender<SlotReport>,
+}
+
+// SAFETY: the slot's aio and context are used from the owner's thread and NNG's callback
+// in turn, never at once (module invariants); the rest is `Send` + `Sync`.
+unsafe impl Send for ReplySlot {}
+
+impl ReplySlot {
+    /// A slot of `socket` (REP) reporting on `reports` as `index`; it receives once
+    /// [`start`](Self::start) is called.
+    pub fn open(
+        socket: &Socket,
+        index: usize,
+        reports: tokio::sync::mpsc::UnboundedSender<SlotReport>,
+    ) -> Result<ReplySlot, NngError> {
+        let ctx = Context::open(socket)?;
+        let inner = Box::into_raw(Box::new(SlotInner {
+            aio: std::ptr::null_mut(),
+            ctx: ctx.raw,
+            index,
+            sending: AtomicBool::new(false),
+            reports,
+        }));
+        let mut aio: *mut sys::nng_aio = std::ptr::null_mut();
+        // SAFETY: `inner` is a live box, ours alone until an operation is started (none
+        // before `start`), freed after the aio (in `Drop`, or here on failure).
+        unsafe {
+            if let Err(e) = NngError::check(sys::nng_aio_alloc(
+                &mut aio,
+                Some(on_slot),
+                inner.cast::<c_void>(),
+            )) {
+                drop(Box::from_raw(inner));
+                return Err(e); // `ctx` closes as it drops
+            }
+            (*inner).aio = aio;
+        }
+        std::mem::forget(ctx); // the slot's now: closed when it drops
+        Ok(ReplySlot { inner })
+    }
+
+    fn inner(&self) -> &SlotInner {
+        // SAFETY: the box lives as long as the slot; only shared references are made.
+        unsafe { &*self.inner }
+    }
+
+    /// Starts receiving the first request.
+    pub fn start(&self) {
+        // SAFETY: a new slot has no operation pending (module invariants).
+        unsafe { receive(self.inner()) }
+    }
+
+    /// Sends `body` as the answer to the request this slot reported last, then receives
+    /// the next. Call once per request reported, never before.
+    pub fn reply(&self, body: &[u8]) {
+        let inner = self.inner();
+        // SAFETY: the request was reported, so no operation is pending and the aio is
+        // ours until the send is started; the message is handed to NNG, or freed by the
+        // callback when its send fails (module invariants).
+        unsafe {
+            let mut msg: *mut sys::nng_msg = std::ptr::null_mut();
+            let built = NngError::check(sys::nng_msg_alloc(&mut msg, 0)).and_then(|()| {
+                NngError::check(sys::nng_msg_append(msg, body.as_ptr().cast(), body.len()))
+            });
+            if let Err(e) = built {
+                if !msg.is_null() {
+                    sys::nng_msg_free(msg);
+                }
+                tracing::warn!(error = %e, "a reply could not be built; the requester will resend");
+                receive(inner);
+                return;
+            }
+            inner.sending.store(true, Ordering::Release);
+            sys::nng_aio_set_timeout(inner.aio, ms(Some(REPLY_SEND_TIMEOUT)));
+            sys::nng_aio_set_msg(inner.aio, msg);
+            sys::nng_ctx_send(inner.ctx, inner.aio);
+        }
+    }
+}
+
+/// How long a reply waits to leave (a requester gone: dropped; it resends if it still
+/// cares).
+pub(crate) const REPLY_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts a slot's receive.
+///
+/// # Safety
+/// No operation is pending on the slot's aio, and this is the caller's last use of it.
+unsafe fn receive(inner: &SlotInner) {
+    inner.sending.store(false, Ordering::Release);
+    // SAFETY: the caller's contract.
+    unsafe {
+        sys::nng_aio_set_timeout(inner.aio, sys::NNG_DURATION_INFINITE);
+        sys::nng_ctx_recv(inner.ctx, inner.aio);
+    }
+}
+
+extern "C" fn on_slot(arg: *mut c_void) {
+    // SAFETY: `arg` is the slot's box, alive while its aio is (module invariants); NNG runs
+    // the callback once per operation, and each branch's last act hands the aio on.
+    unsafe {
+        let inner = &*(arg as *const SlotInner);
+        let rv = sys::nng_aio_result(inner.aio);
+        if inner.sending.load(Ordering::Acquire) {
+            if rv != 0 {
+                let msg = sys::nng_aio_get_msg(inner.aio);
+                sys::nng_aio_set_msg(inner.aio, std::ptr::null_mut());
+                if !msg.is_null() {
+                    sys::nng_msg_free(msg);
+                }
+            }
+            match NngError::check(rv) {
+                Err(NngError::CLOSED) => {
+                    let _ = inner.reports.send((inner.index, Err(NngError::CLOSED)));
+                }
+                // Sent; or the requester went away (it resends if it still cares).
+                sent => {
+                    if let Err(e) = sent {
+                        tracing::debug!(error = %e, "reply not sent");
+                    }
+                    receive(inner);
+                }
+            }
+            return;
+        }
+        let got = match NngError::check(rv) {
+            Ok(()) => take_message(inner.aio),
+            Err(e) => Err(e),
+        };
+        let _ = inner.reports.send((inner.index, got));
+    }
+}
+
+impl Drop for ReplySlot {
+    fn drop(&mut self) {
+        // SAFETY: the aio and context are the slot's; `nng_aio_free` stops a pending
+        // operation and waits for its callback before freeing, so the box (freed after)
+        // is not used by it any more.
+        unsafe {
+            sys::nng_aio_free((*self.inner).aio);
+            sys::nng_ctx_close((*self.inner).ctx);
+            drop(Box::from_raw(self.inner));
+        }
     }
 }
 

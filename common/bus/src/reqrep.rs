@@ -7,13 +7,7 @@
 //! restarted replier. Handlers must therefore be idempotent (intent ids make the router's
 //! so). With nobody answering, the request fails after `request_timeout_ms`.
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
 use shardbot_protocol::{decode, encode};
@@ -21,7 +15,7 @@ use shardbot_protocol::{decode, encode};
 use crate::{
     BusError, BusOptions,
     error::io,
-    nng::{Aio, Context, NngError, Protocol, Socket, opts},
+    nng::{Aio, Context, NngError, Protocol, ReplySlot, Socket, opts},
     socket::{self, option},
 };
 
@@ -130,12 +124,11 @@ impl Requester {
 pub const NNG_CLOCK_SLACK: Duration = Duration::from_millis(2);
 
 /// The replying end. [`serve`](Replier::serve) answers one request at a time, in arrival
-/// order; [`serve_concurrent`](Replier::serve_concurrent) several at once.
+/// order; [`serve_async`](Replier::serve_async) several at once.
 #[derive(Debug, Clone)]
 pub struct Replier {
     socket: Socket,
     url: String,
-    closed: Arc<AtomicBool>,
 }
 
 impl Replier {
@@ -145,7 +138,6 @@ impl Replier {
         Ok(Replier {
             socket: s,
             url: url.to_owned(),
-            closed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -180,87 +172,84 @@ impl Replier {
         }
     }
 
-    /// Serves like [`serve`](Self::serve), but up to `workers` requests at once, each on
-    /// its own NNG context and thread: a slow answer holds only its own worker, and the
-    /// requests of a burst are handled side by side. `handler` must be callable from
-    /// several threads at once. Blocking: run it on its own thread.
-    pub fn serve_concurrent<Q, R, F, B>(
+    /// Serves up to `slots` requests at once, without a thread per request: each slot is an
+    /// NNG context driven by callbacks
+    /// ([`ReplySlot`]), each request's answer a task (`handler`'s future) on a runtime of
+    /// one thread that this call runs. So a burst of requests wakes no thread each, and a
+    /// slow answer still holds only its own slot. Blocking: run it on its own thread; it
+    /// returns once the socket is closed ([`close`](Self::close)), dropping the answers
+    /// still awaited (their requesters resend to whoever serves next).
+    pub fn serve_async<Q, R, F, Fut, B>(
         &self,
-        workers: usize,
+        slots: usize,
         handler: F,
         on_bad_request: B,
     ) -> Result<(), BusError>
     where
         Q: DeserializeOwned,
-        R: Serialize,
-        F: Fn(Q) -> R + Send + Sync,
-        B: Fn(String) -> R + Send + Sync,
-    {
-        let workers = workers.max(1);
-        let failed: Mutex<Option<BusError>> = Mutex::new(None);
-        let fail = |e: BusError| {
-            *failed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
-            // The other workers end with the socket.
-            self.close();
-        };
-        std::thread::scope(|scope| {
-            for n in 0..workers {
-                // A worker only decodes, waits for its answer and encodes: a small stack
-                // lets a service serve hundreds at once.
-                let spawned = std::thread::Builder::new()
-                    .name(format!("bus-rep-{n}"))
-                    .stack_size(256 * 1024)
-                    .spawn_scoped(scope, || {
-                        if let Err(e) = self.context_worker(&handler, &on_bad_request) {
-                            fail(e);
-                        }
-                    });
-                if let Err(e) = spawned {
-                    tracing::error!(url = %self.url, error = %e, "cannot start a replier thread");
-                    fail(BusError::Thread(e.to_string()));
-                }
-            }
-        });
-        match failed
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// One worker of [`serve_concurrent`](Self::serve_concurrent): a context of the
-    /// socket, receiving and answering in turn until the socket is closed.
-    fn context_worker<Q, R, F, B>(&self, handler: &F, on_bad_request: &B) -> Result<(), BusError>
-    where
-        Q: DeserializeOwned,
-        R: Serialize,
-        F: Fn(Q) -> R,
+        R: Serialize + Send + 'static,
+        F: Fn(Q) -> Fut,
+        Fut: std::future::Future<Output = R> + Send + 'static,
         B: Fn(String) -> R,
     {
-        let ctx = match Context::open(&self.socket) {
-            Ok(c) => c,
-            Err(NngError::CLOSED) => return Ok(()),
-            Err(e) => return Err(io("open reply context")(e)),
-        };
-        let aio = Aio::new().map_err(io("allocate reply aio"))?;
-        loop {
-            let msg = match aio.recv(&ctx, None) {
-                Ok(m) => m,
-                Err(NngError::CLOSED) => return Ok(()),
-                Err(e) => return Err(io("receive request")(e)),
-            };
-            let bytes = self.answer(&msg, handler, on_bad_request)?;
-            match aio.send(&ctx, &bytes, Some(REPLY_SEND_TIMEOUT)) {
-                Ok(()) => {}
-                Err(NngError::CLOSED) if self.closed.load(Ordering::Relaxed) => return Ok(()),
-                // The requester went away; it will resend if it still cares.
-                Err(e) => tracing::debug!(url = %self.url, error = %e, "reply not sent"),
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| BusError::Thread(format!("the replier's runtime: {e}")))?;
+        let (reports, mut reported) = tokio::sync::mpsc::unbounded_channel();
+        let slots = (0..slots.max(1))
+            .map(|n| ReplySlot::open(&self.socket, n, reports.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io("open reply context"))?;
+        drop(reports);
+        slots.iter().for_each(ReplySlot::start);
+        // Per slot: an operation is pending on it (a receive, or a reply's send).
+        let mut pending = vec![true; slots.len()];
+        let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel::<(usize, R)>();
+        runtime.block_on(async {
+            let mut closed = false;
+            loop {
+                if closed && !pending.contains(&true) {
+                    return Ok(());
+                }
+                tokio::select! {
+                    Some((n, got)) = reported.recv() => match got {
+                        Ok(frame) => {
+                            pending[n] = false;
+                            match decode::<Q>("request", &frame) {
+                                Ok(req) => {
+                                    let answer = handler(req);
+                                    let answers = answers.clone();
+                                    tokio::spawn(async move {
+                                        let _ = answers.send((n, answer.await));
+                                    });
+                                }
+                                Err(e) => {
+                                    tracing::warn!(url = %self.url, error = %e, "undecodable request");
+                                    let bytes = encode("reply", &on_bad_request(e.to_string()))?;
+                                    pending[n] = true;
+                                    slots[n].reply(&bytes);
+                                }
+                            }
+                        }
+                        Err(NngError::CLOSED) => {
+                            pending[n] = false;
+                            closed = true;
+                        }
+                        Err(e) => {
+                            self.close();
+                            return Err(io("receive request")(e));
+                        }
+                    },
+                    Some((n, answer)) = answered.recv() => {
+                        let bytes = encode("reply", &answer)?;
+                        pending[n] = true;
+                        slots[n].reply(&bytes);
+                    }
+                    else => return Ok(()),
+                }
             }
-        }
+        })
     }
 
     /// The reply to one request frame, encoded: `handler`'s answer (`on_bad_request`'s for
@@ -287,10 +276,6 @@ impl Replier {
 
     /// Stops serving: requests being received end, the serving threads return.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
         self.socket.close();
     }
 }
-
-/// How long a concurrent worker waits for its reply to leave (a requester gone: dropped).
-const REPLY_SEND_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,13 +1,13 @@
-//! A replier serving several requests at once (`Replier::serve_concurrent`), as the order
-//! router serves a bar close's burst of intents: requests held in their handlers at the
-//! same time all complete, a slow answer holds only its own worker, and `close` ends the
-//! serving. And the requesting side of such a burst: `Requester::request_async` holds no
-//! thread per request in flight.
+//! A bar close's burst of requests, as a worker sends its intents and the order router
+//! serves them, with no thread per request on either side: `Requester::request_async`
+//! keeps a burst in flight at once; `Replier::serve_async` holds a burst in its handlers
+//! at once, a slow answer holds only its own slot, a bad frame gets an answer, and `close`
+//! ends the serving.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::{
-    sync::{Arc, Condvar, Mutex},
+    sync::{Arc, Mutex},
     thread,
     time::Duration,
 };
@@ -30,121 +30,56 @@ struct Answer {
     together: bool,
 }
 
-/// Requests that have entered a gathering handler so far, and a condition variable to
-/// wait for more.
-#[derive(Default)]
-struct Gathering {
-    arrived: Mutex<usize>,
-    more: Condvar,
-}
+/// A replier serving without a thread per request (`serve_async`), answering each `Ask`
+/// once `gather` requests are in handlers together (a barrier per size), or at once; the
+/// receiver hears the `n` of each request that enters a gathering handler.
+type Served = (
+    tempfile::TempDir,
+    String,
+    Replier,
+    thread::JoinHandle<()>,
+    std::sync::mpsc::Receiver<u64>,
+);
 
-impl Gathering {
-    fn wait_for(&self, n: usize) -> bool {
-        let mut arrived = self.arrived.lock().unwrap();
-        *arrived += 1;
-        self.more.notify_all();
-        let (_arrived, timeout) = self
-            .more
-            .wait_timeout_while(arrived, Duration::from_secs(10), |a| *a < n)
-            .unwrap();
-        !timeout.timed_out()
-    }
-}
-
-fn serve(workers: usize) -> (tempfile::TempDir, String, Replier, thread::JoinHandle<()>) {
+fn serve_async(slots: usize) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("ipc://{}/svc.rep", dir.path().display());
     let rep = Replier::bind(&url, &BusOptions::default()).unwrap();
     let server = rep.clone();
-    let gathering = Arc::new(Gathering::default());
-    let serving = thread::spawn(move || {
-        server
-            .serve_concurrent(
-                workers,
-                |a: Ask| Answer {
-                    n: a.n,
-                    together: a.gather == 0 || gathering.wait_for(a.gather),
-                },
-                |_| Answer {
-                    n: u64::MAX,
-                    together: false,
-                },
-            )
-            .unwrap();
-    });
-    (dir, url, rep, serving)
-}
-
-/// Eight requests each held in its handler until all eight are inside: only a replier
-/// that serves them at once can answer (one at a time, the first would wait in vain).
-#[test]
-fn requests_held_in_their_handlers_at_the_same_time_all_complete() {
-    let (_dir, url, rep, serving) = serve(8);
-    let req = Requester::dial(&url, &BusOptions::default()).unwrap();
-    let asks: Vec<_> = (0..8)
-        .map(|n| {
-            let req = req.clone();
-            thread::spawn(move || {
-                req.request_within::<_, Answer>(&Ask { n, gather: 8 }, Duration::from_secs(20))
-                    .unwrap()
-            })
-        })
-        .collect();
-    for (n, t) in asks.into_iter().enumerate() {
-        assert_eq!(
-            t.join().unwrap(),
-            Answer {
-                n: n as u64,
-                together: true
-            }
-        );
-    }
-    rep.close();
-    serving.join().unwrap();
-}
-
-/// While one request waits in its handler, twenty others are answered by the other
-/// workers; then the waiting one is released by a second slow one and both answer.
-#[test]
-fn a_request_waiting_in_its_handler_holds_only_its_own_worker() {
-    let (_dir, url, rep, serving) = serve(4);
-    let req = Requester::dial(&url, &BusOptions::default()).unwrap();
-    let first = {
-        let req = req.clone();
+    let (entered, entries) = std::sync::mpsc::channel();
+    let serving =
         thread::spawn(move || {
-            req.request_within::<_, Answer>(&Ask { n: 1, gather: 2 }, Duration::from_secs(20))
-                .unwrap()
-        })
-    };
-    for n in 100..120 {
-        let a: Answer = req
-            .request_within(&Ask { n, gather: 0 }, Duration::from_secs(5))
-            .unwrap();
-        assert_eq!(a, Answer { n, together: true });
-    }
-    assert!(
-        !first.is_finished(),
-        "the first is still waiting for its partner"
-    );
-    let second: Answer = req
-        .request_within(&Ask { n: 2, gather: 2 }, Duration::from_secs(20))
-        .unwrap();
-    assert_eq!(
-        second,
-        Answer {
-            n: 2,
-            together: true
-        }
-    );
-    assert_eq!(
-        first.join().unwrap(),
-        Answer {
-            n: 1,
-            together: true
-        }
-    );
-    rep.close();
-    serving.join().unwrap();
+            let barriers: Arc<Mutex<std::collections::HashMap<usize, Arc<tokio::sync::Barrier>>>> =
+                Arc::default();
+            server
+                .serve_async(
+                    slots,
+                    |a: Ask| {
+                        let barrier =
+                            (a.gather > 0).then(|| {
+                                let _ = entered.send(a.n); // heard by the tests that listen
+                                Arc::clone(barriers.lock().unwrap().entry(a.gather).or_insert_with(
+                                    || Arc::new(tokio::sync::Barrier::new(a.gather)),
+                                ))
+                            });
+                        async move {
+                            let together = match barrier {
+                                None => true,
+                                Some(b) => tokio::time::timeout(Duration::from_secs(10), b.wait())
+                                    .await
+                                    .is_ok(),
+                            };
+                            Answer { n: a.n, together }
+                        }
+                    },
+                    |_| Answer {
+                        n: u64::MAX,
+                        together: false,
+                    },
+                )
+                .unwrap();
+        });
+    (dir, url, rep, serving, entries)
 }
 
 /// A runtime with one thread and one blocking thread: requests that each needed a thread
@@ -158,14 +93,14 @@ fn one_thread() -> tokio::runtime::Runtime {
 }
 
 /// A worker's bar close sends its intents at once, each answered only once its order is
-/// on the exchange. 200 async requests, each held in its handler until all 200 are in
-/// handlers together, from a runtime of one thread: only requests in flight without a
-/// thread each can meet (one at a time, the first would wait 10 s in vain and answer
-/// `together: false`).
+/// on the exchange. 200 async requests, each held in `serve_async`'s handlers until all
+/// 200 are in handlers together, from a runtime of one thread: only requests in flight
+/// without a thread each can meet (one at a time, the first would wait 10 s in vain and
+/// answer `together: false`), and only a replier holding them all at once can gather them.
 #[test]
-fn a_burst_of_async_requests_is_in_flight_at_once_without_a_thread_each() {
+fn a_burst_of_requests_is_in_flight_and_in_handlers_at_once_without_a_thread_each() {
     const N: u64 = 200;
-    let (_dir, url, rep, serving) = serve(N as usize);
+    let (_dir, url, rep, serving, _) = serve_async(N as usize);
     let opts = BusOptions {
         request_timeout_ms: 30_000,
         ..BusOptions::default()
@@ -224,7 +159,7 @@ fn an_async_request_with_nobody_answering_times_out() {
 /// goes on serving other requests.
 #[test]
 fn an_async_request_given_up_in_flight_leaves_the_requester_working() {
-    let (_dir, url, rep, serving) = serve(4);
+    let (_dir, url, rep, serving, _) = serve_async(4);
     let req = Requester::dial(&url, &BusOptions::default()).unwrap();
     one_thread().block_on(async {
         let held = tokio::time::timeout(
@@ -254,4 +189,88 @@ fn an_async_request_given_up_in_flight_leaves_the_requester_working() {
     });
     rep.close();
     serving.join().unwrap();
+}
+
+/// While one request waits in its handler, twenty others are answered by the other
+/// slots, in turn many times over each slot; then its partner releases it.
+#[test]
+fn a_replier_without_threads_holds_a_slow_answer_in_its_slot_only() {
+    let (_dir, url, rep, serving, _) = serve_async(3);
+    let req = Requester::dial(&url, &BusOptions::default()).unwrap();
+    let first = {
+        let req = req.clone();
+        thread::spawn(move || {
+            req.request_within::<_, Answer>(&Ask { n: 1, gather: 2 }, Duration::from_secs(20))
+                .unwrap()
+        })
+    };
+    for n in 100..120 {
+        let a: Answer = req
+            .request_within(&Ask { n, gather: 0 }, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(a, Answer { n, together: true });
+    }
+    assert!(
+        !first.is_finished(),
+        "the first is still waiting for its partner"
+    );
+    let second: Answer = req
+        .request_within(&Ask { n: 2, gather: 2 }, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(
+        second,
+        Answer {
+            n: 2,
+            together: true
+        }
+    );
+    assert_eq!(
+        first.join().unwrap(),
+        Answer {
+            n: 1,
+            together: true
+        }
+    );
+    rep.close();
+    serving.join().unwrap();
+}
+
+/// A frame that is not a request gets `on_bad_request`'s answer (not a timeout), and the
+/// slot serves on; `close` ends the serving even with a handler still waiting.
+#[test]
+fn a_replier_without_threads_answers_a_bad_frame_and_stops_on_close() {
+    let (_dir, url, rep, serving, entries) = serve_async(2);
+    let req = Requester::dial(&url, &BusOptions::default()).unwrap();
+    let reply = req
+        .request_bytes(b"\xc1 not msgpack", Duration::from_secs(5))
+        .unwrap();
+    let bad: Answer = rmp_serde::from_slice(&reply).unwrap();
+    assert_eq!(
+        bad,
+        Answer {
+            n: u64::MAX,
+            together: false
+        }
+    );
+    let a: Answer = req
+        .request_within(&Ask { n: 5, gather: 0 }, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        a,
+        Answer {
+            n: 5,
+            together: true
+        }
+    );
+    // Held in its handler (no partner comes) when the replier closes.
+    let held = {
+        let req = req.clone();
+        thread::spawn(move || {
+            req.request_within::<_, Answer>(&Ask { n: 6, gather: 2 }, Duration::from_millis(1500))
+        })
+    };
+    assert_eq!(entries.recv_timeout(Duration::from_secs(5)), Ok(6));
+    rep.close();
+    serving.join().unwrap();
+    assert!(held.join().unwrap().is_err(), "no answer after close");
 }

@@ -128,6 +128,21 @@ impl ShutdownHandle {
         asked
     }
 
+    /// [`ask_actor`](Self::ask_actor) for async code (a replier serving without a thread
+    /// per request): the same deadline, and the same end when it passes.
+    pub async fn ask_actor_async<R>(
+        &self,
+        service: &str,
+        deadline: std::time::Duration,
+        hand: impl FnOnce(shardbot_bus::ReplyTo<R>) -> bool,
+    ) -> Result<R, shardbot_bus::Unanswered> {
+        let asked = shardbot_bus::ask_actor_async(deadline, hand).await;
+        if let Err(e @ shardbot_bus::Unanswered::Deadline(_)) = &asked {
+            self.fatal(format!("the {service}'s actor is stuck: {e}"));
+        }
+        asked
+    }
+
     /// Stops the process with exit code 1 after the final heartbeat; the supervisor
     /// restarts it.
     pub fn fatal(&self, reason: impl Into<String>) {

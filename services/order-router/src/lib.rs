@@ -61,12 +61,11 @@ const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 /// order waiting on a slow exchange holds only its own request. With 64, the 150-intent
 /// burst of `bench burst` kept 86 intents waiting at the socket for up to 6 s, behind
 /// orders queued for the budgets. 128: the orders of a close go out at Bybit's 20 a second,
-/// so intents beyond 128 wait only until the first orders are acknowledged (tens of ms),
-/// while each worker thread costs ~8 kB of resident memory (the router's VmRSS in
-/// /proc/<pid>/status after a plain `scripts/stack up`: 19.5 MB with 128, 20.5 MB with
-/// 256), against the idle stack's 150 MB budget. 256: a bar close's entries held for the
-/// rest of their close (`closes.rs`: at most about as many as the limits' room) keep
-/// their requests open, and the rest of the close must still get in (1,024 cost 27.6 MB).
+/// so intents beyond 128 wait only until the first orders are acknowledged (tens of ms).
+/// 256: a bar close's entries held for the rest of their close (`closes.rs`: at most about
+/// as many as the limits' room) keep their requests open, and the rest of the close must
+/// still get in. Each is a slot of `Replier::serve_async` (an NNG context and aio, no
+/// thread: the thread a request each cost ~8 kB and a wake-up per request and step).
 const INTENTS_AT_ONCE: usize = 256;
 /// The most entries held for their closes at once: beyond, the oldest close's are judged
 /// as they stand, so the close's other entries and its workers' reports still find a
@@ -244,47 +243,54 @@ pub fn start(ctx: &ServiceContext) -> Result<(), StartError> {
         let spawned = std::thread::Builder::new()
             .name("router-rep".into())
             .spawn(move || {
-                let served = replier.serve_concurrent(
+                let served = replier.serve_async(
                     INTENTS_AT_ONCE,
                     |request: RouterRequest| {
-                        // Taken in by the approval loop itself, off the actor.
-                        let request = match request {
-                            RouterRequest::CloseProgress(p) => {
-                                return match approvals.progress(p) {
-                                    Ok(()) => RouterReply::Recorded { new: true },
-                                    Err(message) => RouterReply::Error(ErrorReply { message }),
-                                };
-                            }
-                            other => other,
-                        };
-                        let asked = shutdown2.ask_actor("router", REPLY_DEADLINE, |reply| {
-                            match request {
-                                // do_send: the mailbox's capacity is for senders that can wait.
-                                RouterRequest::Submit(intent) => {
-                                    addr.do_send(Submit { intent, reply })
+                        let (approvals, addr, shutdown) =
+                            (approvals.clone(), addr.clone(), shutdown2.clone());
+                        async move {
+                            // Taken in by the approval loop itself, off the actor.
+                            let request = match request {
+                                RouterRequest::CloseProgress(p) => {
+                                    return match approvals.progress(p) {
+                                        Ok(()) => RouterReply::Recorded { new: true },
+                                        Err(message) => RouterReply::Error(ErrorReply { message }),
+                                    };
                                 }
-                                RouterRequest::Flatten {
-                                    flatten_id,
-                                    deadline_ms,
-                                    symbol,
-                                } => addr.do_send(Flatten {
-                                    flatten_id,
-                                    deadline_ms,
-                                    symbol,
-                                    reply,
-                                }),
-                                RouterRequest::Parameters { json } => {
-                                    addr.do_send(Parameters { json, reply })
-                                }
-                                RouterRequest::CloseProgress(_) => {}
-                            }
-                            addr.connected()
-                        });
-                        asked.unwrap_or_else(|e| {
-                            RouterReply::Error(ErrorReply {
-                                message: format!("the router cannot answer: {e}"),
+                                other => other,
+                            };
+                            let asked = shutdown
+                                .ask_actor_async("router", REPLY_DEADLINE, |reply| {
+                                    match request {
+                                        // do_send: the mailbox's capacity is for senders that
+                                        // can wait.
+                                        RouterRequest::Submit(intent) => {
+                                            addr.do_send(Submit { intent, reply })
+                                        }
+                                        RouterRequest::Flatten {
+                                            flatten_id,
+                                            deadline_ms,
+                                            symbol,
+                                        } => addr.do_send(Flatten {
+                                            flatten_id,
+                                            deadline_ms,
+                                            symbol,
+                                            reply,
+                                        }),
+                                        RouterRequest::Parameters { json } => {
+                                            addr.do_send(Parameters { json, reply })
+                                        }
+                                        RouterRequest::CloseProgress(_) => {}
+                                    }
+                                    addr.connected()
+                                })
+                                .await;
+                            asked.unwrap_or_else(|e| {
+                                RouterReply::Error(ErrorReply {
+                                    message: format!("the router cannot answer: {e}"),
+                                })
                             })
-                        })
+                        }
                     },
                     |message| RouterReply::Error(ErrorReply { message }),
                 );

@@ -386,9 +386,8 @@ fn round(
 }
 
 /// N intents at once, each from its own task on one requester (as a worker sends a close's
-/// intents: `request_async`, whose calls share tokio's pool of blocking threads, warm after
-/// the first round); each one's answer time in µs from the send, sorted. Every one must be
-/// placed (the sizing and limits are set so).
+/// intents: `request_async`, driven by NNG's callbacks); each one's answer time in µs from
+/// the send, sorted. Every one must be placed (the sizing and limits are set so).
 fn burst(
     rt: &tokio::runtime::Runtime,
     router: &Requester,
