@@ -206,7 +206,7 @@ impl Replier {
         // Per slot: an operation is pending on it (a receive, or a reply's send).
         let mut pending = vec![true; slots.len()];
         let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel::<(usize, R)>();
-        runtime.block_on(async {
+        let served = runtime.block_on(async {
             let mut closed = false;
             loop {
                 if closed && !pending.contains(&true) {
@@ -236,10 +236,7 @@ impl Replier {
                             pending[n] = false;
                             closed = true;
                         }
-                        Err(e) => {
-                            self.close();
-                            return Err(io("receive request")(e));
-                        }
+                        Err(e) => return Err(io("receive request")(e)),
                     },
                     Some((n, answer)) = answered.recv() => {
                         let bytes = encode("reply", &answer)?;
@@ -249,7 +246,12 @@ impl Replier {
                     else => return Ok(()),
                 }
             }
-        })
+        });
+        if served.is_err() {
+            // Nothing is served any more: requesters fail over to a restart, not wait.
+            self.close();
+        }
+        served
     }
 
     /// The reply to one request frame, encoded: `handler`'s answer (`on_bad_request`'s for
