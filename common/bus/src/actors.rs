@@ -8,13 +8,12 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::Duration,
 };
 
 use actix::{Actor, Context, Handler, Message, Recipient};
 use shardbot_protocol::{Publish, Received};
 
-use crate::{BusError, Publisher, Subscriber};
+use crate::{BusError, Publisher, Subscriber, pubsub::SubscriberCloser};
 
 /// Owns a [`Publisher`]. Send it [`PublishMsg`] from any actor.
 #[derive(Debug)]
@@ -61,27 +60,28 @@ impl<T: Publish + 'static> Handler<PublishMsg<T>> for PublisherActor {
 #[rtype(result = "()")]
 pub struct Inbound(pub Received);
 
-/// How often the forwarding thread looks up from its socket to see whether it should stop.
-const STOP_POLL: Duration = Duration::from_millis(100);
-
 /// Runs `subscriber`'s receive loop on its own thread and delivers every decoded frame to
 /// `to`. Frames that do not decode are logged and skipped (a gap detector downstream will
-/// see the missing sequence number). Stops when [`Forwarder::stop`] is called or the
-/// recipient is gone.
+/// see the missing sequence number). Stops when [`Forwarder::stop`] is called, or at the
+/// first frame after the recipient is gone.
 ///
-/// The thread receives with a short timeout, so that it notices a stop or a recipient gone
-/// (an actor has no way to wake it), and closes the socket when it ends.
+/// The thread waits on its socket without a timeout, and [`Forwarder::stop`] wakes it by
+/// closing the socket. (It used to look up every 100 ms: with NNG 1.11 each timeout that
+/// fires costs its timer thread up to a millisecond of spinning, since a timer is only
+/// due once the millisecond clock has passed it; ten a second were 0.7 % of a core per
+/// idle worker.)
 pub fn forward_subscription(
     subscriber: Subscriber,
     to: Recipient<Inbound>,
 ) -> std::io::Result<Forwarder> {
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
+    let closer = subscriber.closer();
     let thread = std::thread::Builder::new()
         .name("bus-sub".into())
         .spawn(move || {
             while !stopping.load(Ordering::Relaxed) && to.connected() {
-                match subscriber.recv(Some(STOP_POLL)) {
+                match subscriber.recv(None) {
                     // `do_send`, not `try_send`: an actor's mailbox holds 16 messages by
                     // default and `try_send` fails when it is full, which would drop most
                     // of a bar-close burst. The socket's receive buffer bounds what can
@@ -96,6 +96,7 @@ pub fn forward_subscription(
         })?;
     Ok(Forwarder {
         stop,
+        closer,
         thread: Some(thread),
     })
 }
@@ -105,14 +106,16 @@ pub fn forward_subscription(
 #[derive(Debug)]
 pub struct Forwarder {
     stop: Arc<AtomicBool>,
+    closer: SubscriberCloser,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Forwarder {
-    /// Stops forwarding and waits for the thread to close its socket (at most about
-    /// [`STOP_POLL`] plus the delivery of the frame in hand).
+    /// Stops forwarding: closes the socket, which wakes the thread, and waits for it
+    /// (at most the delivery of the frame in hand).
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.closer.close();
         if let Some(t) = self.thread.take()
             && t.join().is_err()
         {

@@ -177,4 +177,20 @@ impl Subscriber {
     pub fn close(&self) {
         self.socket.close();
     }
+
+    /// A handle that closes this subscriber's socket from another thread (a receive
+    /// under way there ends with [`BusError::Closed`]).
+    pub fn closer(&self) -> SubscriberCloser {
+        SubscriberCloser(self.socket.clone())
+    }
+}
+
+/// Closes a [`Subscriber`]'s socket from another thread ([`Subscriber::closer`]).
+#[derive(Debug, Clone)]
+pub struct SubscriberCloser(Socket);
+
+impl SubscriberCloser {
+    pub fn close(&self) {
+        self.0.close();
+    }
 }

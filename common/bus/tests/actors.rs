@@ -114,7 +114,24 @@ async fn actors_publish_and_receive_through_the_bus() {
         "the sequence number the publisher returned is the one received"
     );
 
-    // Stops the forwarder: its thread sees the flag within one receive timeout, closes
-    // its socket and ends.
+    // Stops the forwarder: closing its socket wakes its thread, which ends.
     forwarder.stop();
+}
+
+/// A forwarder whose socket hears nothing (it waits without a timeout) still stops at once:
+/// `stop` closes the socket under the waiting receive.
+#[actix::test]
+async fn a_forwarder_hearing_nothing_stops_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("ipc://{}/nobody.pub", dir.path().display());
+    let sub = Subscriber::dial(&[url.as_str()], &BusOptions::default()).unwrap();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let collector = Collector { tx }.start();
+    let forwarder = forward_subscription(sub, collector.recipient()).unwrap();
+    let (stopped, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        forwarder.stop();
+        stopped.send(()).unwrap();
+    });
+    assert_eq!(done.recv_timeout(Duration::from_secs(5)), Ok(()));
 }
