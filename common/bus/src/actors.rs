@@ -2,13 +2,7 @@
 //! numbers; subscriptions and replies are bridged from their blocking nng threads into
 //! actors by messages.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
-};
+use std::thread::JoinHandle;
 
 use actix::{Actor, Context, Handler, Message, Recipient};
 use shardbot_protocol::{Publish, Received};
@@ -74,13 +68,11 @@ pub fn forward_subscription(
     subscriber: Subscriber,
     to: Recipient<Inbound>,
 ) -> std::io::Result<Forwarder> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopping = stop.clone();
     let closer = subscriber.closer();
     let thread = std::thread::Builder::new()
         .name("bus-sub".into())
         .spawn(move || {
-            while !stopping.load(Ordering::Relaxed) && to.connected() {
+            while to.connected() {
                 match subscriber.recv(None) {
                     // `do_send`, not `try_send`: an actor's mailbox holds 16 messages by
                     // default and `try_send` fails when it is full, which would drop most
@@ -94,31 +86,23 @@ pub fn forward_subscription(
             }
             subscriber.close();
         })?;
-    Ok(Forwarder {
-        stop,
-        closer,
-        thread: Some(thread),
-    })
+    Ok(Forwarder { closer, thread })
 }
 
 /// The thread of a [`forward_subscription`]. Dropping it lets the thread run on (for the
 /// life of the process); [`stop`](Forwarder::stop) ends it.
 #[derive(Debug)]
 pub struct Forwarder {
-    stop: Arc<AtomicBool>,
     closer: SubscriberCloser,
-    thread: Option<JoinHandle<()>>,
+    thread: JoinHandle<()>,
 }
 
 impl Forwarder {
     /// Stops forwarding: closes the socket, which wakes the thread, and waits for it
     /// (at most the delivery of the frame in hand).
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    pub fn stop(self) {
         self.closer.close();
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
+        if self.thread.join().is_err() {
             tracing::warn!("the bus forwarding thread panicked");
         }
     }

@@ -398,18 +398,11 @@ impl Aio {
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<(), NngError> {
-        let mut msg: *mut sys::nng_msg = std::ptr::null_mut();
         // SAFETY: the message is allocated here and either handed to NNG by a successful
         // send or freed here when the send failed (module invariants); the aio is ours and
         // idle (not `Sync`, each operation waited for), and the operation is waited for before returning.
         unsafe {
-            NngError::check(sys::nng_msg_alloc(&mut msg, 0))?;
-            if let Err(e) =
-                NngError::check(sys::nng_msg_append(msg, body.as_ptr().cast(), body.len()))
-            {
-                sys::nng_msg_free(msg);
-                return Err(e);
-            }
+            let msg = new_message(body)?;
             sys::nng_aio_set_timeout(self.ptr, ms(timeout));
             sys::nng_aio_set_msg(self.ptr, msg);
             sys::nng_ctx_send(ctx.raw, self.ptr);
@@ -469,35 +462,31 @@ pub fn exchange(
         ctx: ctx.raw,
         receiving: false,
         deadline,
-        done: Some(tx),
+        done: tx,
     }));
     let mut aio: *mut sys::nng_aio = std::ptr::null_mut();
-    let mut msg: *mut sys::nng_msg = std::ptr::null_mut();
     // SAFETY: `ex` is a live box whose only other user is the callback, which runs once an
     // operation is started; until then it is ours alone, and on every failure before the
     // send it is freed here with whatever was allocated (module invariants). Once
     // `nng_ctx_send` is called, `ex`, the aio, the context and the message belong to the
     // callback and are not touched here.
     unsafe {
-        let started = (|| {
-            NngError::check(sys::nng_aio_alloc(
-                &mut aio,
-                Some(on_exchange),
-                ex.cast::<c_void>(),
-            ))?;
-            NngError::check(sys::nng_msg_alloc(&mut msg, 0))?;
-            NngError::check(sys::nng_msg_append(msg, body.as_ptr().cast(), body.len()))
-        })();
-        if let Err(e) = started {
-            if !msg.is_null() {
-                sys::nng_msg_free(msg);
+        let started = NngError::check(sys::nng_aio_alloc(
+            &mut aio,
+            Some(on_exchange),
+            ex.cast::<c_void>(),
+        ))
+        .and_then(|()| new_message(body));
+        let msg = match started {
+            Ok(msg) => msg,
+            Err(e) => {
+                if !aio.is_null() {
+                    sys::nng_aio_free(aio);
+                }
+                drop(Box::from_raw(ex));
+                return Err(e); // `ctx` closes as it drops
             }
-            if !aio.is_null() {
-                sys::nng_aio_free(aio);
-            }
-            drop(Box::from_raw(ex));
-            return Err(e); // `ctx` closes as it drops
-        }
+        };
         (*ex).aio = aio;
         // The context now belongs to the exchange (closed by its last callback).
         std::mem::forget(ctx);
@@ -515,7 +504,7 @@ struct Exchange {
     /// The send is done and the reply is awaited.
     receiving: bool,
     deadline: std::time::Instant,
-    done: Option<tokio::sync::oneshot::Sender<Exchanged>>,
+    done: tokio::sync::oneshot::Sender<Exchanged>,
 }
 
 /// An [`exchange`]'s aio finished an operation: after the send, starts the receive; after
@@ -534,12 +523,7 @@ extern "C" fn on_exchange(arg: *mut c_void) {
                 Err(e) => Err(e),
             }
         } else if rv != 0 {
-            // A message not sent is still ours.
-            let msg = sys::nng_aio_get_msg(aio);
-            sys::nng_aio_set_msg(aio, std::ptr::null_mut());
-            if !msg.is_null() {
-                sys::nng_msg_free(msg);
-            }
+            free_unsent(aio);
             Err(NngError(rv))
         } else {
             let left = (*ex)
@@ -551,11 +535,43 @@ extern "C" fn on_exchange(arg: *mut c_void) {
             sys::nng_ctx_recv(ctx, aio);
             return;
         };
-        let ex = Box::from_raw(ex);
+        let Exchange { done, .. } = *Box::from_raw(ex);
         sys::nng_ctx_close(ctx);
         sys::nng_aio_reap(aio);
-        if let Some(done) = ex.done {
-            let _ = done.send(outcome);
+        let _ = done.send(outcome);
+    }
+}
+
+/// A new message holding `body`, to hand to an aio's send (freed by whoever holds it when
+/// the send fails).
+///
+/// # Safety
+/// None beyond FFI: the message is ours until handed on.
+unsafe fn new_message(body: &[u8]) -> Result<*mut sys::nng_msg, NngError> {
+    let mut msg: *mut sys::nng_msg = std::ptr::null_mut();
+    // SAFETY: a valid place for the message; it is freed here if the append fails.
+    unsafe {
+        NngError::check(sys::nng_msg_alloc(&mut msg, 0))?;
+        if let Err(e) = NngError::check(sys::nng_msg_append(msg, body.as_ptr().cast(), body.len()))
+        {
+            sys::nng_msg_free(msg);
+            return Err(e);
+        }
+    }
+    Ok(msg)
+}
+
+/// Frees the message of a send that failed (it is still ours) and clears it from the aio.
+///
+/// # Safety
+/// `aio` is a live aio whose send just failed, no operation pending.
+unsafe fn free_unsent(aio: *mut sys::nng_aio) {
+    // SAFETY: the caller's contract (module invariants: a message not sent is ours).
+    unsafe {
+        let msg = sys::nng_aio_get_msg(aio);
+        sys::nng_aio_set_msg(aio, std::ptr::null_mut());
+        if !msg.is_null() {
+            sys::nng_msg_free(msg);
         }
     }
 }
@@ -665,18 +681,14 @@ impl ReplySlot {
         // ours until the send is started; the message is handed to NNG, or freed by the
         // callback when its send fails (module invariants).
         unsafe {
-            let mut msg: *mut sys::nng_msg = std::ptr::null_mut();
-            let built = NngError::check(sys::nng_msg_alloc(&mut msg, 0)).and_then(|()| {
-                NngError::check(sys::nng_msg_append(msg, body.as_ptr().cast(), body.len()))
-            });
-            if let Err(e) = built {
-                if !msg.is_null() {
-                    sys::nng_msg_free(msg);
+            let msg = match new_message(body) {
+                Ok(msg) => msg,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a reply could not be built; the requester will resend");
+                    receive(inner);
+                    return;
                 }
-                tracing::warn!(error = %e, "a reply could not be built; the requester will resend");
-                receive(inner);
-                return;
-            }
+            };
             inner.sending.store(true, Ordering::Release);
             sys::nng_aio_set_timeout(inner.aio, ms(Some(REPLY_SEND_TIMEOUT)));
             sys::nng_aio_set_msg(inner.aio, msg);
@@ -710,11 +722,7 @@ extern "C" fn on_slot(arg: *mut c_void) {
         let rv = sys::nng_aio_result(inner.aio);
         if inner.sending.load(Ordering::Acquire) {
             if rv != 0 {
-                let msg = sys::nng_aio_get_msg(inner.aio);
-                sys::nng_aio_set_msg(inner.aio, std::ptr::null_mut());
-                if !msg.is_null() {
-                    sys::nng_msg_free(msg);
-                }
+                free_unsent(inner.aio);
             }
             match NngError::check(rv) {
                 Err(NngError::CLOSED) => {

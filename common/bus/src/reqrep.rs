@@ -85,11 +85,10 @@ impl Requester {
     /// The request for async code (actors, the router's order path): driven by NNG's
     /// callbacks ([`exchange`](crate::nng::exchange)), so a burst of requests in flight
     /// holds no thread each; same timeout, resend and errors as [`request`](Self::request).
-    pub async fn request_async<Q, R>(&self, request: Q) -> Result<R, BusError>
-    where
-        Q: Serialize + Send + 'static,
-        R: DeserializeOwned + Send + 'static,
-    {
+    pub async fn request_async<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        request: Q,
+    ) -> Result<R, BusError> {
         let body = encode("request", &request)?;
         let timeout = self.timeout;
         let deadline = std::time::Instant::now() + timeout;
@@ -162,7 +161,11 @@ impl Replier {
                 Err(NngError::CLOSED) => return Ok(()),
                 Err(e) => return Err(io("receive request")(e)),
             };
-            let bytes = self.answer(&msg, &mut handler, &on_bad_request)?;
+            let reply = match self.request_of(&msg, &on_bad_request) {
+                Ok(req) => handler(req),
+                Err(bad) => bad,
+            };
+            let bytes = encode("reply", &reply)?;
             match self.socket.send(&bytes) {
                 Ok(()) => {}
                 Err(NngError::CLOSED) => return Ok(()),
@@ -173,9 +176,8 @@ impl Replier {
     }
 
     /// Serves up to `slots` requests at once, without a thread per request: each slot is an
-    /// NNG context driven by callbacks
-    /// ([`ReplySlot`]), each request's answer a task (`handler`'s future) on a runtime of
-    /// one thread that this call runs. So a burst of requests wakes no thread each, and a
+    /// NNG context driven by callbacks ([`ReplySlot`]), each request's answer a task
+    /// (`handler`'s future) on a runtime of one thread that this call runs. So a burst of requests wakes no thread each, and a
     /// slow answer still holds only its own slot. Blocking: run it on its own thread; it
     /// returns once the socket is closed ([`close`](Self::close)), dropping the answers
     /// still awaited (their requesters resend to whoever serves next).
@@ -216,7 +218,7 @@ impl Replier {
                     Some((n, got)) = reported.recv() => match got {
                         Ok(frame) => {
                             pending[n] = false;
-                            match decode::<Q>("request", &frame) {
+                            match self.request_of(&frame, &on_bad_request) {
                                 Ok(req) => {
                                     let answer = handler(req);
                                     let answers = answers.clone();
@@ -224,9 +226,8 @@ impl Replier {
                                         let _ = answers.send((n, answer.await));
                                     });
                                 }
-                                Err(e) => {
-                                    tracing::warn!(url = %self.url, error = %e, "undecodable request");
-                                    let bytes = encode("reply", &on_bad_request(e.to_string()))?;
+                                Err(bad) => {
+                                    let bytes = encode("reply", &bad)?;
                                     pending[n] = true;
                                     slots[n].reply(&bytes);
                                 }
@@ -254,26 +255,17 @@ impl Replier {
         served
     }
 
-    /// The reply to one request frame, encoded: `handler`'s answer (`on_bad_request`'s for
-    /// a frame that does not decode).
-    fn answer<Q, R>(
+    /// The request a frame holds, or, for a frame that does not decode, `on_bad_request`'s
+    /// answer to it (so the requester gets an error instead of a timeout).
+    fn request_of<Q: DeserializeOwned, R>(
         &self,
         frame: &[u8],
-        handler: impl FnOnce(Q) -> R,
         on_bad_request: impl FnOnce(String) -> R,
-    ) -> Result<Vec<u8>, BusError>
-    where
-        Q: DeserializeOwned,
-        R: Serialize,
-    {
-        let reply = match decode::<Q>("request", frame) {
-            Ok(req) => handler(req),
-            Err(e) => {
-                tracing::warn!(url = %self.url, error = %e, "undecodable request");
-                on_bad_request(e.to_string())
-            }
-        };
-        Ok(encode("reply", &reply)?)
+    ) -> Result<Q, R> {
+        decode::<Q>("request", frame).map_err(|e| {
+            tracing::warn!(url = %self.url, error = %e, "undecodable request");
+            on_bad_request(e.to_string())
+        })
     }
 
     /// Stops serving: requests being received end, the serving threads return.

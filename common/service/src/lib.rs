@@ -122,9 +122,7 @@ impl ShutdownHandle {
         hand: impl FnOnce(shardbot_bus::ReplyTo<R>) -> bool,
     ) -> Result<R, shardbot_bus::Unanswered> {
         let asked = shardbot_bus::ask_actor(deadline, hand);
-        if let Err(e @ shardbot_bus::Unanswered::Deadline(_)) = &asked {
-            self.fatal(format!("the {service}'s actor is stuck: {e}"));
-        }
+        self.fatal_if_stuck(service, &asked);
         asked
     }
 
@@ -137,10 +135,15 @@ impl ShutdownHandle {
         hand: impl FnOnce(shardbot_bus::ReplyTo<R>) -> bool,
     ) -> Result<R, shardbot_bus::Unanswered> {
         let asked = shardbot_bus::ask_actor_async(deadline, hand).await;
-        if let Err(e @ shardbot_bus::Unanswered::Deadline(_)) = &asked {
+        self.fatal_if_stuck(service, &asked);
+        asked
+    }
+
+    /// No answer by the deadline: the actor is stuck, the service ends.
+    fn fatal_if_stuck<R>(&self, service: &str, asked: &Result<R, shardbot_bus::Unanswered>) {
+        if let Err(e @ shardbot_bus::Unanswered::Deadline(_)) = asked {
             self.fatal(format!("the {service}'s actor is stuck: {e}"));
         }
-        asked
     }
 
     /// Stops the process with exit code 1 after the final heartbeat; the supervisor
